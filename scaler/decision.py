@@ -1,0 +1,55 @@
+"""The ``Decision`` domain type and its fixed vocabulary of reasons."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import StrEnum
+
+
+class Reason(StrEnum):
+    """Why the desired count is what it is (countable, stable names)."""
+
+    FORECAST_PEAK = "ForecastPeak"  # provisioned for the forecast peak within the lead time
+    REACTIVE_FLOOR = "ReactiveFloor"  # observed load needs more than the forecast
+    WITHIN_TOLERANCE = "WithinTolerance"  # change smaller than the tolerance band
+    SCALE_DOWN_STABILIZED = "ScaleDownStabilized"  # held by the scale-down window
+    SCALE_UP_STABILIZED = "ScaleUpStabilized"  # held by the scale-up window
+    RATE_LIMITED = "RateLimited"  # capped by a behavior rate policy
+    BOUNDED = "Bounded"  # clamped to minReplicas / maxReplicas
+    STALE_FORECAST = "StaleForecast"  # forecast too old: no scale-down
+    NO_FORECAST = "NoForecast"  # no forecast yet: no scale-down
+    COLD_FORECAST = "ColdForecast"  # model still warming up: no scale-down
+    ANOMALOUS_SERIES = "AnomalousSeries"  # latest data flagged anomalous: no scale-down
+    INVALID_SPEC = "InvalidSpec"  # spec cannot be used: nothing done
+    CONFLICT = "ConflictingAutoscaler"  # another autoscaler owns the target: nothing done
+
+
+#: reasons under which a scale-down is never allowed (safety rule)
+FALLBACK_REASONS = frozenset(
+    {Reason.STALE_FORECAST, Reason.NO_FORECAST, Reason.COLD_FORECAST, Reason.ANOMALOUS_SERIES}
+)
+
+
+@dataclass(frozen=True, slots=True)
+class Decision:
+    """What the policy decided for one target at event time ``ts``.
+
+    ``desired`` is the count after every limit; ``applied`` is set by the
+    reconciler (False in ForecastOnly mode or when nothing changed);
+    ``message`` is a sentence for humans.
+    """
+
+    target: str
+    ts: float
+    current: int
+    desired: int
+    reason: Reason
+    message: str
+    forecast_peak: float | None = None
+    observed: float | None = None
+    mode: str = "Active"
+    applied: bool = False
+
+    @property
+    def change(self) -> int:
+        return self.desired - self.current

@@ -1,0 +1,267 @@
+"""The scaling policy: pure, no clock, no I/O.
+
+``decide(spec, state, forecast, observed, current, now) -> (Decision, state)``
+
+1. Raw recommendation: the replicas needed for the peak of the forecast's
+   upper bound over the lead time ``[now, now + leadTime)``, never below what
+   the load observed now needs (the *reactive floor*). When the forecast is
+   missing, stale, cold, or the series is anomalous, only the floor may raise
+   the count; otherwise the count holds (never a scale-down on bad data).
+2. Then, in the HPA's order: tolerance dead band, stabilisation over the stored
+   raw recommendations (``behavior``), rate policies, min/max.
+
+Example: a forecast peak of 950 with 100 per replica needs 10 replicas.
+
+>>> from detectors.forecast import Forecast, ForecastPoint
+>>> from scaler.spec import ScalerSpec, TargetRef
+>>> spec = ScalerSpec("web", "web/requests", capacity_per_replica=100, min_replicas=1,
+...                   max_replicas=20, lead_time_seconds=180,
+...                   target=TargetRef("apps/v1", "Deployment", "web"))
+>>> fc = Forecast("web/requests", issued=0, step=60, coverage=0.9, model="m", warm=True,
+...               points=tuple(ForecastPoint(60 * i, 500, 400, u)
+...                            for i, u in [(1, 600), (2, 950), (3, 700), (4, 2000)]))
+>>> d, state = decide(spec, PolicyState(), fc, Observation(0, 480), current=5, now=60)
+>>> d.desired, d.reason.value
+(10, 'ForecastPeak')
+>>> d.message
+'forecast peak 950 within 180s needs 10 replicas (observed 480 needs 5)'
+
+With no forecast the count holds, unless the observed load needs more:
+
+>>> decide(spec, state, None, Observation(120, 300), current=10, now=180)[0].desired
+10
+>>> d = decide(spec, state, None, Observation(120, 1430), current=10, now=180)[0]
+>>> d.desired, d.reason.value
+(15, 'ReactiveFloor')
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field, replace
+
+from detectors.forecast import Forecast
+from scaler.decision import FALLBACK_REASONS, Decision, Reason
+from scaler.spec import ScalerSpec, ScalingRules
+
+#: a forecast older than this many of its steps is stale (unless the spec says)
+STALE_STEPS = 3
+
+
+@dataclass(frozen=True, slots=True)
+class Observation:
+    """The latest observed value of the driving series (event time ``ts``)."""
+
+    ts: float
+    value: float
+    anomalous: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class PolicyState:
+    """What the policy remembers between decisions for one target.
+
+    ``recommendations``: (ts, raw recommendation) within the longest
+    stabilisation window; ``scale_events``: (ts, change in replicas) within the
+    longest rate-policy period.
+    """
+
+    recommendations: tuple[tuple[float, int], ...] = ()
+    scale_events: tuple[tuple[float, int], ...] = field(default=())
+
+    def record_scale(self, ts: float, change: int) -> PolicyState:
+        """Remember an applied change (called by the reconciler after actuating)."""
+        if change == 0:
+            return self
+        return replace(self, scale_events=self.scale_events + ((ts, change),))
+
+
+def replicas_for(load: float, capacity: float) -> int:
+    """Replicas needed to serve ``load`` at ``capacity`` per replica.
+
+    >>> replicas_for(241, 120), replicas_for(240, 120), replicas_for(0, 120)
+    (3, 2, 0)
+    """
+    if not load > 0:
+        return 0
+    return math.ceil(load / capacity - 1e-9)
+
+
+def decide(
+    spec: ScalerSpec,
+    state: PolicyState,
+    forecast: Forecast | None,
+    observed: Observation | None,
+    current: int,
+    now: float,
+) -> tuple[Decision, PolicyState]:
+    """Decide the desired replica count for one target at event time ``now``."""
+    cap = spec.capacity_per_replica
+    stale_after = spec.stale_after_seconds
+    floor = None
+    if observed is not None:
+        obs_stale = now - observed.ts > (stale_after or _default_stale(forecast, spec))
+        if not obs_stale:
+            floor = replicas_for(observed.value, cap)
+    floor_txt = (
+        f"observed {observed.value:.4g} needs {floor}"
+        if floor is not None and observed is not None
+        else "no fresh observation"
+    )
+
+    peak = None
+    fallback = _fallback_reason(spec, forecast, observed, now)
+    if fallback is None:
+        assert forecast is not None
+        peak = forecast.peak_upper(start=now, until=now + spec.lead_time_seconds - 1e-9)
+        if peak is None:  # forecast horizon does not reach: treat as stale
+            fallback = Reason.STALE_FORECAST
+    if fallback is None:
+        assert peak is not None
+        need = replicas_for(peak, cap)
+        if floor is not None and floor > need:
+            raw, reason = floor, Reason.REACTIVE_FLOOR
+            message = f"{floor_txt} replicas, more than forecast peak {peak:.4g} ({need})"
+        else:
+            raw, reason = need, Reason.FORECAST_PEAK
+            message = (
+                f"forecast peak {peak:.4g} within {spec.lead_time_seconds:.0f}s needs "
+                f"{need} replicas ({floor_txt})"
+            )
+    else:
+        if floor is not None and floor > current:
+            raw, reason = floor, Reason.REACTIVE_FLOOR
+            message = f"{_FALLBACK_TEXT[fallback]}; {floor_txt} replicas"
+        else:
+            raw, reason = current, fallback
+            message = f"{_FALLBACK_TEXT[fallback]}: holding {current} replicas ({floor_txt})"
+
+    # 1. tolerance dead band (as the HPA's usage ratio)
+    if current > 0 and raw != current and abs(raw / current - 1.0) <= spec.tolerance:
+        if reason not in FALLBACK_REASONS:
+            message = f"{message}; change within tolerance {spec.tolerance:.0%}"
+            reason = Reason.WITHIN_TOLERANCE
+        raw = current
+
+    # 2. stabilisation over stored raw recommendations
+    up, down = spec.scale_up, spec.scale_down
+    keep = max(up.stabilization_window_seconds, down.stabilization_window_seconds)
+    recs = tuple((t, r) for t, r in state.recommendations if t > now - keep) + ((now, raw),)
+    up_rec = min(r for t, r in recs if t > now - up.stabilization_window_seconds or t == now)
+    down_rec = max(r for t, r in recs if t > now - down.stabilization_window_seconds or t == now)
+    stabilized = current
+    if stabilized < up_rec:
+        stabilized = up_rec
+    if stabilized > down_rec:
+        stabilized = down_rec
+    if stabilized != raw:
+        if raw < current:
+            reason = Reason.SCALE_DOWN_STABILIZED
+            message = (
+                f"{message}; scale-down held at {stabilized} by the "
+                f"{down.stabilization_window_seconds}s stabilization window"
+            )
+        else:
+            reason = Reason.SCALE_UP_STABILIZED
+            message = (
+                f"{message}; scale-up held at {stabilized} by the "
+                f"{up.stabilization_window_seconds}s stabilization window"
+            )
+
+    # 3. rate policies
+    period = max((p.period_seconds for p in up.policies + down.policies), default=0)
+    events = tuple((t, c) for t, c in state.scale_events if t > now - period)
+    desired = stabilized
+    if desired > current:
+        limit = _up_limit(current, events, now, up)
+        if desired > limit:
+            desired = limit
+            reason = Reason.RATE_LIMITED
+            message = f"{message}; scale-up limited to {limit} by behavior.scaleUp policies"
+    elif desired < current:
+        limit = _down_limit(current, events, now, down)
+        if desired < limit:
+            desired = limit
+            reason = Reason.RATE_LIMITED
+            message = f"{message}; scale-down limited to {limit} by behavior.scaleDown policies"
+
+    # 4. min / max
+    bounded = min(max(desired, spec.min_replicas), spec.max_replicas)
+    if bounded != desired:
+        side = "minReplicas" if bounded > desired else "maxReplicas"
+        message = f"{message}; bounded to {side} {bounded}"
+        reason = Reason.BOUNDED
+        desired = bounded
+
+    decision = Decision(
+        target=spec.key,
+        ts=now,
+        current=current,
+        desired=desired,
+        reason=reason,
+        message=message,
+        forecast_peak=peak,
+        observed=observed.value if observed is not None else None,
+        mode=spec.mode,
+    )
+    return decision, PolicyState(recommendations=recs, scale_events=events)
+
+
+def _default_stale(forecast: Forecast | None, spec: ScalerSpec) -> float:
+    step = forecast.step if forecast is not None else 60.0
+    return STALE_STEPS * step
+
+
+def _fallback_reason(
+    spec: ScalerSpec, forecast: Forecast | None, observed: Observation | None, now: float
+) -> Reason | None:
+    if observed is not None and observed.anomalous:
+        return Reason.ANOMALOUS_SERIES
+    if forecast is None:
+        return Reason.NO_FORECAST
+    stale_after = spec.stale_after_seconds or _default_stale(forecast, spec)
+    if now - (forecast.issued + forecast.step) > stale_after:
+        return Reason.STALE_FORECAST
+    if not forecast.warm:
+        return Reason.COLD_FORECAST
+    return None
+
+
+_FALLBACK_TEXT = {
+    Reason.ANOMALOUS_SERIES: "latest data is anomalous, forecast not trusted",
+    Reason.NO_FORECAST: "no forecast for the series yet",
+    Reason.STALE_FORECAST: "forecast is stale",
+    Reason.COLD_FORECAST: "forecaster still warming up",
+}
+
+
+def _changed_in_period(events: tuple[tuple[float, int], ...], now: float, period: int) -> tuple[int, int]:
+    added = sum(c for t, c in events if c > 0 and t > now - period)
+    removed = -sum(c for t, c in events if c < 0 and t > now - period)
+    return added, removed
+
+
+def _up_limit(current: int, events: tuple[tuple[float, int], ...], now: float, rules: ScalingRules) -> int:
+    if rules.select_policy == "Disabled" or not rules.policies:
+        return current if rules.select_policy == "Disabled" else 2**31
+    proposals = []
+    for p in rules.policies:
+        added, removed = _changed_in_period(events, now, p.period_seconds)
+        start = current - added + removed
+        proposals.append(
+            start + p.value if p.type == "Pods" else math.ceil(start * (1 + p.value / 100))
+        )
+    return min(proposals) if rules.select_policy == "Min" else max(proposals)
+
+
+def _down_limit(current: int, events: tuple[tuple[float, int], ...], now: float, rules: ScalingRules) -> int:
+    if rules.select_policy == "Disabled" or not rules.policies:
+        return current if rules.select_policy == "Disabled" else 0
+    proposals = []
+    for p in rules.policies:
+        added, removed = _changed_in_period(events, now, p.period_seconds)
+        start = current - added + removed
+        proposals.append(
+            start - p.value if p.type == "Pods" else int(start * (1 - p.value / 100))
+        )
+    return max(proposals) if rules.select_policy == "Min" else min(proposals)
