@@ -49,6 +49,8 @@ class Decision:
     observed: float | None = None
     mode: str = "Active"
     applied: bool = False
+    #: event time of the observation behind ``observed`` (set by the reconciler)
+    observed_ts: float | None = None
 
     @property
     def change(self) -> int:

@@ -80,6 +80,9 @@ class Reconciler:
             current,
             now,
         )
+        observation = self.observations.get(spec.series)
+        if observation is not None:
+            decision = replace(decision, observed_ts=observation.ts)
         if spec.mode == "Active" and decision.desired != current:
             self.actuator.scale(spec, decision.desired, now)
             state = state.record_scale(now, decision.desired - current)

@@ -1,0 +1,171 @@
+"""The controller's Kafka loop: ``forecasts`` in, decisions out.
+
+It reads every partition of ``foresight.forecasts`` (no consumer group: one
+active controller reads everything), keeps the event-time watermark (the
+controller's "now"), and asks a reconciler to decide for the targets the
+series drives; each decision goes to ``foresight.decisions``. Targets whose
+series has gone quiet are re-decided once per window as the watermark moves,
+so a stale forecast falls back to the reactive rule (never a scale-down).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import math
+import signal
+from collections.abc import Callable
+
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+
+from scaler.decision import Decision
+from scaler.policy import Observation
+from scaler.reconcile import Reconciler
+from scaler.simulated import SimulatedCluster
+from scaler.spec import load_specs
+from streams import records
+from streams.records import InvalidRecord
+from streams.settings import Settings
+from streams.topics import Topics
+
+log = logging.getLogger("foresight.controller")
+
+
+class ControllerLoop:
+    """Consume forecasts, reconcile, publish decisions, until :meth:`stop`."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        reconciler: Reconciler,
+        from_beginning: bool = True,
+        on_forecast: Callable[[records.ForecastMessage, float], None] | None = None,
+    ) -> None:
+        self.settings = settings
+        self.topics = Topics.from_settings(settings)
+        self.reconciler = reconciler
+        self.from_beginning = from_beginning
+        self.on_forecast = on_forecast
+        self.watermark = -math.inf
+        self._last_sweep = -math.inf
+        self._stopping = asyncio.Event()
+        self._pending: list[Decision] = []
+        self.decisions = 0
+        self.bad_messages = 0
+        reconciler.on_decision = self._pending.append
+
+    def stop(self) -> None:
+        self._stopping.set()
+
+    async def run(self) -> None:
+        consumer = AIOKafkaConsumer(
+            bootstrap_servers=self.settings.broker,
+            enable_auto_commit=False,
+            auto_offset_reset="earliest" if self.from_beginning else "latest",
+        )
+        producer = AIOKafkaProducer(bootstrap_servers=self.settings.broker, acks="all", linger_ms=5)
+        await consumer.start()
+        await producer.start()
+        try:
+            parts = None
+            while not parts and not self._stopping.is_set():
+                parts = consumer.partitions_for_topic(self.topics.forecasts)
+                if not parts:
+                    await consumer._client.force_metadata_update()  # noqa: SLF001
+                    await asyncio.sleep(0.2)
+            if self._stopping.is_set():
+                return
+            assert parts is not None
+            consumer.assign([TopicPartition(self.topics.forecasts, p) for p in sorted(parts)])
+            log.info("controller reading %s (%d partitions), %d targets",
+                     self.topics.forecasts, len(parts), len(self.reconciler.specs))
+            while not self._stopping.is_set():
+                batch = await consumer.getmany(timeout_ms=200, max_records=1000)
+                for msgs in batch.values():
+                    for msg in msgs:
+                        self._handle(msg.value or b"")
+                await self._publish(producer)
+        finally:
+            await self._publish(producer)
+            await consumer.stop()
+            await producer.stop()
+
+    def _handle(self, raw: bytes) -> None:
+        try:
+            fm = records.parse_forecast(raw)
+        except InvalidRecord as exc:
+            self.bad_messages += 1
+            log.warning("skipping bad forecast message: %s", exc)
+            return
+        f = fm.forecast
+        now = f.issued + f.step
+        if now > self.watermark:
+            self.watermark = now
+        obs = None if fm.observed is None else Observation(f.issued, fm.observed, fm.anomalous)
+        self.reconciler.observe(f, obs)
+        if self.on_forecast is not None:
+            self.on_forecast(fm, self.watermark)
+        self.reconciler.reconcile_series(f.series, self.watermark)
+        self._sweep(f.step)
+
+    def _sweep(self, step: float) -> None:
+        """Once per window of watermark progress, re-decide targets whose series is quiet."""
+        if self.watermark - self._last_sweep < step:
+            return
+        self._last_sweep = self.watermark
+        for spec in list(self.reconciler.specs.values()):
+            last = self.reconciler.last.get(spec.key)
+            if last is None or self.watermark - last.ts >= step:
+                self.reconciler.reconcile(spec, self.watermark)
+
+    async def _publish(self, producer: AIOKafkaProducer) -> None:
+        if not self._pending:
+            return
+        pending, self._pending[:] = list(self._pending), []
+        for d in pending:
+            await producer.send(self.topics.decisions, key=d.target.encode(),
+                                value=records.dumps(records.decision_to_json(d)))
+            self.decisions += 1
+            if d.applied or d.desired != d.current:
+                log.info("%s: %d -> %d (%s) %s", d.target, d.current, d.desired, d.reason.value, d.message)
+        await producer.flush()
+
+
+def run_controller(settings: Settings, kube: bool = False, namespaces: list[str] | None = None) -> int:
+    """Run the controller in the foreground until SIGINT/SIGTERM."""
+    from streams.admin import ensure_topics
+
+    topics = Topics.from_settings(settings)
+    ensure_topics(settings.broker, topics.all(), settings.partitions)
+    if kube:
+        from streams.kube_wiring import build_kube_reconciler
+
+        reconciler, on_forecast, closer = build_kube_reconciler(settings, namespaces)
+        loop = ControllerLoop(settings, reconciler, from_beginning=False, on_forecast=on_forecast)
+    else:
+        if not settings.scalers:
+            raise SystemExit("foresight scaler: --scalers FILE (PredictiveScaler YAML) or --kube is required")
+        specs = load_specs(settings.scalers)
+        if settings.mode:
+            import dataclasses
+
+            specs = [dataclasses.replace(s, mode=settings.mode) for s in specs]
+        cluster = SimulatedCluster(settings.startup_seconds)
+        for s in specs:
+            cluster.add_target(s.key, s.min_replicas)
+        reconciler = Reconciler(cluster, specs)
+        loop = ControllerLoop(settings, reconciler, from_beginning=True)
+        closer = None
+
+    async def main() -> None:
+        ev = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            ev.add_signal_handler(sig, loop.stop)
+        await loop.run()
+
+    try:
+        asyncio.run(main())
+    finally:
+        if closer is not None:
+            closer()
+    return 0

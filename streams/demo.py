@@ -1,0 +1,309 @@
+"""``foresight demo``: the whole pipeline on one machine.
+
+Starts the embedded broker (unless ``FORESIGHT_BROKER`` is set), a Faust
+worker and the controller (driving the simulated cluster) as child
+processes, replays the synthetic workload through the producer helper in
+event time at ``--speed``, shows live progress, and prints a JSON summary.
+Everything it started is stopped on exit and on Ctrl-C.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import orjson
+import yaml
+from aiokafka import AIOKafkaConsumer, TopicPartition
+
+from streams.admin import ensure_topics_async
+from streams.broker import EmbeddedBroker, free_port, wait_for_port
+from streams.producer import AggregatingProducer
+from streams.settings import Settings
+from streams.summary import Observed, summarize
+from streams.topics import Topics
+from streams.workload import CYCLE, PLANS, Workload
+
+log = logging.getLogger("foresight.demo")
+
+DEMO_START = 1767225600.0  # 2026-01-01T00:00:00Z, event time of the replay's start
+NAMESPACE = "demo"
+LEAD_SECONDS = 180.0
+
+
+def scaler_manifests(window: float) -> list[dict[str, Any]]:
+    """The demo's PredictiveScaler specs (one per service)."""
+    docs = []
+    for plan in PLANS:
+        name = plan.series.split("/")[0]
+        docs.append({
+            "apiVersion": "foresight.dev/v1alpha1",
+            "kind": "PredictiveScaler",
+            "metadata": {"name": name, "namespace": NAMESPACE},
+            "spec": {
+                "scaleTargetRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": name},
+                "series": plan.series,
+                "capacityPerReplica": plan.capacity_per_replica,
+                "minReplicas": plan.min_replicas,
+                "maxReplicas": plan.max_replicas,
+                "leadTimeSeconds": LEAD_SECONDS,
+                "mode": "Active",
+                "behavior": {
+                    "scaleDown": {"stabilizationWindowSeconds": 300,
+                                  "policies": [{"type": "Percent", "value": 50, "periodSeconds": 60}]},
+                    "scaleUp": {"stabilizationWindowSeconds": 0},
+                },
+            },
+        })
+    return docs
+
+
+class Children:
+    """Child processes in their own sessions, stopped (group and all) on close."""
+
+    def __init__(self) -> None:
+        self.procs: list[tuple[str, subprocess.Popen[bytes]]] = []
+
+    def start(self, name: str, argv: list[str], env: dict[str, str], log_path: Path) -> subprocess.Popen[bytes]:
+        fh = open(log_path, "ab")  # noqa: SIM115 - closed with the process
+        p = subprocess.Popen(argv, env=env, stdout=fh, stderr=subprocess.STDOUT,
+                             stdin=subprocess.DEVNULL, start_new_session=True)
+        fh.close()
+        self.procs.append((name, p))
+        return p
+
+    def check(self) -> None:
+        for name, p in self.procs:
+            if p.poll() is not None:
+                raise RuntimeError(f"{name} exited with code {p.returncode}")
+
+    def close(self) -> None:
+        for _, p in reversed(self.procs):
+            if p.poll() is None:
+                try:
+                    os.killpg(p.pid, signal.SIGTERM)
+                except ProcessLookupError:
+                    pass
+        deadline = time.monotonic() + 10
+        for _, p in reversed(self.procs):
+            try:
+                p.wait(max(0.1, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                try:
+                    os.killpg(p.pid, signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
+                p.wait(5)
+
+
+class Monitor:
+    """Reads points, forecasts, anomalies, decisions and dead letters back."""
+
+    def __init__(self, bootstrap: str, topics: Topics) -> None:
+        self.bootstrap = bootstrap
+        self.topics = topics
+        self.obs = Observed(counts={"events": 0, "points": 0, "forecasts": 0, "anomalies": 0,
+                                    "decisions": 0, "dead_letters": 0})
+        self.latest: dict[str, dict[str, Any]] = {}
+        self.max_point_start = -1.0
+        self._stop = asyncio.Event()
+
+    def stop(self) -> None:
+        self._stop.set()
+
+    async def run(self) -> None:
+        c = AIOKafkaConsumer(bootstrap_servers=self.bootstrap, enable_auto_commit=False,
+                             auto_offset_reset="earliest")
+        await c.start()
+        try:
+            names = [self.topics.points, self.topics.forecasts, self.topics.anomalies,
+                     self.topics.decisions, Topics.dlq(self.topics.events), Topics.dlq(self.topics.metrics)]
+            tps = []
+            for n in names:
+                parts = c.partitions_for_topic(n)
+                while not parts:
+                    await c._client.force_metadata_update()  # noqa: SLF001
+                    parts = c.partitions_for_topic(n)
+                    if not parts:
+                        await asyncio.sleep(0.1)
+                tps += [TopicPartition(n, p) for p in parts]
+            c.assign(tps)
+            while not self._stop.is_set():
+                batch = await c.getmany(timeout_ms=200, max_records=5000)
+                for tp, msgs in batch.items():
+                    for m in msgs:
+                        self._on(tp.topic, m.value or b"")
+        finally:
+            await c.stop()
+
+    def _on(self, topic: str, raw: bytes) -> None:
+        t = self.topics
+        o = orjson.loads(raw)
+        counts = self.obs.counts
+        if topic == t.points:
+            counts["points"] += 1
+            self.obs.points.setdefault(o["series"], {})[o["start"]] = o["value"]
+            self.max_point_start = max(self.max_point_start, o["start"])
+        elif topic == t.forecasts:
+            counts["forecasts"] += 1
+        elif topic == t.anomalies:
+            counts["anomalies"] += 1
+        elif topic == t.decisions:
+            counts["decisions"] += 1
+            self.obs.decisions.setdefault(o["target"], []).append(o)
+            self.latest[o["target"]] = o
+        else:
+            counts["dead_letters"] += 1
+
+
+async def _replay(producer: AggregatingProducer, workload: Workload, speed: float,
+                  duration: float, counts: dict[str, int], stop: asyncio.Event) -> float:
+    """Generate the workload in event time; returns the simulated end time."""
+    t0 = time.monotonic()
+    sim = workload.start
+    tick = 0.1
+    while not stop.is_set():
+        elapsed = time.monotonic() - t0
+        if elapsed >= duration:
+            break
+        target = workload.start + min(elapsed, duration) * speed
+        while sim < target:
+            for plan in PLANS:
+                if plan.kind == "events":
+                    n = workload.events(plan.series, sim)
+                    if n:
+                        producer.record_event(plan.series, sim, count=n)
+                        counts["events"] += n
+                else:
+                    producer.record_metric(plan.series, workload.sample(plan.series, sim), sim)
+                    counts["events"] += 1
+            sim += 1.0
+        await asyncio.to_thread(producer.flush, True)
+        await asyncio.sleep(tick)
+    await asyncio.to_thread(producer.flush, True)
+    return sim
+
+
+def _progress(mon: Monitor, sim: float, start: float) -> str:
+    c = mon.obs.counts
+    parts = [f"t+{(sim - start) / 60:5.0f}min", f"events {c['events']:>9,}", f"points {c['points']:>5}",
+             f"forecasts {c['forecasts']:>5}", f"anomalies {c['anomalies']:>3}", f"dlq {c['dead_letters']}"]
+    for key, d in sorted(mon.latest.items()):
+        parts.append(f"{key.split('/')[-1]} {d['current']}->{d['desired']}")
+    return " | ".join(parts)
+
+
+async def _demo(settings: Settings, duration: float, speed: float, serve: bool, quiet: bool,
+                children: Children, workdir: Path) -> dict[str, Any]:
+    topics = Topics.from_settings(settings)
+    await ensure_topics_async(settings.broker, topics.all(), settings.partitions)
+    scalers = workdir / "scalers.yaml"
+    scalers.write_text(yaml.safe_dump_all(scaler_manifests(settings.window_seconds), sort_keys=False))
+    env = {
+        **os.environ,
+        "FORESIGHT_BROKER": settings.broker,
+        "FORESIGHT_WINDOW_SECONDS": str(settings.window_seconds),
+        "FORESIGHT_PERIOD_STEPS": str(settings.period_steps),
+        "FORESIGHT_PARTITIONS": str(settings.partitions),
+        "FORESIGHT_TOPIC_PREFIX": settings.topic_prefix,
+        "FORESIGHT_DATA_DIR": str(workdir / "worker"),
+        "FORESIGHT_WEB_HOST": settings.web_host,
+        "FORESIGHT_WEB_PORT": str(settings.web_port),
+        "FORESIGHT_LOG_LEVEL": "warning",
+    }
+    py = [sys.executable, "-m", "streams"]
+    worker = children.start("worker", py + ["worker"], env, workdir / "worker.log")
+    children.start("controller", py + ["scaler", "--scalers", str(scalers),
+                                       "--startup-seconds", str(LEAD_SECONDS)],
+                   env, workdir / "controller.log")
+    wait_for_port(settings.web_host, settings.web_port, 60, worker)
+    url = f"http://{settings.web_host}:{settings.web_port}/"
+    print(f"worker web server: {url}  (logs in {workdir})", file=sys.stderr, flush=True)
+
+    workload = Workload(DEMO_START)
+    mon = Monitor(settings.broker, topics)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    mon_task = asyncio.create_task(mon.run())
+    producer = AggregatingProducer(settings.broker, interval=min(10.0, settings.window_seconds),
+                                   flush_every=0, settings=settings)
+    replay = asyncio.create_task(_replay(producer, workload, speed, duration, mon.obs.counts, stop))
+    tty = sys.stderr.isatty()
+    t0 = time.monotonic()
+    try:
+        while not replay.done():
+            await asyncio.wait([replay], timeout=1.0)
+            children.check()
+            if not quiet:
+                sim = workload.start + (time.monotonic() - t0) * speed
+                line = _progress(mon, sim, workload.start)
+                print(("\r" + line[:200]) if tty else line, end="" if tty else "\n", file=sys.stderr, flush=True)
+        sim_end = replay.result()
+        # drain: wait until the last complete windows are through the pipeline
+        last_window = (sim_end // settings.window_seconds - settings.allowed_lateness_windows - 2) * settings.window_seconds
+        deadline = time.monotonic() + 30
+        while mon.max_point_start < last_window and time.monotonic() < deadline and not stop.is_set():
+            await asyncio.sleep(0.2)
+        await asyncio.sleep(min(3.0, 60.0 / speed * 2))  # let the controller's decisions land
+        if tty and not quiet:
+            print(file=sys.stderr)
+        summary = summarize(mon.obs, workload, NAMESPACE, settings.window_seconds, LEAD_SECONDS, sim_end)
+        summary["simulated_seconds"] = sim_end - workload.start
+        summary["speed"] = speed
+        summary["dashboard"] = url
+        if serve and not stop.is_set():
+            print(json.dumps(summary, indent=2), flush=True)
+            print(f"serving {url} - Ctrl-C to stop", file=sys.stderr, flush=True)
+            await stop.wait()
+            summary["_printed"] = True
+        return summary
+    finally:
+        stop.set()
+        mon.stop()
+        await asyncio.gather(mon_task, return_exceptions=True)
+        await asyncio.to_thread(producer.close)
+
+
+def run_demo(settings: Settings, duration: float = 300.0, speed: float = 60.0, serve: bool = False,
+             quiet: bool = False) -> int:
+    """Run the demo; print the JSON summary on stdout; 0 if every check held."""
+    if "FORESIGHT_WINDOW_SECONDS" not in os.environ and settings.window_seconds == Settings().window_seconds:
+        settings = settings.replace(window_seconds=60.0)
+    if not settings.period_steps:
+        settings = settings.replace(period_steps=int(CYCLE / settings.window_seconds))
+    if settings.web_port == Settings().web_port and "FORESIGHT_WEB_PORT" not in os.environ:
+        try:
+            import socket
+
+            with socket.socket() as s:
+                s.bind((settings.web_host, settings.web_port))
+        except OSError:
+            settings = settings.replace(web_port=free_port(settings.web_host))
+    children = Children()
+    broker = None
+    workdir = Path(tempfile.mkdtemp(prefix="foresight-demo-"))
+    try:
+        if not settings.broker:
+            broker = EmbeddedBroker(log_path=str(workdir / "broker.log")).start()
+            settings = settings.replace(broker=broker.bootstrap)
+            print(f"embedded broker on {broker.bootstrap}", file=sys.stderr, flush=True)
+        summary = asyncio.run(_demo(settings, duration, speed, serve, quiet, children, workdir))
+    finally:
+        children.close()
+        if broker is not None:
+            broker.stop()
+    if not summary.pop("_printed", False):
+        print(json.dumps(summary, indent=2), flush=True)
+    failed = [k for k, v in summary["checks"].items() if v is False]
+    return 1 if failed else 0

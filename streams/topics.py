@@ -1,0 +1,32 @@
+"""Topic names (the only place they are spelled out)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from streams.settings import Settings
+
+
+@dataclass(frozen=True, slots=True)
+class Topics:
+    events: str
+    metrics: str
+    points: str
+    anomalies: str
+    forecasts: str
+    decisions: str
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> Topics:
+        t = settings.topic
+        return cls(
+            t("events"), t("metrics"), t("points"), t("anomalies"), t("forecasts"), t("decisions")
+        )
+
+    @staticmethod
+    def dlq(topic: str) -> str:
+        return f"{topic}.dlq"
+
+    def all(self) -> list[str]:
+        main = [self.events, self.metrics, self.points, self.anomalies, self.forecasts, self.decisions]
+        return main + [self.dlq(self.events), self.dlq(self.metrics), self.dlq(self.points)]

@@ -1,0 +1,126 @@
+"""Event-time tumbling windows over client aggregates (pure, no Kafka).
+
+One :class:`Windower` per input partition. Each aggregate is merged into the
+window holding its start; a window closes once the partition's watermark (the
+largest event time seen) passes its end plus the allowed lateness. An
+aggregate for a closed window is *late*: rejected, never merged.
+
+>>> from streams.records import Aggregate
+>>> w = Windower(step=10, lateness_windows=1)
+>>> w.add(Aggregate("a", 3.0, 1.0, 5, 5.0, 1.0, 1.0), kind="events")
+>>> w.add(Aggregate("a", 12.0, 1.0, 20, 20.0, 1.0, 1.0), kind="events")
+>>> [p.start for p in w.close_ready()]   # watermark 12 < 0 + 10 + 10
+[]
+>>> w.add(Aggregate("a", 25.0, 1.0, 1, 1.0, 1.0, 1.0), kind="events")
+>>> [(p.start, p.value) for p in w.close_ready()]  # 5 events in 10 s
+[(0.0, 0.5)]
+>>> w.add(Aggregate("a", 8.0, 1.0, 1, 1.0, 1.0, 1.0), kind="events")
+Traceback (most recent call last):
+...
+streams.records.InvalidRecord: late: window [0, 10) of 'a' closed at watermark 25 (lateness 1 windows)
+"""
+
+from __future__ import annotations
+
+import math
+from collections import defaultdict
+
+from streams.records import Aggregate, InvalidRecord, Point
+
+#: per open window: [count, sum, min, max]
+Acc = list[float]
+
+
+class Windower:
+    __slots__ = ("step", "lateness", "open", "kinds", "by_start", "watermark", "closed_until")
+
+    def __init__(self, step: float, lateness_windows: int = 2) -> None:
+        self.step = float(step)
+        self.lateness = int(lateness_windows)
+        self.open: dict[str, dict[float, Acc]] = {}
+        self.kinds: dict[str, str] = {}
+        self.by_start: dict[float, set[str]] = defaultdict(set)
+        self.watermark = -math.inf
+        self.closed_until = -math.inf  # windows starting before this are closed
+
+    def window_start(self, ts: float) -> float:
+        return math.floor(ts / self.step) * self.step
+
+    def add(self, agg: Aggregate, kind: str) -> None:
+        """Merge one aggregate; raise ``InvalidRecord('late')`` if its window closed."""
+        start = self.window_start(agg.ts)
+        if start < self.closed_until:
+            raise InvalidRecord(
+                "late",
+                f"window [{start:g}, {start + self.step:g}) of {agg.series!r} closed at "
+                f"watermark {self.watermark:g} (lateness {self.lateness} windows)",
+            )
+        if agg.interval > self.step:
+            raise InvalidRecord(
+                "bad_value", f"aggregate interval {agg.interval:g}s is longer than the {self.step:g}s window"
+            )
+        wins = self.open.get(agg.series)
+        if wins is None:
+            wins = self.open[agg.series] = {}
+            self.kinds[agg.series] = kind
+        acc = wins.get(start)
+        if acc is None:
+            wins[start] = [agg.count, agg.sum, agg.min, agg.max]
+            self.by_start[start].add(agg.series)
+        else:
+            acc[0] += agg.count
+            acc[1] += agg.sum
+            if agg.min < acc[2]:
+                acc[2] = agg.min
+            if agg.max > acc[3]:
+                acc[3] = agg.max
+        if agg.ts > self.watermark:
+            self.watermark = agg.ts
+
+    def close_ready(self) -> list[Point]:
+        """Close every window whose end + lateness is at or before the watermark."""
+        limit = self.window_start(self.watermark) - self.lateness * self.step
+        if limit <= self.closed_until:
+            return []
+        out: list[Point] = []
+        for start in sorted(s for s in self.by_start if s < limit):
+            for series in sorted(self.by_start.pop(start)):
+                acc = self.open[series].pop(start)
+                if not self.open[series]:
+                    del self.open[series]
+                out.append(self._point(series, start, acc))
+        self.closed_until = limit
+        return out
+
+    def _point(self, series: str, start: float, acc: Acc) -> Point:
+        count, total = int(acc[0]), acc[1]
+        if self.kinds.get(series) == "metrics":
+            value = total / count if count else 0.0
+        else:
+            value = count / self.step
+        return Point(series, start, start + self.step, count, total, acc[2], acc[3], value)
+
+    def snapshot(self, series: str) -> dict[str, object] | None:
+        """The open windows of one series (what the changelog table stores)."""
+        wins = self.open.get(series)
+        if wins is None:
+            return None
+        return {
+            "kind": self.kinds[series],
+            "w": [[s, c, t, _fin(lo), _fin(hi)] for s, (c, t, lo, hi) in wins.items()],
+        }
+
+    def restore(self, series: str, snap: dict[str, object]) -> None:
+        """Re-open windows from a table snapshot (after a restart or rebalance)."""
+        self.kinds[series] = str(snap["kind"])
+        wins = self.open.setdefault(series, {})
+        for s, c, total, lo, hi in snap["w"]:  # type: ignore[union-attr]
+            if s < self.closed_until or s in wins:
+                continue
+            wins[s] = [c, total, math.inf if lo is None else lo, -math.inf if hi is None else hi]
+            self.by_start[s].add(series)
+            self.watermark = max(self.watermark, s)
+
+
+def _fin(x: float) -> float | None:
+    return x if math.isfinite(x) else None

@@ -1,0 +1,93 @@
+"""The demo's synthetic workload, in event time (pure, seeded, no I/O).
+
+Three services on a repeating 60-minute cycle:
+
+- ``checkout/requests`` (events): a daily-like wave plus one predictable peak
+  per cycle (ramp from minute 40, plateau, back down by minute 55);
+- ``search/requests`` (events): a gentle wave, plus one unpredictable spike
+  (4x for 6 minutes, once, in the third cycle);
+- ``inventory/inflight`` (metric samples): flat with noise, until a sensor
+  that sticks at zero for 20 minutes in the fourth cycle.
+
+>>> w = Workload(start=0.0)
+>>> round(w.rate("checkout/requests", 0.0)), round(w.rate("checkout/requests", 47 * 60.0))
+(1500, 4200)
+>>> w.sample("inventory/inflight", w.stuck_start + 60) == 0.0
+True
+"""
+
+from __future__ import annotations
+
+import math
+import random
+from dataclasses import dataclass
+
+CYCLE = 3600.0
+
+
+@dataclass(frozen=True)
+class TargetPlan:
+    series: str
+    kind: str  # events | metrics
+    capacity_per_replica: float
+    min_replicas: int
+    max_replicas: int
+
+
+PLANS = (
+    TargetPlan("checkout/requests", "events", 250.0, 2, 40),
+    TargetPlan("search/requests", "events", 200.0, 2, 40),
+    TargetPlan("inventory/inflight", "metrics", 50.0, 2, 20),
+)
+
+
+class Workload:
+    def __init__(self, start: float, seed: int = 7, cycle: float = CYCLE) -> None:
+        self.start = start
+        self.cycle = cycle
+        self.rng = random.Random(seed)
+        # the unpredictable spike: third cycle, minute 25; the stuck sensor: fourth cycle, minute 20
+        self.spike_start = start + 2 * cycle + 25 * 60.0
+        self.spike_end = self.spike_start + 6 * 60.0
+        self.stuck_start = start + 3 * cycle + 20 * 60.0
+        self.stuck_end = self.stuck_start + 20 * 60.0
+
+    def minute_of_cycle(self, ts: float) -> float:
+        return ((ts - self.start) % self.cycle) / 60.0
+
+    def peak_start(self, cycle_index: int) -> float:
+        """Event time at which the predictable peak's ramp starts in a cycle."""
+        return self.start + cycle_index * self.cycle + 40 * 60.0
+
+    def rate(self, series: str, ts: float) -> float:
+        """Expected events/s (or sample level) at event time ``ts`` (no noise)."""
+        m = self.minute_of_cycle(ts)
+        wave = math.sin(2 * math.pi * m / 60.0)
+        if series == "checkout/requests":
+            base = 1500.0 * (1 + 0.15 * wave)
+            if 40 <= m < 45:
+                base += (m - 40) / 5 * (4200 - base)
+            elif 45 <= m < 50:
+                base = 4200.0
+            elif 50 <= m < 55:
+                base = 4200.0 + (m - 50) / 5 * (base - 4200.0)
+            return base
+        if series == "search/requests":
+            base = 800.0 * (1 + 0.1 * wave)
+            if self.spike_start <= ts < self.spike_end:
+                base *= 4
+            return base
+        if series == "inventory/inflight":
+            return 300.0
+        raise KeyError(series)
+
+    def events(self, series: str, ts: float, seconds: float = 1.0) -> int:
+        """Noisy event count of an event series over ``[ts, ts + seconds)``."""
+        lam = self.rate(series, ts) * seconds
+        return max(0, int(round(self.rng.gauss(lam, 0.05 * lam + math.sqrt(lam)))))
+
+    def sample(self, series: str, ts: float) -> float:
+        """One noisy sample of a metric series at ``ts``."""
+        if self.stuck_start <= ts < self.stuck_end:
+            return 0.0
+        return max(0.0, self.rng.gauss(self.rate(series, ts), 15.0))
