@@ -16,6 +16,7 @@ import logging
 import math
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import faust
@@ -60,6 +61,7 @@ class WorkerState:
 def create_app(settings: Settings, metrics: Metrics | None = None) -> faust.App:
     topics = Topics.from_settings(settings)
     metrics = metrics or Metrics()
+    Path(settings.data_dir).mkdir(parents=True, exist_ok=True)
     app = faust.App(
         settings.app_id,
         broker=f"kafka://{settings.broker}",

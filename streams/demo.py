@@ -60,7 +60,9 @@ def scaler_manifests(window: float) -> list[dict[str, Any]]:
                 "behavior": {
                     "scaleDown": {"stabilizationWindowSeconds": 300,
                                   "policies": [{"type": "Percent", "value": 50, "periodSeconds": 60}]},
-                    "scaleUp": {"stabilizationWindowSeconds": 0},
+                    # scale up as far as needed in one step: the demo's spike is 4x
+                    "scaleUp": {"stabilizationWindowSeconds": 0,
+                                "policies": [{"type": "Percent", "value": 400, "periodSeconds": 15}]},
                 },
             },
         })

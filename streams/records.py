@@ -17,6 +17,7 @@ exception in an agent.
 from __future__ import annotations
 
 import base64
+import json
 import math
 from dataclasses import dataclass
 from datetime import UTC as _UTC
@@ -166,7 +167,12 @@ def parse_input(raw: bytes) -> list[Aggregate | InvalidRecord]:
     try:
         obj = orjson.loads(raw)
     except orjson.JSONDecodeError as exc:
-        return [InvalidRecord("malformed_json", str(exc), raw)]
+        # Python's json module writes NaN/Infinity literals: report them as
+        # non-finite values rather than as malformed JSON.
+        try:
+            obj = json.loads(raw)
+        except (ValueError, UnicodeDecodeError):
+            return [InvalidRecord("malformed_json", str(exc), raw)]
     items = obj if isinstance(obj, list) else [obj]
     out: list[Aggregate | InvalidRecord] = []
     for item in items:

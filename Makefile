@@ -1,0 +1,45 @@
+# Foresight: `make demo` and `make test` do all set-up on a fresh machine.
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+
+.PHONY: demo test lint bench bench-nab bench-backtest lock clean venv
+
+venv: $(STAMP)
+
+$(STAMP): requirements.lock pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -r requirements.lock
+	$(PY) -m pip install --quiet --no-deps -e .
+	touch $(STAMP)
+
+## the whole pipeline locally: embedded broker, worker, controller, simulated cluster
+demo: $(STAMP)
+	$(VENV)/bin/foresight demo --duration $${DURATION:-300} --speed $${SPEED:-60} --serve
+
+## the whole suite: unit, doctests, integration (real broker, API emulator, browser), e2e
+test: $(STAMP)
+	$(VENV)/bin/ruff check .
+	$(PY) -m pytest
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check .
+
+bench: $(STAMP)
+	$(PY) benchmarks/throughput.py
+
+bench-nab: $(STAMP)
+	$(PY) benchmarks/nab.py
+
+bench-backtest: $(STAMP)
+	$(PY) benchmarks/backtest.py
+
+## regenerate the pinned lock from pyproject.toml (needs uv)
+lock:
+	$(PY) -m pip install --quiet uv
+	$(VENV)/bin/uv pip compile pyproject.toml --extra dev --python-version 3.11 -o requirements.lock
+
+clean:
+	rm -rf $(VENV) build .pytest_cache

@@ -1,0 +1,210 @@
+"""Behaviour of the default anomaly detector (detectors.anomaly)."""
+
+from __future__ import annotations
+
+import math
+import pickle
+import random
+
+import pytest
+
+from detectors.anomaly import COMPONENTS, RecordFusionDetector, default_detector
+from detectors.base import AnomalyDetector
+
+STEP = 300.0  # 5-minute points, as in NAB
+ALARM = 0.9  # the worker's publishing threshold
+
+
+def noisy_cycle(n: int, seed: int = 0, period: int = 288, noise: float = 1.0) -> list[float]:
+    rng = random.Random(seed)
+    return [50 + 20 * math.sin(2 * math.pi * i / period) + rng.gauss(0, noise) for i in range(n)]
+
+
+def run(values: list[float], det: AnomalyDetector | None = None, t0: float = 0.0) -> list[float]:
+    det = det if det is not None else default_detector()
+    out = []
+    for i, x in enumerate(values):
+        t = t0 + i * STEP
+        out.append(det.score_one(x, t))
+        det.learn_one(x, t)
+    return out
+
+
+def first_alarm(scores: list[float], start: int) -> int | None:
+    for i in range(start, len(scores)):
+        if scores[i] >= ALARM:
+            return i - start
+    return None
+
+
+def test_default_detector_is_the_fusion_detector():
+    assert isinstance(default_detector(), RecordFusionDetector)
+
+
+@pytest.mark.parametrize("timestamps", [True, False])
+def test_clean_sine_scores_low(timestamps):
+    det = default_detector()
+    scores = []
+    for i in range(3000):
+        x = 50 + 20 * math.sin(2 * math.pi * i / 288)
+        t = i * STEP if timestamps else None
+        scores.append(det.score_one(x, t))
+        det.learn_one(x, t)
+    assert max(scores[300:]) < 0.6
+
+
+def test_spike_scores_high_at_once():
+    values = noisy_cycle(3000)
+    values[2500] += 60.0
+    scores = run(values)
+    assert first_alarm(scores, 2500) == 0
+
+
+def test_level_shift_scores_high_within_a_few_points():
+    values = noisy_cycle(3000)
+    for i in range(2500, 3000):
+        values[i] += 45.0
+    scores = run(values)
+    lag = first_alarm(scores, 2500)
+    assert lag is not None and lag <= 5
+
+
+def test_level_shift_inside_the_range_is_caught_by_the_level_view():
+    rng = random.Random(3)
+    values = [10 + rng.gauss(0, 1) for _ in range(3000)]
+    values += [13 + rng.gauss(0, 1) for _ in range(300)]
+    det = RecordFusionDetector(components=("level",))
+    scores = run(values, det)
+    lag = first_alarm(scores, 3000)
+    assert lag is not None and lag <= 30
+    # records on stationary noise are rare, not impossible
+    assert sum(s >= ALARM for s in scores[1000:3000]) <= 3
+
+
+def test_series_that_becomes_constant_scores_high_within_a_few_points():
+    values = noisy_cycle(2500)
+    values += [values[-1]] * 100  # a stuck sensor repeating its last reading
+    scores = run(values)
+    lag = first_alarm(scores, 2500)
+    assert lag is not None and lag <= 12
+
+
+def test_sensor_stuck_at_zero_after_a_normal_cycle_scores_high():
+    values = noisy_cycle(2500) + [0.0] * 50
+    assert first_alarm(run(values), 2500) == 0
+
+
+def test_constant_series_from_the_start_scores_low():
+    scores = run([7.0] * 3000)
+    assert max(scores) < 0.5
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_scores_are_finite_and_in_unit_interval(seed):
+    rng = random.Random(seed)
+    values = []
+    for _ in range(3000):
+        r = rng.random()
+        if r < 0.01:
+            values.append(rng.choice([1e12, -1e12, 0.0]))
+        elif r < 0.1:
+            values.append(values[-1] if values else 0.0)
+        else:
+            values.append(rng.lognormvariate(0, 2))
+    for s in run(values):
+        assert math.isfinite(s) and 0.0 <= s <= 1.0
+
+
+def test_non_finite_input_is_ignored():
+    det = default_detector()
+    run(noisy_cycle(500), det)
+    before = pickle.dumps(det)
+    assert det.score_one(float("nan"), 0.0) == 0.0
+    det.learn_one(float("nan"), 0.0)
+    det.learn_one(float("inf"), 0.0)
+    assert pickle.loads(before).score_one(50.0, 500 * STEP) == det.score_one(50.0, 500 * STEP)
+
+
+def test_pickle_round_trip_mid_stream_gives_identical_next_scores():
+    values = noisy_cycle(4000, seed=5)
+    values[3500] += 80.0
+    det = default_detector()
+    run(values[:2000], det)
+    copy = pickle.loads(pickle.dumps(det))
+    a = run(values[2000:], det, t0=2000 * STEP)
+    b = run(values[2000:], copy, t0=2000 * STEP)
+    assert a == b
+    assert max(a) >= ALARM  # the comparison covers an alarm, not only zeros
+
+
+def test_score_one_does_not_change_state():
+    det = default_detector()
+    run(noisy_cycle(1000), det)
+    state = pickle.dumps(det)
+    det.score_one(1e6, 1000 * STEP)
+    det.score_one(-3.0, 1000 * STEP)
+    other = pickle.loads(state)
+    x, t = 51.0, 1000 * STEP
+    assert det.score_one(x, t) == other.score_one(x, t)
+    det.learn_one(x, t)
+    other.learn_one(x, t)
+    assert det.score_one(60.0, t + STEP) == other.score_one(60.0, t + STEP)
+
+
+def test_learn_without_score_matches_score_then_learn():
+    values = noisy_cycle(1500)
+    a, b = default_detector(), default_detector()
+    for i, x in enumerate(values):
+        a.score_one(x, i * STEP)
+        a.learn_one(x, i * STEP)
+        b.learn_one(x, i * STEP)
+    assert a.score_one(200.0, 1500 * STEP) == b.score_one(200.0, 1500 * STEP)
+
+
+def test_clone_gives_a_fresh_detector_with_the_same_parameters():
+    det = RecordFusionDetector(hold=10, components=("spatial", "level"))
+    run(noisy_cycle(500), det)
+    fresh = det.clone()
+    assert fresh.hold == 10 and fresh.components == ("spatial", "level")
+    assert fresh.score_one(1e9) == 0.0  # cold: nothing learnt yet
+
+
+def test_each_component_can_be_switched_off():
+    values = noisy_cycle(3000)
+    values[2500] += 60.0
+    for name in COMPONENTS:
+        rest = tuple(c for c in COMPONENTS if c != name)
+        scores = run(values, RecordFusionDetector(components=rest))
+        assert all(0.0 <= s <= 1.0 for s in scores)
+
+
+def test_unknown_component_is_rejected():
+    with pytest.raises(ValueError):
+        RecordFusionDetector(components=("spatial", "magic"))
+
+
+def test_one_alarm_per_incident():
+    values = noisy_cycle(3000)
+    for i in range(2500, 2540):
+        values[i] += 60.0
+    scores = run(values)
+    alarms = [i for i in range(2500, 2540) if scores[i] >= ALARM]
+    assert alarms == [2500]
+
+
+def test_in_incident_covers_the_hold_after_an_alarm():
+    values = noisy_cycle(3000)
+    values[2500] += 60.0
+    det = default_detector()
+    run(values[:2500], det)
+    assert not det.in_incident
+    scores = run(values[2500:2510], det, t0=2500 * STEP)
+    assert scores[0] >= ALARM and det.in_incident
+    run(values[2510:2700], det, t0=2510 * STEP)
+    assert not det.in_incident
+
+
+def test_first_change_of_a_series_constant_so_far_scores_high():
+    scores = run([0.0] * 2000 + [5.0] + [0.0] * 10)
+    assert max(scores[:2000]) < 0.5
+    assert scores[2000] >= ALARM

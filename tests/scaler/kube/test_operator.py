@@ -1,0 +1,285 @@
+"""The operator against the stateful emulator, over HTTP, through the official client."""
+
+from __future__ import annotations
+
+import pytest
+from kube_emulator import wait_for
+from kube_fixtures import (
+    CONTROLLER_UA,
+    conditions,
+    controller_requests,
+    create_scaler,
+    events,
+    forecast,
+    get_scaler,
+    now,
+    observation,
+    operator,
+    replicas,
+    scaler_manifest,
+    workload,
+)
+from kubernetes import client
+
+from scaler.decision import Reason
+from scaler.kube import GROUP, PLURAL, VERSION
+
+pytestmark = pytest.mark.integration
+
+
+def _scale_patches(emu, ua=CONTROLLER_UA):
+    return [p for m, p, _ in controller_requests(emu, ua) if m == "PATCH" and p.endswith("/scale")]
+
+
+def test_cr_created_scales_target_writes_status_and_event(emu, setup_api):
+    workload(setup_api, "Deployment", "shop", "checkout", 2)
+    sink: list = []
+    op = operator(emu, sink=sink)
+    op.start()
+    try:
+        wait_for(op.is_leader)
+        create_scaler(setup_api, scaler_manifest("shop", "checkout"))
+        wait_for(lambda: "shop/checkout" in op.reconciler.specs)
+        # no forecast yet: the count holds, the fallback is a condition and an Event
+        wait_for(lambda: conditions(get_scaler(setup_api, "shop", "checkout")).get("ForecastAvailable")
+                 == ("False", "NoForecast"))
+        assert ("Warning", "NoForecast") in events(setup_api, "shop", "checkout")
+        assert replicas(setup_api, "Deployment", "shop", "checkout") == 2
+
+        t = now()
+        [d] = op.handle_forecast(forecast("checkout/requests", t, 950), observation(t, 480), t)
+        assert (d.current, d.desired, d.applied, d.reason) == (2, 10, True, Reason.FORECAST_PEAK)
+        assert replicas(setup_api, "Deployment", "shop", "checkout") == 10
+        status = get_scaler(setup_api, "shop", "checkout")["status"]
+        assert status["desiredReplicas"] == 10 and status["currentReplicas"] == 10
+        assert status["reason"] == "ForecastPeak" and status["lastForecastPeak"] == 950
+        assert status["lastScaleTime"]
+        assert conditions({"status": status}) == {
+            "Ready": ("True", "Reconciled"),
+            "ForecastAvailable": ("True", "ValidForecast"),
+            "ScalingActive": ("True", "Active"),
+            "ScalingLimited": ("False", "DesiredWithinRange"),
+        }
+        assert ("Normal", "SuccessfulRescale") in events(setup_api, "shop", "checkout")
+        assert sink and sink[-1] == d
+
+        # the same forecast again: the count does not change, so nothing is patched
+        [d2] = op.handle_forecast(forecast("checkout/requests", t + 10, 950), observation(t + 10, 480), t + 10)
+        assert (d2.desired, d2.applied) == (10, False)
+        assert len(_scale_patches(emu)) == 1
+    finally:
+        op.stop()
+
+
+def test_forecast_only_never_patches_then_switch_to_active(emu, setup_api):
+    workload(setup_api, "Deployment", "shop", "cart", 3)
+    op = operator(emu)
+    op.start()
+    try:
+        wait_for(op.is_leader)
+        create_scaler(setup_api, scaler_manifest("shop", "cart", mode="ForecastOnly"))
+        wait_for(lambda: "shop/cart" in op.reconciler.specs)
+        t = now()
+        for i in range(3):
+            [d] = op.handle_forecast(forecast("cart/requests", t + i, 1450), observation(t + i, 300), t + i)
+            assert (d.current, d.desired, d.applied, d.mode) == (3, 15, False, "ForecastOnly")
+        assert replicas(setup_api, "Deployment", "shop", "cart") == 3
+        assert _scale_patches(emu) == []
+        status = get_scaler(setup_api, "shop", "cart")["status"]
+        assert (status["desiredReplicas"], status["currentReplicas"]) == (15, 3)
+        assert conditions({"status": status})["ScalingActive"] == ("False", "ForecastOnly")
+        assert events(setup_api, "shop", "cart").count(("Normal", "WouldRescale")) == 1
+
+        # the operator (the person) switches the mode: the controller acts at once
+        client.CustomObjectsApi(setup_api).patch_namespaced_custom_object(
+            GROUP, VERSION, "shop", PLURAL, "cart", {"spec": {"mode": "Active"}})
+        wait_for(lambda: replicas(setup_api, "Deployment", "shop", "cart") == 15)
+        assert conditions(get_scaler(setup_api, "shop", "cart"))["ScalingActive"] == ("True", "Active")
+    finally:
+        op.stop()
+
+
+def test_conflicting_hpa_or_scaledobject_blocks_scaling(emu, setup_api):
+    workload(setup_api, "Deployment", "shop", "search", 4)
+    workload(setup_api, "StatefulSet", "shop", "queue", 2)
+    custom = client.CustomObjectsApi(setup_api)
+    custom.create_namespaced_custom_object("autoscaling", "v2", "shop", "horizontalpodautoscalers", {
+        "apiVersion": "autoscaling/v2", "kind": "HorizontalPodAutoscaler",
+        "metadata": {"name": "search"},
+        "spec": {"scaleTargetRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": "search"},
+                 "minReplicas": 1, "maxReplicas": 10}})
+    custom.create_namespaced_custom_object("keda.sh", "v1alpha1", "shop", "scaledobjects", {
+        "apiVersion": "keda.sh/v1alpha1", "kind": "ScaledObject", "metadata": {"name": "queue"},
+        "spec": {"scaleTargetRef": {"kind": "StatefulSet", "name": "queue"}, "triggers": []}})
+    op = operator(emu)
+    op.start()
+    try:
+        wait_for(op.is_leader)
+        create_scaler(setup_api, scaler_manifest("shop", "search"))
+        create_scaler(setup_api, scaler_manifest("shop", "queue", kind="StatefulSet"))
+        wait_for(lambda: {"shop/search", "shop/queue"} <= set(op.reconciler.specs))
+        t = now()
+        [d] = op.handle_forecast(forecast("search/requests", t, 1950), observation(t, 400), t)
+        assert (d.reason, d.desired, d.current, d.applied) == (Reason.CONFLICT, 4, 4, False)
+        assert "HorizontalPodAutoscaler shop/search" in d.message
+        [d] = op.handle_forecast(forecast("queue/requests", t, 1950), observation(t, 400), t)
+        assert d.reason == Reason.CONFLICT and "ScaledObject shop/queue" in d.message
+        assert _scale_patches(emu) == []
+        assert replicas(setup_api, "Deployment", "shop", "search") == 4
+        for name in ("search", "queue"):
+            conds = conditions(get_scaler(setup_api, "shop", name))
+            assert conds["Ready"] == ("False", "ConflictingAutoscaler")
+            assert conds["ScalingActive"] == ("False", "ConflictingAutoscaler")
+            assert ("Warning", "ConflictingAutoscaler") in events(setup_api, "shop", name)
+
+        # the HPA goes away: the next reconcile scales
+        custom.delete_namespaced_custom_object("autoscaling", "v2", "shop", "horizontalpodautoscalers", "search")
+        [d] = op.handle_forecast(forecast("search/requests", t + 10, 1950), observation(t + 10, 400), t + 10)
+        assert (d.reason, d.desired, d.applied) == (Reason.FORECAST_PEAK, 20, True)
+        assert conditions(get_scaler(setup_api, "shop", "search"))["Ready"] == ("True", "Reconciled")
+    finally:
+        op.stop()
+
+
+def test_invalid_specs_and_missing_target_are_conditions_and_events(emu, setup_api):
+    workload(setup_api, "Deployment", "shop", "ok", 2)
+    op = operator(emu)
+    op.start()
+    try:
+        wait_for(op.is_leader)
+        create_scaler(setup_api, scaler_manifest("shop", "minmax", target="ok", minReplicas=9, maxReplicas=3))
+        create_scaler(setup_api, scaler_manifest("shop", "noseries", target="ok", series=""))
+        bad_kind = scaler_manifest("shop", "badkind")
+        bad_kind["spec"]["scaleTargetRef"] = {"apiVersion": "example.com/v1", "kind": "Widget", "name": "w"}
+        create_scaler(setup_api, bad_kind)
+        create_scaler(setup_api, scaler_manifest("shop", "ghost"))  # its Deployment does not exist
+        create_scaler(setup_api, scaler_manifest("shop", "ok"))
+        for name in ("minmax", "noseries", "badkind"):
+            wait_for(lambda name=name: conditions(get_scaler(setup_api, "shop", name)).get("Ready")
+                     == ("False", "InvalidSpec"))
+            assert ("Warning", "InvalidSpec") in events(setup_api, "shop", name)
+        assert "minReplicas (9) > spec.maxReplicas (3)" in get_scaler(setup_api, "shop", "minmax")["status"]["message"]
+        wait_for(lambda: conditions(get_scaler(setup_api, "shop", "ghost")).get("Ready")
+                 == ("False", "FailedGetScale"))
+        assert ("Warning", "FailedGetScale") in events(setup_api, "shop", "ghost")
+
+        # the controller keeps working for the valid one
+        t = now()
+        [d] = op.handle_forecast(forecast("ok/requests", t, 450), observation(t, 100), t)
+        assert (d.desired, d.applied) == (5, True)
+
+        # the missing Deployment appears: the next resync picks it up
+        workload(setup_api, "Deployment", "shop", "ghost", 2)
+        decisions = op.resync(t + 3600)
+        assert "shop/ghost" in {x.target for x in decisions}
+        assert conditions(get_scaler(setup_api, "shop", "ghost"))["Ready"] == ("True", "Reconciled")
+    finally:
+        op.stop()
+
+
+def test_watch_dropped_mid_stream_resumes_and_410_relists(emu, setup_api):
+    op = operator(emu, leader_election=False)
+    op.start()
+    try:
+        create_scaler(setup_api, scaler_manifest("shop", "a"))
+        wait_for(lambda: "shop/a" in op.reconciler.specs)
+        emu.call(emu.emulator.drop_watches)
+        create_scaler(setup_api, scaler_manifest("shop", "b"))
+        wait_for(lambda: "shop/b" in op.reconciler.specs)
+
+        def watch_and_list():
+            reqs = [(p, q) for m, p, q in controller_requests(emu) if m == "GET" and p.endswith(PLURAL)]
+            return [q for p, q in reqs if q.get("watch") == "true"], [q for p, q in reqs if q.get("watch") != "true"]
+
+        watches, lists = watch_and_list()
+        assert len(lists) == 1, "a dropped watch resumes; it does not re-list"
+        assert len(watches) >= 2 and all(q.get("resourceVersion") for q in watches)
+
+        # history compacted while the watch is down: 410 Gone -> re-list, deletions noticed
+        emu.call(emu.emulator.pause_watches)
+        emu.call(emu.emulator.drop_watches)
+        client.CustomObjectsApi(setup_api).delete_namespaced_custom_object(GROUP, VERSION, "shop", PLURAL, "a")
+        create_scaler(setup_api, scaler_manifest("shop", "c"))
+        emu.call(emu.emulator.compact)
+        emu.call(emu.emulator.pause_watches, False)
+        wait_for(lambda: "shop/c" in op.reconciler.specs)
+        wait_for(lambda: "shop/a" not in op.reconciler.specs)
+        assert len(watch_and_list()[1]) == 2
+        assert set(op.reconciler.specs) == {"shop/b", "shop/c"}
+    finally:
+        op.stop()
+
+
+def test_conflict_on_status_update_is_retried(emu, setup_api):
+    workload(setup_api, "Deployment", "shop", "pay", 2)
+    op = operator(emu, leader_election=False)
+    op.start()
+    try:
+        create_scaler(setup_api, scaler_manifest("shop", "pay"))
+        wait_for(lambda: (get_scaler(setup_api, "shop", "pay").get("status") or {}).get("reason"))
+        # another writer touches the object right before our next status patch
+        emu.call(emu.emulator.interfere,
+                 lambda r: r.method.value == "PATCH" and r.subresource == "status" and r.name == "pay")
+        t = now()
+        [d] = op.handle_forecast(forecast("pay/requests", t, 650), observation(t, 100), t)
+        obj = get_scaler(setup_api, "shop", "pay")
+        assert obj["status"]["desiredReplicas"] == d.desired == 7
+        assert obj["metadata"]["annotations"]["emulator/interference"]
+        status_paths = [(m, p) for m, p, _ in controller_requests(emu)
+                        if p.endswith("/predictivescalers/pay/status") or p.endswith("/predictivescalers/pay")]
+        # ... PATCH status (409) -> GET (re-read) -> PATCH status (ok)
+        assert status_paths[-3:] == [
+            ("PATCH", f"/apis/{GROUP}/{VERSION}/namespaces/shop/{PLURAL}/pay/status"),
+            ("GET", f"/apis/{GROUP}/{VERSION}/namespaces/shop/{PLURAL}/pay"),
+            ("PATCH", f"/apis/{GROUP}/{VERSION}/namespaces/shop/{PLURAL}/pay/status"),
+        ]
+    finally:
+        op.stop()
+
+
+def test_two_controllers_one_lease_only_leader_patches(emu, setup_api):
+    workload(setup_api, "Deployment", "shop", "api", 2)
+    create_scaler(setup_api, scaler_manifest("shop", "api"))
+    ua_a, ua_b = "foresight-controller/a", "foresight-controller/b"
+    a, b = operator(emu, ua=ua_a), operator(emu, ua=ua_b)
+    a.start()
+    wait_for(a.is_leader)
+    b.start()
+    try:
+        wait_for(lambda: "shop/api" in b.reconciler.specs)
+        wait_for(lambda: b.elector.holder == a.identity)
+        t = now()
+        assert b.handle_forecast(forecast("api/requests", t, 650), observation(t, 100), t) == []
+        [d] = a.handle_forecast(forecast("api/requests", t, 650), observation(t, 100), t)
+        assert d.applied and replicas(setup_api, "Deployment", "shop", "api") == 7
+        writes_b = [(m, p) for m, p, _ in controller_requests(emu, ua_b)
+                    if m in ("PATCH", "POST", "PUT") and "/leases" not in p]
+        assert writes_b == [], "the follower never writes"
+        assert b.is_leader() is False
+
+        a.stop()  # releases the Lease
+        wait_for(b.is_leader)
+        t += 60
+        [d] = b.handle_forecast(forecast("api/requests", t, 1150), observation(t, 100), t)
+        assert d.applied and replicas(setup_api, "Deployment", "shop", "api") == 12
+        assert a.handle_forecast(forecast("api/requests", t, 1950), observation(t, 100), t) == []
+    finally:
+        a.stop()
+        b.stop()
+
+
+def test_follower_takes_over_when_the_leader_dies(emu, setup_api):
+    a, b = operator(emu, ua="foresight-controller/a"), operator(emu, ua="foresight-controller/b")
+    a.start()
+    wait_for(a.is_leader)
+    b.start()
+    try:
+        wait_for(lambda: b.elector.holder == a.identity)
+        a.stop(release=False)  # a crash: the Lease is not released, it has to expire
+        assert not a.is_leader()
+        wait_for(b.is_leader, timeout=20)
+        lease = client.CoordinationV1Api(setup_api).read_namespaced_lease("foresight-controller", "foresight-system")
+        assert lease.spec.holder_identity == b.identity
+        assert lease.spec.lease_transitions == 1
+    finally:
+        b.stop()

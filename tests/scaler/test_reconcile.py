@@ -1,0 +1,49 @@
+from __future__ import annotations
+
+import dataclasses
+
+from detectors.forecast import Forecast, ForecastPoint
+from scaler.policy import Observation
+from scaler.reconcile import Reconciler
+from scaler.simulated import SimulatedCluster
+from scaler.spec import ScalerSpec, TargetRef
+
+SPEC = ScalerSpec("web", "web/rps", capacity_per_replica=100, min_replicas=2, max_replicas=20,
+                  lead_time_seconds=120, target=TargetRef("apps/v1", "Deployment", "web"))
+
+
+def forecast(issued, upper):
+    return Forecast("web/rps", issued, 60, tuple(ForecastPoint(issued + 60 * i, upper, upper / 2, upper)
+                                                  for i in range(1, 5)), 0.9, "m", True)
+
+
+def test_active_patches_only_on_change_and_records_every_decision():
+    cluster = SimulatedCluster(180)
+    seen = []
+    r = Reconciler(cluster, [SPEC], on_decision=seen.append)
+    r.observe(forecast(0, 550), Observation(0, 300))
+    d1 = r.reconcile(SPEC, 60)
+    assert (d1.current, d1.desired, d1.applied) == (2, 6, True)
+    assert d1.observed_ts == 0
+    d2 = r.reconcile(SPEC, 60)
+    assert (d2.current, d2.desired, d2.applied) == (6, 6, False), "no patch when the count holds"
+    assert cluster.provisioned("default/web") == 6 and seen == [d1, d2]
+
+
+def test_forecast_only_never_actuates():
+    cluster = SimulatedCluster(180)
+    spec = dataclasses.replace(SPEC, mode="ForecastOnly")
+    r = Reconciler(cluster, [spec])
+    r.observe(forecast(0, 590), Observation(0, 300))
+    (d,) = r.reconcile_series("web/rps", 60)
+    assert d.desired == 6 and not d.applied and d.mode == "ForecastOnly"
+    assert cluster.provisioned("default/web") == 2
+
+
+def test_missing_forecast_holds_and_never_scales_down():
+    cluster = SimulatedCluster(180)
+    cluster.add_target("default/web", 8)
+    r = Reconciler(cluster, [SPEC])
+    r.observe(None, Observation(0, 10), series="web/rps")
+    d = r.reconcile(SPEC, 60)
+    assert d.desired == 8 and d.reason.value == "NoForecast"

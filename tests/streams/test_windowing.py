@@ -1,0 +1,60 @@
+from __future__ import annotations
+
+import math
+
+import pytest
+
+from streams.records import Aggregate, InvalidRecord
+from streams.windowing import Windower
+
+
+def agg(series, ts, count=1, value=None, interval=1.0):
+    v = 0.0 if value is None else value
+    return Aggregate(series, ts, interval, count, v * count, v if value is not None else math.inf,
+                     v if value is not None else -math.inf)
+
+
+def test_event_rate_and_metric_mean_per_window():
+    w = Windower(step=10, lateness_windows=2)
+    for s in range(30):
+        w.add(agg("e", 100 + s, count=3), "events")
+        w.add(agg("m", 100 + s, value=float(s % 10)), "metrics")
+    w.add(agg("e", 160), "events")  # watermark 160: closes [100,110), [110,120), [120,130)
+    pts = {(p.series, p.start): p for p in w.close_ready()}
+    assert sorted(pts) == [(s, t) for s in ("e", "m") for t in (100.0, 110.0, 120.0)]
+    assert pts[("e", 100.0)].value == 3.0 and pts[("e", 100.0)].count == 30
+    assert pts[("m", 110.0)].value == pytest.approx(4.5)
+    assert pts[("m", 110.0)].min == 0.0 and pts[("m", 110.0)].max == 9.0
+    assert w.close_ready() == [], "windows close once"
+
+
+def test_late_aggregate_rejected_not_merged():
+    w = Windower(step=10, lateness_windows=2)
+    w.add(agg("e", 5), "events")
+    w.add(agg("e", 29), "events")
+    w.add(agg("e", 12), "events")  # still open: within lateness
+    w.add(agg("e", 30), "events")
+    closed = w.close_ready()
+    assert [(p.start, p.count) for p in closed] == [(0.0, 1)]
+    with pytest.raises(InvalidRecord) as e:
+        w.add(agg("e", 9), "events")
+    assert e.value.reason == "late"
+
+
+def test_interval_longer_than_window_rejected():
+    w = Windower(step=10)
+    with pytest.raises(InvalidRecord) as e:
+        w.add(agg("e", 0, interval=60), "events")
+    assert e.value.reason == "bad_value"
+
+
+def test_snapshot_restore_round_trip():
+    w = Windower(step=10)
+    w.add(agg("m", 3, value=2.0), "metrics")
+    w.add(agg("m", 14, value=4.0), "metrics")
+    snap = w.snapshot("m")
+    w2 = Windower(step=10)
+    w2.restore("m", snap)
+    w.add(agg("m", 45, value=1.0), "metrics")
+    w2.add(agg("m", 45, value=1.0), "metrics")
+    assert [p.to_json() for p in w.close_ready()] == [p.to_json() for p in w2.close_ready()]
