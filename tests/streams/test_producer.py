@@ -41,8 +41,9 @@ def test_aggregates_per_series_per_interval_and_loses_nothing(broker, prefix):
 
 
 def test_batches_respect_the_series_partition(broker, prefix):
-    from aiokafka import AIOKafkaConsumer, TopicPartition
     import asyncio
+
+    from aiokafka import AIOKafkaConsumer, TopicPartition
 
     settings = Settings(topic_prefix=prefix)
     topics = Topics.from_settings(settings)

@@ -1,0 +1,264 @@
+"""Throughput of the worker on the embedded broker, against a raw consumer, in one run.
+
+Prints JSON:
+- batched: events/s and aggregates/s through the window + model path when
+  producers use the aggregating helper, vs a raw aiokafka ``getmany`` +
+  ``json.loads`` loop over the same topic (ratio);
+- single: messages/s for single-event messages, vs the same raw loop;
+- per series count (1,000 and 10,000): model updates/s, resident memory per
+  series, pickled model size, and window-close -> forecast-published delay
+  (p50/p99, from Kafka record timestamps).
+
+Usage: ``python benchmarks/throughput.py [--series 1000 10000] [--windows 30]``
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import urllib.request
+import uuid
+from pathlib import Path
+
+import orjson
+import psutil
+from aiokafka import AIOKafkaConsumer, TopicPartition
+from kafka import KafkaProducer
+from prometheus_client.parser import text_string_to_metric_families
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from detectors.defaults import make_series_model  # noqa: E402
+from streams.admin import ensure_topics  # noqa: E402
+from streams.broker import EmbeddedBroker, free_port, wait_for_port  # noqa: E402
+from streams.checkpoint import Checkpointer  # noqa: E402
+from streams.producer import AggregatingProducer  # noqa: E402
+from streams.settings import Settings  # noqa: E402
+from streams.topics import Topics  # noqa: E402
+
+WINDOW = 10.0
+T0 = 1_700_000_000.0
+
+
+def metric(port: int, name: str) -> float:
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as r:  # noqa: S310
+        text = r.read().decode()
+    total = 0.0
+    for fam in text_string_to_metric_families(text):
+        for s in fam.samples:
+            if s.name == name:
+                total += s.value
+    return total
+
+
+class Worker:
+    def __init__(self, broker: str, prefix: str, workdir: Path) -> None:
+        self.port = free_port()
+        env = {**os.environ, "FORESIGHT_BROKER": broker, "FORESIGHT_TOPIC_PREFIX": prefix,
+               "FORESIGHT_APP_ID": f"{prefix}-app", "FORESIGHT_WEB_PORT": str(self.port),
+               "FORESIGHT_WINDOW_SECONDS": str(WINDOW), "FORESIGHT_DATA_DIR": str(workdir / prefix),
+               "FORESIGHT_MODEL_KEY": "bench-key-0123456789abcdef", "FORESIGHT_LOG_LEVEL": "warning",
+               "FORESIGHT_CHECKPOINT_EVERY": "10"}
+        self.log = open(workdir / f"{prefix}.log", "wb")  # noqa: SIM115
+        self.proc = subprocess.Popen([sys.executable, "-m", "streams", "worker"], env=env, cwd=ROOT,
+                                     stdout=self.log, stderr=subprocess.STDOUT, start_new_session=True)
+        wait_for_port("127.0.0.1", self.port, 60, self.proc)
+
+    def rss(self) -> int:
+        return psutil.Process(self.proc.pid).memory_info().rss
+
+    def wait_counter(self, name: str, target: float, timeout: float = 900) -> tuple[float, float]:
+        """(seconds from the counter's first move to reaching target, value reached)."""
+        deadline = time.monotonic() + timeout
+        start = None
+        base = metric(self.port, name)
+        v = base
+        while time.monotonic() < deadline:
+            v = metric(self.port, name)
+            if start is None and v > base:
+                start = time.monotonic()
+            if v >= target:
+                break
+            time.sleep(0.05)
+        return (time.monotonic() - (start or time.monotonic())), v
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            os.killpg(self.proc.pid, signal.SIGTERM)
+            try:
+                self.proc.wait(20)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.proc.pid, signal.SIGKILL)
+        self.log.close()
+
+
+async def raw_consume(broker: str, topic: str, expected_msgs: int) -> dict[str, float]:
+    """Baseline: aiokafka getmany + json.loads over every message of a topic."""
+    c = AIOKafkaConsumer(bootstrap_servers=broker, enable_auto_commit=False, auto_offset_reset="earliest",
+                         max_partition_fetch_bytes=8 * 1024 * 1024)
+    await c.start()
+    parts = c.partitions_for_topic(topic)
+    while not parts:
+        await c._client.force_metadata_update()  # noqa: SLF001
+        parts = c.partitions_for_topic(topic)
+    c.assign([TopicPartition(topic, p) for p in parts])
+    n = events = 0
+    t0 = time.perf_counter()
+    while n < expected_msgs:
+        batch = await c.getmany(timeout_ms=1000, max_records=10000)
+        if not batch and time.perf_counter() - t0 > 120:
+            break
+        for msgs in batch.values():
+            for m in msgs:
+                body = json.loads(m.value)
+                events += sum(a.get("count", 1) for a in body) if isinstance(body, list) else body.get("count", 1)
+                n += 1
+    dt = time.perf_counter() - t0
+    await c.stop()
+    return {"messages": n, "events": events, "seconds": dt, "messages_per_s": n / dt, "events_per_s": events / dt}
+
+
+def forecast_delays(broker: str, topics: Topics, expected: int) -> list[float]:
+    """Seconds from a point's publication (window closed) to its forecast's publication."""
+
+    async def run() -> list[float]:
+        c = AIOKafkaConsumer(bootstrap_servers=broker, enable_auto_commit=False, auto_offset_reset="earliest")
+        await c.start()
+        tps = []
+        for t in (topics.points, topics.forecasts):
+            tps += [TopicPartition(t, p) for p in c.partitions_for_topic(t) or []]
+        c.assign(tps)
+        pts: dict[tuple[str, float], int] = {}
+        fcs: dict[tuple[str, float], int] = {}
+        idle = 0
+        while len(fcs) < expected and idle < 10:
+            batch = await c.getmany(timeout_ms=500, max_records=20000)
+            idle = 0 if batch else idle + 1
+            for tp, msgs in batch.items():
+                for m in msgs:
+                    o = orjson.loads(m.value)
+                    if tp.topic == topics.points:
+                        pts[(o["series"], o["start"])] = m.timestamp
+                    else:
+                        fcs[(o["series"], o["issued"])] = m.timestamp
+        await c.stop()
+        return [(fcs[k] - pts[k]) / 1000 for k in fcs if k in pts]
+
+    return asyncio.run(run())
+
+
+def pct(xs: list[float], q: float) -> float | None:
+    if not xs:
+        return None
+    xs = sorted(xs)
+    return xs[min(len(xs) - 1, int(q * len(xs)))]
+
+
+def bench_batched(broker: str, workdir: Path, series: int, windows: int) -> dict[str, object]:
+    prefix = f"bb{uuid.uuid4().hex[:6]}"
+    settings = Settings(topic_prefix=prefix)
+    topics = Topics.from_settings(settings)
+    ensure_topics(broker, topics.all(), settings.partitions)
+    names = [f"svc{i:05d}/requests" for i in range(series)]
+    # every series: one aggregate per 1-second interval, 100 events each
+    with AggregatingProducer(broker, interval=1.0, flush_every=0, settings=settings) as p:
+        for s in range(int(windows * WINDOW)):
+            for n in names:
+                p.record_event(n, T0 + s, count=100)
+            if s % 5 == 4:
+                p.flush()
+        msgs, aggs = p.sent_messages, p.sent_aggregates
+    raw = asyncio.run(raw_consume(broker, topics.events, msgs))
+    w = Worker(broker, prefix, workdir)
+    try:
+        rss0 = w.rss()
+        secs, got = w.wait_counter("foresight_messages_in_total", msgs)
+        closed = (windows - 3) * series
+        fsecs, fgot = w.wait_counter("foresight_forecasts_out_total", closed)
+        rss1 = w.rss()
+        upd = metric(w.port, "foresight_model_update_seconds_sum")
+        updn = metric(w.port, "foresight_model_update_seconds_count")
+        delays = forecast_delays(broker, topics, closed)
+    finally:
+        w.stop()
+    events = aggs * 100
+    model = make_series_model(WINDOW)
+    for i in range(windows):
+        model.update(100.0 + i % 7, T0 + i * WINDOW)
+    return {
+        "series": series,
+        "windows": windows,
+        "messages": msgs,
+        "aggregates": aggs,
+        "events": events,
+        "worker_messages_per_s": got / secs if secs else None,
+        "worker_aggregates_per_s": aggs / secs if secs else None,
+        "worker_events_per_s": events / secs if secs else None,
+        "raw_messages_per_s": raw["messages_per_s"],
+        "raw_events_per_s": raw["events_per_s"],
+        "ratio_worker_vs_raw_messages": (got / secs) / raw["messages_per_s"] if secs else None,
+        "model_updates": fgot,
+        "model_updates_per_s_end_to_end": fgot / fsecs if fsecs else None,
+        "model_update_mean_us": 1e6 * upd / updn if updn else None,
+        "rss_per_series_bytes": (rss1 - rss0) / series,
+        "pickled_model_bytes": len(Checkpointer(b"x" * 32).dumps(model)),
+        "window_close_to_forecast_s": {"p50": pct(delays, 0.5), "p99": pct(delays, 0.99), "n": len(delays)},
+    }
+
+
+def bench_single(broker: str, workdir: Path, messages: int) -> dict[str, object]:
+    prefix = f"bs{uuid.uuid4().hex[:6]}"
+    settings = Settings(topic_prefix=prefix)
+    topics = Topics.from_settings(settings)
+    ensure_topics(broker, topics.all(), settings.partitions)
+    prod = KafkaProducer(bootstrap_servers=broker, linger_ms=20, batch_size=256 * 1024)
+    for i in range(messages):
+        s = f"svc{i % 100}/requests"
+        prod.send(topics.events, key=s.encode(), value=orjson.dumps({"series": s, "ts": T0 + i / 100}))
+    prod.flush()
+    prod.close()
+    raw = asyncio.run(raw_consume(broker, topics.events, messages))
+    w = Worker(broker, prefix, workdir)
+    try:
+        secs, got = w.wait_counter("foresight_messages_in_total", messages)
+    finally:
+        w.stop()
+    return {
+        "messages": messages,
+        "worker_messages_per_s": got / secs if secs else None,
+        "raw_messages_per_s": raw["messages_per_s"],
+        "ratio_worker_vs_raw": (got / secs) / raw["messages_per_s"] if secs else None,
+    }
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--series", type=int, nargs="+", default=[1000, 10000])
+    ap.add_argument("--windows", type=int, default=20, help="windows of event time per run")
+    ap.add_argument("--single-messages", type=int, default=50000)
+    args = ap.parse_args()
+    import tempfile
+
+    workdir = Path(tempfile.mkdtemp(prefix="foresight-bench-"))
+    out: dict[str, object] = {"window_seconds": WINDOW, "cpu_count": os.cpu_count()}
+    with EmbeddedBroker(log_path=str(workdir / "broker.log")) as b:
+        out["single_event_messages"] = bench_single(b.bootstrap, workdir, args.single_messages)
+        print(json.dumps(out["single_event_messages"]), file=sys.stderr, flush=True)
+        runs = []
+        for n in args.series:
+            windows = args.windows if n <= 1000 else max(6, args.windows // 3)
+            runs.append(bench_batched(b.bootstrap, workdir, n, windows))
+            print(json.dumps(runs[-1]), file=sys.stderr, flush=True)
+        out["batched"] = runs
+    print(json.dumps(out, indent=2))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,311 @@
+"""The anomaly detector every Foresight series gets.
+
+:class:`RecordFusionDetector` fuses five cheap views of a series, each scored
+against its own running record (:class:`~detectors.records.RecordScaler`), so
+that one threshold means the same thing on every series:
+
+``spatial``
+    the value leaves the range of everything seen before (the range shrinks
+    very slowly towards the mean, so it follows a drifting series);
+``level``
+    a fast exponentially weighted mean moves further from the slow one than
+    ever before (level shifts, slow drifts);
+``profile``
+    the value is further from its time-of-day profile than ever before
+    (a missing daily peak, a peak at the wrong hour); needs event times;
+``volatility``
+    the recent mean absolute step is larger than ever before (bursts, spikes
+    getting denser);
+``flatline``
+    the value has stopped changing for much longer than ever before
+    (:class:`~detectors.flatline.FlatlineDetector`).
+
+The fused score is the largest of the five. Once a point alarms, scores are
+halved for ``hold`` points so that one incident raises one alert (a NAB window
+credits only its first detection, and every later false alarm costs). The
+output is mapped so that **0.9 means "beats a record by ``margin``"**, the
+worker's publishing threshold.
+
+:func:`default_detector` is what the worker, ``foresight detect`` and the NAB
+benchmark use (through :func:`detectors.defaults.make_detector`).
+"""
+
+from __future__ import annotations
+
+import math
+from array import array
+
+from detectors.base import AnomalyDetector
+from detectors.flatline import FlatlineDetector
+from detectors.records import RecordScaler
+
+#: names of the fused components, in the order of :attr:`RecordFusionDetector.last_parts`
+COMPONENTS = ("spatial", "level", "profile", "volatility", "flatline")
+
+
+class RecordFusionDetector(AnomalyDetector):
+    """Record-calibrated fusion of spatial, level, profile, volatility and flatline views.
+
+    Parameters
+    ----------
+    warmup
+        Points scored 0 while the detector learns (fixed, not a share of the
+        series' length).
+    record_warmup
+        Values of each statistic learnt before it may alarm.
+    fast, slow
+        Smoothing of the fast and slow means of the level view.
+    level_decay
+        Per-point relative decay of the level view's record, so that one huge
+        incident does not mask later ones forever.
+    range_decay
+        Per-point relative shrink of the spatial view's range towards the slow
+        mean, so that the range follows a drifting series.
+    period
+        Seasonal period of the profile view in seconds (a day).
+    bins
+        Time-of-day bins of the profile.
+    profile_alpha
+        Smoothing of each bin's mean.
+    profile_visits
+        Periods a bin must have been visited before it is scored.
+    profile_gain
+        Gain of the profile view against its record (< 1 asks for more).
+    volatility_alpha
+        Smoothing of the mean absolute step.
+    flat_factor, flat_min_run
+        See :class:`~detectors.flatline.FlatlineDetector`.
+    hold
+        Points after an alarm during which scores are halved.
+    margin
+        Relative excess over a record at which the output reaches 0.9.
+    components
+        Names of the views to fuse (for ablations); default all of
+        :data:`COMPONENTS`.
+
+    Examples
+    --------
+    A clean cycle scores low once learnt; a spike, then a sensor stuck at
+    zero, score high:
+
+    >>> import math
+    >>> d = RecordFusionDetector()
+    >>> def feed(x, t=None):
+    ...     s = d.score_one(x, t)
+    ...     d.learn_one(x, t)
+    ...     return s
+    >>> normal = [feed(50 + 20 * math.sin(2 * math.pi * i / 100)) for i in range(2000)]
+    >>> max(normal[200:]) < 0.9
+    True
+    >>> feed(120.0) >= 0.9
+    True
+    >>> after = [feed(50 + 20 * math.sin(2 * math.pi * i / 100)) for i in range(300)]
+    >>> stuck = [feed(0.0) for i in range(100)]
+    >>> [i for i, s in enumerate(stuck) if s >= 0.9][:1]
+    [0]
+
+    References
+    ----------
+    Lavin, A. and Ahmad, S. (2015). Evaluating real-time anomaly detection
+    algorithms: the Numenta Anomaly Benchmark. IEEE ICMLA.
+    Arnold, B. C., Balakrishnan, N. and Nagaraja, H. N. (1998). Records. Wiley.
+    """
+
+    def __init__(
+        self,
+        warmup: int = 150,
+        record_warmup: int = 300,
+        fast: float = 0.05,
+        slow: float = 0.005,
+        level_decay: float = 3e-5,
+        range_decay: float = 1e-5,
+        period: float = 86400.0,
+        bins: int = 48,
+        profile_alpha: float = 0.1,
+        profile_visits: int = 7,
+        profile_gain: float = 0.9,
+        volatility_alpha: float = 0.05,
+        flat_factor: float = 3.0,
+        flat_min_run: int = 10,
+        hold: int = 100,
+        margin: float = 0.02,
+        components: tuple[str, ...] = COMPONENTS,
+    ) -> None:
+        self.warmup = warmup
+        self.record_warmup = record_warmup
+        self.fast = fast
+        self.slow = slow
+        self.level_decay = level_decay
+        self.range_decay = range_decay
+        self.period = period
+        self.bins = bins
+        self.profile_alpha = profile_alpha
+        self.profile_visits = profile_visits
+        self.profile_gain = profile_gain
+        self.volatility_alpha = volatility_alpha
+        self.flat_factor = flat_factor
+        self.flat_min_run = flat_min_run
+        self.hold = hold
+        self.margin = margin
+        self.components = tuple(components)
+        unknown = set(self.components) - set(COMPONENTS)
+        if unknown:
+            raise ValueError(f"unknown components {sorted(unknown)}; known: {COMPONENTS}")
+        self._use = tuple(c in self.components for c in COMPONENTS)
+
+        self._n = 0
+        self._lo = math.inf
+        self._hi = -math.inf
+        self._prev: float | None = None
+        self._fast_mean = 0.0
+        self._slow_mean = 0.0
+        self._vol = 0.0
+        self._level_rec = RecordScaler(record_warmup, level_decay)
+        self._profile_rec = RecordScaler(record_warmup, 0.0, profile_gain)
+        self._vol_rec = RecordScaler(record_warmup)
+        self._mean = array("d", bytes(8 * bins))
+        self._visits = array("l", bytes(array("l").itemsize * bins))
+        self._last_bin = -1
+        self._flat = FlatlineDetector(flat_factor, flat_min_run)
+        self._since_alarm = hold
+        # statistics of the point last scored, reused by learn_one
+        self._key: tuple[float, float | None] | None = None
+        self._stats: tuple[float, float, float, float, int] = (0.0, -1.0, -1.0, -1.0, -1)
+        #: per-component scores of the last point scored (None: not computed)
+        self.last_parts: tuple[float | None, ...] = (None,) * len(COMPONENTS)
+
+    # -- statistics -------------------------------------------------------
+
+    def _bin(self, t: float | None) -> int:
+        if t is None or not math.isfinite(t):
+            return -1
+        return int((t % self.period) / self.period * self.bins) % self.bins
+
+    def _compute(self, x: float, t: float | None) -> tuple[float, float, float, float, int]:
+        """(new fast mean, level stat, profile stat, volatility stat, bin); -1 = n/a."""
+        b = self._bin(t)
+        if self._prev is None:
+            return x, -1.0, -1.0, -1.0, b
+        fm = self._fast_mean + self.fast * (x - self._fast_mean)
+        level = abs(fm - self._slow_mean)
+        vol = self._vol + self.volatility_alpha * (abs(x - self._prev) - self._vol)
+        prof = -1.0
+        if b >= 0 and self._visits[b] >= self.profile_visits:
+            prof = abs(x - self._mean[b])
+        return fm, level, prof, vol, b
+
+    def _stats_for(self, x: float, t: float | None) -> tuple[float, float, float, float, int]:
+        key = (x, t)
+        if self._key != key:
+            self._stats = self._compute(x, t)
+            self._key = key
+        return self._stats
+
+    # -- River protocol ---------------------------------------------------
+
+    def score_one(self, x: float, t: float | None = None) -> float:
+        if not math.isfinite(x):
+            return 0.0
+        _, level, prof, vol, _ = self._stats_for(x, t)
+        use_s, use_l, use_p, use_v, use_f = self._use
+        s_sp = s_l = s_p = s_v = s_f = None
+        if use_s and self._prev is not None:
+            out = max(x - self._hi, self._lo - x)
+            if out <= 0.0:
+                s_sp = 0.0
+            elif self._hi > self._lo:
+                e = out / (self._hi - self._lo)
+                s_sp = 1.0 if e > 0.5 else 0.5 + e
+            else:  # the first change of a series constant so far
+                s_sp = 1.0
+        if use_l and level >= 0.0:
+            s_l = self._level_rec.score(level)
+        if use_p and prof >= 0.0:
+            s_p = self._profile_rec.score(prof)
+        if use_v and vol >= 0.0:
+            s_v = self._vol_rec.score(vol)
+        if use_f:
+            s_f = self._flat.score_one(x)
+        self.last_parts = (s_sp, s_l, s_p, s_v, s_f)
+        if self._n < self.warmup:
+            return 0.0
+        raw = self._raw()
+        if self._since_alarm < self.hold:
+            raw *= 0.5
+        return self._output(raw)
+
+    def _output(self, raw: float) -> float:
+        """Map the internal score (0.5 = at a record) so that 0.9 = beyond it by ``margin``."""
+        m = self.margin
+        if raw <= 0.5:
+            return raw
+        if raw <= 0.5 + m:
+            return 0.5 + 0.4 * (raw - 0.5) / m
+        out = 0.9 + 0.1 * (raw - 0.5 - m) / (0.5 - m)
+        return 1.0 if out > 1.0 else out
+
+    @property
+    def in_incident(self) -> bool:
+        """True within ``hold`` points of the last point that alarmed.
+
+        Only the first point of an incident scores high; this stays True while
+        the incident's later points are held down (points that would alarm
+        renew it), e.g. for a controller that must not scale down meanwhile.
+        """
+        return self._since_alarm < self.hold
+
+    def _raw(self) -> float:
+        """Internal fused score of the point last scored, before the hold."""
+        parts = [p for p in self.last_parts if p is not None]
+        return max(parts) if parts else 0.0
+
+    def learn_one(self, x: float, t: float | None = None) -> None:
+        if not math.isfinite(x):
+            return
+        if self._key != (x, t):
+            self.score_one(x, t)
+        fm, level, prof, vol, b = self._stats
+        raw = self._raw() if self._n >= self.warmup else 0.0
+        self._since_alarm = 0 if raw > 0.5 + self.margin else self._since_alarm + 1
+        self._key = None
+
+        if level >= 0.0:
+            self._level_rec.learn(level)
+        if prof >= 0.0:
+            self._profile_rec.learn(prof)
+        if vol >= 0.0:
+            self._vol_rec.learn(vol)
+            self._vol = vol
+        self._flat.learn_one(x)
+        self._n += 1
+        if self.range_decay and self._prev is not None:
+            self._lo += self.range_decay * (self._slow_mean - self._lo)
+            self._hi -= self.range_decay * (self._hi - self._slow_mean)
+        if x < self._lo:
+            self._lo = x
+        if x > self._hi:
+            self._hi = x
+        if self._prev is None:
+            self._fast_mean = self._slow_mean = x
+        else:
+            self._fast_mean = fm
+            a = self.slow if self.slow * self._n > 1.0 else 1.0 / self._n
+            self._slow_mean += a * (x - self._slow_mean)
+        self._prev = x
+        if b >= 0:
+            if b != self._last_bin:
+                self._visits[b] += 1
+                self._last_bin = b
+            k = self._visits[b]
+            a = self.profile_alpha if self.profile_alpha * k > 1.0 else 1.0 / k
+            self._mean[b] += a * (x - self._mean[b])
+
+
+def default_detector() -> AnomalyDetector:
+    """The one detector configuration used for every series.
+
+    >>> d = default_detector()
+    >>> type(d).__name__, 0.0 <= d.score_one(1.0) <= 1.0
+    ('RecordFusionDetector', True)
+    """
+    return RecordFusionDetector()

@@ -1,0 +1,83 @@
+"""Record calibration: how far a statistic is beyond the largest value it has taken.
+
+A detector statistic (a residual, a level shift, a volatility) has a scale that
+differs per series and drifts over time. Rather than assuming a distribution,
+:class:`RecordScaler` scores a new value of the statistic by its ratio to the
+statistic's running record (its maximum so far, optionally decaying). Scores
+share one scale across statistics and series:
+
+* below the record, ``0.5 * ratio`` (so always below 0.5);
+* at the record, 0.5;
+* beyond it, ``0.5 + (ratio - 1)``, capped at 1;
+* 1 for any positive value of a statistic that has always been 0.
+
+The expected number of records in ``n`` exchangeable values grows only as
+``log n``, so record-breaking is naturally sparse on stationary data, which is
+what an alerting threshold needs.
+"""
+
+from __future__ import annotations
+
+
+class RecordScaler:
+    """Score a non-negative statistic against its running record.
+
+    Parameters
+    ----------
+    warmup
+        Values learnt before the score may exceed 0.5 (records are frequent
+        early in a stream).
+    decay
+        Relative decay of the record per learnt value (0 keeps the all-time
+        maximum).
+    gain
+        Multiplies the statistic before it is compared with the record; below
+        1 it asks for a larger excess before alarming.
+
+    Examples
+    --------
+    >>> r = RecordScaler(warmup=3)
+    >>> for u in (1.0, 2.0, 1.5, 2.0):
+    ...     r.learn(u)
+    >>> r.score(1.0), r.score(2.0), r.score(2.5), r.score(9.0)
+    (0.25, 0.5, 0.75, 1.0)
+    """
+
+    __slots__ = ("warmup", "decay", "gain", "record", "n")
+
+    def __init__(self, warmup: int = 300, decay: float = 0.0, gain: float = 1.0) -> None:
+        self.warmup = warmup
+        self.decay = decay
+        self.gain = gain
+        self.record = 0.0
+        self.n = 0
+
+    def score(self, u: float) -> float:
+        """Score of the statistic value ``u`` (does not learn it)."""
+        rec = self.record
+        if rec <= 0.0:
+            # a statistic that has been exactly 0 so far: any change is new
+            return 1.0 if u > 0.0 and self.n >= self.warmup else 0.0
+        ratio = self.gain * u / rec
+        if ratio <= 1.0:
+            return 0.5 * ratio
+        if self.n < self.warmup:
+            return 0.5
+        s = ratio - 0.5
+        return 1.0 if s > 1.0 else s
+
+    def learn(self, u: float) -> None:
+        """Update the record with ``u``."""
+        rec = self.record * (1.0 - self.decay)
+        self.record = u if u > rec else rec
+        self.n += 1
+
+    def __getstate__(self) -> tuple:
+        return tuple(getattr(self, k) for k in self.__slots__)
+
+    def __setstate__(self, state: tuple) -> None:
+        for k, v in zip(self.__slots__, state, strict=True):
+            setattr(self, k, v)
+
+    def __repr__(self) -> str:
+        return f"RecordScaler(warmup={self.warmup}, decay={self.decay}, gain={self.gain})"
