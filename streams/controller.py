@@ -81,14 +81,19 @@ class ControllerLoop:
                      self.topics.forecasts, len(parts), len(self.reconciler.specs))
             while not self._stopping.is_set():
                 batch = await consumer.getmany(timeout_ms=200, max_records=1000)
-                for msgs in batch.values():
-                    for msg in msgs:
-                        self._handle(msg.value or b"")
+                values = [m.value or b"" for msgs in batch.values() for m in msgs]
+                if values:
+                    # reconciling may block on API calls (Kubernetes): keep the loop responsive
+                    await asyncio.to_thread(self._handle_all, values)
                 await self._publish(producer)
         finally:
             await self._publish(producer)
             await consumer.stop()
             await producer.stop()
+
+    def _handle_all(self, values: list[bytes]) -> None:
+        for raw in values:
+            self._handle(raw)
 
     def _handle(self, raw: bytes) -> None:
         try:
@@ -121,7 +126,8 @@ class ControllerLoop:
     async def _publish(self, producer: AIOKafkaProducer) -> None:
         if not self._pending:
             return
-        pending, self._pending[:] = list(self._pending), []
+        pending = self._pending[:]  # decisions may also arrive from the operator's threads
+        del self._pending[: len(pending)]
         for d in pending:
             await producer.send(self.topics.decisions, key=d.target.encode(),
                                 value=records.dumps(records.decision_to_json(d)))

@@ -49,6 +49,11 @@ class Settings:
     startup_seconds: float = 180.0
     #: controller mode override: "" (per spec), Active or ForecastOnly
     mode: str = ""
+    #: Kubernetes controller: namespace of its leader-election Lease
+    lease_namespace: str = "foresight-system"
+    #: Kubernetes controller: /healthz, /readyz and /metrics (0 = off)
+    health_host: str = "127.0.0.1"
+    health_port: int = 8000
     log_level: str = "info"
 
     @classmethod

@@ -371,8 +371,8 @@ class StatefulEmulator(kmock.KubernetesEmulator):
 class EmulatorThread:
     """Run a :class:`StatefulEmulator` and its HTTP server on a private event loop.
 
-    >>> with EmulatorThread() as emu:   # doctest: +SKIP
-    ...     api = emu.api_client(user_agent="test")
+    Use it as a context manager; ``api_client(user_agent)`` gives an official
+    ``kubernetes`` client pointed at it, ``call(fn)`` runs a hook on its loop.
     """
 
     def __init__(self, cls: type[StatefulEmulator] = StatefulEmulator) -> None:

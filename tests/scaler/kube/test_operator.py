@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import re
+import urllib.request
+
 import pytest
 from kube_emulator import wait_for
 from kube_fixtures import (
@@ -22,7 +25,7 @@ from kube_fixtures import (
 from kubernetes import client
 
 from scaler.decision import Reason
-from scaler.kube import GROUP, PLURAL, VERSION
+from scaler.kube import GROUP, PLURAL, VERSION, LeaderElector
 
 pytestmark = pytest.mark.integration
 
@@ -283,3 +286,110 @@ def test_follower_takes_over_when_the_leader_dies(emu, setup_api):
         assert lease.spec.lease_transitions == 1
     finally:
         b.stop()
+
+
+def test_reconciler_interface_resync_and_health_probes(emu, setup_api):
+    """What streams.controller.ControllerLoop calls, plus the controller's probes."""
+    workload(setup_api, "Deployment", "shop", "feed", 2)
+    op = operator(emu, leader_election=False, health_port=0, health_host="127.0.0.1", resync_seconds=30)
+    pending: list = []
+    op.on_decision = pending.append
+    op.start()
+    base = f"http://127.0.0.1:{op.health.port}"
+    try:
+        assert urllib.request.urlopen(f"{base}/healthz").status == 200
+        assert urllib.request.urlopen(f"{base}/readyz").status == 200
+        create_scaler(setup_api, scaler_manifest("shop", "feed"))
+        wait_for(lambda: "shop/feed" in op.specs)
+        t = now()
+        op.observe(forecast("feed/requests", t, 650), observation(t, 100))
+        [d] = op.reconcile_series("feed/requests", t)
+        assert d.applied and op.last["shop/feed"] == d and pending[-1] == d
+        assert op.resync(t + 10) == [], "reconciled 10 s ago: not due"
+        [again] = op.resync(t + 31)
+        assert again.target == "shop/feed"
+        assert op.reconcile(op.specs["shop/feed"], t + 32).target == "shop/feed"
+    finally:
+        op.stop()
+    assert not op.healthy()
+    with pytest.raises(OSError):
+        urllib.request.urlopen(f"{base}/healthz", timeout=2)
+
+
+def test_mode_override_makes_every_scaler_a_dry_run(emu, setup_api):
+    workload(setup_api, "Deployment", "shop", "promo", 2)
+    op = operator(emu, leader_election=False, mode_override="ForecastOnly")
+    op.start()
+    try:
+        create_scaler(setup_api, scaler_manifest("shop", "promo", mode="Active"))
+        wait_for(lambda: "shop/promo" in op.specs)
+        t = now()
+        [d] = op.handle_forecast(forecast("promo/requests", t, 950), observation(t, 100), t)
+        assert (d.mode, d.desired, d.applied) == ("ForecastOnly", 10, False)
+        assert _scale_patches(emu) == [] and replicas(setup_api, "Deployment", "shop", "promo") == 2
+    finally:
+        op.stop()
+
+
+def test_leader_that_cannot_renew_stops_acting(emu, setup_api):
+    workload(setup_api, "Deployment", "shop", "mail", 2)
+    create_scaler(setup_api, scaler_manifest("shop", "mail"))
+    op = operator(emu)
+    op.start()
+    try:
+        wait_for(op.is_leader)
+        wait_for(lambda: "shop/mail" in op.specs)
+        # the Lease API becomes unreachable (a user-defined kmock reaction wins over the emulator)
+        emu.call(lambda: emu.emulator[re.compile(r"/apis/coordination\.k8s\.io/.*")] << 503)
+        wait_for(lambda: not op.is_leader(), timeout=10)
+        t = now()
+        assert op.handle_forecast(forecast("mail/requests", t, 950), observation(t, 100), t) == []
+        assert _scale_patches(emu) == [] and replicas(setup_api, "Deployment", "shop", "mail") == 2
+    finally:
+        op.stop()
+
+
+def test_namespaced_scope_and_deletion(emu, setup_api):
+    op = operator(emu, leader_election=False, namespaces=["shop"])
+    op.start()
+    try:
+        create_scaler(setup_api, scaler_manifest("other", "x"))
+        create_scaler(setup_api, scaler_manifest("shop", "y"))
+        wait_for(lambda: "shop/y" in op.specs)
+        assert "other/x" not in op.specs
+        client.CustomObjectsApi(setup_api).delete_namespaced_custom_object(GROUP, VERSION, "shop", PLURAL, "y")
+        wait_for(lambda: "shop/y" not in op.specs)
+        paths = {p for m, p, _ in controller_requests(emu) if m == "GET" and p.endswith(PLURAL)}
+        assert paths == {f"/apis/{GROUP}/{VERSION}/namespaces/shop/{PLURAL}"}
+        assert get_scaler(setup_api, "other", "x").get("status") is None, "out of scope: untouched"
+    finally:
+        op.stop()
+
+
+def test_new_leader_keeps_the_scale_down_window(emu, setup_api):
+    """No memory after a fail-over (or restart) must not mean an immediate scale-down."""
+    workload(setup_api, "Deployment", "shop", "news", 10)
+    create_scaler(setup_api, scaler_manifest("shop", "news", behavior={
+        "scaleDown": {"stabilizationWindowSeconds": 300,
+                      "policies": [{"type": "Percent", "value": 100, "periodSeconds": 15}]}}))
+    custom = client.CustomObjectsApi(setup_api)
+    custom.patch_namespaced_custom_object_status(GROUP, VERSION, "shop", PLURAL, "news",
+                                                 {"status": {"desiredReplicas": 10}})
+    old_leader = LeaderElector(emu.api_client("foresight-controller/old"), identity="old",
+                               namespace="foresight-system", lease_duration=4, renew_deadline=3,
+                               retry_period=0.2)
+    assert old_leader.step()
+    op = operator(emu)
+    op.start()
+    try:
+        wait_for(lambda: "shop/news" in op.specs)
+        assert not op.is_leader()
+        old_leader.release()
+        wait_for(op.is_leader)
+        t = now()
+        [d] = op.handle_forecast(forecast("news/requests", t, 250), observation(t, 100), t)
+        assert (d.desired, d.reason) == (10, Reason.SCALE_DOWN_STABILIZED)
+        [d] = op.handle_forecast(forecast("news/requests", t + 301, 250), observation(t + 301, 100), t + 301)
+        assert (d.desired, d.applied) == (3, True)
+    finally:
+        op.stop()

@@ -1,0 +1,164 @@
+"""The ``PredictiveScaler`` status: fields and HPA-style conditions. Pure functions.
+
+Conditions follow the HPA's conventions (``type``, ``status``, ``reason``,
+``message``, ``lastTransitionTime``; the transition time only moves when the
+status flips):
+
+- ``Ready``: the spec is valid, the target was found and nothing else owns it;
+- ``ForecastAvailable``: a fresh, warm forecast covers the lead time (else the
+  reason names the fallback: ``NoForecast``, ``StaleForecast``, ...);
+- ``ScalingActive``: the controller patches the target (False in
+  ``ForecastOnly`` mode, on conflict, invalid spec or missing target);
+- ``ScalingLimited``: the count was capped (``TooManyReplicas``,
+  ``TooFewReplicas``, ``ScaleUpLimit``, ``ScaleDownLimit``; else
+  ``DesiredWithinRange``).
+
+>>> c = [condition("Ready", True, "Reconciled", "ok")]
+>>> merged = merge_conditions([], c, "2026-01-01T00:00:00Z")
+>>> merged[0]["lastTransitionTime"]
+'2026-01-01T00:00:00Z'
+>>> merge_conditions(merged, c, "2026-01-01T00:05:00Z")[0]["lastTransitionTime"]
+'2026-01-01T00:00:00Z'
+>>> flipped = [condition("Ready", False, "InvalidSpec", "bad")]
+>>> merge_conditions(merged, flipped, "2026-01-01T00:05:00Z")[0]["lastTransitionTime"]
+'2026-01-01T00:05:00Z'
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from datetime import UTC, datetime
+from typing import Any
+
+from scaler.decision import FALLBACK_REASONS, Decision, Reason
+from scaler.spec import ScalerSpec
+
+CONDITION_TYPES = ("Ready", "ForecastAvailable", "ScalingActive", "ScalingLimited")
+
+
+def rfc3339(ts: float) -> str:
+    """Seconds since the epoch as a Kubernetes timestamp.
+
+    >>> rfc3339(0)
+    '1970-01-01T00:00:00Z'
+    """
+    return datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def condition(type_: str, status: bool | None, reason: str, message: str) -> dict[str, str]:
+    """One condition (``status`` None means ``Unknown``)."""
+    return {
+        "type": type_,
+        "status": "Unknown" if status is None else ("True" if status else "False"),
+        "reason": reason,
+        "message": message,
+    }
+
+
+def merge_conditions(
+    old: Iterable[Mapping[str, Any]] | None,
+    new: Sequence[Mapping[str, str]],
+    now: str,
+) -> list[dict[str, str]]:
+    """Replace conditions by type, keeping ``lastTransitionTime`` unless the status flips.
+
+    Conditions of other types in ``old`` are kept; order is ``CONDITION_TYPES``.
+    """
+    before = {str(c.get("type")): dict(c) for c in (old or ()) if isinstance(c, Mapping)}
+    out = dict(before)
+    for c in new:
+        prev = before.get(c["type"])
+        merged = dict(c)
+        if prev is not None and prev.get("status") == c["status"] and prev.get("lastTransitionTime"):
+            merged["lastTransitionTime"] = str(prev["lastTransitionTime"])
+        else:
+            merged["lastTransitionTime"] = now
+        out[c["type"]] = merged
+    order = {t: i for i, t in enumerate(CONDITION_TYPES)}
+    return [out[k] for k in sorted(out, key=lambda t: (order.get(t, len(order)), t))]
+
+
+def limited_condition(decision: Decision, spec: ScalerSpec) -> dict[str, str]:
+    """``ScalingLimited`` as the HPA writes it.
+
+    >>> from scaler.spec import TargetRef
+    >>> spec = ScalerSpec("w", "s", 10, 1, 5, target=TargetRef("apps/v1", "Deployment", "w"))
+    >>> d = Decision("default/w", 0, 3, 5, Reason.BOUNDED, "bounded to maxReplicas 5")
+    >>> limited_condition(d, spec)["reason"]
+    'TooManyReplicas'
+    """
+    if decision.reason == Reason.BOUNDED:
+        reason = "TooManyReplicas" if decision.desired >= spec.max_replicas else "TooFewReplicas"
+        return condition("ScalingLimited", True, reason, decision.message)
+    if decision.reason == Reason.RATE_LIMITED:
+        reason = "ScaleUpLimit" if decision.desired > decision.current else "ScaleDownLimit"
+        return condition("ScalingLimited", True, reason, decision.message)
+    return condition(
+        "ScalingLimited", False, "DesiredWithinRange",
+        "the desired count is within the acceptable range",
+    )
+
+
+def forecast_condition(decision: Decision, fallback: Reason | None) -> dict[str, str]:
+    """``ForecastAvailable``: True with the peak, or False naming the fallback."""
+    if decision.forecast_peak is not None:
+        return condition(
+            "ForecastAvailable", True, "ValidForecast",
+            f"forecast peak {decision.forecast_peak:.4g} within the lead time",
+        )
+    reason = fallback or Reason.NO_FORECAST
+    return condition("ForecastAvailable", False, reason.value, decision.message)
+
+
+def decision_status(
+    decision: Decision,
+    spec: ScalerSpec,
+    fallback: Reason | None,
+    *,
+    last_scale_time: str | None,
+    observed_generation: int | None,
+) -> tuple[dict[str, Any], list[dict[str, str]]]:
+    """Status fields and conditions after a reconcile that produced ``decision``."""
+    fields: dict[str, Any] = {
+        "observedGeneration": observed_generation,
+        "currentReplicas": decision.desired if decision.applied else decision.current,
+        "desiredReplicas": decision.desired,
+        "lastForecastPeak": (
+            round(float(decision.forecast_peak), 6) if decision.forecast_peak is not None else None
+        ),
+        "reason": decision.reason.value,
+        "message": decision.message,
+        "mode": spec.mode,
+    }
+    if last_scale_time is not None:
+        fields["lastScaleTime"] = last_scale_time
+    if spec.mode == "Active":
+        active = condition(
+            "ScalingActive", True, "Active",
+            f"the controller sets the replicas of {spec.target.kind} {spec.target.name}",
+        )
+    else:
+        active = condition(
+            "ScalingActive", False, "ForecastOnly",
+            "mode is ForecastOnly: decisions are recorded, the target is never patched",
+        )
+    conditions = [
+        condition("Ready", True, "Reconciled", f"reconciled {spec.target.kind} {spec.target.name}"),
+        forecast_condition(decision, fallback),
+        active,
+        limited_condition(decision, spec),
+    ]
+    return fields, conditions
+
+
+def problem_status(reason: str, message: str) -> list[dict[str, str]]:
+    """Conditions when nothing can be done (invalid spec, missing target, conflict)."""
+    return [
+        condition("Ready", False, reason, message),
+        condition("ScalingActive", False, reason, message),
+    ]
+
+
+def is_fallback(decision: Decision) -> bool:
+    """True when the decision could not use a forecast (any fallback path)."""
+    return decision.forecast_peak is None or decision.reason in FALLBACK_REASONS

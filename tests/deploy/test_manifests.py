@@ -1,0 +1,228 @@
+"""deploy/: Kubernetes OpenAPI validation, a structural CRD, the example CR against it,
+and the wiring between the manifests (kustomization, config, CLI, probes)."""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+from typing import Any
+
+import jsonschema
+import kubernetes_validate
+import pytest
+import yaml
+
+from scaler.spec import ScalerSpec
+from streams.cli import SUBCOMMANDS, build_parser
+from streams.settings import Settings
+
+ROOT = Path(__file__).resolve().parents[2]
+DEPLOY = ROOT / "deploy"
+K8S_VERSION = kubernetes_validate.latest_version()
+EXAMPLE = DEPLOY / "example-predictivescaler.yaml"
+
+
+def docs(path: Path) -> list[dict[str, Any]]:
+    return [d for d in yaml.safe_load_all(path.read_text()) if d]
+
+
+def manifest_files() -> list[Path]:
+    return sorted(p for p in DEPLOY.glob("*.yaml") if p.name != "kustomization.yaml")
+
+
+def all_objects() -> list[dict[str, Any]]:
+    return [d for p in manifest_files() if p != EXAMPLE for d in docs(p)]
+
+
+def by_kind(kind: str, name: str | None = None) -> list[dict[str, Any]]:
+    return [d for d in all_objects() if d["kind"] == kind and (name is None or d["metadata"]["name"] == name)]
+
+
+def crd() -> dict[str, Any]:
+    [c] = by_kind("CustomResourceDefinition")
+    return c
+
+
+def schema() -> dict[str, Any]:
+    [v] = crd()["spec"]["versions"]
+    return v["schema"]["openAPIV3Schema"]
+
+
+@pytest.mark.parametrize("path", manifest_files(), ids=lambda p: p.name)
+def test_manifests_validate_against_the_kubernetes_openapi_schema(path):
+    for d in docs(path):
+        if d["apiVersion"].startswith("foresight.dev/"):
+            continue  # a custom resource: checked against the CRD below
+        kubernetes_validate.validate(d, K8S_VERSION, strict=True)
+
+
+def test_kustomization_lists_every_manifest_and_the_image():
+    k = docs(DEPLOY / "kustomization.yaml")[0]
+    listed = set(k["resources"])
+    assert all((DEPLOY / r).is_file() for r in listed)
+    assert listed == {p.name for p in manifest_files()} - {EXAMPLE.name}, \
+        "every manifest except the example CR is installed by kubectl apply -k"
+    images = {c["image"].split(":")[0] for d in by_kind("Deployment")
+              for c in d["spec"]["template"]["spec"]["containers"]}
+    assert images == {i["name"] for i in k["images"]}
+
+
+FORBIDDEN = {"$ref", "definitions", "dependencies", "deprecated", "id", "patternProperties",
+             "additionalItems", "allOf", "anyOf", "oneOf", "not"}
+
+
+def _walk(node: dict[str, Any], path: str = ""):
+    yield path, node
+    for name, sub in (node.get("properties") or {}).items():
+        yield from _walk(sub, f"{path}.{name}")
+    if isinstance(node.get("items"), dict):
+        yield from _walk(node["items"], f"{path}[]")
+    if isinstance(node.get("additionalProperties"), dict):
+        yield from _walk(node["additionalProperties"], f"{path}{{}}")
+
+
+def test_crd_schema_is_structural():
+    root = schema()
+    for path, node in _walk(root):
+        assert node.get("type") or node.get("x-kubernetes-int-or-string") or \
+            node.get("x-kubernetes-preserve-unknown-fields"), f"{path or '<root>'}: no type"
+        assert not FORBIDDEN & set(node), f"{path}: {FORBIDDEN & set(node)}"
+        assert not (node.get("properties") and node.get("additionalProperties")), path
+        assert node.get("uniqueItems") is not True, path
+    assert set(root["properties"]["metadata"]) == {"type"}, "no restrictions on metadata"
+    assert crd()["spec"]["versions"][0]["subresources"] == {"status": {}}
+
+
+def _closed(node: dict[str, Any]) -> dict[str, Any]:
+    """The schema with unknown fields rejected (the API server would prune them silently)."""
+    out = copy.deepcopy(node)
+    for path, n in _walk(out):
+        if n.get("type") == "object" and "properties" in n and path != ".metadata":
+            n["additionalProperties"] = False
+    return out
+
+
+def test_crd_defaults_validate_against_their_own_schema():
+    for _, node in _walk(schema()):
+        if "default" in node:
+            jsonschema.Draft4Validator(_closed(node)).validate(node["default"])
+
+
+def _apply_defaults(node: dict[str, Any], value: Any) -> Any:
+    if node.get("type") == "object" and isinstance(value, dict):
+        for name, sub in (node.get("properties") or {}).items():
+            if name not in value and "default" in sub:
+                value[name] = copy.deepcopy(sub["default"])
+            if name in value:
+                value[name] = _apply_defaults(sub, value[name])
+    if node.get("type") == "array" and isinstance(value, list):
+        value = [_apply_defaults(node["items"], v) for v in value]
+    return value
+
+
+def test_example_predictivescaler_validates_against_the_crd():
+    [example] = docs(EXAMPLE)
+    c = crd()
+    assert example["apiVersion"] == f"{c['spec']['group']}/{c['spec']['versions'][0]['name']}"
+    assert example["kind"] == c["spec"]["names"]["kind"]
+    jsonschema.Draft4Validator(_closed(schema())).validate(example)
+    # the CEL rule x-kubernetes-validations states
+    assert example["spec"].get("minReplicas", 1) <= example["spec"]["maxReplicas"]
+    ScalerSpec.from_manifest(example)  # and the controller accepts it
+
+
+@pytest.mark.parametrize("bad", [
+    {"mode": "Aggressive"}, {"capacityPerReplica": 0}, {"maxReplicas": 0}, {"series": ""},
+    {"behavior": {"scaleDown": {"policies": [{"type": "Pods", "value": 0, "periodSeconds": 60}]}}},
+    {"tolerance": 2}, {"scaleTargetRef": {"kind": "Deployment"}}, {"replicas": 3},
+])
+def test_crd_schema_rejects_bad_specs(bad):
+    [example] = docs(EXAMPLE)
+    example["spec"].update(bad)
+    with pytest.raises(jsonschema.ValidationError):
+        jsonschema.Draft4Validator(_closed(schema())).validate(example)
+
+
+def test_crd_defaults_agree_with_the_controllers_defaults():
+    """An object defaulted by the API server means what spec.py reads from the bare one."""
+    minimal = {"metadata": {"name": "m", "namespace": "n"},
+               "spec": {"scaleTargetRef": {"kind": "Deployment", "name": "m"}, "series": "m/rps",
+                        "capacityPerReplica": 10, "maxReplicas": 5}}
+    for behavior in (None, {"scaleUp": {"stabilizationWindowSeconds": 30}}, {"scaleDown": {}}):
+        bare = copy.deepcopy(minimal)
+        if behavior is not None:
+            bare["spec"]["behavior"] = behavior
+        defaulted = _apply_defaults(schema(), copy.deepcopy(bare))
+        assert ScalerSpec.from_manifest(defaulted) == ScalerSpec.from_manifest(bare)
+
+
+def test_printer_columns_point_at_schema_fields():
+    [v] = crd()["spec"]["versions"]
+    names = [c["name"] for c in v["additionalPrinterColumns"]]
+    assert names == ["Target", "Series", "Current", "Desired", "Mode", "Reason", "Age"]
+    for col in v["additionalPrinterColumns"]:
+        node = {"properties": {**schema()["properties"],
+                               "metadata": {"properties": {"creationTimestamp": {"type": "string"}}}}}
+        for part in col["jsonPath"].strip(".").split("."):
+            node = node["properties"][part]
+        assert node["type"] in ("string", "integer", "number"), col
+
+
+def _containers(name: str) -> tuple[dict[str, Any], dict[str, Any]]:
+    [d] = by_kind("Deployment", name)
+    pod = d["spec"]["template"]["spec"]
+    [c] = pod["containers"]
+    return pod, c
+
+
+@pytest.mark.parametrize("name", ["foresight-worker", "foresight-controller"])
+def test_deployments_are_hardened_and_probed(name):
+    pod, c = _containers(name)
+    assert pod["securityContext"]["runAsNonRoot"] is True and pod["securityContext"]["runAsUser"] != 0
+    sc = c["securityContext"]
+    assert sc["readOnlyRootFilesystem"] is True and sc["allowPrivilegeEscalation"] is False
+    assert sc["capabilities"]["drop"] == ["ALL"]
+    assert c["readinessProbe"] and c["livenessProbe"] and c["resources"]["requests"]
+    port_names = {p["name"] for p in c["ports"]}
+    for probe in ("readinessProbe", "livenessProbe"):
+        assert c[probe]["httpGet"]["port"] in port_names
+    mounts = {m["name"]: m["mountPath"] for m in c["volumeMounts"]}
+    assert {v["name"] for v in pod["volumes"] if "emptyDir" in v} == set(mounts)
+
+
+def test_worker_data_dir_is_an_emptydir_and_the_service_reaches_its_web_port():
+    pod, c = _containers("foresight-worker")
+    [cm] = by_kind("ConfigMap", "foresight-config")
+    mounts = {m["mountPath"] for m in c["volumeMounts"]}
+    assert cm["data"]["FORESIGHT_DATA_DIR"] in mounts
+    assert pod["automountServiceAccountToken"] is False, "workers do not talk to the API"
+    [svc] = by_kind("Service", "foresight-worker")
+    labels = pod.get("labels") or by_kind("Deployment", "foresight-worker")[0]["spec"]["template"]["metadata"]["labels"]
+    assert svc["spec"]["selector"].items() <= labels.items()
+    web = {p["name"]: p["containerPort"] for p in c["ports"]}
+    assert web[svc["spec"]["ports"][0]["targetPort"]] == Settings().web_port
+
+
+def test_controller_runs_as_the_bound_service_account():
+    pod, _ = _containers("foresight-controller")
+    [binding] = by_kind("ClusterRoleBinding", "foresight-controller")
+    [sa] = [s for s in by_kind("ServiceAccount") if s["metadata"]["name"] == pod["serviceAccountName"]]
+    assert {"kind": "ServiceAccount", "name": sa["metadata"]["name"],
+            "namespace": sa["metadata"]["namespace"]} in binding["subjects"]
+
+
+@pytest.mark.parametrize("name", ["foresight-worker", "foresight-controller"])
+def test_container_args_are_valid_cli_invocations(name):
+    _, c = _containers(name)
+    assert c["args"][0] in SUBCOMMANDS
+    build_parser().parse_args(c["args"])  # exits (SystemExit) on an unknown flag
+
+
+def test_config_keys_are_settings():
+    [cm] = by_kind("ConfigMap", "foresight-config")
+    fields = {f"FORESIGHT_{f.upper()}" for f in Settings.__dataclass_fields__}
+    assert set(cm["data"]) <= fields
+    env = {k: str(v) for k, v in cm["data"].items()}
+    Settings.from_env(env)  # every value parses as its field's type
+    _, c = _containers("foresight-worker")
+    assert {e["name"] for e in c.get("env", [])} <= fields
