@@ -23,7 +23,13 @@ from detectors.forecast import Forecast, ForecastPoint, Interval
 
 @dataclass(frozen=True, slots=True)
 class SeriesUpdate:
-    """Result of one update: the point's anomaly score and the new forecast."""
+    """Result of one update: the point's anomaly score and the new forecast.
+
+    >>> from detectors.forecast import Interval
+    >>> u = SeriesUpdate(0.2, False, (Interval(10.0, 8.0, 13.0),), True, 0.05)
+    >>> u.intervals[0].upper, u.warm
+    (13.0, True)
+    """
 
     score: float
     anomalous: bool
@@ -35,6 +41,13 @@ class SeriesUpdate:
 class SeriesModel:
     """A detector and a forecaster for one series, updated once per window.
 
+    A point flagged anomalous does not drag the forecaster: from a flagged
+    point on, and while the values stay outside the forecaster's one-step
+    prediction interval, a warm forecaster learns them clipped into that
+    interval (so it still moves towards them, at the pace of its band). After
+    ``max_skip`` such points the values are learnt as they are, so a real
+    level shift is learnt within that bound whatever the detector says.
+
     Parameters
     ----------
     detector
@@ -45,9 +58,41 @@ class SeriesModel:
         Scores at or above it flag the point as anomalous.
     horizon
         Number of steps forecast after each update.
+    max_skip
+        Longest anomalous episode (in points) that is clipped before values
+        are learnt as they are again.
+
+    Examples
+    --------
+    A sensor stuck at zero is flagged, and the forecaster does not follow it
+    down until the episode has lasted ``max_skip`` points:
+
+    >>> from detectors.forecasting import SeasonalEnsemble
+    >>> class Flags:  # a stand-in detector: flags exact zeros
+    ...     def score_one(self, x, t=None): return 1.0 if x == 0 else 0.0
+    ...     def learn_one(self, x, t=None): pass
+    >>> m = SeriesModel(Flags(), SeasonalEnsemble(horizon=2, min_samples=5), max_skip=10)
+    >>> for i in range(50):
+    ...     u = m.update(100.0 + (i % 5), t=60.0 * i)
+    >>> for i in range(50, 58):
+    ...     u = m.update(0.0, t=60.0 * i)
+    >>> u.anomalous, u.intervals[0].yhat > 80
+    (True, True)
+    >>> for i in range(58, 90):
+    ...     u = m.update(0.0, t=60.0 * i)
+    >>> u.intervals[0].yhat < 20
+    True
     """
 
-    __slots__ = ("detector", "forecaster", "threshold", "horizon", "updates")
+    __slots__ = (
+        "detector",
+        "forecaster",
+        "threshold",
+        "horizon",
+        "updates",
+        "max_skip",
+        "anomalous_run",
+    )
 
     def __init__(
         self,
@@ -55,12 +100,23 @@ class SeriesModel:
         forecaster: Forecaster,
         threshold: float = 0.9,
         horizon: int = 6,
+        max_skip: int = 20,
     ) -> None:
         self.detector = detector
         self.forecaster = forecaster
         self.threshold = threshold
         self.horizon = horizon
+        self.max_skip = max_skip
         self.updates = 0
+        self.anomalous_run = 0
+
+    def __setstate__(self, state: object) -> None:
+        # checkpoints written before ``max_skip`` existed restore with its default
+        self.max_skip = 20
+        self.anomalous_run = 0
+        slots = state[1] if isinstance(state, tuple) else state
+        for k, v in (slots or {}).items():  # type: ignore[union-attr]
+            setattr(self, k, v)
 
     def score(self, value: float, t: float | None = None) -> float:
         """Score ``value`` and learn it: the one code path of worker and CLI."""
@@ -69,12 +125,30 @@ class SeriesModel:
         return s
 
     def update(self, value: float, t: float | None = None) -> SeriesUpdate:
+        """Score ``value``, let the forecaster learn it, and forecast ``horizon`` steps."""
         score = self.score(value, t)
         anomalous = score >= self.threshold
-        self.forecaster.learn_one(value, t)
+        self.forecaster.learn_one(self._robust(value, anomalous), t)
         self.updates += 1
         intervals = tuple(self.forecaster.forecast(self.horizon))
         return SeriesUpdate(score, anomalous, intervals, self.forecaster.warm, self.forecaster.error)
+
+    def _robust(self, value: float, anomalous: bool) -> float:
+        """The value the forecaster learns: clipped into its band during an episode.
+
+        An episode starts at a flagged point and lasts while the values stay
+        outside the forecaster's one-step band (a detector may flag only the
+        first point of a stuck sensor or a shift), at most ``max_skip`` steps.
+        """
+        if not (anomalous or self.anomalous_run) or not self.forecaster.warm:
+            self.anomalous_run = 0
+            return value
+        nxt = self.forecaster.forecast(1)[0]
+        inside = nxt.lower <= value <= nxt.upper
+        self.anomalous_run = self.anomalous_run + 1 if anomalous or not inside else 0
+        if not self.anomalous_run or self.anomalous_run > self.max_skip:
+            return value
+        return min(max(value, nxt.lower), nxt.upper)
 
     def to_forecast(self, series: str, issued: float, step: float, u: SeriesUpdate) -> Forecast:
         """Place an update's intervals in event time as a :class:`Forecast`."""

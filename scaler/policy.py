@@ -2,13 +2,24 @@
 
 ``decide(spec, state, forecast, observed, current, now) -> (Decision, state)``
 
-1. Raw recommendation: the replicas needed for the peak of the forecast's
-   upper bound over the lead time ``[now, now + leadTime)``, never below what
-   the load observed now needs (the *reactive floor*). When the forecast is
-   missing, stale, cold, or the series is anomalous, only the floor may raise
-   the count; otherwise the count holds (never a scale-down on bad data).
+1. Raw recommendation: the larger of
+   - the replicas needed for the peak of the forecast's upper bound over the
+     lead time ``[now, now + leadTime)`` (pods started now are ready then), and
+   - the *reactive floor*: the replicas the load observed now needs, plus the
+     forecast band's upper half-width when the forecast is fresh and warm
+     ("if the load stays where it is, with the uncertainty the model has").
+     After a sudden jump the forecast lags, and this is what keeps the
+     provisioning ahead of it; in steady load it costs nothing extra.
+
+   When the forecast is missing, stale, cold, or the series is anomalous, only
+   the floor may raise the count; otherwise the count holds (never a
+   scale-down on bad data), and the reason says which.
 2. Then, in the HPA's order: tolerance dead band, stabilisation over the stored
    raw recommendations (``behavior``), rate policies, min/max.
+
+Which quantile to provision (the forecaster's ``coverage``: an 80 % band, so
+its upper bound is the 90th percentile), the floor's headroom and the
+scale-down window were chosen on ``benchmarks/backtest.py``.
 
 Example: a forecast peak of 950 with 100 per replica needs 10 replicas.
 
@@ -17,14 +28,20 @@ Example: a forecast peak of 950 with 100 per replica needs 10 replicas.
 >>> spec = ScalerSpec("web", "web/requests", capacity_per_replica=100, min_replicas=1,
 ...                   max_replicas=20, lead_time_seconds=180,
 ...                   target=TargetRef("apps/v1", "Deployment", "web"))
->>> fc = Forecast("web/requests", issued=0, step=60, coverage=0.9, model="m", warm=True,
+>>> fc = Forecast("web/requests", issued=0, step=60, coverage=0.8, model="m", warm=True,
 ...               points=tuple(ForecastPoint(60 * i, 500, 400, u)
 ...                            for i, u in [(1, 600), (2, 950), (3, 700), (4, 2000)]))
->>> d, state = decide(spec, PolicyState(), fc, Observation(0, 480), current=5, now=60)
+>>> d, state = decide(spec, PolicyState(), fc, Observation(0, 300), current=5, now=60)
 >>> d.desired, d.reason.value
 (10, 'ForecastPeak')
 >>> d.message
-'forecast peak 950 within 180s needs 10 replicas (observed 480 needs 5)'
+'forecast peak 950 within 180s needs 10 replicas (observed 300 + headroom 450 needs 8)'
+
+A load already above the forecast raises the floor above the peak:
+
+>>> d = decide(spec, PolicyState(), fc, Observation(0, 700), current=8, now=60)[0]
+>>> d.desired, d.reason.value
+(12, 'ReactiveFloor')
 
 With no forecast the count holds, unless the observed load needs more:
 
@@ -40,17 +57,26 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field, replace
 
-from detectors.forecast import Forecast
+from detectors.forecast import Forecast, ForecastPoint
 from scaler.decision import FALLBACK_REASONS, Decision, Reason
 from scaler.spec import ScalerSpec, ScalingRules
 
 #: a forecast older than this many of its steps is stale (unless the spec says)
 STALE_STEPS = 3
+#: the reactive floor provisions observed + this x the forecast band's upper half-width
+FLOOR_HEADROOM = 1.0
 
 
 @dataclass(frozen=True, slots=True)
 class Observation:
-    """The latest observed value of the driving series (event time ``ts``)."""
+    """The latest observed value of the driving series (event time ``ts``).
+
+    ``anomalous`` is the detector's flag for that value: the policy then never
+    scales down.
+
+    >>> Observation(ts=540.0, value=1200.0, anomalous=True).anomalous
+    True
+    """
 
     ts: float
     value: float
@@ -70,7 +96,11 @@ class PolicyState:
     scale_events: tuple[tuple[float, int], ...] = field(default=())
 
     def record_scale(self, ts: float, change: int) -> PolicyState:
-        """Remember an applied change (called by the reconciler after actuating)."""
+        """Remember an applied change (called by the reconciler after actuating).
+
+        >>> PolicyState().record_scale(60.0, 3).record_scale(120.0, 0).scale_events
+        ((60.0, 3),)
+        """
         if change == 0:
             return self
         return replace(self, scale_events=self.scale_events + ((ts, change),))
@@ -95,29 +125,49 @@ def decide(
     current: int,
     now: float,
 ) -> tuple[Decision, PolicyState]:
-    """Decide the desired replica count for one target at event time ``now``."""
+    """Decide the desired replica count for one target at event time ``now``.
+
+    ``current`` is the provisioned count (ready + starting); ``now`` is the
+    watermark (the end of the last closed window). Returns the decision and
+    the state to pass to the next call.
+
+    >>> from scaler.spec import ScalerSpec, TargetRef
+    >>> spec = ScalerSpec("api", "api/rps", capacity_per_replica=50,
+    ...                   target=TargetRef("apps/v1", "Deployment", "api"))
+    >>> d, state = decide(spec, PolicyState(), None, Observation(0.0, 260.0), current=2, now=10.0)
+    >>> d.desired, d.reason.value, len(state.recommendations)
+    (6, 'ReactiveFloor', 1)
+    """
     cap = spec.capacity_per_replica
-    stale_after = spec.stale_after_seconds
+    stale_after = spec.stale_after_seconds or _default_stale(forecast, spec)
+    fresh_obs = observed is not None and now - observed.ts <= stale_after
+
+    problem = _forecast_problem(spec, forecast, now)
+    pts: tuple[ForecastPoint, ...] = ()
+    if problem is None:
+        assert forecast is not None
+        pts = forecast.window(now, now + spec.lead_time_seconds - 1e-9)
+        if not pts:  # forecast horizon does not reach: treat as stale
+            problem = Reason.STALE_FORECAST
+    anomalous = observed is not None and observed.anomalous
+    fallback = Reason.ANOMALOUS_SERIES if anomalous else problem
+
     floor = None
-    if observed is not None:
-        obs_stale = now - observed.ts > (stale_after or _default_stale(forecast, spec))
-        if not obs_stale:
-            floor = replicas_for(observed.value, cap)
-    floor_txt = (
-        f"observed {observed.value:.4g} needs {floor}"
-        if floor is not None and observed is not None
-        else "no fresh observation"
-    )
+    floor_txt = "no fresh observation"
+    if fresh_obs:
+        assert observed is not None
+        load = observed.value
+        extra = _floor_headroom(pts) if pts else 0.0
+        floor = replicas_for(load + extra, cap)
+        floor_txt = (
+            f"observed {load:.4g} + headroom {extra:.4g} needs {floor}"
+            if extra > 0
+            else f"observed {load:.4g} needs {floor}"
+        )
 
     peak = None
-    fallback = _fallback_reason(spec, forecast, observed, now)
     if fallback is None:
-        assert forecast is not None
-        peak = forecast.peak_upper(start=now, until=now + spec.lead_time_seconds - 1e-9)
-        if peak is None:  # forecast horizon does not reach: treat as stale
-            fallback = Reason.STALE_FORECAST
-    if fallback is None:
-        assert peak is not None
+        peak = max(p.upper for p in pts)
         need = replicas_for(peak, cap)
         if floor is not None and floor > need:
             raw, reason = floor, Reason.REACTIVE_FLOOR
@@ -212,11 +262,12 @@ def _default_stale(forecast: Forecast | None, spec: ScalerSpec) -> float:
     return STALE_STEPS * step
 
 
-def _fallback_reason(
-    spec: ScalerSpec, forecast: Forecast | None, observed: Observation | None, now: float
-) -> Reason | None:
-    if observed is not None and observed.anomalous:
-        return Reason.ANOMALOUS_SERIES
+def _floor_headroom(pts: tuple[ForecastPoint, ...]) -> float:
+    """Load to add to the observed one: the band's upper half-width, scaled."""
+    return FLOOR_HEADROOM * max(max(p.upper - p.yhat, 0.0) for p in pts)
+
+
+def _forecast_problem(spec: ScalerSpec, forecast: Forecast | None, now: float) -> Reason | None:
     if forecast is None:
         return Reason.NO_FORECAST
     stale_after = spec.stale_after_seconds or _default_stale(forecast, spec)

@@ -1,0 +1,285 @@
+"""The default load forecaster: seasonal profiles and a level, weighted by their errors.
+
+:class:`SeasonalEnsemble` runs a few cheap forecasters side by side on one
+series and combines them, per horizon, with weights inversely proportional to
+each one's recent squared error at that horizon:
+
+- ``level``: an exponentially weighted level, flat over the horizon (wins on
+  noisy, weakly seasonal series);
+- one member per seasonal period (e.g. daily and weekly): the
+  :class:`~detectors.seasonal.SeasonalProfile` value at the target phase plus
+  the current deviation from the profile, decaying with the horizon (wins on
+  cyclic traffic, and follows a level shift within a few steps).
+
+Prediction intervals come from :class:`~detectors.conformal.ConformalBand`:
+empirical quantiles of the ensemble's own out-of-sample errors per horizon,
+scaled by the local error level and the size of the forecast (noise grows with
+load), kept separately after a surprise (Mondrian groups). The point forecast
+reported is the band's median, i.e. the ensemble corrected by its recent bias.
+``warm`` stays False until the band holds ``min_samples`` errors at every
+tracked horizon: the scaler then knows not to trust it.
+
+:func:`default_forecaster` is the one configuration the worker, ``foresight
+detect`` and the backtest use. Its settings were chosen on the backtest of
+``benchmarks/backtest.py`` (one configuration for every trace).
+"""
+
+from __future__ import annotations
+
+import math
+
+from detectors.base import Forecaster
+from detectors.conformal import ConformalBand
+from detectors.forecast import Interval
+from detectors.seasonal import SeasonalProfile
+
+DAY = 86_400.0
+WEEK = 7 * DAY
+
+
+class SeasonalEnsemble(Forecaster):
+    """Level + seasonal-profile members, inverse-error weighted, conformal bands.
+
+    Parameters
+    ----------
+    step_seconds
+        Length of one step; maps the event time ``t`` to a step index so that
+        phases are known even across gaps (without ``t``, steps are counted).
+    periods
+        Seasonal periods in steps (empty: level only).
+    horizon
+        Horizons tracked for errors and intervals; longer forecasts reuse the
+        last one's band.
+    coverage
+        Nominal coverage of ``[lower, upper]``.
+    level_alpha
+        Smoothing of the level and of each member's deviation from its profile.
+    season_alpha
+        Smoothing of the seasonal profiles, per period.
+    damping
+        Per-step decay of a deviation from the profile over the horizon.
+    error_alpha
+        Smoothing of the members' squared errors (ensemble weights).
+    window
+        Errors kept per horizon for the conformal band.
+    min_samples
+        Errors per horizon before the forecaster calls itself warm.
+    max_bins
+        Largest number of stored values per seasonal profile.
+    scale_alpha, scale_clip, band_power, band_edges
+        The band's error scale smoothing and cap, how its width grows with the
+        forecast, and the surprise cut points of its groups (see
+        :class:`~detectors.conformal.ConformalBand`).
+    median_point
+        Report the band's median (the ensemble corrected by the median of its
+        recent errors) as the point forecast, rather than the ensemble.
+
+    Examples
+    --------
+    A cycle of 20 steps is learnt within two cycles; the forecast follows it.
+
+    >>> import math
+    >>> f = SeasonalEnsemble(step_seconds=60, periods=(20,), horizon=3, min_samples=10)
+    >>> f.warm
+    False
+    >>> y = lambda i: 100 + 50 * math.sin(2 * math.pi * i / 20)
+    >>> for i in range(60):
+    ...     f.learn_one(y(i), t=60.0 * i)
+    >>> f.warm
+    True
+    >>> fc = f.forecast(3)
+    >>> [round(iv.yhat) for iv in fc], [round(y(i)) for i in (60, 61, 62)]
+    ([100, 115, 129], [100, 115, 129])
+    >>> all(iv.lower <= iv.yhat <= iv.upper for iv in fc)
+    True
+
+    It is usable offline on a list of numbers (no timestamps) and pickles:
+
+    >>> import pickle
+    >>> g = SeasonalEnsemble(horizon=2, min_samples=5)
+    >>> for v in [10, 12, 11, 13, 12, 11, 12, 13, 12, 11]:
+    ...     g.learn_one(v)
+    >>> g2 = pickle.loads(pickle.dumps(g))
+    >>> g2.forecast(2) == g.forecast(2), g.warm
+    (True, True)
+    """
+
+    def __init__(
+        self,
+        step_seconds: float = 60.0,
+        periods: tuple[int, ...] = (),
+        horizon: int = 6,
+        coverage: float = 0.8,
+        level_alpha: float = 0.3,
+        season_alpha: float = 0.35,
+        damping: float = 0.8,
+        error_alpha: float = 0.15,
+        window: int = 256,
+        min_samples: int = 30,
+        max_bins: int = 2016,
+        scale_alpha: float = 0.05,
+        scale_clip: float | None = 3.0,
+        band_power: float = 0.5,
+        band_edges: tuple[float, ...] = (-2.0, 1.0, 3.0),
+        median_point: bool = True,
+    ) -> None:
+        self.step_seconds = step_seconds
+        self.periods = tuple(periods)
+        self.horizon = horizon
+        self.coverage = coverage
+        self.level_alpha = level_alpha
+        self.season_alpha = season_alpha
+        self.damping = damping
+        self.error_alpha = error_alpha
+        self.window = window
+        self.min_samples = min_samples
+        self.max_bins = max_bins
+        self.scale_alpha = scale_alpha
+        self.scale_clip = scale_clip
+        self.band_power = band_power
+        self.band_edges = tuple(band_edges)
+        self.median_point = median_point
+
+        self._profiles = [SeasonalProfile(p, season_alpha, max_bins) for p in self.periods]
+        self._dev = [0.0] * len(self.periods)
+        self._level: float | None = None
+        self._idx = -1
+        k = 1 + len(self.periods)
+        self._mse = [[-1.0] * horizon for _ in range(k)]  # -1: not scored yet
+        self._band = ConformalBand(
+            horizon, coverage, window, scale_alpha, scale_clip, band_power, self.band_edges
+        )
+        # forecasts issued at the last `horizon` steps:
+        # slot -> (issue idx, members, ensemble, band group)
+        self._pending: list[tuple[int, list[list[float]], list[float], int] | None] = [
+            None
+        ] * horizon
+        self._group = 0
+        self._yhat: list[float] = []
+        self._nonneg = True  # no negative value seen: the forecast is clipped at 0
+
+    # -- River protocol -------------------------------------------------
+    def learn_one(self, y: float, t: float | None = None) -> None:
+        """Learn the value ``y`` of the step holding event time ``t`` (epoch seconds)."""
+        y = float(y)
+        if not math.isfinite(y):
+            return
+        idx = int(t // self.step_seconds) if t is not None else self._idx + 1
+        if idx <= self._idx:  # a repeated or late step: learn it as the next one
+            idx = self._idx + 1
+        self._score_pending(idx, y)
+        self._nonneg = self._nonneg and y >= 0.0
+        a = self.level_alpha
+        self._level = y if self._level is None else self._level + a * (y - self._level)
+        for j, prof in enumerate(self._profiles):
+            s = prof.value(idx)
+            if s is not None:
+                self._dev[j] += a * ((y - s) - self._dev[j])
+            prof.learn_one(idx, y)
+        self._idx = idx
+        members = self._members(idx)
+        self._yhat = self._combine(members)
+        self._group = self._band.group()
+        self._pending[idx % self.horizon] = (idx, members, self._yhat, self._group)
+
+    def forecast(self, horizon: int) -> list[Interval]:
+        """The next ``horizon`` steps (zeros before anything was learnt; see ``warm``)."""
+        if not self._yhat:
+            return [Interval(0.0, 0.0, 0.0) for _ in range(horizon)]
+        out = []
+        for h in range(1, horizon + 1):
+            yhat = self._yhat[min(h, self.horizon) - 1]
+            lo, mid, hi = self._band.interval(h, yhat, self._group)
+            point = mid if self.median_point else yhat
+            if self._nonneg:  # load never seen negative: neither is its forecast
+                lo, point, hi = max(lo, 0.0), max(point, 0.0), max(hi, 0.0)
+            out.append(Interval(point, lo, hi))
+        return out
+
+    @property
+    def warm(self) -> bool:
+        return all(self._band.count(h) >= self.min_samples for h in range(1, self.horizon + 1))
+
+    @property
+    def error(self) -> float | None:
+        """Mean absolute one-step error relative to the level (None until known)."""
+        if self._level is None or self._band.count(1) == 0 or not self._yhat:
+            return None
+        return self._band.unit(1, self._yhat[0]) / (abs(self._level) + 1e-9)
+
+    # -- internals ------------------------------------------------------
+    def _members(self, idx: int) -> list[list[float]]:
+        level = self._level if self._level is not None else 0.0
+        out = [[level] * self.horizon]
+        for j, prof in enumerate(self._profiles):
+            dev = self._dev[j]
+            row = []
+            d = 1.0
+            for h in range(1, self.horizon + 1):
+                d *= self.damping
+                s = prof.value(idx + h)
+                row.append(math.nan if s is None else s + dev * d)
+            out.append(row)
+        return out
+
+    def _combine(self, members: list[list[float]]) -> list[float]:
+        out = []
+        for h in range(self.horizon):
+            num = den = 0.0
+            for k, row in enumerate(members):
+                m = self._mse[k][h]
+                if m < 0.0 or math.isnan(row[h]):  # not scored yet, or no value
+                    continue
+                w = 1.0 / (m + 1e-12)
+                num += w * row[h]
+                den += w
+            out.append(num / den if den > 0.0 else members[0][h])
+        return out
+
+    def _score_pending(self, idx: int, y: float) -> None:
+        b = self.error_alpha
+        for h in range(1, self.horizon + 1):
+            p = self._pending[(idx - h) % self.horizon]
+            if p is None or p[0] != idx - h:
+                continue
+            _, members, ens, group = p
+            for k, row in enumerate(members):
+                v = row[h - 1]
+                if math.isnan(v):
+                    continue
+                e2 = (y - v) ** 2
+                m = self._mse[k][h - 1]
+                self._mse[k][h - 1] = e2 if m < 0.0 else m + b * (e2 - m)
+            self._band.learn_one(h, ens[h - 1], y, group)
+
+
+def seasonal_periods(step_seconds: float, max_period: int = 20_160) -> tuple[int, ...]:
+    """Daily and weekly periods in steps, where they are whole and not too long.
+
+    >>> seasonal_periods(1800), seasonal_periods(60), seasonal_periods(86400)
+    ((48, 336), (1440, 10080), (7,))
+    >>> seasonal_periods(7)  # a day is not a whole number of 7 s steps
+    ()
+    """
+    out = []
+    for span in (DAY, WEEK):
+        p = span / step_seconds
+        if p >= 2 and abs(p - round(p)) < 1e-6 and round(p) <= max_period:
+            out.append(round(p))
+    return tuple(out)
+
+
+def default_forecaster(step_seconds: float, period_steps: int | None = None) -> Forecaster:
+    """The forecaster every series gets.
+
+    ``period_steps`` fixes the seasonal period; ``None`` uses the daily and
+    weekly periods implied by the step.
+
+    >>> f = default_forecaster(60.0, period_steps=60)
+    >>> f.periods, f.warm
+    ((60,), False)
+    >>> default_forecaster(300.0).periods
+    (288, 2016)
+    """
+    periods = (period_steps,) if period_steps else seasonal_periods(step_seconds)
+    return SeasonalEnsemble(step_seconds=step_seconds, periods=periods)

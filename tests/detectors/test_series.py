@@ -1,0 +1,95 @@
+"""SeriesModel: anomalous points do not drag the forecaster; real shifts are learnt in bounded time."""
+
+from __future__ import annotations
+
+import pickle
+
+import pytest
+
+from detectors.defaults import make_series_model
+from detectors.forecasting import SeasonalEnsemble
+from detectors.series import SeriesModel
+
+
+class FlagWhen:
+    """A stand-in detector: flags the values a predicate picks."""
+
+    def __init__(self, pred) -> None:
+        self.pred = pred
+
+    def score_one(self, x: float, t: float | None = None) -> float:
+        return 1.0 if self.pred(x) else 0.0
+
+    def learn_one(self, x: float, t: float | None = None) -> None:
+        pass
+
+
+def warm_model(detector, max_skip: int = 10) -> SeriesModel:
+    m = SeriesModel(detector, SeasonalEnsemble(horizon=3, min_samples=5), horizon=3, max_skip=max_skip)
+    for i in range(60):
+        m.update(100.0 + (i % 5), t=60.0 * i)
+    assert m.forecaster.warm
+    return m
+
+
+def test_a_single_flagged_spike_does_not_move_the_forecast() -> None:
+    m = warm_model(FlagWhen(lambda x: x > 500))
+    before = m.forecaster.forecast(1)[0]
+    u = m.update(5000.0, t=60.0 * 60)
+    assert u.anomalous
+    assert u.intervals[0].yhat < before.upper * 1.1
+    # the same spike, unflagged, drags the level far up
+    plain = warm_model(FlagWhen(lambda x: False))
+    assert plain.update(5000.0, t=60.0 * 60).intervals[0].yhat > 1000
+
+
+def test_stuck_at_zero_is_not_learnt_while_the_episode_lasts() -> None:
+    # the detector flags only the first zero; the episode continues while values stay out of band
+    flagged = {"done": False}
+
+    def first_zero(x: float) -> bool:
+        if x == 0.0 and not flagged["done"]:
+            flagged["done"] = True
+            return True
+        return False
+
+    m = warm_model(FlagWhen(first_zero), max_skip=10)
+    for i in range(60, 68):
+        u = m.update(0.0, t=60.0 * i)
+    assert u.intervals[0].yhat > 80.0
+    assert m.anomalous_run == 8
+
+
+@pytest.mark.parametrize("max_skip", [5, 15])
+def test_a_real_level_shift_is_learnt_within_the_bound(max_skip: int) -> None:
+    m = warm_model(FlagWhen(lambda x: x > 250), max_skip=max_skip)  # flags the new level forever
+    for i in range(60, 60 + max_skip + 15):
+        u = m.update(300.0, t=60.0 * i)
+    assert u.intervals[0].yhat == pytest.approx(300.0, rel=0.1)
+
+
+def test_episode_ends_when_values_return_to_the_band() -> None:
+    m = warm_model(FlagWhen(lambda x: x > 500))
+    m.update(5000.0, t=60.0 * 60)
+    assert m.anomalous_run == 1
+    m.update(102.0, t=60.0 * 61)
+    assert m.anomalous_run == 0
+
+
+def test_pickles_with_its_state() -> None:
+    m = make_series_model(60.0, period_steps=10)
+    for i in range(100):
+        m.update(100.0 + (i % 10) * 3, t=60.0 * i)
+    m.anomalous_run = 2
+    m2 = pickle.loads(pickle.dumps(m))
+    assert m2.anomalous_run == 2
+    assert m2.update(101.0, t=60.0 * 100) == m.update(101.0, t=60.0 * 100)
+
+
+def test_restores_checkpoints_from_before_max_skip() -> None:
+    m = make_series_model(60.0, period_steps=10)
+    old = SeriesModel.__new__(SeriesModel)
+    state = (None, {k: getattr(m, k) for k in ("detector", "forecaster", "threshold", "horizon", "updates")})
+    old.__setstate__(state)
+    assert old.max_skip == 20 and old.anomalous_run == 0
+    old.update(100.0, t=0.0)

@@ -1,0 +1,263 @@
+"""The scaling policy, table-driven: one row per rule, asserting count and reason."""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass, replace
+
+import pytest
+
+from detectors.forecast import Forecast, ForecastPoint
+from scaler.decision import FALLBACK_REASONS, Reason
+from scaler.policy import FLOOR_HEADROOM, Observation, PolicyState, decide, replicas_for
+from scaler.spec import RatePolicy, ScalerSpec, ScalingRules, TargetRef
+
+STEP = 60.0
+NOW = 600.0  # watermark: the window [540, 600) has just closed
+
+# scale-up and scale-down without rate limits or windows, unless a case says so
+FREE_UP = ScalingRules(0, (), "Max")
+FREE_DOWN = ScalingRules(0, (), "Max")
+
+
+def make_spec(**kw: object) -> ScalerSpec:
+    base = dict(
+        name="web",
+        series="web/rps",
+        capacity_per_replica=100.0,
+        min_replicas=1,
+        max_replicas=50,
+        lead_time_seconds=180.0,
+        target=TargetRef("apps/v1", "Deployment", "web"),
+        scale_up=FREE_UP,
+        scale_down=FREE_DOWN,
+    )
+    base.update(kw)
+    return ScalerSpec(**base)  # type: ignore[arg-type]
+
+
+def make_forecast(
+    uppers: list[float],
+    *,
+    yhat: float | None = None,
+    issued: float = NOW - STEP,
+    warm: bool = True,
+) -> Forecast:
+    """Points start at issued + step; the band's lower bound is irrelevant to the policy."""
+    return Forecast(
+        "web/rps",
+        issued=issued,
+        step=STEP,
+        points=tuple(
+            ForecastPoint(issued + (i + 1) * STEP, u if yhat is None else yhat, 0.0, u)
+            for i, u in enumerate(uppers)
+        ),
+        coverage=0.8,
+        model="test",
+        warm=warm,
+    )
+
+
+@dataclass
+class Case:
+    name: str
+    forecast: Forecast | None
+    observed: Observation | None
+    current: int
+    desired: int
+    reason: Reason
+    spec: ScalerSpec | None = None
+
+
+OBS_LOW = Observation(NOW - STEP, 150.0)
+
+CASES = [
+    # the lead window [now, now + 180 s) holds the first three points; the 4th is ignored
+    Case("lead-time peak", make_forecast([300, 1040, 500, 5000]), OBS_LOW, 5, 11, Reason.FORECAST_PEAK),
+    Case("peak beyond lead ignored", make_forecast([300, 400, 500, 5000]), OBS_LOW, 3, 5, Reason.FORECAST_PEAK),
+    Case("scale down to the peak", make_forecast([300, 400, 420]), OBS_LOW, 10, 5, Reason.FORECAST_PEAK),
+    # observed 900, band half-width 0 (yhat == upper): the floor is the observed load
+    Case(
+        "reactive floor above forecast",
+        make_forecast([500, 500, 500], yhat=500),
+        Observation(NOW - STEP, 900.0),
+        5,
+        9,
+        Reason.REACTIVE_FLOOR,
+    ),
+    # observed 450 + band half-width (600 - 400 = 200) = 650 > forecast peak 600
+    Case(
+        "floor headroom from the band",
+        make_forecast([600, 600, 600], yhat=400),
+        Observation(NOW - STEP, 450.0),
+        5,
+        7,
+        Reason.REACTIVE_FLOOR,
+    ),
+    Case("within tolerance", make_forecast([2050, 2050, 2050]), OBS_LOW, 20, 20, Reason.WITHIN_TOLERANCE),
+    Case(
+        "bounded by maxReplicas",
+        make_forecast([9000, 9000, 9000]),
+        OBS_LOW,
+        10,
+        50,
+        Reason.BOUNDED,
+    ),
+    Case(
+        "bounded by minReplicas",
+        make_forecast([10, 10, 10]),
+        Observation(NOW - STEP, 10.0),
+        6,
+        4,
+        Reason.BOUNDED,
+        make_spec(min_replicas=4),
+    ),
+    Case(
+        "scale-up rate limited",
+        make_forecast([3000, 3000, 3000]),
+        OBS_LOW,
+        10,
+        14,
+        Reason.RATE_LIMITED,
+        make_spec(scale_up=ScalingRules(0, (RatePolicy("Pods", 4, 60),), "Max")),
+    ),
+    Case(
+        "scale-down rate limited",
+        make_forecast([100, 100, 100]),
+        Observation(NOW - STEP, 100.0),
+        20,
+        10,
+        Reason.RATE_LIMITED,
+        make_spec(scale_down=ScalingRules(0, (RatePolicy("Percent", 50, 60),), "Max")),
+    ),
+    # fallbacks: the forecast would allow 2 replicas, but the count holds
+    Case("missing forecast holds", None, OBS_LOW, 10, 10, Reason.NO_FORECAST),
+    Case(
+        "stale forecast holds",
+        make_forecast([150, 150, 150, 150, 150, 150], issued=NOW - 10 * STEP),
+        OBS_LOW,
+        10,
+        10,
+        Reason.STALE_FORECAST,
+    ),
+    Case("cold forecast holds", make_forecast([150, 150, 150], warm=False), OBS_LOW, 10, 10, Reason.COLD_FORECAST),
+    Case(
+        "anomalous series holds",
+        make_forecast([150, 150, 150]),
+        Observation(NOW - STEP, 150.0, anomalous=True),
+        10,
+        10,
+        Reason.ANOMALOUS_SERIES,
+    ),
+    Case(
+        "horizon too short is stale",
+        make_forecast([150], issued=NOW - 2 * STEP),
+        OBS_LOW,
+        10,
+        10,
+        Reason.STALE_FORECAST,
+    ),
+    # fallbacks still scale up for the observed load (no headroom from an untrusted band)
+    Case("missing forecast, floor scales up", None, Observation(NOW - STEP, 1420.0), 10, 15, Reason.REACTIVE_FLOOR),
+    Case(
+        "cold forecast, floor scales up",
+        make_forecast([150, 150, 150], warm=False),
+        Observation(NOW - STEP, 1420.0),
+        10,
+        15,
+        Reason.REACTIVE_FLOOR,
+    ),
+    Case(
+        "anomalous series, floor scales up",
+        make_forecast([150, 150, 150]),
+        Observation(NOW - STEP, 1420.0, anomalous=True),
+        10,
+        15,
+        Reason.REACTIVE_FLOOR,
+    ),
+    Case(
+        "stale observation is no floor",
+        None,
+        Observation(NOW - 20 * STEP, 5000.0),
+        10,
+        10,
+        Reason.NO_FORECAST,
+    ),
+]
+
+
+@pytest.mark.parametrize("case", CASES, ids=[c.name for c in CASES])
+def test_decide_table(case: Case) -> None:
+    spec = case.spec or make_spec()
+    d, _ = decide(spec, PolicyState(), case.forecast, case.observed, case.current, NOW)
+    assert (d.desired, d.reason) == (case.desired, case.reason), d.message
+    assert d.current == case.current and d.ts == NOW and d.message
+
+
+def test_floor_headroom_is_the_documented_rule() -> None:
+    # the headroom case above relies on this setting
+    assert FLOOR_HEADROOM == 1.0
+
+
+def test_stabilisation_window_holds_then_releases() -> None:
+    spec = make_spec(scale_down=ScalingRules(300, (), "Max"))
+    state = PolicyState()
+    high = make_forecast([1000, 1000, 1000])
+    d, state = decide(spec, state, high, OBS_LOW, 5, NOW)
+    assert (d.desired, d.reason) == (10, Reason.FORECAST_PEAK)
+    low_at = lambda now: make_forecast([300, 300, 300], issued=now - STEP)  # noqa: E731
+    obs_at = lambda now: Observation(now - STEP, 150.0)  # noqa: E731
+    # within 300 s the highest recommendation (10) holds
+    for k in range(1, 5):
+        now = NOW + k * STEP
+        d, state = decide(spec, state, low_at(now), obs_at(now), 10, now)
+        assert (d.desired, d.reason) == (10, Reason.SCALE_DOWN_STABILIZED), k
+    # once it has left the window, the count follows the forecast
+    now = NOW + 5 * STEP
+    d, state = decide(spec, state, low_at(now), obs_at(now), 10, now)
+    assert (d.desired, d.reason) == (3, Reason.FORECAST_PEAK)
+
+
+def test_rate_limit_counts_recorded_changes() -> None:
+    spec = make_spec(scale_up=ScalingRules(0, (RatePolicy("Pods", 4, 120),), "Max"))
+    state = PolicyState().record_scale(NOW - STEP, 3)
+    d, _ = decide(spec, state, make_forecast([3000, 3000, 3000]), OBS_LOW, 13, NOW)
+    # 13 now, 10 at the start of the 120 s period: at most 14
+    assert (d.desired, d.reason) == (14, Reason.RATE_LIMITED)
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_bad_data_never_scales_down(seed: int) -> None:
+    """Random forecasts and loads: under every fallback the count never drops."""
+    rng = random.Random(seed)
+    spec = make_spec(min_replicas=0)
+    for _ in range(200):
+        current = rng.randint(0, 40)
+        uppers = [rng.uniform(0, 5000) for _ in range(6)]
+        kind = rng.choice(["none", "stale", "cold", "anomalous"])
+        fc: Forecast | None = make_forecast(uppers)
+        obs = Observation(NOW - STEP, rng.uniform(0, 5000))
+        if kind == "none":
+            fc = None
+        elif kind == "stale":
+            fc = make_forecast(uppers, issued=NOW - 10 * STEP)
+        elif kind == "cold":
+            fc = make_forecast(uppers, warm=False)
+        else:
+            obs = replace(obs, anomalous=True)
+        d, _ = decide(spec, PolicyState(), fc, obs, current, NOW)
+        assert d.desired >= current, (kind, d.message)
+        if d.desired > current:
+            assert d.reason is Reason.REACTIVE_FLOOR
+            assert d.desired == replicas_for(obs.value, spec.capacity_per_replica)
+        else:  # held; a floor just above the count may be held by the tolerance band
+            assert d.reason in FALLBACK_REASONS | {Reason.WITHIN_TOLERANCE}
+
+
+def test_state_keeps_only_the_window() -> None:
+    spec = make_spec(scale_down=ScalingRules(300, (), "Max"))
+    state = PolicyState()
+    for k in range(20):
+        now = NOW + k * STEP
+        _, state = decide(spec, state, make_forecast([500] * 3, issued=now - STEP), OBS_LOW, 5, now)
+    assert len(state.recommendations) <= 6
