@@ -18,6 +18,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from detectors.base import AnomalyDetector, Forecaster
+from detectors.flatline import FlatlineDetector
 from detectors.forecast import Forecast, ForecastPoint, Interval
 
 
@@ -36,6 +37,9 @@ class SeriesUpdate:
     intervals: tuple[Interval, ...]
     warm: bool
     error: float | None
+    #: the data is not trusted (an anomalous episode or a stuck sensor): the
+    #: controller must not scale down on it, even where ``score`` is low
+    untrusted: bool = False
 
 
 class SeriesModel:
@@ -92,6 +96,7 @@ class SeriesModel:
         "updates",
         "max_skip",
         "anomalous_run",
+        "stuck",
     )
 
     def __init__(
@@ -109,11 +114,15 @@ class SeriesModel:
         self.max_skip = max_skip
         self.updates = 0
         self.anomalous_run = 0
+        # a sensor repeating the exact same value for far longer than ever
+        # before is stuck, whatever the detector's warm-up says
+        self.stuck = FlatlineDetector(factor=3.0, min_run=3, warmup=20)
 
     def __setstate__(self, state: object) -> None:
         # checkpoints written before ``max_skip`` existed restore with its default
         self.max_skip = 20
         self.anomalous_run = 0
+        self.stuck = FlatlineDetector(factor=3.0, min_run=3, warmup=20)
         slots = state[1] if isinstance(state, tuple) else state
         for k, v in (slots or {}).items():  # type: ignore[union-attr]
             setattr(self, k, v)
@@ -128,10 +137,14 @@ class SeriesModel:
         """Score ``value``, let the forecaster learn it, and forecast ``horizon`` steps."""
         score = self.score(value, t)
         anomalous = score >= self.threshold
-        self.forecaster.learn_one(self._robust(value, anomalous), t)
+        stuck = self.stuck.score_one(value) >= 0.5
+        self.stuck.learn_one(value)
+        self.forecaster.learn_one(self._robust(value, anomalous or stuck), t)
         self.updates += 1
         intervals = tuple(self.forecaster.forecast(self.horizon))
-        return SeriesUpdate(score, anomalous, intervals, self.forecaster.warm, self.forecaster.error)
+        untrusted = anomalous or stuck or 0 < self.anomalous_run <= self.max_skip
+        return SeriesUpdate(score, anomalous, intervals, self.forecaster.warm, self.forecaster.error,
+                            untrusted)
 
     def _robust(self, value: float, anomalous: bool) -> float:
         """The value the forecaster learns: clipped into its band during an episode.

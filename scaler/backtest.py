@@ -167,9 +167,15 @@ def backtest_spec(
     and 8 steps were tried, 5 won within the cost budget) and may drop any
     amount per step.
 
+    Pods started after observing step ``t`` are ready for step ``t + k``:
+    ``k - 1`` steps after the decision, which is made at the end of step
+    ``t``. ``leadTimeSeconds`` is that start-up time, as in a live cluster, and
+    the policy provisions for every window starting in ``[now, now + lead]``,
+    i.e. steps ``t + 1 .. t + k``, the oracle's look-ahead.
+
     >>> s = backtest_spec(50, 3, 300, 1, 200)
     >>> s.lead_time_seconds, s.scale_down.stabilization_window_seconds
-    (900.0, 1500)
+    (600.0, 1500)
     """
     return ScalerSpec(
         name=name,
@@ -177,7 +183,7 @@ def backtest_spec(
         capacity_per_replica=capacity,
         min_replicas=min_replicas,
         max_replicas=max_replicas,
-        lead_time_seconds=float(lead_steps * step_seconds),
+        lead_time_seconds=float((lead_steps - 1) * step_seconds),
         target=TargetRef("apps/v1", "Deployment", name),
         scale_up=ScalingRules(0, (), "Max"),
         scale_down=ScalingRules(

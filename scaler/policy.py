@@ -4,7 +4,7 @@
 
 1. Raw recommendation: the larger of
    - the replicas needed for the peak of the forecast's upper bound over the
-     lead time ``[now, now + leadTime)`` (pods started now are ready then), and
+     lead time ``[now, now + leadTime]`` (pods started now are ready then), and
    - the *reactive floor*: the replicas the load observed now needs, plus the
      forecast band's upper half-width when the forecast is fresh and warm
      ("if the load stays where it is, with the uncertainty the model has").
@@ -30,7 +30,7 @@ Example: a forecast peak of 950 with 100 per replica needs 10 replicas.
 ...                   target=TargetRef("apps/v1", "Deployment", "web"))
 >>> fc = Forecast("web/requests", issued=0, step=60, coverage=0.8, model="m", warm=True,
 ...               points=tuple(ForecastPoint(60 * i, 500, 400, u)
-...                            for i, u in [(1, 600), (2, 950), (3, 700), (4, 2000)]))
+...                            for i, u in [(1, 600), (2, 950), (3, 700), (4, 800), (5, 2000)]))
 >>> d, state = decide(spec, PolicyState(), fc, Observation(0, 300), current=5, now=60)
 >>> d.desired, d.reason.value
 (10, 'ForecastPeak')
@@ -146,7 +146,9 @@ def decide(
     pts: tuple[ForecastPoint, ...] = ()
     if problem is None:
         assert forecast is not None
-        pts = forecast.window(now, now + spec.lead_time_seconds - 1e-9)
+        # every window that starts before the pods decided now are ready, and
+        # the first one they serve: [now, now + leadTime]
+        pts = forecast.window(now, now + spec.lead_time_seconds + 1e-9)
         if not pts:  # forecast horizon does not reach: treat as stale
             problem = Reason.STALE_FORECAST
     anomalous = observed is not None and observed.anomalous
@@ -196,9 +198,13 @@ def decide(
     # 2. stabilisation over stored raw recommendations
     up, down = spec.scale_up, spec.scale_down
     keep = max(up.stabilization_window_seconds, down.stabilization_window_seconds)
-    recs = tuple((t, r) for t, r in state.recommendations if t > now - keep) + ((now, raw),)
-    up_rec = min(r for t, r in recs if t > now - up.stabilization_window_seconds or t == now)
-    down_rec = max(r for t, r in recs if t > now - down.stabilization_window_seconds or t == now)
+    # earlier recommendations strictly inside each window, plus this one (a
+    # zero-second window is this recommendation alone, even when several
+    # decisions share one event time)
+    prior = tuple((t, r) for t, r in state.recommendations if t > now - keep)
+    recs = prior + ((now, raw),)
+    up_rec = min([r for t, r in prior if t > now - up.stabilization_window_seconds] + [raw])
+    down_rec = max([r for t, r in prior if t > now - down.stabilization_window_seconds] + [raw])
     stabilized = current
     if stabilized < up_rec:
         stabilized = up_rec

@@ -69,7 +69,14 @@ class Reconciler:
             self.observations[name] = observation
 
     def reconcile(self, spec: ScalerSpec, now: float) -> Decision:
-        """Decide for one target and, in Active mode, apply a changed count."""
+        """Decide for one target and, in Active mode, apply a changed count.
+
+        Time never runs backwards for a target: ``now`` is raised to the
+        target's previous decision time if it is older.
+        """
+        previous = self.last.get(spec.key)
+        if previous is not None and previous.ts > now:
+            now = previous.ts
         current = self.actuator.current_replicas(spec, now)
         state = self.states.get(spec.key, PolicyState())
         decision, state = decide(

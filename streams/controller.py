@@ -1,11 +1,14 @@
 """The controller's Kafka loop: ``forecasts`` in, decisions out.
 
 It reads every partition of ``foresight.forecasts`` (no consumer group: one
-active controller reads everything), keeps the event-time watermark (the
-controller's "now"), and asks a reconciler to decide for the targets the
-series drives; each decision goes to ``foresight.decisions``. Targets whose
-series has gone quiet are re-decided once per window as the watermark moves,
-so a stale forecast falls back to the reactive rule (never a scale-down).
+active controller reads everything). A forecast is decided on at its own
+event time (the end of the window it was issued after), never earlier than
+the target's previous decision. Targets whose series has gone quiet are
+re-decided once per window as the *low watermark* moves -- the slowest
+partition's event time, ignoring partitions idle for ``IDLE_SECONDS`` of wall
+time, as stream processors do -- so a stale forecast falls back to the
+reactive rule (never a scale-down), while partitions read at different
+speeds (a backlog, a backfill) never make each other's forecasts look stale.
 """
 
 from __future__ import annotations
@@ -14,6 +17,7 @@ import asyncio
 import logging
 import math
 import signal
+import time
 from collections.abc import Callable
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
@@ -29,6 +33,9 @@ from streams.settings import Settings
 from streams.topics import Topics
 
 log = logging.getLogger("foresight.controller")
+
+#: wall seconds after which a silent partition stops holding the low watermark back
+IDLE_SECONDS = 30.0
 
 
 class ControllerLoop:
@@ -46,7 +53,9 @@ class ControllerLoop:
         self.reconciler = reconciler
         self.from_beginning = from_beginning
         self.on_forecast = on_forecast
-        self.watermark = -math.inf
+        self.watermark = -math.inf  # the newest event time read, any partition
+        self._partition_time: dict[int, float] = {}
+        self._partition_seen: dict[int, float] = {}
         self._last_sweep = -math.inf
         self._stopping = asyncio.Event()
         self._pending: list[Decision] = []
@@ -77,11 +86,12 @@ class ControllerLoop:
                 return
             assert parts is not None
             consumer.assign([TopicPartition(self.topics.forecasts, p) for p in sorted(parts)])
+            self.track_partitions(parts)
             log.info("controller reading %s (%d partitions), %d targets",
                      self.topics.forecasts, len(parts), len(self.reconciler.specs))
             while not self._stopping.is_set():
                 batch = await consumer.getmany(timeout_ms=200, max_records=1000)
-                values = [m.value or b"" for msgs in batch.values() for m in msgs]
+                values = [(m.partition, m.value or b"") for msgs in batch.values() for m in msgs]
                 if values:
                     # reconciling may block on API calls (Kubernetes): keep the loop responsive
                     await asyncio.to_thread(self._handle_all, values)
@@ -91,11 +101,25 @@ class ControllerLoop:
             await consumer.stop()
             await producer.stop()
 
-    def _handle_all(self, values: list[bytes]) -> None:
-        for raw in values:
-            self._handle(raw)
+    def _handle_all(self, values: list[tuple[int, bytes]]) -> None:
+        for partition, raw in values:
+            self._handle(raw, partition)
 
-    def _handle(self, raw: bytes) -> None:
+    def track_partitions(self, partitions: set[int] | list[int]) -> None:
+        """Partitions that hold the low watermark back until they deliver or go idle."""
+        wall = time.monotonic()
+        for p in partitions:
+            self._partition_time.setdefault(p, -math.inf)
+            self._partition_seen.setdefault(p, wall)
+
+    def low_watermark(self, wall: float | None = None) -> float:
+        """Event time every non-idle partition has reached."""
+        wall = time.monotonic() if wall is None else wall
+        active = [t for p, t in self._partition_time.items()
+                  if wall - self._partition_seen[p] <= IDLE_SECONDS]
+        return min(active) if active else self.watermark
+
+    def _handle(self, raw: bytes, partition: int = 0) -> None:
         try:
             fm = records.parse_forecast(raw)
         except InvalidRecord as exc:
@@ -104,24 +128,26 @@ class ControllerLoop:
             return
         f = fm.forecast
         now = f.issued + f.step
-        if now > self.watermark:
-            self.watermark = now
+        self.watermark = max(self.watermark, now)
+        self._partition_time[partition] = max(self._partition_time.get(partition, -math.inf), now)
+        self._partition_seen[partition] = time.monotonic()
         obs = None if fm.observed is None else Observation(f.issued, fm.observed, fm.anomalous)
         self.reconciler.observe(f, obs)
         if self.on_forecast is not None:
-            self.on_forecast(fm, self.watermark)
-        self.reconciler.reconcile_series(f.series, self.watermark)
+            self.on_forecast(fm, now)
+        self.reconciler.reconcile_series(f.series, now)
         self._sweep(f.step)
 
     def _sweep(self, step: float) -> None:
-        """Once per window of watermark progress, re-decide targets whose series is quiet."""
-        if self.watermark - self._last_sweep < step:
+        """Once per window of low-watermark progress, re-decide targets whose series is quiet."""
+        low = self.low_watermark()
+        if low == -math.inf or low - self._last_sweep < step:
             return
-        self._last_sweep = self.watermark
+        self._last_sweep = low
         for spec in list(self.reconciler.specs.values()):
             last = self.reconciler.last.get(spec.key)
-            if last is None or self.watermark - last.ts >= step:
-                self.reconciler.reconcile(spec, self.watermark)
+            if last is None or low - last.ts >= step:
+                self.reconciler.reconcile(spec, low)
 
     async def _publish(self, producer: AIOKafkaProducer) -> None:
         if not self._pending:

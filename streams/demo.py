@@ -31,7 +31,7 @@ from streams.producer import AggregatingProducer
 from streams.settings import Settings
 from streams.summary import Observed, summarize
 from streams.topics import Topics
-from streams.workload import CYCLE, PLANS, Workload
+from streams.workload import CYCLE, HISTORY_CYCLES, PLANS, Workload
 
 log = logging.getLogger("foresight.demo")
 
@@ -169,30 +169,46 @@ class Monitor:
 
 async def _replay(producer: AggregatingProducer, workload: Workload, speed: float,
                   duration: float, counts: dict[str, int], stop: asyncio.Event) -> float:
-    """Generate the workload in event time; returns the simulated end time."""
-    t0 = time.monotonic()
+    """Generate the workload in event time; returns the simulated end time.
+
+    The first ``HISTORY_CYCLES`` are a backfill, sent as fast as they are
+    generated; the rest is paced at ``speed`` for ``duration`` wall seconds.
+    """
     sim = workload.start
+    live_start = workload.start + HISTORY_CYCLES * workload.cycle
+    while sim < live_start and not stop.is_set():
+        chunk_end = min(live_start, sim + 600.0)
+        while sim < chunk_end:
+            _generate(producer, workload, sim, counts)
+            sim += 1.0
+        await asyncio.to_thread(producer.flush, True)
+    t0 = time.monotonic()
     tick = 0.1
     while not stop.is_set():
         elapsed = time.monotonic() - t0
         if elapsed >= duration:
             break
-        target = workload.start + min(elapsed, duration) * speed
+        target = live_start + min(elapsed, duration) * speed
         while sim < target:
-            for plan in PLANS:
-                if plan.kind == "events":
-                    n = workload.events(plan.series, sim)
-                    if n:
-                        producer.record_event(plan.series, sim, count=n)
-                        counts["events"] += n
-                else:
-                    producer.record_metric(plan.series, workload.sample(plan.series, sim), sim)
-                    counts["events"] += 1
+            _generate(producer, workload, sim, counts)
             sim += 1.0
         await asyncio.to_thread(producer.flush, True)
         await asyncio.sleep(tick)
     await asyncio.to_thread(producer.flush, True)
     return sim
+
+
+def _generate(producer: AggregatingProducer, workload: Workload, sim: float, counts: dict[str, int]) -> None:
+    """One simulated second of every service's traffic."""
+    for plan in PLANS:
+        if plan.kind == "events":
+            n = workload.events(plan.series, sim)
+            if n:
+                producer.record_event(plan.series, sim, count=n)
+                counts["events"] += n
+        else:
+            producer.record_metric(plan.series, workload.sample(plan.series, sim), sim)
+            counts["events"] += 1
 
 
 def _progress(mon: Monitor, sim: float, start: float) -> str:
@@ -242,14 +258,12 @@ async def _demo(settings: Settings, duration: float, speed: float, serve: bool, 
                                    flush_every=0, settings=settings)
     replay = asyncio.create_task(_replay(producer, workload, speed, duration, mon.obs.counts, stop))
     tty = sys.stderr.isatty()
-    t0 = time.monotonic()
     try:
         while not replay.done():
             await asyncio.wait([replay], timeout=1.0)
             children.check()
             if not quiet:
-                sim = workload.start + (time.monotonic() - t0) * speed
-                line = _progress(mon, sim, workload.start)
+                line = _progress(mon, mon.max_point_start, workload.start)
                 print(("\r" + line[:200]) if tty else line, end="" if tty else "\n", file=sys.stderr, flush=True)
         sim_end = replay.result()
         # drain: wait until the last complete windows are through the pipeline

@@ -5,9 +5,13 @@ Three services on a repeating 60-minute cycle:
 - ``checkout/requests`` (events): a daily-like wave plus one predictable peak
   per cycle (ramp from minute 40, plateau, back down by minute 55);
 - ``search/requests`` (events): a gentle wave, plus one unpredictable spike
-  (4x for 6 minutes, once, in the third cycle);
+  (4x for 6 minutes, once, in the fifth cycle);
 - ``inventory/inflight`` (metric samples): flat with noise, until a sensor
-  that sticks at zero for 20 minutes in the fourth cycle.
+  that sticks at zero for 20 minutes in the sixth cycle.
+
+The demo replays the first ``HISTORY_CYCLES`` as fast as the pipeline takes
+them (a backfill: the detectors' warm-up is a few hundred windows), then the
+rest at ``--speed``.
 
 >>> w = Workload(start=0.0)
 >>> round(w.rate("checkout/requests", 0.0)), round(w.rate("checkout/requests", 47 * 60.0))
@@ -23,6 +27,8 @@ import random
 from dataclasses import dataclass
 
 CYCLE = 3600.0
+#: cycles replayed as a fast backfill before the live replay
+HISTORY_CYCLES = 4
 
 
 @dataclass(frozen=True)
@@ -46,10 +52,10 @@ class Workload:
         self.start = start
         self.cycle = cycle
         self.rng = random.Random(seed)
-        # the unpredictable spike: third cycle, minute 25; the stuck sensor: fourth cycle, minute 20
-        self.spike_start = start + 2 * cycle + 25 * 60.0
+        # the unpredictable spike: fifth cycle, minute 25; the stuck sensor: sixth cycle, minute 20
+        self.spike_start = start + 4 * cycle + 25 * 60.0
         self.spike_end = self.spike_start + 6 * 60.0
-        self.stuck_start = start + 3 * cycle + 20 * 60.0
+        self.stuck_start = start + 5 * cycle + 20 * 60.0
         self.stuck_end = self.stuck_start + 20 * 60.0
 
     def minute_of_cycle(self, ts: float) -> float:

@@ -93,3 +93,17 @@ def test_restores_checkpoints_from_before_max_skip() -> None:
     old.__setstate__(state)
     assert old.max_skip == 20 and old.anomalous_run == 0
     old.update(100.0, t=0.0)
+
+
+def test_a_stuck_sensor_is_untrusted_from_its_third_repeat_even_when_the_detector_is_cold():
+    import random
+
+    from detectors.defaults import make_series_model
+
+    rng = random.Random(3)
+    m = make_series_model(step_seconds=60, period_steps=60)
+    for i in range(120):  # fewer points than the detector's warm-up: it flags nothing
+        u = m.update(300 + rng.gauss(0, 15), t=60.0 * i)
+    assert not u.untrusted
+    flags = [m.update(0.0, t=60.0 * (120 + i)).untrusted for i in range(15)]
+    assert flags[:2] == [False, False] and all(flags[2:]), flags

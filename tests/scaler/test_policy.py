@@ -72,9 +72,10 @@ class Case:
 OBS_LOW = Observation(NOW - STEP, 150.0)
 
 CASES = [
-    # the lead window [now, now + 180 s) holds the first three points; the 4th is ignored
-    Case("lead-time peak", make_forecast([300, 1040, 500, 5000]), OBS_LOW, 5, 11, Reason.FORECAST_PEAK),
-    Case("peak beyond lead ignored", make_forecast([300, 400, 500, 5000]), OBS_LOW, 3, 5, Reason.FORECAST_PEAK),
+    # the lead window [now, now + 180 s] holds the first four points (the 4th is the
+    # first window the pods decided now can serve); the 5th is ignored
+    Case("lead-time peak", make_forecast([300, 1040, 500, 600, 5000]), OBS_LOW, 5, 11, Reason.FORECAST_PEAK),
+    Case("peak beyond lead ignored", make_forecast([300, 400, 450, 500, 5000]), OBS_LOW, 3, 5, Reason.FORECAST_PEAK),
     Case("scale down to the peak", make_forecast([300, 400, 420]), OBS_LOW, 10, 5, Reason.FORECAST_PEAK),
     # observed 900, band half-width 0 (yhat == upper): the floor is the observed load
     Case(

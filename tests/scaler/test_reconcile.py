@@ -47,3 +47,15 @@ def test_missing_forecast_holds_and_never_scales_down():
     r.observe(None, Observation(0, 10), series="web/rps")
     d = r.reconcile(SPEC, 60)
     assert d.desired == 8 and d.reason.value == "NoForecast"
+
+
+def test_zero_second_scale_up_window_is_not_held_by_an_earlier_decision_at_the_same_time():
+    cluster = SimulatedCluster(180)
+    spec = dataclasses.replace(SPEC, scale_up=dataclasses.replace(SPEC.scale_up, stabilization_window_seconds=0))
+    r = Reconciler(cluster, [spec])
+    r.observe(forecast(0, 150), Observation(0, 150))
+    assert r.reconcile(spec, 60).desired == 2
+    # a burst observed at the same event time: the next decision must follow it at once
+    r.observe(None, Observation(0, 560), series="web/rps")
+    d = r.reconcile(spec, 60)
+    assert d.desired == 6 and d.reason.value != "ScaleUpStabilized", d

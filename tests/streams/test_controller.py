@@ -1,0 +1,46 @@
+"""The controller loop's event-time handling, without a broker (pure parts)."""
+
+from __future__ import annotations
+
+from detectors.forecast import Forecast, ForecastPoint
+from scaler.reconcile import Reconciler
+from scaler.simulated import SimulatedCluster
+from scaler.spec import ScalerSpec, TargetRef
+from streams import records
+from streams.controller import ControllerLoop
+from streams.settings import Settings
+
+
+def spec(name: str) -> ScalerSpec:
+    return ScalerSpec(name, f"{name}/rps", capacity_per_replica=100, min_replicas=2, max_replicas=50,
+                      lead_time_seconds=120, target=TargetRef("apps/v1", "Deployment", name))
+
+
+def message(series: str, issued: float, upper: float) -> bytes:
+    f = Forecast(series, issued, 60.0, tuple(ForecastPoint(issued + 60 * i, upper, 0, upper) for i in range(1, 5)),
+                 0.8, "m", True)
+    return records.dumps(records.forecast_to_json(f, upper, False, 0.0))
+
+
+def test_a_partition_far_ahead_does_not_make_another_series_stale():
+    cluster = SimulatedCluster(120)
+    loop = ControllerLoop(Settings(), Reconciler(cluster, [spec("a"), spec("b")]))
+    loop.track_partitions([0, 1])
+    # partition 0 (series a) is read two hours ahead of partition 1 (series b): a backfill
+    for i in range(120):
+        loop._handle(message("a/rps", 7200.0 + 60 * i, 300), partition=0)
+    for i in range(5):
+        loop._handle(message("b/rps", 60.0 * i, 900), partition=1)
+    b = loop.reconciler.last["default/b"]
+    assert b.reason.value == "ForecastPeak" and b.desired == 9, b
+    assert loop.low_watermark() == 5 * 60.0, "the slowest partition holds the low watermark"
+    assert all(d.ts >= 60.0 for d in loop.reconciler.last.values())
+
+
+def test_a_target_never_goes_back_in_time():
+    cluster = SimulatedCluster(120)
+    r = Reconciler(cluster, [spec("a")])
+    loop = ControllerLoop(Settings(), r)
+    loop._handle(message("a/rps", 600.0, 300), partition=0)
+    loop._handle(message("a/rps", 300.0, 300), partition=0)  # a replayed, older forecast
+    assert r.last["default/a"].ts == 660.0
