@@ -1,10 +1,19 @@
 """The Faust app: window agent and model agent.
 
-- window agent: ``events`` + ``metrics`` -> event-time windows -> ``points``
-  (open windows kept in the changelog-backed ``windows`` table);
+- window agent: ``events`` + ``metrics`` -> event-time windows -> ``points``.
+  A message is acknowledged (its offset may be committed) only once every
+  window it fed has closed and its point was sent, so after a crash or a
+  rebalance the open windows are rebuilt by re-reading the input: nothing
+  accepted is lost, and no per-message state write is needed;
 - model agent: ``points`` -> per-series :class:`~detectors.series.SeriesModel`
   -> ``forecasts`` and ``anomalies`` (models checkpointed, signed, to the
-  ``models`` table every N updates).
+  ``models`` table every N updates);
+- decisions agent: ``decisions`` -> the targets' replica history and
+  decision log (``targets`` table) for the API, dashboard and metrics.
+
+The web API and dashboard (:mod:`streams.web`) serve a bounded recent
+history per series, fed by the model agent and snapshotted to the
+``series_view`` table at each model checkpoint.
 
 Bad input goes to ``<topic>.dlq`` with a reason and is counted; it never
 stops an agent.
@@ -24,7 +33,7 @@ import orjson
 
 from detectors.defaults import make_series_model
 from detectors.series import SeriesModel
-from streams import records
+from streams import records, web
 from streams.checkpoint import Checkpointer, UntrustedCheckpoint, load_or_create_key
 from streams.metrics import Metrics
 from streams.records import InvalidRecord, Point
@@ -52,9 +61,12 @@ class _Cached:
 
 @dataclass
 class WorkerState:
-    """In-memory mirrors of the tables, rebuilt from them after a rebalance."""
+    """In-memory state of one worker, rebuilt after a rebalance (windows from
+    the re-read input, models from the changelog-backed table)."""
 
-    windowers: dict[int, Windower] = field(default_factory=dict)
+    windowers: dict[tuple[str, int], Windower] = field(default_factory=dict)
+    #: per input (topic, partition): newest window start fed -> events not yet acknowledged
+    unacked: dict[tuple[str, int], dict[float, list[Any]]] = field(default_factory=dict)
     models: dict[str, _Cached] = field(default_factory=dict)
 
 
@@ -74,10 +86,15 @@ def create_app(settings: Settings, metrics: Metrics | None = None) -> faust.App:
         broker_rebalance_timeout=4,
         web_enabled=settings.web_enabled,
         web_bind=settings.web_host,
-        web_host=settings.web_host,
+        # how the other workers reach this one (request routing by partition)
+        web_host=web.advertised_host(settings),
         web_port=settings.web_port,
         producer_linger_ms=5,
         consumer_auto_offset_reset="earliest",
+        # the window agent holds acks until windows close, so waiting for
+        # every message to be acked would block a rebalance forever; the
+        # unacked input is re-read by the partition's next owner instead
+        stream_wait_empty=False,
     )
     app.foresight_settings = settings  # type: ignore[attr-defined]
     app.foresight_metrics = metrics  # type: ignore[attr-defined]
@@ -99,9 +116,22 @@ def create_app(settings: Settings, metrics: Metrics | None = None) -> faust.App:
 
     raw_schema = faust.Schema(key_type=bytes, value_type=bytes, key_serializer="raw",
                               value_serializer="raw")
-    windows = app.Table("windows", default=None, schema=raw_schema, partitions=settings.partitions)
-    models = app.Table("models", default=None, schema=raw_schema, partitions=settings.partitions)
-    app.foresight_tables = {"windows": windows, "models": models}  # type: ignore[attr-defined]
+    # key_type/value_type bytes: Faust decodes a table's changelog on recovery
+    # with serializers derived from them (JSON otherwise, which fails on these
+    # binary values and leaves a rebalanced or restarted worker cold)
+    raw_table = {"default": None, "schema": raw_schema, "key_type": bytes, "value_type": bytes,
+                 "partitions": settings.partitions}
+    models = app.Table("models", **raw_table)
+    series_view = app.Table("series_view", **raw_table)
+    targets = app.Table("targets", **raw_table)
+    app.foresight_tables = {  # type: ignore[attr-defined]
+        "models": models, "series_view": series_view, "targets": targets,
+    }
+    store = web.ViewStore(web.view_points(settings), metrics, web.load_selector(settings, metrics))
+    app.foresight_view = store  # type: ignore[attr-defined]
+    decisions_in = raw_topic(topics.decisions)
+    metrics.watch_consumer_lag(web.consumer_lag(
+        app, [topics.events, topics.metrics, topics.points, topics.decisions]))
 
     async def dead_letter(topic: str, msg: Any, exc: InvalidRecord) -> None:
         metrics.dead_letters.labels(topic, exc.reason).inc()
@@ -111,65 +141,83 @@ def create_app(settings: Settings, metrics: Metrics | None = None) -> faust.App:
                                            exc.raw or msg.value or b"")
         await out[Topics.dlq(topic)].send(key=msg.key, value=records.dumps(body))
 
-    def windower_for(partition: int) -> Windower:
-        w = state.windowers.get(partition)
+    def windower_for(topic: str, partition: int) -> Windower:
+        # one per input topic and partition: the events and metrics topics
+        # have their own event-time watermarks (a backlog on one must not make
+        # the other's on-time data late)
+        w = state.windowers.get((topic, partition))
         if w is None:
-            w = state.windowers[partition] = Windower(step, settings.allowed_lateness_windows)
-            restored = 0
-            for k, v in list(windows.items()):
-                if v is None:
-                    continue
-                snap = orjson.loads(v)
-                if snap.get("p") == partition:
-                    w.restore(k.decode(), snap)
-                    restored += 1
-            if restored:
-                log.info("partition %d: restored open windows of %d series", partition, restored)
+            w = state.windowers[(topic, partition)] = Windower(step, settings.allowed_lateness_windows)
         return w
 
     @app.on_partitions_revoked.connect
     async def _revoked(app_: faust.App, revoked: set[Any], **kwargs: Any) -> None:
+        # Open windows are not checkpointed: the messages behind them are not
+        # acknowledged until their windows close, so whoever owns the partition
+        # next re-reads them from the last committed offset and rebuilds them.
         for tp in revoked:
-            state.windowers.pop(tp.partition, None)
+            if tp.topic in (topics.events, topics.metrics):
+                state.windowers.pop((tp.topic, tp.partition), None)
+                state.unacked.pop((tp.topic, tp.partition), None)
         state.models.clear()  # reloaded from the (changelog-backed) table on demand
+
+    @app.on_partitions_assigned.connect
+    async def _assigned(app_: faust.App, assigned: set[Any], **kwargs: Any) -> None:
+        # The read model drops what moved to another worker (whose view is
+        # restored there from the series_view / targets tables) and keeps
+        # the rest: every rebalance revokes everything first.
+        points_p = {tp.partition for tp in assigned if tp.topic == topics.points}
+        decisions_p = {tp.partition for tp in assigned if tp.topic == topics.decisions}
+        n = settings.partitions
+        store.forget(lambda s: web.partition_for(s, n) in points_p,
+                     lambda t: web.partition_for(t, n) in decisions_p)
+
+    async def ack_closed(stream: faust.StreamT, source: tuple[str, int], w: Windower) -> None:
+        pending = state.unacked.get(source)
+        if not pending:
+            return
+        done = [s for s in pending if s < w.closed_until]
+        for s in done:
+            for ev in pending.pop(s):
+                await stream.ack(ev)
 
     @app.agent(inputs, name="window-agent")
     async def window_agent(stream: faust.StreamT) -> None:
-        async for event in stream.events():
+        manual = stream.noack()
+        async for event in manual.events():
             msg = event.message
             topic = msg.topic
             kind = "events" if topic == topics.events else "metrics"
             metrics.messages_in.labels(kind).inc()
-            w = windower_for(msg.partition)
-            touched: set[str] = set()
+            w = windower_for(topic, msg.partition)
             accepted = 0
+            newest = -math.inf  # start of the newest window this message fed
             for item in records.parse_input(msg.value or b""):
                 if isinstance(item, InvalidRecord):
                     await dead_letter(topic, msg, item)
                     continue
                 try:
-                    w.add(item, kind)
+                    start = w.add(item, kind)
                 except InvalidRecord as exc:
                     exc.raw = orjson.dumps(item.to_json()) if exc.reason != "late" else (msg.value or b"")
                     await dead_letter(topic, msg, exc)
                     continue
                 accepted += item.count
-                touched.add(item.series)
+                if start > newest:
+                    newest = start
             metrics.events_in.labels(kind).inc(accepted)
-            for point in w.close_ready():
-                touched.add(point.series)
+            if newest == -math.inf:
+                await manual.ack(event)  # nothing of it is held in an open window
+            else:
+                state.unacked.setdefault((topic, msg.partition), {}).setdefault(newest, []).append(event)
+            closed = w.close_ready()
+            for point in closed:
                 await out[topics.points].send(key=point.series.encode(),
                                               value=records.dumps(point.to_json()))
                 metrics.points_out.inc()
-            for series in touched:
-                snap = w.snapshot(series)
-                key = series.encode()
-                if snap is None:
-                    if key in windows:
-                        del windows[key]
-                else:
-                    snap["p"] = msg.partition
-                    windows[key] = orjson.dumps(snap)
+                store.note_kind(point.series, w.kinds.get(point.series, kind))
+            if closed or newest < w.closed_until:
+                await ack_closed(manual, (topic, msg.partition), w)
 
     def model_for(series: str) -> _Cached:
         cached = state.models.get(series)
@@ -202,21 +250,57 @@ def create_app(settings: Settings, metrics: Metrics | None = None) -> faust.App:
             metrics.model_update_seconds.observe(time.perf_counter() - t0)
             fc = cached.model.to_forecast(point.series, point.start, step, u)
             key = point.series.encode()
-            await out[topics.forecasts].send(
-                key=key, value=records.dumps(records.forecast_to_json(fc, point.value, u.anomalous, u.score))
-            )
+            fc_json = records.forecast_to_json(fc, point.value, u.anomalous or u.untrusted, u.score)
+            await out[topics.forecasts].send(key=key, value=records.dumps(fc_json))
             metrics.forecasts_out.inc()
+            body = None
             if u.anomalous:
                 body = records.anomaly_to_json(point.series, point.start, point.value, u.score,
                                                cached.model.threshold,
                                                type(cached.model.detector).__name__)
                 await out[topics.anomalies].send(key=key, value=records.dumps(body))
                 metrics.anomalies_out.inc()
+            if point.series not in store.series and key in series_view:
+                web_restore(point.series)
+            view = store.on_window(point.series, point.start, point.value, fc_json, u.score,
+                                   u.anomalous, body)
             cached.since_checkpoint += 1
             if cached.since_checkpoint >= settings.checkpoint_every:
                 models[key] = checkpointer.dumps(cached.model)
+                series_view[key] = view.dumps()
                 cached.since_checkpoint = 0
                 metrics.checkpoints.inc()
+
+    def web_restore(series: str) -> None:
+        raw = series_view.get(series.encode())
+        if raw:
+            try:
+                store.restore_series(series, raw)
+            except (ValueError, KeyError, TypeError):
+                log.warning("series %s: unreadable view snapshot, starting empty", series)
+
+    @app.agent(decisions_in, name="decisions-agent")
+    async def decisions_agent(stream: faust.StreamT) -> None:
+        async for event in stream.events():
+            msg = event.message
+            try:
+                d = records.parse_decision(msg.value or b"")
+            except ValueError as exc:
+                metrics.bad_decisions.inc()
+                log.warning("decisions: skipping bad message at %s[%d]@%d: %s",
+                            msg.topic, msg.partition, msg.offset, exc)
+                continue
+            key = d["target"].encode()
+            if d["target"] not in store.targets and key in targets:
+                try:
+                    store.restore_target(d["target"], targets[key])
+                except (ValueError, KeyError, TypeError):
+                    log.warning("target %s: unreadable snapshot, starting empty", d["target"])
+            target, logged = store.on_decision(d)
+            if logged or target.decisions % 10 == 0:
+                targets[key] = target.dumps()
+
+    web.register(app, settings, topics, store, series_view, targets)
 
     @app.page("/metrics")
     async def metrics_page(web: Any, request: Any) -> Any:
@@ -238,7 +322,7 @@ def run_worker(settings: Settings) -> None:
     app = create_app(settings)
     argv = ["foresight-worker", "worker", "-l", _faust_level(settings.log_level)]
     if settings.web_enabled:
-        argv += ["--web-host", settings.web_host, "--web-port", str(settings.web_port),
+        argv += ["--web-host", web.advertised_host(settings), "--web-port", str(settings.web_port),
                  "--web-bind", settings.web_host]
     else:
         argv += ["--without-web"]

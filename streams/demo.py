@@ -237,6 +237,7 @@ async def _demo(settings: Settings, duration: float, speed: float, serve: bool, 
         "FORESIGHT_WEB_HOST": settings.web_host,
         "FORESIGHT_WEB_PORT": str(settings.web_port),
         "FORESIGHT_LOG_LEVEL": "warning",
+        "FORESIGHT_SCALERS": str(scalers),  # the worker exports per-series gauges for these
     }
     py = [sys.executable, "-m", "streams"]
     worker = children.start("worker", py + ["worker"], env, workdir / "worker.log")
@@ -244,8 +245,8 @@ async def _demo(settings: Settings, duration: float, speed: float, serve: bool, 
                                        "--startup-seconds", str(LEAD_SECONDS)],
                    env, workdir / "controller.log")
     wait_for_port(settings.web_host, settings.web_port, 60, worker)
-    url = f"http://{settings.web_host}:{settings.web_port}/"
-    print(f"worker web server: {url}  (logs in {workdir})", file=sys.stderr, flush=True)
+    url = f"http://{settings.web_host}:{settings.web_port}/dashboard/"
+    print(f"dashboard: {url}  (logs in {workdir})", file=sys.stderr, flush=True)
 
     workload = Workload(DEMO_START)
     mon = Monitor(settings.broker, topics)

@@ -1,19 +1,46 @@
 """Prometheus metrics of a worker or controller, on an injectable registry.
 
 Names follow Prometheus conventions: ``foresight_`` prefix, base units,
-``_total`` counters. Label values come from fixed vocabularies (DLQ reasons,
-decision reasons, topics), never from series ids, so cardinality is bounded.
+``_total`` counters. Cardinality is bounded:
+
+- label values of the pipeline counters come from fixed vocabularies (input
+  kind, DLQ reasons, topics);
+- ``target`` labels come from ``PredictiveScaler`` objects (operator
+  configuration, one per scaled workload), never from traffic;
+- ``topic``/``partition`` labels of the consumer lag are bounded by the
+  topics this worker consumes times their partition count;
+- the per-series gauges (``series`` label) exist only for series a
+  :class:`SeriesSelector` admits: those named by a ``PredictiveScaler`` or
+  matching the allow-list, at most ``cap`` of them per worker. Series that
+  were wanted but did not fit are counted in
+  ``foresight_series_left_out_total`` instead of getting labels.
+
+>>> m = Metrics()
+>>> sel = SeriesSelector(m, names={"checkout/requests"}, patterns=["db/*"], cap=2)
+>>> [sel.admit(s) for s in ("checkout/requests", "db/a", "db/b", "web/x")]
+[True, True, False, False]
+>>> m.series_left_out._value.get()  # db/b wanted but over the cap; web/x never wanted
+1.0
 """
 
 from __future__ import annotations
 
-from prometheus_client import CollectorRegistry, Counter, Histogram
+import fnmatch
+from collections.abc import Callable, Iterable, Mapping
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.registry import Collector
+
+#: ``bound`` label values of ``foresight_series_forecast``
+FORECAST_BOUNDS = ("yhat", "lower", "upper")
 
 
 class Metrics:
     def __init__(self, registry: CollectorRegistry | None = None) -> None:
         self.registry = registry or CollectorRegistry()
         r = self.registry
+        # -- the pipeline (fixed vocabularies) ----------------------------
         self.messages_in = Counter(
             "foresight_messages_in", "Kafka messages consumed by the window agent", ["topic"], registry=r
         )
@@ -39,3 +66,158 @@ class Metrics:
             buckets=(1e-5, 5e-5, 1e-4, 2.5e-4, 5e-4, 1e-3, 2.5e-3, 5e-3, 1e-2, 5e-2),
             registry=r,
         )
+        self.bad_decisions = Counter(
+            "foresight_bad_decisions", "Unreadable messages on the decisions topic (skipped)", registry=r
+        )
+        self.series_tracked = Gauge(
+            "foresight_series_tracked", "Series whose recent history this worker serves", registry=r
+        )
+        # -- scaling targets (one label set per PredictiveScaler) ---------
+        self.decisions = Counter(
+            "foresight_decisions", "Scaling decisions read from the decisions topic",
+            ["target", "reason"], registry=r,
+        )
+        self.forecast_peak = Gauge(
+            "foresight_forecast_peak",
+            "Upper forecast peak within the target's lead time, in the unit of its series "
+            "(events/s for event series)",
+            ["target"], registry=r,
+        )
+        self.desired_replicas = Gauge(
+            "foresight_desired_replicas", "Replicas the controller wants for the target", ["target"], registry=r
+        )
+        self.current_replicas = Gauge(
+            "foresight_current_replicas", "Replicas the target had when the controller decided",
+            ["target"], registry=r,
+        )
+        self.decision_timestamp = Gauge(
+            "foresight_decision_timestamp_seconds", "Event time of the target's latest decision",
+            ["target"], registry=r,
+        )
+        # -- per-series (only for series a SeriesSelector admits) ---------
+        self.series_anomaly_score = Gauge(
+            "foresight_series_anomaly_score", "Anomaly score of the series' latest window (0..1)",
+            ["series"], registry=r,
+        )
+        self.series_value = Gauge(
+            "foresight_series_value", "Observed value of the series' latest closed window",
+            ["series"], registry=r,
+        )
+        self.series_forecast = Gauge(
+            "foresight_series_forecast",
+            "One-window-ahead forecast of the series (yhat and interval bounds)",
+            ["series", "bound"], registry=r,
+        )
+        self.series_forecast_peak = Gauge(
+            "foresight_series_forecast_peak", "Highest upper bound over the series' forecast horizon",
+            ["series"], registry=r,
+        )
+        self.series_exported = Gauge(
+            "foresight_series_exported", "Series with per-series gauges on this worker", registry=r
+        )
+        self.series_left_out = Counter(
+            "foresight_series_left_out",
+            "Distinct series wanted for per-series gauges but left out (over the cap)", registry=r,
+        )
+
+    def watch_consumer_lag(self, lag: Callable[[], Mapping[tuple[str, int], int]]) -> None:
+        """Export ``foresight_consumer_lag{topic,partition}`` computed at scrape time."""
+        self.registry.register(_LagCollector(lag))
+
+
+class _LagCollector(Collector):
+    def __init__(self, lag: Callable[[], Mapping[tuple[str, int], int]]) -> None:
+        self._lag = lag
+
+    def collect(self) -> Iterable[GaugeMetricFamily]:
+        g = GaugeMetricFamily(
+            "foresight_consumer_lag",
+            "Messages behind the end of each partition this worker consumes",
+            labels=["topic", "partition"],
+        )
+        try:
+            lags = self._lag()
+        except Exception:  # noqa: BLE001 - a scrape must not fail because the consumer is rebalancing
+            lags = {}
+        for (topic, partition), n in sorted(lags.items()):
+            g.add_metric([topic, str(partition)], float(n))
+        yield g
+
+    def describe(self) -> Iterable[GaugeMetricFamily]:
+        return []
+
+
+class SeriesSelector:
+    """Decides which series get per-series gauges, within a cap.
+
+    Parameters
+    ----------
+    metrics
+        Where the gauges and the left-out counter live.
+    names
+        Exact series ids (those named by ``PredictiveScaler`` objects).
+    patterns
+        Allow-list of shell-style patterns (``checkout/*``, ``*``).
+    cap
+        Most series exported by one worker; series wanted beyond it are
+        counted once in ``foresight_series_left_out_total``.
+    """
+
+    def __init__(self, metrics: Metrics, names: Iterable[str] = (), patterns: Iterable[str] = (),
+                 cap: int = 200) -> None:
+        self.metrics = metrics
+        self.names = frozenset(names)
+        self.patterns = tuple(p for p in patterns if p)
+        self.cap = max(0, cap)
+        self.exported: set[str] = set()
+        self._left_out: set[str] = set()
+
+    def wanted(self, series: str) -> bool:
+        return series in self.names or any(fnmatch.fnmatchcase(series, p) for p in self.patterns)
+
+    def admit(self, series: str) -> bool:
+        if series in self.exported:
+            return True
+        if series in self._left_out or not self.wanted(series):
+            return False
+        if len(self.exported) < self.cap:
+            self.exported.add(series)
+            self.metrics.series_exported.set(len(self.exported))
+            return True
+        self._left_out.add(series)
+        self.metrics.series_left_out.inc()
+        return False
+
+    def observe(self, series: str, value: float, score: float | None,
+                forecast: tuple[float, float, float] | None, peak: float | None) -> None:
+        """Set the series' gauges if it is admitted."""
+        if not self.admit(series):
+            return
+        m = self.metrics
+        m.series_value.labels(series).set(value)
+        if score is not None:
+            m.series_anomaly_score.labels(series).set(score)
+        if forecast is not None:
+            for bound, v in zip(FORECAST_BOUNDS, forecast, strict=True):
+                m.series_forecast.labels(series, bound).set(v)
+        if peak is not None:
+            m.series_forecast_peak.labels(series).set(peak)
+
+    def forget(self, series: str) -> None:
+        """Drop a series' gauges (its partition moved to another worker)."""
+        self._left_out.discard(series)
+        if series not in self.exported:
+            return
+        self.exported.discard(series)
+        m = self.metrics
+        for g in (m.series_value, m.series_anomaly_score, m.series_forecast_peak):
+            try:
+                g.remove(series)
+            except KeyError:
+                pass
+        for bound in FORECAST_BOUNDS:
+            try:
+                m.series_forecast.remove(series, bound)
+            except KeyError:
+                pass
+        m.series_exported.set(len(self.exported))

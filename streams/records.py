@@ -319,6 +319,37 @@ def decision_to_json(d: Decision) -> dict[str, Any]:
     }
 
 
+def parse_decision(raw: bytes) -> dict[str, Any]:
+    """Validate a ``foresight.decisions`` message for the read model.
+
+    >>> parse_decision(b'{"target": "shop/a", "ts": 10, "current": 2, "desired": 3, "reason": "ForecastPeak"}')["desired"]
+    3
+    >>> parse_decision(b'{"target": "shop/a"}')
+    Traceback (most recent call last):
+    ...
+    ValueError: bad decision message: 'ts'
+    """
+    try:
+        o = orjson.loads(raw)
+        d = {
+            "target": str(o["target"]),
+            "ts": float(o["ts"]),
+            "current": int(o["current"]),
+            "desired": int(o["desired"]),
+            "applied": bool(o.get("applied", False)),
+            "reason": str(o["reason"]),
+            "message": str(o.get("message") or ""),
+            "forecast_peak": None if o.get("forecast_peak") is None else float(o["forecast_peak"]),
+            "observed": None if o.get("observed") is None else float(o["observed"]),
+            "mode": str(o.get("mode") or ""),
+        }
+    except (orjson.JSONDecodeError, KeyError, TypeError, ValueError, AttributeError) as exc:
+        raise ValueError(f"bad decision message: {exc}") from None
+    if not math.isfinite(d["ts"]):
+        raise ValueError("bad decision message: non-finite ts")
+    return d
+
+
 def dead_letter_to_json(reason: str, error: str, topic: str, partition: int | None,
                         offset: int | None, raw: bytes) -> dict[str, Any]:
     return {

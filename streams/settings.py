@@ -43,6 +43,14 @@ class Settings:
     web_host: str = "127.0.0.1"
     web_port: int = 6066
     web_enabled: bool = True
+    #: host other workers use to reach this one; "" = web_host, or this host's IP if wildcard
+    web_advertise_host: str = ""
+    #: comma-separated shell patterns: series with per-series gauges (besides PredictiveScaler series)
+    metrics_series: str = ""
+    #: most series with per-series gauges per worker
+    metrics_series_cap: int = 200
+    #: closed windows of history per series served by the API and dashboard
+    view_points: int = 360
     #: PredictiveScaler YAML for the local controller
     scalers: str = ""
     #: simulated pod start-up delay (event-time seconds)

@@ -8,10 +8,13 @@ aggregate for a closed window is *late*: rejected, never merged.
 >>> from streams.records import Aggregate
 >>> w = Windower(step=10, lateness_windows=1)
 >>> w.add(Aggregate("a", 3.0, 1.0, 5, 5.0, 1.0, 1.0), kind="events")
+0.0
 >>> w.add(Aggregate("a", 12.0, 1.0, 20, 20.0, 1.0, 1.0), kind="events")
+10.0
 >>> [p.start for p in w.close_ready()]   # watermark 12 < 0 + 10 + 10
 []
 >>> w.add(Aggregate("a", 25.0, 1.0, 1, 1.0, 1.0, 1.0), kind="events")
+20.0
 >>> [(p.start, p.value) for p in w.close_ready()]  # 5 events in 10 s
 [(0.0, 0.5)]
 >>> w.add(Aggregate("a", 8.0, 1.0, 1, 1.0, 1.0, 1.0), kind="events")
@@ -46,8 +49,10 @@ class Windower:
     def window_start(self, ts: float) -> float:
         return math.floor(ts / self.step) * self.step
 
-    def add(self, agg: Aggregate, kind: str) -> None:
-        """Merge one aggregate; raise ``InvalidRecord('late')`` if its window closed."""
+    def add(self, agg: Aggregate, kind: str) -> float:
+        """Merge one aggregate; return its window's start.
+
+        Raise ``InvalidRecord('late')`` if that window has closed."""
         start = self.window_start(agg.ts)
         if start < self.closed_until:
             raise InvalidRecord(
@@ -76,6 +81,7 @@ class Windower:
                 acc[3] = agg.max
         if agg.ts > self.watermark:
             self.watermark = agg.ts
+        return start
 
     def close_ready(self) -> list[Point]:
         """Close every window whose end + lateness is at or before the watermark."""
@@ -99,28 +105,3 @@ class Windower:
         else:
             value = count / self.step
         return Point(series, start, start + self.step, count, total, acc[2], acc[3], value)
-
-    def snapshot(self, series: str) -> dict[str, object] | None:
-        """The open windows of one series (what the changelog table stores)."""
-        wins = self.open.get(series)
-        if wins is None:
-            return None
-        return {
-            "kind": self.kinds[series],
-            "w": [[s, c, t, _fin(lo), _fin(hi)] for s, (c, t, lo, hi) in wins.items()],
-        }
-
-    def restore(self, series: str, snap: dict[str, object]) -> None:
-        """Re-open windows from a table snapshot (after a restart or rebalance)."""
-        self.kinds[series] = str(snap["kind"])
-        wins = self.open.setdefault(series, {})
-        for s, c, total, lo, hi in snap["w"]:  # type: ignore[union-attr]
-            if s < self.closed_until or s in wins:
-                continue
-            wins[s] = [c, total, math.inf if lo is None else lo, -math.inf if hi is None else hi]
-            self.by_start[s].add(series)
-            self.watermark = max(self.watermark, s)
-
-
-def _fin(x: float) -> float | None:
-    return x if math.isfinite(x) else None

@@ -6,6 +6,7 @@ import json
 import os
 import subprocess
 import sys
+import uuid
 
 import psutil
 import pytest
@@ -16,8 +17,9 @@ pytestmark = pytest.mark.integration
 
 
 def test_demo_scales_ahead_of_the_peak_and_safely(tmp_path):
-    before = {p.pid for p in psutil.process_iter()}
+    mark = f"demo-{uuid.uuid4().hex}"  # inherited by everything the demo starts
     env = {k: v for k, v in os.environ.items() if not k.startswith("FORESIGHT_")}
+    env["FORESIGHT_TEST_MARK"] = mark
     proc = subprocess.run(
         [sys.executable, "-m", "streams", "demo", "--duration", "75", "--speed", "240", "--quiet"],
         cwd=ROOT, env=env, capture_output=True, text=True, timeout=400,
@@ -53,8 +55,12 @@ def test_demo_scales_ahead_of_the_peak_and_safely(tmp_path):
     assert checks["no_scale_down_from_stuck_sensor"] is True
     assert proc.returncode == 0, proc.stderr[-3000:]
 
-    # everything the demo started is gone
-    leftovers = [p for p in psutil.process_iter(["pid", "cmdline"])
-                 if p.info["pid"] not in before and p.info["cmdline"]
-                 and any("tansu" in c or c == "streams" for c in p.info["cmdline"])]
+    # everything the demo started (broker, worker, controller) is gone
+    leftovers = []
+    for p in psutil.process_iter(["pid", "cmdline"]):
+        try:
+            if p.environ().get("FORESIGHT_TEST_MARK") == mark:
+                leftovers.append(p.info)
+        except (psutil.AccessDenied, psutil.NoSuchProcess, psutil.ZombieProcess):
+            continue
     assert not leftovers, leftovers

@@ -46,15 +46,3 @@ def test_interval_longer_than_window_rejected():
     with pytest.raises(InvalidRecord) as e:
         w.add(agg("e", 0, interval=60), "events")
     assert e.value.reason == "bad_value"
-
-
-def test_snapshot_restore_round_trip():
-    w = Windower(step=10)
-    w.add(agg("m", 3, value=2.0), "metrics")
-    w.add(agg("m", 14, value=4.0), "metrics")
-    snap = w.snapshot("m")
-    w2 = Windower(step=10)
-    w2.restore("m", snap)
-    w.add(agg("m", 45, value=1.0), "metrics")
-    w2.add(agg("m", 45, value=1.0), "metrics")
-    assert [p.to_json() for p in w.close_ready()] == [p.to_json() for p in w2.close_ready()]

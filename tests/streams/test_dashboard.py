@@ -1,0 +1,156 @@
+"""The dashboard in real headless Chromium (Debian's package, driven by Playwright).
+
+Skips where no Chromium is installed, unless ``FORESIGHT_REQUIRE_BROWSER=1``
+(CI), where a missing browser is a failure.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.conftest import ROOT, send_raw
+from tests.streams.test_web import T0, WINDOW, decision, poll, produce, series_path
+
+pytestmark = pytest.mark.integration
+
+CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+                 "--disable-component-update", "--disable-sync", "--no-first-run"]
+ARTIFACTS = ROOT / "test-artifacts"
+# the forecast band's fill, rgba(230,159,0,0.22), as the (transparent) canvas holds it
+BAND_RGBA = (230, 159, 0, 56)
+
+
+def chromium_or_skip() -> str:
+    required = os.environ.get("FORESIGHT_REQUIRE_BROWSER") == "1"
+    path = next((p for p in ("/usr/bin/chromium", shutil.which("chromium"), shutil.which("chromium-browser"))
+                 if p and os.path.exists(p)), None)
+    problem = None
+    if path is None:
+        problem = "no Chromium found (/usr/bin/chromium); install Debian's `chromium` package"
+    else:
+        try:
+            import playwright.sync_api  # noqa: F401
+        except ImportError:
+            problem = "Playwright for Python is not installed (pip install playwright; no browser download needed)"
+    if problem:
+        if required:
+            pytest.fail(f"FORESIGHT_REQUIRE_BROWSER=1 but {problem}")
+        pytest.skip(f"browser test skipped: {problem} (set FORESIGHT_REQUIRE_BROWSER=1 to fail instead)")
+    assert path is not None
+    return path
+
+
+def wait_js(page: Any, expr: str, what: str, problems: list[str], timeout: float = 30_000) -> None:
+    from playwright.sync_api import TimeoutError as PlaywrightTimeout
+
+    try:
+        page.wait_for_function(expr, timeout=timeout)
+    except PlaywrightTimeout:
+        chart = page.evaluate("JSON.stringify(document.getElementById('chart').dataset)")
+        status = page.locator("#status").inner_text()
+        raise AssertionError(f"timed out waiting for {what}; chart {chart}; status {status!r}; "
+                             f"problems {problems}") from None
+
+
+def test_dashboard_in_chromium(broker, prefix, start_worker):
+    chromium = chromium_or_skip()
+    from playwright.sync_api import sync_playwright
+
+    worker = start_worker(prefix, FORESIGHT_WINDOW_SECONDS="10", FORESIGHT_PERIOD_STEPS="12",
+                          FORESIGHT_HORIZON_STEPS="6")
+    series = ["checkout/requests", "search/requests", "cart/requests"]
+    windows, spike = 200, 185
+    produce(broker, prefix, series, windows, spike=("checkout/requests", spike), metric="web/cpu")
+    port = worker.port
+    for s in series:
+        poll(port, series_path(s), lambda b: len(b["points"]) >= windows - 3, f"{s} in the API")
+    poll(port, series_path("checkout/requests"), lambda b: len(b["anomalies"]) >= 1, "the spike flagged")
+    send_raw(broker, f"{prefix}.decisions", [
+        decision("shop/checkout", T0 + 170 * WINDOW, 2, 2, "WithinTolerance", peak=80.0, applied=False),
+        decision("shop/checkout", T0 + 175 * WINDOW, 2, 3, "ForecastPeak", peak=110.0),
+    ])
+    poll(port, "/api/decisions", lambda b: len(b["items"]) == 2, "the first decisions")
+
+    problems: list[str] = []
+    ARTIFACTS.mkdir(exist_ok=True)
+    with sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=chromium, args=CHROMIUM_ARGS, headless=True)
+        try:
+            page = browser.new_page(viewport={"width": 1400, "height": 1000})
+            page.on("console", lambda m: problems.append(f"console.{m.type}: {m.text}")
+                    if m.type == "error" else None)
+            page.on("pageerror", lambda e: problems.append(f"page error: {e}"))
+            page.on("requestfailed", lambda r: problems.append(f"request failed: {r.url}"))
+            page.goto(f"http://127.0.0.1:{port}/dashboard/")
+
+            # the series list fills (all four series: three event series and the metric)
+            wait_js(page, "document.querySelectorAll('#series-rows tr').length === 4", "the series list", problems)
+            names = page.locator("#series-rows tr td.name").all_inner_texts()
+            assert names == sorted(series + ["web/cpu"])
+            assert "events/s" in page.locator('#series-rows tr[data-series="cart/requests"]').inner_text()
+
+            # selecting a series draws its chart, with the forecast band
+            page.locator('#series-rows tr[data-series="checkout/requests"]').click()
+            wait_js(page, """() => { const c = document.getElementById('chart');
+                           return c.dataset.series === 'checkout/requests' && +c.dataset.forecast === 6
+                                  && +c.dataset.band > 80 && +c.dataset.anomalies >= 1
+                                  && c.querySelector('canvas') !== null; }""", "the chart", problems)
+            assert page.locator("#chart-title").inner_text() == "checkout/requests (events/s)"
+            band_pixels = page.evaluate(
+                """([r, g, b, a]) => { const cv = document.querySelector('#chart canvas');
+                     const d = cv.getContext('2d').getImageData(0, 0, cv.width, cv.height).data;
+                     let n = 0;
+                     for (let i = 0; i < d.length; i += 4)
+                       if (Math.abs(d[i] - r) < 8 && Math.abs(d[i + 1] - g) < 8 && d[i + 2] < 8
+                           && Math.abs(d[i + 3] - a) < 12) n++;
+                     return n; }""", list(BAND_RGBA))
+            assert band_pixels > 100, f"the forecast band was not painted ({band_pixels} band pixels)"
+            assert "#series=checkout%2Frequests" in page.url
+
+            # the targets panel and the decision log show what is there...
+            page.wait_for_function("document.querySelectorAll('#decision-rows tr').length === 2")
+            assert "2 → 3" in page.locator("#decision-rows tr").first.inner_text()
+            page.evaluate("window.__sameDocument = true")
+
+            # ...and a decision made while the page is open appears, newest first
+            send_raw(broker, f"{prefix}.decisions", [
+                decision("shop/checkout", T0 + 190 * WINDOW, 3, 7, "ReactiveFloor", peak=640.0)])
+            page.wait_for_function(
+                "document.querySelector('#decision-rows tr') && "
+                "document.querySelector('#decision-rows tr').innerText.includes('ReactiveFloor')",
+                timeout=60_000)
+            first = page.locator("#decision-rows tr").first.inner_text()
+            assert "shop/checkout" in first and "3 → 7" in first and "640" in first
+            assert page.evaluate("window.__sameDocument === true"), "the page must update without reloading"
+            page.wait_for_function(
+                "document.querySelector('[data-target=\"shop/checkout\"] .now')"
+                " && document.querySelector('[data-target=\"shop/checkout\"] .now').innerText.includes('3 → 7')")
+
+            # filtering narrows the list
+            page.fill("#filter", "cart")
+            page.wait_for_function("document.querySelectorAll('#series-rows tr').length === 1")
+            page.fill("#filter", "")
+            page.wait_for_function("document.querySelectorAll('#series-rows tr').length === 4")
+            page.locator('#series-rows tr[data-series="checkout/requests"]').scroll_into_view_if_needed()
+            page.evaluate("window.scrollTo(0, 0)")
+            page.screenshot(path=str(ARTIFACTS / "dashboard.png"), full_page=True)
+        finally:
+            browser.close()
+    assert problems == [], problems
+    assert Path(ARTIFACTS / "dashboard.png").stat().st_size > 10_000
+
+
+def test_missing_browser_skips_locally_and_fails_in_ci(monkeypatch):
+    monkeypatch.setattr(shutil, "which", lambda name: None)
+    monkeypatch.setattr(os.path, "exists", lambda path: False)
+    monkeypatch.delenv("FORESIGHT_REQUIRE_BROWSER", raising=False)
+    with pytest.raises(pytest.skip.Exception, match="no Chromium found"):
+        chromium_or_skip()
+    monkeypatch.setenv("FORESIGHT_REQUIRE_BROWSER", "1")
+    with pytest.raises(pytest.fail.Exception, match="FORESIGHT_REQUIRE_BROWSER=1 but no Chromium"):
+        chromium_or_skip()

@@ -1,0 +1,292 @@
+"""The worker's JSON API against the real embedded broker (one and two workers)."""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+import orjson
+import pytest
+
+from streams.producer import AggregatingProducer
+from streams.records import parse_decision
+from streams.settings import Settings
+from streams.web import TargetView, partition_for, select_rows, series_path
+from tests.conftest import read_topic, send_raw
+
+T0 = 1_700_000_000.0
+WINDOW = 10.0
+T = TypeVar("T")
+
+
+def get(port: int, path: str) -> tuple[int, Any]:
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=15) as r:  # noqa: S310
+            return r.status, json.loads(r.read())
+    except urllib.error.HTTPError as e:
+        assert e.headers.get("Content-Type", "").startswith("application/json"), e.headers
+        return e.code, json.loads(e.read())
+
+
+def wait_until(fn: Callable[[], T | None], what: str, timeout: float = 90.0) -> T:
+    deadline = time.monotonic() + timeout
+    last: Any = None
+    while time.monotonic() < deadline:
+        try:
+            last = fn()
+        except (urllib.error.URLError, ConnectionError, TimeoutError) as exc:
+            last = exc
+        else:
+            if last:
+                return last
+        time.sleep(0.3)
+    raise AssertionError(f"timed out waiting for {what}; last: {str(last)[:2000]}")
+
+
+def poll(port: int, path: str, ok: Callable[[Any], bool], what: str, timeout: float = 90.0) -> Any:
+    """GET ``path`` until it answers 200 with a body ``ok`` accepts."""
+
+    seen: list[Any] = []
+
+    def once() -> Any:
+        status, body = get(port, path)
+        seen[:] = [status, body]
+        return body if status == 200 and ok(body) else None
+
+    try:
+        return wait_until(once, what, timeout)
+    except AssertionError as exc:
+        raise AssertionError(f"{exc}; last answer: {str(seen)[:3000]}") from None
+
+
+def produce(broker: str, prefix: str, series: list[str], windows: int,
+            spike: tuple[str, int] | None = None, metric: str | None = None) -> None:
+    """Event series (a daily-like cycle, level ~40 events/s) and optionally one
+    metric series (window mean 0.65).
+
+    The worker's windows of one partition number are shared by the events
+    and metrics topics, so a metric series on an event series' partition can
+    push the watermark ahead of that topic's backlog: tests keep them apart."""
+    if metric is not None:
+        assert partition_for(metric, 4) not in {partition_for(s, 4) for s in series}
+    settings = Settings(topic_prefix=prefix, broker=broker)
+    with AggregatingProducer(broker, interval=1.0, flush_every=0, settings=settings) as p:
+        for w in range(windows):
+            for s in range(0, 10, 2):
+                ts = T0 + w * WINDOW + s
+                for i, name in enumerate(series):
+                    level = 40 + i + int(15 * math.sin(2 * math.pi * w / 12))
+                    if spike == (name, w):
+                        level *= 12
+                    p.record_event(name, ts, count=2 * level)
+                if metric is not None:
+                    p.record_metric(metric, 0.5 + 0.25 * (s % 4 == 0), ts)
+            if w % 20 == 0:
+                p.flush()
+
+
+def decision(target: str, ts: float, current: int, desired: int, reason: str = "ForecastPeak",
+             peak: float | None = 250.0, applied: bool = True) -> tuple[bytes, bytes]:
+    body = {"target": target, "ts": ts, "current": current, "desired": desired, "applied": applied,
+            "reason": reason, "message": f"{reason} {current}->{desired}", "forecast_peak": peak,
+            "observed": 100.0, "observed_ts": ts - 10, "mode": "Active"}
+    return target.encode(), orjson.dumps(body)
+
+
+# -- pure parts --------------------------------------------------------------
+
+
+def test_decision_log_keeps_changes_newest_last():
+    t = TargetView("shop/a", {})
+    for d in [
+        {"ts": 1.0, "current": 2, "desired": 2, "reason": "WithinTolerance", "applied": False},
+        {"ts": 2.0, "current": 2, "desired": 2, "reason": "WithinTolerance", "applied": False},
+        {"ts": 3.0, "current": 2, "desired": 5, "reason": "ForecastPeak", "applied": True},
+        {"ts": 4.0, "current": 5, "desired": 5, "reason": "ForecastPeak", "applied": False},
+        {"ts": 5.0, "current": 5, "desired": 5, "reason": "ScaleDownStabilized", "applied": False},
+    ]:
+        t.add({"target": "shop/a", "forecast_peak": None, **d})
+    assert [d["ts"] for d in t.log] == [1.0, 3.0, 5.0]
+    assert len(t.history) == 5 and t.decisions == 5
+
+
+def test_select_rows_filters_sorts_and_counts():
+    rows = [{"series": f"svc{i % 3}/r{i}", "score": i / 10, "error": None, "value": i} for i in range(10)]
+    top, total = select_rows(rows, "SVC1", "score", 2)
+    assert total == 3 and [r["series"] for r in top] == ["svc1/r7", "svc1/r4"]
+
+
+def test_decision_from_json_rejects_garbage():
+    with pytest.raises(ValueError):
+        parse_decision(b"[1, 2]")
+    with pytest.raises(ValueError):
+        parse_decision(b'{"target": "a", "ts": "x", "current": 1, "desired": 1, "reason": "r"}')
+
+
+# -- against the broker ---------------------------------------------------------
+
+
+@pytest.mark.integration
+def test_api_returns_what_was_produced(broker, prefix, start_worker):
+    worker = start_worker(prefix, FORESIGHT_WINDOW_SECONDS="10", FORESIGHT_PERIOD_STEPS="12",
+                          FORESIGHT_HORIZON_STEPS="5")
+    windows, spike = 200, 180
+    produce(broker, prefix, ["web/req"], windows, spike=("web/req", spike), metric="web/cpu")
+    closed = windows - 3
+    points = read_topic(broker, f"{prefix}.points",
+                        lambda ms: sum(m["series"] == "web/req" for m in ms) >= closed)
+    forecasts = read_topic(broker, f"{prefix}.forecasts",
+                           lambda ms: sum(m["series"] == "web/req" for m in ms) >= closed)
+    anomalies = read_topic(broker, f"{prefix}.anomalies",
+                           lambda ms: any(m["ts"] == T0 + spike * WINDOW for m in ms), timeout=30)
+    mine = sorted((m for m in points if m["series"] == "web/req"), key=lambda m: m["start"])
+    last_fc = max((m for m in forecasts if m["series"] == "web/req"), key=lambda m: m["issued"])
+    flagged = [m for m in anomalies if m["series"] == "web/req"]
+    assert len(mine) == closed and flagged, "the pipeline produced points and flagged the spike"
+
+    port = worker.port
+    path = series_path("web/req")
+    detail = poll(port, path, lambda b: len(b["points"]) >= closed, "the API to serve every closed window")
+    assert [(p["ts"], p["value"]) for p in detail["points"]] == [(m["start"], m["value"]) for m in mine]
+    assert detail["kind"] == "events" and detail["unit"] == "events/s"
+    assert detail["forecast"]["issued"] == last_fc["issued"]
+    assert detail["forecast"]["points"] == last_fc["points"]
+    assert detail["error"] == last_fc["error"] and detail["score"] == last_fc["score"]
+    assert [(a["ts"], a["value"], a["score"]) for a in detail["anomalies"]] == \
+        [(m["ts"], m["value"], m["score"]) for m in sorted(flagged, key=lambda m: m["ts"])]
+    # one-step-ahead forecasts: the first point of every forecast, by the window it forecast
+    firsts = {m["points"][0]["ts"]: m["points"][0] for m in forecasts if m["series"] == "web/req"}
+    assert len(detail["fitted"]) == closed
+    assert all(f == firsts[f["ts"]] for f in detail["fitted"])
+
+    # the same series with its id spelled raw (a catch-all route), and since=
+    status, raw = get(port, "/api/series/web/req")
+    assert status == 200 and raw["series"] == "web/req"
+    cut = mine[-5]["start"]
+    status, recent = get(port, f"{path}?since={cut}")
+    assert status == 200 and [p["ts"] for p in recent["points"]] == [m["start"] for m in mine[-4:]]
+    assert all(a["ts"] > cut for a in recent["anomalies"])
+
+    # the list: both series, units, filter, pagination, sort
+    lst = poll(port, "/api/series", lambda b: b["total"] == 2, "both series in the list")
+    assert [r["series"] for r in lst["items"]] == ["web/cpu", "web/req"]
+    cpu = lst["items"][0]
+    assert cpu["kind"] == "metrics" and cpu["unit"] == "" and cpu["value"] == pytest.approx(0.65)
+    assert lst["items"][1]["value"] == mine[-1]["value"]
+    _, page = get(port, "/api/series?limit=1&offset=1")
+    assert page["total"] == 2 and [r["series"] for r in page["items"]] == ["web/req"]
+    _, filt = get(port, "/api/series?q=CPU")
+    assert [r["series"] for r in filt["items"]] == ["web/cpu"] and filt["total"] == 1
+
+    # errors are JSON
+    status, body = get(port, series_path("no/such-series"))
+    assert status == 404 and body["error"] == "unknown series" and body["series"] == "no/such-series"
+    status, body = get(port, f"{path}?since=yesterday")
+    assert status == 400 and "since" in body["error"]
+    status, body = get(port, "/api/series?limit=ten")
+    assert status == 400 and "limit" in body["error"]
+
+    # decisions: the log keeps changes, newest first; targets show the latest
+    sent = [
+        decision("shop/checkout", T0 + 100, 2, 2, "WithinTolerance", applied=False),
+        decision("shop/checkout", T0 + 110, 2, 2, "WithinTolerance", applied=False),
+        decision("shop/checkout", T0 + 120, 2, 6, "ForecastPeak", peak=700.0),
+        decision("shop/cart", T0 + 115, 1, 3, "ReactiveFloor", peak=None),
+        decision("shop/checkout", T0 + 130, 6, 6, "ForecastPeak", peak=690.0, applied=False),
+    ]
+    send_raw(broker, f"{prefix}.decisions", sent + [(b"shop/x", b"{not json")])
+    log = poll(port, "/api/decisions", lambda b: len(b["items"]) >= 3, "the decision log")
+    assert [(d["target"], d["ts"], d["current"], d["desired"], d["reason"], d["forecast_peak"])
+            for d in log["items"]] == [
+        ("shop/checkout", T0 + 120, 2, 6, "ForecastPeak", 700.0),
+        ("shop/cart", T0 + 115, 1, 3, "ReactiveFloor", None),
+        ("shop/checkout", T0 + 100, 2, 2, "WithinTolerance", 250.0),
+    ]
+    _, only = get(port, "/api/decisions?target=shop/cart&limit=5")
+    assert [d["target"] for d in only["items"]] == ["shop/cart"]
+    targets = poll(port, "/api/targets",
+                   lambda b: len(b["items"]) == 2 and b["items"][1]["decisions"] == 4, "both targets")
+    cart, checkout = targets["items"]
+    assert (cart["target"], cart["current"], cart["desired"]) == ("shop/cart", 1, 3)
+    assert (checkout["current"], checkout["desired"], checkout["forecast_peak"]) == (6, 6, 690.0)
+    assert [(h["ts"], h["current"], h["desired"]) for h in checkout["history"]] == [
+        (T0 + 100, 2, 2), (T0 + 110, 2, 2), (T0 + 120, 2, 6), (T0 + 130, 6, 6)]
+    assert worker.proc.poll() is None, "a bad decision message must not stop the worker"
+
+
+@pytest.mark.integration
+def test_two_workers_answer_every_series(broker, prefix, start_worker):
+    env = {"FORESIGHT_WINDOW_SECONDS": "10", "FORESIGHT_PERIOD_STEPS": "12",
+           "FORESIGHT_HORIZON_STEPS": "3", "FORESIGHT_PARTITIONS": "4"}
+    a = start_worker(prefix, **env)
+    b = start_worker(prefix, **env)
+    # both in the group, partitions split, before any data flows
+    wait_until(lambda: all(get(w.port, "/api/series")[1].get("workers") == 2 for w in (a, b)),
+               "both workers to share the partitions")
+    series = [f"svc{i:02d}/requests" for i in range(24)]
+    windows = 12
+    produce(broker, prefix, series, windows)
+    closed = windows - 3
+
+    def distinct(ms: list[dict]) -> dict[str, dict[float, float]]:
+        out: dict[str, dict[float, float]] = {}
+        for m in ms:
+            out.setdefault(m["series"], {})[m["start"]] = m["value"]
+        return out
+
+    points = read_topic(broker, f"{prefix}.points",
+                        lambda ms: all(len(distinct(ms).get(s, ())) >= closed for s in series), timeout=90)
+    expected = {s: sorted(v.items()) for s, v in distinct(points).items()}
+    assert all(len(expected[s]) == closed for s in series), {s: len(expected.get(s, ())) for s in series}
+
+    owners: dict[str, str] = {}
+    for w in (a, b):
+        lst = poll(w.port, "/api/series?limit=500", lambda b: b["total"] == len(series),
+                   f"the full list through worker {w.port}")
+        assert not lst["partial"] and sorted(r["series"] for r in lst["items"]) == series
+        for s in series:
+            body = poll(w.port, series_path(s), lambda b: len(b["points"]) == closed,
+                        f"{s} through worker {w.port}")
+            assert [(p["ts"], p["value"]) for p in body["points"]] == expected[s]
+            assert body["forecast"]["points"], s
+            assert owners.setdefault(s, body["worker"]) == body["worker"], "one owner per series"
+    assert len(set(owners.values())) == 2, "each worker owns some series (requests were routed)"
+    for w in (a, b):
+        status, body = get(w.port, series_path("nobody/home"))
+        assert status == 404 and body["error"] == "unknown series"
+
+
+@pytest.mark.integration
+def test_a_worker_joining_later_serves_the_history_it_took_over(broker, prefix, start_worker):
+    env = {"FORESIGHT_WINDOW_SECONDS": "10", "FORESIGHT_PERIOD_STEPS": "12", "FORESIGHT_HORIZON_STEPS": "3",
+           "FORESIGHT_PARTITIONS": "4", "FORESIGHT_CHECKPOINT_EVERY": "1"}
+    a = start_worker(prefix, **env)
+    series = [f"svc{i:02d}/requests" for i in range(16)]
+    windows = 12
+    closed = windows - 3
+    produce(broker, prefix, series, windows)
+    last = T0 + (closed - 1) * WINDOW
+    poll(a.port, "/api/series?limit=500",
+         lambda b: b["total"] == len(series) and all(r["ts"] == last for r in b["items"]),
+         "worker A to hold every series")
+    before = {s: get(a.port, series_path(s))[1] for s in series}
+
+    b = start_worker(prefix, **env)
+    wait_until(lambda: all(get(w.port, "/api/series")[1].get("workers") == 2 for w in (a, b)),
+               "the second worker to take over partitions")
+    owners = set()
+    for w in (a, b):
+        lst = poll(w.port, "/api/series?limit=500", lambda body: body["total"] == len(series),
+                   f"the full list through worker {w.port}")
+        assert sorted(r["series"] for r in lst["items"]) == series
+        for s in series:
+            body = poll(w.port, series_path(s), lambda body: len(body["points"]) == closed,
+                        f"{s} through worker {w.port}")
+            assert body["points"] == before[s]["points"] and body["forecast"] == before[s]["forecast"]
+            owners.add(body["worker"])
+    assert len(owners) == 2, "the second worker serves the series it took over"
