@@ -30,12 +30,16 @@ from collections import defaultdict
 
 from streams.records import Aggregate, InvalidRecord, Point
 
+#: windows after an event series' last event that still get a zero-rate point
+GAP_FILL_WINDOWS = 30
+
 #: per open window: [count, sum, min, max]
 Acc = list[float]
 
 
 class Windower:
-    __slots__ = ("step", "lateness", "open", "kinds", "by_start", "watermark", "closed_until")
+    __slots__ = ("step", "lateness", "open", "kinds", "by_start", "watermark", "closed_until",
+                 "last_data")
 
     def __init__(self, step: float, lateness_windows: int = 2) -> None:
         self.step = float(step)
@@ -45,6 +49,7 @@ class Windower:
         self.by_start: dict[float, set[str]] = defaultdict(set)
         self.watermark = -math.inf
         self.closed_until = -math.inf  # windows starting before this are closed
+        self.last_data: dict[str, float] = {}  # event series -> start of its last window with events
 
     def window_start(self, ts: float) -> float:
         return math.floor(ts / self.step) * self.step
@@ -84,17 +89,44 @@ class Windower:
         return start
 
     def close_ready(self) -> list[Point]:
-        """Close every window whose end + lateness is at or before the watermark."""
+        """Close every window whose end + lateness is at or before the watermark.
+
+        An event series that had events recently but none in a closed window
+        gets a zero-rate point for it (no events is a rate of 0, not missing
+        data), for at most ``GAP_FILL_WINDOWS`` windows after its last event.
+        Metric series are not filled: no sample is no data.
+        """
         limit = self.window_start(self.watermark) - self.lateness * self.step
         if limit <= self.closed_until:
             return []
+        starts = {s for s in self.by_start if s < limit}
+        has_events = bool(self.last_data) or any(k == "events" for k in self.kinds.values())
+        if has_events and (starts or self.last_data):
+            # every window from the first one to close up to GAP_FILL_WINDOWS
+            # after the newest data, so quiet event series get their zeros
+            first = min(starts | {last + self.step for last in self.last_data.values()})
+            first = max(first, self.closed_until)
+            newest = max(starts | set(self.last_data.values()))
+            end = min(limit, newest + (GAP_FILL_WINDOWS + 1) * self.step)
+            n = int(round((end - first) / self.step))
+            starts.update(first + i * self.step for i in range(max(0, n)))
         out: list[Point] = []
-        for start in sorted(s for s in self.by_start if s < limit):
-            for series in sorted(self.by_start.pop(start)):
+        for start in sorted(starts):
+            present = self.by_start.pop(start, set())
+            for series in sorted(present):
                 acc = self.open[series].pop(start)
                 if not self.open[series]:
                     del self.open[series]
                 out.append(self._point(series, start, acc))
+                if self.kinds.get(series) == "events":
+                    self.last_data[series] = start
+            for series, last in list(self.last_data.items()):
+                if series in present or start <= last:
+                    continue
+                if start - last > GAP_FILL_WINDOWS * self.step:
+                    del self.last_data[series]
+                    continue
+                out.append(Point(series, start, start + self.step, 0, 0.0, math.inf, -math.inf, 0.0))
         self.closed_until = limit
         return out
 

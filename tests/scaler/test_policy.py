@@ -262,3 +262,80 @@ def test_state_keeps_only_the_window() -> None:
         now = NOW + k * STEP
         _, state = decide(spec, state, make_forecast([500] * 3, issued=now - STEP), OBS_LOW, 5, now)
     assert len(state.recommendations) <= 6
+
+
+# -- the surprise echo: after the load beat the forecast's upper bound for its
+# window, the floor provisions for a surprise as large again
+
+def _expecting(upper: float, *, warm: bool = True, issued: float = NOW - STEP) -> PolicyState:
+    """The state after deciding on a forecast whose window at NOW has this upper bound."""
+    spec = make_spec()
+    fc = make_forecast([upper] * 4, issued=issued, warm=warm)
+    _, state = decide(spec, PolicyState(), fc, OBS_LOW, 2, NOW)
+    return state
+
+
+NEXT = NOW + STEP
+#: the next decision's forecast: yhat == upper, so the band adds no headroom
+FC_NEXT = make_forecast([950.0] * 4, issued=NOW)
+
+
+def test_upside_surprise_is_echoed_in_the_floor() -> None:
+    state = _expecting(500.0)
+    assert state.expected == (NOW, 500.0)
+    obs = Observation(NOW, 900.0)  # 400 above the bound given for this window
+    d, after = decide(make_spec(), state, FC_NEXT, obs, 5, NEXT)
+    assert (d.desired, d.reason) == (13, Reason.REACTIVE_FLOOR), d.message
+    assert "surprise 400" in d.message and after.surprise == (NOW, 400.0)
+    # without that expectation the same data needs only the forecast peak
+    d0, _ = decide(make_spec(), PolicyState(), FC_NEXT, obs, 5, NEXT)
+    assert (d0.desired, d0.reason) == (10, Reason.FORECAST_PEAK), d0.message
+
+
+def test_deciding_again_on_the_same_observation_keeps_the_echo() -> None:
+    spec = make_spec()
+    obs = Observation(NOW, 900.0)
+    d1, state = decide(spec, _expecting(500.0), FC_NEXT, obs, 5, NEXT)
+    # a second reconcile before new data: the expectation now points at the next
+    # window, but the surprise is remembered for this observation
+    d2, state = decide(spec, state, FC_NEXT, obs, d1.desired, NEXT + 1.0)
+    assert d1.desired == d2.desired == 13, (d1.message, d2.message)
+
+
+@pytest.mark.parametrize(
+    ("state", "obs", "why"),
+    [
+        (_expecting(500.0), Observation(NOW, 480.0), "load within the bound"),
+        (_expecting(500.0, warm=False), Observation(NOW, 900.0), "bound from a cold forecast"),
+        (_expecting(500.0, issued=NOW - 10 * STEP), Observation(NOW, 900.0), "bound from a stale forecast"),
+        (_expecting(500.0), Observation(NOW + STEP, 900.0), "bound was for another window"),
+        (PolicyState(), Observation(NOW, 900.0), "no bound at all"),
+    ],
+)
+def test_no_echo_without_a_trusted_surprise(state: PolicyState, obs: Observation, why: str) -> None:
+    d, after = decide(make_spec(), state, FC_NEXT, obs, 5, NEXT)
+    assert after.surprise is not None and after.surprise[1] == 0.0, why
+    assert "surprise" not in d.message, why
+    assert d.desired == max(10, replicas_for(obs.value, 100.0)), (why, d.message)
+
+
+def test_echo_on_bad_data_only_raises_the_count() -> None:
+    # anomalous data: the floor (with the echo) may scale up, never down
+    obs = Observation(NOW, 900.0, anomalous=True)
+    d, _ = decide(make_spec(), _expecting(500.0), FC_NEXT, obs, 20, NEXT)
+    assert (d.desired, d.reason) == (20, Reason.ANOMALOUS_SERIES), d.message
+    d, _ = decide(make_spec(), _expecting(500.0), FC_NEXT, obs, 5, NEXT)
+    assert (d.desired, d.reason) == (13, Reason.REACTIVE_FLOOR), d.message
+
+
+def test_policy_state_is_small_and_picklable() -> None:
+    import pickle
+
+    state = PolicyState()
+    for k in range(30):
+        now = NOW + k * STEP
+        obs = Observation(now - STEP, 900.0 if k % 7 == 3 else 150.0)
+        fc = make_forecast([500.0] * 4, issued=now - STEP)
+        _, state = decide(make_spec(scale_down=ScalingRules(300, (), "Max")), state, fc, obs, 5, now)
+    assert pickle.loads(pickle.dumps(state)) == state
+    assert len(state.recommendations) <= 6 and state.expected is not None

@@ -19,9 +19,12 @@ def test_event_rate_and_metric_mean_per_window():
     for s in range(30):
         w.add(agg("e", 100 + s, count=3), "events")
         w.add(agg("m", 100 + s, value=float(s % 10)), "metrics")
-    w.add(agg("e", 160), "events")  # watermark 160: closes [100,110), [110,120), [120,130)
+    w.add(agg("e", 160), "events")  # watermark 160: closes [100,110) .. [130,140)
     pts = {(p.series, p.start): p for p in w.close_ready()}
-    assert sorted(pts) == [(s, t) for s in ("e", "m") for t in (100.0, 110.0, 120.0)]
+    # "e" had no events in [130, 140): a zero rate; "m" had no samples: no point
+    assert sorted(pts) == [("e", t) for t in (100.0, 110.0, 120.0, 130.0)] + [
+        ("m", t) for t in (100.0, 110.0, 120.0)]
+    assert pts[("e", 130.0)].value == 0.0 and pts[("e", 130.0)].count == 0
     assert pts[("e", 100.0)].value == 3.0 and pts[("e", 100.0)].count == 30
     assert pts[("m", 110.0)].value == pytest.approx(4.5)
     assert pts[("m", 110.0)].min == 0.0 and pts[("m", 110.0)].max == 9.0
@@ -46,3 +49,20 @@ def test_interval_longer_than_window_rejected():
     with pytest.raises(InvalidRecord) as e:
         w.add(agg("e", 0, interval=60), "events")
     assert e.value.reason == "bad_value"
+
+
+def test_quiet_event_series_get_zero_rate_points_for_a_bounded_time():
+    from streams.windowing import GAP_FILL_WINDOWS
+
+    w = Windower(step=10, lateness_windows=0)
+    w.add(agg("e", 0, count=5), "events")
+    w.add(agg("m", 0, value=1.0), "metrics")
+    w.add(agg("other", 45), "events")  # watermark 45: windows 0..30 close
+    pts = [(p.series, p.start, p.value) for p in w.close_ready()]
+    assert ("e", 0.0, 0.5) in pts
+    assert [(s, v) for s, t, v in pts if s == "e" and t > 0] == [("e", 0.0)] * 3, "zeros for 10, 20, 30"
+    assert not [p for p in pts if p[0] == "m" and p[1] > 0], "metric series are not filled"
+    w.add(agg("other", 10 * (GAP_FILL_WINDOWS + 10)), "events")
+    later = [p for p in w.close_ready() if p.series == "e"]
+    assert len(later) == GAP_FILL_WINDOWS - 3 and all(p.count == 0 for p in later)
+    assert max(p.start for p in later) == 10 * GAP_FILL_WINDOWS
