@@ -74,10 +74,11 @@ class Worker:
     def rss(self) -> int:
         return psutil.Process(self.proc.pid).memory_info().rss
 
-    def wait_counter(self, name: str, target: float, timeout: float = 900) -> tuple[float, float]:
-        """(seconds from the counter's first move to reaching target, value reached)."""
+    def wait_counter(self, name: str, target: float, timeout: float = 900,
+                     start: float | None = None) -> tuple[float, float, float]:
+        """(seconds from ``start`` -- default: the counter's first move -- to
+        reaching ``target``, the value reached, the start used)."""
         deadline = time.monotonic() + timeout
-        start = None
         base = metric(self.port, name)
         v = base
         while time.monotonic() < deadline:
@@ -87,7 +88,8 @@ class Worker:
             if v >= target:
                 break
             time.sleep(0.05)
-        return (time.monotonic() - (start or time.monotonic())), v
+        start = start or time.monotonic()
+        return time.monotonic() - start, v, start
 
     def stop(self) -> None:
         if self.proc.poll() is None:
@@ -125,10 +127,10 @@ async def raw_consume(broker: str, topic: str, expected_msgs: int) -> dict[str, 
     return {"messages": n, "events": events, "seconds": dt, "messages_per_s": n / dt, "events_per_s": events / dt}
 
 
-def forecast_delays(broker: str, topics: Topics, expected: int) -> list[float]:
-    """Seconds from a point's publication (window closed) to its forecast's publication."""
+def forecast_delays(broker: str, topics: Topics, expected: int) -> list[tuple[float, float]]:
+    """(window start, seconds from its point's publication to its forecast's publication)."""
 
-    async def run() -> list[float]:
+    async def run() -> list[tuple[float, float]]:
         c = AIOKafkaConsumer(bootstrap_servers=broker, enable_auto_commit=False, auto_offset_reset="earliest")
         await c.start()
         tps = []
@@ -149,7 +151,7 @@ def forecast_delays(broker: str, topics: Topics, expected: int) -> list[float]:
                     else:
                         fcs[(o["series"], o["issued"])] = m.timestamp
         await c.stop()
-        return [(fcs[k] - pts[k]) / 1000 for k in fcs if k in pts]
+        return [(k[1], (fcs[k] - pts[k]) / 1000) for k in fcs if k in pts]
 
     return asyncio.run(run())
 
@@ -179,13 +181,27 @@ def bench_batched(broker: str, workdir: Path, series: int, windows: int) -> dict
     w = Worker(broker, prefix, workdir)
     try:
         rss0 = w.rss()
-        secs, got = w.wait_counter("foresight_messages_in_total", msgs)
+        secs, got, t_start = w.wait_counter("foresight_messages_in_total", msgs)
         closed = (windows - 3) * series
-        fsecs, fgot = w.wait_counter("foresight_forecasts_out_total", closed)
+        # the whole backlog: from the first message read to the last forecast published
+        fsecs, fgot, _ = w.wait_counter("foresight_forecasts_out_total", closed, start=t_start)
         rss1 = w.rss()
         upd = metric(w.port, "foresight_model_update_seconds_sum")
         updn = metric(w.port, "foresight_model_update_seconds_count")
-        delays = forecast_delays(broker, topics, closed)
+        backlog_delays = [d for _, d in forecast_delays(broker, topics, closed)]
+        # steady state: the next windows produced at wall-clock pace
+        paced = 4
+        with AggregatingProducer(broker, interval=1.0, flush_every=0, settings=settings) as p:
+            for s in range(int(windows * WINDOW), int((windows + paced) * WINDOW)):
+                tick = time.monotonic()
+                for n in names:
+                    p.record_event(n, T0 + s, count=100)
+                p.flush()
+                time.sleep(max(0.0, 1.0 - (time.monotonic() - tick)))
+        total = (windows + paced - 3) * series
+        w.wait_counter("foresight_forecasts_out_total", total, timeout=120)
+        first_paced = T0 + (windows - 3) * WINDOW
+        steady = [d for start, d in forecast_delays(broker, topics, total) if start >= first_paced]
     finally:
         w.stop()
     events = aggs * 100
@@ -205,11 +221,15 @@ def bench_batched(broker: str, workdir: Path, series: int, windows: int) -> dict
         "raw_events_per_s": raw["events_per_s"],
         "ratio_worker_vs_raw_messages": (got / secs) / raw["messages_per_s"] if secs else None,
         "model_updates": fgot,
-        "model_updates_per_s_end_to_end": fgot / fsecs if fsecs else None,
+        "backlog_model_updates_per_s": fgot / fsecs if fsecs else None,
         "model_update_mean_us": 1e6 * upd / updn if updn else None,
+        "model_updates_per_s_per_core": updn / upd if upd else None,
         "rss_per_series_bytes": (rss1 - rss0) / series,
         "pickled_model_bytes": len(Checkpointer(b"x" * 32).dumps(model)),
-        "window_close_to_forecast_s": {"p50": pct(delays, 0.5), "p99": pct(delays, 0.99), "n": len(delays)},
+        "window_close_to_forecast_s_backlog": {
+            "p50": pct(backlog_delays, 0.5), "p99": pct(backlog_delays, 0.99), "n": len(backlog_delays)},
+        "window_close_to_forecast_s_steady": {
+            "p50": pct(steady, 0.5), "p99": pct(steady, 0.99), "n": len(steady)},
     }
 
 
@@ -227,7 +247,7 @@ def bench_single(broker: str, workdir: Path, messages: int) -> dict[str, object]
     raw = asyncio.run(raw_consume(broker, topics.events, messages))
     w = Worker(broker, prefix, workdir)
     try:
-        secs, got = w.wait_counter("foresight_messages_in_total", messages)
+        secs, got, _ = w.wait_counter("foresight_messages_in_total", messages)
     finally:
         w.stop()
     return {
