@@ -227,6 +227,7 @@ def create_app(settings: Settings, metrics: Metrics | None = None) -> faust.App:
             if blob:
                 try:
                     model = checkpointer.loads(blob)
+                    metrics.restored_checkpoints.inc()
                 except UntrustedCheckpoint as exc:
                     metrics.untrusted_checkpoints.inc()
                     log.warning("series %s: refusing model checkpoint (%s); starting cold", series, exc)

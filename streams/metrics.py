@@ -56,6 +56,9 @@ class Metrics:
         )
         self.forecasts_out = Counter("foresight_forecasts_out", "Forecasts published", registry=r)
         self.anomalies_out = Counter("foresight_anomalies_out", "Anomalies published", registry=r)
+        self.restored_checkpoints = Counter(
+            "foresight_restored_checkpoints", "Models resumed from a verified checkpoint", registry=r
+        )
         self.untrusted_checkpoints = Counter(
             "foresight_untrusted_checkpoints", "Model checkpoints refused (bad signature)", registry=r
         )

@@ -6,9 +6,11 @@ import csv
 import time
 from pathlib import Path
 
+from streams.admin import ensure_topics
 from streams.producer import AggregatingProducer
 from streams.records import InvalidRecord, parse_timestamp
 from streams.settings import Settings
+from streams.topics import Topics
 
 
 def replay_csv(settings: Settings, path: str, series: str | None = None, speed: float = 0.0,
@@ -19,6 +21,8 @@ def replay_csv(settings: Settings, path: str, series: str | None = None, speed: 
     with ``kind="metrics"`` it is one sample. Unparseable rows are skipped.
     """
     name = series or Path(path).stem
+    topics = Topics.from_settings(settings)
+    ensure_topics(settings.broker, topics.all(), settings.partitions)
     sent = 0
     t_wall0 = time.monotonic()
     t_ev0: float | None = None
