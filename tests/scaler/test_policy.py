@@ -7,9 +7,19 @@ from dataclasses import dataclass, replace
 
 import pytest
 
+import scaler.policy
 from detectors.forecast import Forecast, ForecastPoint
 from scaler.decision import FALLBACK_REASONS, Reason
-from scaler.policy import FLOOR_HEADROOM, Observation, PolicyState, decide, replicas_for
+from scaler.policy import (
+    FLOOR_HEADROOM,
+    HOLD_HEADROOM,
+    HOLD_STEPS,
+    UPPER_BAND_SCALE,
+    Observation,
+    PolicyState,
+    decide,
+    replicas_for,
+)
 from scaler.spec import RatePolicy, ScalerSpec, ScalingRules, TargetRef
 
 STEP = 60.0
@@ -86,14 +96,23 @@ CASES = [
         9,
         Reason.REACTIVE_FLOOR,
     ),
-    # observed 450 + band half-width (600 - 400 = 200) = 650 > forecast peak 600
+    # observed 560 + band half-width (600 - 400 = 200) = 760 > forecast peak 600,
+    # provisioned as 400 + 1.1 x 200 = 620 (7 replicas)
     Case(
         "floor headroom from the band",
         make_forecast([600, 600, 600], yhat=400),
-        Observation(NOW - STEP, 450.0),
+        Observation(NOW - STEP, 560.0),
+        5,
+        8,
+        Reason.REACTIVE_FLOOR,
+    ),
+    Case(
+        "band widened above the point forecast",
+        make_forecast([600, 600, 600], yhat=400),
+        OBS_LOW,
         5,
         7,
-        Reason.REACTIVE_FLOOR,
+        Reason.FORECAST_PEAK,
     ),
     Case("within tolerance", make_forecast([2050, 2050, 2050]), OBS_LOW, 20, 20, Reason.WITHIN_TOLERANCE),
     Case(
@@ -196,11 +215,14 @@ def test_decide_table(case: Case) -> None:
 
 
 def test_floor_headroom_is_the_documented_rule() -> None:
-    # the headroom case above relies on this setting
-    assert FLOOR_HEADROOM == 1.0
+    # the headroom, band and hold cases rely on these settings
+    assert (FLOOR_HEADROOM, UPPER_BAND_SCALE) == (1.0, 1.1)
+    assert (HOLD_STEPS, HOLD_HEADROOM) == (5, 0.3)
 
 
-def test_stabilisation_window_holds_then_releases() -> None:
+def test_stabilisation_window_holds_then_releases(monkeypatch: pytest.MonkeyPatch) -> None:
+    # the behaviour's window alone (the policy's own hold is tested below)
+    monkeypatch.setattr(scaler.policy, "HOLD_STEPS", 0)
     spec = make_spec(scale_down=ScalingRules(300, (), "Max"))
     state = PolicyState()
     high = make_forecast([1000, 1000, 1000])
@@ -217,6 +239,51 @@ def test_stabilisation_window_holds_then_releases() -> None:
     now = NOW + 5 * STEP
     d, state = decide(spec, state, low_at(now), obs_at(now), 10, now)
     assert (d.desired, d.reason) == (3, Reason.FORECAST_PEAK)
+
+
+def _hold_run(low_upper: float, steps: int) -> list[tuple[int, Reason, str]]:
+    """10 replicas for a forecast of 1,000, then ``steps`` decisions on a lower one."""
+    spec = make_spec()  # no behaviour window: the policy's own hold alone
+    d, state = decide(spec, PolicyState(), make_forecast([1000] * 3), OBS_LOW, 5, NOW)
+    assert d.desired == 10
+    out, current = [], 10
+    for k in range(1, steps + 1):
+        now = NOW + k * STEP
+        fc = make_forecast([low_upper] * 3, issued=now - STEP)
+        d, state = decide(spec, state, fc, Observation(now - STEP, 150.0), current, now)
+        out.append((d.desired, d.reason, d.message))
+        current = d.desired
+    assert len(state.held) <= HOLD_STEPS
+    return out
+
+
+def test_own_hold_keeps_a_bounded_margin_above_a_drop() -> None:
+    # 10 -> 3: the old 10 is held for 5 steps, but at most 30 % above 3, i.e. 4
+    run = _hold_run(300, 6)
+    assert [(n, r) for n, r, _ in run[:4]] == [(4, Reason.SCALE_DOWN_STABILIZED)] * 4
+    assert "held at 4" in run[0][2] and "(10), at most 30% above 3" in run[0][2]
+    assert [(n, r) for n, r, _ in run[4:]] == [(3, Reason.FORECAST_PEAK)] * 2
+
+
+def test_own_hold_keeps_a_small_dip_entirely() -> None:
+    # 10 -> 8 is within 30 % (8 x 1.3 = 10.4): held at 10 as long as 10 is recent
+    run = _hold_run(800, 6)
+    assert [(n, r) for n, r, _ in run[:4]] == [(10, Reason.SCALE_DOWN_STABILIZED)] * 4
+    assert [(n, r) for n, r, _ in run[4:]] == [(8, Reason.FORECAST_PEAK)] * 2
+
+
+def test_own_hold_forgets_untrusted_and_old_recommendations() -> None:
+    spec = make_spec()
+    _, state = decide(spec, PolicyState(), make_forecast([1000] * 3), OBS_LOW, 5, NOW)
+    # a cold forecast holds the count (fallback) and adds nothing to the hold
+    _, state = decide(spec, state, make_forecast([300] * 3, warm=False), OBS_LOW, 10, NOW + STEP)
+    assert [r for _, r in state.held] == [10]
+    # once the 10 is older than 5 steps, a trusted low forecast is followed at once
+    now = NOW + 5 * STEP
+    d, state = decide(spec, state, make_forecast([300] * 3, issued=now - STEP),
+                      Observation(now - STEP, 150.0), 10, now)
+    assert (d.desired, d.reason) == (3, Reason.FORECAST_PEAK), d.message
+    assert state.held == ((now, 3),)
 
 
 def test_rate_limit_counts_recorded_changes() -> None:
