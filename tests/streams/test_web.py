@@ -33,6 +33,9 @@ def get(port: int, path: str) -> tuple[int, Any]:
         return e.code, json.loads(e.read())
 
 
+POLL_SECONDS = 0.3
+
+
 def wait_until(fn: Callable[[], T | None], what: str, timeout: float = 90.0) -> T:
     deadline = time.monotonic() + timeout
     last: Any = None
@@ -44,7 +47,7 @@ def wait_until(fn: Callable[[], T | None], what: str, timeout: float = 90.0) -> 
         else:
             if last:
                 return last
-        time.sleep(0.3)
+        time.sleep(POLL_SECONDS)  # between polls of the condition, under the deadline
     raise AssertionError(f"timed out waiting for {what}; last: {str(last)[:2000]}")
 
 
