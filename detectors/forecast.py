@@ -45,8 +45,6 @@ class Forecast:
     ...     ForecastPoint(180.0, 30.0, 25.0, 35.0)), coverage=0.9, model="m", warm=True)
     >>> f.peak_upper(until=120.0)
     25.0
-    >>> f.horizon_end
-    240.0
     """
 
     series: str
@@ -58,11 +56,6 @@ class Forecast:
     warm: bool
     error: float | None = None
 
-    @property
-    def horizon_end(self) -> float:
-        """Event time at which the last forecast window ends."""
-        return self.issued + (len(self.points) + 1) * self.step
-
     def window(self, start: float, until: float) -> tuple[ForecastPoint, ...]:
         """Points whose window starts in ``[start, until]``."""
         return tuple(p for p in self.points if start <= p.ts <= until)
@@ -71,8 +64,3 @@ class Forecast:
         """Highest upper bound among points starting in ``[start, until]``."""
         pts = self.window(start, until)
         return max(p.upper for p in pts) if pts else None
-
-    def peak_yhat(self, until: float, start: float = float("-inf")) -> float | None:
-        """Highest point forecast among points starting in ``[start, until]``."""
-        pts = self.window(start, until)
-        return max(p.yhat for p in pts) if pts else None

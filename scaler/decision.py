@@ -51,7 +51,6 @@ class Decision:
     applied: bool = False
     #: event time of the observation behind ``observed`` (set by the reconciler)
     observed_ts: float | None = None
-
-    @property
-    def change(self) -> int:
-        return self.desired - self.current
+    #: why the forecast could not be used (one of ``FALLBACK_REASONS``), else None;
+    #: ``reason`` may say something else (e.g. ``ReactiveFloor``) on the same path
+    fallback: Reason | None = None

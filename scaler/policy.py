@@ -357,6 +357,7 @@ def decide(
         forecast_peak=peak,
         observed=observed.value if observed is not None else None,
         mode=spec.mode,
+        fallback=fallback,
     )
     return decision, PolicyState(recommendations=recs, scale_events=events,
                                  expected=expected, surprise=surprise, held=held)

@@ -181,6 +181,10 @@ def create_app(settings: Settings, metrics: Metrics | None = None) -> faust.App:
             for ev in pending.pop(s):
                 await stream.ack(ev)
 
+    # label children bound once, not looked up per message
+    messages_in = {k: metrics.messages_in.labels(k) for k in ("events", "metrics")}
+    events_in = {k: metrics.events_in.labels(k) for k in ("events", "metrics")}
+
     @app.agent(inputs, name="window-agent")
     async def window_agent(stream: faust.StreamT) -> None:
         manual = stream.noack()
@@ -188,7 +192,7 @@ def create_app(settings: Settings, metrics: Metrics | None = None) -> faust.App:
             msg = event.message
             topic = msg.topic
             kind = "events" if topic == topics.events else "metrics"
-            metrics.messages_in.labels(kind).inc()
+            messages_in[kind].inc()
             w = windower_for(topic, msg.partition)
             accepted = 0
             newest = -math.inf  # start of the newest window this message fed
@@ -205,7 +209,7 @@ def create_app(settings: Settings, metrics: Metrics | None = None) -> faust.App:
                 accepted += item.count
                 if start > newest:
                     newest = start
-            metrics.events_in.labels(kind).inc(accepted)
+            events_in[kind].inc(accepted)
             if newest == -math.inf:
                 await manual.ack(event)  # nothing of it is held in an open window
             else:

@@ -83,11 +83,7 @@ def new_model(step_seconds: float = DEFAULT_STEP_SECONDS) -> SeriesModel:
     """The per-series model the worker builds (detector and forecaster)."""
     from detectors import defaults
 
-    try:
-        return defaults.make_series_model(step_seconds=step_seconds)
-    except ImportError:
-        # no forecaster module yet: scoring only needs the detector
-        return SeriesModel(defaults.make_detector(), None, defaults.DEFAULT_THRESHOLD)  # type: ignore[arg-type]
+    return defaults.make_series_model(step_seconds=step_seconds)
 
 
 def score_rows(

@@ -55,7 +55,7 @@ from kubernetes import client, watch
 from kubernetes.client.exceptions import ApiException
 
 from detectors.forecast import Forecast
-from scaler.decision import FALLBACK_REASONS, Decision, Reason
+from scaler.decision import Decision, Reason
 from scaler.kube.actuator import (
     KubeActuator,
     NotLeaderError,
@@ -66,7 +66,6 @@ from scaler.kube.health import HealthServer
 from scaler.kube.lease import LeaderElector
 from scaler.kube.status import (
     decision_status,
-    is_fallback,
     merge_conditions,
     problem_status,
     rfc3339,
@@ -438,7 +437,7 @@ class Operator:
             self.reconciler.states[key] = replace(state, recommendations=((now - 1e-3, desired),))
 
     def _after_decision(self, key: str, spec: ScalerSpec, d: Decision) -> None:
-        fallback = self._fallback_reason(spec, d)
+        fallback = d.fallback
         last_scale_time = None
         if d.applied:
             last_scale_time = rfc3339(self.clock())
@@ -464,20 +463,6 @@ class Operator:
             observed_generation=(obj.get("metadata") or {}).get("generation"),
         )
         self._write_status(key, fields, conditions)
-
-    def _fallback_reason(self, spec: ScalerSpec, d: Decision) -> Reason | None:
-        """Which fallback the policy took (None when it used a forecast)."""
-        if not is_fallback(d):
-            return None
-        if d.reason in FALLBACK_REASONS:
-            return d.reason
-        obs = self.reconciler.observations.get(spec.series)
-        fc = self.reconciler.forecasts.get(spec.series)
-        if obs is not None and obs.anomalous:
-            return Reason.ANOMALOUS_SERIES
-        if fc is None:
-            return Reason.NO_FORECAST
-        return Reason.STALE_FORECAST if fc.warm else Reason.COLD_FORECAST
 
     def _report_problem(
         self, key: str, reason: str, message: str, extra: Mapping[str, Any] | None = None

@@ -30,7 +30,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
-from scaler.decision import FALLBACK_REASONS, Decision, Reason
+from scaler.decision import Decision, Reason
 from scaler.spec import ScalerSpec
 
 CONDITION_TYPES = ("Ready", "ForecastAvailable", "ScalingActive", "ScalingLimited")
@@ -157,8 +157,3 @@ def problem_status(reason: str, message: str) -> list[dict[str, str]]:
         condition("Ready", False, reason, message),
         condition("ScalingActive", False, reason, message),
     ]
-
-
-def is_fallback(decision: Decision) -> bool:
-    """True when the decision could not use a forecast (any fallback path)."""
-    return decision.forecast_peak is None or decision.reason in FALLBACK_REASONS

@@ -59,3 +59,14 @@ def test_zero_second_scale_up_window_is_not_held_by_an_earlier_decision_at_the_s
     r.observe(None, Observation(0, 560), series="web/rps")
     d = r.reconcile(spec, 60)
     assert d.desired == 6 and d.reason.value != "ScaleUpStabilized", d
+
+
+def test_a_decision_names_the_fallback_it_took_even_when_the_floor_drives_it():
+    cluster = SimulatedCluster(180)
+    r = Reconciler(cluster, [SPEC])
+    stale_and_cold = dataclasses.replace(forecast(0, 150), warm=False)
+    r.observe(stale_and_cold, Observation(600, 500))
+    d = r.reconcile(SPEC, 660)
+    assert (d.reason.value, d.fallback.value) == ("ReactiveFloor", "StaleForecast"), d
+    r.observe(forecast(600, 150), Observation(600, 150))
+    assert r.reconcile(SPEC, 660).fallback is None
