@@ -1,37 +1,39 @@
-"""Backtest: replay a load trace through the forecaster and the policy, against the HPA.
+"""Backtest: replay a load trace through the live pieces, against the HPA.
 
 ``foresight backtest --input TRACE.csv --capacity-per-replica C`` (or
 ``python -m scaler.backtest ...``) replays a ``timestamp,value`` trace one row
-(= one step) at a time through the model agent's
-:class:`~detectors.series.SeriesModel` (from :mod:`detectors.defaults`) and the
-controller's :func:`scaler.policy.decide`, and compares the capacity it keeps
-ready with a reactive Kubernetes HPA and with an oracle that knows the future.
+(= one window) at a time through the very code that runs live: the model
+agent's :class:`~detectors.series.SeriesModel` (from :mod:`detectors.defaults`),
+the one conversion to the policy's inputs (:mod:`scaler.inputs`), the
+controller's :class:`~scaler.reconcile.Reconciler` with the adaptive policy,
+and a :class:`~scaler.simulated.SimulatedCluster` as the actuator. The HPA it
+is compared with is the policy's own shadow HPA sweep (:mod:`scaler.shadow`,
+targets 40-100 %), run on the same windows; an oracle that knows the future
+runs on a second simulated cluster.
 
 The simulation, exactly (``k`` = lead steps, ``clamp`` to [min, max]): the
 cluster starts with ``clamp(ceil(load[0] / C))`` ready replicas. At each step t:
 
 1. pods whose start-up ends at t become ready;
 2. step t is served by ``ready(t)``: ``unserved(t) = max(0, load[t] - ready(t) * C)``;
-3. the policy sees ``load[0..t]`` and decides ``desired[t]``; above the provisioned
-   count (ready + starting) the difference starts now and is ready at t + k;
+3. at the end of step t the policy decides ``desired[t]`` on ``load[0..t]``;
+   above the provisioned count (ready + starting) the difference starts now
+   and is ready at t + k (start-up time ``leadTimeSeconds = (k - 1) x step``);
    below it, starting pods are cancelled first (newest first), then ready pods
    removed (no longer serving from t + 1);
 4. ``cost(t)`` = the provisioned count after that decision.
 
-The HPA at target utilisation ``u``: raw = provisioned while
-``|load / (ready * u * C) - 1| <= 0.1``, else ``clamp(ceil(load / (u * C)))``;
-every raw value is stored; one at or above the provisioned count applies at
-once, a lower one is replaced by the highest raw value of the last 5 steps
-(the 300 s stabilisation window) and never raises the count. The oracle
-decides ``max(need[t+1 .. min(t+k, n-1)])``.
+The HPA at target utilisation ``u`` (:class:`~scaler.shadow.Contender`): raw =
+provisioned while ``|load / (ready * u * C) - 1| <= 0.1``, else
+``clamp(ceil(load / (u * C)))``; every raw value is stored; one at or above the
+provisioned count applies at once, a lower one is replaced by the highest raw
+value of the scale-down window (the HPA's 300 s, at least 5 steps) and never
+raises the count. The oracle decides ``max(need[t+1 .. min(t+k, n-1)])``.
 
 >>> load = [100, 100, 100, 400, 400, 400, 100, 100, 100, 100]
 >>> r = simulate(load, 100, 3, 1, 10, oracle_policy(load, 100, 3, 1, 10))
 >>> sum(r.unserved), r.cost
 (0.0, [4, 4, 4, 4, 4, 1, 1, 1, 1, 1])
->>> h = simulate(load, 100, 3, 1, 10, hpa_policy(load, 100, 1.0, 1, 10))
->>> h.unserved
-[0.0, 0.0, 0.0, 300.0, 300.0, 300.0, 0.0, 0.0, 0.0, 0.0]
 """
 
 from __future__ import annotations
@@ -43,20 +45,19 @@ import math
 import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from typing import Any
 
 from detectors.defaults import make_series_model
-from scaler.policy import Observation, PolicyState, decide, replicas_for
+from scaler.adaptive import Adaptive
+from scaler.inputs import inputs_from_update
+from scaler.reconcile import Reconciler
+from scaler.shadow import HPA_SWEEP, Tally, equal_cost, need
+from scaler.simulated import SimulatedCluster
 from scaler.spec import RatePolicy, ScalerSpec, ScalingRules, TargetRef
+from scaler.traces import parse_time, read_trace  # noqa: F401  (re-exported)
 
-#: HPA target utilisations of the equal-cost curve
-HPA_TARGETS = tuple(round(0.40 + 0.05 * i, 2) for i in range(13))
-#: the HPA's default 300 s scale-down stabilisation, in steps
-HPA_STABILIZATION_STEPS = 5
-#: the predictive run's behaviour scale-down stabilisation window, in steps: none,
-#: the policy's own bounded hold (``scaler.policy.HOLD_STEPS``) smooths instead
-PREDICTIVE_STABILIZATION_STEPS = 0
+#: HPA target utilisations of the equal-cost curve (the shadow sweep)
+HPA_TARGETS = HPA_SWEEP
 #: a decision: (step t, ready replicas at t, provisioned before deciding) -> desired
 Policy = Callable[[int, int, int], int]
 
@@ -92,85 +93,48 @@ def simulate(
     max_replicas: int,
     policy: Policy,
 ) -> Run:
-    """Run one autoscaler over ``load`` exactly as the module docstring says."""
+    """Run a decision function over ``load`` on a :class:`SimulatedCluster` (one step = 1 s)."""
     run = Run()
     if not load:
         return run
-    ready = _clamp(replicas_for(load[0], capacity), min_replicas, max_replicas)
-    starting: list[int] = []  # ready-at steps, oldest first
+    cluster = SimulatedCluster(startup_seconds=lead_steps - 1)
+    cluster.add_target("", _clamp(need(load[0], capacity), min_replicas, max_replicas))
     for t, y in enumerate(load):
-        if starting and starting[0] <= t:
-            done = sum(1 for s in starting if s <= t)
-            ready += done
-            starting = starting[done:]
+        ready = cluster.ready("", t)
         run.ready.append(ready)
         run.unserved.append(max(0.0, float(y) - ready * capacity))
-        provisioned = ready + len(starting)
-        desired = policy(t, ready, provisioned)
-        if desired > provisioned:
-            starting.extend([t + lead_steps] * (desired - provisioned))
-        elif desired < provisioned:
-            drop = provisioned - desired
-            cancel = min(drop, len(starting))
-            if cancel:
-                del starting[len(starting) - cancel :]
-            ready -= drop - cancel
+        desired = policy(t, ready, cluster.provisioned(""))
+        cluster.scale_to("", desired, t + 1)
         run.desired.append(desired)
-        run.cost.append(ready + len(starting))
+        run.cost.append(cluster.provisioned(""))
     return run
-
-
-def hpa_policy(
-    load: Sequence[float], capacity: float, target: float, min_replicas: int, max_replicas: int
-) -> Policy:
-    """The reactive HPA baseline at target utilisation ``target`` (one evaluation per step)."""
-    raws: list[int] = []
-
-    def policy(t: int, ready: int, provisioned: int) -> int:
-        y = load[t]
-        denom = ready * target * capacity
-        if denom > 0 and abs(y / denom - 1.0) <= 0.1:
-            raw = provisioned
-        else:
-            raw = _clamp(replicas_for(y, target * capacity), min_replicas, max_replicas)
-        raws.append(raw)
-        if raw >= provisioned:
-            return raw
-        return min(provisioned, max(raws[-HPA_STABILIZATION_STEPS:]))
-
-    return policy
 
 
 def oracle_policy(
     load: Sequence[float], capacity: float, lead_steps: int, min_replicas: int, max_replicas: int
 ) -> Policy:
     """Knows the future: provisions the largest need of the next ``lead_steps`` steps."""
-    need = [_clamp(replicas_for(y, capacity), min_replicas, max_replicas) for y in load]
+    needs = [_clamp(need(y, capacity), min_replicas, max_replicas) for y in load]
     n = len(load)
 
     def policy(t: int, ready: int, provisioned: int) -> int:
         if t >= n - 1:
-            return need[n - 1]
-        return max(need[t + 1 : min(t + lead_steps, n - 1) + 1])
+            return needs[n - 1]
+        return max(needs[t + 1 : min(t + lead_steps, n - 1) + 1])
 
     return policy
 
 
 def backtest_spec(
     capacity: float, lead_steps: int, step_seconds: float, min_replicas: int, max_replicas: int,
-    name: str = "backtest",
+    name: str = "backtest", budget_utilization: float | None = None,
 ) -> ScalerSpec:
-    """The spec the predictive run uses: the HPA baseline's behaviour, in steps.
+    """The spec the predictive run uses: no behaviour limits of its own.
 
-    Scale-up is not rate limited within a step (the baseline's 15 s policies
-    allow more than a step's worth); scale-down may drop any amount per step
-    and has no behaviour stabilisation window (``PREDICTIVE_STABILIZATION_STEPS``
-    = 0): the policy's own hold keeps the highest recommendation of the last 5
-    steps, but at most 30 % above the current one. The HPA-style full hold of
-    5 steps holds a burst's peak after it ended, which on the bursty Twitter
-    trace cost more than it saved (1.08 x the equal-cost HPA's unserved load
-    with this policy, 0.985 without); a gradual scale-down rate (at most 20-50 %
-    per step) under the same window did worse still (1.08-1.11).
+    Scale-up is not rate limited within a step (the HPA's 15 s policies allow
+    more than a step's worth); scale-down may drop any amount per step and has
+    no behaviour stabilisation window: each contender of the adaptive policy
+    holds scale-downs with its own window, as the shadow HPA does.
 
     Pods started after observing step ``t`` are ready for step ``t + k``:
     ``k - 1`` steps after the decision, which is made at the end of step
@@ -182,6 +146,7 @@ def backtest_spec(
     >>> s.lead_time_seconds, s.scale_down.stabilization_window_seconds
     (600.0, 0)
     """
+    extra = {} if budget_utilization is None else {"budget_utilization": budget_utilization}
     return ScalerSpec(
         name=name,
         series=name,
@@ -191,85 +156,81 @@ def backtest_spec(
         lead_time_seconds=float((lead_steps - 1) * step_seconds),
         target=TargetRef("apps/v1", "Deployment", name),
         scale_up=ScalingRules(0, (), "Max"),
-        scale_down=ScalingRules(
-            int(PREDICTIVE_STABILIZATION_STEPS * step_seconds),
-            (RatePolicy("Percent", 100, max(1, int(step_seconds))),),
-            "Max",
-        ),
+        scale_down=ScalingRules(0, (RatePolicy("Percent", 100, max(1, int(step_seconds))),), "Max"),
         stale_after_seconds=3 * step_seconds,
+        **extra,  # type: ignore[arg-type]
     )
 
 
-class PredictivePolicy:
-    """Foresight in the loop: the SeriesModel learns each row, then the policy decides.
+@dataclass
+class Recorded:
+    """What the live pieces said at each step, for the summary and the plot."""
 
-    Records, per step, the forecast at every horizon and each decision, for the
-    summary (MASE, coverage), ``DECISIONS.csv`` and the plot.
-    """
+    yhat: list[list[float]] = field(default_factory=list)
+    upper: list[list[float]] = field(default_factory=list)
+    lower: list[list[float]] = field(default_factory=list)
+    warm: list[bool] = field(default_factory=list)
+    peak: list[float | None] = field(default_factory=list)
+    reasons: list[str] = field(default_factory=list)
+    acting: list[str] = field(default_factory=list)
+    hpa_ready: list[int] = field(default_factory=list)
+    coverage: float = 0.8
 
-    def __init__(
-        self,
-        ts: Sequence[float],
-        load: Sequence[float],
-        spec: ScalerSpec,
-        step_seconds: float,
-        lead_steps: int,
-    ) -> None:
-        self.ts = ts
-        self.load = load
-        self.spec = spec
-        self.step = step_seconds
-        self.model = make_series_model(step_seconds, horizon=max(6, lead_steps))
-        self.state = PolicyState()
-        self.yhat: list[list[float]] = []
-        self.upper: list[list[float]] = []
-        self.lower: list[list[float]] = []
-        self.warm: list[bool] = []
-        self.peak: list[float | None] = []
-        self.reasons: list[str] = []
 
-    def __call__(self, t: int, ready: int, provisioned: int) -> int:
-        issued = self.ts[t]
-        u = self.model.update(self.load[t], t=issued)
-        fc = self.model.to_forecast(self.spec.series, issued, self.step, u)
-        self.yhat.append([iv.yhat for iv in u.intervals])
-        self.upper.append([iv.upper for iv in u.intervals])
-        self.lower.append([iv.lower for iv in u.intervals])
-        self.warm.append(u.warm)
-        now = issued + self.step  # the watermark: the end of the window just closed
-        obs = Observation(issued, self.load[t], anomalous=u.anomalous)
-        decision, self.state = decide(self.spec, self.state, fc, obs, provisioned, now)
-        if decision.desired != provisioned:
-            self.state = self.state.record_scale(now, decision.desired - provisioned)
-        self.peak.append(decision.forecast_peak)
-        self.reasons.append(decision.reason.value)
-        return decision.desired
+def replay(
+    ts: Sequence[float], load: Sequence[float], spec: ScalerSpec, step: float, lead_steps: int,
+) -> tuple[Run, Recorded, Adaptive]:
+    """Drive the model, the Reconciler and a SimulatedCluster over the trace, row by row."""
+    cluster = SimulatedCluster(startup_seconds=spec.lead_time_seconds)
+    cluster.add_target(spec.key, _clamp(need(load[0], spec.capacity_per_replica),
+                                        spec.min_replicas, spec.max_replicas))
+    reconciler = Reconciler(cluster, [spec])
+    model = make_series_model(step, horizon=max(6, lead_steps))
+    run, rec = Run(), Recorded(coverage=model.forecaster.coverage)
+    cap = spec.capacity_per_replica
+    for t, y in enumerate(load):
+        ready = cluster.ready(spec.key, ts[t])
+        run.ready.append(ready)
+        run.unserved.append(max(0.0, y - ready * cap))
+        u = model.update(y, t=ts[t])
+        fc, obs, now = inputs_from_update(model, spec.series, ts[t], step, y, u)
+        reconciler.observe(fc, obs)
+        d = reconciler.reconcile(spec, now)
+        run.desired.append(d.desired)
+        run.cost.append(cluster.provisioned(spec.key))
+        rec.yhat.append([iv.yhat for iv in u.intervals])
+        rec.upper.append([iv.upper for iv in u.intervals])
+        rec.lower.append([iv.lower for iv in u.intervals])
+        rec.warm.append(u.warm)
+        rec.peak.append(d.forecast_peak)
+        rec.reasons.append(d.reason.value)
+        a = reconciler.states[spec.key].adaptive
+        assert a is not None
+        rec.acting.append(a.acting_contender().name)
+        rec.hpa_ready.append(a.contenders[a.sweep[-1]].cluster.ready("", ts[t]))
+    adaptive = reconciler.states[spec.key].adaptive
+    assert adaptive is not None
+    return run, rec, adaptive
+
+
+def sweep_summary(tally: Tally, rows: int, step_seconds: float) -> dict[str, float]:
+    """A shadow contender's totals as the backtest reports a run."""
+    return {
+        "unserved_fraction": tally.unserved / tally.load_seconds if tally.load_seconds > 0 else 0.0,
+        "underprovisioned_fraction": tally.under_seconds / (rows * step_seconds) if rows else 0.0,
+        "replica_hours": tally.replica_seconds / 3600.0,
+    }
 
 
 def equal_cost_unserved(curve: Sequence[dict[str, float]], replica_hours: float) -> tuple[float, bool]:
     """HPA unserved fraction at ``replica_hours`` on its curve; True if over budget.
-
-    Linear interpolation between the curve's points; below the cheapest point,
-    that point; above the dearest point (the 40 % target), that point and
-    ``over_budget``.
 
     >>> c = [{"replica_hours": 10, "unserved_fraction": 0.1},
     ...      {"replica_hours": 20, "unserved_fraction": 0.02}]
     >>> equal_cost_unserved(c, 15), equal_cost_unserved(c, 5), equal_cost_unserved(c, 25)
     ((0.06, False), (0.1, False), (0.02, True))
     """
-    pts = sorted((p["replica_hours"], p["unserved_fraction"]) for p in curve)
-    if replica_hours <= pts[0][0]:
-        return pts[0][1], False
-    if replica_hours > pts[-1][0] + 1e-9:
-        return pts[-1][1], True
-    for (x0, y0), (x1, y1) in zip(pts, pts[1:], strict=False):
-        if x0 <= replica_hours <= x1:
-            if x1 - x0 <= 0:
-                return min(y0, y1), False
-            w = (replica_hours - x0) / (x1 - x0)
-            return round(y0 + w * (y1 - y0), 12), False
-    return pts[-1][1], False
+    return equal_cost([(p["replica_hours"], p["unserved_fraction"]) for p in curve], replica_hours)
 
 
 def seasonal_lag(step_seconds: float) -> int:
@@ -326,9 +287,9 @@ class Backtest:
     load: list[float]
     step_seconds: float
     predictive: Run
-    hpa: Run
     oracle: Run
-    model: PredictivePolicy
+    recorded: Recorded
+    adaptive: Adaptive
     summary: dict[str, Any]
 
 
@@ -340,6 +301,7 @@ def run_backtest(
     min_replicas: int = 1,
     max_replicas: int = 200,
     name: str = "backtest",
+    budget_utilization: float | None = None,
 ) -> Backtest:
     """Replay ``load`` (one row per step at times ``ts``) through predictive, HPA and oracle."""
     if len(ts) < 2:
@@ -348,20 +310,19 @@ def run_backtest(
     if step <= 0:
         raise ValueError("timestamps must increase")
     ts, load = list(ts), [float(v) for v in load]
+    spec = backtest_spec(capacity, lead_steps, step, min_replicas, max_replicas, name,
+                         budget_utilization)
+    pred, rec, adaptive = replay(ts, load, spec, step, lead_steps)
     args = (capacity, lead_steps, min_replicas, max_replicas)
-    spec = backtest_spec(capacity, lead_steps, step, min_replicas, max_replicas, name)
-    model = PredictivePolicy(ts, load, spec, step, lead_steps)
-    pred = simulate(load, *args, model)
     oracle = simulate(load, *args, oracle_policy(load, *args))
-    curve, hpa100 = [], None
-    for u in HPA_TARGETS:
-        r = simulate(load, *args, hpa_policy(load, capacity, u, min_replicas, max_replicas))
-        s = r.summary(load, step)
-        curve.append({"target": u, **s})
-        if u == 1.0:
-            hpa100 = r
-    assert hpa100 is not None
-    ps, hs, os_ = pred.summary(load, step), hpa100.summary(load, step), oracle.summary(load, step)
+    n = len(load)
+    curve = [
+        {"target": adaptive.contenders[i].utilisation,
+         **sweep_summary(adaptive.contenders[i].total, n, step)}
+        for i in adaptive.sweep
+    ]
+    hs = curve[-1]
+    ps, os_ = pred.summary(load, step), oracle.summary(load, step)
     eq, over = equal_cost_unserved(curve, ps["replica_hours"])
     if eq > 0:
         ratio = ps["unserved_fraction"] / eq
@@ -369,22 +330,22 @@ def run_backtest(
         ratio = 0.0 if ps["unserved_fraction"] == 0 else math.inf
     k = lead_steps
     m = seasonal_lag(step)
-    cov_up, cov_band = coverage(load, model.lower, model.upper, model.warm, k)
+    cov_up, cov_band = coverage(load, rec.lower, rec.upper, rec.warm, k)
     # what the policy provisioned (desired x C at t) against the lead window's peak load
     covered = [
         max(load[t + 1 : t + k + 1]) <= pred.desired[t] * capacity
         for t in range(len(load) - k)
-        if model.warm[t]
+        if rec.warm[t]
     ]
-    nominal = model.model.forecaster.coverage
     summary: dict[str, Any] = {
         "input": name,
-        "rows": len(load),
+        "rows": n,
         "step_seconds": step,
         "capacity_per_replica": capacity,
         "lead_steps": lead_steps,
+        "budget_utilization": spec.budget_utilization,
         "predictive": ps,
-        "hpa": hs,
+        "hpa": {k_: v for k_, v in hs.items() if k_ != "target"},
         "oracle": os_,
         "hpa_curve": curve,
         "hpa_equal_cost_unserved_fraction": eq,
@@ -394,20 +355,21 @@ def run_backtest(
         "replica_hours_vs_oracle": (
             ps["replica_hours"] / os_["replica_hours"] if os_["replica_hours"] else None
         ),
-        "mase": mase(load, model.yhat, k, m),
+        "mase": mase(load, rec.yhat, k, m),
         "mase_seasonal_lag": m,
         "coverage": {
             "horizon": k,
-            "nominal_upper": (1 + nominal) / 2,
+            "nominal_upper": (1 + rec.coverage) / 2,
             "empirical_upper": cov_up,
-            "nominal_band": nominal,
+            "nominal_band": rec.coverage,
             "empirical_band": cov_band,
             "provisioned_empirical": sum(covered) / len(covered) if covered else None,
         },
-        "warm_fraction": sum(model.warm) / len(model.warm),
-        "reasons": _count(model.reasons),
+        "warm_fraction": sum(rec.warm) / len(rec.warm),
+        "reasons": _count(rec.reasons),
+        "acting": _count(rec.acting),
     }
-    return Backtest(ts, load, step, pred, hpa100, oracle, model, summary)
+    return Backtest(ts, load, step, pred, oracle, rec, adaptive, summary)
 
 
 def _count(items: Sequence[str]) -> dict[str, int]:
@@ -417,48 +379,13 @@ def _count(items: Sequence[str]) -> dict[str, int]:
     return dict(sorted(out.items()))
 
 
-def parse_time(raw: str) -> float:
-    """Epoch seconds from an ISO-8601 timestamp (``Z`` = UTC) or a number.
-
-    >>> parse_time("2014-07-01T04:00:00Z"), parse_time("60")
-    (1404187200.0, 60.0)
-    """
-    try:
-        return float(raw)
-    except ValueError:
-        pass
-    dt = datetime.fromisoformat(raw.strip().replace("Z", "+00:00"))
-    if dt.tzinfo is None:
-        dt = dt.replace(tzinfo=UTC)
-    return dt.timestamp()
-
-
-def read_trace(path: str) -> tuple[list[float], list[float], list[str]]:
-    """Read a ``timestamp,value`` CSV: (epoch seconds, values, raw timestamps)."""
-    ts, values, raw = [], [], []
-    with open(path, newline="", encoding="utf-8") as fh:
-        reader = csv.DictReader(fh)
-        if reader.fieldnames is None or not {"timestamp", "value"} <= set(reader.fieldnames):
-            raise ValueError(f"{path}: expected a header 'timestamp,value'")
-        for i, row in enumerate(reader, start=2):
-            try:
-                t, v = parse_time(row["timestamp"]), float(row["value"])
-            except (TypeError, ValueError) as exc:
-                raise ValueError(f"{path}:{i}: bad row {row!r}: {exc}") from exc
-            if not math.isfinite(v):
-                raise ValueError(f"{path}:{i}: value is not finite")
-            ts.append(t)
-            values.append(v)
-            raw.append(row["timestamp"])
-    return ts, values, raw
-
-
-def write_decisions(path: str, raw_ts: Sequence[str], load: Sequence[float], desired: Sequence[int]) -> None:
+def write_decisions(path: str, raw_ts: Sequence[str], load: Sequence[float],
+                    desired: Sequence[int], reasons: Sequence[str]) -> None:
     with open(path, "w", newline="", encoding="utf-8") as fh:
         w = csv.writer(fh)
-        w.writerow(["timestamp", "load", "desired_replicas"])
-        for t, y, d in zip(raw_ts, load, desired, strict=True):
-            w.writerow([t, f"{y:g}", d])
+        w.writerow(["timestamp", "load", "desired_replicas", "reason"])
+        for t, y, d, r in zip(raw_ts, load, desired, reasons, strict=True):
+            w.writerow([t, f"{y:g}", d, r])
 
 
 def plot(bt: Backtest, path: str, capacity: float, lead_steps: int) -> None:
@@ -475,10 +402,10 @@ def plot(bt: Backtest, path: str, capacity: float, lead_steps: int) -> None:
     ax.plot(x, bt.load, color="black", lw=0.7, label="load")
     ax.step(x, [r * capacity for r in bt.predictive.ready], where="post", color="tab:blue",
             lw=0.9, label="ready capacity, predictive")
-    ax.step(x, [r * capacity for r in bt.hpa.ready], where="post", color="tab:red",
+    ax.step(x, [r * capacity for r in bt.recorded.hpa_ready], where="post", color="tab:red",
             lw=0.9, alpha=0.8, label="ready capacity, HPA 100%")
     fx = [t + k for t in range(n)]
-    ax.fill_between(fx, [lo[k - 1] for lo in bt.model.lower], [up[k - 1] for up in bt.model.upper],
+    ax.fill_between(fx, [lo[k - 1] for lo in bt.recorded.lower], [up[k - 1] for up in bt.recorded.upper],
                     color="tab:orange", alpha=0.25, lw=0, label=f"forecast band at +{k} steps")
     ax.set_xlabel(f"step ({bt.step_seconds:g} s)")
     ax.set_ylabel("load")
@@ -503,7 +430,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--lead-steps", type=int, default=3, help="pod start-up time in steps (default 3)")
     p.add_argument("--min-replicas", type=int, default=1)
     p.add_argument("--max-replicas", type=int, default=200)
-    p.add_argument("--decisions-out", help="write timestamp,load,desired_replicas here")
+    p.add_argument("--budget-utilization", type=float, default=None,
+                   help="spend (recently) no more than an HPA at this target utilisation "
+                        "would (0.4-1.0, default the spec's 0.6)")
+    p.add_argument("--decisions-out", help="write timestamp,load,desired_replicas,reason here")
     p.add_argument("--json", dest="json_out", help="write the summary JSON here")
     p.add_argument("--plot", help="write a PNG plot here (needs matplotlib)")
     return p
@@ -525,12 +455,13 @@ def main(argv: list[str] | None = None) -> int:
     try:
         ts, load, raw = read_trace(args.input)
         bt = run_backtest(ts, load, args.capacity, args.lead_steps, args.min_replicas,
-                          args.max_replicas, name=args.input)
+                          args.max_replicas, name=args.input,
+                          budget_utilization=args.budget_utilization)
     except (OSError, ValueError) as exc:
         print(f"foresight backtest: {exc}", file=sys.stderr)
         return 1
     if args.decisions_out:
-        write_decisions(args.decisions_out, raw, bt.load, bt.predictive.desired)
+        write_decisions(args.decisions_out, raw, bt.load, bt.predictive.desired, bt.recorded.reasons)
     text = json.dumps(bt.summary, indent=2)
     if args.json_out:
         with open(args.json_out, "w", encoding="utf-8") as fh:

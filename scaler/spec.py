@@ -78,6 +78,8 @@ class ScalerSpec:
     scale_down: ScalingRules = DEFAULT_SCALE_DOWN
     tolerance: float = 0.1
     stale_after_seconds: float | None = None  # default: 3 windows, decided by the caller
+    #: the one cost knob: spend (recently) no more than an HPA at this target utilisation
+    budget_utilization: float = 0.6
 
     @property
     def key(self) -> str:
@@ -102,6 +104,8 @@ class ScalerSpec:
             out.append(
                 f"spec.minReplicas ({self.min_replicas}) > spec.maxReplicas ({self.max_replicas})"
             )
+        if not 0.4 <= self.budget_utilization <= 1.0:
+            out.append("spec.budgetUtilization must be between 0.4 and 1.0")
         if self.lead_time_seconds < 0:
             out.append("spec.leadTimeSeconds must be >= 0")
         if self.mode not in MODES:
@@ -148,6 +152,7 @@ class ScalerSpec:
                 scale_up=_rules(behavior.get("scaleUp"), DEFAULT_SCALE_UP),
                 scale_down=_rules(behavior.get("scaleDown"), DEFAULT_SCALE_DOWN),
                 tolerance=float(spec.get("tolerance", 0.1)),
+                budget_utilization=float(spec.get("budgetUtilization", 0.6)),
                 stale_after_seconds=(
                     float(spec["staleAfterSeconds"]) if "staleAfterSeconds" in spec else None
                 ),

@@ -11,14 +11,15 @@ from pathlib import Path
 import pytest
 
 from scaler.backtest import (
+    Run,
     equal_cost_unserved,
-    hpa_policy,
     main,
     mase,
     oracle_policy,
     run_backtest,
     simulate,
 )
+from scaler.shadow import Contender
 
 C = 100.0
 K = 3
@@ -27,12 +28,21 @@ SPIKE_LOAD = [100, 100, 900, 100, 100, 100, 100, 100, 100, 100]
 RAMP_LOAD = [100, 200, 300, 400, 500, 600]
 
 
-def run(load: list[int], policy_name: str, target: float = 1.0):
+def hpa_run(load: list[int], target: float) -> Run:
+    """The shadow HPA (the one the backtest and the controller compare with), step by step."""
+    c, r, before = Contender("hpa", target, None), Run(), 0.0
+    for i, y in enumerate(load):
+        c.step(60.0 * i, y, 60.0, C, (K - 1) * 60.0, 1, 10, 300.0, None)
+        r.unserved.append((c.total.unserved - before) / 60.0)
+        before = c.total.unserved
+        r.cost.append(c.desired)
+    return r
+
+
+def run(load: list[int], policy_name: str, target: float = 1.0) -> Run:
     if policy_name == "oracle":
-        policy = oracle_policy(load, C, K, 1, 10)
-    else:
-        policy = hpa_policy(load, C, target, 1, 10)
-    return simulate(load, C, K, 1, 10, policy)
+        return simulate(load, C, K, 1, 10, oracle_policy(load, C, K, 1, 10))
+    return hpa_run(load, target)
 
 
 # (trace, policy, HPA target, unserved per step, cost per step)
@@ -92,10 +102,10 @@ PREDICTIVE_COLD = [
 @pytest.mark.parametrize("name,load,unserved,cost", PREDICTIVE_COLD, ids=[p[0] for p in PREDICTIVE_COLD])
 def test_predictive_while_cold_is_the_reactive_floor(name, load, unserved, cost) -> None:
     bt = run_backtest(ts_for(load), load, C, K, 1, 10)
-    assert not any(bt.model.warm)
+    assert not any(bt.recorded.warm)
     assert bt.predictive.unserved == [float(u) for u in unserved]
     assert bt.predictive.cost == cost
-    assert set(bt.model.reasons) <= {"ColdForecast", "ReactiveFloor", "AnomalousSeries"}
+    assert set(bt.recorded.reasons) <= {"ColdForecast", "ReactiveFloor", "AnomalousSeries"}
 
 
 def test_equal_cost_interpolation() -> None:
@@ -164,7 +174,8 @@ def test_causality_prefix_gives_the_same_decisions(tmp_path: Path) -> None:
     head = read_decisions(tmp_path / "head-dec.csv")
     assert len(full) == len(load) and len(head) == cut
     assert [r["desired_replicas"] for r in full[:cut]] == [r["desired_replicas"] for r in head]
-    assert list(full[0]) == ["timestamp", "load", "desired_replicas"]
+    assert list(full[0]) == ["timestamp", "load", "desired_replicas", "reason"]
+    assert [r["reason"] for r in full[:cut]] == [r["reason"] for r in head]
     # the predictive run got warm and scaled on the forecast in that prefix
     summary = json.loads((tmp_path / "full.json").read_text())
     assert summary["reasons"].get("ForecastPeak", 0) > 0

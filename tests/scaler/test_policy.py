@@ -7,19 +7,10 @@ from dataclasses import dataclass, replace
 
 import pytest
 
-import scaler.policy
 from detectors.forecast import Forecast, ForecastPoint
+from scaler.adaptive import Adaptive
 from scaler.decision import FALLBACK_REASONS, Reason
-from scaler.policy import (
-    FLOOR_HEADROOM,
-    HOLD_HEADROOM,
-    HOLD_STEPS,
-    UPPER_BAND_SCALE,
-    Observation,
-    PolicyState,
-    decide,
-    replicas_for,
-)
+from scaler.policy import Observation, PolicyState, decide, replicas_for
 from scaler.spec import RatePolicy, ScalerSpec, ScalingRules, TargetRef
 
 STEP = 60.0
@@ -80,6 +71,16 @@ class Case:
 
 
 OBS_LOW = Observation(NOW - STEP, 150.0)
+#: the contender the table's cases act with: the HPA at 100 %, raised to the
+#: forecast's upper bound (band x1), with the HPA's own scale-down window
+FORECASTER = "hpa@100%+forecast(band x1)"
+
+
+def acting(name: str = FORECASTER) -> PolicyState:
+    """A fresh policy state whose adaptive policy acts with contender ``name``."""
+    a = Adaptive.start(0.6)
+    a.acting = [c.name for c in a.contenders].index(name)
+    return PolicyState(adaptive=a)
 
 CASES = [
     # the lead window [now, now + 180 s] holds the first four points (the 4th is the
@@ -96,22 +97,13 @@ CASES = [
         9,
         Reason.REACTIVE_FLOOR,
     ),
-    # observed 560 + band half-width (600 - 400 = 200) = 760 > forecast peak 600,
-    # provisioned as 400 + 1.1 x 200 = 620 (7 replicas)
+    # band x1: the forecast's upper bound, not its point forecast
     Case(
-        "floor headroom from the band",
-        make_forecast([600, 600, 600], yhat=400),
-        Observation(NOW - STEP, 560.0),
-        5,
-        8,
-        Reason.REACTIVE_FLOOR,
-    ),
-    Case(
-        "band widened above the point forecast",
+        "band margin above the point forecast",
         make_forecast([600, 600, 600], yhat=400),
         OBS_LOW,
         5,
-        7,
+        6,
         Reason.FORECAST_PEAK,
     ),
     Case("within tolerance", make_forecast([2050, 2050, 2050]), OBS_LOW, 20, 20, Reason.WITHIN_TOLERANCE),
@@ -177,7 +169,7 @@ CASES = [
         10,
         Reason.STALE_FORECAST,
     ),
-    # fallbacks still scale up for the observed load (no headroom from an untrusted band)
+    # fallbacks still scale up for the observed load (at the acting contender's 100 %)
     Case("missing forecast, floor scales up", None, Observation(NOW - STEP, 1420.0), 10, 15, Reason.REACTIVE_FLOOR),
     Case(
         "cold forecast, floor scales up",
@@ -209,24 +201,24 @@ CASES = [
 @pytest.mark.parametrize("case", CASES, ids=[c.name for c in CASES])
 def test_decide_table(case: Case) -> None:
     spec = case.spec or make_spec()
-    d, _ = decide(spec, PolicyState(), case.forecast, case.observed, case.current, NOW)
+    d, _ = decide(spec, acting(), case.forecast, case.observed, case.current, NOW)
     assert (d.desired, d.reason) == (case.desired, case.reason), d.message
     assert d.current == case.current and d.ts == NOW and d.message
+    if case.reason is Reason.FORECAST_PEAK:
+        assert d.message.startswith(f"{FORECASTER} acts")
 
 
-def test_floor_headroom_is_the_documented_rule() -> None:
-    # the headroom, band and hold cases rely on these settings
-    assert (FLOOR_HEADROOM, UPPER_BAND_SCALE) == (1.0, 1.1)
-    assert (HOLD_STEPS, HOLD_HEADROOM) == (5, 0.3)
+def test_a_fresh_target_provisions_for_the_forecasts_upper_bound() -> None:
+    # until a contender has shown it does better: the upper bound at capacityPerReplica
+    d, state = decide(make_spec(), PolicyState(), make_forecast([1000] * 3), OBS_LOW, 1, NOW)
+    assert (d.desired, d.reason) == (10, Reason.FORECAST_PEAK), d.message
+    assert d.message.startswith(f"{FORECASTER} acts (no evidence yet")
 
 
-def test_stabilisation_window_holds_then_releases(monkeypatch: pytest.MonkeyPatch) -> None:
-    # the behaviour's window alone (the policy's own hold is tested below)
-    monkeypatch.setattr(scaler.policy, "HOLD_STEPS", 0)
+def test_stabilisation_window_holds_then_releases() -> None:
     spec = make_spec(scale_down=ScalingRules(300, (), "Max"))
-    state = PolicyState()
     high = make_forecast([1000, 1000, 1000])
-    d, state = decide(spec, state, high, OBS_LOW, 5, NOW)
+    d, state = decide(spec, acting(), high, OBS_LOW, 5, NOW)
     assert (d.desired, d.reason) == (10, Reason.FORECAST_PEAK)
     low_at = lambda now: make_forecast([300, 300, 300], issued=now - STEP)  # noqa: E731
     obs_at = lambda now: Observation(now - STEP, 150.0)  # noqa: E731
@@ -241,54 +233,25 @@ def test_stabilisation_window_holds_then_releases(monkeypatch: pytest.MonkeyPatc
     assert (d.desired, d.reason) == (3, Reason.FORECAST_PEAK)
 
 
-def _hold_run(low_upper: float, steps: int) -> list[tuple[int, Reason, str]]:
-    """10 replicas for a forecast of 1,000, then ``steps`` decisions on a lower one."""
-    spec = make_spec()  # no behaviour window: the policy's own hold alone
-    d, state = decide(spec, PolicyState(), make_forecast([1000] * 3), OBS_LOW, 5, NOW)
+def test_the_acting_contender_holds_a_drop_for_its_own_window() -> None:
+    # no behaviour window: the contender's own (the HPA's 300 s, x0.4 = 120 s here)
+    spec = make_spec()
+    d, state = decide(spec, acting(FORECASTER + ", window x0.4"), make_forecast([1000] * 3),
+                      OBS_LOW, 5, NOW)
     assert d.desired == 10
     out, current = [], 10
-    for k in range(1, steps + 1):
+    for k in range(1, 5):
         now = NOW + k * STEP
-        fc = make_forecast([low_upper] * 3, issued=now - STEP)
+        fc = make_forecast([300] * 3, issued=now - STEP)
         d, state = decide(spec, state, fc, Observation(now - STEP, 150.0), current, now)
-        out.append((d.desired, d.reason, d.message))
+        out.append((d.desired, d.reason))
         current = d.desired
-    assert len(state.held) <= HOLD_STEPS
-    return out
-
-
-def test_own_hold_keeps_a_bounded_margin_above_a_drop() -> None:
-    # 10 -> 3: the old 10 is held for 5 steps, but at most 30 % above 3, i.e. 4
-    run = _hold_run(300, 6)
-    assert [(n, r) for n, r, _ in run[:4]] == [(4, Reason.SCALE_DOWN_STABILIZED)] * 4
-    assert "held at 4" in run[0][2] and "(10), at most 30% above 3" in run[0][2]
-    assert [(n, r) for n, r, _ in run[4:]] == [(3, Reason.FORECAST_PEAK)] * 2
-
-
-def test_own_hold_keeps_a_small_dip_entirely() -> None:
-    # 10 -> 8 is within 30 % (8 x 1.3 = 10.4): held at 10 as long as 10 is recent
-    run = _hold_run(800, 6)
-    assert [(n, r) for n, r, _ in run[:4]] == [(10, Reason.SCALE_DOWN_STABILIZED)] * 4
-    assert [(n, r) for n, r, _ in run[4:]] == [(8, Reason.FORECAST_PEAK)] * 2
-
-
-def test_own_hold_forgets_untrusted_and_old_recommendations() -> None:
-    spec = make_spec()
-    _, state = decide(spec, PolicyState(), make_forecast([1000] * 3), OBS_LOW, 5, NOW)
-    # a cold forecast holds the count (fallback) and adds nothing to the hold
-    _, state = decide(spec, state, make_forecast([300] * 3, warm=False), OBS_LOW, 10, NOW + STEP)
-    assert [r for _, r in state.held] == [10]
-    # once the 10 is older than 5 steps, a trusted low forecast is followed at once
-    now = NOW + 5 * STEP
-    d, state = decide(spec, state, make_forecast([300] * 3, issued=now - STEP),
-                      Observation(now - STEP, 150.0), 10, now)
-    assert (d.desired, d.reason) == (3, Reason.FORECAST_PEAK), d.message
-    assert state.held == ((now, 3),)
+    assert out == [(10, Reason.SCALE_DOWN_STABILIZED)] + [(3, Reason.FORECAST_PEAK)] * 3
 
 
 def test_rate_limit_counts_recorded_changes() -> None:
     spec = make_spec(scale_up=ScalingRules(0, (RatePolicy("Pods", 4, 120),), "Max"))
-    state = PolicyState().record_scale(NOW - STEP, 3)
+    state = replace(acting(), scale_events=((NOW - STEP, 3),))
     d, _ = decide(spec, state, make_forecast([3000, 3000, 3000]), OBS_LOW, 13, NOW)
     # 13 now, 10 at the start of the 120 s period: at most 14
     assert (d.desired, d.reason) == (14, Reason.RATE_LIMITED)
@@ -313,7 +276,7 @@ def test_bad_data_never_scales_down(seed: int) -> None:
             fc = make_forecast(uppers, warm=False)
         else:
             obs = replace(obs, anomalous=True)
-        d, _ = decide(spec, PolicyState(), fc, obs, current, NOW)
+        d, _ = decide(spec, acting(), fc, obs, current, NOW)
         assert d.desired >= current, (kind, d.message)
         if d.desired > current:
             assert d.reason is Reason.REACTIVE_FLOOR
@@ -331,78 +294,60 @@ def test_state_keeps_only_the_window() -> None:
     assert len(state.recommendations) <= 6
 
 
-# -- the surprise echo: after the load beat the forecast's upper bound for its
-# window, the floor provisions for a surprise as large again
+def _periodic(state: PolicyState, spec: ScalerSpec, windows: int, current: int = 5,
+              start: int = 0) -> tuple[PolicyState, int, list]:
+    """Windows of 60 s: 300, with a burst to 1,500 every 10th window and the one after,
+    and a forecast that knows it."""
+    def load(i: int) -> float:
+        return 1500.0 if i % 10 in (7, 8) else 300.0
 
-def _expecting(upper: float, *, warm: bool = True, issued: float = NOW - STEP) -> PolicyState:
-    """The state after deciding on a forecast whose window at NOW has this upper bound."""
+    out = []
+    for i in range(start, start + windows):
+        fc = Forecast("web/rps", 60.0 * i, STEP, tuple(
+            ForecastPoint(60.0 * (i + h), load(i + h), 0.0, load(i + h)) for h in (1, 2, 3, 4)),
+            0.8, "test", True)
+        d, state = decide(spec, state, fc, Observation(60.0 * i, load(i)), current, 60.0 * (i + 1))
+        out.append(d)
+        current = d.desired
+    return state, current, out
+
+
+def test_a_forecast_contender_takes_over_where_the_hpa_is_late() -> None:
     spec = make_spec()
-    fc = make_forecast([upper] * 4, issued=issued, warm=warm)
-    _, state = decide(spec, PolicyState(), fc, OBS_LOW, 2, NOW)
-    return state
+    state, _, out = _periodic(acting("hpa@60%"), spec, 60)
+    assert out[0].message.startswith("hpa@60% acts")
+    assert state.adaptive is not None and state.adaptive.acting_contender().margin is not None
+    late = out[-10:]
+    # two windows before each burst the count is already up, on the forecast
+    assert any(d.reason is Reason.FORECAST_PEAK and d.desired >= 15 for d in late), [
+        (d.desired, d.reason.value) for d in late]
+    # and it did better than the HPA it replaced, for less: the shadow comparison says so
+    c = state.adaptive.comparison(recent=True)
+    assert c["unserved"] < c["hpa_equal_cost_unserved"]
 
 
-NEXT = NOW + STEP
-#: the next decision's forecast: yhat == upper, so the band adds no headroom
-FC_NEXT = make_forecast([950.0] * 4, issued=NOW)
-
-
-def test_upside_surprise_is_echoed_in_the_floor() -> None:
-    state = _expecting(500.0)
-    assert state.expected == (NOW, 500.0)
-    obs = Observation(NOW, 900.0)  # 400 above the bound given for this window
-    d, after = decide(make_spec(), state, FC_NEXT, obs, 5, NEXT)
-    assert (d.desired, d.reason) == (13, Reason.REACTIVE_FLOOR), d.message
-    assert "surprise 400" in d.message and after.surprise == (NOW, 400.0)
-    # without that expectation the same data needs only the forecast peak
-    d0, _ = decide(make_spec(), PolicyState(), FC_NEXT, obs, 5, NEXT)
-    assert (d0.desired, d0.reason) == (10, Reason.FORECAST_PEAK), d0.message
-
-
-def test_deciding_again_on_the_same_observation_keeps_the_echo() -> None:
+def test_deciding_again_on_the_same_window_learns_nothing_new() -> None:
     spec = make_spec()
-    obs = Observation(NOW, 900.0)
-    d1, state = decide(spec, _expecting(500.0), FC_NEXT, obs, 5, NEXT)
-    # a second reconcile before new data: the expectation now points at the next
-    # window, but the surprise is remembered for this observation
-    d2, state = decide(spec, state, FC_NEXT, obs, d1.desired, NEXT + 1.0)
-    assert d1.desired == d2.desired == 13, (d1.message, d2.message)
+    state, current, _ = _periodic(PolicyState(), spec, 30)
+    a = state.adaptive
+    assert a is not None
+    before = [(c.total.unserved, c.total.replica_seconds) for c in a.contenders]
+    last = a.last_ts
+    fc = make_forecast([500] * 4, issued=last)
+    d1, state = decide(spec, state, fc, Observation(last, 300.0), current, last + STEP)
+    d2, state = decide(spec, state, fc, Observation(last, 300.0), current, last + STEP + 1)
+    assert [(c.total.unserved, c.total.replica_seconds) for c in a.contenders] == before
+    assert d1.desired == d2.desired
 
 
-@pytest.mark.parametrize(
-    ("state", "obs", "why"),
-    [
-        (_expecting(500.0), Observation(NOW, 480.0), "load within the bound"),
-        (_expecting(500.0, warm=False), Observation(NOW, 900.0), "bound from a cold forecast"),
-        (_expecting(500.0, issued=NOW - 10 * STEP), Observation(NOW, 900.0), "bound from a stale forecast"),
-        (_expecting(500.0), Observation(NOW + STEP, 900.0), "bound was for another window"),
-        (PolicyState(), Observation(NOW, 900.0), "no bound at all"),
-    ],
-)
-def test_no_echo_without_a_trusted_surprise(state: PolicyState, obs: Observation, why: str) -> None:
-    d, after = decide(make_spec(), state, FC_NEXT, obs, 5, NEXT)
-    assert after.surprise is not None and after.surprise[1] == 0.0, why
-    assert "surprise" not in d.message, why
-    assert d.desired == max(10, replicas_for(obs.value, 100.0)), (why, d.message)
-
-
-def test_echo_on_bad_data_only_raises_the_count() -> None:
-    # anomalous data: the floor (with the echo) may scale up, never down
-    obs = Observation(NOW, 900.0, anomalous=True)
-    d, _ = decide(make_spec(), _expecting(500.0), FC_NEXT, obs, 20, NEXT)
-    assert (d.desired, d.reason) == (20, Reason.ANOMALOUS_SERIES), d.message
-    d, _ = decide(make_spec(), _expecting(500.0), FC_NEXT, obs, 5, NEXT)
-    assert (d.desired, d.reason) == (13, Reason.REACTIVE_FLOOR), d.message
-
-
-def test_policy_state_is_small_and_picklable() -> None:
+def test_policy_state_pickles_and_resumes_the_same() -> None:
     import pickle
 
-    state = PolicyState()
-    for k in range(30):
-        now = NOW + k * STEP
-        obs = Observation(now - STEP, 900.0 if k % 7 == 3 else 150.0)
-        fc = make_forecast([500.0] * 4, issued=now - STEP)
-        _, state = decide(make_spec(scale_down=ScalingRules(300, (), "Max")), state, fc, obs, 5, now)
-    assert pickle.loads(pickle.dumps(state)) == state
-    assert len(state.recommendations) <= 6 and state.expected is not None
+    spec = make_spec()
+    state, current, _ = _periodic(PolicyState(), spec, 40)
+    blob = pickle.dumps(state)
+    assert len(blob) < 64_000, len(blob)
+    twin = pickle.loads(blob)
+    _, _, a = _periodic(state, spec, 20, current, start=40)
+    _, _, b = _periodic(twin, spec, 20, current, start=40)
+    assert [(d.desired, d.reason, d.message) for d in a] == [(d.desired, d.reason, d.message) for d in b]

@@ -1,0 +1,243 @@
+"""The adaptive policy: a family of simple autoscalers run in shadow, the best one acts.
+
+Fixed constants (how wide a forecast band to provision, how long to hold a
+scale-down) suit some load shapes and not others. So the policy does not fix
+them: every target runs a small family of :class:`~scaler.shadow.Contender`
+autoscalers in shadow on its own observed load, each on its own simulated
+cluster with the spec's lead time, and the one that *recently* left the least
+load unserved, among those that recently cost no more than the HPA the spec's
+``budgetUtilization`` describes, decides the raw recommendation. The HPA
+sweep of the shadow comparison (targets 40-100 %) runs beside them on the same
+windows, and is what "the HPA at budgetUtilization" is measured by.
+
+The family (:data:`FAMILY`): the HPA at utilisations 50-100 %, each either
+plain (reactive) or raised to the forecast's need with the band's upper
+half-width scaled by 0, 0.5 or 1, each with the HPA's scale-down window
+scaled by 0.4, 1 or 2.4. A plain HPA at the budget is always in the family,
+so when the forecast does not help (noise, sparse bursts) the policy
+converges to reactive behaviour; when it does help (periodic load) a forecast
+contender serves more for the same cost and acts.
+
+"Recently" is an exponential memory of :data:`MEMORY_SECONDS` of event time.
+
+Every setting here was chosen on ``benchmarks/backtest.py`` leave-one-trace-out
+(chosen on ten traces, scored on the eleventh; the benchmark prints both).
+
+>>> from detectors.forecast import ForecastPoint
+>>> a = Adaptive.start(budget_utilization=0.6)
+>>> len(a.contenders) > len(SWEEP), a.acting_contender().name
+(True, 'hpa@100%+forecast(band x1)')
+>>> a.acting = a.reference()  # say the plain HPA at 60 % acts
+>>> def load(i):  # a periodic load the forecast knows exactly
+...     return 300.0 + 600.0 * (i % 10 >= 5)
+>>> for i in range(50):
+...     fc = [ForecastPoint(60.0 * (i + h), load(i + h), 0, 0) for h in (1, 2, 3)]
+...     _ = a.learn(60.0 * i, load(i), window=60, capacity=100, lead=120, lo=1, hi=20,
+...                 forecast=fc)
+>>> a.acting_contender().margin  # the HPA is late at every rise; a forecast one is not
+0.0
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+from detectors.forecast import ForecastPoint
+from scaler.shadow import HPA_SWEEP, Contender, Follower, Tally, equal_cost, hpa_hold_seconds
+
+#: the default of ``spec.budgetUtilization``: spend what an HPA at this target would
+DEFAULT_BUDGET_UTILIZATION = 0.6
+#: exponential memory of the contenders' tallies, seconds of event time
+MEMORY_SECONDS = 10 * 86_400.0
+#: another contender takes over only after leaving at most (1 - this) of the acting one's
+#: unserved load in memory
+SWITCH_MARGIN = 0.2
+#: the family: (utilisation, forecast band margin or None, scale-down window factor)
+FAMILY = tuple(
+    (u, m, h)
+    for u in (0.5, 0.6, 0.7, 0.8, 0.9, 1.0)
+    for m in (None, 0.0, 0.5, 1.0)
+    for h in (0.4, 1.0, 2.4)
+)
+#: the contender that acts until another has shown it does better: the forecast's
+#: upper bound at ``capacityPerReplica`` (utilisation 100 %), and never less than the
+#: load observed needs
+FIRST = (1.0, 1.0, 1.0)
+#: the shadow HPA sweep: plain HPAs at the sweep's targets, the HPA's own window
+SWEEP = tuple((u, None, 1.0) for u in HPA_SWEEP)
+
+
+def _name(u: float, m: float | None, h: float) -> str:
+    """A contender's name.
+
+    >>> _name(0.6, None, 1.0), _name(0.8, 0.5, 2.4)
+    ('hpa@60%', 'hpa@80%+forecast(band x0.5), window x2.4')
+    """
+    out = f"hpa@{u:.0%}"
+    if m is not None:
+        out += f"+forecast(band x{m:g})"
+    if h != 1.0:
+        out += f", window x{h:g}"
+    return out
+
+
+@dataclass(slots=True)
+class Adaptive:
+    """Per-target learned state: the contenders, their tallies, the acting one.
+
+    Mutable and picklable; :func:`scaler.policy.decide` owns it through
+    ``PolicyState.adaptive`` and calls :meth:`learn` once per observed window.
+    """
+
+    budget_utilization: float
+    contenders: list[Contender]
+    windows: list[float] = field(default_factory=list)  # scale-down window factor per contender
+    sweep: list[int] = field(default_factory=list)  # indices of the HPA sweep
+    acting: int = 0
+    #: the acting side as decided (after every stage), simulated with the same start-up
+    follower: Follower = field(default_factory=Follower)
+    last_ts: float | None = None
+    started: float | None = None
+
+    @classmethod
+    def start(cls, budget_utilization: float = DEFAULT_BUDGET_UTILIZATION) -> Adaptive:
+        specs: list[tuple[float, float | None, float]] = list(SWEEP)
+        specs += [f for f in FAMILY if f not in specs]
+        a = cls(budget_utilization, [Contender(_name(*f), f[0], f[1]) for f in specs],
+                [f[2] for f in specs], list(range(len(SWEEP))))
+        a.acting = specs.index(FIRST)
+        return a
+
+    def reference(self) -> int:
+        """Index of the plain HPA at the budget utilisation (nearest sweep target)."""
+        return min(self.sweep, key=lambda i: abs(self.contenders[i].utilisation
+                                                  - self.budget_utilization))
+
+    def acting_contender(self) -> Contender:
+        return self.contenders[self.acting]
+
+    def learn(self, ts: float, load: float, window: float, capacity: float, lead: float,
+              lo: int, hi: int, forecast: Sequence[ForecastPoint] | None,
+              current: int | None = None, tolerance: float = 0.1) -> bool:
+        """Step every contender through window ``[ts, ts + window)``, once per window.
+
+        ``forecast`` is the trusted forecast over the lead window (None when
+        it cannot be trusted: contenders then act as plain HPAs). Returns
+        False (and learns nothing) for a window already learnt.
+        """
+        if self.last_ts is not None and ts <= self.last_ts:
+            return False
+        self.last_ts = ts
+        if self.started is None:
+            self.started = ts
+        decay = math.exp(-window / MEMORY_SECONDS)
+        hold = hpa_hold_seconds(window)
+        self.follower.account(ts, load, window, capacity, lead,
+                              current if current is not None else max(lo, min(hi, 1)), decay)
+        for c, h in zip(self.contenders, self.windows, strict=True):
+            c.step(ts, load, window, capacity, lead, lo, hi, h * hold,
+                   forecast if c.margin is not None else None, decay, tolerance)
+        self.acting = self.choose()
+        return True
+
+    def recommend(self, load: float, current: int, capacity: float, tolerance: float,
+                  forecast: Sequence[ForecastPoint] | None) -> tuple[int, str]:
+        """The acting contender's raw (count, why) for the real target at ``current`` replicas.
+
+        Its rule applied to the target as it is (its own simulated cluster may
+        differ); before any scale-down window (:meth:`hold_seconds`) and
+        min/max, which the policy's later stages apply. why: "load",
+        "forecast" or "tolerance".
+        """
+        c = self.acting_contender()
+        return c.recommend(load, current, current, capacity, tolerance,
+                           forecast if c.margin is not None else None)
+
+    def hold_seconds(self, window: float) -> float:
+        """The acting contender's scale-down window for decisions every ``window`` seconds."""
+        return self.windows[self.acting] * hpa_hold_seconds(window)
+
+    def exchange_rate(self) -> float:
+        """Unserved load-seconds the HPA sweep saves per replica-second, from the budget.
+
+        The steepest chord of the recent sweep curve from the plain HPA at the
+        budget utilisation to a dearer HPA (0 when no dearer one serves more).
+        """
+        ref = self.contenders[self.reference()].recent
+        rate = 0.0
+        for i in self.sweep:
+            r = self.contenders[i].recent
+            if r.replica_seconds > ref.replica_seconds:
+                rate = max(rate, (ref.unserved - r.unserved)
+                           / (r.replica_seconds - ref.replica_seconds))
+        return rate
+
+    def choose(self) -> int:
+        """The contender with the least recent unserved load plus cost, priced as the HPA does.
+
+        Cost is priced at the HPA sweep's own exchange rate at the budget
+        utilisation, so the plain HPA there is the best of the sweep, and a
+        contender beats it only by lying below the HPA's curve. Nothing dearer
+        than the HPA at 40 % qualifies. The acting contender keeps acting
+        unless another is better by ``SWITCH_MARGIN`` of the reference's
+        unserved load (so noise does not make it switch).
+        """
+        if not any(c.recent.unserved > 0 for c in self.contenders):
+            return self.acting  # no evidence yet that any does better
+        ref = self.reference()
+        budget = self.contenders[self.sweep[0]].recent.replica_seconds * (1 + 1e-9)
+        rate = self.exchange_rate()
+
+        def score(i: int) -> float:
+            r = self.contenders[i].recent
+            return r.unserved + rate * r.replica_seconds
+
+        cur = self.acting
+        if self.contenders[cur].recent.replica_seconds > budget:
+            cur = ref
+        best = min((i for i, c in enumerate(self.contenders)
+                    if c.recent.replica_seconds <= budget), key=score, default=ref)
+        margin = SWITCH_MARGIN * self.contenders[ref].recent.unserved
+        if score(best) < score(cur) - margin:
+            return best
+        return cur
+
+    def comparison(self, recent: bool = False) -> dict[str, float]:
+        """The acting side against the shadow HPA sweep, in the series' unit.
+
+        ``unserved`` is load-seconds left unserved, ``replica_seconds`` the
+        provisioned replicas x seconds; ``hpa_*`` are the HPA at 100 %, and
+        ``hpa_equal_cost_unserved`` the sweep interpolated at the acting
+        side's replica-seconds (its dearest point, 40 %, when dearer still).
+        """
+        total, rec = self.follower.tallies()
+        mine = rec if recent else total
+        hpa = self._tally(self.sweep[-1], recent)
+        eq, _ = equal_cost(self.sweep_curve(recent), mine.replica_seconds)
+        return {
+            "unserved": mine.unserved,
+            "hpa_unserved": hpa.unserved,
+            "hpa_equal_cost_unserved": eq,
+            "underprovisioned_seconds": mine.under_seconds,
+            "hpa_underprovisioned_seconds": hpa.under_seconds,
+            "replica_seconds": mine.replica_seconds,
+            "hpa_replica_seconds": hpa.replica_seconds,
+            "load_seconds": mine.load_seconds,
+        }
+
+    def _tally(self, i: int, recent: bool) -> Tally:
+        c = self.contenders[i]
+        return c.recent if recent else c.total
+
+    def sweep_curve(self, recent: bool = False) -> list[tuple[float, float]]:
+        """(replica-seconds, unserved) of the HPA sweep: total or recent."""
+        return [
+            ((t := (self.contenders[i].recent if recent else self.contenders[i].total))
+             .replica_seconds, t.unserved)
+            for i in self.sweep
+        ]
+
+    def equal_cost_unserved(self, replica_seconds: float) -> tuple[float, bool]:
+        return equal_cost(self.sweep_curve(), replica_seconds)
