@@ -112,7 +112,7 @@ import math
 from dataclasses import dataclass, field, replace
 
 from detectors.forecast import Forecast, ForecastPoint
-from scaler.decision import FALLBACK_REASONS, Decision, Reason
+from scaler.decision import FALLBACK_REASONS, Decision, Direction, Reason
 from scaler.spec import ScalerSpec, ScalingRules
 
 #: a forecast older than this many of its steps is stale (unless the spec says)
@@ -326,17 +326,18 @@ def decide(
     period = max((p.period_seconds for p in up.policies + down.policies), default=0)
     events = tuple((t, c) for t, c in state.scale_events if t > now - period)
     desired = stabilized
+    limited: Direction | None = None
     if desired > current:
         limit = _up_limit(current, events, now, up)
         if desired > limit:
             desired = limit
-            reason = Reason.RATE_LIMITED
+            reason, limited = Reason.RATE_LIMITED, Direction.UP
             message = f"{message}; scale-up limited to {limit} by behavior.scaleUp policies"
     elif desired < current:
         limit = _down_limit(current, events, now, down)
         if desired < limit:
             desired = limit
-            reason = Reason.RATE_LIMITED
+            reason, limited = Reason.RATE_LIMITED, Direction.DOWN
             message = f"{message}; scale-down limited to {limit} by behavior.scaleDown policies"
 
     # 4. min / max
@@ -358,6 +359,7 @@ def decide(
         observed=observed.value if observed is not None else None,
         mode=spec.mode,
         fallback=fallback,
+        limited=limited,
     )
     return decision, PolicyState(recommendations=recs, scale_events=events,
                                  expected=expected, surprise=surprise, held=held)
