@@ -9,6 +9,7 @@ import pytest
 from kube_emulator import wait_for
 from kube_fixtures import (
     CONTROLLER_UA,
+    LEASE_NS,
     conditions,
     controller_requests,
     create_scaler,
@@ -395,3 +396,36 @@ def test_new_leader_keeps_the_scale_down_window(emu, setup_api):
         assert (d.desired, d.applied) == (3, True)
     finally:
         op.stop()
+
+
+def test_new_leader_resyncs_every_target_and_reports_what_it_learnt_as_a_follower(emu, setup_api):
+    """Paths only ``resync`` runs, driven as ControllerLoop drives them (scaler.reconciling)."""
+    workload(setup_api, "Deployment", "shop", "fresh", 2)
+    create_scaler(setup_api, scaler_manifest("shop", "bad", target="fresh", minReplicas=9, maxReplicas=3))
+    create_scaler(setup_api, scaler_manifest("shop", "fresh"))
+    old_leader = LeaderElector(emu.api_client("foresight-controller/old"), identity="old",
+                               namespace=LEASE_NS, lease_duration=4, renew_deadline=3, retry_period=0.2)
+    old_leader.start()
+    wait_for(old_leader.is_leader)
+    op = operator(emu)
+    try:
+        op.start()  # the initial list, as a follower: both objects known, nothing written
+        assert set(op.specs) == {"shop/fresh"} and not op.is_leader()
+        old_leader.stop(release=True)
+        wait_for(op.is_leader)
+        assert get_scaler(setup_api, "shop", "bad").get("status") is None
+        assert events(setup_api, "shop", "bad") == []
+        t = now()
+        assert [d.target for d in op.resync(t, 3600)] == ["shop/fresh"]
+        assert conditions(get_scaler(setup_api, "shop", "bad"))["Ready"] == ("False", "InvalidSpec")
+        assert events(setup_api, "shop", "bad") == [("Warning", "InvalidSpec")]
+        assert op.resync(t + 1, 3600) == [], "reconciled a second ago: not due"
+
+        # the Lease is lost and won again: the next resync refreshes every target, due or not
+        op.elector.release()
+        [again] = wait_for(lambda: op.resync(t + 2, 3600))
+        assert again.target == "shop/fresh"
+        assert events(setup_api, "shop", "bad") == [("Warning", "InvalidSpec")], "reported once"
+    finally:
+        op.stop()
+        old_leader.stop()
