@@ -24,6 +24,13 @@ class Reason(StrEnum):
     CONFLICT = "ConflictingAutoscaler"  # another autoscaler owns the target: nothing done
 
 
+class Direction(StrEnum):
+    """Which way a rate policy capped the count (recorded with ``Reason.RATE_LIMITED``)."""
+
+    UP = "Up"
+    DOWN = "Down"
+
+
 #: reasons under which a scale-down is never allowed (safety rule)
 FALLBACK_REASONS = frozenset(
     {Reason.STALE_FORECAST, Reason.NO_FORECAST, Reason.COLD_FORECAST, Reason.ANOMALOUS_SERIES}
@@ -54,3 +61,6 @@ class Decision:
     #: why the forecast could not be used (one of ``FALLBACK_REASONS``), else None;
     #: ``reason`` may say something else (e.g. ``ReactiveFloor``) on the same path
     fallback: Reason | None = None
+    #: the direction a ``behavior`` rate policy capped (set with ``Reason.RATE_LIMITED``);
+    #: it stays set if min/max then bounds the count, so ``reason`` decides what it means
+    limited: Direction | None = None

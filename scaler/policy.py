@@ -71,7 +71,7 @@ from dataclasses import dataclass, field, replace
 
 from detectors.forecast import Forecast, ForecastPoint
 from scaler.adaptive import Adaptive
-from scaler.decision import FALLBACK_REASONS, Decision, Reason
+from scaler.decision import FALLBACK_REASONS, Decision, Direction, Reason
 from scaler.shadow import need
 from scaler.spec import ScalerSpec, ScalingRules
 
@@ -162,7 +162,7 @@ def decide(
     # the acting contender's own scale-down window, when longer than the spec's
     hold = adaptive.hold_seconds(forecast.step) if fallback is None and forecast else 0.0
     stage, recs = stabilize(spec, state.recommendations, stage, current, now, hold)
-    stage, events = rate_limit(spec, state.scale_events, stage, current, now)
+    stage, events, limited = rate_limit(spec, state.scale_events, stage, current, now)
     desired, reason, message = bound(spec, stage)
     if forecast is not None:
         adaptive.follower.follow(now, desired, forecast.step)
@@ -177,6 +177,7 @@ def decide(
         observed=observed.value if observed is not None else None,
         mode=spec.mode,
         fallback=fallback,
+        limited=limited if reason is Reason.RATE_LIMITED else None,
     )
     return decision, PolicyState(recommendations=recs, scale_events=events, adaptive=adaptive)
 
@@ -350,23 +351,25 @@ def rate_limit(
     stage: Stage,
     current: int,
     now: float,
-) -> tuple[Stage, tuple[tuple[float, int], ...]]:
-    """The ``behavior`` rate policies; returns the stage and the events to keep."""
+) -> tuple[Stage, tuple[tuple[float, int], ...], Direction | None]:
+    """The ``behavior`` rate policies; returns the stage, the events to keep, and the
+    direction a policy capped (None when none did)."""
     desired, reason, message = stage
     up, down = spec.scale_up, spec.scale_down
     period = max((p.period_seconds for p in up.policies + down.policies), default=0)
     events = tuple((t, c) for t, c in scale_events if t > now - period)
+    limited: Direction | None = None
     if desired > current:
         limit = _up_limit(current, events, now, up)
         if desired > limit:
-            desired, reason = limit, Reason.RATE_LIMITED
+            desired, reason, limited = limit, Reason.RATE_LIMITED, Direction.UP
             message = f"{message}; scale-up limited to {limit} by behavior.scaleUp policies"
     elif desired < current:
         limit = _down_limit(current, events, now, down)
         if desired < limit:
-            desired, reason = limit, Reason.RATE_LIMITED
+            desired, reason, limited = limit, Reason.RATE_LIMITED, Direction.DOWN
             message = f"{message}; scale-down limited to {limit} by behavior.scaleDown policies"
-    return (desired, reason, message), events
+    return (desired, reason, message), events, limited
 
 
 def bound(spec: ScalerSpec, stage: Stage) -> Stage:

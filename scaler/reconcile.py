@@ -106,3 +106,16 @@ class Reconciler:
 
     def reconcile_all(self, now: float) -> list[Decision]:
         return [self.reconcile(s, now) for s in list(self.specs.values())]
+
+    def resync(self, now: float, period: float) -> list[Decision]:
+        """Reconcile every target without a decision in the last ``period`` seconds."""
+        due = [s for s in list(self.specs.values())
+               if (last := self.last.get(s.key)) is None or now - last.ts >= period]
+        return [self.reconcile(s, now) for s in due]
+
+    def remember(self, key: str, replicas: int, ts: float) -> None:
+        """Start a target's policy memory from a recorded count, if it has none yet
+        (after a restart or fail-over, so a scale-down window still holds)."""
+        state = self.states.get(key)
+        if state is not None and not state.recommendations:
+            self.states[key] = replace(state, recommendations=((ts, replicas),))

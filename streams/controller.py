@@ -25,6 +25,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from scaler.decision import Decision
 from scaler.policy import Observation
 from scaler.reconcile import Reconciler
+from scaler.reconciling import Reconciling
 from scaler.simulated import SimulatedCluster
 from scaler.spec import load_specs
 from streams import records
@@ -44,7 +45,7 @@ class ControllerLoop:
     def __init__(
         self,
         settings: Settings,
-        reconciler: Reconciler,
+        reconciler: Reconciling,
         from_beginning: bool = True,
         on_forecast: Callable[[records.ForecastMessage, float], None] | None = None,
     ) -> None:
@@ -144,10 +145,7 @@ class ControllerLoop:
         if low == -math.inf or low - self._last_sweep < step:
             return
         self._last_sweep = low
-        for spec in list(self.reconciler.specs.values()):
-            last = self.reconciler.last.get(spec.key)
-            if last is None or low - last.ts >= step:
-                self.reconciler.reconcile(spec, low)
+        self.reconciler.resync(low, step)
 
     async def _publish(self, producer: AIOKafkaProducer) -> None:
         if not self._pending:
@@ -169,11 +167,15 @@ def run_controller(settings: Settings, kube: bool = False, namespaces: list[str]
 
     topics = Topics.from_settings(settings)
     ensure_topics(settings.broker, topics.all(), settings.partitions)
+    closer: Callable[[], None] | None = None
     if kube:
-        from streams.kube_wiring import build_kube_reconciler
+        from scaler.kube.config import start_operator
 
-        reconciler, on_forecast, closer = build_kube_reconciler(settings, namespaces)
-        loop = ControllerLoop(settings, reconciler, from_beginning=False, on_forecast=on_forecast)
+        op = start_operator(namespaces=namespaces, lease_namespace=settings.lease_namespace,
+                            health_port=settings.health_port or None, health_host=settings.health_host,
+                            mode_override=settings.mode or None)
+        loop = ControllerLoop(settings, op, from_beginning=False)
+        closer = op.stop
     else:
         if not settings.scalers:
             raise SystemExit("foresight scaler: --scalers FILE (PredictiveScaler YAML) or --kube is required")
@@ -187,7 +189,6 @@ def run_controller(settings: Settings, kube: bool = False, namespaces: list[str]
             cluster.add_target(s.key, s.min_replicas)
         reconciler = Reconciler(cluster, specs)
         loop = ControllerLoop(settings, reconciler, from_beginning=True)
-        closer = None
 
     async def main() -> None:
         ev = asyncio.get_running_loop()

@@ -13,7 +13,7 @@ status flips):
   ``TooFewReplicas``, ``ScaleUpLimit``, ``ScaleDownLimit``; else
   ``DesiredWithinRange``).
 
->>> c = [condition("Ready", True, "Reconciled", "ok")]
+>>> c = [condition("Ready", True, KubeReason.RECONCILED, "ok")]
 >>> merged = merge_conditions([], c, "2026-01-01T00:00:00Z")
 >>> merged[0]["lastTransitionTime"]
 '2026-01-01T00:00:00Z'
@@ -28,12 +28,36 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
 from datetime import UTC, datetime
+from enum import StrEnum
 from typing import Any
 
-from scaler.decision import Decision, Reason
+from scaler.decision import Decision, Direction, Reason
 from scaler.spec import ScalerSpec
 
 CONDITION_TYPES = ("Ready", "ForecastAvailable", "ScalingActive", "ScalingLimited")
+
+
+class KubeReason(StrEnum):
+    """Reasons the operator writes to conditions and Events besides the policy's ``Reason``
+    (countable, stable names; the HPA's where it has one)."""
+
+    FAILED_GET_SCALE = "FailedGetScale"  # the target's scale subresource was not found
+    FAILED_RESCALE = "FailedRescale"  # an API error while reading or patching the scale
+    SUCCESSFUL_RESCALE = "SuccessfulRescale"  # Event: the count was changed
+    WOULD_RESCALE = "WouldRescale"  # Event: ForecastOnly would change the count
+    RECONCILED = "Reconciled"  # Ready: spec valid, target found, nobody else owns it
+    VALID_FORECAST = "ValidForecast"  # ForecastAvailable: a usable forecast
+    ACTIVE = "Active"  # ScalingActive: the controller patches the target
+    FORECAST_ONLY = "ForecastOnly"  # ScalingActive False: dry run
+    TOO_MANY_REPLICAS = "TooManyReplicas"  # ScalingLimited: capped at maxReplicas
+    TOO_FEW_REPLICAS = "TooFewReplicas"  # ScalingLimited: raised to minReplicas
+    SCALE_UP_LIMIT = "ScaleUpLimit"  # ScalingLimited: behavior.scaleUp rate policy
+    SCALE_DOWN_LIMIT = "ScaleDownLimit"  # ScalingLimited: behavior.scaleDown rate policy
+    DESIRED_WITHIN_RANGE = "DesiredWithinRange"  # ScalingLimited False
+
+
+#: reasons of the problems that stop a target (Ready False)
+ProblemReason = Reason | KubeReason
 
 
 def rfc3339(ts: float) -> str:
@@ -50,7 +74,7 @@ def condition(type_: str, status: bool | None, reason: str, message: str) -> dic
     return {
         "type": type_,
         "status": "Unknown" if status is None else ("True" if status else "False"),
-        "reason": reason,
+        "reason": str(reason),
         "message": message,
     }
 
@@ -86,15 +110,20 @@ def limited_condition(decision: Decision, spec: ScalerSpec) -> dict[str, str]:
     >>> d = Decision("default/w", 0, 3, 5, Reason.BOUNDED, "bounded to maxReplicas 5")
     >>> limited_condition(d, spec)["reason"]
     'TooManyReplicas'
+    >>> d = Decision("default/w", 0, 3, 4, Reason.RATE_LIMITED, "limited", limited=Direction.UP)
+    >>> limited_condition(d, spec)["reason"]
+    'ScaleUpLimit'
     """
     if decision.reason == Reason.BOUNDED:
-        reason = "TooManyReplicas" if decision.desired >= spec.max_replicas else "TooFewReplicas"
+        k = KubeReason
+        reason = k.TOO_MANY_REPLICAS if decision.desired >= spec.max_replicas else k.TOO_FEW_REPLICAS
         return condition("ScalingLimited", True, reason, decision.message)
     if decision.reason == Reason.RATE_LIMITED:
-        reason = "ScaleUpLimit" if decision.desired > decision.current else "ScaleDownLimit"
+        up = decision.limited == Direction.UP
+        reason = KubeReason.SCALE_UP_LIMIT if up else KubeReason.SCALE_DOWN_LIMIT
         return condition("ScalingLimited", True, reason, decision.message)
     return condition(
-        "ScalingLimited", False, "DesiredWithinRange",
+        "ScalingLimited", False, KubeReason.DESIRED_WITHIN_RANGE,
         "the desired count is within the acceptable range",
     )
 
@@ -103,11 +132,11 @@ def forecast_condition(decision: Decision, fallback: Reason | None) -> dict[str,
     """``ForecastAvailable``: True with the peak, or False naming the fallback."""
     if decision.forecast_peak is not None:
         return condition(
-            "ForecastAvailable", True, "ValidForecast",
+            "ForecastAvailable", True, KubeReason.VALID_FORECAST,
             f"forecast peak {decision.forecast_peak:.4g} within the lead time",
         )
     reason = fallback or Reason.NO_FORECAST
-    return condition("ForecastAvailable", False, reason.value, decision.message)
+    return condition("ForecastAvailable", False, reason, decision.message)
 
 
 def decision_status(
@@ -134,16 +163,16 @@ def decision_status(
         fields["lastScaleTime"] = last_scale_time
     if spec.mode == "Active":
         active = condition(
-            "ScalingActive", True, "Active",
+            "ScalingActive", True, KubeReason.ACTIVE,
             f"the controller sets the replicas of {spec.target.kind} {spec.target.name}",
         )
     else:
         active = condition(
-            "ScalingActive", False, "ForecastOnly",
+            "ScalingActive", False, KubeReason.FORECAST_ONLY,
             "mode is ForecastOnly: decisions are recorded, the target is never patched",
         )
     conditions = [
-        condition("Ready", True, "Reconciled", f"reconciled {spec.target.kind} {spec.target.name}"),
+        condition("Ready", True, KubeReason.RECONCILED, f"reconciled {spec.target.kind} {spec.target.name}"),
         forecast_condition(decision, fallback),
         active,
         limited_condition(decision, spec),
@@ -151,7 +180,7 @@ def decision_status(
     return fields, conditions
 
 
-def problem_status(reason: str, message: str) -> list[dict[str, str]]:
+def problem_status(reason: ProblemReason, message: str) -> list[dict[str, str]]:
     """Conditions when nothing can be done (invalid spec, missing target, conflict)."""
     return [
         condition("Ready", False, reason, message),

@@ -11,8 +11,10 @@ from kube_emulator import EmulatorThread
 from kubernetes import client
 
 from detectors.forecast import Forecast, ForecastPoint
+from scaler.decision import Decision
 from scaler.kube import GROUP, PLURAL, VERSION, Operator
 from scaler.policy import Observation
+from scaler.reconciling import Reconciling
 
 CONTROLLER_UA = "foresight-controller/test"
 LEASE_NS = "foresight-system"
@@ -102,11 +104,16 @@ def operator(emu: EmulatorThread, *, ua: str = CONTROLLER_UA, sink: list | None 
         watch_timeout=2,
         request_timeout=5.0,
         conflict_ttl=0.0,
-        resync_seconds=30.0,
-        decision_sink=(sink.append if sink is not None else None),
+        on_decision=(sink.append if sink is not None else None),
     )
     options.update(kw)
     return Operator(api, **options)
+
+
+def drive(op: Reconciling, f: Forecast, obs: Observation | None, now: float) -> list[Decision]:
+    """One forecast read from Kafka, as ``streams.controller.ControllerLoop`` hands it over."""
+    op.observe(f, obs)
+    return op.reconcile_series(f.series, now)
 
 
 def controller_requests(emu: EmulatorThread, ua: str = CONTROLLER_UA) -> list[tuple[str, str, dict[str, str]]]:

@@ -9,9 +9,11 @@ import pytest
 from kube_emulator import wait_for
 from kube_fixtures import (
     CONTROLLER_UA,
+    LEASE_NS,
     conditions,
     controller_requests,
     create_scaler,
+    drive,
     events,
     forecast,
     get_scaler,
@@ -42,7 +44,7 @@ def test_cr_created_scales_target_writes_status_and_event(emu, setup_api):
     try:
         wait_for(op.is_leader)
         create_scaler(setup_api, scaler_manifest("shop", "checkout"))
-        wait_for(lambda: "shop/checkout" in op.reconciler.specs)
+        wait_for(lambda: "shop/checkout" in op.specs)
         # no forecast yet: the count holds, the fallback is a condition and an Event
         wait_for(lambda: conditions(get_scaler(setup_api, "shop", "checkout")).get("ForecastAvailable")
                  == ("False", "NoForecast"))
@@ -50,7 +52,7 @@ def test_cr_created_scales_target_writes_status_and_event(emu, setup_api):
         assert replicas(setup_api, "Deployment", "shop", "checkout") == 2
 
         t = now()
-        [d] = op.handle_forecast(forecast("checkout/requests", t, 950), observation(t, 480), t)
+        [d] = drive(op, forecast("checkout/requests", t, 950), observation(t, 480), t)
         assert (d.current, d.desired, d.applied, d.reason) == (2, 10, True, Reason.FORECAST_PEAK)
         assert replicas(setup_api, "Deployment", "shop", "checkout") == 10
         status = get_scaler(setup_api, "shop", "checkout")["status"]
@@ -67,7 +69,7 @@ def test_cr_created_scales_target_writes_status_and_event(emu, setup_api):
         assert sink and sink[-1] == d
 
         # the same forecast again: the count does not change, so nothing is patched
-        [d2] = op.handle_forecast(forecast("checkout/requests", t + 10, 950), observation(t + 10, 480), t + 10)
+        [d2] = drive(op, forecast("checkout/requests", t + 10, 950), observation(t + 10, 480), t + 10)
         assert (d2.desired, d2.applied) == (10, False)
         assert len(_scale_patches(emu)) == 1
     finally:
@@ -81,10 +83,10 @@ def test_forecast_only_never_patches_then_switch_to_active(emu, setup_api):
     try:
         wait_for(op.is_leader)
         create_scaler(setup_api, scaler_manifest("shop", "cart", mode="ForecastOnly"))
-        wait_for(lambda: "shop/cart" in op.reconciler.specs)
+        wait_for(lambda: "shop/cart" in op.specs)
         t = now()
         for i in range(3):
-            [d] = op.handle_forecast(forecast("cart/requests", t + i, 1450), observation(t + i, 300), t + i)
+            [d] = drive(op, forecast("cart/requests", t + i, 1450), observation(t + i, 300), t + i)
             assert (d.current, d.desired, d.applied, d.mode) == (3, 15, False, "ForecastOnly")
         assert replicas(setup_api, "Deployment", "shop", "cart") == 3
         assert _scale_patches(emu) == []
@@ -120,12 +122,12 @@ def test_conflicting_hpa_or_scaledobject_blocks_scaling(emu, setup_api):
         wait_for(op.is_leader)
         create_scaler(setup_api, scaler_manifest("shop", "search"))
         create_scaler(setup_api, scaler_manifest("shop", "queue", kind="StatefulSet"))
-        wait_for(lambda: {"shop/search", "shop/queue"} <= set(op.reconciler.specs))
+        wait_for(lambda: {"shop/search", "shop/queue"} <= set(op.specs))
         t = now()
-        [d] = op.handle_forecast(forecast("search/requests", t, 1950), observation(t, 400), t)
+        [d] = drive(op, forecast("search/requests", t, 1950), observation(t, 400), t)
         assert (d.reason, d.desired, d.current, d.applied) == (Reason.CONFLICT, 4, 4, False)
         assert "HorizontalPodAutoscaler shop/search" in d.message
-        [d] = op.handle_forecast(forecast("queue/requests", t, 1950), observation(t, 400), t)
+        [d] = drive(op, forecast("queue/requests", t, 1950), observation(t, 400), t)
         assert d.reason == Reason.CONFLICT and "ScaledObject shop/queue" in d.message
         assert _scale_patches(emu) == []
         assert replicas(setup_api, "Deployment", "shop", "search") == 4
@@ -137,7 +139,7 @@ def test_conflicting_hpa_or_scaledobject_blocks_scaling(emu, setup_api):
 
         # the HPA goes away: the next reconcile scales
         custom.delete_namespaced_custom_object("autoscaling", "v2", "shop", "horizontalpodautoscalers", "search")
-        [d] = op.handle_forecast(forecast("search/requests", t + 10, 1950), observation(t + 10, 400), t + 10)
+        [d] = drive(op, forecast("search/requests", t + 10, 1950), observation(t + 10, 400), t + 10)
         assert (d.reason, d.desired, d.applied) == (Reason.FORECAST_PEAK, 20, True)
         assert conditions(get_scaler(setup_api, "shop", "search"))["Ready"] == ("True", "Reconciled")
     finally:
@@ -168,12 +170,12 @@ def test_invalid_specs_and_missing_target_are_conditions_and_events(emu, setup_a
 
         # the controller keeps working for the valid one
         t = now()
-        [d] = op.handle_forecast(forecast("ok/requests", t, 450), observation(t, 100), t)
+        [d] = drive(op, forecast("ok/requests", t, 450), observation(t, 100), t)
         assert (d.desired, d.applied) == (5, True)
 
         # the missing Deployment appears: the next resync picks it up
         workload(setup_api, "Deployment", "shop", "ghost", 2)
-        decisions = op.resync(t + 3600)
+        decisions = op.resync(t + 3600, 30)
         assert "shop/ghost" in {x.target for x in decisions}
         assert conditions(get_scaler(setup_api, "shop", "ghost"))["Ready"] == ("True", "Reconciled")
     finally:
@@ -185,10 +187,10 @@ def test_watch_dropped_mid_stream_resumes_and_410_relists(emu, setup_api):
     op.start()
     try:
         create_scaler(setup_api, scaler_manifest("shop", "a"))
-        wait_for(lambda: "shop/a" in op.reconciler.specs)
+        wait_for(lambda: "shop/a" in op.specs)
         emu.call(emu.emulator.drop_watches)
         create_scaler(setup_api, scaler_manifest("shop", "b"))
-        wait_for(lambda: "shop/b" in op.reconciler.specs)
+        wait_for(lambda: "shop/b" in op.specs)
 
         def watch_and_list():
             reqs = [(p, q) for m, p, q in controller_requests(emu) if m == "GET" and p.endswith(PLURAL)]
@@ -205,10 +207,10 @@ def test_watch_dropped_mid_stream_resumes_and_410_relists(emu, setup_api):
         create_scaler(setup_api, scaler_manifest("shop", "c"))
         emu.call(emu.emulator.compact)
         emu.call(emu.emulator.pause_watches, False)
-        wait_for(lambda: "shop/c" in op.reconciler.specs)
-        wait_for(lambda: "shop/a" not in op.reconciler.specs)
+        wait_for(lambda: "shop/c" in op.specs)
+        wait_for(lambda: "shop/a" not in op.specs)
         assert len(watch_and_list()[1]) == 2
-        assert set(op.reconciler.specs) == {"shop/b", "shop/c"}
+        assert set(op.specs) == {"shop/b", "shop/c"}
     finally:
         op.stop()
 
@@ -224,7 +226,7 @@ def test_conflict_on_status_update_is_retried(emu, setup_api):
         emu.call(emu.emulator.interfere,
                  lambda r: r.method.value == "PATCH" and r.subresource == "status" and r.name == "pay")
         t = now()
-        [d] = op.handle_forecast(forecast("pay/requests", t, 650), observation(t, 100), t)
+        [d] = drive(op, forecast("pay/requests", t, 650), observation(t, 100), t)
         obj = get_scaler(setup_api, "shop", "pay")
         assert obj["status"]["desiredReplicas"] == d.desired == 7
         assert obj["metadata"]["annotations"]["emulator/interference"]
@@ -249,11 +251,11 @@ def test_two_controllers_one_lease_only_leader_patches(emu, setup_api):
     wait_for(a.is_leader)
     b.start()
     try:
-        wait_for(lambda: "shop/api" in b.reconciler.specs)
+        wait_for(lambda: "shop/api" in b.specs)
         wait_for(lambda: b.elector.holder == a.identity)
         t = now()
-        assert b.handle_forecast(forecast("api/requests", t, 650), observation(t, 100), t) == []
-        [d] = a.handle_forecast(forecast("api/requests", t, 650), observation(t, 100), t)
+        assert drive(b, forecast("api/requests", t, 650), observation(t, 100), t) == []
+        [d] = drive(a, forecast("api/requests", t, 650), observation(t, 100), t)
         assert d.applied and replicas(setup_api, "Deployment", "shop", "api") == 7
         writes_b = [(m, p) for m, p, _ in controller_requests(emu, ua_b)
                     if m in ("PATCH", "POST", "PUT") and "/leases" not in p]
@@ -263,9 +265,9 @@ def test_two_controllers_one_lease_only_leader_patches(emu, setup_api):
         a.stop()  # releases the Lease
         wait_for(b.is_leader)
         t += 60
-        [d] = b.handle_forecast(forecast("api/requests", t, 1150), observation(t, 100), t)
+        [d] = drive(b, forecast("api/requests", t, 1150), observation(t, 100), t)
         assert d.applied and replicas(setup_api, "Deployment", "shop", "api") == 12
-        assert a.handle_forecast(forecast("api/requests", t, 1950), observation(t, 100), t) == []
+        assert drive(a, forecast("api/requests", t, 1950), observation(t, 100), t) == []
     finally:
         a.stop()
         b.stop()
@@ -288,10 +290,10 @@ def test_follower_takes_over_when_the_leader_dies(emu, setup_api):
         b.stop()
 
 
-def test_reconciler_interface_resync_and_health_probes(emu, setup_api):
-    """What streams.controller.ControllerLoop calls, plus the controller's probes."""
+def test_reconciling_interface_resync_and_health_probes(emu, setup_api):
+    """What streams.controller.ControllerLoop calls (scaler.reconciling), plus the probes."""
     workload(setup_api, "Deployment", "shop", "feed", 2)
-    op = operator(emu, leader_election=False, health_port=0, health_host="127.0.0.1", resync_seconds=30)
+    op = operator(emu, leader_election=False, health_port=0, health_host="127.0.0.1")
     pending: list = []
     op.on_decision = pending.append
     op.start()
@@ -305,10 +307,11 @@ def test_reconciler_interface_resync_and_health_probes(emu, setup_api):
         op.observe(forecast("feed/requests", t, 650), observation(t, 100))
         [d] = op.reconcile_series("feed/requests", t)
         assert d.applied and op.last["shop/feed"] == d and pending[-1] == d
-        assert op.resync(t + 10) == [], "reconciled 10 s ago: not due"
-        [again] = op.resync(t + 31)
+        assert op.resync(t + 10, 30) == [], "reconciled 10 s ago: not due"
+        [again] = op.resync(t + 31, 30)
         assert again.target == "shop/feed"
-        assert op.reconcile(op.specs["shop/feed"], t + 32).target == "shop/feed"
+        [now_due] = op.resync(t + 32, 0)  # a period of 0: every target is due
+        assert now_due.target == "shop/feed"
     finally:
         op.stop()
     assert not op.healthy()
@@ -324,7 +327,7 @@ def test_mode_override_makes_every_scaler_a_dry_run(emu, setup_api):
         create_scaler(setup_api, scaler_manifest("shop", "promo", mode="Active"))
         wait_for(lambda: "shop/promo" in op.specs)
         t = now()
-        [d] = op.handle_forecast(forecast("promo/requests", t, 950), observation(t, 100), t)
+        [d] = drive(op, forecast("promo/requests", t, 950), observation(t, 100), t)
         assert (d.mode, d.desired, d.applied) == ("ForecastOnly", 10, False)
         assert _scale_patches(emu) == [] and replicas(setup_api, "Deployment", "shop", "promo") == 2
     finally:
@@ -343,7 +346,7 @@ def test_leader_that_cannot_renew_stops_acting(emu, setup_api):
         emu.call(lambda: emu.emulator[re.compile(r"/apis/coordination\.k8s\.io/.*")] << 503)
         wait_for(lambda: not op.is_leader(), timeout=10)
         t = now()
-        assert op.handle_forecast(forecast("mail/requests", t, 950), observation(t, 100), t) == []
+        assert drive(op, forecast("mail/requests", t, 950), observation(t, 100), t) == []
         assert _scale_patches(emu) == [] and replicas(setup_api, "Deployment", "shop", "mail") == 2
     finally:
         op.stop()
@@ -387,9 +390,42 @@ def test_new_leader_keeps_the_scale_down_window(emu, setup_api):
         old_leader.release()
         wait_for(op.is_leader)
         t = now()
-        [d] = op.handle_forecast(forecast("news/requests", t, 250), observation(t, 100), t)
+        [d] = drive(op, forecast("news/requests", t, 250), observation(t, 100), t)
         assert (d.desired, d.reason) == (10, Reason.SCALE_DOWN_STABILIZED)
-        [d] = op.handle_forecast(forecast("news/requests", t + 301, 250), observation(t + 301, 100), t + 301)
+        [d] = drive(op, forecast("news/requests", t + 301, 250), observation(t + 301, 100), t + 301)
         assert (d.desired, d.applied) == (3, True)
     finally:
         op.stop()
+
+
+def test_new_leader_resyncs_every_target_and_reports_what_it_learnt_as_a_follower(emu, setup_api):
+    """Paths only ``resync`` runs, driven as ControllerLoop drives them (scaler.reconciling)."""
+    workload(setup_api, "Deployment", "shop", "fresh", 2)
+    create_scaler(setup_api, scaler_manifest("shop", "bad", target="fresh", minReplicas=9, maxReplicas=3))
+    create_scaler(setup_api, scaler_manifest("shop", "fresh"))
+    old_leader = LeaderElector(emu.api_client("foresight-controller/old"), identity="old",
+                               namespace=LEASE_NS, lease_duration=4, renew_deadline=3, retry_period=0.2)
+    old_leader.start()
+    wait_for(old_leader.is_leader)
+    op = operator(emu)
+    try:
+        op.start()  # the initial list, as a follower: both objects known, nothing written
+        assert set(op.specs) == {"shop/fresh"} and not op.is_leader()
+        old_leader.stop(release=True)
+        wait_for(op.is_leader)
+        assert get_scaler(setup_api, "shop", "bad").get("status") is None
+        assert events(setup_api, "shop", "bad") == []
+        t = now()
+        assert [d.target for d in op.resync(t, 3600)] == ["shop/fresh"]
+        assert conditions(get_scaler(setup_api, "shop", "bad"))["Ready"] == ("False", "InvalidSpec")
+        assert events(setup_api, "shop", "bad") == [("Warning", "InvalidSpec")]
+        assert op.resync(t + 1, 3600) == [], "reconciled a second ago: not due"
+
+        # the Lease is lost and won again: the next resync refreshes every target, due or not
+        op.elector.release()
+        [again] = wait_for(lambda: op.resync(t + 2, 3600))
+        assert again.target == "shop/fresh"
+        assert events(setup_api, "shop", "bad") == [("Warning", "InvalidSpec")], "reported once"
+    finally:
+        op.stop()
+        old_leader.stop()

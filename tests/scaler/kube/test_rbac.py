@@ -12,6 +12,7 @@ import yaml
 from kube_emulator import SERVED, wait_for
 from kube_fixtures import (
     create_scaler,
+    drive,
     forecast,
     get_scaler,
     now,
@@ -145,7 +146,7 @@ def test_controller_tour_every_request_allowed_every_rule_used(emu, setup_api):
                  lambda r: r.method.value == "PATCH" and r.subresource == "status" and r.name == "web")
         t = now()
         for series in ("web/requests", "db/requests", "legacy/requests"):
-            a.handle_forecast(forecast(series, t, 900), observation(t, 100), t)
+            drive(a, forecast(series, t, 900), observation(t, 100), t)
         wait_for(lambda: b.elector.holder == a.identity)
         a.stop()  # release: update
         wait_for(b.is_leader)

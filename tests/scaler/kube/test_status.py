@@ -1,0 +1,46 @@
+"""Status conditions from real policy decisions (scaler/kube/status.py is pure)."""
+
+from __future__ import annotations
+
+from detectors.forecast import Forecast, ForecastPoint
+from scaler.decision import Direction, Reason
+from scaler.kube.status import KubeReason, decision_status, limited_condition, problem_status
+from scaler.policy import Observation, PolicyState, decide
+from scaler.spec import RatePolicy, ScalerSpec, ScalingRules, TargetRef
+
+
+def spec() -> ScalerSpec:
+    one_pod = (RatePolicy("Pods", 1, 60),)
+    return ScalerSpec("web", "web/rps", capacity_per_replica=100, min_replicas=1, max_replicas=50,
+                      lead_time_seconds=120, target=TargetRef("apps/v1", "Deployment", "web"),
+                      scale_up=ScalingRules(0, one_pod), scale_down=ScalingRules(0, one_pod))
+
+
+def flat(now: float, upper: float) -> Forecast:
+    return Forecast("web/rps", now, 60.0, tuple(ForecastPoint(now + 60 * i, upper, 0, upper)
+                                                 for i in range(1, 4)), 0.9, "m", True)
+
+
+def test_a_rate_limited_decision_says_which_way_and_status_follows_it():
+    now = 600.0
+    up, _ = decide(spec(), PolicyState(), flat(now, 1000), Observation(now, 500), 5, now)
+    assert (up.reason, up.limited, up.desired) == (Reason.RATE_LIMITED, Direction.UP, 6)
+    assert limited_condition(up, spec())["reason"] == KubeReason.SCALE_UP_LIMIT == "ScaleUpLimit"
+
+    down, _ = decide(spec(), PolicyState(), flat(now, 100), Observation(now, 100), 20, now)
+    assert (down.reason, down.limited, down.desired) == (Reason.RATE_LIMITED, Direction.DOWN, 19)
+    _, conditions = decision_status(down, spec(), None, last_scale_time=None, observed_generation=1)
+    limited = {c["type"]: c for c in conditions}["ScalingLimited"]
+    assert (limited["status"], limited["reason"]) == ("True", "ScaleDownLimit")
+
+    within, _ = decide(spec(), PolicyState(), flat(now, 550), Observation(now, 500), 6, now)
+    assert within.limited is None
+    assert limited_condition(within, spec())["reason"] == "DesiredWithinRange"
+
+
+def test_problem_reasons_come_from_the_fixed_vocabularies():
+    for reason in (Reason.INVALID_SPEC, Reason.CONFLICT, KubeReason.FAILED_GET_SCALE,
+                   KubeReason.FAILED_RESCALE):
+        ready, active = problem_status(reason, "why")
+        assert ready == {"type": "Ready", "status": "False", "reason": reason.value, "message": "why"}
+        assert type(ready["reason"]) is str and active["reason"] == reason.value
