@@ -128,7 +128,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                     pass
             return 0
         if args.command == "detect":
-            from streams.detect import detect_csv
+            from scaler.detect import detect_csv
 
             n = detect_csv(args.input, args.output)
             print(f"scored {n} rows -> {args.output}", file=sys.stderr)

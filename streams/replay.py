@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import csv
 import time
 from pathlib import Path
 
+from scaler.traces import read_trace
 from streams.admin import ensure_topics
 from streams.producer import AggregatingProducer
-from streams.records import InvalidRecord, parse_timestamp
 from streams.settings import Settings
 from streams.topics import Topics
 
@@ -18,8 +17,11 @@ def replay_csv(settings: Settings, path: str, series: str | None = None, speed: 
     """Send every row; ``speed`` > 0 paces rows by their timestamps. Returns rows sent.
 
     With ``kind="events"`` a row's value is a count of events at that time;
-    with ``kind="metrics"`` it is one sample. Unparseable rows are skipped.
+    with ``kind="metrics"`` it is one sample. The whole file is read and
+    checked (:func:`scaler.traces.read_trace`) before the broker is contacted:
+    a malformed file raises :class:`scaler.traces.TraceError` and sends nothing.
     """
+    ts_all, values, _ = read_trace(path)
     name = series or Path(path).stem
     topics = Topics.from_settings(settings)
     ensure_topics(settings.broker, topics.all(), settings.partitions)
@@ -27,13 +29,8 @@ def replay_csv(settings: Settings, path: str, series: str | None = None, speed: 
     t_wall0 = time.monotonic()
     t_ev0: float | None = None
     with AggregatingProducer(settings.broker, interval=min(1.0, settings.window_seconds),
-                             flush_every=0, settings=settings) as p, open(path, newline="") as fh:
-        for row in csv.DictReader(fh):
-            try:
-                ts = parse_timestamp(row["timestamp"].replace(" ", "T"))
-                value = float(row["value"])
-            except (KeyError, ValueError, InvalidRecord):
-                continue
+                             flush_every=0, settings=settings) as p:
+        for ts, value in zip(ts_all, values, strict=True):
             if speed > 0:
                 t_ev0 = ts if t_ev0 is None else t_ev0
                 delay = (ts - t_ev0) / speed - (time.monotonic() - t_wall0)
