@@ -228,6 +228,7 @@ async def _demo(settings: Settings, duration: float, speed: float, serve: bool, 
     scalers.write_text(yaml.safe_dump_all(scaler_manifests(settings.window_seconds), sort_keys=False))
     env = {
         **os.environ,
+        **settings.to_env(),  # every setting given to the demo reaches the worker and controller
         "FORESIGHT_BROKER": settings.broker,
         "FORESIGHT_WINDOW_SECONDS": str(settings.window_seconds),
         "FORESIGHT_PERIOD_STEPS": str(settings.period_steps),

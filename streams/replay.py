@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Sequence
 from pathlib import Path
 
 from scaler.traces import read_trace
@@ -14,15 +15,23 @@ from streams.topics import Topics
 
 def replay_csv(settings: Settings, path: str, series: str | None = None, speed: float = 0.0,
                kind: str = "metrics") -> int:
-    """Send every row; ``speed`` > 0 paces rows by their timestamps. Returns rows sent.
+    """Read a ``timestamp,value`` CSV and send it (:func:`send_trace`); returns rows sent.
 
-    With ``kind="events"`` a row's value is a count of events at that time;
-    with ``kind="metrics"`` it is one sample. The whole file is read and
-    checked (:func:`scaler.traces.read_trace`) before the broker is contacted:
-    a malformed file raises :class:`scaler.traces.TraceError` and sends nothing.
+    The whole file is read and checked (:func:`scaler.traces.read_trace`)
+    before the broker is contacted: a malformed file raises
+    :class:`scaler.traces.TraceError` and sends nothing.
     """
     ts_all, values, _ = read_trace(path)
-    name = series or Path(path).stem
+    return send_trace(settings, ts_all, values, series or Path(path).stem, speed, kind)
+
+
+def send_trace(settings: Settings, ts_all: Sequence[float], values: Sequence[float], name: str,
+               speed: float = 0.0, kind: str = "metrics") -> int:
+    """Send every point as series ``name``; ``speed`` > 0 paces them by their timestamps.
+
+    With ``kind="events"`` a value is a count of events at that time; with
+    ``kind="metrics"`` it is one sample. Returns the number of points sent.
+    """
     topics = Topics.from_settings(settings)
     ensure_topics(settings.broker, topics.all(), settings.partitions)
     sent = 0
