@@ -300,7 +300,14 @@ def _run(argv: list[str], ctx: dict[str, Any]) -> int:
     if argv and argv[0] == "backtest":  # its own parser lives with the simulator
         from scaler.backtest import main as backtest_main
 
-        return backtest_main([a for a in argv[1:] if a != "--debug"])
+        rest = [a for a in argv[1:] if a != "--debug"]
+        trace = _flag_value(rest, "--input")
+        if trace is not None:  # the trace is checked here, so a bad file is exit 2 like detect's
+            from scaler.traces import read_trace
+
+            _input_file(trace, "--input", "a timestamp,value CSV")
+            read_trace(trace)
+        return backtest_main(rest)
     args, extra = build_parser().parse_known_args(argv)
     ctx["command"] = args.command
     if extra:
@@ -352,6 +359,20 @@ def _run(argv: list[str], ctx: dict[str, Any]) -> int:
         return run_demo(settings, duration=args.duration, speed=args.speed, serve=args.serve,
                         quiet=args.quiet)
     raise UsageError(f"unknown command {args.command!r}")  # pragma: no cover - argparse checks
+
+
+def _flag_value(argv: list[str], flag: str) -> str | None:
+    """The value of ``flag`` in ``argv`` (``--flag V`` or ``--flag=V``), else None.
+
+    >>> _flag_value(["--x", "1", "--input", "a.csv"], "--input"), _flag_value(["--input=b"], "--input")
+    ('a.csv', 'b')
+    """
+    for i, a in enumerate(argv):
+        if a == flag and i + 1 < len(argv):
+            return argv[i + 1]
+        if a.startswith(flag + "="):
+            return a[len(flag) + 1:]
+    return None
 
 
 def _broker(args: argparse.Namespace) -> int:

@@ -182,3 +182,13 @@ def test_every_flag_has_help_and_shows_its_default():
     for command in ("produce", "detect"):
         text = run(command, "--help").stdout
         assert "timestamp,value" in text
+
+
+def test_backtest_rejects_a_bad_trace_like_detect(tmp_path):
+    src = tmp_path / "in.csv"
+    src.write_text("timestamp;value\n2025-03-02 10:00:00;5\n")
+    out = run("backtest", "--input", str(src), "--capacity-per-replica", "10")
+    assert out.returncode == 2
+    assert one_line(out).startswith(f"foresight backtest: {src}:1: fields are separated by semicolons")
+    out = run("backtest", "--input", "nope.csv", "--capacity-per-replica", "10")
+    assert out.returncode == 2 and "no such file" in one_line(out)
