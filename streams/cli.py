@@ -289,7 +289,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 130
     except Exception as exc:  # noqa: BLE001 - the one error path: one line, an exit code
         code, line = explain(exc, ctx.get("settings"))
-        if debug or (ctx.get("settings") is not None and ctx["settings"].log_level == "debug"):
+        if debug or (ctx.get("settings") is not None and ctx["settings"].log_level.lower() == "debug"):
             traceback.print_exc()
         prog = f"foresight {ctx['command']}" if ctx.get("command") else "foresight"
         print(f"{prog}: {line}", file=sys.stderr, flush=True)

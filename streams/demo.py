@@ -236,13 +236,17 @@ def sim_time(ts: float) -> str:
 
 
 def _progress(mon: Monitor, clock: Clock, speed: float) -> str:
-    """The live line: simulated clock, phase, what flowed, each target's replicas."""
+    """The live line: simulated clock, phase, what flowed (and how far the worker got), replicas."""
     c = mon.obs.counts
     if clock.live:
         phase = f"sim {sim_time(clock.sim)} live {speed:g}x"
     else:
         phase = f"sim {sim_time(clock.sim)} backfill (to {sim_time(clock.live_start)})"
-    parts = [phase, f"events {c['events']:,}", f"windows {c['points']:,}", f"forecasts {c['forecasts']:,}",
+    if mon.max_point_start < 0:
+        windows = "windows 0 (the worker is catching up)"
+    else:
+        windows = f"windows {c['points']:,} (latest {sim_time(mon.max_point_start)})"
+    parts = [phase, f"events {c['events']:,}", windows, f"forecasts {c['forecasts']:,}",
              f"anomalies {c['anomalies']}", f"dead letters {c['dead_letters']}"]
     reps = [f"{key.split('/')[-1]} {d['current']}->{d['desired']}" for key, d in sorted(mon.latest.items())]
     if reps:

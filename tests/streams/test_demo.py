@@ -82,8 +82,11 @@ def test_the_live_line_shows_the_simulated_clock_and_the_phase():
     mon = Monitor("unused:1", Topics.from_settings(Settings()))
     clock = Clock(DEMO_START + 3600 + 30, DEMO_START + 4 * 3600)
     line = _progress(mon, clock, 60.0)
-    assert line.startswith("sim 01:00:30 backfill (to 04:00:00) | events 0 |"), line
+    assert line.startswith("sim 01:00:30 backfill (to 04:00:00) | events 0 | "
+                           "windows 0 (the worker is catching up) |"), line
     clock.sim, clock.live = DEMO_START + 4 * 3600 + 90, True
     mon.latest["demo/checkout"] = {"current": 4, "desired": 9}
+    mon.max_point_start = DEMO_START + 3 * 3600 + 120
     line = _progress(mon, clock, 60.0)
     assert line.startswith("sim 04:01:30 live 60x |") and line.endswith("replicas checkout 4->9"), line
+    assert "(latest 03:02:00)" in line
