@@ -73,7 +73,7 @@ class _Formatter(argparse.HelpFormatter):
 
     def _get_help_string(self, action: argparse.Action) -> str | None:
         h = action.help or ""
-        if (action.option_strings and action.default not in (None, False, argparse.SUPPRESS)
+        if (action.option_strings and not any(action.default is v for v in (None, False, argparse.SUPPRESS))
                 and "%(default)" not in h and "default:" not in h):
             h += " (default: %(default)s)"
         return h

@@ -37,7 +37,7 @@ class SettingsError(ValueError):
 
 @dataclass(frozen=True)
 class Settings:
-    #: bootstrap servers of an existing broker; empty = start the embedded one
+    #: Kafka bootstrap servers, HOST:PORT[,HOST:PORT...]; empty: only `foresight demo` starts its own
     broker: str = ""
     #: Faust application id (consumer group and table names)
     app_id: str = "foresight"
