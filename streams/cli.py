@@ -393,7 +393,11 @@ def _detect(args: argparse.Namespace) -> int:
 
     _input_file(args.input, "--input", "a timestamp,value CSV")
     _output_file(args.output, "--output")
-    n = detect_csv(args.input, args.output)
+    try:
+        n = detect_csv(args.input, args.output)
+    except OSError as exc:  # the input was readable a moment ago: this is the write
+        raise RunError(f"--output {args.output}: write failed ({exc.strerror or exc}); "
+                       "check free space and permissions") from exc
     print(f"scored {n} rows -> {args.output}", file=sys.stderr)
     return 0
 

@@ -70,6 +70,16 @@ def test_detect_success_is_exit_0(tmp_path):
     assert len(dst.read_text().splitlines()) == 3
 
 
+@pytest.mark.skipif(not Path("/dev/full").exists(), reason="needs /dev/full (Linux)")
+def test_a_failed_write_is_exit_1(tmp_path):
+    src = tmp_path / "in.csv"
+    src.write_text(GOOD)
+    out = run("detect", "--input", str(src), "--output", "/dev/full")
+    assert out.returncode == 1
+    assert one_line(out) == ("foresight detect: --output /dev/full: write failed (No space left on device); "
+                             "check free space and permissions")
+
+
 def test_an_output_directory_that_does_not_exist_is_exit_2(tmp_path):
     src = tmp_path / "in.csv"
     src.write_text(GOOD)
