@@ -220,13 +220,25 @@ class SettingInfo:
 _TYPES = {"str": str, "int": int, "float": float, "bool": bool}
 
 
+def _base_type(annotation: Any) -> type:
+    """The scalar type of a field's annotation (``"float | None"`` -> float; unknown -> str).
+
+    >>> _base_type("int"), _base_type("float | None"), _base_type(bool), _base_type("list[str]")
+    (<class 'int'>, <class 'float'>, <class 'bool'>, <class 'str'>)
+    """
+    if isinstance(annotation, type):
+        return annotation if annotation in _TYPES.values() else str
+    parts = [p.strip() for p in str(annotation).split("|") if p.strip() != "None"]
+    return _TYPES.get(parts[0], str) if len(parts) == 1 else str
+
+
 @cache
 def describe() -> tuple[SettingInfo, ...]:
     """The settings table, in field order: type, default, help text and commands of every field."""
     comments = _field_comments()
     out = []
     for f in fields(Settings):
-        typ = _TYPES.get(str(f.type), f.type if isinstance(f.type, type) else str)
+        typ = _base_type(f.type)
         text = f.metadata.get("help") or comments.get(f.name) or f"the {f.name.replace('_', ' ')} setting"
         commands = tuple(f.metadata.get("commands") or COMMANDS.get(f.name, DEFAULT_COMMANDS))
         choices = tuple(f.metadata.get("choices") or CHOICES.get(f.name, ()))
@@ -259,7 +271,7 @@ def _to_text(v: Any) -> str:
 
 
 def _convert(name: str, raw: str, typ: Any) -> Any:
-    typ = _TYPES.get(str(typ), typ)
+    typ = _base_type(typ)
     try:
         if typ is bool:
             if raw.lower() in ("1", "true", "yes", "on"):
