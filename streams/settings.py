@@ -83,8 +83,9 @@ class Settings:
     mode: str = ""
     #: Kubernetes controller: namespace of its leader-election Lease
     lease_namespace: str = "foresight-system"
-    #: Kubernetes controller: /healthz, /readyz and /metrics (0 = off)
+    #: Kubernetes controller: address of /healthz, /readyz and /metrics
     health_host: str = "127.0.0.1"
+    #: Kubernetes controller: port of /healthz, /readyz and /metrics (0 = off)
     health_port: int = 8000
     #: debug, info, warning or error (debug also shows tracebacks of CLI errors)
     log_level: str = "info"
