@@ -34,6 +34,9 @@ exit codes:
 Run 'foresight COMMAND --help' for a command's flags.
 """
 
+#: placeholders in ``--help`` for settings whose type alone says too little
+METAVARS = {"broker": "HOST:PORT", "scalers": "FILE", "data_dir": "DIR", "model_key": "KEY",
+            "web_host": "ADDR", "health_host": "ADDR", "lease_namespace": "NAMESPACE"}
 #: seconds to wait for a TCP connection to the broker before saying it is unreachable
 BROKER_CONNECT_TIMEOUT = 5.0
 
@@ -104,9 +107,10 @@ def add_settings_flags(p: argparse.ArgumentParser, command: str) -> None:
             kw["action"] = argparse.BooleanOptionalAction
         else:
             kw["type"] = info.type
-            kw["metavar"] = None if info.choices else {int: "N", float: "NUM"}.get(info.type, "TEXT")
+            kw["metavar"] = None if info.choices else METAVARS.get(
+                info.name, {int: "N", float: "NUM"}.get(info.type, "TEXT"))
             if info.choices:
-                kw["choices"] = info.choices
+                kw["choices"] = [c for c in info.choices if c]  # "" is the default, not typed
         g.add_argument(info.flag, **kw)
 
 
