@@ -9,11 +9,14 @@ STAMP := $(VENV)/.installed
 venv: $(STAMP)
 
 $(STAMP): requirements.lock pyproject.toml
-	$(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -r requirements.lock
-	$(PY) -m pip install --quiet --no-deps -e .
-	touch $(STAMP)
+	@echo "installing dependencies into $(VENV) (about 30 s)"
+	@$(PYTHON) -m venv $(VENV)
+	@$(PY) -m pip install --quiet --disable-pip-version-check --upgrade pip
+	@$(PY) -m pip install --quiet --disable-pip-version-check -r requirements.lock
+	@# PYTHONWARNINGS: setuptools' generic "editable installation" notice, not actionable here
+	@PYTHONWARNINGS=ignore $(PY) -m pip install --quiet --disable-pip-version-check --no-deps -e .
+	@touch $(STAMP)
+	@echo "installed: $(VENV)/bin/foresight ($$($(VENV)/bin/foresight --version))"
 
 ## the whole pipeline locally: embedded broker, worker, controller, simulated cluster
 demo: $(STAMP)

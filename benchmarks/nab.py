@@ -1,6 +1,6 @@
 """NAB benchmark of the worker's anomaly detector.
 
-Runs ``foresight detect``'s code (:func:`streams.detect.detect_csv`) over every
+Runs ``foresight detect``'s code (:func:`scaler.detect.detect_csv`) over every
 CSV of a NAB data folder, writes the results in NAB's layout under ``--out``,
 scores them with the shared NAB scorer (optimised thresholds, as the NAB
 scoreboard does, and at the threshold the worker publishes anomalies at), and
@@ -30,7 +30,7 @@ if ROOT not in sys.path:
 from detectors import defaults  # noqa: E402
 from detectors.base import AnomalyDetector  # noqa: E402
 from detectors.series import SeriesModel  # noqa: E402
-from streams import detect  # noqa: E402
+from scaler import detect  # noqa: E402
 
 DEFAULT_DATA = os.path.normpath(os.path.join(ROOT, "..", "shared", "data", "nab"))
 DEFAULT_SCORER = os.path.normpath(
@@ -59,7 +59,7 @@ def run_detector(
     """Detect every file into ``out``; return rows, seconds and memory figures.
 
     ``factory`` builds the detector for an ablation; by default each file gets
-    the worker's model (:func:`streams.detect.new_model`).
+    the worker's model (:func:`scaler.detect.new_model`).
     """
     rows = 0
     seconds = 0.0

@@ -449,11 +449,17 @@ def main(argv: list[str] | None = None) -> int:
         problems.append("--lead-steps must be >= 1")
     if args.min_replicas < 0 or args.max_replicas < max(1, args.min_replicas):
         problems.append("need 0 <= --min-replicas <= --max-replicas, --max-replicas >= 1")
+    if args.budget_utilization is not None and not 0.4 <= args.budget_utilization <= 1.0:
+        problems.append("--budget-utilization must be between 0.4 and 1.0")
     if problems:
         print("foresight backtest: " + "; ".join(problems), file=sys.stderr)
         return 2
     try:
         ts, load, raw = read_trace(args.input)
+    except (OSError, ValueError) as exc:  # what the user gave: exit 2
+        print(f"foresight backtest: {exc}", file=sys.stderr)
+        return 2
+    try:
         bt = run_backtest(ts, load, args.capacity, args.lead_steps, args.min_replicas,
                           args.max_replicas, name=args.input,
                           budget_utilization=args.budget_utilization)

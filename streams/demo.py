@@ -18,6 +18,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -29,7 +30,7 @@ from streams.admin import ensure_topics_async
 from streams.broker import EmbeddedBroker, free_port, wait_for_port
 from streams.producer import AggregatingProducer
 from streams.settings import Settings
-from streams.summary import Observed, summarize
+from streams.summary import Observed, render, summarize
 from streams.topics import Topics
 from streams.workload import CYCLE, HISTORY_CYCLES, PLANS, Workload
 
@@ -167,8 +168,18 @@ class Monitor:
             counts["dead_letters"] += 1
 
 
+@dataclass
+class Clock:
+    """Where the replay is in simulated (event) time, for the live line."""
+
+    sim: float
+    live_start: float
+    live: bool = False
+
+
 async def _replay(producer: AggregatingProducer, workload: Workload, speed: float,
-                  duration: float, counts: dict[str, int], stop: asyncio.Event) -> float:
+                  duration: float, counts: dict[str, int], stop: asyncio.Event,
+                  clock: Clock | None = None) -> float:
     """Generate the workload in event time; returns the simulated end time.
 
     The first ``HISTORY_CYCLES`` are a backfill, sent as fast as they are
@@ -176,12 +187,15 @@ async def _replay(producer: AggregatingProducer, workload: Workload, speed: floa
     """
     sim = workload.start
     live_start = workload.start + HISTORY_CYCLES * workload.cycle
+    clock = clock or Clock(sim, live_start)
     while sim < live_start and not stop.is_set():
         chunk_end = min(live_start, sim + 600.0)
         while sim < chunk_end:
             _generate(producer, workload, sim, counts)
             sim += 1.0
         await asyncio.to_thread(producer.flush, True)
+        clock.sim = sim
+    clock.live = True
     t0 = time.monotonic()
     tick = 0.1
     while not stop.is_set():
@@ -193,6 +207,7 @@ async def _replay(producer: AggregatingProducer, workload: Workload, speed: floa
             _generate(producer, workload, sim, counts)
             sim += 1.0
         await asyncio.to_thread(producer.flush, True)
+        clock.sim = sim
         await asyncio.sleep(tick)
     await asyncio.to_thread(producer.flush, True)
     return sim
@@ -211,13 +226,55 @@ def _generate(producer: AggregatingProducer, workload: Workload, sim: float, cou
             counts["events"] += 1
 
 
-def _progress(mon: Monitor, sim: float, start: float) -> str:
+def sim_time(ts: float) -> str:
+    """Simulated wall-clock time of an event time, as the demo prints it.
+
+    >>> sim_time(DEMO_START + 4 * 3600 + 125)
+    '04:02:05'
+    """
+    return time.strftime("%H:%M:%S", time.gmtime(ts))
+
+
+def _progress(mon: Monitor, clock: Clock, speed: float) -> str:
+    """The live line: simulated clock, phase, what flowed (and how far the worker got), replicas."""
     c = mon.obs.counts
-    parts = [f"t+{(sim - start) / 60:5.0f}min", f"events {c['events']:>9,}", f"points {c['points']:>5}",
-             f"forecasts {c['forecasts']:>5}", f"anomalies {c['anomalies']:>3}", f"dlq {c['dead_letters']}"]
-    for key, d in sorted(mon.latest.items()):
-        parts.append(f"{key.split('/')[-1]} {d['current']}->{d['desired']}")
+    if clock.live:
+        phase = f"sim {sim_time(clock.sim)} live {speed:g}x"
+    else:
+        phase = f"sim {sim_time(clock.sim)} backfill (to {sim_time(clock.live_start)})"
+    if mon.max_point_start < 0:
+        windows = "windows 0 (the worker is catching up)"
+    else:
+        windows = f"windows {c['points']:,} (latest {sim_time(mon.max_point_start)})"
+    parts = [phase, f"events {c['events']:,}", windows, f"forecasts {c['forecasts']:,}",
+             f"anomalies {c['anomalies']}", f"dead letters {c['dead_letters']}"]
+    reps = [f"{key.split('/')[-1]} {d['current']}->{d['desired']}" for key, d in sorted(mon.latest.items())]
+    if reps:
+        parts.append("replicas " + " ".join(reps))
     return " | ".join(parts)
+
+
+def intro(settings: Settings, duration: float, speed: float) -> str:
+    """The first screen: what the demo is about to do, and why the backfill."""
+    live_h = duration * speed / 3600.0
+    hist = HISTORY_CYCLES * CYCLE / 3600.0
+    return f"""\
+Foresight demo: the whole pipeline on this machine, on synthetic traffic, in simulated time.
+  1. start {"the broker at " + settings.broker if settings.broker else "an embedded Kafka broker"}, \
+a worker (windows, models, dashboard) and the controller,
+     which scales a simulated cluster (a new pod is ready {LEAD_SECONDS:g} s after a scale-up);
+  2. backfill: send {hist:g} simulated hours of history (00:00-{sim_time(DEMO_START + hist * 3600)[:5]}) \
+as fast as the pipeline takes it,
+     so the models have seen the hourly pattern {HISTORY_CYCLES} times and forecast from the start of the live part
+     (a cold model needs a few hundred windows; this takes a minute or two);
+  3. live: replay at {speed:g}x for {duration:g} s (about {live_h:.1f} simulated hours); watch for
+     - checkout: a predictable peak every hour at minute 40: scaled up {LEAD_SECONDS:g} s ahead,
+     - search: one unpredictable 4x spike at {sim_time(Workload(DEMO_START).spike_start)[:5]}: \
+the reactive floor covers it,
+     - inventory: a sensor stuck at 0 from {sim_time(Workload(DEMO_START).stuck_start)[:5]}: \
+no scale-down on bad data;
+  4. end: a table here, the JSON summary on stdout. Times are simulated UTC on {time.strftime("%Y-%m-%d", time.gmtime(DEMO_START))}.
+"""
 
 
 async def _demo(settings: Settings, duration: float, speed: float, serve: bool, quiet: bool,
@@ -228,6 +285,7 @@ async def _demo(settings: Settings, duration: float, speed: float, serve: bool, 
     scalers.write_text(yaml.safe_dump_all(scaler_manifests(settings.window_seconds), sort_keys=False))
     env = {
         **os.environ,
+        **settings.to_env(),  # every setting given to the demo reaches the worker and controller
         "FORESIGHT_BROKER": settings.broker,
         "FORESIGHT_WINDOW_SECONDS": str(settings.window_seconds),
         "FORESIGHT_PERIOD_STEPS": str(settings.period_steps),
@@ -254,18 +312,21 @@ async def _demo(settings: Settings, duration: float, speed: float, serve: bool, 
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
+    clock = Clock(workload.start, workload.start + HISTORY_CYCLES * workload.cycle)
     mon_task = asyncio.create_task(mon.run())
     producer = AggregatingProducer(settings.broker, interval=min(10.0, settings.window_seconds),
                                    flush_every=0, settings=settings)
-    replay = asyncio.create_task(_replay(producer, workload, speed, duration, mon.obs.counts, stop))
+    replay = asyncio.create_task(_replay(producer, workload, speed, duration, mon.obs.counts, stop,
+                                         clock))
     tty = sys.stderr.isatty()
     try:
         while not replay.done():
             await asyncio.wait([replay], timeout=1.0)
             children.check()
             if not quiet:
-                line = _progress(mon, mon.max_point_start, workload.start)
-                print(("\r" + line[:200]) if tty else line, end="" if tty else "\n", file=sys.stderr, flush=True)
+                line = _progress(mon, clock, speed)
+                print(("\r\x1b[K" + line[:200]) if tty else line, end="" if tty else "\n", file=sys.stderr,
+                      flush=True)
         sim_end = replay.result()
         # drain: wait until the last complete windows are through the pipeline
         last_window = (sim_end // settings.window_seconds - settings.allowed_lateness_windows - 2) * settings.window_seconds
@@ -279,8 +340,9 @@ async def _demo(settings: Settings, duration: float, speed: float, serve: bool, 
         summary["simulated_seconds"] = sim_end - workload.start
         summary["speed"] = speed
         summary["dashboard"] = url
+        print(render(summary, workload, LEAD_SECONDS), file=sys.stderr, flush=True)
         if serve and not stop.is_set():
-            print(json.dumps(summary, indent=2), flush=True)
+            print(json.dumps({k: v for k, v in summary.items() if not k.startswith("_")}, indent=2), flush=True)
             print(f"serving {url} - Ctrl-C to stop", file=sys.stderr, flush=True)
             await stop.wait()
             summary["_printed"] = True
@@ -307,6 +369,7 @@ def run_demo(settings: Settings, duration: float = 300.0, speed: float = 60.0, s
                 s.bind((settings.web_host, settings.web_port))
         except OSError:
             settings = settings.replace(web_port=free_port(settings.web_host))
+    print(intro(settings, duration, speed), file=sys.stderr, flush=True)
     children = Children()
     broker = None
     workdir = Path(tempfile.mkdtemp(prefix="foresight-demo-"))

@@ -20,14 +20,13 @@ import base64
 import json
 import math
 from dataclasses import dataclass
-from datetime import UTC as _UTC
-from datetime import datetime
 from typing import Any
 
 import orjson
 
 from detectors.forecast import Forecast, ForecastPoint
 from scaler.decision import Decision
+from scaler.traces import parse_time
 
 #: the fixed vocabulary of dead-letter reasons (also Prometheus label values)
 DLQ_REASONS = (
@@ -95,12 +94,9 @@ def parse_timestamp(v: Any) -> float:
         ts = float(v)
     elif isinstance(v, str):
         try:
-            d = datetime.fromisoformat(v)
-        except ValueError:
-            raise InvalidRecord("bad_timestamp", f"unparseable timestamp {v!r}") from None
-        if d.tzinfo is None:
-            d = d.replace(tzinfo=_UTC)
-        ts = d.timestamp()
+            ts = parse_time(v)  # the one timestamp parser (scaler.traces)
+        except ValueError as exc:
+            raise InvalidRecord("bad_timestamp", str(exc)) from None
     else:
         raise InvalidRecord("bad_timestamp", f"timestamp must be a number or ISO-8601, not {v!r}")
     if not math.isfinite(ts) or ts < 0 or ts > MAX_TS:

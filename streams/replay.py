@@ -2,38 +2,44 @@
 
 from __future__ import annotations
 
-import csv
 import time
+from collections.abc import Sequence
 from pathlib import Path
 
+from scaler.traces import read_trace
 from streams.admin import ensure_topics
 from streams.producer import AggregatingProducer
-from streams.records import InvalidRecord, parse_timestamp
 from streams.settings import Settings
 from streams.topics import Topics
 
 
 def replay_csv(settings: Settings, path: str, series: str | None = None, speed: float = 0.0,
                kind: str = "metrics") -> int:
-    """Send every row; ``speed`` > 0 paces rows by their timestamps. Returns rows sent.
+    """Read a ``timestamp,value`` CSV and send it (:func:`send_trace`); returns rows sent.
 
-    With ``kind="events"`` a row's value is a count of events at that time;
-    with ``kind="metrics"`` it is one sample. Unparseable rows are skipped.
+    The whole file is read and checked (:func:`scaler.traces.read_trace`)
+    before the broker is contacted: a malformed file raises
+    :class:`scaler.traces.TraceError` and sends nothing.
     """
-    name = series or Path(path).stem
+    ts_all, values, _ = read_trace(path)
+    return send_trace(settings, ts_all, values, series or Path(path).stem, speed, kind)
+
+
+def send_trace(settings: Settings, ts_all: Sequence[float], values: Sequence[float], name: str,
+               speed: float = 0.0, kind: str = "metrics") -> int:
+    """Send every point as series ``name``; ``speed`` > 0 paces them by their timestamps.
+
+    With ``kind="events"`` a value is a count of events at that time; with
+    ``kind="metrics"`` it is one sample. Returns the number of points sent.
+    """
     topics = Topics.from_settings(settings)
     ensure_topics(settings.broker, topics.all(), settings.partitions)
     sent = 0
     t_wall0 = time.monotonic()
     t_ev0: float | None = None
     with AggregatingProducer(settings.broker, interval=min(1.0, settings.window_seconds),
-                             flush_every=0, settings=settings) as p, open(path, newline="") as fh:
-        for row in csv.DictReader(fh):
-            try:
-                ts = parse_timestamp(row["timestamp"].replace(" ", "T"))
-                value = float(row["value"])
-            except (KeyError, ValueError, InvalidRecord):
-                continue
+                             flush_every=0, settings=settings) as p:
+        for ts, value in zip(ts_all, values, strict=True):
             if speed > 0:
                 t_ev0 = ts if t_ev0 is None else t_ev0
                 delay = (ts - t_ev0) / speed - (time.monotonic() - t_wall0)

@@ -1,30 +1,49 @@
 """One typed settings object, read once at start-up from ``FORESIGHT_*``
 environment variables, then overridden by command-line flags.
 
+Every field is both ``FORESIGHT_<NAME>`` and ``--<name>`` (underscores as
+dashes) on each command that uses it: :func:`describe` is the one table the
+CLI generates its flags from. A field's help text is its ``#:`` comment (or
+``metadata={"help": ...}``); which commands take it is :data:`COMMANDS`
+(or ``metadata={"commands": (...)}``), else :data:`DEFAULT_COMMANDS`. So a new
+field is a documented flag without touching the CLI.
+
 >>> s = Settings.from_env({"FORESIGHT_WINDOW_SECONDS": "60", "FORESIGHT_BROKER": "k:9092"})
 >>> s.window_seconds, s.broker, s.web_host
 (60.0, 'k:9092', '127.0.0.1')
->>> Settings.from_env({"FORESIGHT_WINDOW_SECONDS": "ten"})
+>>> Settings.from_env({"FORESIGHT_WINDOW_SECONDS": "10s"})
 Traceback (most recent call last):
 ...
-ValueError: FORESIGHT_WINDOW_SECONDS: expected float, got 'ten'
+streams.settings.SettingsError: FORESIGHT_WINDOW_SECONDS='10s' is not a number; set e.g. FORESIGHT_WINDOW_SECONDS=10.0 (window length in event-time seconds)
+>>> [i.flag for i in describe() if "produce" in i.commands][:3]
+['--broker', '--topic-prefix', '--partitions']
 """
 
 from __future__ import annotations
 
 import dataclasses
+import inspect
 import os
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, fields
+from functools import cache
 from typing import Any
+
+
+class SettingsError(ValueError):
+    """A setting (variable or flag) with a value that cannot be used; the message says which."""
 
 
 @dataclass(frozen=True)
 class Settings:
-    #: bootstrap servers of an existing broker; empty = start the embedded one
+    #: Kafka bootstrap servers, HOST:PORT[,HOST:PORT...]; empty: only `foresight demo` starts its own
     broker: str = ""
+    #: Faust application id (consumer group and table names)
     app_id: str = "foresight"
+    #: topics are named <prefix>.events, <prefix>.points, ...
     topic_prefix: str = "foresight"
+    #: partitions of the topics Foresight creates
     partitions: int = 4
     #: window length in event-time seconds
     window_seconds: float = 10.0
@@ -36,12 +55,17 @@ class Settings:
     horizon_steps: int = 0
     #: write a series' model to its changelog-backed table every N updates
     checkpoint_every: int = 10
+    #: anomaly score (0..1) at or above which a point is published as an anomaly
     anomaly_threshold: float = 0.9
     #: HMAC key for model checkpoints (hex or text); empty = key file in data_dir
     model_key: str = ""
+    #: local state: the worker's table stores and the model key file
     data_dir: str = ".foresight"
+    #: address the web server (API, dashboard, /metrics) binds to
     web_host: str = "127.0.0.1"
+    #: port of the web server (API, dashboard, /metrics)
     web_port: int = 6066
+    #: serve the API, dashboard and /metrics
     web_enabled: bool = True
     #: host other workers use to reach this one; "" = web_host, or this host's IP if wildcard
     web_advertise_host: str = ""
@@ -59,9 +83,11 @@ class Settings:
     mode: str = ""
     #: Kubernetes controller: namespace of its leader-election Lease
     lease_namespace: str = "foresight-system"
-    #: Kubernetes controller: /healthz, /readyz and /metrics (0 = off)
+    #: Kubernetes controller: address of /healthz, /readyz and /metrics
     health_host: str = "127.0.0.1"
+    #: Kubernetes controller: port of /healthz, /readyz and /metrics (0 = off)
     health_port: int = 8000
+    #: debug, info, warning or error (debug also shows tracebacks of CLI errors)
     log_level: str = "info"
 
     @classmethod
@@ -75,6 +101,41 @@ class Settings:
         values.update({k: v for k, v in overrides.items() if v is not None})
         return cls(**values)
 
+    def problems(self) -> list[str]:
+        """Every value that is out of range, as ``FLAG/VARIABLE: what is wrong`` sentences.
+
+        >>> for p in Settings(window_seconds=0, mode="active").problems():
+        ...     print(p)
+        --window-seconds / FORESIGHT_WINDOW_SECONDS must be > 0, got 0
+        --mode / FORESIGHT_MODE must be one of '', 'Active', 'ForecastOnly', got 'active'
+        """
+        out = []
+        for info in describe():
+            v = getattr(self, info.name)
+            where = f"{info.flag} / {info.env}"
+            if info.choices and v not in info.choices and not (
+                    info.name == "log_level" and str(v).lower() in info.choices):
+                out.append(f"{where} must be one of {', '.join(map(repr, info.choices))}, got {v!r}")
+            lo = MINIMUM.get(info.name)
+            if lo is not None and v < lo[0]:
+                out.append(f"{where} must be {lo[1]}, got {v!r}")
+        if not 0.0 < self.anomaly_threshold <= 1.0:
+            out.append("--anomaly-threshold / FORESIGHT_ANOMALY_THRESHOLD must be in (0, 1], "
+                       f"got {self.anomaly_threshold!r}")
+        for port in ("web_port", "health_port"):
+            if getattr(self, port) > 65535:
+                out.append(f"--{port.replace('_', '-')} / FORESIGHT_{port.upper()} must be <= 65535")
+        return out
+
+    def to_env(self) -> dict[str, str]:
+        """Every field as ``FORESIGHT_*`` variables (what a child process reads back).
+
+        >>> s = Settings(window_seconds=60.0, web_enabled=False)
+        >>> Settings.from_env(s.to_env()) == s
+        True
+        """
+        return {f"FORESIGHT_{f.name.upper()}": _to_text(getattr(self, f.name)) for f in fields(self)}
+
     def replace(self, **changes: Any) -> Settings:
         return dataclasses.replace(self, **{k: v for k, v in changes.items() if v is not None})
 
@@ -82,8 +143,136 @@ class Settings:
         return f"{self.topic_prefix}.{name}"
 
 
+#: which commands take a field as a flag (a field's ``metadata["commands"]`` wins);
+#: a field in neither gets :data:`DEFAULT_COMMANDS`
+KAFKA_COMMANDS = ("demo", "worker", "scaler", "produce")
+WORKER_COMMANDS = ("demo", "worker")
+SCALER_COMMANDS = ("scaler",)
+DEFAULT_COMMANDS = ("demo", "worker", "scaler")
+COMMANDS: dict[str, tuple[str, ...]] = {
+    "broker": KAFKA_COMMANDS,
+    "topic_prefix": KAFKA_COMMANDS,
+    "partitions": KAFKA_COMMANDS,
+    "window_seconds": KAFKA_COMMANDS,
+    "log_level": KAFKA_COMMANDS,
+    "app_id": WORKER_COMMANDS,
+    "allowed_lateness_windows": WORKER_COMMANDS,
+    "period_steps": WORKER_COMMANDS,
+    "horizon_steps": WORKER_COMMANDS,
+    "checkpoint_every": WORKER_COMMANDS,
+    "anomaly_threshold": WORKER_COMMANDS,
+    "model_key": WORKER_COMMANDS,
+    "data_dir": WORKER_COMMANDS,
+    "web_host": WORKER_COMMANDS,
+    "web_port": WORKER_COMMANDS,
+    "web_enabled": ("worker",),
+    "web_advertise_host": ("worker",),
+    "metrics_series": WORKER_COMMANDS,
+    "metrics_series_cap": WORKER_COMMANDS,
+    "view_points": WORKER_COMMANDS,
+    "scalers": ("worker", "scaler"),
+    "startup_seconds": SCALER_COMMANDS,
+    "mode": SCALER_COMMANDS,
+    "lease_namespace": SCALER_COMMANDS,
+    "health_host": SCALER_COMMANDS,
+    "health_port": SCALER_COMMANDS,
+}
+#: allowed values (a field's ``metadata["choices"]`` wins)
+CHOICES: dict[str, tuple[str, ...]] = {
+    "mode": ("", "Active", "ForecastOnly"),
+    "log_level": ("debug", "info", "warning", "error"),
+}
+#: lower bounds: field -> (bound, how to say it)
+MINIMUM: dict[str, tuple[float, str]] = {
+    "partitions": (1, ">= 1"),
+    "window_seconds": (1e-9, "> 0"),
+    "allowed_lateness_windows": (0, ">= 0"),
+    "period_steps": (0, ">= 0 (0: derive)"),
+    "horizon_steps": (0, ">= 0 (0: derive)"),
+    "checkpoint_every": (1, ">= 1"),
+    "web_port": (0, ">= 0"),
+    "health_port": (0, ">= 0 (0: off)"),
+    "metrics_series_cap": (0, ">= 0"),
+    "view_points": (1, ">= 1"),
+    "startup_seconds": (0, ">= 0"),
+}
+
+
+@dataclass(frozen=True, slots=True)
+class SettingInfo:
+    """One row of the settings table: a field as a variable and a flag."""
+
+    name: str
+    type: type
+    default: Any
+    help: str
+    commands: tuple[str, ...]
+    choices: tuple[str, ...] = ()
+
+    @property
+    def flag(self) -> str:
+        return "--" + self.name.replace("_", "-")
+
+    @property
+    def env(self) -> str:
+        return f"FORESIGHT_{self.name.upper()}"
+
+
+_TYPES = {"str": str, "int": int, "float": float, "bool": bool}
+
+
+def _base_type(annotation: Any) -> type:
+    """The scalar type of a field's annotation (``"float | None"`` -> float; unknown -> str).
+
+    >>> _base_type("int"), _base_type("float | None"), _base_type(bool), _base_type("list[str]")
+    (<class 'int'>, <class 'float'>, <class 'bool'>, <class 'str'>)
+    """
+    if isinstance(annotation, type):
+        return annotation if annotation in _TYPES.values() else str
+    parts = [p.strip() for p in str(annotation).split("|") if p.strip() != "None"]
+    return _TYPES.get(parts[0], str) if len(parts) == 1 else str
+
+
+@cache
+def describe() -> tuple[SettingInfo, ...]:
+    """The settings table, in field order: type, default, help text and commands of every field."""
+    comments = _field_comments()
+    out = []
+    for f in fields(Settings):
+        typ = _base_type(f.type)
+        text = f.metadata.get("help") or comments.get(f.name) or f"the {f.name.replace('_', ' ')} setting"
+        commands = tuple(f.metadata.get("commands") or COMMANDS.get(f.name, DEFAULT_COMMANDS))
+        choices = tuple(f.metadata.get("choices") or CHOICES.get(f.name, ()))
+        out.append(SettingInfo(f.name, typ, f.default, text, commands, choices))
+    return tuple(out)
+
+
+def _field_comments() -> dict[str, str]:
+    """``#:`` comments above each field of :class:`Settings` (Sphinx's convention)."""
+    try:
+        lines = inspect.getsource(Settings).splitlines()
+    except (OSError, TypeError):  # no source (frozen install): fallback help texts
+        return {}
+    out: dict[str, str] = {}
+    pending: list[str] = []
+    for line in lines:
+        s = line.strip()
+        if s.startswith("#:"):
+            pending.append(s[2:].strip())
+            continue
+        m = re.match(r"([a-z_][a-z0-9_]*)\s*:", s)
+        if m and pending:
+            out[m.group(1)] = " ".join(pending)
+        pending = []
+    return out
+
+
+def _to_text(v: Any) -> str:
+    return ("true" if v else "false") if isinstance(v, bool) else str(v)
+
+
 def _convert(name: str, raw: str, typ: Any) -> Any:
-    typ = {"str": str, "int": int, "float": float, "bool": bool}.get(str(typ), typ)
+    typ = _base_type(typ)
     try:
         if typ is bool:
             if raw.lower() in ("1", "true", "yes", "on"):
@@ -93,4 +282,11 @@ def _convert(name: str, raw: str, typ: Any) -> Any:
             raise ValueError
         return typ(raw)
     except ValueError:
-        raise ValueError(f"{name}: expected {typ.__name__}, got {raw!r}") from None
+        field_name = name.removeprefix("FORESIGHT_").lower()
+        info = next((i for i in describe() if i.name == field_name), None)
+        example = {bool: "true or false", int: f"{name}=4", float: f"{name}=10.0"}.get(typ, f"{name}=...")
+        if info is not None and typ in (int, float) and info.default is not None:
+            example = f"{name}={typ(info.default)!r}" if typ is float else f"{name}={info.default}"
+        what = {int: "a whole number", float: "a number", bool: "true or false"}.get(typ, typ.__name__)
+        hint = f" ({info.help})" if info is not None else ""
+        raise SettingsError(f"{name}={raw!r} is not {what}; set e.g. {example}{hint}") from None

@@ -530,6 +530,16 @@ def register(app: faust.App, settings: Settings, topics: Topics, store: ViewStor
             except (ValueError, KeyError, TypeError):
                 log.warning("series %s: unreadable view snapshot, ignored", s)
 
+    specs = target_specs(settings)
+
+    def with_spec(summary: dict[str, Any]) -> dict[str, Any]:
+        """A target's summary plus its spec (capacity, min, max: to check a count by eye) and unit."""
+        spec = specs.get(summary["target"])
+        summary["spec"] = spec
+        view = store.series.get(spec["series"]) if spec else None
+        summary["unit"] = unit_of(view.kind) if view is not None else None
+        return summary
+
     def sync_targets() -> None:
         keep = owns(topics.decisions)
         for k, v in list(targets_table.items()):
@@ -656,7 +666,7 @@ def register(app: faust.App, settings: Settings, topics: Topics, store: ViewStor
 
         def local() -> dict[str, Any]:
             sync_targets()
-            return {"items": [t.summary(history) for t in store.targets.values()]}
+            return {"items": [with_spec(t.summary(history)) for t in store.targets.values()]}
 
         parts, failed = await fan_out(request, local)
         if request.headers.get(ROUTED_HEADER):
@@ -700,6 +710,22 @@ def series_path(series: str) -> str:
     '/api/series/checkout%2Frequests'
     """
     return "/api/series/" + quote(series, safe="")
+
+
+def target_specs(settings: Settings) -> dict[str, dict[str, Any]]:
+    """Per target key, what the dashboard shows of its spec (from ``settings.scalers``, if any)."""
+    if not settings.scalers:
+        return {}
+    try:
+        from scaler.spec import load_specs
+
+        specs = load_specs(settings.scalers)
+    except Exception as exc:  # noqa: BLE001 - the dashboard shows "–" instead, the worker runs on
+        log.warning("dashboard: cannot read %s: %s", settings.scalers, exc)
+        return {}
+    return {s.key: {"series": s.series, "capacity_per_replica": s.capacity_per_replica,
+                    "min_replicas": s.min_replicas, "max_replicas": s.max_replicas,
+                    "lead_time_seconds": s.lead_time_seconds, "mode": s.mode} for s in specs}
 
 
 def load_selector(settings: Settings, metrics: Metrics) -> SeriesSelector:

@@ -1,5 +1,7 @@
 /* Foresight dashboard: polls the worker's JSON API, draws with uPlot (vendored).
- * Read-only. Times are epoch seconds in the API and shown in the browser's local time. */
+ * Read-only. Times are epoch seconds in the API and shown in the browser's local time.
+ * Two clocks: "event time" is the time in the data (what windows and decisions run on);
+ * "wall clock" is this browser's now. Their difference is the lag, shown beside event times. */
 (function () {
   "use strict";
 
@@ -15,7 +17,7 @@
   const state = {
     q: "", sort: "series", offset: 0, total: 0,
     selected: decodeHash(), chart: null, chartFor: null, targetCharts: new Map(),
-    seenDecisions: new Set(), firstDecisions: true, failures: 0,
+    seenDecisions: new Set(), firstDecisions: true, failures: 0, units: new Map(),
   };
   window.foresight = state; // for debugging from the console
 
@@ -36,6 +38,43 @@
   }
   function fmtTime(ts) {
     return ts === null || ts === undefined ? "–" : new Date(ts * 1000).toLocaleString();
+  }
+  // a duration in seconds, for people: "45 s", "12 min", "5.2 h", "334 days"
+  function fmtDuration(sec) {
+    const a = Math.abs(sec);
+    if (a < 90) return `${Math.round(a)} s`;
+    if (a < 90 * 60) return `${Math.round(a / 60)} min`;
+    if (a < 48 * 3600) return `${(a / 3600).toFixed(1)} h`;
+    return `${Math.round(a / 86400)} days`;
+  }
+  // the lag between an event time and now (wall clock)
+  function fmtLag(ts) {
+    if (ts === null || ts === undefined) return "";
+    const lag = Date.now() / 1000 - ts;
+    return lag >= 0 ? `${fmtDuration(lag)} behind now` : `${fmtDuration(lag)} ahead of now`;
+  }
+  function withUnit(v, unit) {
+    return v === null || v === undefined ? "–" : `${fmt(v)}${unit ? " " + unit : ""}`;
+  }
+  // reasons that mean "a limit shaped the change" and "the count was held on purpose"
+  const LIMITED = new Set(["RateLimited", "Bounded", "ScaleUpStabilized", "ScaleDownStabilized"]);
+  const HELD = new Set(["ScaleDownStabilized", "ScaleUpStabilized", "StaleForecast", "NoForecast",
+    "ColdForecast", "AnomalousSeries", "InvalidSpec", "ConflictingAutoscaler", "RateLimited", "Bounded"]);
+  // what happened to a decision, as a badge: applied / applied (limited) / held / no change / dry run
+  function outcome(d) {
+    if (d.desired === d.current) {
+      return HELD.has(d.reason) ? { cls: "held", text: "held" } : { cls: "same", text: "no change" };
+    }
+    if (d.applied) {
+      return LIMITED.has(d.reason) ? { cls: "applied limited", text: "applied (limited)" }
+        : { cls: "applied", text: "applied" };
+    }
+    if (d.mode === "ForecastOnly") return { cls: "dryrun", text: "dry run: not applied" };
+    return { cls: "held", text: "not applied" };
+  }
+  function badge(d) {
+    const o = outcome(d);
+    return el("span", { class: "badge " + o.cls, text: o.text });
   }
   function el(tag, attrs, children) {
     const e = document.createElement(tag);
@@ -142,7 +181,7 @@
         cursor: { drag: { x: true, y: false } },
         legend: { live: true },
         series: [
-          { label: "time (local)" },
+          { label: "event time (local)" },
           { label: "observed", stroke: C.blue, width: 2, value: (u, v) => fmt(v) + " " + (d.unit || "") },
           { label: "forecast", stroke: C.orange, width: 2, dash: [6, 4], value: (u, v) => fmt(v) },
           { label: "lower", stroke: "rgba(230,159,0,0.6)", width: 1, value: (u, v) => fmt(v) },
@@ -188,7 +227,7 @@
     $("chart-title").textContent = d.series + (d.unit ? ` (${d.unit})` : "");
     const fc = d.forecast || {};
     $("chart-meta").textContent = [
-      `latest ${fmt(d.value)} ${d.unit || ""} at ${fmtTime(d.ts)}`,
+      `latest ${fmt(d.value)} ${d.unit || ""} at ${fmtTime(d.ts)} (event time, ${fmtLag(d.ts)})`,
       `anomaly score ${fmt(d.score, 2)}${d.anomalous ? " (anomalous)" : ""}`,
       `forecast error ${fmt(d.error, 2)}`,
       `model ${fc.model || "–"}${fc.warm === false ? " (warming up)" : ""}`,
@@ -218,8 +257,13 @@
     state.targetCharts.set(t.target, c);
   }
 
+  function unitOf(target) {
+    return state.units.get(target) || "";
+  }
+
   async function loadTargets() {
     const body = await getJSON("/api/targets");
+    for (const t of body.items) state.units.set(t.target, t.unit || (t.spec ? `(units of ${t.spec.series})` : ""));
     const wrap = $("targets");
     $("no-targets").hidden = body.items.length > 0;
     const keep = new Set();
@@ -228,16 +272,28 @@
       let card = wrap.querySelector(`[data-target="${CSS.escape(t.target)}"]`);
       if (!card) {
         card = el("div", { class: "target", "data-target": t.target }, [
-          el("h3", { text: t.target }), el("div", { class: "now" }), el("div", { class: "tchart" }),
+          el("h3", { text: t.target }), el("div", { class: "now" }), el("p", { class: "sentence" }),
+          el("div", { class: "facts" }), el("div", { class: "when muted" }), el("div", { class: "tchart" }),
         ]);
         wrap.append(card);
       }
       const dir = t.desired > t.current ? "up" : t.desired < t.current ? "down" : "";
+      const unit = t.unit || (t.spec ? `(units of ${t.spec.series})` : "");
+      const spec = t.spec;
       card.querySelector(".now").replaceChildren(
-        el("span", { class: dir, text: `${t.current} → ${t.desired} replicas` }), " ",
-        el("span", { class: "reason", title: t.message || "", text: t.reason }),
-        ` · forecast peak ${fmt(t.forecast_peak)} · ${t.mode || ""} · ${fmtTime(t.ts)}`,
+        el("span", { class: dir, text: `${t.current} → ${t.desired} replicas` }), " ", badge(t), " ",
+        el("span", { class: "reason", text: t.reason }),
       );
+      card.querySelector(".sentence").textContent = t.message || "";
+      card.querySelector(".facts").replaceChildren(
+        el("span", { class: "fact", text: `forecast peak ${withUnit(t.forecast_peak, unit)}` }),
+        el("span", { class: "fact", text: `observed ${withUnit(t.observed, unit)}` }),
+        el("span", { class: "fact cap", text: spec ? `capacity ${withUnit(spec.capacity_per_replica, unit)} per replica` : "capacity –" }),
+        el("span", { class: "fact bounds", text: spec ? `min ${spec.min_replicas} · max ${spec.max_replicas} replicas` : "min – · max –" }),
+        el("span", { class: "fact", text: spec ? `lead time ${fmtDuration(spec.lead_time_seconds)}` : "" }),
+        el("span", { class: "fact", text: `mode ${t.mode || "–"}` }),
+      );
+      card.querySelector(".when").textContent = `decided at ${fmtTime(t.ts)} (event time) · ${fmtLag(t.ts)}`;
       targetChart(card.querySelector(".tchart"), t);
     }
     for (const card of Array.from(wrap.children)) {
@@ -251,13 +307,14 @@
     for (const d of body.items) {
       const id = `${d.target}@${d.ts}@${d.desired}@${d.reason}`;
       const dir = d.desired > d.current ? "up" : d.desired < d.current ? "down" : "";
-      const tr = el("tr", { "data-target": d.target, title: d.message || "" }, [
+      const tr = el("tr", { "data-target": d.target }, [
         el("td", { text: fmtTime(d.ts) }),
         el("td", { text: d.target }),
         el("td", { class: "num " + dir, text: `${d.current} → ${d.desired}` }),
-        el("td", {}, [el("span", { class: "reason", text: d.reason })]),
-        el("td", { class: "num", text: fmt(d.forecast_peak) }),
-        el("td", { text: (d.mode || "") + (d.applied ? " · applied" : "") }),
+        el("td", {}, [badge(d), " ", el("span", { class: "reason", text: d.reason })]),
+        el("td", { class: "why", text: d.message || "" }),
+        el("td", { class: "num", text: withUnit(d.forecast_peak, unitOf(d.target)) }),
+        el("td", { text: d.mode || "" }),
       ]);
       if (!state.firstDecisions && !state.seenDecisions.has(id)) tr.classList.add("fresh");
       state.seenDecisions.add(id);
@@ -279,7 +336,7 @@
       const failed = results.filter((r) => r.status === "rejected");
       const partial = results[0].status === "fulfilled" && results[0].value.partial;
       if (failed.length) onError(failed[0].reason);
-      else setStatus(`updated ${new Date().toLocaleTimeString()}${partial ? " · some workers unavailable" : ""}`, partial);
+      else setStatus(`page updated ${new Date().toLocaleTimeString()} (wall clock)${partial ? " · some workers unavailable" : ""}`, partial);
     } finally {
       setTimeout(tick, POLL_MS);
     }

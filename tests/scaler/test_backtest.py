@@ -204,10 +204,12 @@ def test_summary_fields(tmp_path: Path) -> None:
 def test_cli_rejects_bad_input(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     bad = tmp_path / "bad.csv"
     bad.write_text("time,load\n1,2\n")
-    assert main(["--input", str(bad), "--capacity-per-replica", "10"]) == 1
+    assert main(["--input", str(bad), "--capacity-per-replica", "10"]) == 2
     assert "timestamp,value" in capsys.readouterr().err
     assert main(["--input", str(bad), "--capacity-per-replica", "0"]) == 2
-    assert main(["--input", str(tmp_path / "missing.csv"), "--capacity-per-replica", "10"]) == 1
+    assert main(["--input", str(tmp_path / "missing.csv"), "--capacity-per-replica", "10"]) == 2
+    assert main(["--input", str(bad), "--capacity-per-replica", "10",
+                 "--budget-utilization", "0.2"]) == 2
 
 
 def test_cli_plot(tmp_path: Path) -> None:

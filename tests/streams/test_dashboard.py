@@ -23,6 +23,18 @@ CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-backg
 ARTIFACTS = ROOT / "test-artifacts"
 # the forecast band's fill, rgba(230,159,0,0.22), as the (transparent) canvas holds it
 BAND_RGBA = (230, 159, 0, 56)
+SCALERS = """\
+apiVersion: foresight.dev/v1alpha1
+kind: PredictiveScaler
+metadata: {name: checkout, namespace: shop}
+spec:
+  scaleTargetRef: {apiVersion: apps/v1, kind: Deployment, name: checkout}
+  series: checkout/requests
+  capacityPerReplica: 120
+  minReplicas: 2
+  maxReplicas: 60
+  leadTimeSeconds: 180
+"""
 
 
 def chromium_or_skip() -> str:
@@ -57,12 +69,14 @@ def wait_js(page: Any, expr: str, what: str, problems: list[str], timeout: float
                              f"problems {problems}") from None
 
 
-def test_dashboard_in_chromium(broker, prefix, start_worker):
+def test_dashboard_in_chromium(broker, prefix, start_worker, tmp_path):
     chromium = chromium_or_skip()
     from playwright.sync_api import sync_playwright
 
+    scalers = tmp_path / "scalers.yaml"
+    scalers.write_text(SCALERS)
     worker = start_worker(prefix, FORESIGHT_WINDOW_SECONDS="10", FORESIGHT_PERIOD_STEPS="12",
-                          FORESIGHT_HORIZON_STEPS="6")
+                          FORESIGHT_HORIZON_STEPS="6", FORESIGHT_SCALERS=str(scalers))
     series = ["checkout/requests", "search/requests", "cart/requests"]
     windows, spike = 200, 185
     produce(broker, prefix, series, windows, spike=("checkout/requests", spike), metric="web/cpu")
@@ -130,6 +144,35 @@ def test_dashboard_in_chromium(broker, prefix, start_worker):
             page.wait_for_function(
                 "document.querySelector('[data-target=\"shop/checkout\"] .now')"
                 " && document.querySelector('[data-target=\"shop/checkout\"] .now').innerText.includes('3 → 7')")
+
+            # the card says why, in a sentence (not only on hover), with units, capacity, min and max
+            card = page.locator('[data-target="shop/checkout"]')
+            assert card.locator(".sentence").inner_text() == "ReactiveFloor 3->7"
+            assert card.locator(".sentence").is_visible()
+            facts = card.locator(".facts").inner_text()
+            for fact in ("forecast peak 640 events/s", "observed 100 events/s",
+                         "capacity 120 events/s per replica", "min 2 · max 60 replicas", "lead time 3 min"):
+                assert fact in facts, facts
+            assert card.locator(".now .badge").inner_text() == "applied"
+            when = card.locator(".when").inner_text()
+            assert when.startswith("decided at ") and "(event time)" in when and "behind now" in when, when
+            assert "(wall clock)" in page.locator("#status").inner_text()
+            assert page.locator("#decision-rows tr td.why").first.inner_text() == "ReactiveFloor 3->7"
+            assert page.locator("#decision-rows tr td.why").first.is_visible()
+            assert "event time" in page.locator("#log-panel thead").inner_text()
+
+            # badges tell applied from limited from held
+            send_raw(broker, f"{prefix}.decisions", [
+                decision("shop/checkout", T0 + 195 * WINDOW, 7, 12, "RateLimited", peak=1900.0),
+                decision("shop/checkout", T0 + 200 * WINDOW, 12, 12, "ScaleDownStabilized", peak=300.0,
+                         applied=False)])
+            page.wait_for_function("document.querySelectorAll('#decision-rows tr').length === 5", timeout=60_000)
+            badges = page.locator("#decision-rows tr .badge").all_inner_texts()
+            assert badges == ["held", "applied (limited)", "applied", "applied", "no change"], badges
+            page.wait_for_function("document.querySelector('[data-target=\"shop/checkout\"] .now')"
+                                   ".innerText.includes('ScaleDownStabilized')")
+            assert card.locator(".now .badge").inner_text() == "held"
+            assert card.locator(".sentence").inner_text() == "ScaleDownStabilized 12->12"
 
             # filtering narrows the list
             page.fill("#filter", "cart")

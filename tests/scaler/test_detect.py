@@ -1,4 +1,4 @@
-"""streams.detect: `foresight detect` scores a CSV with the worker's code path."""
+"""scaler.detect: `foresight detect` scores a CSV with the worker's code path."""
 
 from __future__ import annotations
 
@@ -9,7 +9,8 @@ import random
 import pytest
 
 from detectors.series import SeriesModel
-from streams import detect
+from scaler import detect
+from scaler.traces import TraceError
 
 
 def write_csv(path, rows, header=("timestamp", "value")):
@@ -44,20 +45,25 @@ def test_one_row_per_input_row_in_input_order(tmp_path):
         ("2014-04-10 00:05:00", "2.0"),
         ("2014-04-10 00:05:00", "2.0"),  # repeated timestamp
         ("2014-04-10 00:02:00", "3.0"),  # back in time
-        ("2014-04-10 00:10:00", "not-a-number"),
-        ("2014-04-10 00:15:00", ""),
-        ("2014-04-10 00:20:00", "nan"),
-        ("2014-04-10 00:25:00", "4.5"),
+        ("2014-04-10T00:10:00Z", "1e1"),
+        ("1397088900", " 4.50"),
     ]
     src, dst = tmp_path / "in.csv", tmp_path / "out.csv"
     write_csv(src, rows)
     assert detect.detect_csv(str(src), str(dst)) == len(rows)
     out = read_out(dst)
     assert out[0] == ["timestamp", "value", "anomaly_score"]
-    assert [tuple(r[:2]) for r in out[1:]] == rows
+    assert [tuple(r[:2]) for r in out[1:]] == rows, "written as given, in input order"
     scores = [float(r[2]) for r in out[1:]]
     assert all(0.0 <= s <= 1.0 for s in scores)
-    assert scores[4] == scores[5] == scores[6] == 0.0
+
+
+def test_a_bad_row_fails_before_the_output_is_written(tmp_path):
+    src, dst = tmp_path / "in.csv", tmp_path / "out.csv"
+    write_csv(src, [("2014-04-10 00:00:00", "1.0"), ("2014-04-10 00:05:00", "n/a")])
+    with pytest.raises(TraceError, match=r"in.csv:3: value 'n/a' is not a number"):
+        detect.detect_csv(str(src), str(dst))
+    assert not dst.exists()
 
 
 def test_detect_flags_a_spike_in_a_nab_style_file(tmp_path):
@@ -94,42 +100,10 @@ def test_score_rows_uses_the_series_model_score_path():
             return super().score(value, t)
 
     model = Spy(detect.new_model().detector, None)  # type: ignore[arg-type]
-    rows = [("1970-01-01T00:00:00Z", "1"), ("1970-01-01 00:01:00", "x"), ("120", "3")]
+    rows = [("1970-01-01T00:00:00Z", "1"), ("1970-01-01 00:01:00", "2"), ("120", "3")]
     out = list(detect.score_rows(rows, model))
     assert [r[:2] for r in out] == rows
-    assert calls == [(1.0, 0.0), (3.0, 120.0)]
-
-
-@pytest.mark.parametrize(
-    "text, expected",
-    [
-        ("2014-04-10 00:02:00", 1397088120.0),
-        ("2014-04-10T00:02:00", 1397088120.0),
-        ("2014-04-10T00:02:00Z", 1397088120.0),
-        ("2014-04-10T02:02:00+02:00", 1397088120.0),
-        ("1397088120", 1397088120.0),
-        ("garbage", None),
-        ("", None),
-    ],
-)
-def test_parse_time(text, expected):
-    assert detect.parse_time(text) == expected
-
-
-def test_headerless_file_and_extra_columns(tmp_path):
-    src = tmp_path / "in.csv"
-    write_csv(src, [("2014-04-10 00:00:00", "1.0"), ("2014-04-10 00:05:00", "2.0")], header=None)
-    assert detect.read_rows(str(src)) == [["2014-04-10 00:00:00", "1.0"], ["2014-04-10 00:05:00", "2.0"]]
-    write_csv(src, [("5", "2014-04-10 00:00:00", "1.0")], header=("label", "timestamp", "value"))
-    assert detect.read_rows(str(src)) == [["2014-04-10 00:00:00", "1.0"]]
-
-
-def test_main_writes_the_output(tmp_path, capsys):
-    src, dst = tmp_path / "in.csv", tmp_path / "out.csv"
-    write_csv(src, nab_rows(50))
-    assert detect.main(["--input", str(src), "--output", str(dst)]) == 0
-    assert len(read_out(dst)) == 51
-    assert "50 rows" in capsys.readouterr().err
+    assert calls == [(1.0, 0.0), (2.0, 60.0), (3.0, 120.0)]
 
 
 def test_median_step():
