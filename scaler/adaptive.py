@@ -45,7 +45,16 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from detectors.forecast import ForecastPoint
-from scaler.shadow import HPA_SWEEP, Contender, Follower, Tally, equal_cost, hpa_hold_seconds
+from scaler.decision import Comparison
+from scaler.shadow import (
+    HPA_SWEEP,
+    Contender,
+    Follower,
+    Rolling,
+    Tally,
+    equal_cost,
+    hpa_hold_seconds,
+)
 
 #: the default of ``spec.budgetUtilization``: spend what an HPA at this target would
 DEFAULT_BUDGET_UTILIZATION = 0.6
@@ -54,6 +63,8 @@ MEMORY_SECONDS = 10 * 86_400.0
 #: another contender takes over only after leaving at most (1 - this) of the acting one's
 #: unserved load in memory
 SWITCH_MARGIN = 0.2
+#: the rolling window of the shadow comparison (``vs_hpa``), seconds of event time
+COMPARISON_WINDOW_SECONDS = 86_400.0
 #: the family: (utilisation, forecast band margin or None, scale-down window factor)
 FAMILY = tuple(
     (u, m, h)
@@ -100,6 +111,7 @@ class Adaptive:
     follower: Follower = field(default_factory=Follower)
     last_ts: float | None = None
     started: float | None = None
+    _window: float = 0.0
 
     @classmethod
     def start(cls, budget_utilization: float = DEFAULT_BUDGET_UTILIZATION) -> Adaptive:
@@ -107,6 +119,9 @@ class Adaptive:
         specs += [f for f in FAMILY if f not in specs]
         a = cls(budget_utilization, [Contender(_name(*f), f[0], f[1]) for f in specs],
                 [f[2] for f in specs], list(range(len(SWEEP))))
+        for i in a.sweep:
+            a.contenders[i].rolling = Rolling(COMPARISON_WINDOW_SECONDS)
+        a.follower.rolling = Rolling(COMPARISON_WINDOW_SECONDS)
         a.acting = specs.index(FIRST)
         return a
 
@@ -130,6 +145,7 @@ class Adaptive:
         if self.last_ts is not None and ts <= self.last_ts:
             return False
         self.last_ts = ts
+        self._window = window
         if self.started is None:
             self.started = ts
         decay = math.exp(-window / MEMORY_SECONDS)
@@ -205,14 +221,14 @@ class Adaptive:
         return cur
 
     def comparison(self, recent: bool = False) -> dict[str, float]:
-        """The acting side against the shadow HPA sweep, in the series' unit.
+        """The acting side against the shadow HPA sweep (total, or in the policy's memory).
 
         ``unserved`` is load-seconds left unserved, ``replica_seconds`` the
         provisioned replicas x seconds; ``hpa_*`` are the HPA at 100 %, and
         ``hpa_equal_cost_unserved`` the sweep interpolated at the acting
         side's replica-seconds (its dearest point, 40 %, when dearer still).
         """
-        total, rec = self.follower.tallies()
+        total, rec, _ = self.follower.tallies()
         mine = rec if recent else total
         hpa = self._tally(self.sweep[-1], recent)
         eq, _ = equal_cost(self.sweep_curve(recent), mine.replica_seconds)
@@ -226,6 +242,25 @@ class Adaptive:
             "hpa_replica_seconds": hpa.replica_seconds,
             "load_seconds": mine.load_seconds,
         }
+
+    def report(self) -> tuple[Comparison | None, Comparison | None]:
+        """(rolling window, since the start) comparisons for the wire, status and API."""
+        if self.started is None or self.last_ts is None:
+            return None, None
+        total, _, rolling = self.follower.tallies()
+        elapsed = self.last_ts - self.started + self._window
+        out = []
+        for mine, sweep, span in (
+            (rolling, [self.contenders[i].rolling.sum() for i in self.sweep],  # type: ignore[union-attr]
+             min(elapsed, COMPARISON_WINDOW_SECONDS)),
+            (total, [self.contenders[i].total for i in self.sweep], elapsed),
+        ):
+            eq, _ = equal_cost([(t.replica_seconds, t.unserved) for t in sweep],
+                               mine.replica_seconds)
+            hpa = sweep[-1]
+            out.append(Comparison(span, mine.unserved, hpa.unserved, eq, mine.under_seconds,
+                                  hpa.under_seconds, mine.replica_seconds, hpa.replica_seconds))
+        return out[0], out[1]
 
     def _tally(self, i: int, recent: bool) -> Tally:
         c = self.contenders[i]

@@ -38,6 +38,48 @@ FALLBACK_REASONS = frozenset(
 
 
 @dataclass(frozen=True, slots=True)
+class Comparison:
+    """The acting policy against the shadow HPA sweep over ``window_seconds`` of event time.
+
+    In the series' unit: ``unserved`` is load x seconds left unserved,
+    ``replica_seconds`` provisioned replicas x seconds, ``underprovisioned_seconds``
+    the time with some load unserved. ``hpa_*`` is the reactive HPA at 100 %
+    target utilisation on the same windows, ``hpa_equal_cost_unserved`` the HPA
+    sweep (40-100 %) interpolated at this policy's replica-seconds.
+    """
+
+    window_seconds: float
+    unserved: float
+    hpa_unserved: float
+    hpa_equal_cost_unserved: float
+    underprovisioned_seconds: float
+    hpa_underprovisioned_seconds: float
+    replica_seconds: float
+    hpa_replica_seconds: float
+
+    def summary(self) -> str:
+        """One line for people.
+
+        >>> Comparison(86400, 38, 200, 100, 60, 600, 1040, 1000).summary()
+        "unserved 62% below the equal-cost HPA's, at 4% more replica-hours than the HPA at 100%"
+        """
+        if self.hpa_equal_cost_unserved > 0:
+            r = self.unserved / self.hpa_equal_cost_unserved - 1.0
+            head = f"unserved {abs(r):.0%} {'below' if r < 0 else 'above'} the equal-cost HPA's"
+        elif self.unserved > 0:
+            head = "some load unserved where the equal-cost HPA served all"
+        else:
+            head = "no load unserved"
+        if self.hpa_replica_seconds > 0:
+            c = self.replica_seconds / self.hpa_replica_seconds - 1.0
+            tail = (f"at {abs(c):.0%} {'more' if c >= 0 else 'fewer'} replica-hours than "
+                    f"the HPA at 100%")
+        else:
+            tail = "no replica-hours yet"
+        return f"{head}, {tail}"
+
+
+@dataclass(frozen=True, slots=True)
 class Decision:
     """What the policy decided for one target at event time ``ts``.
 
@@ -64,3 +106,8 @@ class Decision:
     #: the direction a ``behavior`` rate policy capped (set with ``Reason.RATE_LIMITED``);
     #: it stays set if min/max then bounds the count, so ``reason`` decides what it means
     limited: Direction | None = None
+    #: the shadow comparison over the rolling window and since the target started
+    vs_hpa: Comparison | None = None
+    vs_hpa_total: Comparison | None = None
+    #: the acting side's simulated provisioned replicas (what ForecastOnly would have had)
+    simulated_replicas: int | None = None

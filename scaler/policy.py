@@ -166,6 +166,7 @@ def decide(
     desired, reason, message = bound(spec, stage)
     if forecast is not None:
         adaptive.follower.follow(now, desired, forecast.step)
+    vs_hpa, vs_hpa_total = adaptive.report()
     decision = Decision(
         target=spec.key,
         ts=now,
@@ -178,6 +179,9 @@ def decide(
         mode=spec.mode,
         fallback=fallback,
         limited=limited if reason is Reason.RATE_LIMITED else None,
+        vs_hpa=vs_hpa,
+        vs_hpa_total=vs_hpa_total,
+        simulated_replicas=adaptive.follower.replicas if adaptive.follower.started else None,
     )
     return decision, PolicyState(recommendations=recs, scale_events=events, adaptive=adaptive)
 

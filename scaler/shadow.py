@@ -82,6 +82,40 @@ class Tally:
 
 
 @dataclass(slots=True)
+class Rolling:
+    """A :class:`Tally` over the last ``span`` seconds of event time, in ``buckets`` slices.
+
+    >>> r = Rolling(span=3600, buckets=4)
+    >>> for i in range(8):
+    ...     r.add(900.0 * i, unserved=1.0, under=0.0, replica_s=10.0, load_s=5.0)
+    >>> r.sum().replica_seconds  # the last four 15-minute slices
+    40.0
+    """
+
+    span: float = 86_400.0
+    buckets: int = 24
+    slots: list[tuple[int, Tally]] = field(default_factory=list)
+    acc: Tally = field(default_factory=Tally)  # the sum of the slots, kept as they change
+
+    def add(self, ts: float, unserved: float, under: float, replica_s: float,
+            load_s: float) -> None:
+        b = math.floor(ts / (self.span / self.buckets))
+        if not self.slots or self.slots[-1][0] < b:
+            self.slots.append((b, Tally()))
+            while self.slots[0][0] <= b - self.buckets:
+                _, old = self.slots.pop(0)
+                self.acc.add(-old.unserved, -old.under_seconds, -old.replica_seconds,
+                             -old.load_seconds)
+        self.slots[-1][1].add(unserved, under, replica_s, load_s)
+        self.acc.add(unserved, under, replica_s, load_s)
+
+    def sum(self) -> Tally:
+        a = self.acc
+        return Tally(max(0.0, a.unserved), max(0.0, a.under_seconds),
+                     max(0.0, a.replica_seconds), max(0.0, a.load_seconds))
+
+
+@dataclass(slots=True)
 class Contender:
     """One shadow autoscaler: the HPA at ``utilisation``, raised to the forecast's need.
 
@@ -105,6 +139,8 @@ class Contender:
     why: str = "load"
     #: the forecast load it provisioned for at the last step (None: reactive)
     peak: float | None = None
+    #: kept for the shadow comparison's rolling window (the HPA sweep only)
+    rolling: Rolling | None = None
 
     def step(self, ts: float, load: float, window: float, capacity: float, lead: float,
              lo: int, hi: int, hold: float, forecast: Sequence[ForecastPoint] | None,
@@ -128,6 +164,9 @@ class Contender:
         self.total.add(unserved, window if unserved > 0 else 0.0, desired * window, load * window)
         self.recent.add(unserved, window if unserved > 0 else 0.0, desired * window,
                         load * window, decay)
+        if self.rolling is not None:
+            self.rolling.add(ts, unserved, window if unserved > 0 else 0.0, desired * window,
+                             load * window)
         return desired
 
     def recommend(self, load: float, ready: int, provisioned: int, capacity: float,
@@ -222,6 +261,7 @@ class Follower:
     recent: Tally = field(default_factory=Tally)
     pending: tuple[float, int, float] | None = None  # (now, desired, window) of the last decision
     started: bool = False
+    rolling: Rolling = field(default_factory=Rolling)
 
     @property
     def replicas(self) -> int:
@@ -240,6 +280,7 @@ class Follower:
         under = window if unserved > 0 else 0.0
         self.total.add(unserved, under, 0.0, load * window)
         self.recent.add(unserved, under, 0.0, load * window, decay)
+        self.rolling.add(ts, unserved, under, 0.0, load * window)
 
     def follow(self, now: float, desired: int, window: float) -> None:
         """Apply a decision made at ``now`` (a later one at the same ``now`` replaces it)."""
@@ -250,17 +291,21 @@ class Follower:
 
     def _commit(self) -> None:
         if self.pending is not None:
-            _, desired, window = self.pending
+            now, desired, window = self.pending
             self.total.replica_seconds += desired * window
             self.recent.replica_seconds += desired * window
+            self.rolling.add(now - window, 0.0, 0.0, desired * window, 0.0)
             self.pending = None
 
-    def tallies(self) -> tuple[Tally, Tally]:
-        """(total, recent) including the latest decision's replica-seconds (copies)."""
+    def tallies(self) -> tuple[Tally, Tally, Tally]:
+        """(total, recent, rolling) including the latest decision's replica-seconds (copies)."""
         extra = self.pending[1] * self.pending[2] if self.pending is not None else 0.0
+        rolling = self.rolling.sum()
         return (
             Tally(self.total.unserved, self.total.under_seconds,
                   self.total.replica_seconds + extra, self.total.load_seconds),
             Tally(self.recent.unserved, self.recent.under_seconds,
                   self.recent.replica_seconds + extra, self.recent.load_seconds),
+            Tally(rolling.unserved, rolling.under_seconds, rolling.replica_seconds + extra,
+                  rolling.load_seconds),
         )

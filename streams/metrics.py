@@ -97,6 +97,18 @@ class Metrics:
             "foresight_decision_timestamp_seconds", "Event time of the target's latest decision",
             ["target"], registry=r,
         )
+        # the shadow comparison over its rolling window (policy: predictive | hpa |
+        # hpa_equal_cost); in the series' unit x seconds, and replicas x seconds
+        self.target_unserved = Gauge(
+            "foresight_target_unserved",
+            "Load left unserved over the comparison window (series unit x seconds)",
+            ["target", "policy"], registry=r,
+        )
+        self.target_replica_seconds = Gauge(
+            "foresight_target_replica_seconds",
+            "Provisioned replicas x seconds over the comparison window",
+            ["target", "policy"], registry=r,
+        )
         # -- per-series (only for series a SeriesSelector admits) ---------
         self.series_anomaly_score = Gauge(
             "foresight_series_anomaly_score", "Anomaly score of the series' latest window (0..1)",

@@ -25,7 +25,7 @@ from typing import Any
 import orjson
 
 from detectors.forecast import Forecast, ForecastPoint
-from scaler.decision import Decision
+from scaler.decision import Comparison, Decision
 from scaler.traces import parse_time
 
 #: the fixed vocabulary of dead-letter reasons (also Prometheus label values)
@@ -312,7 +312,47 @@ def decision_to_json(d: Decision) -> dict[str, Any]:
         "observed": d.observed,
         "observed_ts": d.observed_ts,
         "mode": d.mode,
+        "vs_hpa": comparison_to_json(d.vs_hpa),
+        "vs_hpa_total": comparison_to_json(d.vs_hpa_total),
+        "simulated_replicas": d.simulated_replicas,
     }
+
+
+#: the keys of a shadow comparison on the wire (``vs_hpa``, ``vs_hpa_total``)
+COMPARISON_KEYS = ("window_seconds", "unserved", "hpa_unserved", "hpa_equal_cost_unserved",
+                   "underprovisioned_seconds", "hpa_underprovisioned_seconds",
+                   "replica_seconds", "hpa_replica_seconds")
+
+
+def comparison_to_json(c: Comparison | None) -> dict[str, float]:
+    """A shadow comparison: all numbers, never null (zeros before the first window).
+
+    >>> comparison_to_json(None)["unserved"], comparison_to_json(None)["window_seconds"]
+    (0.0, 0.0)
+    """
+    if c is None:
+        return dict.fromkeys(COMPARISON_KEYS, 0.0)
+    return {k: float(getattr(c, k)) for k in COMPARISON_KEYS}
+
+
+def parse_comparison(o: Any) -> dict[str, float]:
+    """A comparison read from the wire: finite, non-negative numbers; absent is all zeros.
+
+    >>> parse_comparison({"unserved": 2})["unserved"], parse_comparison(None)["replica_seconds"]
+    (2.0, 0.0)
+    >>> parse_comparison({"unserved": "NaN"})
+    Traceback (most recent call last):
+    ...
+    ValueError: bad comparison: unserved is not a finite number >= 0
+    """
+    o = o if isinstance(o, dict) else {}
+    out = {}
+    for k in COMPARISON_KEYS:
+        v = o.get(k, 0.0)
+        if isinstance(v, bool) or not isinstance(v, int | float) or not 0 <= v < math.inf:
+            raise ValueError(f"bad comparison: {k} is not a finite number >= 0")
+        out[k] = float(v)
+    return out
 
 
 def parse_decision(raw: bytes) -> dict[str, Any]:
@@ -338,6 +378,10 @@ def parse_decision(raw: bytes) -> dict[str, Any]:
             "forecast_peak": None if o.get("forecast_peak") is None else float(o["forecast_peak"]),
             "observed": None if o.get("observed") is None else float(o["observed"]),
             "mode": str(o.get("mode") or ""),
+            "vs_hpa": parse_comparison(o.get("vs_hpa")),
+            "vs_hpa_total": parse_comparison(o.get("vs_hpa_total")),
+            "simulated_replicas": (None if o.get("simulated_replicas") is None
+                                   else int(o["simulated_replicas"])),
         }
     except (orjson.JSONDecodeError, KeyError, TypeError, ValueError, AttributeError) as exc:
         raise ValueError(f"bad decision message: {exc}") from None

@@ -42,6 +42,7 @@ import numpy as np
 import orjson
 from kafka.partitioner.default import murmur2
 
+from streams import records
 from streams.metrics import Metrics, SeriesSelector
 from streams.settings import Settings
 from streams.topics import Topics
@@ -303,7 +304,10 @@ class TargetView:
     def summary(self, history: bool = True) -> dict[str, Any]:
         d = self.latest
         out = {k: d.get(k) for k in ("target", "ts", "current", "desired", "applied", "reason",
-                                     "message", "forecast_peak", "observed", "mode")}
+                                     "message", "forecast_peak", "observed", "mode",
+                                     "simulated_replicas")}
+        out["vs_hpa"] = records.parse_comparison(d.get("vs_hpa"))
+        out["vs_hpa_total"] = records.parse_comparison(d.get("vs_hpa_total"))
         out["decisions"] = self.decisions
         if history:
             out["history"] = [{"ts": t, "current": c, "desired": w, "forecast_peak": p}
@@ -377,6 +381,15 @@ class ViewStore:
         m.decision_timestamp.labels(d["target"]).set(d["ts"])
         if d.get("forecast_peak") is not None:
             m.forecast_peak.labels(d["target"]).set(d["forecast_peak"])
+        vs = d.get("vs_hpa")
+        if vs:
+            for policy, unserved, replica_s in (
+                ("predictive", vs["unserved"], vs["replica_seconds"]),
+                ("hpa", vs["hpa_unserved"], vs["hpa_replica_seconds"]),
+                ("hpa_equal_cost", vs["hpa_equal_cost_unserved"], vs["replica_seconds"]),
+            ):
+                m.target_unserved.labels(d["target"], policy).set(unserved)
+                m.target_replica_seconds.labels(d["target"], policy).set(replica_s)
 
     # -- restoring and forgetting ----------------------------------------
     def restore_series(self, series: str, raw: bytes) -> SeriesView:
@@ -401,6 +414,12 @@ class ViewStore:
         m = self.metrics
         for t in [t for t in self.targets if not keep_target(t)]:
             self.targets.pop(t)
+            for policy in ("predictive", "hpa", "hpa_equal_cost"):
+                for g2 in (m.target_unserved, m.target_replica_seconds):
+                    try:
+                        g2.remove(t, policy)
+                    except KeyError:
+                        pass
             for g in (m.desired_replicas, m.current_replicas, m.forecast_peak, m.decision_timestamp):
                 try:
                     g.remove(t)

@@ -161,6 +161,8 @@ def decision_status(
     }
     if last_scale_time is not None:
         fields["lastScaleTime"] = last_scale_time
+    if decision.vs_hpa is not None:
+        fields["comparison"] = comparison_status(decision)
     if spec.mode == "Active":
         active = condition(
             "ScalingActive", True, KubeReason.ACTIVE,
@@ -178,6 +180,37 @@ def decision_status(
         limited_condition(decision, spec),
     ]
     return fields, conditions
+
+
+def comparison_status(decision: Decision) -> dict[str, Any]:
+    """``status.comparison``: the shadow comparison, in the CRD's camelCase.
+
+    >>> from scaler.decision import Comparison, Reason
+    >>> d = Decision("shop/a", 0, 2, 2, Reason.FORECAST_PEAK, "m", simulated_replicas=3,
+    ...              vs_hpa=Comparison(86400, 38, 200, 100, 60, 600, 1040, 1000))
+    >>> s = comparison_status(d)
+    >>> s["short"], s["hpaEqualCostUnserved"], s["simulatedReplicas"]
+    ('-62%', 100, 3)
+    """
+    c = decision.vs_hpa
+    assert c is not None
+    short = (f"{c.unserved / c.hpa_equal_cost_unserved - 1.0:+.0%}"
+             if c.hpa_equal_cost_unserved > 0 else ("0 unserved" if c.unserved == 0 else "n/a"))
+    out: dict[str, Any] = {
+        "short": short,
+        "summary": c.summary(),
+        "windowSeconds": round(c.window_seconds, 3),
+        "unserved": round(c.unserved, 6),
+        "hpaUnserved": round(c.hpa_unserved, 6),
+        "hpaEqualCostUnserved": round(c.hpa_equal_cost_unserved, 6),
+        "underprovisionedSeconds": round(c.underprovisioned_seconds, 3),
+        "hpaUnderprovisionedSeconds": round(c.hpa_underprovisioned_seconds, 3),
+        "replicaSeconds": round(c.replica_seconds, 3),
+        "hpaReplicaSeconds": round(c.hpa_replica_seconds, 3),
+    }
+    if decision.simulated_replicas is not None:
+        out["simulatedReplicas"] = decision.simulated_replicas
+    return out
 
 
 def problem_status(reason: ProblemReason, message: str) -> list[dict[str, str]]:

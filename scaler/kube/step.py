@@ -14,6 +14,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable, Mapping
+from dataclasses import replace
 from typing import Any
 
 from kubernetes.client.exceptions import ApiException
@@ -56,10 +57,14 @@ class ReconcileStep:
         key = target.key
         try:
             conflict = self.conflicts.find(spec)
-            if conflict is not None:
+            if conflict is not None and spec.mode == "Active":
                 return self._blocked(target, spec, conflict, now)
             self._seed_policy_state(target, now)
             decision = self.reconciler.reconcile(spec, now)
+            if conflict is not None:  # a dry run beside the autoscaler a team already has
+                other = conflict.split(" also scales")[0]
+                decision = replace(decision, message=(
+                    f"{decision.message}; ForecastOnly beside {other}, which keeps the replicas"))
         except NotLeaderError:
             log.info("%s: not the leader any more, not acting", key)
             return None

@@ -257,6 +257,26 @@
     state.targetCharts.set(t.target, c);
   }
 
+  // the shadow comparison in one line (the same sentence as scaler.decision.Comparison.summary)
+  function vsLine(v) {
+    if (!v || !v.window_seconds) return "vs HPA: not measured yet";
+    const span = v.window_seconds >= 86400 ? `last ${fmtDuration(86400)}` : `last ${fmtDuration(v.window_seconds)}`;
+    const pct = (x) => `${Math.round(Math.abs(x) * 100)} %`;
+    let head;
+    if (v.hpa_equal_cost_unserved > 0) {
+      const r = v.unserved / v.hpa_equal_cost_unserved - 1;
+      head = `unserved ${pct(r)} ${r < 0 ? "below" : "above"} the equal-cost HPA's`;
+    } else {
+      head = v.unserved > 0 ? "some load unserved where the equal-cost HPA served all" : "no load unserved";
+    }
+    let tail = "no replica-hours yet";
+    if (v.hpa_replica_seconds > 0) {
+      const c = v.replica_seconds / v.hpa_replica_seconds - 1;
+      tail = `at ${pct(c)} ${c >= 0 ? "more" : "fewer"} replica-hours than the HPA at 100 %`;
+    }
+    return `${span}: ${head}, ${tail}`;
+  }
+
   function unitOf(target) {
     return state.units.get(target) || "";
   }
@@ -273,6 +293,7 @@
       if (!card) {
         card = el("div", { class: "target", "data-target": t.target }, [
           el("h3", { text: t.target }), el("div", { class: "now" }), el("p", { class: "sentence" }),
+          el("p", { class: "vs" }),
           el("div", { class: "facts" }), el("div", { class: "when muted" }), el("div", { class: "tchart" }),
         ]);
         wrap.append(card);
@@ -285,6 +306,9 @@
         el("span", { class: "reason", text: t.reason }),
       );
       card.querySelector(".sentence").textContent = t.message || "";
+      card.querySelector(".vs").textContent = vsLine(t.vs_hpa)
+        + (t.mode === "ForecastOnly" && t.simulated_replicas != null
+          ? ` · dry run: would have ${t.simulated_replicas} replicas` : "");
       card.querySelector(".facts").replaceChildren(
         el("span", { class: "fact", text: `forecast peak ${withUnit(t.forecast_peak, unit)}` }),
         el("span", { class: "fact", text: `observed ${withUnit(t.observed, unit)}` }),

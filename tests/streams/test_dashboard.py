@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 
 from tests.conftest import ROOT, send_raw
-from tests.streams.test_web import T0, WINDOW, decision, poll, produce, series_path
+from tests.streams.test_web import T0, VS_HPA, WINDOW, decision, poll, produce, series_path
 
 pytestmark = pytest.mark.integration
 
@@ -133,7 +133,8 @@ def test_dashboard_in_chromium(broker, prefix, start_worker, tmp_path):
 
             # ...and a decision made while the page is open appears, newest first
             send_raw(broker, f"{prefix}.decisions", [
-                decision("shop/checkout", T0 + 190 * WINDOW, 3, 7, "ReactiveFloor", peak=640.0)])
+                decision("shop/checkout", T0 + 190 * WINDOW, 3, 7, "ReactiveFloor", peak=640.0,
+                         vs_hpa=VS_HPA)])
             page.wait_for_function(
                 "document.querySelector('#decision-rows tr') && "
                 "document.querySelector('#decision-rows tr').innerText.includes('ReactiveFloor')",
@@ -149,6 +150,10 @@ def test_dashboard_in_chromium(broker, prefix, start_worker, tmp_path):
             card = page.locator('[data-target="shop/checkout"]')
             assert card.locator(".sentence").inner_text() == "ReactiveFloor 3->7"
             assert card.locator(".sentence").is_visible()
+            # the shadow comparison, in one line
+            assert card.locator(".vs").inner_text() == (
+                "last 24.0 h: unserved 62 % below the equal-cost HPA's, "
+                "at 4 % more replica-hours than the HPA at 100 %")
             facts = card.locator(".facts").inner_text()
             for fact in ("forecast peak 640 events/s", "observed 100 events/s",
                          "capacity 120 events/s per replica", "min 2 · max 60 replicas", "lead time 3 min"):

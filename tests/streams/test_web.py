@@ -93,15 +93,34 @@ def produce(broker: str, prefix: str, series: list[str], windows: int,
                 p.flush()
 
 
+#: a shadow comparison as the controller publishes it (see scaler.decision.Comparison)
+VS_HPA = {"window_seconds": 86400.0, "unserved": 38.0, "hpa_unserved": 200.0,
+          "hpa_equal_cost_unserved": 100.0, "underprovisioned_seconds": 60.0,
+          "hpa_underprovisioned_seconds": 600.0, "replica_seconds": 1040.0,
+          "hpa_replica_seconds": 1000.0}
+
+
 def decision(target: str, ts: float, current: int, desired: int, reason: str = "ForecastPeak",
-             peak: float | None = 250.0, applied: bool = True) -> tuple[bytes, bytes]:
+             peak: float | None = 250.0, applied: bool = True,
+             vs_hpa: dict[str, float] | None = None) -> tuple[bytes, bytes]:
     body = {"target": target, "ts": ts, "current": current, "desired": desired, "applied": applied,
             "reason": reason, "message": f"{reason} {current}->{desired}", "forecast_peak": peak,
             "observed": 100.0, "observed_ts": ts - 10, "mode": "Active"}
+    if vs_hpa is not None:
+        body["vs_hpa"] = body["vs_hpa_total"] = vs_hpa
     return target.encode(), orjson.dumps(body)
 
 
 # -- pure parts --------------------------------------------------------------
+
+
+def test_target_summary_carries_the_shadow_comparison_as_numbers():
+    t = TargetView("shop/a", {})
+    t.add(parse_decision(decision("shop/a", 5.0, 2, 3, vs_hpa=VS_HPA)[1]))
+    out = t.summary(history=False)
+    assert out["vs_hpa"] == VS_HPA and out["vs_hpa_total"] == VS_HPA
+    t.add(parse_decision(decision("shop/a", 6.0, 3, 3)[1]))  # an older controller: zeros
+    assert t.summary(history=False)["vs_hpa"] == dict.fromkeys(VS_HPA, 0.0)
 
 
 def test_decision_log_keeps_changes_newest_last():

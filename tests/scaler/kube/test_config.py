@@ -102,6 +102,9 @@ def test_foresight_scaler_kube_scales_a_target_and_writes_status(emu, setup_api,
     try:
         wait_for(lambda: running() or ready(health), timeout=60)
         send_until(lambda: replicas(setup_api, "Deployment", "shop", "checkout") == 10)
+        # the status is written just after the patch: wait for it, do not race it
+        wait_for(lambda: get_scaler(setup_api, "shop", "checkout").get("status", {})
+                 .get("currentReplicas") == 10, timeout=30)
         status = get_scaler(setup_api, "shop", "checkout")["status"]
         assert status["desiredReplicas"] == 10 and status["currentReplicas"] == 10
         assert status["reason"] == "ForecastPeak" and status["lastForecastPeak"] == 950

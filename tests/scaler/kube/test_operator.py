@@ -146,6 +146,39 @@ def test_conflicting_hpa_or_scaledobject_blocks_scaling(emu, setup_api):
         op.stop()
 
 
+def test_forecast_only_beside_an_hpa_is_a_dry_run_with_a_comparison(emu, setup_api):
+    """The way to adopt Foresight: a dry run beside the HPA a team already has."""
+    workload(setup_api, "Deployment", "shop", "search", 4)
+    custom = client.CustomObjectsApi(setup_api)
+    custom.create_namespaced_custom_object("autoscaling", "v2", "shop", "horizontalpodautoscalers", {
+        "apiVersion": "autoscaling/v2", "kind": "HorizontalPodAutoscaler",
+        "metadata": {"name": "search"},
+        "spec": {"scaleTargetRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": "search"},
+                 "minReplicas": 1, "maxReplicas": 10}})
+    op = operator(emu)
+    op.start()
+    try:
+        wait_for(op.is_leader)
+        create_scaler(setup_api, scaler_manifest("shop", "search", mode="ForecastOnly"))
+        wait_for(lambda: "shop/search" in op.specs)
+        t = now()
+        for i in range(3):
+            [d] = drive(op, forecast("search/requests", t + 60 * i, 1950),
+                        observation(t + 60 * i, 400), t + 60 * i)
+        assert d.reason is not Reason.CONFLICT and not d.applied, d.message
+        assert "ForecastOnly beside HorizontalPodAutoscaler shop/search" in d.message
+        assert _scale_patches(emu) == []  # never patches
+        wait_for(lambda: "comparison" in (get_scaler(setup_api, "shop", "search").get("status") or {}))
+        status = get_scaler(setup_api, "shop", "search")["status"]
+        assert status["currentReplicas"] == 4  # the replicas the real HPA kept
+        comparison = status["comparison"]
+        assert comparison["simulatedReplicas"] == d.simulated_replicas == 20  # what it would have had
+        assert comparison["windowSeconds"] > 0 and comparison["short"]
+        assert conditions(get_scaler(setup_api, "shop", "search"))["Ready"] == ("True", "Reconciled")
+    finally:
+        op.stop()
+
+
 def test_invalid_specs_and_missing_target_are_conditions_and_events(emu, setup_api):
     workload(setup_api, "Deployment", "shop", "ok", 2)
     op = operator(emu)
