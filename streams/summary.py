@@ -12,6 +12,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
+from scaler.decision import Comparison
 from streams.workload import HISTORY_CYCLES, PLANS, Workload
 
 
@@ -48,6 +49,10 @@ def summarize(obs: Observed, workload: Workload, namespace: str, window: float,
             "scale_ups": sum(1 for d in decs if d["applied"] and d["desired"] > d["current"]),
             "scale_downs": sum(1 for d in decs if d["applied"] and d["desired"] < d["current"]),
             "final_replicas": (decs[-1]["desired"] if decs else None),
+            # the shadow comparison of the last decision: against the reactive HPA on the
+            # same windows (rolling 24 h of event time, and since the target started)
+            "vs_hpa": decs[-1].get("vs_hpa") if decs else None,
+            "vs_hpa_total": decs[-1].get("vs_hpa_total") if decs else None,
         }
         if plan.series == "checkout/requests":
             peaks = []
@@ -141,6 +146,19 @@ def _verdict(ok: bool | None) -> str:
     return {True: "PASS", False: "FAIL", None: "n/a "}[ok]
 
 
+def _vs_line(v: dict[str, float]) -> str:
+    """The shadow comparison in words (as ``scaler.decision.Comparison.summary``).
+
+    >>> _vs_line({"unserved": 38, "hpa_equal_cost_unserved": 100, "replica_seconds": 1040,
+    ...           "hpa_replica_seconds": 1000})
+    "unserved 62% below the equal-cost HPA's, at 4% more replica-hours than the HPA at 100%"
+    """
+    keys = ("window_seconds", "unserved", "hpa_unserved", "hpa_equal_cost_unserved",
+            "underprovisioned_seconds", "hpa_underprovisioned_seconds", "replica_seconds",
+            "hpa_replica_seconds")
+    return Comparison(*(float(v.get(k, 0.0)) for k in keys)).summary()
+
+
 def render(summary: dict[str, Any], workload: Workload, lead: float) -> str:
     """The end-of-demo table for people (stderr); times are simulated UTC (HH:MM).
 
@@ -212,6 +230,9 @@ def render(summary: dict[str, Any], workload: Workload, lead: float) -> str:
                 out.append(f"  replicas before {st['replicas_before']}, lowest asked while stuck "
                            f"{st['min_desired_while_stuck']}, scale-downs {st['scale_downs_while_stuck']} "
                            f"(reasons: {', '.join(st['reasons']) or '-'})")
+        vs = info.get("vs_hpa_total")
+        if vs and vs.get("window_seconds"):
+            out.append(f"  vs the reactive HPA on the same load, since the start: {_vs_line(vs)}")
     out += ["", "checks"]
     for name, ok in summary.get("checks", {}).items():
         why = CHECKS.get(name, "")
