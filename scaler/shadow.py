@@ -196,7 +196,7 @@ class Contender:
             m = self.margin
             self.peak = max(p.yhat + m * max(p.upper - p.yhat, 0.0) for p in forecast)
             ahead = need(self.peak, per)
-            if ahead > raw:  # within the tolerance of the count in place, that count
+            if ahead >= raw:  # within the tolerance of the count in place, that count
                 if ahead != provisioned > 0 and abs(ahead / provisioned - 1.0) <= tolerance:
                     raw, why = max(raw, provisioned), "tolerance"
                 else:

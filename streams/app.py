@@ -33,6 +33,7 @@ import orjson
 
 from detectors.defaults import make_series_model
 from detectors.series import SeriesModel
+from scaler.inputs import inputs_from_update
 from streams import records, web
 from streams.checkpoint import Checkpointer, UntrustedCheckpoint, load_or_create_key
 from streams.metrics import Metrics
@@ -253,9 +254,10 @@ def create_app(settings: Settings, metrics: Metrics | None = None) -> faust.App:
             t0 = time.perf_counter()
             u = cached.model.update(point.value, point.start)
             metrics.model_update_seconds.observe(time.perf_counter() - t0)
-            fc = cached.model.to_forecast(point.series, point.start, step, u)
+            fc, obs, _ = inputs_from_update(cached.model, point.series, point.start, step,
+                                            point.value, u)
             key = point.series.encode()
-            fc_json = records.forecast_to_json(fc, point.value, u.anomalous or u.untrusted, u.score)
+            fc_json = records.forecast_to_json(fc, obs.value, obs.anomalous, u.score)
             await out[topics.forecasts].send(key=key, value=records.dumps(fc_json))
             metrics.forecasts_out.inc()
             body = None

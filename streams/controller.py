@@ -23,7 +23,7 @@ from collections.abc import Callable
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
 from scaler.decision import Decision
-from scaler.policy import Observation
+from scaler.inputs import policy_inputs
 from scaler.reconcile import Reconciler
 from scaler.reconciling import Reconciling
 from scaler.simulated import SimulatedCluster
@@ -127,12 +127,10 @@ class ControllerLoop:
             self.bad_messages += 1
             log.warning("skipping bad forecast message: %s", exc)
             return
-        f = fm.forecast
-        now = f.issued + f.step
+        f, obs, now = policy_inputs(fm.forecast, fm.observed, fm.anomalous)
         self.watermark = max(self.watermark, now)
         self._partition_time[partition] = max(self._partition_time.get(partition, -math.inf), now)
         self._partition_seen[partition] = time.monotonic()
-        obs = None if fm.observed is None else Observation(f.issued, fm.observed, fm.anomalous)
         self.reconciler.observe(f, obs)
         if self.on_forecast is not None:
             self.on_forecast(fm, now)

@@ -44,3 +44,40 @@ def test_a_target_never_goes_back_in_time():
     loop._handle(message("a/rps", 600.0, 300), partition=0)
     loop._handle(message("a/rps", 300.0, 300), partition=0)  # a replayed, older forecast
     assert r.last["default/a"].ts == 660.0
+
+
+def test_the_live_controller_decides_as_the_backtest_does():
+    """One code path: the model's updates go over the wire format to the controller's
+    handler, and it makes the decisions the backtest makes on the same series."""
+    import math
+    import random
+
+    from detectors.defaults import make_series_model
+    from scaler.backtest import backtest_spec, run_backtest
+    from scaler.inputs import inputs_from_update
+
+    rng = random.Random(3)
+    n, step = 700, 300.0
+    ts = [1_400_000_100.0 + step * i for i in range(n)]
+    load = [max(0.0, round(200 + 150 * math.sin(2 * math.pi * i / 288) + rng.gauss(0, 15)
+                           + (400 if 500 <= i < 505 else 0))) for i in range(n)]
+    cap = 25.0
+    bt = run_backtest(ts, load, cap, 3, 1, 200, name="web")
+
+    spec = backtest_spec(cap, 3, step, 1, 200, "web")
+    cluster = SimulatedCluster(spec.lead_time_seconds)
+    cluster.add_target(spec.key, max(1, min(200, math.ceil(load[0] / cap - 1e-9))))
+    r = Reconciler(cluster, [spec])
+    loop = ControllerLoop(Settings(), r)
+    loop.track_partitions([0])
+    model = make_series_model(step, horizon=6)
+    live = []
+    for t, y in enumerate(load):
+        u = model.update(y, t=ts[t])
+        fc, obs, _ = inputs_from_update(model, "web", ts[t], step, y, u)
+        loop._handle(records.dumps(records.forecast_to_json(fc, obs.value, obs.anomalous, u.score)))
+        d = r.last[spec.key]
+        live.append((d.desired, d.reason.value))
+    assert live == list(zip(bt.predictive.desired, bt.recorded.reasons, strict=True))
+    reasons = {reason for _, reason in live}
+    assert "ColdForecast" in reasons and len(reasons) >= 3, reasons
