@@ -107,6 +107,22 @@ class Reconciler:
     def reconcile_all(self, now: float) -> list[Decision]:
         return [self.reconcile(s, now) for s in list(self.specs.values())]
 
+    def learn_series(self, series: str, now: float) -> None:
+        """Learn from a series' latest forecast and observation without acting.
+
+        The policy decides as if its decisions had been applied to a simulated
+        cluster (its shadow follower), so the adaptive policy's contenders and
+        the comparison are rebuilt; nothing is scaled, published or recorded as
+        the target's last decision. Used to replay history after a restart, and
+        by a standby controller to stay warm.
+        """
+        for spec in [s for s in list(self.specs.values()) if s.series == series]:
+            state = self.states.get(spec.key, PolicyState())
+            a = state.adaptive
+            current = a.follower.replicas if a is not None and a.follower.started else spec.min_replicas
+            _, self.states[spec.key] = decide(spec, state, self.forecasts.get(series),
+                                              self.observations.get(series), current, now)
+
     def resync(self, now: float, period: float) -> list[Decision]:
         """Reconcile every target without a decision in the last ``period`` seconds."""
         due = [s for s in list(self.specs.values())

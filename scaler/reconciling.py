@@ -41,6 +41,11 @@ class Reconciling(Protocol):
         """Reconcile every target driven by ``series`` at event time ``now``."""
         ...
 
+    def learn_series(self, series: str, now: float) -> None:
+        """Learn from the series' latest forecast and observation without acting (a replay of
+        history after a restart, or a standby keeping warm)."""
+        ...
+
     def resync(self, now: float, period: float) -> list[Decision]:
         """Reconcile every target not reconciled in the last ``period`` seconds of event time
         (the loop calls it as its low watermark moves, so quiet series fall back safely)."""

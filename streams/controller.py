@@ -62,6 +62,7 @@ class ControllerLoop:
         self._pending: list[Decision] = []
         self.decisions = 0
         self.bad_messages = 0
+        self.replayed = 0
         reconciler.on_decision = self._pending.append
 
     def stop(self) -> None:
@@ -86,7 +87,12 @@ class ControllerLoop:
             if self._stopping.is_set():
                 return
             assert parts is not None
-            consumer.assign([TopicPartition(self.topics.forecasts, p) for p in sorted(parts)])
+            tps = [TopicPartition(self.topics.forecasts, p) for p in sorted(parts)]
+            consumer.assign(tps)
+            if not self.from_beginning:
+                await consumer.seek_to_end(*tps)
+                start = {tp: await consumer.position(tp) for tp in tps}
+                await self._replay(start)
             self.track_partitions(parts)
             log.info("controller reading %s (%d partitions), %d targets",
                      self.topics.forecasts, len(parts), len(self.reconciler.specs))
@@ -101,6 +107,48 @@ class ControllerLoop:
             await self._publish(producer)
             await consumer.stop()
             await producer.stop()
+
+    async def _replay(self, until: dict[TopicPartition, int]) -> None:
+        """Learn from the forecasts before ``until`` without acting (after a restart).
+
+        The adaptive policy's learned state and the shadow comparison are
+        rebuilt from the retained history; what is acted on starts at ``until``.
+        """
+        todo = {tp: end for tp, end in until.items() if end > 0}
+        if not todo:
+            return
+        replay = AIOKafkaConsumer(bootstrap_servers=self.settings.broker,
+                                  enable_auto_commit=False, auto_offset_reset="earliest")
+        await replay.start()
+        n = 0
+        try:
+            replay.assign(list(todo))
+            await replay.seek_to_beginning(*todo)
+            while todo and not self._stopping.is_set():
+                batch = await replay.getmany(timeout_ms=500, max_records=2000)
+                values = [m.value or b"" for tp, msgs in batch.items() for m in msgs
+                          if m.offset < until[tp]]
+                if values:
+                    await asyncio.to_thread(self._learn_all, values)
+                    n += len(values)
+                for tp in list(todo):
+                    if await replay.position(tp) >= todo[tp]:
+                        del todo[tp]
+        finally:
+            await replay.stop()
+        log.info("controller replayed %d forecasts to rebuild what the policy learnt", n)
+
+    def _learn_all(self, values: list[bytes]) -> None:
+        for raw in values:
+            try:
+                fm = records.parse_forecast(raw)
+            except InvalidRecord:
+                self.bad_messages += 1
+                continue
+            f, obs, now = policy_inputs(fm.forecast, fm.observed, fm.anomalous)
+            self.reconciler.observe(f, obs)
+            self.reconciler.learn_series(f.series, now)
+        self.replayed += len(values)
 
     def _handle_all(self, values: list[tuple[int, bytes]]) -> None:
         for partition, raw in values:

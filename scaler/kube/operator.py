@@ -198,9 +198,15 @@ class Operator:
         with self._lock:
             self._advance(now)
             if not self.is_leader():
+                self.reconciler.learn_series(series, now)  # a standby stays warm
                 return []
             keys = [k for k, s in self.reconciler.specs.items() if s.series == series]
             return [d for k in keys if (d := self._reconcile(k, now)) is not None]
+
+    def learn_series(self, series: str, now: float) -> None:
+        """Learn without acting (replaying history after a restart)."""
+        with self._lock:
+            self.reconciler.learn_series(series, now)
 
     def resync(self, now: float, period: float) -> list[Decision]:
         """Reconcile every target not reconciled for ``period`` (event time); after winning

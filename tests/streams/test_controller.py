@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+
 from detectors.forecast import Forecast, ForecastPoint
 from scaler.reconcile import Reconciler
 from scaler.simulated import SimulatedCluster
@@ -81,3 +83,46 @@ def test_the_live_controller_decides_as_the_backtest_does():
     assert live == list(zip(bt.predictive.desired, bt.recorded.reasons, strict=True))
     reasons = {reason for _, reason in live}
     assert "ColdForecast" in reasons and len(reasons) >= 3, reasons
+
+
+def test_a_restarted_controller_rebuilds_what_it_learnt_from_the_topic(broker, prefix):
+    """Kubernetes mode reads new forecasts only; on start it replays the retained ones
+    to rebuild the adaptive policy and the comparison, without acting on them."""
+    import asyncio
+    import threading
+
+    from streams.admin import ensure_topics
+    from streams.topics import Topics
+    from tests.conftest import send_raw
+
+    settings = Settings(broker=broker, topic_prefix=prefix, partitions=1)
+    topics = Topics.from_settings(settings)
+    ensure_topics(broker, topics.all(), 1)
+    history = [message("a/rps", 60.0 * i, 300 + 600 * (i % 10 >= 7)) for i in range(40)]
+    # one batch each: the embedded broker reports a topic's end offset as the first offset
+    # of its newest batch + 1, which would hide the rest of one big batch from the replay
+    for m in history:
+        send_raw(broker, topics.forecasts, [(b"a/rps", m)])
+
+    cluster = SimulatedCluster(120)
+    r = Reconciler(cluster, [spec("a")])
+    loop = ControllerLoop(settings, r, from_beginning=False)
+    thread = threading.Thread(target=lambda: asyncio.run(loop.run()), daemon=True)
+    thread.start()
+    try:
+        deadline = time.monotonic() + 60
+        while loop.replayed < len(history):
+            assert time.monotonic() < deadline, f"replayed {loop.replayed} of {len(history)}"
+            time.sleep(0.05)
+        state = r.states["default/a"]
+        assert state.adaptive is not None and state.adaptive.last_ts == 60.0 * 39
+        assert "default/a" not in r.last, "history is learnt from, never acted on"
+        send_raw(broker, topics.forecasts, [(b"a/rps", message("a/rps", 60.0 * 40, 300))])
+        while "default/a" not in r.last:
+            assert time.monotonic() < deadline, "the live forecast was not decided on"
+            time.sleep(0.05)
+        d = r.last["default/a"]
+        assert d.vs_hpa_total is not None and d.vs_hpa_total.window_seconds == 41 * 60.0
+    finally:
+        loop.stop()
+        thread.join(timeout=10)
