@@ -110,6 +110,7 @@ class Adaptive:
     #: the acting side as decided (after every stage), simulated with the same start-up
     follower: Follower = field(default_factory=Follower)
     last_ts: float | None = None
+    last_load: float = 0.0
     started: float | None = None
     _window: float = 0.0
 
@@ -145,6 +146,7 @@ class Adaptive:
         if self.last_ts is not None and ts <= self.last_ts:
             return False
         self.last_ts = ts
+        self.last_load = load
         self._window = window
         if self.started is None:
             self.started = ts
@@ -158,22 +160,30 @@ class Adaptive:
         self.acting = self.choose()
         return True
 
-    def recommend(self, load: float, current: int, capacity: float, tolerance: float,
-                  forecast: Sequence[ForecastPoint] | None) -> tuple[int, str]:
-        """The acting contender's raw (count, why) for the real target at ``current`` replicas.
+    def recommend(self) -> tuple[int, str]:
+        """The acting contender's raw (count, why) for the window just learnt.
 
-        Its rule applied to the target as it is (its own simulated cluster may
-        differ); before any scale-down window (:meth:`hold_seconds`) and
-        min/max, which the policy's later stages apply. why: "load",
-        "forecast" or "tolerance".
+        Computed on its own simulated cluster, which knows which pods are
+        ready (the usage ratio and the tolerance are the HPA's, over ready
+        pods); before any scale-down window (:meth:`hold_seconds`) and
+        min/max, which the policy's later stages apply to the target as it
+        is. why: "load", "forecast" or "tolerance".
         """
         c = self.acting_contender()
-        return c.recommend(load, current, current, capacity, tolerance,
-                           forecast if c.margin is not None else None)
+        return c.raw, c.raw_why
+
+    @property
+    def window(self) -> float:
+        """The length of the last window learnt (0 before the first)."""
+        return self._window
 
     def hold_seconds(self, window: float) -> float:
         """The acting contender's scale-down window for decisions every ``window`` seconds."""
-        return self.windows[self.acting] * hpa_hold_seconds(window)
+        return self.windows[self.acting] * hpa_hold_seconds(window) if window > 0 else 0.0
+
+    def longest_hold_seconds(self, window: float) -> float:
+        """The longest scale-down window of any contender."""
+        return max(self.windows) * hpa_hold_seconds(window) if window > 0 else 0.0
 
     def exchange_rate(self) -> float:
         """Unserved load-seconds the HPA sweep saves per replica-second, from the budget.
@@ -214,7 +224,8 @@ class Adaptive:
         if self.contenders[cur].recent.replica_seconds > budget:
             cur = ref
         best = min((i for i, c in enumerate(self.contenders)
-                    if c.recent.replica_seconds <= budget), key=score, default=ref)
+                    if c.recent.replica_seconds <= budget),
+                   key=lambda i: (score(i), self.contenders[i].recent.replica_seconds), default=ref)
         margin = SWITCH_MARGIN * self.contenders[ref].recent.unserved
         if score(best) < score(cur) - margin:
             return best

@@ -157,11 +157,12 @@ def decide(
     pts, fallback = trusted_forecast(spec, forecast, observed, now)
     adaptive = learn(spec, state.adaptive, forecast, observed, pts, current, now)
     stage = recommend(spec, adaptive, pts, fallback, observed, current, now)
-    if fallback is not None:  # the contenders apply the tolerance to the load themselves
-        stage = tolerance(spec, stage, current)
-    # the acting contender's own scale-down window, when longer than the spec's
-    hold = adaptive.hold_seconds(forecast.step) if fallback is None and forecast else 0.0
-    stage, recs = stabilize(spec, state.recommendations, stage, current, now, hold)
+    stage = tolerance(spec, stage, current)
+    # the acting contender's own scale-down window, when longer than the spec's; the
+    # recommendations are kept for the longest window any contender has
+    window = forecast.step if forecast is not None else adaptive.window
+    stage, recs = stabilize(spec, state.recommendations, stage, current, now,
+                            adaptive.hold_seconds(window), adaptive.longest_hold_seconds(window))
     stage, events, limited = rate_limit(spec, state.scale_events, stage, current, now)
     desired, reason, message = bound(spec, stage)
     if forecast is not None:
@@ -260,9 +261,14 @@ def recommend(
     c = adaptive.acting_contender()
     per = c.utilisation * spec.capacity_per_replica
     fresh = observed is not None and now - observed.ts <= _stale_after(spec, None)
-    if fallback is None and observed is not None and fresh:
-        raw, why = adaptive.recommend(observed.value, current, spec.capacity_per_replica,
-                                      spec.tolerance, pts)
+    if fallback is None and observed is not None and fresh and adaptive.last_ts is not None:
+        raw, why = adaptive.recommend()
+        if observed.value > adaptive.last_load:  # a later, higher reading of the window learnt
+            floor = need(observed.value, per)
+            if floor > raw:
+                raw, why = floor, "load"
+        if why == "tolerance" and raw != current:  # the contender keeps a count the target lacks
+            why = "forecast" if c.peak is not None and c.peak > observed.value else "load"
         acts = f"{c.name} acts ({_why_acting(adaptive)})"
         obs = f"observed {observed.value:.4g}"
         at = f"at {c.utilisation:.0%} of {spec.capacity_per_replica:g} each"
@@ -271,10 +277,9 @@ def recommend(
         if why == "forecast":
             return raw, Reason.FORECAST_PEAK, f"{acts}: {peak} needs {raw} replicas {at} ({obs})"
         if why == "tolerance":
-            what = peak if peak and raw == current and c.peak and c.peak > observed.value else obs
+            what = peak if peak and c.peak and c.peak > observed.value else obs
             return raw, Reason.WITHIN_TOLERANCE, (
-                f"{acts}: {what} is within tolerance {spec.tolerance:.0%} of the {current} "
-                f"replicas in place {at}"
+                f"{acts}: {what} is within tolerance {spec.tolerance:.0%} of {raw} replicas {at}"
             )
         return raw, Reason.REACTIVE_FLOOR, f"{acts}: {obs} needs {raw} replicas {at}"
     reason = fallback or Reason.NO_FORECAST
@@ -313,12 +318,13 @@ def stabilize(
     current: int,
     now: float,
     down_window: float = 0.0,
+    keep_seconds: float = 0.0,
 ) -> tuple[Stage, tuple[tuple[float, int], ...]]:
     """Stabilisation over the stored raw recommendations (``behavior``), as the HPA.
 
     The scale-down window is the spec's, or ``down_window`` (the acting
     contender's own) when longer. Returns the stage and the recommendations to
-    store. Earlier recommendations strictly inside each window count, plus
+    store (those within the longest window, at least ``keep_seconds``). Earlier recommendations strictly inside each window count, plus
     this one (a zero-second window is this recommendation alone, even when
     several decisions share one event time).
 
@@ -331,7 +337,7 @@ def stabilize(
     raw, reason, message = stage
     up, down = spec.scale_up, spec.scale_down
     down_s = max(float(down.stabilization_window_seconds), down_window)
-    keep = max(up.stabilization_window_seconds, down_s)
+    keep = max(up.stabilization_window_seconds, down_s, keep_seconds)
     prior = tuple((t, r) for t, r in recommendations if t > now - keep)
     recs = prior + ((now, raw),)
     up_rec = min([r for t, r in prior if t > now - up.stabilization_window_seconds] + [raw])

@@ -137,6 +137,9 @@ class Contender:
     desired: int = 0
     #: why the last desired count: "load", "forecast", "tolerance" or "held"
     why: str = "load"
+    #: the last raw count (before the scale-down window and min/max) and why
+    raw: int = 0
+    raw_why: str = "load"
     #: the forecast load it provisioned for at the last step (None: reactive)
     peak: float | None = None
     #: kept for the shadow comparison's rolling window (the HPA sweep only)
@@ -157,6 +160,7 @@ class Contender:
         raw, why = self.recommend(load, ready, provisioned, capacity, tolerance, forecast)
         self.raws = [(t, r) for t, r in self.raws if t > now - hold]
         self.raws.append((now, raw))
+        self.raw, self.raw_why = raw, why
         desired = _clamp(self.hold(raw, provisioned), lo, hi)
         self.why = why if desired == raw else "held"
         c.scale_to("", desired, now)
