@@ -188,14 +188,20 @@ def score_files(scorer: ModuleType, files: list, scores: dict, threshold: float 
 def false_alarms(files: list, scores: dict, threshold: float) -> dict:
     """Alert onsets outside every window, per 1,000 scored points."""
     onsets = points = 0
+    rates = []
     for df in files:
         s = scores[df.rel][df.first:]
         hit = s >= threshold
         start = hit & ~np.r_[False, hit[:-1]]
-        onsets += int(np.sum(start & (df.in_win[df.first:] < 0)))
+        k = int(np.sum(start & (df.in_win[df.first:] < 0)))
+        onsets += k
         points += s.size
+        if s.size:
+            rates.append(1000.0 * k / s.size)
     return {"onsets": onsets, "points": points,
-            "per_1000": round(1000.0 * onsets / points, 3) if points else None}
+            "per_1000": round(1000.0 * onsets / points, 3) if points else None,
+            "per_file_median": round(float(np.median(rates)), 3) if rates else None,
+            "per_file_max": round(max(rates), 3) if rates else None}
 
 
 def loco(scorer: ModuleType, files: list, runs: dict[str, dict], threshold: float) -> dict:
@@ -326,7 +332,8 @@ def main(argv: list[str] | None = None) -> int:
         for cat, v in best["per_category"].items():
             f = fixed["per_category"][cat]
             print(f"  {cat:<28} {_cell(v)} {_cell(f)}")
-        print(f"  false alarms at {thr}: {fa['onsets']} onsets, {fa['per_1000']} per 1,000 points")
+        print(f"  false alarms at {thr}: {fa['onsets']} onsets, {fa['per_1000']} per 1,000 points "
+              f"(per file: median {fa['per_file_median']}, max {fa['per_file_max']})")
 
     lo = loco(scorer, files, runs, thr)
     result["loco"] = lo
