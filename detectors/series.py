@@ -88,6 +88,9 @@ class SeriesModel:
     recovered_ratio
         Recent error, relative to the error before the drift, below which
         the series has recovered.
+    adapt_on_drift
+        Re-base the forecaster and learn values unclipped while drifting
+        (False: only report ``drifting``).
 
     Examples
     --------
@@ -124,6 +127,7 @@ class SeriesModel:
         "drifting",
         "recovery_window",
         "recovered_ratio",
+        "adapt_on_drift",
         "_drift_state",
     )
 
@@ -136,6 +140,7 @@ class SeriesModel:
         max_skip: int = 20,
         recovery_window: int | None = None,
         recovered_ratio: float = 1.5,
+        adapt_on_drift: bool = True,
     ) -> None:
         self.detector = detector
         self.forecaster = forecaster
@@ -152,6 +157,7 @@ class SeriesModel:
             recovery_window = min(periods) if periods else 60
         self.recovery_window = recovery_window
         self.recovered_ratio = recovered_ratio
+        self.adapt_on_drift = adapt_on_drift
         self.drift = ErrorDrift()
         self.drifting = False
         # [level of |y|, recent mean scaled error, error before the drift,
@@ -166,6 +172,7 @@ class SeriesModel:
         # ... and before drift was watched
         self.recovery_window = 60
         self.recovered_ratio = 1.5
+        self.adapt_on_drift = True
         self.drift = ErrorDrift()
         self.drifting = False
         self._drift_state = [0.0, 0.0, 0.0, 0, 0.0]
@@ -187,7 +194,7 @@ class SeriesModel:
         self.stuck.learn_one(value)
         # the one-step forecast made before this value (None while cold)
         nxt = self.forecaster.forecast(1)[0] if self.forecaster.warm else None
-        if self.drifting:
+        if self.drifting and self.adapt_on_drift:
             self.anomalous_run = 0
             learnt = value
         else:
@@ -195,7 +202,7 @@ class SeriesModel:
         untrusted = anomalous or stuck or 0 < self.anomalous_run <= self.max_skip
         started = self._watch_drift(value, nxt, untrusted)
         self.forecaster.learn_one(learnt, t)
-        if started:
+        if started and self.adapt_on_drift:
             self.forecaster.adapt()
         self.updates += 1
         intervals = tuple(self.forecaster.forecast(self.horizon))

@@ -185,3 +185,25 @@ def test_restores_checkpoints_from_before_drift_was_watched() -> None:
     assert old.drifting is False
     u = old.update(100.0, t=0.0)
     assert u.drifting is False and u.drift_started is False
+
+
+def test_drift_can_be_reported_without_adapting() -> None:
+    import random
+
+    errors, started = {}, {}
+    for adapt in (True, False):
+        rng = random.Random(0)
+        m = make_series_model(1800.0, horizon=1)
+        m.adapt_on_drift = adapt
+        errs, starts = [], []
+        for i in range(17 * PERIOD):
+            y = cycle(i, rng, 100.0 + (80.0 if i >= 15 * PERIOD else 0.0))
+            nxt = m.forecaster.forecast(1)[0] if m.forecaster.warm else None
+            u = m.update(y, t=1800.0 * i)
+            if u.drift_started:
+                starts.append(i)
+            if nxt is not None and starts and i > starts[0]:  # after the drift is noticed
+                errs.append(abs(y - nxt.yhat))
+        errors[adapt], started[adapt] = sum(errs) / len(errs), starts
+    assert started[True] and started[True] == started[False]  # reported either way
+    assert errors[True] < 0.8 * errors[False]  # adapting recovers faster
