@@ -232,6 +232,24 @@ def loco(scorer: ModuleType, files: list, runs: dict[str, dict], threshold: floa
     }
 
 
+def check_targets(corpora: dict, lo: dict) -> dict[str, bool]:
+    """Issue 12's targets (standard profile), where the corpora they name were run."""
+    out: dict[str, bool] = {}
+    if lo["mean"] is not None:
+        out["LOCO mean >= 65"] = lo["mean"] >= 65.0
+        out["LOCO worst >= 50"] = lo["worst"] >= 50.0
+    if "nab" in corpora:
+        out["NAB subset >= 70"] = corpora["nab"]["optimised"]["score"] >= 70.0
+    if "anomaly_extra" in corpora:
+        out["anomaly_extra >= 55"] = corpora["anomaly_extra"]["optimised"]["score"] >= 55.0
+    gaps = [abs(c["optimised"]["score"] - c["fixed"]["score"]) for c in corpora.values()]
+    out["fixed within 1 of optimised"] = max(gaps) <= 1.0
+    rates = [c["false_alarms"]["per_1000"] for c in corpora.values()]
+    if len(rates) > 1 and min(rates) > 0:
+        out["false alarms within 2x across corpora"] = max(rates) <= 2.0 * min(rates)
+    return out
+
+
 # -- cost ------------------------------------------------------------------
 
 
@@ -346,6 +364,12 @@ def main(argv: list[str] | None = None) -> int:
               f"{v['held_out']:>9.2f} {v['held_out_fixed']:>9.2f}")
     print(f"  LOCO mean {lo['mean']}, worst {lo['worst']}  "
           f"(at {thr}: mean {lo['mean_fixed']}, worst {lo['worst_fixed']})")
+
+    targets = check_targets(result["corpora"], lo)
+    result["targets"] = targets
+    if targets:
+        print("\nissue 12 targets: " + ", ".join(
+            f"{k} {'met' if ok else 'NOT met'}" for k, ok in targets.items()))
 
     c = cost(files)
     result["cost"] = c
