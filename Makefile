@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint bench bench-nab bench-backtest lock clean venv
+.PHONY: demo test lint bench bench-nab bench-drift bench-backtest lock clean venv
 
 venv: $(STAMP)
 
@@ -35,6 +35,9 @@ bench: $(STAMP)
 
 bench-nab: $(STAMP)
 	$(PY) benchmarks/nab.py
+
+bench-drift: $(STAMP)
+	$(PY) benchmarks/drift.py
 
 bench-backtest: $(STAMP)
 	$(PY) benchmarks/backtest.py

@@ -192,6 +192,18 @@ class RecordFusionDetector(AnomalyDetector):
         prof = -1.0
         if b >= 0 and self._visits[b] >= self.profile_visits:
             prof = abs(x - self._mean[b])
+            # a smooth cycle moves within a bin: the profile interpolated
+            # between bin centres predicts it better (the smaller residual
+            # wins, so a square wave, exact per bin, is not hit at its edges)
+            u = (t % self.period) / self.period * self.bins - 0.5  # type: ignore[operator]
+            i = math.floor(u)
+            j = (i + 1) % self.bins
+            i %= self.bins
+            if self._visits[i] >= self.profile_visits and self._visits[j] >= self.profile_visits:
+                w = u - math.floor(u)
+                r = abs(x - (1.0 - w) * self._mean[i] - w * self._mean[j])
+                if r < prof:
+                    prof = r
         return fm, level, prof, vol, b
 
     def _stats_for(self, x: float, t: float | None) -> tuple[float, float, float, float, int]:

@@ -59,3 +59,10 @@ class Forecaster(base.Base, abc.ABC):
     def error(self) -> float | None:
         """Recent relative error of the one-step forecast, if tracked."""
         return None
+
+    def adapt(self, offset: float | None = None) -> None:
+        """The series has drifted: re-base on the new regime (default: nothing).
+
+        ``offset`` is how far the values now sit from the forecasts, when the
+        caller measured it (``None``: the forecaster's own estimate).
+        """

@@ -35,6 +35,8 @@ from detectors.seasonal import SeasonalProfile
 
 DAY = 86_400.0
 WEEK = 7 * DAY
+#: after a drift, profiles learn this many times faster for one period
+ADAPT_RATE = 2.0
 
 
 class SeasonalEnsemble(Forecaster):
@@ -142,6 +144,9 @@ class SeasonalEnsemble(Forecaster):
 
         self._profiles = [SeasonalProfile(p, season_alpha, max_bins) for p in self.periods]
         self._dev = [0.0] * len(self.periods)
+        self._resid = [0.0] * len(self.periods)  # last value minus its profile
+        self._boost = 0  # steps left of faster profile learning (after a drift)
+        self._last: float | None = None  # the last value learnt
         self._level: float | None = None
         self._idx = -1
         k = 1 + len(self.periods)
@@ -171,12 +176,20 @@ class SeasonalEnsemble(Forecaster):
         self._nonneg = self._nonneg and y >= 0.0
         a = self.level_alpha
         self._level = y if self._level is None else self._level + a * (y - self._level)
+        self._last = y
         for j, prof in enumerate(self._profiles):
             s = prof.value(idx)
             if s is not None:
                 self._dev[j] += a * ((y - s) - self._dev[j])
+                self._resid[j] = y - s
             prof.learn_one(idx, y)
         self._idx = idx
+        boost = getattr(self, "_boost", 0)
+        if boost:  # re-learning after a drift: back to the usual rate after a period
+            self._boost = boost - 1
+            if boost == 1:
+                for prof in self._profiles:
+                    prof.alpha = self.season_alpha
         members = self._members(idx)
         self._yhat = self._combine(members)
         self._group = self._band.group()
@@ -206,6 +219,41 @@ class SeasonalEnsemble(Forecaster):
         if self._level is None or self._band.count(1) == 0 or not self._yhat:
             return None
         return self._band.unit(1, self._yhat[0]) / (abs(self._level) + 1e-9)
+
+    def adapt(self, offset: float | None = None) -> None:
+        """Re-learn fast after a drift.
+
+        Each seasonal profile is shifted by ``offset`` (by default by the
+        last value's deviation from it), so it keeps its shape at the new
+        level at once, and learns at :data:`ADAPT_RATE` times its rate for
+        the next shortest period, so a changed shape is re-learnt within
+        about a period; the level restarts at the last value; the forecasts
+        issued before the drift are not scored (their errors belong to the
+        change, not to the members).
+
+        >>> f = SeasonalEnsemble(periods=(8,), horizon=1, min_samples=3, median_point=False)
+        >>> for i in range(80):
+        ...     f.learn_one(10.0 + (i % 8))
+        >>> for i in range(80, 86):  # the level jumps by 100
+        ...     f.learn_one(110.0 + (i % 8))
+        >>> f.adapt()
+        >>> f.learn_one(116.0)
+        >>> round(f.forecast(1)[0].yhat)  # 117 expected; without adapt() 106
+        116
+        """
+        resid = getattr(self, "_resid", self._dev)  # checkpoints from before drift
+        for j, prof in enumerate(self._profiles):
+            prof.shift(resid[j] if offset is None else offset)
+            prof.alpha = min(1.0, ADAPT_RATE * self.season_alpha)
+            self._dev[j] = 0.0
+        self._resid = [0.0] * len(self._profiles)
+        self._boost = min(self.periods, default=0)
+        last = getattr(self, "_last", None)
+        if last is not None:
+            self._level = last
+        self._pending = [None] * self.horizon
+        if self._idx >= 0:
+            self._yhat = self._combine(self._members(self._idx))
 
     # -- internals ------------------------------------------------------
     def _members(self, idx: int) -> list[list[float]]:

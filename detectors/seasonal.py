@@ -60,6 +60,18 @@ class SeasonalProfile(base.Base):
         v = self._values[self._bin(idx)]
         return None if math.isnan(v) else v
 
+    def shift(self, delta: float) -> None:
+        """Add ``delta`` to every learnt phase (re-base after a level shift).
+
+        >>> p = SeasonalProfile(period=2, alpha=1.0)
+        >>> p.learn_one(0, 1.0); p.learn_one(1, 3.0); p.shift(10.0)
+        >>> p.value(0), p.value(1)
+        (11.0, 13.0)
+        """
+        vals = self._values
+        for b in range(len(vals)):
+            vals[b] += delta  # NaN (never seen) stays NaN
+
     def learn_one(self, idx: int, y: float) -> None:
         """Learn value ``y`` observed at step ``idx``."""
         b = self._bin(idx)

@@ -18,6 +18,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from detectors.base import AnomalyDetector, Forecaster
+from detectors.drift import ErrorDrift
 from detectors.flatline import FlatlineDetector
 from detectors.forecast import Forecast, ForecastPoint, Interval
 
@@ -40,6 +41,11 @@ class SeriesUpdate:
     #: the data is not trusted (an anomalous episode or a stuck sensor): the
     #: controller must not scale down on it, even where ``score`` is low
     untrusted: bool = False
+    #: the forecaster's errors changed regime and it is re-learning: its
+    #: forecast is not to be trusted until this is False again
+    drifting: bool = False
+    #: a drift was detected at this very update (the start of a drifting spell)
+    drift_started: bool = False
 
 
 class SeriesModel:
@@ -51,6 +57,17 @@ class SeriesModel:
     interval (so it still moves towards them, at the pace of its band). After
     ``max_skip`` such points the values are learnt as they are, so a real
     level shift is learnt within that bound whatever the detector says.
+
+    Drift: the one-step forecast's absolute error, scaled by the series' recent
+    level, is watched by :class:`~detectors.drift.ErrorDrift`. When its regime
+    rises, the forecaster re-bases on the new regime
+    (:meth:`~detectors.base.Forecaster.adapt`), values are learnt as they are
+    (no clipping: the new regime is the norm), and updates say ``drifting``
+    until the mean error over about ``recovery_window`` steps is back within
+    ``recovered_ratio`` times its level before the change, or for at most
+    ``recovery_window`` steps (then the new error level is the norm).
+    Changes shorter than an anomalous episode (``max_skip``) are anomalies,
+    not drifts.
 
     Parameters
     ----------
@@ -65,6 +82,15 @@ class SeriesModel:
     max_skip
         Longest anomalous episode (in points) that is clipped before values
         are learnt as they are again.
+    recovery_window
+        Steps over which the error is averaged to judge recovery (default:
+        the forecaster's shortest seasonal period, else 60).
+    recovered_ratio
+        Recent error, relative to the error before the drift, below which
+        the series has recovered.
+    adapt_on_drift
+        Re-base the forecaster and learn values unclipped while drifting
+        (False: only report ``drifting``).
 
     Examples
     --------
@@ -97,6 +123,12 @@ class SeriesModel:
         "max_skip",
         "anomalous_run",
         "stuck",
+        "drift",
+        "drifting",
+        "recovery_window",
+        "recovered_ratio",
+        "adapt_on_drift",
+        "_drift_state",
     )
 
     def __init__(
@@ -106,6 +138,9 @@ class SeriesModel:
         threshold: float = 0.9,
         horizon: int = 6,
         max_skip: int = 20,
+        recovery_window: int | None = None,
+        recovered_ratio: float = 1.5,
+        adapt_on_drift: bool = True,
     ) -> None:
         self.detector = detector
         self.forecaster = forecaster
@@ -117,12 +152,30 @@ class SeriesModel:
         # a sensor repeating the exact same value for far longer than ever
         # before is stuck, whatever the detector's warm-up says
         self.stuck = FlatlineDetector(factor=3.0, min_run=3, warmup=20)
+        if recovery_window is None:
+            periods = [p for p in getattr(forecaster, "periods", ()) if p and p > 1]
+            recovery_window = min(periods) if periods else 60
+        self.recovery_window = recovery_window
+        self.recovered_ratio = recovered_ratio
+        self.adapt_on_drift = adapt_on_drift
+        self.drift = ErrorDrift()
+        self.drifting = False
+        # [level of |y|, recent mean scaled error, error before the drift,
+        #  steps drifting, 1 if a drift was noticed during an anomalous episode]
+        self._drift_state = [0.0, 0.0, 0.0, 0, 0.0]
 
     def __setstate__(self, state: object) -> None:
         # checkpoints written before ``max_skip`` existed restore with its default
         self.max_skip = 20
         self.anomalous_run = 0
         self.stuck = FlatlineDetector(factor=3.0, min_run=3, warmup=20)
+        # ... and before drift was watched
+        self.recovery_window = 60
+        self.recovered_ratio = 1.5
+        self.adapt_on_drift = True
+        self.drift = ErrorDrift()
+        self.drifting = False
+        self._drift_state = [0.0, 0.0, 0.0, 0, 0.0]
         slots = state[1] if isinstance(state, tuple) else state
         for k, v in (slots or {}).items():  # type: ignore[union-attr]
             setattr(self, k, v)
@@ -139,24 +192,76 @@ class SeriesModel:
         anomalous = score >= self.threshold
         stuck = self.stuck.score_one(value) >= 0.5
         self.stuck.learn_one(value)
-        self.forecaster.learn_one(self._robust(value, anomalous or stuck), t)
+        # the one-step forecast made before this value (None while cold)
+        nxt = self.forecaster.forecast(1)[0] if self.forecaster.warm else None
+        if self.drifting and self.adapt_on_drift:
+            self.anomalous_run = 0
+            learnt = value
+        else:
+            learnt = self._robust(value, anomalous or stuck, nxt)
+        untrusted = anomalous or stuck or 0 < self.anomalous_run <= self.max_skip
+        started = self._watch_drift(value, nxt, untrusted)
+        self.forecaster.learn_one(learnt, t)
+        if started and self.adapt_on_drift:
+            self.forecaster.adapt()
         self.updates += 1
         intervals = tuple(self.forecaster.forecast(self.horizon))
-        untrusted = anomalous or stuck or 0 < self.anomalous_run <= self.max_skip
         return SeriesUpdate(score, anomalous, intervals, self.forecaster.warm, self.forecaster.error,
-                            untrusted)
+                            untrusted, self.drifting, started)
 
-    def _robust(self, value: float, anomalous: bool) -> float:
+    def _watch_drift(self, value: float, nxt: Interval | None, episode: bool) -> bool:
+        """Feed the one-step error to the drift detector; True when a drift starts.
+
+        The error is ``|value - forecast|`` over the series' recent mean
+        absolute level, so the detector's setting suits every series. Points
+        of an anomalous episode (at most ``max_skip`` long) are not fed: a
+        short incident is an anomaly, a lasting change is a drift.
+        """
+        st = self._drift_state
+        a = 2.0 / (self.recovery_window + 1.0)
+        st[0] += (a if st[0] else 1.0) * (abs(value) - st[0])
+        if nxt is None:
+            return False
+        err = abs(value - nxt.yhat) / (st[0] + 1e-12)
+        st[1] += a * (err - st[1]) if self.drift.n else err - st[1]
+        if self.drifting:
+            st[3] += 1
+            if st[1] <= self.recovered_ratio * st[2]:
+                self.drifting = False
+                self.drift.rebase(st[2])
+            elif st[3] >= self.recovery_window:  # a noisier regime: the new norm
+                self.drifting = False
+                self.drift.rebase(st[1])
+            return False
+        baseline = self.drift.baseline
+        fired = self.drift.update(err)
+        if fired and not st[4]:
+            st[2] = baseline  # the error level before the change
+        if fired and episode:
+            st[4] = 1.0  # a drift if it outlasts the anomalous episode
+            return False
+        if not fired and st[4] and self.anomalous_run <= self.max_skip:
+            if not episode:  # the values came back: it was an anomaly
+                st[4] = 0.0
+                self.drift.rebase(st[2])
+            return False
+        if not (fired or st[4]):
+            return False
+        st[3] = st[4] = 0
+        self.drifting = True
+        return True
+
+    def _robust(self, value: float, anomalous: bool, nxt: Interval | None) -> float:
         """The value the forecaster learns: clipped into its band during an episode.
 
         An episode starts at a flagged point and lasts while the values stay
-        outside the forecaster's one-step band (a detector may flag only the
-        first point of a stuck sensor or a shift), at most ``max_skip`` steps.
+        outside the forecaster's one-step band ``nxt`` (a detector may flag
+        only the first point of a stuck sensor or a shift), at most
+        ``max_skip`` steps.
         """
-        if not (anomalous or self.anomalous_run) or not self.forecaster.warm:
+        if not (anomalous or self.anomalous_run) or nxt is None:
             self.anomalous_run = 0
             return value
-        nxt = self.forecaster.forecast(1)[0]
         inside = nxt.lower <= value <= nxt.upper
         self.anomalous_run = self.anomalous_run + 1 if anomalous or not inside else 0
         if not self.anomalous_run or self.anomalous_run > self.max_skip:

@@ -107,3 +107,103 @@ def test_a_stuck_sensor_is_untrusted_from_its_third_repeat_even_when_the_detecto
     assert not u.untrusted
     flags = [m.update(0.0, t=60.0 * (120 + i)).untrusted for i in range(15)]
     assert flags[:2] == [False, False] and all(flags[2:]), flags
+
+
+# -- drift -------------------------------------------------------------------
+
+PERIOD = 48  # a day of 30-minute steps
+
+
+def cycle(i: int, rng, level: float) -> float:
+    import math
+
+    return level + 30.0 * math.sin(2 * math.pi * i / PERIOD) + rng.gauss(0.0, 2.0)
+
+
+@pytest.mark.parametrize("shift", [60.0, -50.0])
+def test_a_level_shift_is_a_drift_and_the_forecast_recovers_within_three_periods(shift) -> None:
+    import random
+    from collections import deque
+
+    rng = random.Random(0)
+    m = make_series_model(1800.0)
+    change = 15 * PERIOD
+    window: deque[float] = deque(maxlen=PERIOD)
+    started, drifting, pre, last_bad, pre_errors = [], [], None, None, []
+    for i in range(change + 5 * PERIOD):
+        y = cycle(i, rng, 100.0 + (shift if i >= change else 0.0))
+        nxt = m.forecaster.forecast(1)[0] if m.forecaster.warm else None
+        u = m.update(y, t=1800.0 * i)
+        if nxt is not None:
+            window.append(abs(y - nxt.yhat))
+        if u.drift_started:
+            started.append(i - change)
+        drifting.append(u.drifting)
+        if change - 4 * PERIOD <= i < change and nxt is not None:
+            pre_errors.append(abs(y - nxt.yhat))
+        if i == change - 1:
+            pre = sum(pre_errors) / len(pre_errors)  # the level over 4 periods
+        if i >= change and sum(window) / len(window) > 1.5 * pre:
+            last_bad = i - change
+    assert len(started) == 1 and 0 <= started[0] <= m.max_skip + 10  # after the anomaly episode
+    assert drifting[change + started[0]] and not any(drifting[:change])
+    assert not drifting[-1]  # recovered, and says so
+    assert last_bad is not None and last_bad < 3 * PERIOD
+
+
+def test_no_drift_on_a_steady_cycle() -> None:
+    import random
+
+    rng = random.Random(1)
+    m = make_series_model(1800.0)
+    ups = [m.update(cycle(i, rng, 100.0), t=1800.0 * i) for i in range(30 * PERIOD)]
+    assert not any(u.drift_started or u.drifting for u in ups)
+
+
+def test_a_drift_restarts_the_forecaster_on_the_new_level() -> None:
+    import random
+
+    rng = random.Random(2)
+    m = make_series_model(1800.0)
+    for i in range(15 * PERIOD):
+        m.update(cycle(i, rng, 100.0), t=1800.0 * i)
+    i = 15 * PERIOD
+    while True:
+        u = m.update(cycle(i, rng, 200.0), t=1800.0 * i)
+        i += 1
+        if u.drift_started:
+            break
+    expected = cycle(i, random.Random(3), 200.0)
+    assert abs(u.intervals[0].yhat - expected) < 15.0
+
+
+def test_restores_checkpoints_from_before_drift_was_watched() -> None:
+    m = make_series_model(60.0, period_steps=10)
+    old = SeriesModel.__new__(SeriesModel)
+    keep = ("detector", "forecaster", "threshold", "horizon", "updates", "max_skip", "anomalous_run", "stuck")
+    old.__setstate__((None, {k: getattr(m, k) for k in keep}))
+    assert old.drifting is False
+    u = old.update(100.0, t=0.0)
+    assert u.drifting is False and u.drift_started is False
+
+
+def test_drift_can_be_reported_without_adapting() -> None:
+    import random
+
+    errors, started = {}, {}
+    for adapt in (True, False):
+        rng = random.Random(0)
+        m = make_series_model(1800.0, horizon=1)
+        m.adapt_on_drift = adapt
+        errs, starts = [], []
+        for i in range(17 * PERIOD):
+            y = cycle(i, rng, 100.0 + (80.0 if i >= 15 * PERIOD else 0.0))
+            nxt = m.forecaster.forecast(1)[0] if m.forecaster.warm else None
+            u = m.update(y, t=1800.0 * i)
+            if u.drift_started:
+                starts.append(i)
+            if nxt is not None and starts and i > starts[0]:  # after the drift is noticed
+                errs.append(abs(y - nxt.yhat))
+        errors[adapt], started[adapt] = sum(errs) / len(errs), starts
+    assert started[True] and started[True] == started[False]  # reported either way
+    assert errors[True] < 0.8 * errors[False]  # adapting recovers faster
