@@ -178,15 +178,33 @@ class PolicyState:
         return replace(self, scale_events=self.scale_events + ((ts, change),))
 
 
+#: the most replicas any arithmetic here yields (Kubernetes' replicas field is an int32)
+MAX_REPLICAS = 2**31 - 1
+
+
 def replicas_for(load: float, capacity: float) -> int:
     """Replicas needed to serve ``load`` at ``capacity`` per replica.
 
+    Bounded: a huge or infinite load needs :data:`MAX_REPLICAS` (never a
+    float-to-int ``OverflowError``); a NaN load or capacity is refused.
+
     >>> replicas_for(241, 120), replicas_for(240, 120), replicas_for(0, 120)
     (3, 2, 0)
+    >>> replicas_for(1e308, 0.5) == replicas_for(float("inf"), 120) == MAX_REPLICAS
+    True
+    >>> replicas_for(float("nan"), 120)
+    Traceback (most recent call last):
+    ...
+    ValueError: replicas_for: load nan / capacity 120 is not a number
     """
+    if math.isnan(load) or math.isnan(capacity) or not capacity > 0:
+        raise ValueError(f"replicas_for: load {load} / capacity {capacity} is not a number")
     if not load > 0:
         return 0
-    return math.ceil(load / capacity - 1e-9)
+    ratio = load / capacity - 1e-9
+    if not ratio < MAX_REPLICAS:
+        return MAX_REPLICAS
+    return math.ceil(ratio)
 
 
 def decide(

@@ -9,6 +9,14 @@ partition's event time, ignoring partitions idle for ``IDLE_SECONDS`` of wall
 time, as stream processors do -- so a stale forecast falls back to the
 reactive rule (never a scale-down), while partitions read at different
 speeds (a backlog, a backfill) never make each other's forecasts look stale.
+
+The forecasts topic is not trusted: a message is parsed strictly
+(:func:`streams.records.parse_forecast`) and its time checked by a
+:class:`ForecastGate` before it may touch a target; anything refused goes to
+``<forecasts>.dlq`` with a reason and is counted. If handling a valid
+forecast raises anyway, that forecast is dead-lettered as
+``processing_error`` and the loop goes on: the controller never crash-loops
+on data.
 """
 
 from __future__ import annotations
@@ -19,6 +27,7 @@ import math
 import signal
 import time
 from collections.abc import Callable
+from typing import Any
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
@@ -28,6 +37,8 @@ from scaler.reconcile import Reconciler
 from scaler.simulated import SimulatedCluster
 from scaler.spec import load_specs
 from streams import records
+from streams.metrics import Metrics
+from streams.ratelog import RateLimitedLog
 from streams.records import InvalidRecord
 from streams.settings import Settings
 from streams.topics import Topics
@@ -36,6 +47,66 @@ log = logging.getLogger("foresight.controller")
 
 #: wall seconds after which a silent partition stops holding the low watermark back
 IDLE_SECONDS = 30.0
+#: a forecast whose event time is more than this many of its steps ahead of
+#: its series' (or, for a new series, its partition's) latest accepted one is
+#: held back until a later forecast of the series confirms the jump
+MAX_JUMP_STEPS = 30
+#: a forecast issued more than this many wall seconds in the future is refused
+#: outright (replays at --speed run ahead of the wall clock by hours, not days)
+MAX_FUTURE_WALL_SECONDS = 7 * 86400.0
+
+
+class ForecastGate:
+    """Decides whether a parsed forecast's event time may move the controller's clocks.
+
+    - more than ``max_future_wall`` seconds ahead of the wall clock: refused
+      (``future``), always;
+    - more than ``max_jump_steps`` steps ahead of its series' latest accepted
+      time (a new series: of its partition's): refused (``future``) unless a
+      previous refused forecast of the same series is at or before it -- two
+      forecasts agreeing on a jump confirm it (a series that resumes after a
+      gap), one forged forecast never moves a target's clock;
+    - older than the series' latest: accepted but *superseded* (it must not
+      replace the newer forecast).
+
+    >>> g = ForecastGate(max_jump_steps=5, max_future_wall=1e9)
+    >>> g.check("a", 60.0, 10.0, partition=0, wall=0.0)
+    'ok'
+    >>> g.check("a", 3000.0, 10.0, partition=0, wall=0.0)
+    Traceback (most recent call last):
+    ...
+    streams.records.InvalidRecord: future: event time 3000 is 2940s ahead of the series' latest (60); held until a later forecast confirms it
+    >>> g.check("a", 70.0, 10.0, partition=0, wall=0.0), g.check("a", 65.0, 10.0, partition=0, wall=0.0)
+    ('ok', 'superseded')
+    """
+
+    def __init__(self, max_jump_steps: float = MAX_JUMP_STEPS,
+                 max_future_wall: float = MAX_FUTURE_WALL_SECONDS) -> None:
+        self.max_jump_steps = max_jump_steps
+        self.max_future_wall = max_future_wall
+        self.latest: dict[str, float] = {}
+        self.partition_latest: dict[int, float] = {}
+        self.pending: dict[str, float] = {}
+
+    def check(self, series: str, now: float, step: float, partition: int, wall: float) -> str:
+        """'ok' or 'superseded'; raise :class:`InvalidRecord` (``future``) if refused."""
+        if now > wall + self.max_future_wall:
+            raise InvalidRecord("future", f"event time {now:.0f} is {now - wall:.0f}s ahead of the wall clock")
+        last = self.latest.get(series)
+        ref = last if last is not None else self.partition_latest.get(partition)
+        if last is not None and now < last:
+            return "superseded"
+        if ref is not None and now - ref > self.max_jump_steps * step:
+            pending = self.pending.get(series)
+            if pending is None or now < pending:
+                self.pending[series] = now
+                whose = "series'" if last is not None else "partition's"
+                raise InvalidRecord("future", f"event time {now:.0f} is {now - ref:.0f}s ahead of the {whose} "
+                                              f"latest ({ref:.0f}); held until a later forecast confirms it")
+        self.pending.pop(series, None)
+        self.latest[series] = now
+        self.partition_latest[partition] = max(self.partition_latest.get(partition, now), now)
+        return "ok"
 
 
 class ControllerLoop:
@@ -47,6 +118,9 @@ class ControllerLoop:
         reconciler: Reconciler,
         from_beginning: bool = True,
         on_forecast: Callable[[records.ForecastMessage, float], None] | None = None,
+        metrics: Metrics | None = None,
+        clock: Callable[[], float] = time.time,
+        gate: ForecastGate | None = None,
     ) -> None:
         self.settings = settings
         self.topics = Topics.from_settings(settings)
@@ -61,6 +135,13 @@ class ControllerLoop:
         self._pending: list[Decision] = []
         self.decisions = 0
         self.bad_messages = 0
+        self.superseded = 0
+        self.metrics = metrics or Metrics()
+        self.clock = clock
+        self.gate = gate or ForecastGate()
+        self.dlq_topic = Topics.dlq(self.topics.forecasts)
+        self._dead: list[tuple[bytes | None, bytes]] = []
+        self._rl = RateLimitedLog(log)
         reconciler.on_decision = self._pending.append
 
     def stop(self) -> None:
@@ -91,7 +172,8 @@ class ControllerLoop:
                      self.topics.forecasts, len(parts), len(self.reconciler.specs))
             while not self._stopping.is_set():
                 batch = await consumer.getmany(timeout_ms=200, max_records=1000)
-                values = [(m.partition, m.value or b"") for msgs in batch.values() for m in msgs]
+                values = [(m.partition, m.offset, m.key, m.value or b"")
+                          for msgs in batch.values() for m in msgs]
                 if values:
                     # reconciling may block on API calls (Kubernetes): keep the loop responsive
                     await asyncio.to_thread(self._handle_all, values)
@@ -101,9 +183,9 @@ class ControllerLoop:
             await consumer.stop()
             await producer.stop()
 
-    def _handle_all(self, values: list[tuple[int, bytes]]) -> None:
-        for partition, raw in values:
-            self._handle(raw, partition)
+    def _handle_all(self, values: list[tuple[int, int, bytes | None, bytes]]) -> None:
+        for partition, offset, key, raw in values:
+            self._handle(raw, partition, offset, key)
 
     def track_partitions(self, partitions: set[int] | list[int]) -> None:
         """Partitions that hold the low watermark back until they deliver or go idle."""
@@ -119,13 +201,29 @@ class ControllerLoop:
                   if wall - self._partition_seen[p] <= IDLE_SECONDS]
         return min(active) if active else self.watermark
 
-    def _handle(self, raw: bytes, partition: int = 0) -> None:
+    def _handle(self, raw: bytes, partition: int = 0, offset: int | None = None, key: bytes | None = None) -> None:
+        """Validate one forecast message and, if it is accepted, reconcile its targets.
+
+        Refused or failing messages become one dead letter each; nothing raises.
+        """
         try:
             fm = records.parse_forecast(raw)
+            verdict = self.gate.check(fm.forecast.series, fm.forecast.issued + fm.forecast.step,
+                                      fm.forecast.step, partition, self.clock())
         except InvalidRecord as exc:
-            self.bad_messages += 1
-            log.warning("skipping bad forecast message: %s", exc)
+            self._dead_letter(exc.reason, exc.error, partition, offset, key, raw)
             return
+        if verdict == "superseded":  # an older forecast (a replay): never replaces a newer one
+            self.superseded += 1
+            return
+        try:
+            self._apply(fm, partition)
+        except Exception as exc:  # noqa: BLE001 - isolation: one record must not stop the controller
+            self._dead_letter("processing_error", f"{type(exc).__name__}: {exc}", partition, offset, key, raw)
+            return
+        self._sweep(fm.forecast.step)
+
+    def _apply(self, fm: records.ForecastMessage, partition: int) -> None:
         f = fm.forecast
         now = f.issued + f.step
         self.watermark = max(self.watermark, now)
@@ -136,7 +234,15 @@ class ControllerLoop:
         if self.on_forecast is not None:
             self.on_forecast(fm, now)
         self.reconciler.reconcile_series(f.series, now)
-        self._sweep(f.step)
+
+    def _dead_letter(self, reason: str, error: str, partition: int, offset: int | None,
+                     key: bytes | None, raw: bytes) -> None:
+        self.bad_messages += 1
+        self.metrics.dead_letters.labels(self.topics.forecasts, reason).inc()
+        self._rl.log(logging.WARNING, reason, "forecast at %s[%d]@%s dead-lettered (%s): %s",
+                     self.topics.forecasts, partition, offset, reason, error)
+        body = records.dead_letter_to_json(reason, error, self.topics.forecasts, partition, offset, raw)
+        self._dead.append((key, records.dumps(body)))
 
     def _sweep(self, step: float) -> None:
         """Once per window of low-watermark progress, re-decide targets whose series is quiet."""
@@ -147,20 +253,40 @@ class ControllerLoop:
         for spec in list(self.reconciler.specs.values()):
             last = self.reconciler.last.get(spec.key)
             if last is None or low - last.ts >= step:
-                self.reconciler.reconcile(spec, low)
+                try:
+                    self.reconciler.reconcile(spec, low)
+                except Exception as exc:  # noqa: BLE001 - one target's failure must not stop the others
+                    self.metrics.controller_errors.inc()
+                    self._rl.log(logging.ERROR, f"sweep:{spec.key}", "%s: reconcile failed: %s: %s",
+                                 spec.key, type(exc).__name__, exc)
 
     async def _publish(self, producer: AIOKafkaProducer) -> None:
-        if not self._pending:
+        """Send pending decisions and dead letters; count what the broker acknowledged."""
+        if not self._pending and not self._dead:
             return
         pending = self._pending[:]  # decisions may also arrive from the operator's threads
         del self._pending[: len(pending)]
+        dead = self._dead[:]
+        del self._dead[: len(dead)]
+        sent: list[tuple[Any, Decision | None]] = []
         for d in pending:
-            await producer.send(self.topics.decisions, key=d.target.encode(),
-                                value=records.dumps(records.decision_to_json(d)))
-            self.decisions += 1
+            fut = await producer.send(self.topics.decisions, key=d.target.encode(),
+                                      value=records.dumps(records.decision_to_json(d)))
+            sent.append((fut, d))
             if d.applied or d.desired != d.current:
                 log.info("%s: %d -> %d (%s) %s", d.target, d.current, d.desired, d.reason.value, d.message)
-        await producer.flush()
+        for key, body in dead:
+            sent.append((await producer.send(self.dlq_topic, key=key, value=body), None))
+        for fut, d in sent:
+            try:
+                await fut
+            except Exception as exc:  # noqa: BLE001 - counted and logged; the decision is in status/events too
+                self.metrics.controller_errors.inc()
+                self._rl.log(logging.ERROR, "publish", "publishing to %s failed: %s: %s",
+                             self.topics.decisions if d else self.dlq_topic, type(exc).__name__, exc)
+                continue
+            if d is not None:
+                self.decisions += 1
 
 
 def run_controller(settings: Settings, kube: bool = False, namespaces: list[str] | None = None) -> int:
@@ -168,7 +294,7 @@ def run_controller(settings: Settings, kube: bool = False, namespaces: list[str]
     from streams.admin import ensure_topics
 
     topics = Topics.from_settings(settings)
-    ensure_topics(settings.broker, topics.all(), settings.partitions)
+    ensure_topics(settings.broker, topics.all() + [Topics.dlq(topics.forecasts)], settings.partitions)
     if kube:
         from streams.kube_wiring import build_kube_reconciler
 

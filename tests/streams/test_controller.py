@@ -2,6 +2,14 @@
 
 from __future__ import annotations
 
+import os
+import signal
+import subprocess
+import sys
+
+import orjson
+import pytest
+
 from detectors.forecast import Forecast, ForecastPoint
 from scaler.reconcile import Reconciler
 from scaler.simulated import SimulatedCluster
@@ -9,6 +17,7 @@ from scaler.spec import ScalerSpec, TargetRef
 from streams import records
 from streams.controller import ControllerLoop
 from streams.settings import Settings
+from tests.conftest import ROOT, read_topic, send_raw
 
 
 def spec(name: str) -> ScalerSpec:
@@ -44,3 +53,135 @@ def test_a_target_never_goes_back_in_time():
     loop._handle(message("a/rps", 600.0, 300), partition=0)
     loop._handle(message("a/rps", 300.0, 300), partition=0)  # a replayed, older forecast
     assert r.last["default/a"].ts == 660.0
+
+
+def poisoned(series: str, issued: float, at: float | None = None, **changes: object) -> bytes:
+    """A forecast message as a careless or hostile producer would write it (``at``: a forged time)."""
+    body = orjson.loads(message(series, issued if at is None else at, 650))
+    for k, v in changes.items():
+        if k in ("yhat", "lower", "upper"):
+            for p in body["points"]:
+                p[k] = v
+        else:
+            body[k] = v
+    return orjson.dumps(body)
+
+
+BAD_FORECASTS = {
+    "nan_strings": (dict(upper="NaN", yhat="NaN", observed="NaN"), "bad_type"),
+    "infinity_strings": (dict(upper="Infinity", lower="-Infinity"), "bad_type"),
+    "huge_bounds": (dict(upper=1e308, yhat=1e308, lower=-1e308, observed=1e308), "bad_value"),
+    "unordered_bounds": (dict(lower=900.0), "bad_value"),
+    "year_2090": (dict(at=3_786_912_000.0), "future"),
+    "an_hour_ahead": (dict(at=3600.0 * 3), "future"),
+}
+
+
+def _loop_at_seven() -> tuple[ControllerLoop, Reconciler, SimulatedCluster]:
+    cluster = SimulatedCluster(0)
+    r = Reconciler(cluster, [spec("a")])
+    loop = ControllerLoop(Settings(), r, clock=lambda: 1e9)
+    for i in range(5):
+        loop._handle(message("a/rps", 60.0 * i, 650), partition=0, offset=i)
+    assert r.last["default/a"].desired == 7 and cluster.provisioned("default/a") == 7
+    return loop, r, cluster
+
+
+@pytest.mark.parametrize("case", sorted(BAD_FORECASTS))
+def test_a_bad_forecast_is_dead_lettered_and_never_moves_the_target(case):
+    changes, reason = BAD_FORECASTS[case]
+    loop, r, cluster = _loop_at_seven()
+    before = r.last["default/a"]
+    loop._handle(poisoned("a/rps", 300.0, **changes), partition=0, offset=99)
+    assert r.last["default/a"] == before, "a refused forecast decided nothing"
+    assert cluster.provisioned("default/a") == 7
+    ((_, body),) = loop._dead
+    dl = orjson.loads(body)
+    assert dl["reason"] == reason and dl["offset"] == 99, dl
+    assert loop.metrics.dead_letters.labels(loop.topics.forecasts, reason)._value.get() == 1
+    # the next good forecast is decided at its own time: the target's clock did not move
+    loop._handle(message("a/rps", 300.0, 650), partition=0, offset=100)
+    assert r.last["default/a"].ts == 360.0 and r.last["default/a"].desired == 7
+
+
+def test_a_jump_confirmed_by_a_second_forecast_is_accepted():
+    loop, r, _ = _loop_at_seven()
+    loop._handle(message("a/rps", 7200.0, 650), partition=0)  # the series resumes after two hours
+    assert r.last["default/a"].ts == 300.0 and [orjson.loads(b)["reason"] for _, b in loop._dead] == ["future"]
+    loop._handle(message("a/rps", 7260.0, 650), partition=0)
+    assert r.last["default/a"].ts == 7320.0
+
+
+def test_a_record_whose_handling_raises_is_isolated():
+    loop, r, _ = _loop_at_seven()
+
+    class Broken(Exception):
+        pass
+
+    def explode(fm, now):
+        raise Broken("actuator down")
+
+    loop.on_forecast = explode
+    loop._handle(message("a/rps", 300.0, 650), partition=0, offset=7)
+    (dl,) = [orjson.loads(b) for _, b in loop._dead]
+    assert dl["reason"] == "processing_error" and "actuator down" in dl["error"]
+    loop.on_forecast = None
+    loop._handle(message("a/rps", 360.0, 650), partition=0, offset=8)
+    assert r.last["default/a"].ts == 420.0
+
+
+T0 = 1_700_000_000.0
+
+SCALERS = """
+apiVersion: foresight.dev/v1alpha1
+kind: PredictiveScaler
+metadata: {name: a}
+spec:
+  scaleTargetRef: {kind: Deployment, name: a}
+  series: a/rps
+  capacityPerReplica: 100
+  minReplicas: 2
+  maxReplicas: 50
+  leadTimeSeconds: 120
+"""
+
+
+@pytest.mark.integration
+def test_poisoned_forecasts_on_the_real_broker_never_scale_down_or_crash_the_controller(broker, prefix, tmp_path):
+    from streams.admin import ensure_topics
+
+    ensure_topics(broker, [f"{prefix}.forecasts"], 4)
+    scalers = tmp_path / "scalers.yaml"
+    scalers.write_text(SCALERS)
+    log = tmp_path / "controller.log"
+    env = {**os.environ, "FORESIGHT_BROKER": broker, "FORESIGHT_TOPIC_PREFIX": prefix,
+           "FORESIGHT_STARTUP_SECONDS": "0"}
+    with open(log, "ab") as fh:
+        proc = subprocess.Popen([sys.executable, "-m", "streams", "scaler", "--scalers", str(scalers)],
+                                env=env, stdout=fh, stderr=subprocess.STDOUT, cwd=ROOT,
+                                start_new_session=True)
+    try:
+        key = b"a/rps"
+        send_raw(broker, f"{prefix}.forecasts", [(key, message("a/rps", T0 + 60 * i, 650)) for i in range(5)])
+        read_topic(broker, f"{prefix}.decisions", lambda ms: any(m["desired"] == 7 for m in ms))
+        attacks = [
+            poisoned("a/rps", T0 + 300, upper="NaN", yhat="NaN", observed="NaN"),
+            poisoned("a/rps", T0 + 300, upper="Infinity", lower="-Infinity"),
+            poisoned("a/rps", T0 + 300, upper=1e308, yhat=1e308, lower=-1e308, observed=1e308),
+            poisoned("a/rps", T0 + 300, at=3_786_912_000.0),  # issued in 2090
+            poisoned("a/rps", T0 + 300, at=T0 + 3600),  # an hour ahead
+        ]
+        good = [message("a/rps", T0 + 300, 650), message("a/rps", T0 + 360, 650)]
+        send_raw(broker, f"{prefix}.forecasts", [(key, m) for m in attacks + good])
+        decisions = read_topic(broker, f"{prefix}.decisions", lambda ms: any(m["ts"] >= T0 + 420 for m in ms))
+        dead = read_topic(broker, f"{prefix}.forecasts.dlq", lambda ms: len(ms) >= len(attacks))
+        assert proc.poll() is None, f"the controller died:\n{log.read_text()[-3000:]}"
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGTERM)
+        proc.wait(30)
+    assert max(m["ts"] for m in decisions) == T0 + 420, "no forecast moved the target's clock"
+    first7 = next(i for i, m in enumerate(decisions) if m["desired"] == 7)
+    assert all(m["desired"] >= 7 for m in decisions[first7:]), [(m["desired"], m["reason"]) for m in decisions]
+    assert sorted(m["reason"] for m in dead) == ["bad_type", "bad_type", "bad_value", "future", "future"]
+    assert all(m["topic"] == f"{prefix}.forecasts" for m in dead)
