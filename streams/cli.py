@@ -10,6 +10,7 @@ import logging
 import sys
 from collections.abc import Sequence
 
+from scaler.spec import SpecError
 from streams.settings import Settings
 
 SUBCOMMANDS = ("demo", "worker", "scaler", "produce", "broker", "detect", "backtest")
@@ -138,6 +139,9 @@ def main(argv: Sequence[str] | None = None) -> int:
 
             return run_demo(settings, duration=args.duration, speed=args.speed, serve=args.serve,
                             quiet=args.quiet)
+    except SpecError as exc:  # a bad PredictiveScaler: one line, no traceback
+        print(f"foresight {args.command}: {exc}", file=sys.stderr)
+        return 2
     except KeyboardInterrupt:
         return 130
     return 2

@@ -294,6 +294,10 @@ def run_controller(settings: Settings, kube: bool = False, namespaces: list[str]
     from streams.admin import ensure_topics
 
     topics = Topics.from_settings(settings)
+    if not kube:  # a bad scalers file is refused (SpecError) before anything starts
+        if not settings.scalers:
+            raise SystemExit("foresight scaler: --scalers FILE (PredictiveScaler YAML) or --kube is required")
+        specs = load_specs(settings.scalers)
     ensure_topics(settings.broker, topics.all() + [Topics.dlq(topics.forecasts)], settings.partitions)
     if kube:
         from streams.kube_wiring import build_kube_reconciler
@@ -301,9 +305,6 @@ def run_controller(settings: Settings, kube: bool = False, namespaces: list[str]
         reconciler, on_forecast, closer = build_kube_reconciler(settings, namespaces)
         loop = ControllerLoop(settings, reconciler, from_beginning=False, on_forecast=on_forecast)
     else:
-        if not settings.scalers:
-            raise SystemExit("foresight scaler: --scalers FILE (PredictiveScaler YAML) or --kube is required")
-        specs = load_specs(settings.scalers)
         if settings.mode:
             import dataclasses
 
