@@ -34,7 +34,7 @@ import orjson
 from detectors.defaults import make_series_model
 from detectors.series import SeriesModel
 from streams import records, web
-from streams.checkpoint import Checkpointer, UntrustedCheckpoint, load_or_create_key
+from streams.checkpoint import Checkpointer, Signer, UntrustedCheckpoint, load_or_create_key
 from streams.metrics import Metrics
 from streams.records import InvalidRecord, Point
 from streams.settings import Settings
@@ -101,7 +101,8 @@ def create_app(settings: Settings, metrics: Metrics | None = None) -> faust.App:
     state = WorkerState()
     app.foresight_state = state  # type: ignore[attr-defined]
     step = settings.window_seconds
-    checkpointer = Checkpointer(load_or_create_key(settings.model_key, settings.data_dir))
+    signing_key = load_or_create_key(settings.model_key, settings.data_dir)
+    checkpointer = Checkpointer(signing_key)
     horizon = horizon_steps(settings)
     period = settings.period_steps or None
 
@@ -127,7 +128,8 @@ def create_app(settings: Settings, metrics: Metrics | None = None) -> faust.App:
     app.foresight_tables = {  # type: ignore[attr-defined]
         "models": models, "series_view": series_view, "targets": targets,
     }
-    store = web.ViewStore(web.view_points(settings), metrics, web.load_selector(settings, metrics))
+    store = web.ViewStore(web.view_points(settings), metrics, web.load_selector(settings, metrics),
+                          signers={t: Signer(signing_key, t) for t in ("series_view", "targets")})
     app.foresight_view = store  # type: ignore[attr-defined]
     decisions_in = raw_topic(topics.decisions)
     metrics.watch_consumer_lag(web.consumer_lag(
@@ -272,17 +274,14 @@ def create_app(settings: Settings, metrics: Metrics | None = None) -> faust.App:
             cached.since_checkpoint += 1
             if cached.since_checkpoint >= settings.checkpoint_every:
                 models[key] = checkpointer.dumps(cached.model)
-                series_view[key] = view.dumps()
+                series_view[key] = store.snapshot_series(view)
                 cached.since_checkpoint = 0
                 metrics.checkpoints.inc()
 
     def web_restore(series: str) -> None:
         raw = series_view.get(series.encode())
         if raw:
-            try:
-                store.restore_series(series, raw)
-            except (ValueError, KeyError, TypeError):
-                log.warning("series %s: unreadable view snapshot, starting empty", series)
+            store.restore_series(series, raw)  # a forged or unreadable snapshot is skipped and counted
 
     @app.agent(decisions_in, name="decisions-agent")
     async def decisions_agent(stream: faust.StreamT) -> None:
@@ -297,13 +296,10 @@ def create_app(settings: Settings, metrics: Metrics | None = None) -> faust.App:
                 continue
             key = d["target"].encode()
             if d["target"] not in store.targets and key in targets:
-                try:
-                    store.restore_target(d["target"], targets[key])
-                except (ValueError, KeyError, TypeError):
-                    log.warning("target %s: unreadable snapshot, starting empty", d["target"])
+                store.restore_target(d["target"], targets[key])  # a bad snapshot is skipped and counted
             target, logged = store.on_decision(d)
             if logged or target.decisions % 10 == 0:
-                targets[key] = target.dumps()
+                targets[key] = store.snapshot_target(target)
 
     web.register(app, settings, topics, store, series_view, targets)
 
