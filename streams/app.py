@@ -35,6 +35,7 @@ from detectors.defaults import make_series_model
 from detectors.series import SeriesModel
 from streams import records, web
 from streams.checkpoint import Checkpointer, Signer, UntrustedCheckpoint, load_or_create_key
+from streams.lifecycle import ForesightWorker, delivered
 from streams.metrics import Metrics
 from streams.records import InvalidRecord, Point
 from streams.settings import Settings
@@ -95,6 +96,8 @@ def create_app(settings: Settings, metrics: Metrics | None = None) -> faust.App:
         # every message to be acked would block a rebalance forever; the
         # unacked input is re-read by the partition's next owner instead
         stream_wait_empty=False,
+        # bounded stop: SIGTERM stops the worker within lifecycle.STOP_GRACE_SECONDS
+        Worker=ForesightWorker,
     )
     app.foresight_settings = settings  # type: ignore[attr-defined]
     app.foresight_metrics = metrics  # type: ignore[attr-defined]
@@ -187,6 +190,8 @@ def create_app(settings: Settings, metrics: Metrics | None = None) -> faust.App:
     messages_in = {k: metrics.messages_in.labels(k) for k in ("events", "metrics")}
     events_in = {k: metrics.events_in.labels(k) for k in ("events", "metrics")}
 
+    points_delivered = delivered(metrics.points_out)
+
     @app.agent(inputs, name="window-agent")
     async def window_agent(stream: faust.StreamT) -> None:
         manual = stream.noack()
@@ -218,9 +223,8 @@ def create_app(settings: Settings, metrics: Metrics | None = None) -> faust.App:
                 state.unacked.setdefault((topic, msg.partition), {}).setdefault(newest, []).append(event)
             closed = w.close_ready()
             for point in closed:
-                await out[topics.points].send(key=point.series.encode(),
-                                              value=records.dumps(point.to_json()))
-                metrics.points_out.inc()
+                await out[topics.points].send(key=point.series.encode(), value=records.dumps(point.to_json()),
+                                              callback=points_delivered)  # counted when acknowledged
                 store.note_kind(point.series, w.kinds.get(point.series, kind))
             if closed or newest < w.closed_until:
                 await ack_closed(manual, (topic, msg.partition), w)
@@ -242,6 +246,9 @@ def create_app(settings: Settings, metrics: Metrics | None = None) -> faust.App:
             cached = state.models[series] = _Cached(model)
         return cached
 
+    forecasts_delivered = delivered(metrics.forecasts_out)
+    anomalies_delivered = delivered(metrics.anomalies_out)
+
     @app.agent(points_in, name="model-agent")
     async def model_agent(stream: faust.StreamT) -> None:
         async for event in stream.events():
@@ -258,15 +265,15 @@ def create_app(settings: Settings, metrics: Metrics | None = None) -> faust.App:
             fc = cached.model.to_forecast(point.series, point.start, step, u)
             key = point.series.encode()
             fc_json = records.forecast_to_json(fc, point.value, u.anomalous or u.untrusted, u.score)
-            await out[topics.forecasts].send(key=key, value=records.dumps(fc_json))
-            metrics.forecasts_out.inc()
+            await out[topics.forecasts].send(key=key, value=records.dumps(fc_json),
+                                             callback=forecasts_delivered)
             body = None
             if u.anomalous:
                 body = records.anomaly_to_json(point.series, point.start, point.value, u.score,
                                                cached.model.threshold,
                                                type(cached.model.detector).__name__)
-                await out[topics.anomalies].send(key=key, value=records.dumps(body))
-                metrics.anomalies_out.inc()
+                await out[topics.anomalies].send(key=key, value=records.dumps(body),
+                                                 callback=anomalies_delivered)
             if point.series not in store.series and key in series_view:
                 web_restore(point.series)
             view = store.on_window(point.series, point.start, point.value, fc_json, u.score,
@@ -313,14 +320,24 @@ def create_app(settings: Settings, metrics: Metrics | None = None) -> faust.App:
 
 
 def run_worker(settings: Settings) -> None:
-    """Run a Faust worker in the foreground until SIGINT/SIGTERM."""
+    """Run a Faust worker in the foreground until SIGINT/SIGTERM, or until its broker is lost.
+
+    Exits with :data:`streams.lifecycle.BROKER_LOST_EXIT_CODE` if the topics
+    vanished or the cluster changed (see :class:`streams.lifecycle.BrokerWatch`).
+    """
     import sys
 
+    from streams import lifecycle
     from streams.admin import ensure_topics
 
     topics = Topics.from_settings(settings)
     ensure_topics(settings.broker, topics.all(), settings.partitions)
     app = create_app(settings)
+    watch = lifecycle.BrokerWatch(
+        settings.broker, topics.all(), internal_prefix=f"{settings.app_id}-",
+        on_lost=lambda why: lifecycle.request_exit(lifecycle.BROKER_LOST_EXIT_CODE, why),
+        errors=app.foresight_metrics.broker_errors,  # type: ignore[attr-defined]
+    ).start()
     argv = ["foresight-worker", "worker", "-l", _faust_level(settings.log_level)]
     if settings.web_enabled:
         argv += ["--web-host", web.advertised_host(settings), "--web-port", str(settings.web_port),
@@ -328,7 +345,12 @@ def run_worker(settings: Settings) -> None:
     else:
         argv += ["--without-web"]
     sys.argv = argv
-    app.main()
+    try:
+        app.main()
+    finally:
+        watch.stop()
+        if lifecycle.exit_code() is not None:
+            raise SystemExit(lifecycle.exit_code())
 
 
 def _faust_level(level: str) -> str:
