@@ -316,15 +316,38 @@ def run_controller(settings: Settings, kube: bool = False, namespaces: list[str]
         loop = ControllerLoop(settings, reconciler, from_beginning=True)
         closer = None
 
+    from streams import lifecycle
+
+    lost: list[str] = []
+
     async def main() -> None:
         ev = asyncio.get_running_loop()
+
+        def stop(why: str) -> None:
+            # a bounded stop: the graceful one gets lifecycle.STOP_GRACE_SECONDS
+            lifecycle.hard_exit_after(lifecycle.STOP_GRACE_SECONDS,
+                                      lifecycle.BROKER_LOST_EXIT_CODE if lost else lifecycle.STOP_TIMEOUT_EXIT_CODE,
+                                      why)
+            loop.stop()
+
+        def on_lost(why: str) -> None:
+            lost.append(why)
+            log.critical("%s; exiting with code %d so that the controller is restarted",
+                         why, lifecycle.BROKER_LOST_EXIT_CODE)
+            ev.call_soon_threadsafe(stop, why)
+
         for sig in (signal.SIGINT, signal.SIGTERM):
-            ev.add_signal_handler(sig, loop.stop)
-        await loop.run()
+            ev.add_signal_handler(sig, stop, sig.name)
+        watch = lifecycle.BrokerWatch(settings.broker, [topics.forecasts, topics.decisions], on_lost=on_lost,
+                                      errors=loop.metrics.broker_errors).start()
+        try:
+            await loop.run()
+        finally:
+            watch.stop()
 
     try:
         asyncio.run(main())
     finally:
         if closer is not None:
             closer()
-    return 0
+    return lifecycle.BROKER_LOST_EXIT_CODE if lost else 0

@@ -94,3 +94,54 @@ def test_sigterm_stops_a_worker_within_10s(brokers, prefix, start_worker, broker
         w.proc.wait(timeout=10)
     except subprocess.TimeoutExpired:
         raise AssertionError(f"SIGTERM did not stop the worker within 10s:\n{w.log.read_text()[-2000:]}") from None
+
+
+def _controller(bootstrap: str, prefix: str, tmp_path: Path) -> tuple[subprocess.Popen[bytes], Path]:
+    import sys
+
+    from tests.conftest import ROOT
+    from tests.streams.test_controller import SCALERS
+
+    scalers = tmp_path / "scalers.yaml"
+    scalers.write_text(SCALERS)
+    log = tmp_path / "controller.log"
+    env = {**os.environ, "FORESIGHT_BROKER": bootstrap, "FORESIGHT_TOPIC_PREFIX": prefix}
+    with open(log, "ab") as fh:
+        proc = subprocess.Popen([sys.executable, "-m", "streams", "scaler", "--scalers", str(scalers)], env=env,
+                                stdout=fh, stderr=subprocess.STDOUT, cwd=ROOT, start_new_session=True)
+    return proc, log
+
+
+def _wait_for_line(log: Path, text: str, proc: subprocess.Popen[bytes], timeout: float = 30.0) -> None:
+    import time
+
+    deadline = time.monotonic() + timeout
+    while text not in log.read_text():
+        assert proc.poll() is None and time.monotonic() < deadline, log.read_text()[-2000:]
+        time.sleep(0.2)  # polling a log file under the deadline
+
+
+@pytest.mark.parametrize("event", ["broker replaced", "sigterm, broker gone"])
+def test_the_controller_exits_when_its_broker_is_replaced_and_stops_on_sigterm(brokers, prefix, tmp_path, event):
+    first = brokers.start()
+    proc, log = _controller(brokers.bootstrap, prefix, tmp_path)
+    try:
+        _wait_for_line(log, "controller reading", proc)
+        first.stop()
+        if event == "broker replaced":
+            brokers.start()
+            timeout, want = 60, BROKER_LOST_EXIT_CODE
+        else:
+            os.killpg(proc.pid, signal.SIGTERM)
+            timeout, want = 10, None
+        try:
+            code = proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            raise AssertionError(f"the controller did not exit ({event}):\n{log.read_text()[-2000:]}") from None
+        if want is not None:
+            assert code == want, log.read_text()[-2000:]
+            assert "topics vanished" in log.read_text()
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait(5)
