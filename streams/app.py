@@ -241,6 +241,10 @@ def create_app(settings: Settings, metrics: Metrics | None = None) -> faust.App:
                 except UntrustedCheckpoint as exc:
                     metrics.untrusted_checkpoints.inc()
                     log.warning("series %s: refusing model checkpoint (%s); starting cold", series, exc)
+                except Exception as exc:  # noqa: BLE001 - signed but unloadable (an older version): cold
+                    metrics.untrusted_state.labels("models").inc()
+                    log.warning("series %s: unloadable model checkpoint (%s: %s); starting cold",
+                                series, type(exc).__name__, exc)
             if model is None:
                 model = make_series_model(step, period, horizon, settings.anomaly_threshold)
             cached = state.models[series] = _Cached(model)
