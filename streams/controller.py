@@ -136,6 +136,7 @@ class ControllerLoop:
         self.decisions = 0
         self.bad_messages = 0
         self.superseded = 0
+        self.accepted = 0
         self.metrics = metrics or Metrics()
         self.clock = clock
         self.gate = gate or ForecastGate()
@@ -221,6 +222,7 @@ class ControllerLoop:
         except Exception as exc:  # noqa: BLE001 - isolation: one record must not stop the controller
             self._dead_letter("processing_error", f"{type(exc).__name__}: {exc}", partition, offset, key, raw)
             return
+        self.accepted += 1
         self._sweep(fm.forecast.step)
 
     def _apply(self, fm: records.ForecastMessage, partition: int) -> None:

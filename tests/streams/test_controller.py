@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import json
 import os
+import random
 import signal
 import subprocess
 import sys
+from collections.abc import Iterator
 
 import orjson
 import pytest
@@ -185,3 +188,56 @@ def test_poisoned_forecasts_on_the_real_broker_never_scale_down_or_crash_the_con
     assert all(m["desired"] >= 7 for m in decisions[first7:]), [(m["desired"], m["reason"]) for m in decisions]
     assert sorted(m["reason"] for m in dead) == ["bad_type", "bad_type", "bad_value", "future", "future"]
     assert all(m["topic"] == f"{prefix}.forecasts" for m in dead)
+
+
+def test_huge_but_finite_bounds_reach_the_policy_without_overflow():
+    """The parser refuses |x| > 1e15; the arithmetic behind it is bounded anyway."""
+    cluster = SimulatedCluster(0)
+    r = Reconciler(cluster, [spec("a")])
+    pts = tuple(ForecastPoint(60.0 * i, 1e308, -1e308, 1e308) for i in range(1, 5))
+    r.observe(Forecast("a/rps", 0.0, 60.0, pts, 0.8, "m", True), None)
+    (d,) = r.reconcile_series("a/rps", 60.0)
+    assert d.desired >= d.current and d.desired <= 50, d
+
+
+_POOL: list[object] = ["NaN", "Infinity", "-Infinity", "1e400", 1e308, -1e308, 1e16, 10**400, -1, 0, 0.5,
+                       True, None, "", "x" * 300, [], {}, [[[[1]]]], "\ud800", 3_786_912_000.0, 1.7e9]
+
+
+def _mutations(rng: random.Random, n: int) -> Iterator[bytes]:
+    base = orjson.loads(message("a/rps", 300.0, 650))
+    for _ in range(n):
+        body = orjson.loads(orjson.dumps(base))
+        for _ in range(rng.randint(1, 3)):
+            pts = body.get("points")
+            inner = [p for p in pts if isinstance(p, dict) and p] if isinstance(pts, list) else []
+            where = rng.choice(inner) if inner and rng.random() < 0.5 else body
+            if not where:
+                continue
+            key = rng.choice(sorted(where))
+            if rng.random() < 0.15:
+                del where[key]
+            else:
+                where[key] = rng.choice(_POOL)
+        raw = json.dumps(body).encode("utf-8", "surrogatepass")  # json writes NaN/Infinity literals too
+        if rng.random() < 0.1:
+            raw = raw[: rng.randint(0, len(raw))]
+        if rng.random() < 0.05:
+            raw = bytes(rng.getrandbits(8) for _ in range(rng.randint(0, 64)))
+        yield raw
+
+
+def test_any_forecast_message_is_decided_on_or_dead_lettered_exactly_once():
+    """A bounded fuzz of the controller's input: no exception, one outcome per message."""
+    rng = random.Random(11)
+    loop, r, cluster = _loop_at_seven()
+    n = 0
+    for raw in _mutations(rng, 3000):
+        accepted, dead, superseded = loop.accepted, len(loop._dead), loop.superseded
+        loop._handle(raw, partition=0, offset=n)
+        n += 1
+        outcomes = (loop.accepted - accepted) + (len(loop._dead) - dead) + (loop.superseded - superseded)
+        assert outcomes == 1, raw
+        del loop._pending[:], loop._dead[:]
+        assert r.last["default/a"].ts <= 300.0 + 60 * 31, "no forged time beyond the jump bound"
+    assert loop.bad_messages > 1000
