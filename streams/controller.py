@@ -270,25 +270,31 @@ class ControllerLoop:
         del self._pending[: len(pending)]
         dead = self._dead[:]
         del self._dead[: len(dead)]
-        sent: list[tuple[Any, Decision | None]] = []
+        outgoing: list[tuple[str, bytes | None, bytes, Decision | None]] = [
+            (self.topics.decisions, d.target.encode(), records.dumps(records.decision_to_json(d)), d)
+            for d in pending
+        ] + [(self.dlq_topic, key, body, None) for key, body in dead]
         for d in pending:
-            fut = await producer.send(self.topics.decisions, key=d.target.encode(),
-                                      value=records.dumps(records.decision_to_json(d)))
-            sent.append((fut, d))
             if d.applied or d.desired != d.current:
                 log.info("%s: %d -> %d (%s) %s", d.target, d.current, d.desired, d.reason.value, d.message)
-        for key, body in dead:
-            sent.append((await producer.send(self.dlq_topic, key=key, value=body), None))
-        for fut, d in sent:
+        sent: list[tuple[Any, str, Decision | None]] = []
+        for topic, key, value, d in outgoing:
+            try:
+                sent.append((await producer.send(topic, key=key, value=value), topic, d))
+            except Exception as exc:  # noqa: BLE001 - the broker is away: counted, logged (rate-limited)
+                self._publish_failed(topic, exc)
+        for fut, topic, d in sent:
             try:
                 await fut
-            except Exception as exc:  # noqa: BLE001 - counted and logged; the decision is in status/events too
-                self.metrics.controller_errors.inc()
-                self._rl.log(logging.ERROR, "publish", "publishing to %s failed: %s: %s",
-                             self.topics.decisions if d else self.dlq_topic, type(exc).__name__, exc)
+            except Exception as exc:  # noqa: BLE001 - the decision is also in status and Events
+                self._publish_failed(topic, exc)
                 continue
             if d is not None:
                 self.decisions += 1
+
+    def _publish_failed(self, topic: str, exc: Exception) -> None:
+        self.metrics.controller_errors.inc()
+        self._rl.log(logging.ERROR, "publish", "publishing to %s failed: %s: %s", topic, type(exc).__name__, exc)
 
 
 def run_controller(settings: Settings, kube: bool = False, namespaces: list[str] | None = None) -> int:
