@@ -40,6 +40,8 @@ log = logging.getLogger("foresight.lifecycle")
 STOP_GRACE_SECONDS = 8.0
 #: seconds between two looks at the cluster
 WATCH_INTERVAL_SECONDS = 5.0
+#: consecutive looks (a second apart) that must agree the broker is lost
+LOST_CONFIRMATIONS = 2
 #: exit code when the broker lost the worker's topics or was replaced
 BROKER_LOST_EXIT_CODE = 3
 #: exit code when a graceful stop did not finish in time
@@ -223,15 +225,21 @@ class BrokerWatch:
 
     def run(self) -> None:
         """Look every ``interval`` seconds until :meth:`stop` or the broker is lost."""
-        while not self._stop.wait(self.interval):
+        strikes = 0
+        while not self._stop.wait(self.interval if strikes == 0 else 1.0):
             cid, topics = asyncio.run(self.look())
             why = self.judge(cid, topics, time.monotonic())
-            if why is not None:
-                if self.errors is not None and topics is not None:
-                    self.errors.inc()
-                if self.on_lost is not None:
-                    self.on_lost(why)
-                return
+            if why is None:
+                strikes = 0
+                continue
+            if self.errors is not None and topics is not None:
+                self.errors.inc()
+            strikes += 1
+            if strikes < LOST_CONFIRMATIONS:  # one odd metadata answer is not a lost broker
+                continue
+            if self.on_lost is not None:
+                self.on_lost(why)
+            return
 
     def start(self) -> BrokerWatch:
         self._thread = threading.Thread(target=self.run, name="broker-watch", daemon=True)
