@@ -127,8 +127,14 @@ class PolicyState:
 def replicas_for(load: float, capacity: float) -> int:
     """Replicas needed to serve ``load`` at ``capacity`` per replica (bounded).
 
+    A huge or infinite load needs at most 2**31 - 1 (Kubernetes' int32, never a
+    float-to-int ``OverflowError``); a NaN load needs none, and the policy never
+    trusts non-finite data (:func:`trusted_forecast`).
+
     >>> replicas_for(241, 120), replicas_for(240, 120), replicas_for(0, 120)
     (3, 2, 0)
+    >>> replicas_for(1e308, 0.5) == replicas_for(float("inf"), 120) == 2**31 - 1
+    True
     """
     return need(load, capacity)
 
@@ -213,8 +219,10 @@ def trusted_forecast(
         pts = forecast.window(now, now + spec.lead_time_seconds + 1e-9)
         if not pts:
             problem = Reason.STALE_FORECAST
-    if observed is not None and observed.anomalous:
+    if observed is not None and (observed.anomalous or not math.isfinite(observed.value)):
         return (), Reason.ANOMALOUS_SERIES
+    if any(not (math.isfinite(p.yhat) and math.isfinite(p.upper)) for p in pts):
+        return (), Reason.ANOMALOUS_SERIES  # never trust a non-finite forecast
     return (pts if problem is None else ()), problem
 
 

@@ -35,7 +35,8 @@ from detectors.defaults import make_series_model
 from detectors.series import SeriesModel
 from scaler.inputs import inputs_from_update
 from streams import records, web
-from streams.checkpoint import Checkpointer, UntrustedCheckpoint, load_or_create_key
+from streams.checkpoint import Checkpointer, Signer, UntrustedCheckpoint, load_or_create_key
+from streams.lifecycle import ForesightWorker, delivered
 from streams.metrics import Metrics
 from streams.records import InvalidRecord, Point
 from streams.settings import Settings
@@ -96,13 +97,16 @@ def create_app(settings: Settings, metrics: Metrics | None = None) -> faust.App:
         # every message to be acked would block a rebalance forever; the
         # unacked input is re-read by the partition's next owner instead
         stream_wait_empty=False,
+        # bounded stop: SIGTERM stops the worker within lifecycle.STOP_GRACE_SECONDS
+        Worker=ForesightWorker,
     )
     app.foresight_settings = settings  # type: ignore[attr-defined]
     app.foresight_metrics = metrics  # type: ignore[attr-defined]
     state = WorkerState()
     app.foresight_state = state  # type: ignore[attr-defined]
     step = settings.window_seconds
-    checkpointer = Checkpointer(load_or_create_key(settings.model_key, settings.data_dir))
+    signing_key = load_or_create_key(settings.model_key, settings.data_dir)
+    checkpointer = Checkpointer(signing_key)
     horizon = horizon_steps(settings)
     period = settings.period_steps or None
 
@@ -128,7 +132,8 @@ def create_app(settings: Settings, metrics: Metrics | None = None) -> faust.App:
     app.foresight_tables = {  # type: ignore[attr-defined]
         "models": models, "series_view": series_view, "targets": targets,
     }
-    store = web.ViewStore(web.view_points(settings), metrics, web.load_selector(settings, metrics))
+    store = web.ViewStore(web.view_points(settings), metrics, web.load_selector(settings, metrics),
+                          signers={t: Signer(signing_key, t) for t in ("series_view", "targets")})
     app.foresight_view = store  # type: ignore[attr-defined]
     decisions_in = raw_topic(topics.decisions)
     metrics.watch_consumer_lag(web.consumer_lag(
@@ -186,6 +191,8 @@ def create_app(settings: Settings, metrics: Metrics | None = None) -> faust.App:
     messages_in = {k: metrics.messages_in.labels(k) for k in ("events", "metrics")}
     events_in = {k: metrics.events_in.labels(k) for k in ("events", "metrics")}
 
+    points_delivered = delivered(metrics.points_out)
+
     @app.agent(inputs, name="window-agent")
     async def window_agent(stream: faust.StreamT) -> None:
         manual = stream.noack()
@@ -217,9 +224,8 @@ def create_app(settings: Settings, metrics: Metrics | None = None) -> faust.App:
                 state.unacked.setdefault((topic, msg.partition), {}).setdefault(newest, []).append(event)
             closed = w.close_ready()
             for point in closed:
-                await out[topics.points].send(key=point.series.encode(),
-                                              value=records.dumps(point.to_json()))
-                metrics.points_out.inc()
+                await out[topics.points].send(key=point.series.encode(), value=records.dumps(point.to_json()),
+                                              callback=points_delivered)  # counted when acknowledged
                 store.note_kind(point.series, w.kinds.get(point.series, kind))
             if closed or newest < w.closed_until:
                 await ack_closed(manual, (topic, msg.partition), w)
@@ -236,10 +242,17 @@ def create_app(settings: Settings, metrics: Metrics | None = None) -> faust.App:
                 except UntrustedCheckpoint as exc:
                     metrics.untrusted_checkpoints.inc()
                     log.warning("series %s: refusing model checkpoint (%s); starting cold", series, exc)
+                except Exception as exc:  # noqa: BLE001 - signed but unloadable (an older version): cold
+                    metrics.untrusted_state.labels("models").inc()
+                    log.warning("series %s: unloadable model checkpoint (%s: %s); starting cold",
+                                series, type(exc).__name__, exc)
             if model is None:
                 model = make_series_model(step, period, horizon, settings.anomaly_threshold)
             cached = state.models[series] = _Cached(model)
         return cached
+
+    forecasts_delivered = delivered(metrics.forecasts_out)
+    anomalies_delivered = delivered(metrics.anomalies_out)
 
     @app.agent(points_in, name="model-agent")
     async def model_agent(stream: faust.StreamT) -> None:
@@ -258,15 +271,15 @@ def create_app(settings: Settings, metrics: Metrics | None = None) -> faust.App:
                                             point.value, u)
             key = point.series.encode()
             fc_json = records.forecast_to_json(fc, obs.value, obs.anomalous, u.score)
-            await out[topics.forecasts].send(key=key, value=records.dumps(fc_json))
-            metrics.forecasts_out.inc()
+            await out[topics.forecasts].send(key=key, value=records.dumps(fc_json),
+                                             callback=forecasts_delivered)
             body = None
             if u.anomalous:
                 body = records.anomaly_to_json(point.series, point.start, point.value, u.score,
                                                cached.model.threshold,
                                                type(cached.model.detector).__name__)
-                await out[topics.anomalies].send(key=key, value=records.dumps(body))
-                metrics.anomalies_out.inc()
+                await out[topics.anomalies].send(key=key, value=records.dumps(body),
+                                                 callback=anomalies_delivered)
             if point.series not in store.series and key in series_view:
                 web_restore(point.series)
             view = store.on_window(point.series, point.start, point.value, fc_json, u.score,
@@ -274,17 +287,14 @@ def create_app(settings: Settings, metrics: Metrics | None = None) -> faust.App:
             cached.since_checkpoint += 1
             if cached.since_checkpoint >= settings.checkpoint_every:
                 models[key] = checkpointer.dumps(cached.model)
-                series_view[key] = view.dumps()
+                series_view[key] = store.snapshot_series(view)
                 cached.since_checkpoint = 0
                 metrics.checkpoints.inc()
 
     def web_restore(series: str) -> None:
         raw = series_view.get(series.encode())
         if raw:
-            try:
-                store.restore_series(series, raw)
-            except (ValueError, KeyError, TypeError):
-                log.warning("series %s: unreadable view snapshot, starting empty", series)
+            store.restore_series(series, raw)  # a forged or unreadable snapshot is skipped and counted
 
     @app.agent(decisions_in, name="decisions-agent")
     async def decisions_agent(stream: faust.StreamT) -> None:
@@ -299,13 +309,10 @@ def create_app(settings: Settings, metrics: Metrics | None = None) -> faust.App:
                 continue
             key = d["target"].encode()
             if d["target"] not in store.targets and key in targets:
-                try:
-                    store.restore_target(d["target"], targets[key])
-                except (ValueError, KeyError, TypeError):
-                    log.warning("target %s: unreadable snapshot, starting empty", d["target"])
+                store.restore_target(d["target"], targets[key])  # a bad snapshot is skipped and counted
             target, logged = store.on_decision(d)
             if logged or target.decisions % 10 == 0:
-                targets[key] = target.dumps()
+                targets[key] = store.snapshot_target(target)
 
     web.register(app, settings, topics, store, series_view, targets)
 
@@ -319,14 +326,24 @@ def create_app(settings: Settings, metrics: Metrics | None = None) -> faust.App:
 
 
 def run_worker(settings: Settings) -> None:
-    """Run a Faust worker in the foreground until SIGINT/SIGTERM."""
+    """Run a Faust worker in the foreground until SIGINT/SIGTERM, or until its broker is lost.
+
+    Exits with :data:`streams.lifecycle.BROKER_LOST_EXIT_CODE` if the topics
+    vanished or the cluster changed (see :class:`streams.lifecycle.BrokerWatch`).
+    """
     import sys
 
+    from streams import lifecycle
     from streams.admin import ensure_topics
 
     topics = Topics.from_settings(settings)
     ensure_topics(settings.broker, topics.all(), settings.partitions)
     app = create_app(settings)
+    watch = lifecycle.BrokerWatch(
+        settings.broker, topics.all(), internal_prefix=f"{settings.app_id}-",
+        on_lost=lambda why: lifecycle.request_exit(lifecycle.BROKER_LOST_EXIT_CODE, why),
+        errors=app.foresight_metrics.broker_errors,  # type: ignore[attr-defined]
+    ).start()
     argv = ["foresight-worker", "worker", "-l", _faust_level(settings.log_level)]
     if settings.web_enabled:
         argv += ["--web-host", web.advertised_host(settings), "--web-port", str(settings.web_port),
@@ -334,7 +351,12 @@ def run_worker(settings: Settings) -> None:
     else:
         argv += ["--without-web"]
     sys.argv = argv
-    app.main()
+    try:
+        app.main()
+    finally:
+        watch.stop()
+        if lifecycle.exit_code() is not None:
+            raise SystemExit(lifecycle.exit_code())
 
 
 def _faust_level(level: str) -> str:

@@ -9,6 +9,14 @@ partition's event time, ignoring partitions idle for ``IDLE_SECONDS`` of wall
 time, as stream processors do -- so a stale forecast falls back to the
 reactive rule (never a scale-down), while partitions read at different
 speeds (a backlog, a backfill) never make each other's forecasts look stale.
+
+The forecasts topic is not trusted: a message is parsed strictly
+(:func:`streams.records.parse_forecast`) and its time checked by a
+:class:`ForecastGate` before it may touch a target; anything refused goes to
+``<forecasts>.dlq`` with a reason and is counted. If handling a valid
+forecast raises anyway, that forecast is dead-lettered as
+``processing_error`` and the loop goes on: the controller never crash-loops
+on data.
 """
 
 from __future__ import annotations
@@ -19,6 +27,7 @@ import math
 import signal
 import time
 from collections.abc import Callable
+from typing import Any
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
@@ -29,6 +38,8 @@ from scaler.reconciling import Reconciling
 from scaler.simulated import SimulatedCluster
 from scaler.spec import load_specs
 from streams import records
+from streams.metrics import Metrics
+from streams.ratelog import RateLimitedLog
 from streams.records import InvalidRecord
 from streams.settings import Settings
 from streams.topics import Topics
@@ -37,6 +48,66 @@ log = logging.getLogger("foresight.controller")
 
 #: wall seconds after which a silent partition stops holding the low watermark back
 IDLE_SECONDS = 30.0
+#: a forecast whose event time is more than this many of its steps ahead of
+#: its series' (or, for a new series, its partition's) latest accepted one is
+#: held back until a later forecast of the series confirms the jump
+MAX_JUMP_STEPS = 30
+#: a forecast issued more than this many wall seconds in the future is refused
+#: outright (replays at --speed run ahead of the wall clock by hours, not days)
+MAX_FUTURE_WALL_SECONDS = 7 * 86400.0
+
+
+class ForecastGate:
+    """Decides whether a parsed forecast's event time may move the controller's clocks.
+
+    - more than ``max_future_wall`` seconds ahead of the wall clock: refused
+      (``future``), always;
+    - more than ``max_jump_steps`` steps ahead of its series' latest accepted
+      time (a new series: of its partition's): refused (``future``) unless a
+      previous refused forecast of the same series is at or before it -- two
+      forecasts agreeing on a jump confirm it (a series that resumes after a
+      gap), one forged forecast never moves a target's clock;
+    - older than the series' latest: accepted but *superseded* (it must not
+      replace the newer forecast).
+
+    >>> g = ForecastGate(max_jump_steps=5, max_future_wall=1e9)
+    >>> g.check("a", 60.0, 10.0, partition=0, wall=0.0)
+    'ok'
+    >>> g.check("a", 3000.0, 10.0, partition=0, wall=0.0)
+    Traceback (most recent call last):
+    ...
+    streams.records.InvalidRecord: future: event time 3000 is 2940s ahead of the series' latest (60); held until a later forecast confirms it
+    >>> g.check("a", 70.0, 10.0, partition=0, wall=0.0), g.check("a", 65.0, 10.0, partition=0, wall=0.0)
+    ('ok', 'superseded')
+    """
+
+    def __init__(self, max_jump_steps: float = MAX_JUMP_STEPS,
+                 max_future_wall: float = MAX_FUTURE_WALL_SECONDS) -> None:
+        self.max_jump_steps = max_jump_steps
+        self.max_future_wall = max_future_wall
+        self.latest: dict[str, float] = {}
+        self.partition_latest: dict[int, float] = {}
+        self.pending: dict[str, float] = {}
+
+    def check(self, series: str, now: float, step: float, partition: int, wall: float) -> str:
+        """'ok' or 'superseded'; raise :class:`InvalidRecord` (``future``) if refused."""
+        if now > wall + self.max_future_wall:
+            raise InvalidRecord("future", f"event time {now:.0f} is {now - wall:.0f}s ahead of the wall clock")
+        last = self.latest.get(series)
+        ref = last if last is not None else self.partition_latest.get(partition)
+        if last is not None and now < last:
+            return "superseded"
+        if ref is not None and now - ref > self.max_jump_steps * step:
+            pending = self.pending.get(series)
+            if pending is None or now < pending:
+                self.pending[series] = now
+                whose = "series'" if last is not None else "partition's"
+                raise InvalidRecord("future", f"event time {now:.0f} is {now - ref:.0f}s ahead of the {whose} "
+                                              f"latest ({ref:.0f}); held until a later forecast confirms it")
+        self.pending.pop(series, None)
+        self.latest[series] = now
+        self.partition_latest[partition] = max(self.partition_latest.get(partition, now), now)
+        return "ok"
 
 
 class ControllerLoop:
@@ -48,6 +119,9 @@ class ControllerLoop:
         reconciler: Reconciling,
         from_beginning: bool = True,
         on_forecast: Callable[[records.ForecastMessage, float], None] | None = None,
+        metrics: Metrics | None = None,
+        clock: Callable[[], float] = time.time,
+        gate: ForecastGate | None = None,
     ) -> None:
         self.settings = settings
         self.topics = Topics.from_settings(settings)
@@ -63,6 +137,14 @@ class ControllerLoop:
         self.decisions = 0
         self.bad_messages = 0
         self.replayed = 0
+        self.superseded = 0
+        self.accepted = 0
+        self.metrics = metrics or Metrics()
+        self.clock = clock
+        self.gate = gate or ForecastGate()
+        self.dlq_topic = Topics.dlq(self.topics.forecasts)
+        self._dead: list[tuple[bytes | None, bytes]] = []
+        self._rl = RateLimitedLog(log)
         reconciler.on_decision = self._pending.append
 
     def stop(self) -> None:
@@ -98,7 +180,8 @@ class ControllerLoop:
                      self.topics.forecasts, len(parts), len(self.reconciler.specs))
             while not self._stopping.is_set():
                 batch = await consumer.getmany(timeout_ms=200, max_records=1000)
-                values = [(m.partition, m.value or b"") for msgs in batch.values() for m in msgs]
+                values = [(m.partition, m.offset, m.key, m.value or b"")
+                          for msgs in batch.values() for m in msgs]
                 if values:
                     # reconciling may block on API calls (Kubernetes): keep the loop responsive
                     await asyncio.to_thread(self._handle_all, values)
@@ -150,9 +233,9 @@ class ControllerLoop:
             self.reconciler.learn_series(f.series, now)
         self.replayed += len(values)
 
-    def _handle_all(self, values: list[tuple[int, bytes]]) -> None:
-        for partition, raw in values:
-            self._handle(raw, partition)
+    def _handle_all(self, values: list[tuple[int, int, bytes | None, bytes]]) -> None:
+        for partition, offset, key, raw in values:
+            self._handle(raw, partition, offset, key)
 
     def track_partitions(self, partitions: set[int] | list[int]) -> None:
         """Partitions that hold the low watermark back until they deliver or go idle."""
@@ -168,13 +251,30 @@ class ControllerLoop:
                   if wall - self._partition_seen[p] <= IDLE_SECONDS]
         return min(active) if active else self.watermark
 
-    def _handle(self, raw: bytes, partition: int = 0) -> None:
+    def _handle(self, raw: bytes, partition: int = 0, offset: int | None = None, key: bytes | None = None) -> None:
+        """Validate one forecast message and, if it is accepted, reconcile its targets.
+
+        Refused or failing messages become one dead letter each; nothing raises.
+        """
         try:
             fm = records.parse_forecast(raw)
+            verdict = self.gate.check(fm.forecast.series, fm.forecast.issued + fm.forecast.step,
+                                      fm.forecast.step, partition, self.clock())
         except InvalidRecord as exc:
-            self.bad_messages += 1
-            log.warning("skipping bad forecast message: %s", exc)
+            self._dead_letter(exc.reason, exc.error, partition, offset, key, raw)
             return
+        if verdict == "superseded":  # an older forecast (a replay): never replaces a newer one
+            self.superseded += 1
+            return
+        try:
+            self._apply(fm, partition)
+        except Exception as exc:  # noqa: BLE001 - isolation: one record must not stop the controller
+            self._dead_letter("processing_error", f"{type(exc).__name__}: {exc}", partition, offset, key, raw)
+            return
+        self.accepted += 1
+        self._sweep(fm.forecast.step)
+
+    def _apply(self, fm: records.ForecastMessage, partition: int) -> None:
         f, obs, now = policy_inputs(fm.forecast, fm.observed, fm.anomalous)
         self.watermark = max(self.watermark, now)
         self._partition_time[partition] = max(self._partition_time.get(partition, -math.inf), now)
@@ -183,7 +283,15 @@ class ControllerLoop:
         if self.on_forecast is not None:
             self.on_forecast(fm, now)
         self.reconciler.reconcile_series(f.series, now)
-        self._sweep(f.step)
+
+    def _dead_letter(self, reason: str, error: str, partition: int, offset: int | None,
+                     key: bytes | None, raw: bytes) -> None:
+        self.bad_messages += 1
+        self.metrics.dead_letters.labels(self.topics.forecasts, reason).inc()
+        self._rl.log(logging.WARNING, reason, "forecast at %s[%d]@%s dead-lettered (%s): %s",
+                     self.topics.forecasts, partition, offset, reason, error)
+        body = records.dead_letter_to_json(reason, error, self.topics.forecasts, partition, offset, raw)
+        self._dead.append((key, records.dumps(body)))
 
     def _sweep(self, step: float) -> None:
         """Once per window of low-watermark progress, re-decide targets whose series is quiet."""
@@ -191,20 +299,46 @@ class ControllerLoop:
         if low == -math.inf or low - self._last_sweep < step:
             return
         self._last_sweep = low
-        self.reconciler.resync(low, step)
+        try:
+            self.reconciler.resync(low, step)
+        except Exception as exc:  # noqa: BLE001 - a failed sweep must not stop the controller
+            self.metrics.controller_errors.inc()
+            self._rl.log(logging.ERROR, "sweep", "re-deciding quiet targets failed: %s: %s",
+                         type(exc).__name__, exc)
 
     async def _publish(self, producer: AIOKafkaProducer) -> None:
-        if not self._pending:
+        """Send pending decisions and dead letters; count what the broker acknowledged."""
+        if not self._pending and not self._dead:
             return
         pending = self._pending[:]  # decisions may also arrive from the operator's threads
         del self._pending[: len(pending)]
+        dead = self._dead[:]
+        del self._dead[: len(dead)]
+        outgoing: list[tuple[str, bytes | None, bytes, Decision | None]] = [
+            (self.topics.decisions, d.target.encode(), records.dumps(records.decision_to_json(d)), d)
+            for d in pending
+        ] + [(self.dlq_topic, key, body, None) for key, body in dead]
         for d in pending:
-            await producer.send(self.topics.decisions, key=d.target.encode(),
-                                value=records.dumps(records.decision_to_json(d)))
-            self.decisions += 1
             if d.applied or d.desired != d.current:
                 log.info("%s: %d -> %d (%s) %s", d.target, d.current, d.desired, d.reason.value, d.message)
-        await producer.flush()
+        sent: list[tuple[Any, str, Decision | None]] = []
+        for topic, key, value, d in outgoing:
+            try:
+                sent.append((await producer.send(topic, key=key, value=value), topic, d))
+            except Exception as exc:  # noqa: BLE001 - the broker is away: counted, logged (rate-limited)
+                self._publish_failed(topic, exc)
+        for fut, topic, d in sent:
+            try:
+                await fut
+            except Exception as exc:  # noqa: BLE001 - the decision is also in status and Events
+                self._publish_failed(topic, exc)
+                continue
+            if d is not None:
+                self.decisions += 1
+
+    def _publish_failed(self, topic: str, exc: Exception) -> None:
+        self.metrics.controller_errors.inc()
+        self._rl.log(logging.ERROR, "publish", "publishing to %s failed: %s: %s", topic, type(exc).__name__, exc)
 
 
 def run_controller(settings: Settings, kube: bool = False, namespaces: list[str] | None = None) -> int:
@@ -212,8 +346,12 @@ def run_controller(settings: Settings, kube: bool = False, namespaces: list[str]
     from streams.admin import ensure_topics
 
     topics = Topics.from_settings(settings)
-    ensure_topics(settings.broker, topics.all(), settings.partitions)
     closer: Callable[[], None] | None = None
+    if not kube:  # a bad scalers file is refused (SpecError) before anything starts
+        if not settings.scalers:
+            raise SystemExit("foresight scaler: --scalers FILE (PredictiveScaler YAML) or --kube is required")
+        specs = load_specs(settings.scalers)
+    ensure_topics(settings.broker, topics.all() + [Topics.dlq(topics.forecasts)], settings.partitions)
     if kube:
         from scaler.kube.config import start_operator
 
@@ -223,9 +361,6 @@ def run_controller(settings: Settings, kube: bool = False, namespaces: list[str]
         loop = ControllerLoop(settings, op, from_beginning=False)
         closer = op.stop
     else:
-        if not settings.scalers:
-            raise SystemExit("foresight scaler: --scalers FILE (PredictiveScaler YAML) or --kube is required")
-        specs = load_specs(settings.scalers)
         if settings.mode:
             import dataclasses
 
@@ -236,15 +371,38 @@ def run_controller(settings: Settings, kube: bool = False, namespaces: list[str]
         reconciler = Reconciler(cluster, specs)
         loop = ControllerLoop(settings, reconciler, from_beginning=True)
 
+    from streams import lifecycle
+
+    lost: list[str] = []
+
     async def main() -> None:
         ev = asyncio.get_running_loop()
+
+        def stop(why: str) -> None:
+            # a bounded stop: the graceful one gets lifecycle.STOP_GRACE_SECONDS
+            lifecycle.hard_exit_after(lifecycle.STOP_GRACE_SECONDS,
+                                      lifecycle.BROKER_LOST_EXIT_CODE if lost else lifecycle.STOP_TIMEOUT_EXIT_CODE,
+                                      why)
+            loop.stop()
+
+        def on_lost(why: str) -> None:
+            lost.append(why)
+            log.critical("%s; exiting with code %d so that the controller is restarted",
+                         why, lifecycle.BROKER_LOST_EXIT_CODE)
+            ev.call_soon_threadsafe(stop, why)
+
         for sig in (signal.SIGINT, signal.SIGTERM):
-            ev.add_signal_handler(sig, loop.stop)
-        await loop.run()
+            ev.add_signal_handler(sig, stop, sig.name)
+        watch = lifecycle.BrokerWatch(settings.broker, [topics.forecasts, topics.decisions], on_lost=on_lost,
+                                      errors=loop.metrics.broker_errors).start()
+        try:
+            await loop.run()
+        finally:
+            watch.stop()
 
     try:
         asyncio.run(main())
     finally:
         if closer is not None:
             closer()
-    return 0
+    return lifecycle.BROKER_LOST_EXIT_CODE if lost else 0

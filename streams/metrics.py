@@ -62,6 +62,20 @@ class Metrics:
         self.untrusted_checkpoints = Counter(
             "foresight_untrusted_checkpoints", "Model checkpoints refused (bad signature)", registry=r
         )
+        self.untrusted_state = Counter(
+            "foresight_untrusted_state",
+            "Records of a restored table refused (bad signature or unreadable); the entry starts empty",
+            ["table"], registry=r,
+        )
+        self.controller_errors = Counter(
+            "foresight_controller_errors",
+            "Failures the controller survived (a target's reconcile, a publish), besides dead letters",
+            registry=r,
+        )
+        self.broker_errors = Counter(
+            "foresight_broker_errors",
+            "Times the broker was found unreachable, emptied or replaced (topics missing)", registry=r,
+        )
         self.checkpoints = Counter("foresight_checkpoints", "Model checkpoints written", registry=r)
         self.model_update_seconds = Histogram(
             "foresight_model_update_seconds",

@@ -37,6 +37,8 @@ DLQ_REASONS = (
     "bad_timestamp",  # unparseable, negative or absurd timestamp
     "bad_value",  # semantically invalid (count < 0, min > max, interval > window, ...)
     "late",  # older than the allowed lateness: its window is closed
+    "future",  # too far ahead of the stream's (or the series') event time
+    "processing_error",  # valid on its face, but handling it raised: isolated, the stream goes on
 )
 
 MAX_SERIES_LEN = 256
@@ -270,28 +272,133 @@ class ForecastMessage:
     score: float | None
 
 
+#: largest magnitude of a forecast or observed value (any unit): beyond it a
+#: value is a unit mistake or an attack, and replica arithmetic stays far from
+#: float overflow
+MAX_FORECAST_VALUE = 1e15
+#: most points in one forecast message
+MAX_FORECAST_POINTS = 10_000
+
+
+def _strict_number(obj: Any, name: str, *, required: bool = True, limit: float = MAX_FORECAST_VALUE,
+                   where: str = "") -> float | None:
+    """A JSON number (never a string, never a bool), finite and within ``limit``."""
+    if not isinstance(obj, dict):
+        raise InvalidRecord("malformed_json", f"expected a JSON object{where}")
+    v = obj.get(name)
+    if v is None:
+        if required:
+            raise InvalidRecord("missing_field", f"field {name!r}{where} is required")
+        return None
+    if isinstance(v, bool) or not isinstance(v, int | float):
+        raise InvalidRecord("bad_type", f"field {name!r}{where} must be a number, not {v!r:.40}")
+    try:
+        f = float(v)
+    except OverflowError:  # a JSON integer too large for a float
+        raise InvalidRecord("bad_value", f"field {name!r}{where} is out of range") from None
+    if not math.isfinite(f):
+        raise InvalidRecord("non_finite", f"field {name!r}{where} is {v!r}")
+    if abs(f) > limit:
+        raise InvalidRecord("bad_value", f"field {name!r}{where} = {f:g} is out of range (|x| <= {limit:g})")
+    return f
+
+
+def _ordered(lo: float, mid: float, hi: float) -> bool:
+    tol = 1e-9 * max(1.0, abs(lo), abs(mid), abs(hi))
+    return lo <= mid + tol and mid <= hi + tol
+
+
 def parse_forecast(raw: bytes) -> ForecastMessage:
+    """Parse a ``foresight.forecasts`` message strictly.
+
+    Every number must be a finite JSON number (the strings ``"NaN"`` or
+    ``"Infinity"`` are refused, although ``float()`` accepts them), within
+    :data:`MAX_FORECAST_VALUE`; ``issued`` a plausible epoch time; points in
+    time order after ``issued`` with ``lower <= yhat <= upper``. Anything else
+    raises :class:`InvalidRecord` with a reason.
+
+    >>> ok = b'{"series": "a", "issued": 0, "step": 60, "points": [{"ts": 60, "yhat": 5, "lower": 4, "upper": 7}]}'
+    >>> parse_forecast(ok).forecast.points[0].upper
+    7.0
+    >>> parse_forecast(ok.replace(b'"upper": 7', b'"upper": "Infinity"'))
+    Traceback (most recent call last):
+    ...
+    streams.records.InvalidRecord: bad_type: field 'upper' of point 0 must be a number, not 'Infinity'
+    >>> parse_forecast(ok.replace(b'"lower": 4', b'"lower": 9'))
+    Traceback (most recent call last):
+    ...
+    streams.records.InvalidRecord: bad_value: point 0 bounds out of order: lower 9 <= yhat 5 <= upper 7 does not hold
+    """
+    try:
+        return _forecast(raw)
+    except InvalidRecord as exc:
+        exc.raw = raw
+        raise
+    except RecursionError:
+        raise InvalidRecord("malformed_json", "nested too deeply", raw) from None
+
+
+def _forecast(raw: bytes) -> ForecastMessage:
     try:
         o = orjson.loads(raw)
-        pts = tuple(
-            ForecastPoint(float(p["ts"]), float(p["yhat"]), float(p["lower"]), float(p["upper"]))
-            for p in o["points"]
-        )
-        f = Forecast(
-            series=str(o["series"]),
-            issued=float(o["issued"]),
-            step=float(o["step"]),
-            points=pts,
-            coverage=float(o.get("coverage", 0.0)),
-            model=str(o.get("model", "")),
-            warm=bool(o.get("warm", False)),
-            error=None if o.get("error") is None else float(o["error"]),
-        )
-        obs = o.get("observed")
-        return ForecastMessage(f, None if obs is None else float(obs), bool(o.get("anomalous")),
-                               None if o.get("score") is None else float(o["score"]))
-    except (orjson.JSONDecodeError, KeyError, TypeError, ValueError) as exc:
-        raise InvalidRecord("malformed_json", f"bad forecast message: {exc}", raw) from None
+    except orjson.JSONDecodeError as exc:
+        raise InvalidRecord("malformed_json", f"bad forecast message: {exc}") from None
+    if not isinstance(o, dict):
+        raise InvalidRecord("malformed_json", "a forecast must be a JSON object")
+    series = o.get("series")
+    if series is None:
+        raise InvalidRecord("missing_field", "field 'series' is required")
+    if not isinstance(series, str) or not series or len(series) > MAX_SERIES_LEN:
+        raise InvalidRecord("bad_type", f"'series' must be a non-empty string of at most {MAX_SERIES_LEN} chars")
+    try:
+        series.encode("utf-8")
+    except UnicodeEncodeError:
+        raise InvalidRecord("bad_type", "'series' is not valid UTF-8 (lone surrogate)") from None
+    issued = _strict_number(o, "issued", limit=MAX_TS)
+    step = _strict_number(o, "step", limit=MAX_TS)
+    assert issued is not None and step is not None
+    if issued < 0:
+        raise InvalidRecord("bad_timestamp", f"'issued' {issued:g} is not an epoch time")
+    if not step > 0:
+        raise InvalidRecord("bad_value", f"'step' must be > 0, not {step:g}")
+    raw_points = o.get("points")
+    if raw_points is None:
+        raise InvalidRecord("missing_field", "field 'points' is required")
+    if not isinstance(raw_points, list):
+        raise InvalidRecord("bad_type", "'points' must be an array")
+    if len(raw_points) > MAX_FORECAST_POINTS:
+        raise InvalidRecord("bad_value", f"more than {MAX_FORECAST_POINTS} points")
+    pts = []
+    prev = issued
+    for i, p in enumerate(raw_points):
+        where = f" of point {i}"
+        ts = _strict_number(p, "ts", limit=MAX_TS, where=where)
+        yhat = _strict_number(p, "yhat", where=where)
+        lower = _strict_number(p, "lower", where=where)
+        upper = _strict_number(p, "upper", where=where)
+        assert ts is not None and yhat is not None and lower is not None and upper is not None
+        if not ts > prev:
+            raise InvalidRecord("bad_timestamp", f"point {i} ts {ts:g} is not after {prev:g} (issued or previous point)")
+        if not _ordered(lower, yhat, upper):
+            raise InvalidRecord("bad_value", f"point {i} bounds out of order: lower {lower:g} <= yhat {yhat:g}"
+                                             f" <= upper {upper:g} does not hold")
+        prev = ts
+        pts.append(ForecastPoint(ts, yhat, lower, upper))
+    coverage = _strict_number(o, "coverage", required=False, limit=1.0)
+    if coverage is not None and coverage < 0:
+        raise InvalidRecord("bad_value", f"'coverage' must be in [0, 1], not {coverage:g}")
+    error = _strict_number(o, "error", required=False)
+    observed = _strict_number(o, "observed", required=False)
+    score = _strict_number(o, "score", required=False)
+    for name in ("warm", "anomalous"):
+        if not isinstance(o.get(name, False), bool):
+            raise InvalidRecord("bad_type", f"field {name!r} must be true or false, not {o[name]!r:.40}")
+    model = o.get("model", "")
+    if not isinstance(model, str):
+        raise InvalidRecord("bad_type", "'model' must be a string")
+    f = Forecast(series=series, issued=issued, step=step, points=tuple(pts),
+                 coverage=coverage or 0.0, model=model[:200], warm=o.get("warm", False), error=error)
+    return ForecastMessage(f, observed, o.get("anomalous", False), score)
 
 
 def anomaly_to_json(series: str, ts: float, value: float, score: float, threshold: float, detector: str) -> dict[str, Any]:
@@ -370,8 +477,8 @@ def parse_decision(raw: bytes) -> dict[str, Any]:
         d = {
             "target": str(o["target"]),
             "ts": float(o["ts"]),
-            "current": int(o["current"]),
-            "desired": int(o["desired"]),
+            "current": _replicas(o["current"]),
+            "desired": _replicas(o["desired"]),
             "applied": bool(o.get("applied", False)),
             "reason": str(o["reason"]),
             "message": str(o.get("message") or ""),
@@ -383,11 +490,23 @@ def parse_decision(raw: bytes) -> dict[str, Any]:
             "simulated_replicas": (None if o.get("simulated_replicas") is None
                                    else int(o["simulated_replicas"])),
         }
-    except (orjson.JSONDecodeError, KeyError, TypeError, ValueError, AttributeError) as exc:
+    except (orjson.JSONDecodeError, KeyError, TypeError, ValueError, AttributeError, OverflowError,
+            RecursionError) as exc:
         raise ValueError(f"bad decision message: {exc}") from None
-    if not math.isfinite(d["ts"]):
-        raise ValueError("bad decision message: non-finite ts")
+    for name in ("ts", "forecast_peak", "observed"):
+        if d[name] is not None and not math.isfinite(d[name]):
+            raise ValueError(f"bad decision message: non-finite {name}")
     return d
+
+
+#: most replicas a decision may name (Kubernetes' replicas field is an int32)
+MAX_REPLICAS = 2**31 - 1
+
+
+def _replicas(v: Any) -> int:
+    if isinstance(v, bool) or not isinstance(v, int | float) or v != int(v) or not 0 <= v <= MAX_REPLICAS:
+        raise ValueError(f"replica count must be an integer in [0, {MAX_REPLICAS}], not {v!r:.40}")
+    return int(v)
 
 
 def dead_letter_to_json(reason: str, error: str, topic: str, partition: int | None,

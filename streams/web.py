@@ -27,6 +27,7 @@ Endpoints (JSON unless noted; all GET)
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import logging
 import math
 from collections import deque
@@ -43,7 +44,9 @@ import orjson
 from kafka.partitioner.default import murmur2
 
 from streams import records
+from streams.checkpoint import Signer, UntrustedCheckpoint
 from streams.metrics import Metrics, SeriesSelector
+from streams.ratelog import RateLimitedLog
 from streams.settings import Settings
 from streams.topics import Topics
 
@@ -328,12 +331,22 @@ class TargetView:
 
 
 class ViewStore:
-    """In-memory read model of one worker, mirrored to two tables."""
+    """In-memory read model of one worker, mirrored to two tables.
 
-    def __init__(self, size: int, metrics: Metrics, selector: SeriesSelector | None = None) -> None:
+    Snapshots written to the tables are signed (``signers``: one
+    :class:`~streams.checkpoint.Signer` per table) and a snapshot read back is
+    used only if it verifies and parses; a bad one is skipped and counted in
+    ``foresight_untrusted_state_total{table}``, never raised.
+    """
+
+    def __init__(self, size: int, metrics: Metrics, selector: SeriesSelector | None = None,
+                 signers: Mapping[str, Signer] | None = None) -> None:
         self.size = size
         self.metrics = metrics
         self.selector = selector
+        self.signers = dict(signers or {})
+        self._rl = RateLimitedLog(log)
+        self._seen_refused: set[tuple[str, str, bytes]] = set()
         self.series: dict[str, SeriesView] = {}
         self.targets: dict[str, TargetView] = {}
         self.kinds: dict[str, str] = {}
@@ -392,16 +405,71 @@ class ViewStore:
                 m.target_replica_seconds.labels(d["target"], policy).set(replica_s)
 
     # -- restoring and forgetting ----------------------------------------
-    def restore_series(self, series: str, raw: bytes) -> SeriesView:
-        v = self.series[series] = SeriesView.loads(series, self.size, raw)
+    def snapshot_series(self, v: SeriesView) -> bytes:
+        """The signed ``series_view`` record of a series."""
+        return self._sign("series_view", v.series, v.dumps())
+
+    def snapshot_target(self, t: TargetView) -> bytes:
+        """The signed ``targets`` record of a target."""
+        return self._sign("targets", t.target, t.dumps())
+
+    def _sign(self, table: str, key: str, body: bytes) -> bytes:
+        signer = self.signers.get(table)
+        return body if signer is None else signer.sign(key.encode(), body)
+
+    def _verified(self, table: str, key: str, raw: Any) -> bytes | None:
+        signer = self.signers.get(table)
+        try:
+            if signer is None:
+                if not isinstance(raw, bytes | bytearray):
+                    raise UntrustedCheckpoint(f"{table} record for {key!r} is not bytes")
+                return bytes(raw)
+            return signer.verify(key.encode(), raw)
+        except UntrustedCheckpoint as exc:
+            self._refused(table, key, str(exc), raw)
+            return None
+
+    def _refused(self, table: str, key: str, why: str, raw: Any = b"") -> None:
+        """Count (once per distinct record) and log (rate-limited) a refused snapshot."""
+        body = raw if isinstance(raw, bytes | bytearray) else repr(raw).encode()
+        seen = (table, key, hashlib.blake2b(body, digest_size=8).digest())
+        if seen in self._seen_refused:
+            return
+        if len(self._seen_refused) > 10_000:
+            self._seen_refused.clear()
+        self._seen_refused.add(seen)
+        self.metrics.untrusted_state.labels(table).inc()
+        self._rl.log(logging.WARNING, f"{table}:{key}", "%s: refusing the %s snapshot of %r (%s); starting empty",
+                     table, table, key[:100], why)
+
+    def restore_series(self, series: str, raw: Any) -> SeriesView | None:
+        """Restore a series' view from its ``series_view`` record; None (counted) if it is not usable."""
+        body = self._verified("series_view", series, raw)
+        if body is None:
+            return None
+        try:
+            v = SeriesView.loads(series, self.size, body)
+        except Exception as exc:  # noqa: BLE001 - any shape of bad snapshot is skipped, never fatal
+            self._refused("series_view", series, f"unreadable: {type(exc).__name__}: {exc}", raw)
+            return None
+        self.series[series] = v
         if series in self.kinds:
             v.kind = self.kinds[series]
         self.metrics.series_tracked.set(len(self.series))
         return v
 
-    def restore_target(self, target: str, raw: bytes) -> TargetView:
-        t = self.targets[target] = TargetView.loads(target, raw)
-        self._target_gauges(t.latest)  # this worker now exports the target's gauges
+    def restore_target(self, target: str, raw: Any) -> TargetView | None:
+        """Restore a target's view from its ``targets`` record; None (counted) if it is not usable."""
+        body = self._verified("targets", target, raw)
+        if body is None:
+            return None
+        try:
+            t = TargetView.loads(target, body)
+            self._target_gauges(t.latest)  # this worker now exports the target's gauges
+        except Exception as exc:  # noqa: BLE001 - any shape of bad snapshot is skipped, never fatal
+            self._refused("targets", target, f"unreadable: {type(exc).__name__}: {exc}", raw)
+            return None
+        self.targets[target] = t
         return t
 
     def forget(self, keep_series: Callable[[str], bool], keep_target: Callable[[str], bool]) -> None:
@@ -541,13 +609,13 @@ def register(app: faust.App, settings: Settings, topics: Topics, store: ViewStor
     def sync_series() -> None:
         keep = owns(topics.points)
         for k, v in list(series_table.items()):
-            s = k.decode() if isinstance(k, bytes) else str(k)
+            s = _table_key(k)
+            if s is None:
+                store._refused("series_view", repr(k)[:100], "key is not UTF-8", v)
+                continue
             if v is None or s in store.series or not keep(s):
                 continue
-            try:
-                store.restore_series(s, v)
-            except (ValueError, KeyError, TypeError):
-                log.warning("series %s: unreadable view snapshot, ignored", s)
+            store.restore_series(s, v)  # a bad snapshot is skipped and counted
 
     specs = target_specs(settings)
 
@@ -562,13 +630,13 @@ def register(app: faust.App, settings: Settings, topics: Topics, store: ViewStor
     def sync_targets() -> None:
         keep = owns(topics.decisions)
         for k, v in list(targets_table.items()):
-            t = k.decode() if isinstance(k, bytes) else str(k)
+            t = _table_key(k)
+            if t is None:
+                store._refused("targets", repr(k)[:100], "key is not UTF-8", v)
+                continue
             if v is None or t in store.targets or not keep(t):
                 continue
-            try:
-                store.restore_target(t, v)
-            except (ValueError, KeyError, TypeError):
-                log.warning("target %s: unreadable snapshot, ignored", t)
+            store.restore_target(t, v)  # a bad snapshot is skipped and counted
 
     def local_series(series: str) -> SeriesView | None:
         v = store.series.get(series)
@@ -720,6 +788,16 @@ def register(app: faust.App, settings: Settings, topics: Topics, store: ViewStor
     app.foresight_web = {  # type: ignore[attr-defined]
         "owner": owner, "owns": owns, "sync_series": sync_series, "sync_targets": sync_targets,
     }
+
+
+def _table_key(k: Any) -> str | None:
+    """A table key as text; None if it is not UTF-8 (only a forged record has such a key)."""
+    if isinstance(k, bytes | bytearray):
+        try:
+            return bytes(k).decode("utf-8")
+        except UnicodeDecodeError:
+            return None
+    return str(k)
 
 
 def series_path(series: str) -> str:

@@ -352,3 +352,12 @@ def test_policy_state_pickles_and_resumes_the_same() -> None:
     _, _, a = _periodic(state, spec, 20, current, start=40)
     _, _, b = _periodic(twin, spec, 20, current, start=40)
     assert [(d.desired, d.reason, d.message) for d in a] == [(d.desired, d.reason, d.message) for d in b]
+
+
+@pytest.mark.parametrize("bad", [float("nan"), float("inf"), -float("inf")])
+def test_non_finite_data_never_scales_down(bad: float) -> None:
+    spec = make_spec()
+    d, _ = decide(spec, acting(), make_forecast([bad] * 3), OBS_LOW, 7, NOW)
+    assert d.desired >= 7 and d.fallback is Reason.ANOMALOUS_SERIES, d.message
+    d, _ = decide(spec, acting(), make_forecast([100] * 3), Observation(NOW - STEP, bad), 7, NOW)
+    assert d.desired >= 7 and d.fallback is Reason.ANOMALOUS_SERIES, d.message

@@ -2,7 +2,17 @@
 
 from __future__ import annotations
 
+import json
+import os
+import random
+import signal
+import subprocess
+import sys
 import time
+from collections.abc import Iterator
+
+import orjson
+import pytest
 
 from detectors.forecast import Forecast, ForecastPoint
 from scaler.reconcile import Reconciler
@@ -11,6 +21,7 @@ from scaler.spec import ScalerSpec, TargetRef
 from streams import records
 from streams.controller import ControllerLoop
 from streams.settings import Settings
+from tests.conftest import ROOT, read_topic, send_raw
 
 
 def spec(name: str) -> ScalerSpec:
@@ -126,3 +137,186 @@ def test_a_restarted_controller_rebuilds_what_it_learnt_from_the_topic(broker, p
     finally:
         loop.stop()
         thread.join(timeout=10)
+def poisoned(series: str, issued: float, at: float | None = None, **changes: object) -> bytes:
+    """A forecast message as a careless or hostile producer would write it (``at``: a forged time)."""
+    body = orjson.loads(message(series, issued if at is None else at, 650))
+    for k, v in changes.items():
+        if k in ("yhat", "lower", "upper"):
+            for p in body["points"]:
+                p[k] = v
+        else:
+            body[k] = v
+    return orjson.dumps(body)
+
+
+BAD_FORECASTS = {
+    "nan_strings": (dict(upper="NaN", yhat="NaN", observed="NaN"), "bad_type"),
+    "infinity_strings": (dict(upper="Infinity", lower="-Infinity"), "bad_type"),
+    "huge_bounds": (dict(upper=1e308, yhat=1e308, lower=-1e308, observed=1e308), "bad_value"),
+    "unordered_bounds": (dict(lower=900.0), "bad_value"),
+    "year_2090": (dict(at=3_786_912_000.0), "future"),
+    "an_hour_ahead": (dict(at=3600.0 * 3), "future"),
+}
+
+
+def _loop_at_seven() -> tuple[ControllerLoop, Reconciler, SimulatedCluster]:
+    cluster = SimulatedCluster(0)
+    r = Reconciler(cluster, [spec("a")])
+    loop = ControllerLoop(Settings(), r, clock=lambda: 1e9)
+    for i in range(5):
+        loop._handle(message("a/rps", 60.0 * i, 650), partition=0, offset=i)
+    assert r.last["default/a"].desired == 7 and cluster.provisioned("default/a") == 7
+    return loop, r, cluster
+
+
+@pytest.mark.parametrize("case", sorted(BAD_FORECASTS))
+def test_a_bad_forecast_is_dead_lettered_and_never_moves_the_target(case):
+    changes, reason = BAD_FORECASTS[case]
+    loop, r, cluster = _loop_at_seven()
+    before = r.last["default/a"]
+    loop._handle(poisoned("a/rps", 300.0, **changes), partition=0, offset=99)
+    assert r.last["default/a"] == before, "a refused forecast decided nothing"
+    assert cluster.provisioned("default/a") == 7
+    ((_, body),) = loop._dead
+    dl = orjson.loads(body)
+    assert dl["reason"] == reason and dl["offset"] == 99, dl
+    assert loop.metrics.dead_letters.labels(loop.topics.forecasts, reason)._value.get() == 1
+    # the next good forecast is decided at its own time: the target's clock did not move
+    loop._handle(message("a/rps", 300.0, 650), partition=0, offset=100)
+    assert r.last["default/a"].ts == 360.0 and r.last["default/a"].desired == 7
+
+
+def test_a_jump_confirmed_by_a_second_forecast_is_accepted():
+    loop, r, _ = _loop_at_seven()
+    loop._handle(message("a/rps", 7200.0, 650), partition=0)  # the series resumes after two hours
+    assert r.last["default/a"].ts == 300.0 and [orjson.loads(b)["reason"] for _, b in loop._dead] == ["future"]
+    loop._handle(message("a/rps", 7260.0, 650), partition=0)
+    assert r.last["default/a"].ts == 7320.0
+
+
+def test_a_record_whose_handling_raises_is_isolated():
+    loop, r, _ = _loop_at_seven()
+
+    class Broken(Exception):
+        pass
+
+    def explode(fm, now):
+        raise Broken("actuator down")
+
+    loop.on_forecast = explode
+    loop._handle(message("a/rps", 300.0, 650), partition=0, offset=7)
+    (dl,) = [orjson.loads(b) for _, b in loop._dead]
+    assert dl["reason"] == "processing_error" and "actuator down" in dl["error"]
+    loop.on_forecast = None
+    loop._handle(message("a/rps", 360.0, 650), partition=0, offset=8)
+    assert r.last["default/a"].ts == 420.0
+
+
+T0 = 1_700_000_000.0
+
+SCALERS = """
+apiVersion: foresight.dev/v1alpha1
+kind: PredictiveScaler
+metadata: {name: a}
+spec:
+  scaleTargetRef: {kind: Deployment, name: a}
+  series: a/rps
+  capacityPerReplica: 100
+  minReplicas: 2
+  maxReplicas: 50
+  leadTimeSeconds: 120
+"""
+
+
+@pytest.mark.integration
+def test_poisoned_forecasts_on_the_real_broker_never_scale_down_or_crash_the_controller(broker, prefix, tmp_path):
+    from streams.admin import ensure_topics
+
+    ensure_topics(broker, [f"{prefix}.forecasts"], 4)
+    scalers = tmp_path / "scalers.yaml"
+    scalers.write_text(SCALERS)
+    log = tmp_path / "controller.log"
+    env = {**os.environ, "FORESIGHT_BROKER": broker, "FORESIGHT_TOPIC_PREFIX": prefix,
+           "FORESIGHT_STARTUP_SECONDS": "0"}
+    with open(log, "ab") as fh:
+        proc = subprocess.Popen([sys.executable, "-m", "streams", "scaler", "--scalers", str(scalers)],
+                                env=env, stdout=fh, stderr=subprocess.STDOUT, cwd=ROOT,
+                                start_new_session=True)
+    try:
+        key = b"a/rps"
+        send_raw(broker, f"{prefix}.forecasts", [(key, message("a/rps", T0 + 60 * i, 650)) for i in range(5)])
+        read_topic(broker, f"{prefix}.decisions", lambda ms: any(m["desired"] == 7 for m in ms))
+        attacks = [
+            poisoned("a/rps", T0 + 300, upper="NaN", yhat="NaN", observed="NaN"),
+            poisoned("a/rps", T0 + 300, upper="Infinity", lower="-Infinity"),
+            poisoned("a/rps", T0 + 300, upper=1e308, yhat=1e308, lower=-1e308, observed=1e308),
+            poisoned("a/rps", T0 + 300, at=3_786_912_000.0),  # issued in 2090
+            poisoned("a/rps", T0 + 300, at=T0 + 3600),  # an hour ahead
+        ]
+        good = [message("a/rps", T0 + 300, 650), message("a/rps", T0 + 360, 650)]
+        send_raw(broker, f"{prefix}.forecasts", [(key, m) for m in attacks + good])
+        decisions = read_topic(broker, f"{prefix}.decisions", lambda ms: any(m["ts"] >= T0 + 420 for m in ms))
+        dead = read_topic(broker, f"{prefix}.forecasts.dlq", lambda ms: len(ms) >= len(attacks))
+        assert proc.poll() is None, f"the controller died:\n{log.read_text()[-3000:]}"
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGTERM)
+        proc.wait(30)
+    assert max(m["ts"] for m in decisions) == T0 + 420, "no forecast moved the target's clock"
+    first7 = next(i for i, m in enumerate(decisions) if m["desired"] == 7)
+    assert all(m["desired"] >= 7 for m in decisions[first7:]), [(m["desired"], m["reason"]) for m in decisions]
+    assert sorted(m["reason"] for m in dead) == ["bad_type", "bad_type", "bad_value", "future", "future"]
+    assert all(m["topic"] == f"{prefix}.forecasts" for m in dead)
+
+
+def test_huge_but_finite_bounds_reach_the_policy_without_overflow():
+    """The parser refuses |x| > 1e15; the arithmetic behind it is bounded anyway."""
+    cluster = SimulatedCluster(0)
+    r = Reconciler(cluster, [spec("a")])
+    pts = tuple(ForecastPoint(60.0 * i, 1e308, -1e308, 1e308) for i in range(1, 5))
+    r.observe(Forecast("a/rps", 0.0, 60.0, pts, 0.8, "m", True), None)
+    (d,) = r.reconcile_series("a/rps", 60.0)
+    assert d.desired >= d.current and d.desired <= 50, d
+
+
+_POOL: list[object] = ["NaN", "Infinity", "-Infinity", "1e400", 1e308, -1e308, 1e16, 10**400, -1, 0, 0.5,
+                       True, None, "", "x" * 300, [], {}, [[[[1]]]], "\ud800", 3_786_912_000.0, 1.7e9]
+
+
+def _mutations(rng: random.Random, n: int) -> Iterator[bytes]:
+    base = orjson.loads(message("a/rps", 300.0, 650))
+    for _ in range(n):
+        body = orjson.loads(orjson.dumps(base))
+        for _ in range(rng.randint(1, 3)):
+            pts = body.get("points")
+            inner = [p for p in pts if isinstance(p, dict) and p] if isinstance(pts, list) else []
+            where = rng.choice(inner) if inner and rng.random() < 0.5 else body
+            if not where:
+                continue
+            key = rng.choice(sorted(where))
+            if rng.random() < 0.15:
+                del where[key]
+            else:
+                where[key] = rng.choice(_POOL)
+        raw = json.dumps(body).encode("utf-8", "surrogatepass")  # json writes NaN/Infinity literals too
+        if rng.random() < 0.1:
+            raw = raw[: rng.randint(0, len(raw))]
+        if rng.random() < 0.05:
+            raw = bytes(rng.getrandbits(8) for _ in range(rng.randint(0, 64)))
+        yield raw
+
+
+def test_any_forecast_message_is_decided_on_or_dead_lettered_exactly_once():
+    """A bounded fuzz of the controller's input: no exception, one outcome per message."""
+    rng = random.Random(11)
+    loop, r, cluster = _loop_at_seven()
+    n = 0
+    for raw in _mutations(rng, 3000):
+        accepted, dead, superseded = loop.accepted, len(loop._dead), loop.superseded
+        loop._handle(raw, partition=0, offset=n)
+        n += 1
+        outcomes = (loop.accepted - accepted) + (len(loop._dead) - dead) + (loop.superseded - superseded)
+        assert outcomes == 1, raw
+        del loop._pending[:], loop._dead[:]
+        assert r.last["default/a"].ts <= 300.0 + 60 * 31, "no forged time beyond the jump bound"
+    assert loop.bad_messages > 1000

@@ -312,3 +312,57 @@ def test_a_worker_joining_later_serves_the_history_it_took_over(broker, prefix, 
             assert body["points"] == before[s]["points"] and body["forecast"] == before[s]["forecast"]
             owners.add(body["worker"])
     assert len(owners) == 2, "the second worker serves the series it took over"
+
+
+# -- restored state is verified ----------------------------------------------
+
+
+@pytest.mark.integration
+def test_forged_series_view_and_targets_records_are_skipped_and_counted(broker, prefix, start_worker):
+    env = dict(FORESIGHT_WINDOW_SECONDS="10", FORESIGHT_PERIOD_STEPS="12", FORESIGHT_HORIZON_STEPS="3",
+               FORESIGHT_CHECKPOINT_EVERY="2")
+    a = start_worker(prefix, **env)
+    produce(broker, prefix, ["svc/a"], 20)
+    read_topic(broker, f"{prefix}.forecasts", lambda ms: len(ms) >= 10)
+    send_raw(broker, f"{prefix}.decisions", [decision("shop/a", T0 + 100, 2, 3)])
+    poll(a.port, "/api/targets", lambda b: len(b["items"]) == 1, "the target")
+    a.stop()
+
+    # an attacker with write access to the changelogs: the old unsigned snapshot
+    # format with a body of the wrong shape, a key that is not UTF-8, garbage
+    forged_view = b"\x00\x00\x00\x02[]"
+    send_raw(broker, f"{prefix}-app-series_view-changelog",
+             [(b"svc/a", forged_view), (b"\xff\xfe", b"FSR1" + b"\x00" * 40), (b"svc/x", b"garbage")])
+    send_raw(broker, f"{prefix}-app-targets-changelog", [(b"shop/a", b'{"latest": []}')])
+
+    b = start_worker(prefix, **env)
+    status, body = wait_until(lambda: get(b.port, "/api/series"), "an answer from /api/series")
+    assert status == 200, body
+    # the model agent restores svc/a's view on its next window: skipped, not a crash loop
+    produce(broker, prefix, ["svc/a"], 30)
+    wait_until(lambda: any(m["issued"] >= T0 + 25 * WINDOW for m in read_topic(
+        broker, f"{prefix}.forecasts", lambda ms: any(m["issued"] >= T0 + 25 * WINDOW for m in ms),
+        timeout=60)), "forecasts after the restart")
+    send_raw(broker, f"{prefix}.decisions", [decision("shop/a", T0 + 400, 3, 4)])
+    poll(b.port, "/api/targets", lambda body: [t["desired"] for t in body["items"]] == [4],
+         "the target, restarted empty")
+
+    def counted() -> list[str] | None:
+        assert get(b.port, "/api/series")[0] == 200  # restores from the table: skips the forged records
+        text = urllib.request.urlopen(f"http://127.0.0.1:{b.port}/metrics", timeout=10).read().decode()  # noqa: S310
+        lines = [ln for ln in text.splitlines() if ln.startswith("foresight_untrusted_state_total")]
+        seen[:] = lines
+        want = ['foresight_untrusted_state_total{table="series_view"} 2.0',  # svc/a, svc/x
+                'foresight_untrusted_state_total{table="targets"} 1.0']
+        return lines if sorted(lines) == want else None
+
+    seen: list[str] = []
+    try:
+        wait_until(counted, "the forged records counted", timeout=30)
+    except AssertionError as exc:
+        raise AssertionError(f"{exc}: {seen}") from None
+    status, body = get(b.port, "/api/series")
+    assert status == 200 and [r["series"] for r in body["items"]] == ["svc/a"], body
+    status, body = get(b.port, series_path("svc/a"))
+    assert status == 200 and body["points"], body
+    assert b.proc.poll() is None
