@@ -55,6 +55,9 @@ class Forecast:
     model: str
     warm: bool
     error: float | None = None
+    #: the model's errors changed regime (a drift) and it has not recovered yet: the
+    #: scaler then acts reactively on the observations instead of on the forecast
+    drifting: bool = False
 
     def window(self, start: float, until: float) -> tuple[ForecastPoint, ...]:
         """Points whose window starts in ``[start, until]``."""

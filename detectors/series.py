@@ -282,4 +282,5 @@ class SeriesModel:
             model=type(self.forecaster).__name__,
             warm=u.warm,
             error=u.error,
+            drifting=u.drifting,
         )

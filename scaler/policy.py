@@ -162,7 +162,8 @@ def decide(
     """
     pts, fallback = trusted_forecast(spec, forecast, observed, now)
     adaptive = learn(spec, state.adaptive, forecast, observed, pts, current, now)
-    stage = recommend(spec, adaptive, pts, fallback, observed, current, now)
+    drifting = forecast is not None and forecast.drifting
+    stage = recommend(spec, adaptive, pts, fallback, observed, current, now, drifting)
     stage = tolerance(spec, stage, current)
     # the acting contender's own scale-down window, when longer than the spec's; the
     # recommendations are kept for the longest window any contender has
@@ -245,8 +246,10 @@ def learn(
         adaptive = Adaptive.start(spec.budget_utilization)
     adaptive.budget_utilization = spec.budget_utilization
     if observed is not None and forecast is not None and _fresh(spec, forecast, observed, now):
+        # while the series drifts its forecast is ignored: every contender acts reactively
+        usable = pts if pts and not forecast.drifting else None
         adaptive.learn(observed.ts, observed.value, forecast.step, spec.capacity_per_replica,
-                       spec.lead_time_seconds, spec.min_replicas, spec.max_replicas, pts or None,
+                       spec.lead_time_seconds, spec.min_replicas, spec.max_replicas, usable,
                        current, spec.tolerance)
     return adaptive
 
@@ -259,8 +262,13 @@ def recommend(
     observed: Observation | None,
     current: int,
     now: float,
+    drifting: bool = False,
 ) -> Stage:
     """The raw recommendation: the acting contender's, or the safety rule's.
+
+    While the series drifts the contenders learn without its forecast, so the
+    acting one acts reactively (the HPA's rules, stabilisation included), and
+    a real drop in load is still followed.
 
     With a trusted forecast, the acting contender's count. Otherwise the count
     holds, unless the load observed now needs more at the acting contender's
@@ -278,6 +286,8 @@ def recommend(
         if why == "tolerance" and raw != current:  # the contender keeps a count the target lacks
             why = "forecast" if c.peak is not None and c.peak > observed.value else "load"
         acts = f"{c.name} acts ({_why_acting(adaptive)})"
+        if drifting:
+            acts = f"series drifting, forecast ignored until it recovers: {acts}"
         obs = f"observed {observed.value:.4g}"
         at = f"at {c.utilisation:.0%} of {spec.capacity_per_replica:g} each"
         peak = (f"forecast peak {c.peak:.4g} within {spec.lead_time_seconds:.0f}s"

@@ -274,6 +274,10 @@ def create_app(settings: Settings, metrics: Metrics | None = None) -> faust.App:
             await out[topics.forecasts].send(key=key, value=records.dumps(fc_json),
                                              callback=forecasts_delivered)
             body = None
+            if u.drift_started:
+                metrics.drift_events.inc()
+                log.info("series %s: forecast errors changed regime at %s (drift); acting "
+                         "reactively until the model has adapted", point.series, point.start)
             if u.anomalous:
                 body = records.anomaly_to_json(point.series, point.start, point.value, u.score,
                                                cached.model.threshold,

@@ -56,6 +56,10 @@ class Metrics:
         )
         self.forecasts_out = Counter("foresight_forecasts_out", "Forecasts published", registry=r)
         self.anomalies_out = Counter("foresight_anomalies_out", "Anomalies published", registry=r)
+        self.drift_events = Counter(
+            "foresight_drift_events", "Series whose forecast errors changed regime (a drift began)",
+            registry=r,
+        )
         self.restored_checkpoints = Counter(
             "foresight_restored_checkpoints", "Models resumed from a verified checkpoint", registry=r
         )

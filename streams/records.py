@@ -258,6 +258,7 @@ def forecast_to_json(
         "model": f.model,
         "warm": f.warm,
         "error": f.error,
+        "drifting": f.drifting,
         "observed": observed,
         "anomalous": anomalous,
         "score": score,
@@ -390,14 +391,15 @@ def _forecast(raw: bytes) -> ForecastMessage:
     error = _strict_number(o, "error", required=False)
     observed = _strict_number(o, "observed", required=False)
     score = _strict_number(o, "score", required=False)
-    for name in ("warm", "anomalous"):
+    for name in ("warm", "anomalous", "drifting"):
         if not isinstance(o.get(name, False), bool):
             raise InvalidRecord("bad_type", f"field {name!r} must be true or false, not {o[name]!r:.40}")
     model = o.get("model", "")
     if not isinstance(model, str):
         raise InvalidRecord("bad_type", "'model' must be a string")
     f = Forecast(series=series, issued=issued, step=step, points=tuple(pts),
-                 coverage=coverage or 0.0, model=model[:200], warm=o.get("warm", False), error=error)
+                 coverage=coverage or 0.0, model=model[:200], warm=o.get("warm", False), error=error,
+                 drifting=o.get("drifting", False))
     return ForecastMessage(f, observed, o.get("anomalous", False), score)
 
 

@@ -131,7 +131,7 @@ class SeriesView:
     """
 
     __slots__ = ("series", "size", "kind", "step", "hi", "rows", "fc_meta", "fc_points", "anomalies",
-                 "score", "anomalous")
+                 "score", "anomalous", "drifting", "drifts")
 
     def __init__(self, series: str, size: int, kind: str = "") -> None:
         self.series = series
@@ -147,6 +147,9 @@ class SeriesView:
         self.anomalies: deque[tuple[float, float, float, float, str]] = deque(maxlen=ANOMALY_HISTORY)
         self.score: float | None = None
         self.anomalous = False
+        #: the model says its errors changed regime; ``drifts``: when each spell started
+        self.drifting = False
+        self.drifts: deque[float] = deque(maxlen=ANOMALY_HISTORY)
 
     def _index(self, ts: float) -> int:
         return int(round(ts / self.step))
@@ -182,6 +185,10 @@ class SeriesView:
                         str(forecast.get("model") or ""), bool(forecast.get("warm")),
                         None if err is None else float(err))
         self.score, self.anomalous = score, anomalous
+        drifting = bool(forecast.get("drifting"))
+        if drifting and not self.drifting:
+            self.drifts.append(ts)
+        self.drifting = drifting
         if anomaly is not None:
             self.anomalies.append((float(anomaly["ts"]), float(anomaly["value"]), float(anomaly["score"]),
                                    float(anomaly["threshold"]), str(anomaly["detector"])))
@@ -222,6 +229,7 @@ class SeriesView:
             "warm": meta[4] if meta else None,
             "model": meta[3] if meta else None,
             "anomalies": len(self.anomalies),
+            "drifting": self.drifting,
         }
 
     def detail(self, since: float | None = None) -> dict[str, Any]:
@@ -241,6 +249,7 @@ class SeriesView:
         out["anomalies"] = [{"ts": t, "value": v, "score": s, "threshold": th, "detector": d}
                             for t, v, s, th, d in self.anomalies if t > lo]
         out["forecast"] = self.forecast()
+        out["drift"] = {"drifting": self.drifting, "started": [t for t in self.drifts if t > lo]}
         return out
 
     def dumps(self) -> bytes:
@@ -250,6 +259,7 @@ class SeriesView:
             "v": 1, "kind": self.kind, "step": self.step, "hi": self.hi, "rows": len(held),
             "fc_meta": self.fc_meta, "fc_points": self.fc_points.tolist(),
             "anomalies": list(self.anomalies), "score": self.score, "anomalous": self.anomalous,
+            "drifting": self.drifting, "drifts": list(self.drifts),
         })
         return len(meta).to_bytes(4, "big") + meta + held.tobytes()
 
@@ -274,6 +284,8 @@ class SeriesView:
         v.anomalies.extend((float(a[0]), float(a[1]), float(a[2]), float(a[3]), str(a[4]))
                            for a in o.get("anomalies", []))
         v.score, v.anomalous = o.get("score"), bool(o.get("anomalous"))
+        v.drifting = bool(o.get("drifting"))
+        v.drifts.extend(float(t) for t in o.get("drifts", []))
         return v
 
 

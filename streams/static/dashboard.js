@@ -153,6 +153,32 @@
     };
   }
 
+  // a vertical line, labelled "drift", where each drift of the model's errors began
+  function driftPlugin(getStarts) {
+    return {
+      hooks: {
+        draw: (u) => {
+          const ctx = u.ctx;
+          for (const ts of getStarts()) {
+            const x = Math.round(u.valToPos(ts, "x", true));
+            if (x < u.bbox.left || x > u.bbox.left + u.bbox.width) continue;
+            ctx.save();
+            ctx.strokeStyle = C.vermillion;
+            ctx.lineWidth = 2;
+            ctx.beginPath();
+            ctx.moveTo(x, u.bbox.top);
+            ctx.lineTo(x, u.bbox.top + u.bbox.height);
+            ctx.stroke();
+            ctx.fillStyle = C.vermillion;
+            ctx.font = `${Math.round(11 * devicePixelRatio)}px sans-serif`;
+            ctx.fillText("drift", x + 4, u.bbox.top + 14 * devicePixelRatio);
+            ctx.restore();
+          }
+        },
+      },
+    };
+  }
+
   function chartData(d) {
     const obs = new Map(), yhat = new Map(), lo = new Map(), hi = new Map(), an = new Map();
     for (const p of d.points) obs.set(p.ts, p.value);
@@ -195,7 +221,8 @@
           { grid: { stroke: C.grid } },
           { label: unit, size: 64, grid: { stroke: C.grid }, values: (u, vals) => vals.map((v) => fmt(v)) },
         ],
-        plugins: [nowLinePlugin(() => (state.detail && state.detail.ts !== undefined ? state.detail.ts : null))],
+        plugins: [nowLinePlugin(() => (state.detail && state.detail.ts !== undefined ? state.detail.ts : null)),
+                  driftPlugin(() => (state.detail && state.detail.drift ? state.detail.drift.started : []))],
       };
       state.chart = new uPlot(opts, data, box);
       state.chartFor = d.series;
@@ -207,6 +234,7 @@
     box.dataset.forecast = String(((d.forecast && d.forecast.points) || []).length);
     box.dataset.band = String(data[3].filter((v) => v !== null).length);
     box.dataset.anomalies = String(d.anomalies.length);
+    box.dataset.drifts = String(((d.drift && d.drift.started) || []).length);
   }
 
   async function loadDetail() {
@@ -232,7 +260,9 @@
       `forecast error ${fmt(d.error, 2)}`,
       `model ${fc.model || "–"}${fc.warm === false ? " (warming up)" : ""}`,
       `interval coverage ${fc.coverage !== undefined ? Math.round(fc.coverage * 100) + "%" : "–"}`,
-    ].join(" · ");
+    ].concat(d.drift && d.drift.drifting
+      ? [`drifting since ${fmtTime(d.drift.started[d.drift.started.length - 1])}: scaled reactively until the model has adapted`]
+      : []).join(" · ");
     drawChart(d);
   }
 

@@ -361,3 +361,15 @@ def test_non_finite_data_never_scales_down(bad: float) -> None:
     assert d.desired >= 7 and d.fallback is Reason.ANOMALOUS_SERIES, d.message
     d, _ = decide(spec, acting(), make_forecast([100] * 3), Observation(NOW - STEP, bad), 7, NOW)
     assert d.desired >= 7 and d.fallback is Reason.ANOMALOUS_SERIES, d.message
+
+
+def test_a_drifting_series_is_scaled_reactively_and_may_scale_down() -> None:
+    """A forecast the model marks drifting is ignored: the HPA's rules on the observed load."""
+    spec = make_spec()
+    drifting = replace(make_forecast([5000] * 3), drifting=True)
+    d, _ = decide(spec, acting(), drifting, OBS_LOW, 10, NOW)
+    # the forecast says 50 replicas; the observed 150 needs 2 (a real drop is followed)
+    assert (d.desired, d.reason) == (2, Reason.REACTIVE_FLOOR), d.message
+    assert d.message.startswith("series drifting, forecast ignored") and d.fallback is None
+    d, _ = decide(spec, acting(), make_forecast([5000] * 3), OBS_LOW, 10, NOW)
+    assert (d.desired, d.reason) == (50, Reason.FORECAST_PEAK), d.message

@@ -79,11 +79,16 @@ def test_dashboard_in_chromium(broker, prefix, start_worker, tmp_path):
                           FORESIGHT_HORIZON_STEPS="6", FORESIGHT_SCALERS=str(scalers))
     series = ["checkout/requests", "search/requests", "cart/requests"]
     windows, spike = 200, 185
-    produce(broker, prefix, series, windows, spike=("checkout/requests", spike), metric="web/cpu")
+    produce(broker, prefix, series, windows, spike=("checkout/requests", spike), metric="web/cpu",
+            shift=("cart/requests", 120, 2.0))
     port = worker.port
     for s in series:
         poll(port, series_path(s), lambda b: len(b["points"]) >= windows - 3, f"{s} in the API")
     poll(port, series_path("checkout/requests"), lambda b: len(b["anomalies"]) >= 1, "the spike flagged")
+    # the level of cart/requests doubles from window 120: the model says it drifted
+    drift = poll(port, series_path("cart/requests"), lambda b: len(b["drift"]["started"]) >= 1,
+                 "the drift noticed")["drift"]
+    assert T0 + 120 * WINDOW < drift["started"][0] <= T0 + 140 * WINDOW, drift
     send_raw(broker, f"{prefix}.decisions", [
         decision("shop/checkout", T0 + 170 * WINDOW, 2, 2, "WithinTolerance", peak=80.0, applied=False),
         decision("shop/checkout", T0 + 175 * WINDOW, 2, 3, "ForecastPeak", peak=110.0),
@@ -178,6 +183,12 @@ def test_dashboard_in_chromium(broker, prefix, start_worker, tmp_path):
                                    ".innerText.includes('ScaleDownStabilized')")
             assert card.locator(".now .badge").inner_text() == "held"
             assert card.locator(".sentence").inner_text() == "ScaleDownStabilized 12->12"
+
+            # the drift is marked on the chart of the series that drifted
+            page.locator('#series-rows tr[data-series="cart/requests"]').click()
+            wait_js(page, "document.getElementById('chart').dataset.series === 'cart/requests'"
+                    " && Number(document.getElementById('chart').dataset.drifts) >= 1",
+                    "the drift marker", problems)
 
             # filtering narrows the list
             page.fill("#filter", "cart")

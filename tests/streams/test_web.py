@@ -68,9 +68,11 @@ def poll(port: int, path: str, ok: Callable[[Any], bool], what: str, timeout: fl
 
 
 def produce(broker: str, prefix: str, series: list[str], windows: int,
-            spike: tuple[str, int] | None = None, metric: str | None = None) -> None:
+            spike: tuple[str, int] | None = None, metric: str | None = None,
+            shift: tuple[str, int, float] | None = None) -> None:
     """Event series (a daily-like cycle, level ~40 events/s) and optionally one
-    metric series (window mean 0.65).
+    metric series (window mean 0.65); ``shift``: (series, from window, factor), a
+    lasting level shift (a drift).
 
     The worker's windows of one partition number are shared by the events
     and metrics topics, so a metric series on an event series' partition can
@@ -86,6 +88,8 @@ def produce(broker: str, prefix: str, series: list[str], windows: int,
                     level = 40 + i + int(15 * math.sin(2 * math.pi * w / 12))
                     if spike == (name, w):
                         level *= 12
+                    if shift is not None and shift[0] == name and w >= shift[1]:
+                        level = int(level * shift[2])
                     p.record_event(name, ts, count=2 * level)
                 if metric is not None:
                     p.record_metric(metric, 0.5 + 0.25 * (s % 4 == 0), ts)
