@@ -199,8 +199,13 @@ class SeriesModel:
             learnt = value
         else:
             learnt = self._robust(value, anomalous or stuck, nxt)
-        untrusted = anomalous or stuck or 0 < self.anomalous_run <= self.max_skip
-        started = self._watch_drift(value, nxt, untrusted)
+        # an episode's later points are not trusted, unless they are above the band: a
+        # load higher than forecast is real capacity need (the scaler's floor follows it),
+        # while a value below it (a dropout, a stuck sensor) must never scale down
+        episode = anomalous or stuck or 0 < self.anomalous_run <= self.max_skip
+        above = nxt is not None and value > nxt.upper
+        untrusted = anomalous or stuck or (episode and not above)
+        started = self._watch_drift(value, nxt, episode)
         self.forecaster.learn_one(learnt, t)
         if started and self.adapt_on_drift:
             self.forecaster.adapt()

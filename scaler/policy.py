@@ -164,7 +164,8 @@ def decide(
     adaptive = learn(spec, state.adaptive, forecast, observed, pts, current, now)
     drifting = forecast is not None and forecast.drifting
     stage = recommend(spec, adaptive, pts, fallback, observed, current, now, drifting)
-    stage = tolerance(spec, stage, current)
+    if fallback is not None:  # the contenders apply the HPA's tolerance themselves
+        stage = tolerance(spec, stage, current)
     # the acting contender's own scale-down window, when longer than the spec's; the
     # recommendations are kept for the longest window any contender has
     window = forecast.step if forecast is not None else adaptive.window
