@@ -115,9 +115,12 @@ def geo(ratios: list[float]) -> float:
     return math.exp(sum(math.log(max(RATIO_FLOOR, r)) for r in ratios) / len(ratios))
 
 
-def objective(rows: list[dict[str, Any]]) -> tuple[int, float]:
-    """Fewest failing traces, then the lowest geometric mean."""
-    return (sum(not ok(s) for s in rows), geo([s["unserved_vs_hpa_equal_cost"] for s in rows]))
+def objective(rows: list[dict[str, Any]]) -> tuple[float, float]:
+    """The least excess above 1.0x the equal-cost HPA (a trace over the HPA-at-40 % budget
+    counts 1), then the lowest geometric mean."""
+    excess = sum(max(0.0, min(s["unserved_vs_hpa_equal_cost"], 2.0) - 1.0) + s["over_budget"]
+                 for s in rows)
+    return (round(excess, 6), geo([s["unserved_vs_hpa_equal_cost"] for s in rows]))
 
 
 def print_table(rows: list[dict[str, Any]]) -> None:
@@ -167,10 +170,17 @@ def main(argv: list[str] | None = None) -> int:
     rows = [by[(shipped, n)] for n in names]
     print(f"shipped settings: {SHIPPED}")
     print_table(rows)
-    fails, g = objective(rows)
+    g = objective(rows)[1]
+    fails = sum(not ok(s) for s in rows)
     worst = max(rows, key=lambda s: s["unserved_vs_hpa_equal_cost"])
     print(f"in-sample: geometric mean {g:.3f} (goal <= 0.30), worst {worst['input']} "
           f"{worst['unserved_vs_hpa_equal_cost']:.3f}, {fails} trace(s) above 1.0 or over budget")
+    best_all = min(range(len(settings)), key=lambda i: objective([by[(i, m)] for m in names]))
+    print(f"chosen on all traces: {settings[best_all]}"
+          f"{' (= shipped)' if settings[best_all] == SHIPPED else ' (NOT what ships)'}")
+    for i, st in enumerate(settings):
+        o = objective([by[(i, m)] for m in names])
+        print(f"  {st}: excess over 1.0 {o[0]:.3f}, geometric mean {o[1]:.3f}")
 
     print("\nleave-one-trace-out: settings chosen on the other traces, scored on this one")
     loo = []
@@ -182,7 +192,8 @@ def main(argv: list[str] | None = None) -> int:
         loo.append(s)
         print(f"  {n:32} {s['unserved_vs_hpa_equal_cost']:7.3f} "
               f"{'OVER BUDGET ' if s['over_budget'] else ''}chosen {settings[best]}")
-    lf, lg = objective(loo)
+    lg = objective(loo)[1]
+    lf = sum(not ok(s) for s in loo)
     lw = max(loo, key=lambda s: s["unserved_vs_hpa_equal_cost"])
     print(f"leave-one-out: geometric mean {lg:.3f} (goal <= 0.30), worst {lw['input']} "
           f"{lw['unserved_vs_hpa_equal_cost']:.3f}, {lf} trace(s) above 1.0 or over budget")

@@ -62,7 +62,7 @@ DEFAULT_BUDGET_UTILIZATION = 0.6
 MEMORY_SECONDS = 10 * 86_400.0
 #: another contender takes over only after leaving at most (1 - this) of the acting one's
 #: unserved load in memory
-SWITCH_MARGIN = 0.2
+SWITCH_MARGIN = 0.5
 #: the rolling window of the shadow comparison (``vs_hpa``), seconds of event time
 COMPARISON_WINDOW_SECONDS = 86_400.0
 #: the family: (utilisation, forecast band margin or None, scale-down window factor)
@@ -111,6 +111,8 @@ class Adaptive:
     follower: Follower = field(default_factory=Follower)
     last_ts: float | None = None
     last_load: float = 0.0
+    #: the best contender at the last choice (the acting one unless it did not win by enough)
+    best: int | None = None
     started: float | None = None
     _window: float = 0.0
 
@@ -227,6 +229,7 @@ class Adaptive:
                     if c.recent.replica_seconds <= budget),
                    key=lambda i: (score(i), self.contenders[i].recent.replica_seconds), default=ref)
         margin = SWITCH_MARGIN * self.contenders[ref].recent.unserved
+        self.best = best
         if score(best) < score(cur) - margin:
             return best
         return cur

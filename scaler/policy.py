@@ -40,9 +40,9 @@ less than the load observed needs): 330 with 100 per replica needs 4.
 'hpa@100%+forecast(band x1) acts (no evidence yet that another does better): forecast peak 330 within 120s needs 4 replicas at 100% of 100 each (observed 300)'
 
 Bursts come every 10 windows. The contenders run beside it in shadow: the
-reactive ones are a lead time late every time, the forecast ones are not, and
-the cheapest of those that served the bursts takes over (at 100 %, the point
-forecast) and provisions for the next burst two windows ahead:
+reactive ones are a lead time late every time, the forecast ones are not, so
+none beats the acting one by enough to take over, and it provisions for the
+next burst two windows ahead:
 
 >>> current = 5
 >>> for i in range(1, 25):
@@ -50,16 +50,16 @@ forecast) and provisions for the next burst two windows ahead:
 ...                       60.0 * (i + 1))
 ...     current = d.desired
 >>> d.reason.value, d.desired
-('ForecastPeak', 9)
+('ForecastPeak', 10)
 >>> d.message
-'hpa@100%+forecast(band x0), window x0.4 acts (served best for its cost recently, priced as an HPA at 60% trades cost for service): forecast peak 900 within 120s needs 9 replicas at 100% of 100 each (observed 300)'
+'hpa@100%+forecast(band x1) acts (hpa@100%+forecast(band x0), window x0.4 did a little better recently, not by the margin a switch needs): forecast peak 990 within 120s needs 10 replicas at 100% of 100 each (observed 300)'
 
 With no forecast the count holds, unless the observed load needs more (at the
 acting contender's utilisation):
 
->>> decide(spec, state, None, Observation(60.0 * 25, 300.0), 9, 60.0 * 26)[0].reason.value
+>>> decide(spec, state, None, Observation(60.0 * 25, 300.0), 10, 60.0 * 26)[0].reason.value
 'NoForecast'
->>> d = decide(spec, state, None, Observation(60.0 * 25, 1300.0), 9, 60.0 * 26)[0]
+>>> d = decide(spec, state, None, Observation(60.0 * 25, 1300.0), 10, 60.0 * 26)[0]
 >>> d.desired, d.reason.value
 (13, 'ReactiveFloor')
 """
@@ -419,8 +419,11 @@ def bound(spec: ScalerSpec, stage: Stage) -> Stage:
 
 
 def _why_acting(adaptive: Adaptive) -> str:
-    if not any(c.recent.unserved > 0 for c in adaptive.contenders):
+    if not any(c.recent.unserved > 0 for c in adaptive.contenders) or adaptive.best is None:
         return "no evidence yet that another does better"
+    if adaptive.best != adaptive.acting:
+        return (f"{adaptive.contenders[adaptive.best].name} did a little better recently, "
+                f"not by the margin a switch needs")
     return (f"served best for its cost recently, priced as an HPA at "
             f"{adaptive.budget_utilization:.0%} trades cost for service")
 
