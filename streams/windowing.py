@@ -145,16 +145,16 @@ class Windower:
             if series in self.closed_until:
                 self._close_series(series, floor)
 
-    def tick(self, now: float) -> list[Point]:
+    def tick(self, now: float) -> None:
         """Move progress on with the wall clock ``now`` (epoch s), if the
         partition is live (its typical time within ``max_future`` of now).
 
         Call it only while the partition is idle: a backlog being read must
-        close its windows on its own timestamps.
+        close its windows on its own timestamps. Closed windows are then in
+        :meth:`close_ready`.
         """
         if abs(now - self.typical) <= self.max_future:
             self._advance(now - self.step)
-        return self.close_ready()
 
     # -- data -------------------------------------------------------------
     def add(self, agg: Aggregate, kind: str, ref: int | None = None) -> float:

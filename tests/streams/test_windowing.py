@@ -134,12 +134,15 @@ def test_an_idle_live_partition_closes_on_the_wall_clock_only_when_live():
     now = 1_700_000_000.0
     w = Windower(step=10, lateness_windows=2, max_future=600)
     w.add(agg("a", now + 1, count=7), "events")
-    assert w.tick(now + 20) == []
-    pts = w.tick(now + 45)  # [now, now+10) + 2 windows of lateness + 1 of grace
+    w.tick(now + 20)
+    assert w.close_ready() == []
+    w.tick(now + 45)
+    pts = w.close_ready()  # [now, now+10) + 2 windows of lateness + 1 of grace
     assert [(p.start, p.count) for p in pts] == [(now, 7)]
     old = Windower(step=10, lateness_windows=2, max_future=600)
     old.add(agg("a", 1000.0, count=7), "events")  # a replay of old data is never closed by the clock
-    assert old.tick(now) == []
+    old.tick(now)
+    assert old.close_ready() == []
 
 
 def test_min_needed_is_the_lowest_offset_held_by_an_open_window():
