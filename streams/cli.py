@@ -12,7 +12,7 @@ from collections.abc import Sequence
 
 from streams.settings import Settings
 
-SUBCOMMANDS = ("demo", "worker", "scaler", "produce", "broker", "detect", "backtest")
+SUBCOMMANDS = ("demo", "worker", "scaler", "produce", "broker", "detect", "backtest", "dlq")
 
 
 def _common(p: argparse.ArgumentParser) -> None:
@@ -74,6 +74,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     sub.add_parser("backtest", help="replay a trace through forecaster + policy vs a reactive HPA",
                    add_help=False)
+    sub.add_parser("dlq", help="show dead letters, replay repaired ones", add_help=False)
     return parser
 
 
@@ -88,6 +89,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         from scaler.backtest import main as backtest_main
 
         return backtest_main(argv[1:])
+    if argv and argv[0] == "dlq":  # its own parser lives in streams.dlq
+        from streams.dlq import main as dlq_main
+
+        return dlq_main(argv[1:])
     args = build_parser().parse_args(argv)
     settings = settings_from_args(args)
     logging.basicConfig(level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
