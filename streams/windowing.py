@@ -210,6 +210,14 @@ class Windower:
         self._advance(self.typical)
         return start
 
+    def close_all(self) -> list[Point]:
+        """Close every open window now (the end of a replay) and return the points."""
+        for series in list(self.closed_until):
+            wins = self.open.get(series)
+            if wins:
+                self._close_series(series, max(wins) + self.step)
+        return self.close_ready()
+
     def close_ready(self) -> list[Point]:
         """The points of every window closed since the last call.
 
@@ -252,13 +260,14 @@ class Windower:
         if last is not None:
             self._zeros(series, last, max(pos, last + step), limit)
         self.closed_until[series] = limit
+        if not wins:
+            self.open.pop(series, None)
         if last is not None and limit <= last + GAP_FILL_WINDOWS * step:
             self.last_data[series] = last
             heapq.heappush(self._heap, (limit, series))  # more zeros to come
         else:
             self.last_data.pop(series, None)
             if not wins:
-                self.open.pop(series, None)
                 if limit <= self.floor:  # nothing left that the partition floor does not cover
                     del self.closed_until[series], self.kinds[series]
                     self.wm.pop(series, None)
