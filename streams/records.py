@@ -248,14 +248,13 @@ def _aggregate(obj: Any) -> Aggregate:
 
 
 def _element_bytes(element: Any) -> bytes:
-    """JSON of one bad element; lone surrogates kept as ``\\ud800`` escapes."""
+    """JSON of one bad element, as sent: NaN/Infinity stay literals (orjson would
+    write null, which replays as a valid element) and lone surrogates stay
+    ``\\ud800`` escapes."""
     try:
-        return orjson.dumps(element)
-    except (orjson.JSONEncodeError, TypeError):  # surrogates, or deeper than orjson writes
-        try:
-            return json.dumps(element, allow_nan=True).encode("ascii")
-        except (RecursionError, ValueError, TypeError):
-            return b"null"
+        return json.dumps(element, allow_nan=True, separators=(",", ":")).encode("ascii")
+    except (RecursionError, ValueError, TypeError):  # deeper than json writes
+        return b"null"
 
 
 class DeadLetter:
