@@ -198,6 +198,15 @@ def create_app(settings: Settings, metrics: Metrics | None = None) -> faust.App:
         # The read model drops what moved to another worker (whose view is
         # restored there from the series_view / targets tables) and keeps
         # the rest: every rebalance revokes everything first.
+        # Input partitions start afresh from their committed offset: drop any
+        # window state built from messages that were still in flight while
+        # they were revoked (re-reading them into it would count them twice,
+        # or find their windows closed and call them late).
+        for tp in assigned:
+            if tp.topic in (topics.events, topics.metrics):
+                state.windowers.pop((tp.topic, tp.partition), None)
+                state.unacked.pop((tp.topic, tp.partition), None)
+                state.last_input.pop((tp.topic, tp.partition), None)
         points_p = {tp.partition for tp in assigned if tp.topic == topics.points}
         decisions_p = {tp.partition for tp in assigned if tp.topic == topics.decisions}
         n = settings.partitions
