@@ -118,6 +118,10 @@ class Aggregate:
         }
 
 
+_NUMBER = (int, float)
+_CONTAINER = (list, dict)
+
+
 def parse_timestamp(v: Any) -> float:
     """Epoch seconds from a number or an ISO-8601 string (UTC if no zone).
 
@@ -126,7 +130,7 @@ def parse_timestamp(v: Any) -> float:
     """
     if isinstance(v, bool):
         raise InvalidRecord("bad_timestamp", f"timestamp must be a number or ISO-8601, not {v!r}")
-    if isinstance(v, int | float):
+    if isinstance(v, _NUMBER):
         if isinstance(v, int) and not -(2**63) <= v < 2**63:
             raise InvalidRecord("bad_timestamp", "timestamp out of range (epoch seconds)")
         ts = float(v)
@@ -148,7 +152,7 @@ def parse_timestamp(v: Any) -> float:
 
 
 def _short(v: Any, n: int = 80) -> str:
-    r = repr(v) if not isinstance(v, list | dict) else type(v).__name__
+    r = repr(v) if not isinstance(v, _CONTAINER) else type(v).__name__
     return r if len(r) <= n else r[:n] + "..."
 
 
@@ -178,7 +182,7 @@ def _number(obj: dict[str, Any], name: str, required: bool = True) -> float | No
         if required:
             raise InvalidRecord("missing_field", f"field {name!r} is required")
         return None
-    if isinstance(v, bool) or not isinstance(v, int | float):
+    if isinstance(v, bool) or not isinstance(v, _NUMBER):
         raise InvalidRecord("bad_type", f"field {name!r} must be a number, not {_short(v)}")
     if isinstance(v, int) and not -MAX_COUNT <= v <= MAX_COUNT:
         raise InvalidRecord("out_of_range", f"field {name!r} = {_short(v)} is out of range")
@@ -203,7 +207,7 @@ def _too_deep(obj: Any, limit: int) -> bool:
         if d > limit:
             return True
         children = o.values() if isinstance(o, dict) else o
-        stack.extend((c, d + 1) for c in children if isinstance(c, list | dict))
+        stack.extend((c, d + 1) for c in children if isinstance(c, _CONTAINER))
     return False
 
 
@@ -211,7 +215,7 @@ def _aggregate(obj: Any) -> Aggregate:
     if not isinstance(obj, dict):
         raise InvalidRecord("malformed_json", f"expected a JSON object, got {_short(obj, 20)}")
     for v in obj.values():
-        if isinstance(v, list | dict) and _too_deep(obj, MAX_DEPTH):
+        if isinstance(v, _CONTAINER) and _too_deep(obj, MAX_DEPTH):
             raise InvalidRecord("too_deep", f"element nested deeper than {MAX_DEPTH}")
     series = obj.get("series")
     if series is None:

@@ -122,13 +122,14 @@ class Windower:
                 r[0] = ts
             r[1] = self.adds
             self.recent.move_to_end(series)
-        horizon = self.adds - max(RECENT_ADDS, 2 * len(self.recent))
-        while self.recent:
-            oldest = next(iter(self.recent.values()))
-            if oldest[1] >= horizon:
-                break
-            self.recent.popitem(last=False)
-        if self.adds - self._typical_at > len(self.recent) // 16:
+        if not self.adds & 31:  # forget series that stopped (amortised)
+            horizon = self.adds - max(RECENT_ADDS, 2 * len(self.recent))
+            while self.recent:
+                oldest = next(iter(self.recent.values()))
+                if oldest[1] >= horizon:
+                    break
+                self.recent.popitem(last=False)
+        if self.adds - self._typical_at > len(self.recent) // 8:
             self.typical = _median_low([r[0] for r in self.recent.values()])
             self._typical_at = self.adds
 
@@ -170,7 +171,7 @@ class Windower:
             raise InvalidRecord(
                 "future", f"{ts:g} is {ts - self.typical:g}s ahead of the partition's typical "
                 f"series time {self.typical:g} (max {self.max_future:g}s)")
-        start = self.window_start(ts)
+        start = math.floor(ts / self.step) * self.step
         closed = self.closed_until.get(series, self.floor)
         if start < closed:
             raise InvalidRecord(
@@ -206,8 +207,12 @@ class Windower:
         wm = self.wm.get(series, -math.inf)
         if ts > wm:
             self.wm[series] = wm = ts
-        self._close_series(series, self._limit(max(wm, self.progress)))
-        self._advance(self.typical)
+        t = wm if wm > self.progress else self.progress
+        limit = math.floor(t / self.step) * self.step - self.lateness * self.step
+        if limit > self.closed_until[series]:
+            self._close_series(series, limit)
+        if self.typical > self.progress:
+            self._advance(self.typical)
         return start
 
     def close_all(self) -> list[Point]:
