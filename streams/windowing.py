@@ -12,7 +12,8 @@ decides only for its own series:
   more than ``max_future`` seconds ahead of it is rejected as ``future``.
   Rejected timestamps still count towards the median, so when most series
   jump ahead together (a gap in a replay), the median follows them;
-- the partition's *progress* (never decreasing) is that median: it closes
+- the partition's *progress* (never decreasing) is that median, once a
+  second series has been seen: it closes
   the windows of series that went quiet, and gives quiet event series their
   zero-rate points. When the partition is live and idle, :meth:`tick` moves
   progress on with the wall clock.
@@ -168,6 +169,10 @@ class Windower:
         series, ts = agg.series, agg.ts
         self._claim(series, ts)
         if ts > self.typical + self.max_future:
+            # Windows this series opened while it set the pace (alone on the
+            # partition) would hold commits until the others catch up: close them.
+            if self.open.get(series):
+                self._close_series(series, max(self.open[series]) + self.step)
             raise InvalidRecord(
                 "future", f"{ts:g} is {ts - self.typical:g}s ahead of the partition's typical "
                 f"series time {self.typical:g} (max {self.max_future:g}s)")
@@ -211,7 +216,11 @@ class Windower:
         limit = math.floor(t / self.step) * self.step - self.lateness * self.step
         if limit > self.closed_until[series]:
             self._close_series(series, limit)
-        if self.typical > self.progress:
+        if self.typical > self.progress and (len(self.recent) > 1 or self.progress > -math.inf):
+            # (the first series alone closes its windows on its own time: were
+            # it to set the partition's progress, a skewed clock that happens
+            # to come first, e.g. when a partition is re-read, would make
+            # everybody else late)
             self._advance(self.typical)
         return start
 

@@ -106,6 +106,22 @@ def test_one_skewed_clock_affects_only_its_own_series():
     assert all(p.count == 10 for p in pts)
 
 
+def test_a_skewed_series_that_came_first_does_not_hold_its_windows_open():
+    w = Windower(step=10, lateness_windows=2, max_future=600)
+    w.add(agg("skewed", 5000, count=3), "events", ref=0)  # alone: it sets the pace
+    for i in range(5):
+        for s in ("a", "b"):
+            w.add(agg(s, 1000 + i), "events", ref=1 + i)
+    with pytest.raises(InvalidRecord):
+        w.add(agg("skewed", 5001), "events", ref=9)  # now judged against the others: future
+    assert ("skewed", 5000.0, 3) in [(p.series, p.start, p.count) for p in w.close_ready()]
+    assert w.min_needed() == 1, "its window no longer holds the commit"
+    for s in ("a", "b"):  # the others were neither late nor cut into pieces
+        w.add(agg(s, 1040), "events")
+    assert sorted((p.series, p.start, p.count) for p in w.close_ready() if p.count) == [
+        ("a", 1000.0, 5), ("b", 1000.0, 5)]
+
+
 def test_when_most_series_jump_ahead_together_the_typical_time_follows():
     w = Windower(step=10, lateness_windows=2, max_future=600)
     for s in ("a", "b", "c"):
@@ -124,6 +140,7 @@ def test_a_new_series_behind_the_partition_floor_is_late():
     w = Windower(step=10, lateness_windows=1)
     for t in range(0, 100, 5):
         w.add(agg("a", t), "events")
+        w.add(agg("b", t), "events")
     with pytest.raises(InvalidRecord) as e:
         w.add(agg("new", 20), "events")
     assert e.value.reason == "late"
