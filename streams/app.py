@@ -75,6 +75,8 @@ class WorkerState:
     unacked: dict[tuple[str, int], deque[Any]] = field(default_factory=dict)
     #: per input (topic, partition): monotonic time of its last message
     last_input: dict[tuple[str, int], float] = field(default_factory=dict)
+    #: per input (topic, partition): the offset its next message must have
+    next_offset: dict[tuple[str, int], int] = field(default_factory=dict)
     #: the window agent's (manual-ack) stream
     input_stream: Any = None
     models: dict[str, _Cached] = field(default_factory=dict)
@@ -191,6 +193,7 @@ def create_app(settings: Settings, metrics: Metrics | None = None) -> faust.App:
                 state.windowers.pop((tp.topic, tp.partition), None)
                 state.unacked.pop((tp.topic, tp.partition), None)
                 state.last_input.pop((tp.topic, tp.partition), None)
+                state.next_offset.pop((tp.topic, tp.partition), None)
         state.models.clear()  # reloaded from the (changelog-backed) table on demand
 
     @app.on_partitions_assigned.connect
@@ -207,6 +210,7 @@ def create_app(settings: Settings, metrics: Metrics | None = None) -> faust.App:
                 state.windowers.pop((tp.topic, tp.partition), None)
                 state.unacked.pop((tp.topic, tp.partition), None)
                 state.last_input.pop((tp.topic, tp.partition), None)
+                state.next_offset.pop((tp.topic, tp.partition), None)
         points_p = {tp.partition for tp in assigned if tp.topic == topics.points}
         decisions_p = {tp.partition for tp in assigned if tp.topic == topics.decisions}
         n = settings.partitions
@@ -234,10 +238,56 @@ def create_app(settings: Settings, metrics: Metrics | None = None) -> faust.App:
         while pending and (low is None or pending[0].message.offset < low):
             await stream.ack(pending.popleft())
 
+    async def in_sequence(source: tuple[str, int], msg: Any) -> bool:
+        """Whether ``msg`` continues its partition without a gap.
+
+        Offsets of an input partition are consecutive. A gap means a message
+        never reached this agent (Faust drops messages fetched before a
+        rebalance or recovery that it does not re-deliver), so the open
+        windows are incomplete: they are dropped and the partition is re-read
+        from its lowest unacknowledged offset. Messages before that offset
+        arrives are stale and skipped (they come again)."""
+        expected = state.next_offset.get(source)
+        if expected is None or msg.offset == expected:
+            state.next_offset[source] = msg.offset + 1
+            return True
+        if source in rewinding and msg.offset != expected:
+            return False  # stale, buffered before the seek: it comes again
+        gap = (source, expected, msg.offset)
+        if msg.offset > expected and gap in gaps_seen:
+            # the same gap after a re-read: offsets without records (e.g.
+            # transaction markers), not a lost message
+            state.next_offset[source] = msg.offset + 1
+            return True
+        if len(gaps_seen) > 10_000:
+            gaps_seen.clear()
+        gaps_seen.add(gap)
+        pending = state.unacked.pop(source, None)
+        state.windowers.pop(source, None)
+        if msg.offset < expected:  # re-delivered from an earlier offset: rebuild from there
+            rewinding.discard(source)
+            state.next_offset[source] = msg.offset + 1
+            log.warning("%s[%d]: re-delivered from offset %d (expected %d): rebuilding its windows",
+                        *source, msg.offset, expected)
+            return True
+        start = pending[0].message.offset if pending else expected
+        log.warning("%s[%d]: offsets %d..%d never arrived: re-reading from %d",
+                    *source, expected, msg.offset - 1, start)
+        state.next_offset[source] = start
+        rewinding.add(source)
+        await app.consumer.seek(msg.tp, start)
+        return False
+
+    rewinding: set[tuple[str, int]] = set()
+    gaps_seen: set[tuple[tuple[str, int], int, int]] = set()
+
     async def window_message(event: Any) -> None:
         msg = event.message
         topic = msg.topic
         source = (topic, msg.partition)
+        if not await in_sequence(source, msg):
+            return
+        rewinding.discard(source)
         # queued first: whatever happens below, it is acknowledged in its turn
         state.unacked.setdefault(source, deque()).append(event)
         state.last_input[source] = time.monotonic()
@@ -271,6 +321,9 @@ def create_app(settings: Settings, metrics: Metrics | None = None) -> faust.App:
                     await window_message(event)
             except Exception as exc:  # noqa: BLE001 - an agent never crash-loops on data
                 await processing_error("window", event.message.topic, event.message, exc)
+                queue = state.unacked.setdefault((event.message.topic, event.message.partition), deque())
+                if not queue or queue[-1] is not event:
+                    queue.append(event)  # acknowledged in its turn, never a hole in the commits
 
     idle_after = max(1.0, step)
 
