@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint bench bench-nab bench-drift bench-backtest lock clean venv
+.PHONY: demo test lint bench bench-nab bench-drift bench-backtest chaos lock clean venv
 
 venv: $(STAMP)
 
@@ -29,6 +29,12 @@ test: $(STAMP)
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .
+
+## fault injection (not in make test): a larger property search of the input path, then good
+## and bad traffic while workers are SIGKILLed and the broker paused; fails on any loss or stall
+chaos: $(STAMP)
+	FORESIGHT_FUZZ_EXAMPLES=$${FUZZ:-20000} $(PY) -m pytest -q -p no:cacheprovider tests/streams/test_windowing.py -k property
+	nice $(PY) benchmarks/chaos.py --duration $${DURATION:-90} --seed $${SEED:-1}
 
 bench: $(STAMP)
 	$(PY) benchmarks/throughput.py

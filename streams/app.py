@@ -1,10 +1,14 @@
 """The Faust app: window agent and model agent.
 
 - window agent: ``events`` + ``metrics`` -> event-time windows -> ``points``.
-  A message is acknowledged (its offset may be committed) only once every
-  window it fed has closed and its point was sent, so after a crash or a
-  rebalance the open windows are rebuilt by re-reading the input: nothing
-  accepted is lost, and no per-message state write is needed;
+  Acknowledgements are tracked here, not left to Faust's gap logic: per input
+  partition, messages are acknowledged strictly in offset order and only
+  below the lowest offset that still feeds an open window, so the committed
+  offset never passes accepted data (a dead-lettered or empty message waits
+  its turn). After a crash or a rebalance the open windows are rebuilt by
+  re-reading the input: nothing accepted is lost, and no per-message state
+  write is needed. Idle live partitions close their windows on the wall
+  clock (a timer);
 - model agent: ``points`` -> per-series :class:`~detectors.series.SeriesModel`
   -> ``forecasts`` and ``anomalies`` (models checkpointed, signed, to the
   ``models`` table every N updates);
@@ -15,21 +19,23 @@ The web API and dashboard (:mod:`streams.web`) serve a bounded recent
 history per series, fed by the model agent and snapshotted to the
 ``series_view`` table at each model checkpoint.
 
-Bad input goes to ``<topic>.dlq`` with a reason and is counted; it never
-stops an agent.
+Bad input goes to ``<topic>.dlq`` with a reason and is counted: one record
+per message, carrying only its bad elements. A record whose processing raises
+anyway goes there as ``processing_error``; no agent ever stops on data.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import math
 import time
+from collections import deque
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import faust
-import orjson
 
 from detectors.defaults import make_series_model
 from detectors.series import SeriesModel
@@ -38,7 +44,7 @@ from streams import records, web
 from streams.checkpoint import Checkpointer, Signer, UntrustedCheckpoint, load_or_create_key
 from streams.lifecycle import ForesightWorker, delivered
 from streams.metrics import Metrics
-from streams.records import InvalidRecord, Point
+from streams.records import DeadLetter, InvalidRecord, Point
 from streams.settings import Settings
 from streams.topics import Topics
 from streams.windowing import Windower
@@ -67,8 +73,14 @@ class WorkerState:
     the re-read input, models from the changelog-backed table)."""
 
     windowers: dict[tuple[str, int], Windower] = field(default_factory=dict)
-    #: per input (topic, partition): newest window start fed -> events not yet acknowledged
-    unacked: dict[tuple[str, int], dict[float, list[Any]]] = field(default_factory=dict)
+    #: per input (topic, partition): events not yet acknowledged, in offset order
+    unacked: dict[tuple[str, int], deque[Any]] = field(default_factory=dict)
+    #: per input (topic, partition): monotonic time of its last message
+    last_input: dict[tuple[str, int], float] = field(default_factory=dict)
+    #: per input (topic, partition): the offset its next message must have
+    next_offset: dict[tuple[str, int], int] = field(default_factory=dict)
+    #: the window agent's (manual-ack) stream
+    input_stream: Any = None
     models: dict[str, _Cached] = field(default_factory=dict)
 
 
@@ -139,13 +151,33 @@ def create_app(settings: Settings, metrics: Metrics | None = None) -> faust.App:
     metrics.watch_consumer_lag(web.consumer_lag(
         app, [topics.events, topics.metrics, topics.points, topics.decisions]))
 
-    async def dead_letter(topic: str, msg: Any, exc: InvalidRecord) -> None:
-        metrics.dead_letters.labels(topic, exc.reason).inc()
-        if exc.reason == "late":
-            metrics.late_events.inc()
-        body = records.dead_letter_to_json(exc.reason, exc.error, topic, msg.partition, msg.offset,
-                                           exc.raw or msg.value or b"")
+    async def dead_letter(topic: str, msg: Any, d: DeadLetter) -> None:
+        """Send one message's dead letter (all of its bad elements) and count it."""
+        metrics.dead_letters.labels(topic, d.reason).inc()
+        for reason, n in d.reasons.items():
+            metrics.dead_letter_elements.labels(topic, reason).inc(n)
+        if "late" in d.reasons:
+            metrics.late_events.inc(d.reasons["late"])
+        body = records.dead_letter_of(d, topic, msg.partition, msg.offset, len(msg.value or b""))
         await out[Topics.dlq(topic)].send(key=msg.key, value=records.dumps(body))
+
+    async def rejected(topic: str, msg: Any, exc: InvalidRecord) -> None:
+        d = DeadLetter()
+        d.add_whole(exc.reason, exc.error, exc.raw or msg.value or b"")
+        await dead_letter(topic, msg, d)
+
+    async def processing_error(agent: str, topic: str, msg: Any, exc: Exception) -> None:
+        """A record whose processing raised: DLQ it as ``processing_error``, go on."""
+        metrics.processing_errors.labels(agent).inc()
+        log.warning("%s: %s[%d]@%d raised %s: %s (dead-lettered)", agent, msg.topic, msg.partition,
+                    msg.offset, type(exc).__name__, exc)
+        d = DeadLetter()
+        d.add_whole("processing_error", f"{type(exc).__name__}: {exc}", msg.value or b"")
+        try:
+            await dead_letter(topic, msg, d)
+        except Exception:  # noqa: BLE001 - the DLQ itself failing must not stop the agent
+            log.exception("%s: could not dead-letter %s[%d]@%d", agent, msg.topic, msg.partition,
+                          msg.offset)
 
     def windower_for(topic: str, partition: int) -> Windower:
         # one per input topic and partition: the events and metrics topics
@@ -153,7 +185,8 @@ def create_app(settings: Settings, metrics: Metrics | None = None) -> faust.App:
         # the other's on-time data late)
         w = state.windowers.get((topic, partition))
         if w is None:
-            w = state.windowers[(topic, partition)] = Windower(step, settings.allowed_lateness_windows)
+            w = state.windowers[(topic, partition)] = Windower(
+                step, settings.allowed_lateness_windows, settings.max_future_seconds)
         return w
 
     @app.on_partitions_revoked.connect
@@ -165,6 +198,8 @@ def create_app(settings: Settings, metrics: Metrics | None = None) -> faust.App:
             if tp.topic in (topics.events, topics.metrics):
                 state.windowers.pop((tp.topic, tp.partition), None)
                 state.unacked.pop((tp.topic, tp.partition), None)
+                state.last_input.pop((tp.topic, tp.partition), None)
+                state.next_offset.pop((tp.topic, tp.partition), None)
         state.models.clear()  # reloaded from the (changelog-backed) table on demand
 
     @app.on_partitions_assigned.connect
@@ -172,63 +207,148 @@ def create_app(settings: Settings, metrics: Metrics | None = None) -> faust.App:
         # The read model drops what moved to another worker (whose view is
         # restored there from the series_view / targets tables) and keeps
         # the rest: every rebalance revokes everything first.
+        # Input partitions start afresh from their committed offset: drop any
+        # window state built from messages that were still in flight while
+        # they were revoked (re-reading them into it would count them twice,
+        # or find their windows closed and call them late).
+        for tp in assigned:
+            if tp.topic in (topics.events, topics.metrics):
+                state.windowers.pop((tp.topic, tp.partition), None)
+                state.unacked.pop((tp.topic, tp.partition), None)
+                state.last_input.pop((tp.topic, tp.partition), None)
+                state.next_offset.pop((tp.topic, tp.partition), None)
         points_p = {tp.partition for tp in assigned if tp.topic == topics.points}
         decisions_p = {tp.partition for tp in assigned if tp.topic == topics.decisions}
         n = settings.partitions
         store.forget(lambda s: web.partition_for(s, n) in points_p,
                      lambda t: web.partition_for(t, n) in decisions_p)
 
-    async def ack_closed(stream: faust.StreamT, source: tuple[str, int], w: Windower) -> None:
-        pending = state.unacked.get(source)
-        if not pending:
-            return
-        done = [s for s in pending if s < w.closed_until]
-        for s in done:
-            for ev in pending.pop(s):
-                await stream.ack(ev)
-
     # label children bound once, not looked up per message
     messages_in = {k: metrics.messages_in.labels(k) for k in ("events", "metrics")}
     events_in = {k: metrics.events_in.labels(k) for k in ("events", "metrics")}
+    window_lock = asyncio.Lock()  # the agent and the wall-clock timer share the windowers
+
+    async def publish_closed(source: tuple[str, int], w: Windower) -> None:
+        """Send the points of closed windows, then acknowledge, in offset order,
+        every message below the lowest offset an open window still needs."""
+        for point in w.close_ready():
+            await out[topics.points].send(key=point.series.encode(),
+                                          value=records.dumps(point.to_json()),
+                                          callback=points_delivered)  # counted when acknowledged
+            store.note_kind(point.series, w.kinds.get(point.series, "events"))
+        pending = state.unacked.get(source)
+        stream = state.input_stream
+        if not pending or stream is None:
+            return
+        low = w.min_needed()
+        while pending and (low is None or pending[0].message.offset < low):
+            await stream.ack(pending.popleft())
+
+    async def in_sequence(source: tuple[str, int], msg: Any) -> bool:
+        """Whether ``msg`` continues its partition without a gap.
+
+        Offsets of an input partition are consecutive. A gap means a message
+        never reached this agent (Faust drops messages fetched before a
+        rebalance or recovery that it does not re-deliver), so the open
+        windows are incomplete: they are dropped and the partition is re-read
+        from its lowest unacknowledged offset. Messages before that offset
+        arrives are stale and skipped (they come again)."""
+        expected = state.next_offset.get(source)
+        if expected is None or msg.offset == expected:
+            state.next_offset[source] = msg.offset + 1
+            return True
+        if source in rewinding and msg.offset != expected:
+            return False  # stale, buffered before the seek: it comes again
+        gap = (source, expected, msg.offset)
+        if msg.offset > expected and gap in gaps_seen:
+            # the same gap after a re-read: offsets without records (e.g.
+            # transaction markers), not a lost message
+            state.next_offset[source] = msg.offset + 1
+            return True
+        if len(gaps_seen) > 10_000:
+            gaps_seen.clear()
+        gaps_seen.add(gap)
+        pending = state.unacked.pop(source, None)
+        state.windowers.pop(source, None)
+        if msg.offset < expected:  # re-delivered from an earlier offset: rebuild from there
+            rewinding.discard(source)
+            state.next_offset[source] = msg.offset + 1
+            log.warning("%s[%d]: re-delivered from offset %d (expected %d): rebuilding its windows",
+                        *source, msg.offset, expected)
+            return True
+        start = pending[0].message.offset if pending else expected
+        log.warning("%s[%d]: offsets %d..%d never arrived: re-reading from %d",
+                    *source, expected, msg.offset - 1, start)
+        state.next_offset[source] = start
+        rewinding.add(source)
+        await app.consumer.seek(msg.tp, start)
+        return False
+
+    rewinding: set[tuple[str, int]] = set()
+    gaps_seen: set[tuple[tuple[str, int], int, int]] = set()
+
+    async def window_message(event: Any) -> None:
+        msg = event.message
+        topic = msg.topic
+        source = (topic, msg.partition)
+        if not await in_sequence(source, msg):
+            return
+        rewinding.discard(source)
+        # queued first: whatever happens below, it is acknowledged in its turn
+        state.unacked.setdefault(source, deque()).append(event)
+        state.last_input[source] = time.monotonic()
+        kind = "events" if topic == topics.events else "metrics"
+        messages_in[kind].inc()
+        w = windower_for(topic, msg.partition)
+        parsed = records.parse_input(msg.value or b"")
+        accepted = 0
+        for k, item in enumerate(parsed.items):
+            try:
+                w.add(item, kind, msg.offset)
+            except InvalidRecord as exc:
+                parsed.reject(k, exc.reason, exc.error)
+                continue
+            except Exception as exc:  # noqa: BLE001 - one element never stops the stream
+                metrics.processing_errors.labels("window").inc()
+                parsed.reject(k, "processing_error", f"{type(exc).__name__}: {exc}")
+                continue
+            accepted += item.count
+        events_in[kind].inc(accepted)
+        if parsed.dead is not None:
+            await dead_letter(topic, msg, parsed.dead)
+        await publish_closed(source, w)
 
     points_delivered = delivered(metrics.points_out)
 
     @app.agent(inputs, name="window-agent")
     async def window_agent(stream: faust.StreamT) -> None:
-        manual = stream.noack()
+        manual = state.input_stream = stream.noack()
         async for event in manual.events():
-            msg = event.message
-            topic = msg.topic
-            kind = "events" if topic == topics.events else "metrics"
-            messages_in[kind].inc()
-            w = windower_for(topic, msg.partition)
-            accepted = 0
-            newest = -math.inf  # start of the newest window this message fed
-            for item in records.parse_input(msg.value or b""):
-                if isinstance(item, InvalidRecord):
-                    await dead_letter(topic, msg, item)
-                    continue
-                try:
-                    start = w.add(item, kind)
-                except InvalidRecord as exc:
-                    exc.raw = orjson.dumps(item.to_json()) if exc.reason != "late" else (msg.value or b"")
-                    await dead_letter(topic, msg, exc)
-                    continue
-                accepted += item.count
-                if start > newest:
-                    newest = start
-            events_in[kind].inc(accepted)
-            if newest == -math.inf:
-                await manual.ack(event)  # nothing of it is held in an open window
-            else:
-                state.unacked.setdefault((topic, msg.partition), {}).setdefault(newest, []).append(event)
-            closed = w.close_ready()
-            for point in closed:
-                await out[topics.points].send(key=point.series.encode(), value=records.dumps(point.to_json()),
-                                              callback=points_delivered)  # counted when acknowledged
-                store.note_kind(point.series, w.kinds.get(point.series, kind))
-            if closed or newest < w.closed_until:
-                await ack_closed(manual, (topic, msg.partition), w)
+            try:
+                async with window_lock:
+                    await window_message(event)
+            except Exception as exc:  # noqa: BLE001 - an agent never crash-loops on data
+                await processing_error("window", event.message.topic, event.message, exc)
+                queue = state.unacked.setdefault((event.message.topic, event.message.partition), deque())
+                if not queue or queue[-1] is not event:
+                    queue.append(event)  # acknowledged in its turn, never a hole in the commits
+
+    idle_after = max(1.0, step)
+
+    @app.timer(interval=max(0.5, min(5.0, step / 4)))
+    async def close_idle_partitions() -> None:
+        """Live partitions with no input for a window close on the wall clock."""
+        now_m, now = time.monotonic(), time.time()
+        for source, w in list(state.windowers.items()):
+            if now_m - state.last_input.get(source, now_m) < idle_after:
+                continue
+            try:
+                async with window_lock:
+                    if state.windowers.get(source) is w:
+                        w.tick(now)
+                        await publish_closed(source, w)
+            except Exception:  # noqa: BLE001 - a timer never dies on one partition
+                log.exception("closing idle windows of %s[%d] failed", *source)
 
     def model_for(series: str) -> _Cached:
         cached = state.models.get(series)
@@ -254,69 +374,79 @@ def create_app(settings: Settings, metrics: Metrics | None = None) -> faust.App:
     forecasts_delivered = delivered(metrics.forecasts_out)
     anomalies_delivered = delivered(metrics.anomalies_out)
 
+    async def model_point(msg: Any) -> None:
+        try:
+            point = Point.parse(msg.value or b"")
+        except InvalidRecord as exc:
+            await rejected(topics.points, msg, exc)
+            return
+        cached = model_for(point.series)
+        t0 = time.perf_counter()
+        u = cached.model.update(point.value, point.start)
+        metrics.model_update_seconds.observe(time.perf_counter() - t0)
+        fc, obs, _ = inputs_from_update(cached.model, point.series, point.start, step,
+                                        point.value, u)
+        key = point.series.encode()
+        fc_json = records.forecast_to_json(fc, obs.value, obs.anomalous, u.score)
+        await out[topics.forecasts].send(key=key, value=records.dumps(fc_json),
+                                         callback=forecasts_delivered)
+        body = None
+        if u.drift_started:
+            metrics.drift_events.inc()
+            log.info("series %s: forecast errors changed regime at %s (drift); acting "
+                     "reactively until the model has adapted", point.series, point.start)
+        if u.anomalous:
+            body = records.anomaly_to_json(point.series, point.start, point.value, u.score,
+                                           cached.model.threshold,
+                                           type(cached.model.detector).__name__)
+            await out[topics.anomalies].send(key=key, value=records.dumps(body),
+                                             callback=anomalies_delivered)
+        if point.series not in store.series and key in series_view:
+            web_restore(point.series)
+        view = store.on_window(point.series, point.start, point.value, fc_json, u.score,
+                               u.anomalous, body)
+        cached.since_checkpoint += 1
+        if cached.since_checkpoint >= settings.checkpoint_every:
+            models[key] = checkpointer.dumps(cached.model)
+            series_view[key] = store.snapshot_series(view)
+            cached.since_checkpoint = 0
+            metrics.checkpoints.inc()
+
     @app.agent(points_in, name="model-agent")
     async def model_agent(stream: faust.StreamT) -> None:
         async for event in stream.events():
-            msg = event.message
             try:
-                point = Point.parse(msg.value or b"")
-            except InvalidRecord as exc:
-                await dead_letter(topics.points, msg, exc)
-                continue
-            cached = model_for(point.series)
-            t0 = time.perf_counter()
-            u = cached.model.update(point.value, point.start)
-            metrics.model_update_seconds.observe(time.perf_counter() - t0)
-            fc, obs, _ = inputs_from_update(cached.model, point.series, point.start, step,
-                                            point.value, u)
-            key = point.series.encode()
-            fc_json = records.forecast_to_json(fc, obs.value, obs.anomalous, u.score)
-            await out[topics.forecasts].send(key=key, value=records.dumps(fc_json),
-                                             callback=forecasts_delivered)
-            body = None
-            if u.drift_started:
-                metrics.drift_events.inc()
-                log.info("series %s: forecast errors changed regime at %s (drift); acting "
-                         "reactively until the model has adapted", point.series, point.start)
-            if u.anomalous:
-                body = records.anomaly_to_json(point.series, point.start, point.value, u.score,
-                                               cached.model.threshold,
-                                               type(cached.model.detector).__name__)
-                await out[topics.anomalies].send(key=key, value=records.dumps(body),
-                                                 callback=anomalies_delivered)
-            if point.series not in store.series and key in series_view:
-                web_restore(point.series)
-            view = store.on_window(point.series, point.start, point.value, fc_json, u.score,
-                                   u.anomalous, body)
-            cached.since_checkpoint += 1
-            if cached.since_checkpoint >= settings.checkpoint_every:
-                models[key] = checkpointer.dumps(cached.model)
-                series_view[key] = store.snapshot_series(view)
-                cached.since_checkpoint = 0
-                metrics.checkpoints.inc()
+                await model_point(event.message)
+            except Exception as exc:  # noqa: BLE001 - an agent never crash-loops on data
+                await processing_error("model", topics.points, event.message, exc)
 
     def web_restore(series: str) -> None:
         raw = series_view.get(series.encode())
         if raw:
             store.restore_series(series, raw)  # a forged or unreadable snapshot is skipped and counted
 
+    async def decision_message(msg: Any) -> None:
+        try:
+            d = records.parse_decision(msg.value or b"")
+        except ValueError as exc:
+            metrics.bad_decisions.inc()
+            log.warning("decisions: skipping bad message at %s[%d]@%d: %s",
+                        msg.topic, msg.partition, msg.offset, exc)
+            return
+        key = d["target"].encode()
+        if d["target"] not in store.targets and key in targets:
+            store.restore_target(d["target"], targets[key])  # a bad snapshot is skipped and counted
+        target, logged = store.on_decision(d)
+        if logged or target.decisions % 10 == 0:
+            targets[key] = store.snapshot_target(target)
+
     @app.agent(decisions_in, name="decisions-agent")
     async def decisions_agent(stream: faust.StreamT) -> None:
         async for event in stream.events():
-            msg = event.message
             try:
-                d = records.parse_decision(msg.value or b"")
-            except ValueError as exc:
-                metrics.bad_decisions.inc()
-                log.warning("decisions: skipping bad message at %s[%d]@%d: %s",
-                            msg.topic, msg.partition, msg.offset, exc)
-                continue
-            key = d["target"].encode()
-            if d["target"] not in store.targets and key in targets:
-                store.restore_target(d["target"], targets[key])  # a bad snapshot is skipped and counted
-            target, logged = store.on_decision(d)
-            if logged or target.decisions % 10 == 0:
-                targets[key] = store.snapshot_target(target)
+                await decision_message(event.message)
+            except Exception as exc:  # noqa: BLE001 - an agent never crash-loops on data
+                await processing_error("decisions", topics.decisions, event.message, exc)
 
     web.register(app, settings, topics, store, series_view, targets)
 

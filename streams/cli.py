@@ -19,7 +19,7 @@ from typing import Any, NoReturn
 
 from streams.settings import Settings, SettingsError, describe
 
-SUBCOMMANDS = ("demo", "worker", "scaler", "produce", "broker", "detect", "backtest")
+SUBCOMMANDS = ("demo", "worker", "scaler", "produce", "broker", "detect", "backtest", "dlq")
 
 EPILOG = """\
 errors:
@@ -180,6 +180,9 @@ def build_parser() -> argparse.ArgumentParser:
     command("backtest", "replay a trace through forecaster + policy vs a reactive HPA (offline)",
             "Run 'foresight backtest --help' for its flags.").add_argument(
                 "rest", nargs=argparse.REMAINDER, help=argparse.SUPPRESS)
+    command("dlq", "show dead letters, replay repaired ones",
+            "Run 'foresight dlq --help' for its flags.").add_argument(
+                "rest", nargs=argparse.REMAINDER, help=argparse.SUPPRESS)
     return parser
 
 
@@ -312,6 +315,10 @@ def _run(argv: list[str], ctx: dict[str, Any]) -> int:
             _input_file(trace, "--input", "a timestamp,value CSV")
             read_trace(trace)
         return backtest_main(rest)
+    if argv and argv[0] == "dlq":  # its own parser lives in streams.dlq
+        from streams.dlq import main as dlq_main
+
+        return dlq_main([a for a in argv[1:] if a != "--debug"])
     args, extra = build_parser().parse_known_args(argv)
     ctx["command"] = args.command
     if extra:

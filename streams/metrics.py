@@ -49,7 +49,17 @@ class Metrics:
         )
         self.points_out = Counter("foresight_points_out", "Closed windows published", registry=r)
         self.dead_letters = Counter(
-            "foresight_dead_letters", "Messages sent to a dead-letter topic", ["topic", "reason"], registry=r
+            "foresight_dead_letters", "Dead-letter records sent (one per rejected message)", ["topic", "reason"], registry=r
+        )
+        self.dead_letter_elements = Counter(
+            "foresight_dead_letter_elements",
+            "Bad elements of rejected messages (one dead letter carries all of its message's)",
+            ["topic", "reason"], registry=r,
+        )
+        self.processing_errors = Counter(
+            "foresight_processing_errors",
+            "Records whose processing raised; each went to the DLQ as processing_error",
+            ["agent"], registry=r,
         )
         self.late_events = Counter(
             "foresight_late_events", "Aggregates older than the allowed lateness", registry=r

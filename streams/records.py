@@ -1,17 +1,23 @@
 """Every wire format (JSON on Kafka), with validation and conversion to and
 from the domain types. Nothing else in Foresight spells out a message field.
 
-Inputs are parsed by hand (not by Faust's codecs) so that a bad message
-becomes an :class:`InvalidRecord` with a countable reason instead of an
-exception in an agent.
+Inputs are parsed by hand (not by Faust's codecs) and totally: every byte
+string becomes accepted aggregates and/or one :class:`DeadLetter` that
+carries only the bad elements, with a countable reason. Nothing a producer
+sends can raise out of :func:`parse_input`.
 
->>> aggs = parse_input(b'{"series": "web/req", "ts": "2024-01-01T00:00:00Z"}')
->>> aggs[0].series, aggs[0].ts, aggs[0].count
+>>> m = parse_input(b'{"series": "web/req", "ts": "2024-01-01T00:00:00Z"}')
+>>> m.items[0].series, m.items[0].ts, m.items[0].count
 ('web/req', 1704067200.0, 1)
->>> parse_input(b'{"series": "web/req", "ts": 1, "value": "high"}')[0].reason
+>>> parse_input(b'{"series": "web/req", "ts": 1, "value": "high"}').dead.reason
 'bad_type'
->>> parse_input(b'not json')[0].reason
+>>> parse_input(b'not json').dead.reason
 'malformed_json'
+>>> parse_input(b'{"series": "bad\\ud800id", "ts": 1}').dead.reason
+'bad_series'
+>>> d = parse_input(b'[1, {"series": "a", "ts": 1}, 2]').dead
+>>> d.ranges, d.count, d.raw()
+([[0, 0], [2, 2]], 2, b'[1,2]')
 """
 
 from __future__ import annotations
@@ -19,6 +25,8 @@ from __future__ import annotations
 import base64
 import json
 import math
+import re
+from array import array
 from dataclasses import dataclass
 from typing import Any
 
@@ -37,12 +45,37 @@ DLQ_REASONS = (
     "bad_timestamp",  # unparseable, negative or absurd timestamp
     "bad_value",  # semantically invalid (count < 0, min > max, interval > window, ...)
     "late",  # older than the allowed lateness: its window is closed
-    "future",  # too far ahead of the stream's (or the series') event time
-    "processing_error",  # valid on its face, but handling it raised: isolated, the stream goes on
+    "bad_series",  # series id outside the grammar (see SERIES_GRAMMAR)
+    "too_large",  # message longer than MAX_MESSAGE_BYTES (checked before parsing)
+    "too_deep",  # nested deeper than MAX_DEPTH
+    "out_of_range",  # a number larger than a window can hold (count > MAX_COUNT, |x| > MAX_ABS)
+    "future",  # too far ahead of the partition's typical series time
+    "processing_error",  # processing raised anyway: the exception text is in ``error``
 )
 
+#: series ids: 1..MAX_SERIES_LEN characters of valid Unicode (no lone
+#: surrogates, so always encodable as UTF-8), at most MAX_SERIES_BYTES bytes of
+#: UTF-8, and no control characters (C0, DEL, C1) or line/paragraph separators.
+SERIES_GRAMMAR = "1-256 chars, <= 1024 UTF-8 bytes, no C0/C1 controls, DEL, U+2028/9 or lone surrogates"
 MAX_SERIES_LEN = 256
+MAX_SERIES_BYTES = 1024
+_SERIES_BAD = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029\ud800-\udfff]")
+#: the largest input message; longer ones are dead-lettered unparsed. A dead
+#: letter carries the bad part base64-encoded and must itself fit in a Kafka
+#: message (1 MB by default), hence half a MiB.
+MAX_MESSAGE_BYTES = 512 * 1024
+#: deepest nesting of arrays/objects anywhere in an element (an element is
+#: depth 1, a field value that is an array depth 2, ...)
+MAX_DEPTH = 32
+#: largest ``count`` of one aggregate and of one window (exact in a float64)
+MAX_COUNT = 2**53
+#: largest magnitude of a value, sum, min or max (squares stay finite)
+MAX_ABS = 1e30
 MAX_TS = 4102444800.0  # 2100-01-01: anything later is a unit mistake (ms, us)
+#: a too-large message keeps only this prefix in its dead letter
+DLQ_RAW_PREFIX = 64 * 1024
+#: error texts kept per dead letter (the rest are counted)
+DLQ_ERRORS = 10
 
 
 class InvalidRecord(ValueError):
@@ -84,6 +117,10 @@ class Aggregate:
         }
 
 
+_NUMBER = (int, float)
+_CONTAINER = (list, dict)
+
+
 def parse_timestamp(v: Any) -> float:
     """Epoch seconds from a number or an ISO-8601 string (UTC if no zone).
 
@@ -92,18 +129,47 @@ def parse_timestamp(v: Any) -> float:
     """
     if isinstance(v, bool):
         raise InvalidRecord("bad_timestamp", f"timestamp must be a number or ISO-8601, not {v!r}")
-    if isinstance(v, int | float):
+    if isinstance(v, _NUMBER):
+        if isinstance(v, int) and not -(2**63) <= v < 2**63:
+            raise InvalidRecord("bad_timestamp", "timestamp out of range (epoch seconds)")
         ts = float(v)
     elif isinstance(v, str):
+        if len(v) > 64:
+            raise InvalidRecord("bad_timestamp", "timestamp string longer than 64 chars")
         try:
             ts = parse_time(v)  # the one timestamp parser (scaler.traces)
-        except ValueError as exc:
+        except (ValueError, OverflowError) as exc:
             raise InvalidRecord("bad_timestamp", str(exc)) from None
     else:
-        raise InvalidRecord("bad_timestamp", f"timestamp must be a number or ISO-8601, not {v!r}")
+        raise InvalidRecord("bad_timestamp", f"timestamp must be a number or ISO-8601, not {_short(v)}")
     if not math.isfinite(ts) or ts < 0 or ts > MAX_TS:
-        raise InvalidRecord("bad_timestamp", f"timestamp {v!r} out of range (epoch seconds)")
+        raise InvalidRecord("bad_timestamp", f"timestamp {_short(v)} out of range (epoch seconds)")
     return ts
+
+
+def _short(v: Any, n: int = 80) -> str:
+    r = repr(v) if not isinstance(v, _CONTAINER) else type(v).__name__
+    return r if len(r) <= n else r[:n] + "..."
+
+
+def check_series(series: Any) -> str:
+    """Return ``series`` if it is a valid series id, else raise ``bad_series``.
+
+    >>> check_series("checkout/requests")
+    'checkout/requests'
+    >>> check_series("a\\nb")
+    Traceback (most recent call last):
+    ...
+    streams.records.InvalidRecord: bad_series: 'series' must be ... got 'a\\nb'
+    """
+    if not isinstance(series, str):
+        raise InvalidRecord("bad_type", f"'series' must be a string, not {_short(series)}")
+    if not series or len(series) > MAX_SERIES_LEN or _SERIES_BAD.search(series) is not None or (
+        len(series) * 4 > MAX_SERIES_BYTES and len(series.encode("utf-8")) > MAX_SERIES_BYTES
+    ):
+        shown = series[:40].encode("utf-8", "backslashreplace").decode("ascii", "backslashreplace")
+        raise InvalidRecord("bad_series", f"'series' must be {SERIES_GRAMMAR}; got {shown!r}")
+    return series
 
 
 def _number(obj: dict[str, Any], name: str, required: bool = True) -> float | None:
@@ -112,22 +178,45 @@ def _number(obj: dict[str, Any], name: str, required: bool = True) -> float | No
         if required:
             raise InvalidRecord("missing_field", f"field {name!r} is required")
         return None
-    if isinstance(v, bool) or not isinstance(v, int | float):
-        raise InvalidRecord("bad_type", f"field {name!r} must be a number, not {v!r}")
+    if isinstance(v, bool) or not isinstance(v, _NUMBER):
+        raise InvalidRecord("bad_type", f"field {name!r} must be a number, not {_short(v)}")
+    if isinstance(v, int) and not -MAX_COUNT <= v <= MAX_COUNT:
+        raise InvalidRecord("out_of_range", f"field {name!r} = {_short(v)} is out of range")
     f = float(v)
     if not math.isfinite(f):
         raise InvalidRecord("non_finite", f"field {name!r} is {v!r}")
     return f
 
 
+def _bounded(obj: dict[str, Any], name: str) -> float | None:
+    f = _number(obj, name, required=False)
+    if f is not None and abs(f) > MAX_ABS:
+        raise InvalidRecord("out_of_range", f"field {name!r} = {f!r}: magnitude above {MAX_ABS:g}")
+    return f
+
+
+def _too_deep(obj: Any, limit: int) -> bool:
+    """Whether ``obj`` nests arrays/objects deeper than ``limit`` (iterative)."""
+    stack: list[tuple[Any, int]] = [(obj, 1)]
+    while stack:
+        o, d = stack.pop()
+        if d > limit:
+            return True
+        children = o.values() if isinstance(o, dict) else o
+        stack.extend((c, d + 1) for c in children if isinstance(c, _CONTAINER))
+    return False
+
+
 def _aggregate(obj: Any) -> Aggregate:
     if not isinstance(obj, dict):
-        raise InvalidRecord("malformed_json", "expected a JSON object")
+        raise InvalidRecord("malformed_json", f"expected a JSON object, got {_short(obj, 20)}")
+    for v in obj.values():
+        if isinstance(v, _CONTAINER) and _too_deep(obj, MAX_DEPTH):
+            raise InvalidRecord("too_deep", f"element nested deeper than {MAX_DEPTH}")
     series = obj.get("series")
     if series is None:
         raise InvalidRecord("missing_field", "field 'series' is required")
-    if not isinstance(series, str) or not series or len(series) > MAX_SERIES_LEN:
-        raise InvalidRecord("bad_type", f"'series' must be a non-empty string of at most {MAX_SERIES_LEN} chars")
+    check_series(series)
     if "ts" not in obj:
         raise InvalidRecord("missing_field", "field 'ts' is required")
     ts = parse_timestamp(obj["ts"])
@@ -136,12 +225,14 @@ def _aggregate(obj: Any) -> Aggregate:
         interval = _number(obj, "interval", required=False) or 0.0
         assert count is not None
         if count < 0 or count != int(count):
-            raise InvalidRecord("bad_value", f"'count' must be a non-negative integer, not {obj['count']!r}")
-        if interval < 0:
-            raise InvalidRecord("bad_value", "'interval' must be >= 0")
-        total = _number(obj, "sum", required=False)
-        lo = _number(obj, "min", required=False)
-        hi = _number(obj, "max", required=False)
+            raise InvalidRecord("bad_value", f"'count' must be a non-negative integer, not {_short(obj['count'])}")
+        if count > MAX_COUNT:
+            raise InvalidRecord("out_of_range", f"'count' {count:g} is above {MAX_COUNT}")
+        if interval < 0 or interval > 86400:
+            raise InvalidRecord("bad_value", f"'interval' must be in [0, 86400], not {interval:g}")
+        total = _bounded(obj, "sum")
+        lo = _bounded(obj, "min")
+        hi = _bounded(obj, "max")
         if lo is not None and hi is not None and lo > hi:
             raise InvalidRecord("bad_value", f"min {lo} > max {hi}")
         return Aggregate(
@@ -150,36 +241,172 @@ def _aggregate(obj: Any) -> Aggregate:
             lo if lo is not None else math.inf,
             hi if hi is not None else -math.inf,
         )
-    value = _number(obj, "value", required=False)
+    value = _bounded(obj, "value")
     if value is None:
         return Aggregate(series, ts, 0.0, 1, 0.0, math.inf, -math.inf)
     return Aggregate(series, ts, 0.0, 1, value, value, value)
 
 
-def parse_input(raw: bytes) -> list[Aggregate | InvalidRecord]:
+def _element_bytes(element: Any) -> bytes:
+    """JSON of one bad element, as sent: NaN/Infinity stay literals (orjson would
+    write null, which replays as a valid element) and lone surrogates stay
+    ``\\ud800`` escapes."""
+    try:
+        return json.dumps(element, allow_nan=True, separators=(",", ":")).encode("ascii")
+    except (RecursionError, ValueError, TypeError):  # deeper than json writes
+        return b"null"
+
+
+class DeadLetter:
+    """The one dead-letter record of one input message: only its bad elements.
+
+    Elements are numbered by their position in the message (0 for a single
+    object). ``raw()`` is a valid input message holding exactly the bad
+    elements, so replaying a repaired dead letter never re-sends accepted
+    data. Memory is bounded by the message's size: counts per reason, index
+    ranges, the bad elements' bytes and at most ``DLQ_ERRORS`` error texts.
+    """
+
+    __slots__ = ("reasons", "errors", "indices", "chunks", "count", "whole", "truncated")
+
+    def __init__(self) -> None:
+        self.reasons: dict[str, int] = {}
+        self.errors: list[str] = []
+        self.indices = array("q")
+        self.chunks: list[bytes] = []
+        self.count = 0
+        self.whole: bytes | None = None  # set when the whole message is the bad part
+        self.truncated = False
+
+    def add(self, index: int, reason: str, error: str, element: Any = None) -> None:
+        assert reason in DLQ_REASONS, reason
+        self.count += 1
+        self.reasons[reason] = self.reasons.get(reason, 0) + 1
+        if len(self.errors) < DLQ_ERRORS:
+            self.errors.append(f"[{index}] {reason}: {error[:300]}")
+        self.indices.append(index)
+        if self.whole is None:
+            self.chunks.append(_element_bytes(element))
+
+    def add_whole(self, reason: str, error: str, raw: bytes) -> None:
+        """The message as a whole is bad (unparseable, too large, one bad object)."""
+        self.add(0, reason, error)
+        self.whole = raw[:DLQ_RAW_PREFIX] if reason == "too_large" else raw
+        self.truncated = len(self.whole) < len(raw)
+        self.chunks = []
+
+    def _sort(self) -> None:
+        idx = self.indices
+        if any(idx[i] > idx[i + 1] for i in range(len(idx) - 1)):
+            order = sorted(range(len(idx)), key=idx.__getitem__)
+            self.indices = array("q", (idx[i] for i in order))
+            if self.chunks:
+                self.chunks = [self.chunks[i] for i in order]
+
+    @property
+    def ranges(self) -> list[list[int]]:
+        """The bad elements' positions in the message, as ``[first, last]`` runs."""
+        self._sort()
+        out: list[list[int]] = []
+        for i in self.indices:
+            if out and out[-1][1] == i - 1:
+                out[-1][1] = i
+            else:
+                out.append([i, i])
+        return out
+
+    @property
+    def reason(self) -> str:
+        """The most frequent reason (first seen on a tie)."""
+        return max(self.reasons, key=lambda r: self.reasons[r])
+
+    @property
+    def error(self) -> str:
+        more = self.count - len(self.errors)
+        return "; ".join(self.errors) + (f"; and {more} more" if more > 0 else "")
+
+    def raw(self) -> bytes:
+        """The bad part: a valid input message of exactly the bad elements, in order."""
+        if self.whole is not None:
+            return self.whole
+        self._sort()
+        return b"[" + b",".join(self.chunks) + b"]"
+
+
+@dataclass(slots=True)
+class InputMessage:
+    """One parsed input message: accepted aggregates and at most one dead letter."""
+
+    items: list[Aggregate]
+    #: per item: its element's position in the message
+    index: list[int]
+    #: per item: the parsed element (for its bytes, should it be rejected later)
+    source: list[Any]
+    batch: bool
+    raw: bytes
+    dead: DeadLetter | None = None
+
+    def reject(self, k: int, reason: str, error: str) -> None:
+        """Move accepted item ``k`` to the dead letter (e.g. ``late``)."""
+        d = self.dead = self.dead or DeadLetter()
+        if self.batch:
+            d.add(self.index[k], reason, error, self.source[k])
+        else:
+            d.add_whole(reason, error, self.raw)
+
+
+def parse_input(raw: bytes) -> InputMessage:
     """Parse an events/metrics message: one object or an array of objects.
 
     Each element is parsed on its own, so one bad element of a batch does not
-    reject the others.
+    reject the others. Never raises.
     """
+    msg = InputMessage([], [], [], False, raw)
+    if len(raw) > MAX_MESSAGE_BYTES:
+        msg.dead = DeadLetter()
+        msg.dead.add_whole("too_large", f"message of {len(raw)} bytes is longer than "
+                           f"{MAX_MESSAGE_BYTES}", raw)
+        return msg
     try:
         obj = orjson.loads(raw)
     except orjson.JSONDecodeError as exc:
-        # Python's json module writes NaN/Infinity literals: report them as
+        # Python's json module reads NaN/Infinity literals: report them as
         # non-finite values rather than as malformed JSON.
+        reason, error = "malformed_json", str(exc)[:300]
+        if "recursion" in error.lower():
+            reason = "too_deep"
+        else:
+            try:
+                obj = json.loads(raw)
+                reason = ""
+            except RecursionError:
+                reason = "too_deep"
+            except (ValueError, UnicodeDecodeError):
+                pass
+        if reason:
+            msg.dead = DeadLetter()
+            msg.dead.add_whole(reason, error, raw)
+            return msg
+    msg.batch = isinstance(obj, list)
+    items = obj if msg.batch else [obj]
+    for i, item in enumerate(items):
         try:
-            obj = json.loads(raw)
-        except (ValueError, UnicodeDecodeError):
-            return [InvalidRecord("malformed_json", str(exc), raw)]
-    items = obj if isinstance(obj, list) else [obj]
-    out: list[Aggregate | InvalidRecord] = []
-    for item in items:
-        try:
-            out.append(_aggregate(item))
+            agg = _aggregate(item)
         except InvalidRecord as exc:
-            exc.raw = raw if len(items) == 1 else orjson.dumps(item)
-            out.append(exc)
-    return out
+            reason, error = exc.reason, exc.error
+        except Exception as exc:  # noqa: BLE001 - total: a parser bug is a dead letter, not a crash
+            reason, error = "processing_error", f"{type(exc).__name__}: {exc}"
+        else:
+            msg.items.append(agg)
+            msg.index.append(i)
+            msg.source.append(item)
+            continue
+        msg.dead = msg.dead or DeadLetter()
+        if msg.batch:
+            msg.dead.add(i, reason, error, item)
+        else:
+            msg.dead.add_whole(reason, error, raw)
+    return msg
 
 
 @dataclass(slots=True)
@@ -512,7 +739,16 @@ def _replicas(v: Any) -> int:
 
 
 def dead_letter_to_json(reason: str, error: str, topic: str, partition: int | None,
-                        offset: int | None, raw: bytes) -> dict[str, Any]:
+                        offset: int | None, raw: bytes, *, count: int = 1,
+                        reasons: dict[str, int] | None = None, ranges: list[list[int]] | None = None,
+                        size: int | None = None, truncated: bool = False) -> dict[str, Any]:
+    """A ``<topic>.dlq`` record: one per rejected input message.
+
+    ``raw_b64`` holds only the bad part (the whole message if it was one
+    object or unparseable; else a JSON array of its bad elements, whose
+    positions in the original message are ``ranges``); ``count`` is the
+    number of bad elements and ``reasons`` their reasons.
+    """
     return {
         "reason": reason,
         "error": error,
@@ -520,5 +756,58 @@ def dead_letter_to_json(reason: str, error: str, topic: str, partition: int | No
         "partition": partition,
         "offset": offset,
         "raw_b64": base64.b64encode(raw).decode("ascii"),
+        "count": count,
+        "reasons": reasons if reasons is not None else {reason: count},
+        "ranges": ranges if ranges is not None else [[0, count - 1]],
+        "size": len(raw) if size is None else size,
+        "truncated": truncated,
     }
 
+
+def dead_letter_of(d: DeadLetter, topic: str, partition: int | None, offset: int | None,
+                   size: int) -> dict[str, Any]:
+    """The ``<topic>.dlq`` record of one message's :class:`DeadLetter`."""
+    return dead_letter_to_json(d.reason, d.error, topic, partition, offset, d.raw(), count=d.count,
+                               reasons=dict(d.reasons), ranges=d.ranges, size=size,
+                               truncated=d.truncated)
+
+
+@dataclass(frozen=True, slots=True)
+class DeadLetterRecord:
+    """A ``<topic>.dlq`` record as read back (``foresight dlq``)."""
+
+    reason: str
+    error: str
+    topic: str
+    partition: int | None
+    offset: int | None
+    raw: bytes
+    count: int
+    reasons: dict[str, int]
+    truncated: bool
+
+
+def parse_dead_letter(raw: bytes) -> DeadLetterRecord:
+    """Read a dead-letter record back; ``ValueError`` if it is not one.
+
+    >>> body = dead_letter_to_json("late", "closed", "t.events", 0, 7, b'{"x": 1}')
+    >>> r = parse_dead_letter(dumps(body))
+    >>> r.reason, r.raw, r.count
+    ('late', b'{"x": 1}', 1)
+    """
+    try:
+        o = orjson.loads(raw)
+        reason = o["reason"]
+        if not isinstance(reason, str):
+            raise TypeError("reason")
+        data = base64.b64decode(o["raw_b64"], validate=True)
+        count = int(o.get("count", 1))
+        reasons = o.get("reasons") or {reason: count}
+        return DeadLetterRecord(
+            reason, str(o.get("error", "")), str(o.get("topic", "")),
+            None if o.get("partition") is None else int(o["partition"]),
+            None if o.get("offset") is None else int(o["offset"]),
+            data, count, {str(k): int(v) for k, v in reasons.items()}, bool(o.get("truncated")),
+        )
+    except (orjson.JSONDecodeError, KeyError, TypeError, ValueError, AttributeError) as exc:
+        raise ValueError(f"not a dead-letter record: {exc}") from None

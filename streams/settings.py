@@ -49,6 +49,9 @@ class Settings:
     window_seconds: float = 10.0
     #: windows a late event may still be merged into a window
     allowed_lateness_windows: int = 2
+    #: seconds an input timestamp may be ahead of its partition's typical series time
+    #: (the median over its active series) before it is dead-lettered as ``future``
+    max_future_seconds: float = 600.0
     #: seasonal period in windows; 0 = derive from the step (daily/weekly) or the stream
     period_steps: int = 0
     #: forecast horizon in windows; 0 = cover the longest lead time + 2 windows

@@ -29,4 +29,6 @@ class Topics:
 
     def all(self) -> list[str]:
         main = [self.events, self.metrics, self.points, self.anomalies, self.forecasts, self.decisions]
-        return main + [self.dlq(self.events), self.dlq(self.metrics), self.dlq(self.points)]
+        dlqs = [self.dlq(self.events), self.dlq(self.metrics), self.dlq(self.points)]
+        dlqs.append(self.dlq(self.decisions))  # the decisions agent's processing errors
+        return main + dlqs

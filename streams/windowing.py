@@ -1,82 +1,207 @@
-"""Event-time tumbling windows over client aggregates (pure, no Kafka).
+"""Event-time tumbling windows over client aggregates, with per-series time (pure, no Kafka).
 
 One :class:`Windower` per input partition. Each aggregate is merged into the
-window holding its start; a window closes once the partition's watermark (the
-largest event time seen) passes its end plus the allowed lateness. An
-aggregate for a closed window is *late*: rejected, never merged.
+window holding its start. Time is judged per series, so one producer's clock
+decides only for its own series:
+
+- a series' window closes once *its own* newest timestamp, or the
+  partition's progress, passes the window's end plus the allowed lateness;
+  an aggregate for a closed window is *late*: rejected, never merged;
+- the partition's *typical time* is the median (low) of the newest
+  timestamps of its recently active series (not the maximum). An aggregate
+  more than ``max_future`` seconds ahead of it is rejected as ``future``.
+  Rejected timestamps still count towards the median, so when most series
+  jump ahead together (a gap in a replay), the median follows them;
+- the partition's *progress* (never decreasing) is that median, once a
+  second series has been seen: it closes
+  the windows of series that went quiet, and gives quiet event series their
+  zero-rate points. When the partition is live and idle, :meth:`tick` moves
+  progress on with the wall clock.
+
+Each open window remembers the lowest input reference (offset) that fed it,
+so the caller can commit below :meth:`min_needed` and never past data held in
+an open window.
 
 >>> from streams.records import Aggregate
 >>> w = Windower(step=10, lateness_windows=1)
->>> w.add(Aggregate("a", 3.0, 1.0, 5, 5.0, 1.0, 1.0), kind="events")
+>>> w.add(Aggregate("a", 3.0, 1.0, 5, 5.0, 1.0, 1.0), kind="events", ref=0)
 0.0
->>> w.add(Aggregate("a", 12.0, 1.0, 20, 20.0, 1.0, 1.0), kind="events")
+>>> w.add(Aggregate("a", 12.0, 1.0, 20, 20.0, 1.0, 1.0), kind="events", ref=1)
 10.0
->>> [p.start for p in w.close_ready()]   # watermark 12 < 0 + 10 + 10
-[]
->>> w.add(Aggregate("a", 25.0, 1.0, 1, 1.0, 1.0, 1.0), kind="events")
+>>> [p.start for p in w.close_ready()], w.min_needed()   # 12 < 0 + 10 + 10
+([], 0)
+>>> w.add(Aggregate("a", 25.0, 1.0, 1, 1.0, 1.0, 1.0), kind="events", ref=2)
 20.0
->>> [(p.start, p.value) for p in w.close_ready()]  # 5 events in 10 s
-[(0.0, 0.5)]
+>>> [(p.start, p.value) for p in w.close_ready()], w.min_needed()  # 5 events in 10 s
+([(0.0, 0.5)], 1)
 >>> w.add(Aggregate("a", 8.0, 1.0, 1, 1.0, 1.0, 1.0), kind="events")
 Traceback (most recent call last):
 ...
-streams.records.InvalidRecord: late: window [0, 10) of 'a' closed at watermark 25 (lateness 1 windows)
+streams.records.InvalidRecord: late: window [0, 10) of 'a' is closed (series time 25, lateness 1 windows)
+>>> w.add(Aggregate("b", 4000.0, 1.0, 1, 1.0, 1.0, 1.0), kind="events")  # "a" is at 25
+Traceback (most recent call last):
+...
+streams.records.InvalidRecord: future: 4000 is 3975s ahead of the partition's typical series time 25 (max 600s)
 """
 
 from __future__ import annotations
 
+import heapq
 import math
-from collections import defaultdict
+from collections import OrderedDict
 
-from streams.records import Aggregate, InvalidRecord, Point
+from streams.records import MAX_COUNT, Aggregate, InvalidRecord, Point
 
 #: windows after an event series' last event that still get a zero-rate point
 GAP_FILL_WINDOWS = 30
+#: default bound on how far ahead of the partition's typical time a timestamp may be
+DEFAULT_MAX_FUTURE_SECONDS = 600.0
+#: a series counts towards the typical time while it was updated within the
+#: last max(RECENT_ADDS, 2 x active series) aggregates of its partition
+RECENT_ADDS = 256
 
-#: per open window: [count, sum, min, max]
+#: per open window: [count, sum, min, max, lowest ref that fed it (-1: none)]
 Acc = list[float]
 
 
-class Windower:
-    __slots__ = ("step", "lateness", "open", "kinds", "by_start", "watermark", "closed_until",
-                 "last_data")
+def _median_low(values: list[float]) -> float:
+    values.sort()
+    return values[(len(values) - 1) // 2]
 
-    def __init__(self, step: float, lateness_windows: int = 2) -> None:
+
+class Windower:
+    """Tumbling event-time windows of one input partition (see the module doc).
+
+    Parameters
+    ----------
+    step
+        Window length in seconds.
+    lateness_windows
+        Windows an aggregate may arrive after its window's end.
+    max_future
+        Seconds an aggregate may be ahead of the partition's typical time.
+    """
+
+    __slots__ = ("step", "lateness", "max_future", "open", "kinds", "wm", "closed_until",
+                 "last_data", "recent", "adds", "typical", "_typical_at", "progress", "floor",
+                 "_heap", "_refs", "_ready")
+
+    def __init__(self, step: float, lateness_windows: int = 2,
+                 max_future: float = DEFAULT_MAX_FUTURE_SECONDS) -> None:
         self.step = float(step)
         self.lateness = int(lateness_windows)
+        self.max_future = float(max_future)
         self.open: dict[str, dict[float, Acc]] = {}
         self.kinds: dict[str, str] = {}
-        self.by_start: dict[float, set[str]] = defaultdict(set)
-        self.watermark = -math.inf
-        self.closed_until = -math.inf  # windows starting before this are closed
+        self.wm: dict[str, float] = {}  # tracked series -> newest accepted timestamp
+        self.closed_until: dict[str, float] = {}  # tracked series -> its windows before this are closed
         self.last_data: dict[str, float] = {}  # event series -> start of its last window with events
+        self.recent: OrderedDict[str, list[float]] = OrderedDict()  # series -> [claim, add number]
+        self.adds = 0
+        self.typical = -math.inf
+        self._typical_at = -1
+        self.progress = -math.inf
+        self.floor = -math.inf  # every series' windows starting before this are closed
+        self._heap: list[tuple[float, str]] = []  # (next window start to close, series)
+        self._refs: list[tuple[int, str, float]] = []  # (lowest ref, series, window start)
+        self._ready: list[Point] = []
 
     def window_start(self, ts: float) -> float:
         return math.floor(ts / self.step) * self.step
 
-    def add(self, agg: Aggregate, kind: str) -> float:
+    def _limit(self, t: float) -> float:
+        return self.window_start(t) - self.lateness * self.step if t > -math.inf else -math.inf
+
+    # -- time -------------------------------------------------------------
+    def _claim(self, series: str, ts: float) -> None:
+        self.adds += 1
+        r = self.recent.get(series)
+        if r is None:
+            self.recent[series] = [ts, self.adds]
+        else:
+            if ts > r[0]:
+                r[0] = ts
+            r[1] = self.adds
+            self.recent.move_to_end(series)
+        if not self.adds & 31:  # forget series that stopped (amortised)
+            horizon = self.adds - max(RECENT_ADDS, 2 * len(self.recent))
+            while self.recent:
+                oldest = next(iter(self.recent.values()))
+                if oldest[1] >= horizon:
+                    break
+                self.recent.popitem(last=False)
+        if self.adds - self._typical_at > len(self.recent) // 8:
+            self.typical = _median_low([r[0] for r in self.recent.values()])
+            self._typical_at = self.adds
+
+    def _advance(self, t: float) -> None:
+        if t <= self.progress:
+            return
+        self.progress = t
+        floor = self._limit(t)
+        if floor <= self.floor:
+            return
+        self.floor = floor
+        while self._heap and self._heap[0][0] < floor:
+            _, series = heapq.heappop(self._heap)
+            if series in self.closed_until:
+                self._close_series(series, floor)
+
+    def tick(self, now: float) -> None:
+        """Move progress on with the wall clock ``now`` (epoch s), if the
+        partition is live (its typical time within ``max_future`` of now).
+
+        Call it only while the partition is idle: a backlog being read must
+        close its windows on its own timestamps. Closed windows are then in
+        :meth:`close_ready`.
+        """
+        if abs(now - self.typical) <= self.max_future:
+            self._advance(now - self.step)
+
+    # -- data -------------------------------------------------------------
+    def add(self, agg: Aggregate, kind: str, ref: int | None = None) -> float:
         """Merge one aggregate; return its window's start.
 
-        Raise ``InvalidRecord('late')`` if that window has closed."""
-        start = self.window_start(agg.ts)
-        if start < self.closed_until:
+        ``ref`` (e.g. the Kafka offset of its message) is remembered until
+        the window closes. Raise ``InvalidRecord`` (``future``, ``late``,
+        ``bad_value`` or ``out_of_range``) if it cannot be merged.
+        """
+        series, ts = agg.series, agg.ts
+        self._claim(series, ts)
+        if ts > self.typical + self.max_future:
+            # Windows this series opened while it set the pace (alone on the
+            # partition) would hold commits until the others catch up: close them.
+            if self.open.get(series):
+                self._close_series(series, max(self.open[series]) + self.step)
+            raise InvalidRecord(
+                "future", f"{ts:g} is {ts - self.typical:g}s ahead of the partition's typical "
+                f"series time {self.typical:g} (max {self.max_future:g}s)")
+        start = math.floor(ts / self.step) * self.step
+        closed = self.closed_until.get(series, self.floor)
+        if start < closed:
             raise InvalidRecord(
                 "late",
-                f"window [{start:g}, {start + self.step:g}) of {agg.series!r} closed at "
-                f"watermark {self.watermark:g} (lateness {self.lateness} windows)",
+                f"window [{start:g}, {start + self.step:g}) of {series!r} is closed (series time "
+                f"{max(self.wm.get(series, -math.inf), self.progress):g}, lateness {self.lateness} windows)",
             )
         if agg.interval > self.step:
             raise InvalidRecord(
                 "bad_value", f"aggregate interval {agg.interval:g}s is longer than the {self.step:g}s window"
             )
-        wins = self.open.get(agg.series)
+        wins = self.open.get(series)
+        acc = wins.get(start) if wins is not None else None
+        if acc is not None and acc[0] + agg.count > MAX_COUNT:
+            raise InvalidRecord("out_of_range", f"window count of {series!r} would exceed {MAX_COUNT}")
+        if series not in self.closed_until:
+            self.closed_until[series] = closed
+            self.kinds[series] = kind
         if wins is None:
-            wins = self.open[agg.series] = {}
-            self.kinds[agg.series] = kind
-        acc = wins.get(start)
+            wins = self.open[series] = {}
         if acc is None:
-            wins[start] = [agg.count, agg.sum, agg.min, agg.max]
-            self.by_start[start].add(agg.series)
+            wins[start] = [agg.count, agg.sum, agg.min, agg.max, -1 if ref is None else ref]
+            heapq.heappush(self._heap, (start, series))
+            if ref is not None:
+                heapq.heappush(self._refs, (ref, series, start))
         else:
             acc[0] += agg.count
             acc[1] += agg.sum
@@ -84,51 +209,91 @@ class Windower:
                 acc[2] = agg.min
             if agg.max > acc[3]:
                 acc[3] = agg.max
-        if agg.ts > self.watermark:
-            self.watermark = agg.ts
+        wm = self.wm.get(series, -math.inf)
+        if ts > wm:
+            self.wm[series] = wm = ts
+        t = wm if wm > self.progress else self.progress
+        limit = math.floor(t / self.step) * self.step - self.lateness * self.step
+        if limit > self.closed_until[series]:
+            self._close_series(series, limit)
+        if self.typical > self.progress and (len(self.recent) > 1 or self.progress > -math.inf):
+            # (the first series alone closes its windows on its own time: were
+            # it to set the partition's progress, a skewed clock that happens
+            # to come first, e.g. when a partition is re-read, would make
+            # everybody else late)
+            self._advance(self.typical)
         return start
 
+    def close_all(self) -> list[Point]:
+        """Close every open window now (the end of a replay) and return the points."""
+        for series in list(self.closed_until):
+            wins = self.open.get(series)
+            if wins:
+                self._close_series(series, max(wins) + self.step)
+        return self.close_ready()
+
     def close_ready(self) -> list[Point]:
-        """Close every window whose end + lateness is at or before the watermark.
+        """The points of every window closed since the last call.
 
         An event series that had events recently but none in a closed window
         gets a zero-rate point for it (no events is a rate of 0, not missing
         data), for at most ``GAP_FILL_WINDOWS`` windows after its last event.
         Metric series are not filled: no sample is no data.
         """
-        limit = self.window_start(self.watermark) - self.lateness * self.step
-        if limit <= self.closed_until:
-            return []
-        starts = {s for s in self.by_start if s < limit}
-        has_events = bool(self.last_data) or any(k == "events" for k in self.kinds.values())
-        if has_events and (starts or self.last_data):
-            # every window from the first one to close up to GAP_FILL_WINDOWS
-            # after the newest data, so quiet event series get their zeros
-            first = min(starts | {last + self.step for last in self.last_data.values()})
-            first = max(first, self.closed_until)
-            newest = max(starts | set(self.last_data.values()))
-            end = min(limit, newest + (GAP_FILL_WINDOWS + 1) * self.step)
-            n = int(round((end - first) / self.step))
-            starts.update(first + i * self.step for i in range(max(0, n)))
-        out: list[Point] = []
-        for start in sorted(starts):
-            present = self.by_start.pop(start, set())
-            for series in sorted(present):
-                acc = self.open[series].pop(start)
-                if not self.open[series]:
-                    del self.open[series]
-                out.append(self._point(series, start, acc))
-                if self.kinds.get(series) == "events":
-                    self.last_data[series] = start
-            for series, last in list(self.last_data.items()):
-                if series in present or start <= last:
-                    continue
-                if start - last > GAP_FILL_WINDOWS * self.step:
-                    del self.last_data[series]
-                    continue
-                out.append(Point(series, start, start + self.step, 0, 0.0, math.inf, -math.inf, 0.0))
-        self.closed_until = limit
+        out, self._ready = self._ready, []
         return out
+
+    def min_needed(self) -> int | None:
+        """The lowest ``ref`` that fed a still-open window (None: nothing held)."""
+        refs = self._refs
+        while refs:
+            ref, series, start = refs[0]
+            acc = self.open.get(series, {}).get(start)
+            if acc is not None and acc[4] == ref:
+                return ref
+            heapq.heappop(refs)
+        return None
+
+    def _close_series(self, series: str, limit: float) -> None:
+        cu = self.closed_until[series]
+        if limit <= cu:
+            return
+        step = self.step
+        wins = self.open.get(series, {})
+        events = self.kinds.get(series) == "events"
+        last = self.last_data.get(series) if events else None
+        pos = cu
+        out = self._ready
+        for start in sorted(s for s in wins if s < limit):
+            if last is not None:
+                self._zeros(series, last, max(pos, last + step), start)
+            out.append(self._point(series, start, wins.pop(start)))
+            if events:
+                last = start
+            pos = start + step
+        if last is not None:
+            self._zeros(series, last, max(pos, last + step), limit)
+        self.closed_until[series] = limit
+        if not wins:
+            self.open.pop(series, None)
+        if last is not None and limit <= last + GAP_FILL_WINDOWS * step:
+            self.last_data[series] = last
+            heapq.heappush(self._heap, (limit, series))  # more zeros to come
+        else:
+            self.last_data.pop(series, None)
+            if not wins:
+                if limit <= self.floor:  # nothing left that the partition floor does not cover
+                    del self.closed_until[series], self.kinds[series]
+                    self.wm.pop(series, None)
+                else:
+                    heapq.heappush(self._heap, (limit, series))  # forget it once the floor passes
+
+    def _zeros(self, series: str, last: float, first: float, end: float) -> None:
+        end = min(end, last + (GAP_FILL_WINDOWS + 1) * self.step)
+        n = int(round((end - first) / self.step))
+        for i in range(max(0, n)):
+            s = first + i * self.step
+            self._ready.append(Point(series, s, s + self.step, 0, 0.0, math.inf, -math.inf, 0.0))
 
     def _point(self, series: str, start: float, acc: Acc) -> Point:
         count, total = int(acc[0]), acc[1]

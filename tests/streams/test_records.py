@@ -19,7 +19,7 @@ from streams.records import InvalidRecord, parse_input
         (b'{"ts": 1}', "missing_field"),
         (b'{"series": "a"}', "missing_field"),
         (b'{"series": 7, "ts": 1}', "bad_type"),
-        (b'{"series": "", "ts": 1}', "bad_type"),
+        (b'{"series": "", "ts": 1}', "bad_series"),
         (b'{"series": "a", "ts": 1, "value": NaN}', "non_finite"),
         (b'{"series": "a", "ts": 1, "value": Infinity}', "non_finite"),
         (b'{"series": "a", "ts": 1, "value": "3.5"}', "bad_type"),
@@ -32,18 +32,20 @@ from streams.records import InvalidRecord, parse_input
     ],
 )
 def test_invalid_inputs_have_a_reason(raw, reason):
-    (item,) = parse_input(raw)
-    assert isinstance(item, InvalidRecord)
-    assert item.reason == reason and item.reason in records.DLQ_REASONS
-    assert item.raw == raw
+    m = parse_input(raw)
+    assert m.items == [] and m.dead is not None
+    assert m.dead.reason == reason and m.dead.reason in records.DLQ_REASONS
+    assert m.dead.raw() == raw and m.dead.count == 1
 
 
 def test_three_shapes_parse():
-    agg, event, sample = parse_input(orjson.dumps([
+    m = parse_input(orjson.dumps([
         {"series": "s", "ts": 10.0, "interval": 1.0, "count": 4, "sum": 8.0, "min": 1.0, "max": 3.0},
         {"series": "s", "ts": "1970-01-01T00:00:11Z"},
         {"series": "m", "ts": 12, "value": 0.5},
     ]))
+    assert m.dead is None
+    agg, event, sample = m.items
     assert (agg.count, agg.sum, agg.min, agg.max, agg.interval) == (4, 8.0, 1.0, 3.0, 1.0)
     assert (event.ts, event.count, event.interval) == (11.0, 1, 0.0)
     assert (sample.sum, sample.min, sample.max) == (0.5, 0.5, 0.5)
@@ -51,9 +53,91 @@ def test_three_shapes_parse():
 
 
 def test_bad_element_of_batch_rejected_alone():
-    items = parse_input(orjson.dumps([{"series": "a", "ts": 1}, {"series": "a"}]))
-    assert not isinstance(items[0], InvalidRecord)
-    assert items[1].reason == "missing_field" and orjson.loads(items[1].raw) == {"series": "a"}
+    m = parse_input(orjson.dumps([{"series": "a", "ts": 1}, {"series": "a"}]))
+    assert [a.series for a in m.items] == ["a"] and m.index == [0]
+    assert m.dead.reason == "missing_field" and orjson.loads(m.dead.raw()) == [{"series": "a"}]
+    assert m.dead.ranges == [[1, 1]]
+
+
+@pytest.mark.parametrize(
+    "series",
+    ["\ud800", "a\ud800", "\udfff", "a\\u0000b", "tab\\tsep", "nl\\n", "del\\u007f", "c1\\u0085",
+     "ls\\u2028", "x" * 257, "\u00e9" * 257],
+)
+def test_series_ids_outside_the_grammar_are_bad_series(series):
+    raw = b'{"series": "' + series.encode("utf-8", "surrogatepass") + b'", "ts": 1}'
+    m = parse_input(raw)
+    assert m.items == [] and m.dead.reason == "bad_series", (raw, m.dead.errors)
+    assert m.dead.raw() == raw
+
+
+def test_series_ids_inside_the_grammar_are_accepted():
+    for s in ["checkout/requests", "\u00e9t\u00e9 \U0001f600", "a" * 256, "with space", "k=v,x=y"]:
+        m = parse_input(orjson.dumps({"series": s, "ts": 1}))
+        assert [a.series for a in m.items] == [s]
+        s.encode("utf-8")  # always encodable as a Kafka key
+
+
+@pytest.mark.parametrize("depth", [33, 100, 1100, 5000])
+def test_deep_nesting_is_too_deep_without_recursion_errors(depth):
+    deep = b"[" * depth + b"]" * depth
+    for raw in (deep, b'{"series": "a", "ts": 1, "x": ' + deep + b"}",
+                b'[{"series": "a", "ts": 1}, {"series": "a", "ts": 1, "x": ' + deep + b"}]"):
+        m = parse_input(raw)
+        assert m.dead is not None and m.dead.reason in ("too_deep", "malformed_json")
+        assert m.dead.count == 1
+    m = parse_input(b'{"series": "a", "ts": 1, "x": ' + deep + b"}")
+    assert m.dead.reason == "too_deep"
+
+
+@pytest.mark.parametrize(
+    "field, value",
+    [("count", b"1e20"), ("count", b"100000000000000000000"), ("count", b"9007199254740993"),
+     ("value", b"1e308"), ("value", b"-1e31"), ("sum", b"1e300"), ("min", b"1e40"),
+     ("ts", b"1e20"), ("ts", b"100000000000000000000000")],
+)
+def test_numbers_a_window_cannot_hold_are_rejected(field, value):
+    fields = {"series": b'"a"', "ts": b"1", "count": b"2", "interval": b"1"}
+    if field == "value":
+        del fields["count"], fields["interval"]
+    fields[field] = value
+    raw = b"{" + b",".join(b'"%s": %s' % (k.encode(), v) for k, v in fields.items()) + b"}"
+    m = parse_input(raw)
+    assert m.items == [] and m.dead.reason in ("out_of_range", "bad_timestamp"), m.dead.errors
+
+
+def test_an_oversized_message_is_one_dead_letter_checked_before_parsing():
+    from streams.records import DLQ_RAW_PREFIX, MAX_MESSAGE_BYTES
+
+    raw = b"[" + b",".join([b"1"] * (MAX_MESSAGE_BYTES // 2 + 10)) + b"]"
+    m = parse_input(raw)
+    assert m.items == [] and m.dead.reason == "too_large" and m.dead.count == 1
+    assert len(m.dead.raw()) == DLQ_RAW_PREFIX and m.dead.truncated
+
+
+def test_a_big_array_of_garbage_is_one_dead_letter_with_ranges_not_thousands():
+    n = 200_000
+    raw = b"[" + b",".join([b"1"] * n) + b"]"
+    m = parse_input(raw)
+    assert m.dead.count == n and m.dead.ranges == [[0, n - 1]]
+    assert len(m.dead.errors) <= records.DLQ_ERRORS
+    body = records.dead_letter_of(m.dead, "t.events", 0, 5, len(raw))
+    assert len(records.dumps(body)) < 1_000_000, "the dead letter fits in one Kafka message"
+    assert orjson.loads(records.parse_dead_letter(records.dumps(body)).raw) == [1] * n
+
+
+def test_one_message_one_dead_letter_holding_only_the_bad_elements():
+    good = {"series": "a", "ts": 5, "count": 3, "interval": 1}
+    g = orjson.dumps(good)
+    m = parse_input(b"[" + g + b', 7, {"series": "\\ud83d"}, ' + g + b', {"series": "b", "ts": "x"}]')
+    assert [a.count for a in m.items] == [3, 3] and m.index == [0, 3]
+    m.reject(1, "late", "closed")  # the window path rejects the second good one
+    d = m.dead
+    assert d.count == 4 and d.ranges == [[1, 4]]
+    assert d.reasons == {"malformed_json": 1, "bad_series": 1, "bad_timestamp": 1, "late": 1}
+    assert b'"\\ud83d"' in d.raw(), "a lone surrogate is kept, escaped"
+    replay = parse_input(d.raw())
+    assert [a.count for a in replay.items] == [3], "replaying it re-sends only what was rejected"
 
 
 def test_forecast_round_trip():
