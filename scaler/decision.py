@@ -111,3 +111,5 @@ class Decision:
     vs_hpa_total: Comparison | None = None
     #: the acting side's simulated provisioned replicas (what ForecastOnly would have had)
     simulated_replicas: int | None = None
+    #: the series' forecast errors changed regime: decided reactively, its forecast ignored
+    drifting: bool = False

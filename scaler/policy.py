@@ -191,6 +191,7 @@ def decide(
         vs_hpa=vs_hpa,
         vs_hpa_total=vs_hpa_total,
         simulated_replicas=adaptive.follower.replicas if adaptive.follower.started else None,
+        drifting=drifting,
     )
     return decision, PolicyState(recommendations=recs, scale_events=events, adaptive=adaptive)
 

@@ -54,6 +54,8 @@ class KubeReason(StrEnum):
     SCALE_UP_LIMIT = "ScaleUpLimit"  # ScalingLimited: behavior.scaleUp rate policy
     SCALE_DOWN_LIMIT = "ScaleDownLimit"  # ScalingLimited: behavior.scaleDown rate policy
     DESIRED_WITHIN_RANGE = "DesiredWithinRange"  # ScalingLimited False
+    SERIES_DRIFTING = "SeriesDrifting"  # Event: the series drifted; scaled reactively meanwhile
+    DRIFT_RECOVERED = "DriftRecovered"  # Event: the model has adapted; the forecast is used again
 
 
 #: reasons of the problems that stop a target (Ready False)

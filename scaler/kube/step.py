@@ -129,6 +129,18 @@ class ReconcileStep:
                 f"reason: {d.reason.value}: {d.message}",
             )
         target.recommended = d.desired
+        if d.drifting != target.drifting:
+            if d.drifting:
+                self.recorder.event(
+                    target, "Warning", KubeReason.SERIES_DRIFTING,
+                    f"series {spec.series}: its forecast errors changed regime (a drift); "
+                    "scaling reactively on the observed load until the model has adapted",
+                )
+            else:
+                self.recorder.event(target, "Normal", KubeReason.DRIFT_RECOVERED,
+                                    f"series {spec.series}: the model has adapted; "
+                                    "the forecast is used again")
+            target.drifting = d.drifting
         if d.fallback is not None and target.fallback != d.fallback:
             self.recorder.event(target, "Warning", d.fallback, d.message)
         target.fallback = d.fallback

@@ -52,6 +52,8 @@ class Target:
     fallback: Reason | None = None
     #: the desired count last reported (a ForecastOnly ``WouldRescale`` Event per change)
     recommended: int | None = None
+    #: the series was drifting at the last decision (an Event when that changes)
+    drifting: bool = False
     #: event time of the last reconcile attempt (also failed ones)
     last_reconciled: float | None = None
     #: the latest decision

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import re
 import urllib.request
 
@@ -175,6 +176,27 @@ def test_forecast_only_beside_an_hpa_is_a_dry_run_with_a_comparison(emu, setup_a
         assert comparison["simulatedReplicas"] == d.simulated_replicas == 20  # what it would have had
         assert comparison["windowSeconds"] > 0 and comparison["short"]
         assert conditions(get_scaler(setup_api, "shop", "search"))["Ready"] == ("True", "Reconciled")
+    finally:
+        op.stop()
+
+
+def test_a_drifting_series_raises_an_event_and_is_scaled_reactively(emu, setup_api):
+    workload(setup_api, "Deployment", "shop", "feed", 4)
+    op = operator(emu)
+    op.start()
+    try:
+        wait_for(op.is_leader)
+        create_scaler(setup_api, scaler_manifest("shop", "feed"))
+        wait_for(lambda: "shop/feed" in op.specs)
+        t = now()
+        drifting = dataclasses.replace(forecast("feed/requests", t, 1950), drifting=True)
+        [d] = drive(op, drifting, observation(t, 400), t)
+        assert d.drifting and d.message.startswith("series drifting, forecast ignored"), d.message
+        assert d.desired == 4, "the observed 400 needs 4: the forecast's 1,950 is not acted on"
+        wait_for(lambda: ("Warning", "SeriesDrifting") in events(setup_api, "shop", "feed"))
+        [d] = drive(op, forecast("feed/requests", t + 60, 1950), observation(t + 60, 400), t + 60)
+        assert not d.drifting and d.desired == 20
+        wait_for(lambda: ("Normal", "DriftRecovered") in events(setup_api, "shop", "feed"))
     finally:
         op.stop()
 
