@@ -428,10 +428,9 @@ def create_app(settings: Settings, metrics: Metrics | None = None) -> faust.App:
     async def decision_message(msg: Any) -> None:
         try:
             d = records.parse_decision(msg.value or b"")
-        except ValueError as exc:
+        except ValueError as exc:  # one dead letter, counted; the agent goes on
             metrics.bad_decisions.inc()
-            log.warning("decisions: skipping bad message at %s[%d]@%d: %s",
-                        msg.topic, msg.partition, msg.offset, exc)
+            await rejected(topics.decisions, msg, InvalidRecord("bad_value", str(exc), msg.value or b""))
             return
         key = d["target"].encode()
         if d["target"] not in store.targets and key in targets:

@@ -137,6 +137,12 @@ def parse_timestamp(v: Any) -> float:
         if len(v) > 64:
             raise InvalidRecord("bad_timestamp", "timestamp string longer than 64 chars")
         try:
+            float(v)
+        except ValueError:
+            pass
+        else:  # the wire is stricter than a CSV cell: epoch seconds are a JSON number
+            raise InvalidRecord("bad_timestamp", f"epoch seconds must be a JSON number, not {_short(v)}")
+        try:
             ts = parse_time(v)  # the one timestamp parser (scaler.traces)
         except (ValueError, OverflowError) as exc:
             raise InvalidRecord("bad_timestamp", str(exc)) from None

@@ -163,11 +163,11 @@ def _get(url: str) -> str:
 
 def test_a_record_that_makes_an_agent_raise_is_a_processing_error_and_the_agent_goes_on(
         broker, prefix, start_worker):
-    """Decisions are parsed leniently: ``current: 1e20`` passes ``int()`` and
-    raises when the target's snapshot is written. It goes to the DLQ as
-    ``processing_error`` with the exception text and the next decision is
-    processed (on today's main the agent dies). A point the model agent
-    cannot read is dead-lettered and the next point still gets its forecast."""
+    """``current: 1e20`` used to pass ``int()`` and raise when the target's snapshot
+    was written (on the main this branch started from, the agent died). Decisions
+    are now parsed strictly: it goes to the DLQ (one record, with the reason and the
+    text) and the next decision is processed. A point the model agent cannot read is
+    dead-lettered and the next point still gets its forecast."""
     worker = start_worker(prefix)
     bad_point = b'{"series": "svc/\\ud800", "start": %d, "end": %d, "value": 1.0, "count": 1}' % (T0, T0 + 10)
     good_point = orjson.dumps({"series": "svc/fine", "start": T0, "end": T0 + 10, "value": 1.0, "count": 1})
@@ -179,15 +179,15 @@ def test_a_record_that_makes_an_agent_raise_is_a_processing_error_and_the_agent_
     fc = read_topic(broker, f"{prefix}.forecasts", lambda ms: any(m["series"] == "svc/fine" for m in ms))
     assert any(m["series"] == "svc/fine" for m in fc), "the model agent went on after the bad point"
     dlq = read_topic(broker, f"{prefix}.decisions.dlq", lambda ms: len(ms) >= 1)
-    assert [m["reason"] for m in dlq] == ["processing_error"]
-    assert "Integer exceeds 64-bit range" in dlq[0]["error"]
+    assert [m["reason"] for m in dlq] == ["bad_value"]
+    assert "replica count must be an integer" in dlq[0]["error"]
     deadline = time.monotonic() + 30
     while 'foresight_decisions_total{reason="ForecastPeak",target="ns/fine"}' not in (
             text := _get(f"http://127.0.0.1:{worker.port}/metrics")):
         assert time.monotonic() < deadline, "the decisions agent did not go on: " + "".join(
             ln for ln in text.splitlines(True) if "decision" in ln)
         time.sleep(0.2)
-    assert 'foresight_processing_errors_total{agent="decisions"} 1.0' in text
+    assert 'foresight_bad_decisions_total 1.0' in text
     assert worker.proc.poll() is None
 
 
