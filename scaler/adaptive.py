@@ -138,7 +138,8 @@ class Adaptive:
 
     def learn(self, ts: float, load: float, window: float, capacity: float, lead: float,
               lo: int, hi: int, forecast: Sequence[ForecastPoint] | None,
-              current: int | None = None, tolerance: float = 0.1) -> bool:
+              current: int | None = None,
+              tolerance: tuple[float, float] = (0.1, 0.1)) -> bool:
         """Step every contender through window ``[ts, ts + window)``, once per window.
 
         ``forecast`` is the trusted forecast over the lead window (None when

@@ -252,7 +252,7 @@ def learn(
         usable = pts if pts and not forecast.drifting else None
         adaptive.learn(observed.ts, observed.value, forecast.step, spec.capacity_per_replica,
                        spec.lead_time_seconds, spec.min_replicas, spec.max_replicas, usable,
-                       current, spec.tolerance)
+                       current, spec.tolerances)
     return adaptive
 
 
@@ -299,7 +299,7 @@ def recommend(
         if why == "tolerance":
             what = peak if peak and c.peak and c.peak > observed.value else obs
             return raw, Reason.WITHIN_TOLERANCE, (
-                f"{acts}: {what} is within tolerance {spec.tolerance:.0%} of {raw} replicas {at}"
+                f"{acts}: {what} is within tolerance of {raw} replicas {at}"
             )
         return raw, Reason.REACTIVE_FLOOR, f"{acts}: {obs} needs {raw} replicas {at}"
     reason = fallback or Reason.NO_FORECAST
@@ -313,7 +313,9 @@ def recommend(
 
 
 def tolerance(spec: ScalerSpec, stage: Stage, current: int) -> Stage:
-    """The HPA's dead band: a change within ``spec.tolerance`` keeps the count.
+    """The HPA's dead band, per direction (``spec.tolerances``): a change within it keeps
+    the count (the acting contenders apply it to the usage ratio themselves; this stage
+    serves the fallback path).
 
     >>> from scaler.spec import ScalerSpec, TargetRef
     >>> spec = ScalerSpec("a", "a", 10, target=TargetRef("v1", "D", "a"))
@@ -323,9 +325,11 @@ def tolerance(spec: ScalerSpec, stage: Stage, current: int) -> Stage:
     23
     """
     raw, reason, message = stage
-    if current > 0 and raw != current and abs(raw / current - 1.0) <= spec.tolerance:
+    up, down = spec.tolerances
+    tol = up if raw > current else down
+    if current > 0 and raw != current and abs(raw / current - 1.0) <= tol:
         if reason not in FALLBACK_REASONS:
-            message = f"{message}; change within tolerance {spec.tolerance:.0%}"
+            message = f"{message}; change within tolerance {tol:.0%}"
             reason = Reason.WITHIN_TOLERANCE
         raw = current
     return raw, reason, message

@@ -147,7 +147,8 @@ class Contender:
 
     def step(self, ts: float, load: float, window: float, capacity: float, lead: float,
              lo: int, hi: int, hold: float, forecast: Sequence[ForecastPoint] | None,
-             decay: float = 1.0, tolerance: float = HPA_TOLERANCE) -> int:
+             decay: float = 1.0,
+             tolerance: tuple[float, float] = (HPA_TOLERANCE, HPA_TOLERANCE)) -> int:
         """Account window ``[ts, ts + window)`` and decide at its end; returns the desired count."""
         c = self.cluster
         c.startup_seconds = lead
@@ -174,24 +175,41 @@ class Contender:
         return desired
 
     def recommend(self, load: float, ready: int, provisioned: int, capacity: float,
-                  tolerance: float, forecast: Sequence[ForecastPoint] | None,
+                  tolerance: tuple[float, float], forecast: Sequence[ForecastPoint] | None,
                   ) -> tuple[int, str]:
         """The raw count for ``load`` on a cluster with ``ready``/``provisioned`` replicas.
 
-        Sets ``peak`` (the forecast load provisioned for, None when reactive).
-        Returns (raw, why) with why one of "tolerance", "load", "forecast".
+        ``tolerance`` is (scale-up, scale-down), the HPA's per-direction tolerance
+        on the usage ratio. Sets ``peak`` (the forecast load provisioned for, None
+        when reactive). Returns (raw, why) with why one of "tolerance", "load",
+        "forecast".
 
         >>> c = Contender("x", utilisation=0.5, margin=1.0)
         >>> from detectors.forecast import ForecastPoint
-        >>> c.recommend(400, 8, 8, 100, 0.1, None)
+        >>> c.recommend(400, 8, 8, 100, (0.1, 0.1), None)
         (8, 'tolerance')
-        >>> c.recommend(400, 8, 8, 100, 0.1, [ForecastPoint(60, 900, 800, 1000)])
+        >>> c.recommend(400, 8, 8, 100, (0.1, 0.1), [ForecastPoint(60, 900, 800, 1000)])
         (20, 'forecast')
-        >>> c.recommend(400, 8, 19, 100, 0.1, [ForecastPoint(60, 900, 800, 1000)])
+        >>> c.recommend(400, 8, 19, 100, (0.1, 0.1), [ForecastPoint(60, 900, 800, 1000)])
         (19, 'tolerance')
+
+        The HPA's documented example: 50 replicas at a 75 % target, now at 90 %
+        (ratio 1.2): 60 replicas, unless the scale-up tolerance is above 20 %.
+
+        >>> hpa = Contender("hpa", utilisation=0.75, margin=None)
+        >>> hpa.recommend(50 * 90, 50, 50, 100, (0.1, 0.1), None)
+        (60, 'load')
+        >>> hpa.recommend(50 * 90, 50, 50, 100, (0.25, 0.1), None)
+        (50, 'tolerance')
+        >>> hpa.recommend(50 * 71, 50, 50, 100, (0.0, 0.05), None)  # 5 % scale-down tolerance
+        (48, 'load')
+        >>> hpa.recommend(50 * 72, 50, 50, 100, (0.0, 0.05), None)
+        (50, 'tolerance')
         """
         per = self.utilisation * capacity
-        if ready > 0 and abs(load / (ready * per) - 1.0) <= tolerance:
+        up, down = tolerance
+        ratio = load / (ready * per) if ready > 0 else math.inf
+        if ready > 0 and (ratio - 1.0 <= up if ratio >= 1.0 else 1.0 - ratio <= down):
             raw, why = provisioned, "tolerance"
         else:
             raw, why = need(load, per), "load"
@@ -201,7 +219,8 @@ class Contender:
             self.peak = max(p.yhat + m * max(p.upper - p.yhat, 0.0) for p in forecast)
             ahead = need(self.peak, per)
             if ahead >= raw:  # within the tolerance of the count in place, that count
-                if ahead != provisioned > 0 and abs(ahead / provisioned - 1.0) <= tolerance:
+                r = ahead / provisioned if provisioned > 0 else math.inf
+                if ahead != provisioned > 0 and (r - 1.0 <= up if r > 1.0 else 1.0 - r <= down):
                     raw, why = max(raw, provisioned), "tolerance"
                 else:
                     raw, why = ahead, "forecast"

@@ -47,7 +47,7 @@ SPEC_FIELDS = ("scaleTargetRef", "series", "capacityPerReplica", "minReplicas", 
                "budgetUtilization")
 REF_FIELDS = ("apiVersion", "kind", "name")
 BEHAVIOR_FIELDS = ("scaleUp", "scaleDown")
-RULES_FIELDS = ("stabilizationWindowSeconds", "selectPolicy", "policies")
+RULES_FIELDS = ("stabilizationWindowSeconds", "selectPolicy", "policies", "tolerance")
 POLICY_FIELDS = ("type", "value", "periodSeconds")
 
 
@@ -63,6 +63,8 @@ class ScalingRules:
     stabilization_window_seconds: int
     policies: tuple[RatePolicy, ...]
     select_policy: str = "Max"
+    #: the HPA's tolerance for this direction (KEP-4951); None: ``spec.tolerance`` (0.1)
+    tolerance: float | None = None
 
 
 # HPA defaults (autoscaling/v2): scale up fast, scale down after 5 minutes.
@@ -109,6 +111,20 @@ class ScalerSpec:
     budget_utilization: float = 0.6
 
     @property
+    def tolerances(self) -> tuple[float, float]:
+        """(scale-up, scale-down) tolerance on the usage ratio, the HPA's meaning.
+
+        ``behavior.scaleUp.tolerance`` / ``behavior.scaleDown.tolerance`` where set,
+        else ``spec.tolerance`` (default 0.1, the HPA's).
+
+        >>> ScalerSpec("a", "a", 10, scale_down=ScalingRules(300, (), "Max", 0.05)).tolerances
+        (0.1, 0.05)
+        """
+        up = self.scale_up.tolerance
+        down = self.scale_down.tolerance
+        return (self.tolerance if up is None else up, self.tolerance if down is None else down)
+
+    @property
     def key(self) -> str:
         return f"{self.namespace}/{self.name}"
 
@@ -147,6 +163,8 @@ class ScalerSpec:
             if not 0 <= rules.stabilization_window_seconds <= MAX_STABILIZATION_SECONDS:
                 out.append(f"spec.behavior.{which}.stabilizationWindowSeconds must be >= 0 "
                            f"and <= {MAX_STABILIZATION_SECONDS}")
+            if rules.tolerance is not None and not 0 <= rules.tolerance <= 1:
+                out.append(f"spec.behavior.{which}.tolerance must be in [0, 1]")
             for p in rules.policies:
                 if p.type not in POLICY_TYPES:
                     out.append(f"spec.behavior.{which}.policies type must be Pods or Percent")
@@ -314,6 +332,7 @@ def _rules(r: _Reader, behavior: Mapping[str, Any], which: str, default: Scaling
             default.stabilization_window_seconds),
         policies=parsed,
         select_policy=r.string(raw, "selectPolicy", f"{prefix}.selectPolicy", default.select_policy),
+        tolerance=r.number(raw, "tolerance", f"{prefix}.tolerance", None),
     )
 
 

@@ -376,3 +376,23 @@ def test_a_drifting_series_is_scaled_reactively_and_may_scale_down() -> None:
     assert d.message.startswith("series drifting, forecast ignored") and d.fallback is None
     d, _ = decide(spec, acting(), make_forecast([5000] * 3), OBS_LOW, 10, NOW)
     assert (d.desired, d.reason) == (50, Reason.FORECAST_PEAK), d.message
+
+
+# the HPA's documented examples, per direction (KEP-4951): a 75 % target is 75 per replica
+# of 100; 50 replicas at 90 % is a usage ratio of 1.2
+@pytest.mark.parametrize(("load", "up", "down", "desired", "reason"), [
+    (50 * 90, 0.1, 0.1, 60, Reason.REACTIVE_FLOOR),  # ratio 1.2 > 1.1: 60 replicas
+    (50 * 90, 0.25, 0.1, 50, Reason.WITHIN_TOLERANCE),  # within a 25 % scale-up tolerance
+    (50 * 71, 0.0, 0.05, 48, Reason.REACTIVE_FLOOR),  # ratio 0.947: beyond a 5 % scale-down one
+    (50 * 72, 0.0, 0.05, 50, Reason.WITHIN_TOLERANCE),  # ratio 0.96: within it
+])
+def test_per_direction_tolerance_as_the_hpa_documents(load, up, down, desired, reason) -> None:
+    spec = make_spec(max_replicas=100, scale_up=ScalingRules(0, (), "Max", up),
+                     scale_down=ScalingRules(0, (), "Max", down))
+    state = acting("hpa@75%")  # the plain HPA at 75 % (one of the shadow sweep)
+    # its own simulated cluster starts where the target is: 50 replicas
+    a = state.adaptive
+    a.acting_contender().cluster.add_target("", 50)
+    a.acting_contender().desired = 50
+    d, _ = decide(spec, state, make_forecast([10] * 3), Observation(NOW - STEP, load), 50, NOW)
+    assert (d.desired, d.reason) == (desired, reason), d.message

@@ -104,3 +104,17 @@ def test_load_specs_from_yaml(tmp_path):
     (tmp_path / "empty.yaml").write_text("kind: ConfigMap\n")
     with pytest.raises(SpecError, match="no PredictiveScaler"):
         load_specs(tmp_path / "empty.yaml")
+
+
+def test_per_direction_tolerance_is_read_and_checked() -> None:
+    from scaler.spec import ScalerSpec, SpecError
+
+    doc = {"metadata": {"name": "a"}, "spec": {
+        "scaleTargetRef": {"name": "a"}, "series": "a/rps", "capacityPerReplica": 10,
+        "behavior": {"scaleUp": {"tolerance": 0}, "scaleDown": {"tolerance": 0.05}}}}
+    assert ScalerSpec.from_manifest(doc).tolerances == (0.0, 0.05)
+    doc["spec"]["behavior"]["scaleDown"]["tolerance"] = 2
+    with pytest.raises(SpecError, match="scaleDown.tolerance must be in"):
+        ScalerSpec.from_manifest(doc)
+    del doc["spec"]["behavior"]
+    assert ScalerSpec.from_manifest(doc).tolerances == (0.1, 0.1)  # the HPA's default
