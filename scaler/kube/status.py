@@ -160,6 +160,7 @@ def decision_status(
         "reason": decision.reason.value,
         "message": decision.message,
         "mode": spec.mode,
+        "reference": f"{spec.target.kind}/{spec.target.name}",
     }
     if last_scale_time is not None:
         fields["lastScaleTime"] = last_scale_time

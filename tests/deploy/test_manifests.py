@@ -159,7 +159,8 @@ def test_crd_defaults_agree_with_the_controllers_defaults():
 def test_printer_columns_point_at_schema_fields():
     [v] = crd()["spec"]["versions"]
     names = [c["name"] for c in v["additionalPrinterColumns"]]
-    assert names == ["Target", "Series", "Current", "Desired", "Mode", "Reason", "Vs HPA", "Age"]
+    assert names == ["Reference", "Mode", "Signal", "MinPods", "MaxPods", "Replicas", "Desired",
+                     "Reason", "Vs HPA", "Age"]
     for col in v["additionalPrinterColumns"]:
         node = {"properties": {**schema()["properties"],
                                "metadata": {"properties": {"creationTimestamp": {"type": "string"}}}}}

@@ -108,6 +108,7 @@ def test_foresight_scaler_kube_scales_a_target_and_writes_status(emu, setup_api,
         status = get_scaler(setup_api, "shop", "checkout")["status"]
         assert status["desiredReplicas"] == 10 and status["currentReplicas"] == 10
         assert status["reason"] == "ForecastPeak" and status["lastForecastPeak"] == 950
+        assert status["reference"] == "Deployment/checkout"  # the REFERENCE printer column
         assert conditions({"status": status}) == {
             "Ready": ("True", "Reconciled"),
             "ForecastAvailable": ("True", "ValidForecast"),
