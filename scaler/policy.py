@@ -163,7 +163,8 @@ def decide(
     pts, fallback = trusted_forecast(spec, forecast, observed, now)
     adaptive = learn(spec, state.adaptive, forecast, observed, pts, current, now)
     drifting = forecast is not None and forecast.drifting
-    stage = recommend(spec, adaptive, pts, fallback, observed, current, now, drifting)
+    stage = recommend(spec, adaptive, fallback, observed, current, now,
+                      _stale_after(spec, forecast), drifting)
     if fallback is not None:  # the contenders apply the HPA's tolerance themselves
         stage = tolerance(spec, stage, current)
     # the acting contender's own scale-down window, when longer than the spec's; the
@@ -259,26 +260,25 @@ def learn(
 def recommend(
     spec: ScalerSpec,
     adaptive: Adaptive,
-    pts: tuple[ForecastPoint, ...],
     fallback: Reason | None,
     observed: Observation | None,
     current: int,
     now: float,
+    stale_after: float,
     drifting: bool = False,
 ) -> Stage:
     """The raw recommendation: the acting contender's, or the safety rule's.
 
-    While the series drifts the contenders learn without its forecast, so the
-    acting one acts reactively (the HPA's rules, stabilisation included), and
-    a real drop in load is still followed.
-
     With a trusted forecast, the acting contender's count. Otherwise the count
     holds, unless the load observed now needs more at the acting contender's
-    utilisation (the reactive floor): bad data never scales down.
+    utilisation (the reactive floor): bad data never scales down. While the
+    series drifts the contenders learn without its forecast, so the acting one
+    acts reactively (the HPA's rules, stabilisation included), and a real drop
+    in load is still followed.
     """
     c = adaptive.acting_contender()
     per = c.utilisation * spec.capacity_per_replica
-    fresh = observed is not None and now - observed.ts <= _stale_after(spec, None)
+    fresh = observed is not None and now - observed.ts <= stale_after
     if fallback is None and observed is not None and fresh and adaptive.last_ts is not None:
         raw, why = adaptive.recommend()
         if observed.value > adaptive.last_load:  # a later, higher reading of the window learnt

@@ -396,3 +396,13 @@ def test_per_direction_tolerance_as_the_hpa_documents(load, up, down, desired, r
     a.acting_contender().desired = 50
     d, _ = decide(spec, state, make_forecast([10] * 3), Observation(NOW - STEP, load), 50, NOW)
     assert (d.desired, d.reason) == (desired, reason), d.message
+
+
+def test_freshness_follows_the_forecasts_step() -> None:
+    """5-minute windows: the observation of the window just closed is 300 s old and fresh."""
+    step = 300.0
+    fc = Forecast("web/rps", issued=NOW - step, step=step, coverage=0.8, model="m", warm=True,
+                  points=tuple(ForecastPoint(NOW - step + step * i, 1000.0, 0.0, 1000.0)
+                               for i in range(1, 5)))
+    d, _ = decide(make_spec(), acting(), fc, Observation(NOW - step, 150.0), 3, NOW)
+    assert (d.desired, d.reason) == (10, Reason.FORECAST_PEAK), d.message
