@@ -199,9 +199,12 @@ class SeasonalEnsemble(Forecaster):
         """The next ``horizon`` steps (zeros before anything was learnt; see ``warm``)."""
         if not self._yhat:
             return [Interval(0.0, 0.0, 0.0) for _ in range(horizon)]
-        out = []
+        out: list[Interval] = []
         for h in range(1, horizon + 1):
-            yhat = self._yhat[min(h, self.horizon) - 1]
+            if h > self.horizon:  # beyond the tracked horizons: the last one's, repeated
+                out.extend(out[-1:] * (horizon - self.horizon))
+                break
+            yhat = self._yhat[h - 1]
             lo, mid, hi = self._band.interval(h, yhat, self._group)
             point = mid if self.median_point else yhat
             if self._nonneg:  # load never seen negative: neither is its forecast

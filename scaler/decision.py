@@ -20,6 +20,7 @@ class Reason(StrEnum):
     NO_FORECAST = "NoForecast"  # no forecast yet: no scale-down
     COLD_FORECAST = "ColdForecast"  # model still warming up: no scale-down
     ANOMALOUS_SERIES = "AnomalousSeries"  # latest data flagged anomalous: no scale-down
+    HORIZON_TOO_SHORT = "HorizonTooShort"  # forecast ends inside the lead window: no scale-down
     INVALID_SPEC = "InvalidSpec"  # spec cannot be used: nothing done
     CONFLICT = "ConflictingAutoscaler"  # another autoscaler owns the target: nothing done
 
@@ -32,9 +33,10 @@ class Direction(StrEnum):
 
 
 #: reasons under which a scale-down is never allowed (safety rule)
-FALLBACK_REASONS = frozenset(
-    {Reason.STALE_FORECAST, Reason.NO_FORECAST, Reason.COLD_FORECAST, Reason.ANOMALOUS_SERIES}
-)
+FALLBACK_REASONS = frozenset({
+    Reason.STALE_FORECAST, Reason.NO_FORECAST, Reason.COLD_FORECAST, Reason.ANOMALOUS_SERIES,
+    Reason.HORIZON_TOO_SHORT,
+})
 
 
 @dataclass(frozen=True, slots=True)

@@ -6,7 +6,7 @@ message)`` as the HPA's ``normalizeDesiredReplicas`` and friends do:
 
 1. :func:`trusted_forecast`: the forecast's points over the lead window
    ``[now, now + leadTime]``, or why it cannot be used (missing, stale, cold,
-   or the series' latest data anomalous).
+   too short to cover the lead window, or the series' latest data anomalous).
 2. :func:`learn`: once per observed window, every contender of the adaptive
    policy (:mod:`scaler.adaptive`) steps through the window in shadow, and
    the one that recently served best within the spec's cost budget
@@ -163,8 +163,9 @@ def decide(
     pts, fallback = trusted_forecast(spec, forecast, observed, now)
     adaptive = learn(spec, state.adaptive, forecast, observed, pts, current, now)
     drifting = forecast is not None and forecast.drifting
+    unusable = fallback_text(spec, forecast, fallback, now) if fallback is not None else None
     stage = recommend(spec, adaptive, fallback, observed, current, now,
-                      _stale_after(spec, forecast), drifting)
+                      _stale_after(spec, forecast), drifting, unusable)
     if fallback is not None:  # the contenders apply the HPA's tolerance themselves
         stage = tolerance(spec, stage, current)
     # the acting contender's own scale-down window, when longer than the spec's; the
@@ -203,7 +204,11 @@ def trusted_forecast(
     """The forecast's points over ``[now, now + leadTime]``, or why it is not usable.
 
     Every window that starts before pods decided now are ready, and the first
-    one they serve. A forecast that does not reach ``now`` is stale.
+    one they serve (the one starting at ``now + leadTime``). A forecast that
+    does not reach ``now`` is stale; one whose last window starts before
+    ``now + leadTime`` does not cover the lead window, and its peak would be
+    a truncated one: ``HorizonTooShort`` (the workers' forecast horizon is
+    shorter than the spec's lead time).
 
     >>> from scaler.spec import ScalerSpec, TargetRef
     >>> spec = ScalerSpec("a", "a", 10, lead_time_seconds=60, target=TargetRef("v1", "D", "a"))
@@ -215,14 +220,26 @@ def trusted_forecast(
     'AnomalousSeries'
     >>> trusted_forecast(spec, f, None, 600)[1].value, trusted_forecast(spec, None, None, 60)[1]
     ('StaleForecast', <Reason.NO_FORECAST: 'NoForecast'>)
+
+    A lead time of 180 s needs a window starting at ``now + 180``; this
+    forecast's last one starts at ``now + 120``:
+
+    >>> long = replace(spec, lead_time_seconds=180)
+    >>> trusted_forecast(long, f, None, 60)
+    ((), <Reason.HORIZON_TOO_SHORT: 'HorizonTooShort'>)
     """
     problem = _forecast_problem(spec, forecast, now)
     pts: tuple[ForecastPoint, ...] = ()
     if problem is None:
         assert forecast is not None
-        pts = forecast.window(now, now + spec.lead_time_seconds + 1e-9)
+        until = now + spec.lead_time_seconds
+        # event times are epoch seconds: compare with a margin above their rounding
+        eps = 1e-6 * forecast.step
+        pts = forecast.window(now, until + eps)
         if not pts:
             problem = Reason.STALE_FORECAST
+        elif _last_start(forecast) < until - eps:
+            problem = Reason.HORIZON_TOO_SHORT
     if observed is not None and (observed.anomalous or not math.isfinite(observed.value)):
         return (), Reason.ANOMALOUS_SERIES
     if any(not (math.isfinite(p.yhat) and math.isfinite(p.upper)) for p in pts):
@@ -266,8 +283,12 @@ def recommend(
     now: float,
     stale_after: float,
     drifting: bool = False,
+    unusable: str | None = None,
 ) -> Stage:
     """The raw recommendation: the acting contender's, or the safety rule's.
+
+    ``unusable`` says why the forecast cannot be used (:func:`fallback_text`; by
+    default the fallback reason's short sentence).
 
     With a trusted forecast, the acting contender's count. Otherwise the count
     holds, unless the load observed now needs more at the acting contender's
@@ -303,13 +324,37 @@ def recommend(
             )
         return raw, Reason.REACTIVE_FLOOR, f"{acts}: {obs} needs {raw} replicas {at}"
     reason = fallback or Reason.NO_FORECAST
+    text = unusable or _FALLBACK_TEXT[reason]
     if observed is None or not fresh:
-        return current, reason, f"{_FALLBACK_TEXT[reason]}: holding {current} replicas (no fresh observation)"
+        return current, reason, f"{text}: holding {current} replicas (no fresh observation)"
     floor = need(observed.value, per)
     floor_txt = f"observed {observed.value:.4g} needs {floor} at {c.utilisation:.0%}"
     if floor > current:
-        return floor, Reason.REACTIVE_FLOOR, f"{_FALLBACK_TEXT[reason]}; {floor_txt} replicas"
-    return current, reason, f"{_FALLBACK_TEXT[reason]}: holding {current} replicas ({floor_txt})"
+        return floor, Reason.REACTIVE_FLOOR, f"{text}; {floor_txt} replicas"
+    return current, reason, f"{text}: holding {current} replicas ({floor_txt})"
+
+
+def fallback_text(spec: ScalerSpec, forecast: Forecast | None, reason: Reason, now: float) -> str:
+    """Why the forecast cannot be used, as a sentence (the lead time and the
+    forecast's reach when it is too short).
+
+    >>> from scaler.spec import ScalerSpec, TargetRef
+    >>> spec = ScalerSpec("a", "a", 10, lead_time_seconds=600, target=TargetRef("v1", "D", "a"))
+    >>> f = Forecast("a", 0, 10, tuple(ForecastPoint(10 * i, 5, 4, 6) for i in range(1, 21)),
+    ...              0.8, "m", True)
+    >>> print(fallback_text(spec, f, Reason.HORIZON_TOO_SHORT, 10))
+    forecast horizon too short for leadTimeSeconds 600: its last window starts 190s ahead (20 windows of 10s), so its peak would miss the end of the lead window; raise the workers' FORESIGHT_HORIZON_SECONDS to at least 600 or lower leadTimeSeconds
+    >>> fallback_text(spec, None, Reason.NO_FORECAST, 10)
+    'no forecast for the series yet'
+    """
+    if reason is Reason.HORIZON_TOO_SHORT and forecast is not None and forecast.points:
+        lead = spec.lead_time_seconds
+        return (f"forecast horizon too short for leadTimeSeconds {lead:.0f}: its last window "
+                f"starts {_last_start(forecast) - now:.0f}s ahead ({len(forecast.points)} windows "
+                f"of {forecast.step:g}s), so its peak would miss the end of the lead window; raise "
+                f"the workers' FORESIGHT_HORIZON_SECONDS to at least {lead:.0f} or lower "
+                f"leadTimeSeconds")
+    return _FALLBACK_TEXT[reason]
 
 
 def tolerance(spec: ScalerSpec, stage: Stage, current: int) -> Stage:
@@ -459,7 +504,13 @@ _FALLBACK_TEXT = {
     Reason.NO_FORECAST: "no forecast for the series yet",
     Reason.STALE_FORECAST: "forecast is stale",
     Reason.COLD_FORECAST: "forecaster still warming up",
+    Reason.HORIZON_TOO_SHORT: "forecast horizon shorter than the lead time",
 }
+
+
+def _last_start(forecast: Forecast) -> float:
+    """Start of the forecast's last window (how far it reaches)."""
+    return max(p.ts for p in forecast.points)
 
 
 def _changed_in_period(events: tuple[tuple[float, int], ...], now: float, period: int) -> tuple[int, int]:

@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import math
 import time
 from collections import deque
 from dataclasses import dataclass, field
@@ -51,14 +50,10 @@ from streams.windowing import Windower
 
 log = logging.getLogger("foresight.worker")
 
-#: longest lead time the default forecast horizon is sized for
-DEFAULT_MAX_LEAD_SECONDS = 180.0
-
 
 def horizon_steps(settings: Settings) -> int:
-    if settings.horizon_steps > 0:
-        return settings.horizon_steps
-    return max(6, math.ceil(DEFAULT_MAX_LEAD_SECONDS / settings.window_seconds) + 2)
+    """Windows each forecast covers (``FORESIGHT_HORIZON_SECONDS``, or ``_STEPS``)."""
+    return settings.forecast_horizon_steps()
 
 
 @dataclass

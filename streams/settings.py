@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import dataclasses
 import inspect
+import math
 import os
 import re
 from collections.abc import Mapping
@@ -54,7 +55,10 @@ class Settings:
     max_future_seconds: float = 600.0
     #: seasonal period in windows; 0 = derive from the step (daily/weekly) or the stream
     period_steps: int = 0
-    #: forecast horizon in windows; 0 = cover the longest lead time + 2 windows
+    #: how far ahead forecasts reach, in event-time seconds: the longest leadTimeSeconds a
+    #: PredictiveScaler on these series can use (a longer one reports HorizonTooShort)
+    horizon_seconds: float = 600.0
+    #: forecast horizon in windows; 0 = derive from horizon_seconds (+ 2 windows)
     horizon_steps: int = 0
     #: write a series' model to its changelog-backed table every N updates
     checkpoint_every: int = 10
@@ -125,10 +129,31 @@ class Settings:
         if not 0.0 < self.anomaly_threshold <= 1.0:
             out.append("--anomaly-threshold / FORESIGHT_ANOMALY_THRESHOLD must be in (0, 1], "
                        f"got {self.anomaly_threshold!r}")
+        if self.window_seconds > 0 and self.forecast_horizon_steps() > MAX_HORIZON_STEPS:
+            out.append(f"--horizon-seconds / FORESIGHT_HORIZON_SECONDS of {self.horizon_seconds:g} "
+                       f"(or --horizon-steps) at {self.window_seconds:g}s windows needs "
+                       f"{self.forecast_horizon_steps()} forecast points per series and window; at "
+                       f"most {MAX_HORIZON_STEPS}")
         for port in ("web_port", "health_port"):
             if getattr(self, port) > 65535:
                 out.append(f"--{port.replace('_', '-')} / FORESIGHT_{port.upper()} must be <= 65535")
         return out
+
+    def forecast_horizon_steps(self) -> int:
+        """Windows each forecast covers: ``horizon_steps`` if set, else enough for a lead time
+        of ``horizon_seconds``, i.e. windows starting at now .. now + horizon_seconds, and one
+        more for a decision taken a window late (at least 6).
+
+        >>> Settings().forecast_horizon_steps(), Settings(window_seconds=60).forecast_horizon_steps()
+        (62, 12)
+        >>> Settings(horizon_seconds=180).forecast_horizon_steps(), Settings(horizon_steps=9).forecast_horizon_steps()
+        (20, 9)
+        """
+        if self.horizon_steps > 0:
+            return self.horizon_steps
+        if self.window_seconds <= 0:  # reported by problems()
+            return 6
+        return max(6, math.ceil(self.horizon_seconds / self.window_seconds - 1e-9) + 2)
 
     def to_env(self) -> dict[str, str]:
         """Every field as ``FORESIGHT_*`` variables (what a child process reads back).
@@ -161,6 +186,7 @@ COMMANDS: dict[str, tuple[str, ...]] = {
     "app_id": WORKER_COMMANDS,
     "allowed_lateness_windows": WORKER_COMMANDS,
     "period_steps": WORKER_COMMANDS,
+    "horizon_seconds": WORKER_COMMANDS,
     "horizon_steps": WORKER_COMMANDS,
     "checkpoint_every": WORKER_COMMANDS,
     "anomaly_threshold": WORKER_COMMANDS,
@@ -191,6 +217,7 @@ MINIMUM: dict[str, tuple[float, str]] = {
     "window_seconds": (1e-9, "> 0"),
     "allowed_lateness_windows": (0, ">= 0"),
     "period_steps": (0, ">= 0 (0: derive)"),
+    "horizon_seconds": (1e-9, "> 0"),
     "horizon_steps": (0, ">= 0 (0: derive)"),
     "checkpoint_every": (1, ">= 1"),
     "web_port": (0, ">= 0"),
@@ -199,6 +226,11 @@ MINIMUM: dict[str, tuple[float, str]] = {
     "view_points": (1, ">= 1"),
     "startup_seconds": (0, ">= 0"),
 }
+
+
+#: most points a forecast may carry: each forecast message, and the latest forecast every
+#: worker keeps per series for the API (4 floats a point), grows with the horizon
+MAX_HORIZON_STEPS = 720
 
 
 @dataclass(frozen=True, slots=True)

@@ -6,7 +6,9 @@ status flips):
 
 - ``Ready``: the spec is valid, the target was found and nothing else owns it;
 - ``ForecastAvailable``: a fresh, warm forecast covers the lead time (else the
-  reason names the fallback: ``NoForecast``, ``StaleForecast``, ...);
+  reason names the fallback: ``NoForecast``, ``StaleForecast``,
+  ``HorizonTooShort`` when the forecasts received end before ``now +
+  leadTimeSeconds``, ...);
 - ``ScalingActive``: the controller patches the target (False in
   ``ForecastOnly`` mode, on conflict, invalid spec or missing target);
 - ``ScalingLimited``: the count was capped (``TooManyReplicas``,
@@ -131,7 +133,14 @@ def limited_condition(decision: Decision, spec: ScalerSpec) -> dict[str, str]:
 
 
 def forecast_condition(decision: Decision, fallback: Reason | None) -> dict[str, str]:
-    """``ForecastAvailable``: True with the peak, or False naming the fallback."""
+    """``ForecastAvailable``: True with the peak, or False naming the fallback.
+
+    >>> d = Decision("shop/w", 0, 4, 4, Reason.HORIZON_TOO_SHORT,
+    ...              "forecast horizon too short for leadTimeSeconds 600: ...")
+    >>> c = forecast_condition(d, Reason.HORIZON_TOO_SHORT)
+    >>> c["status"], c["reason"], c["message"][:46]
+    ('False', 'HorizonTooShort', 'forecast horizon too short for leadTimeSeconds')
+    """
     if decision.forecast_peak is not None:
         return condition(
             "ForecastAvailable", True, KubeReason.VALID_FORECAST,

@@ -59,7 +59,8 @@
   // reasons that mean "a limit shaped the change" and "the count was held on purpose"
   const LIMITED = new Set(["RateLimited", "Bounded", "ScaleUpStabilized", "ScaleDownStabilized"]);
   const HELD = new Set(["ScaleDownStabilized", "ScaleUpStabilized", "StaleForecast", "NoForecast",
-    "ColdForecast", "AnomalousSeries", "InvalidSpec", "ConflictingAutoscaler", "RateLimited", "Bounded"]);
+    "ColdForecast", "AnomalousSeries", "HorizonTooShort", "InvalidSpec", "ConflictingAutoscaler", "RateLimited",
+    "Bounded"]);
   // what happened to a decision, as a badge: applied / applied (limited) / held / no change / dry run
   function outcome(d) {
     if (d.desired === d.current) {

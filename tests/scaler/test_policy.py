@@ -16,6 +16,10 @@ from scaler.spec import RatePolicy, ScalerSpec, ScalingRules, TargetRef
 STEP = 60.0
 NOW = 600.0  # watermark: the window [540, 600) has just closed
 
+#: windows a test forecast covers: the lead window [now, now + 180 s] (4 windows) and one
+#: more, as the worker's horizon (FORESIGHT_HORIZON_SECONDS + 2 windows) does
+WINDOWS = 5
+
 # scale-up and scale-down without rate limits or windows, unless a case says so
 FREE_UP = ScalingRules(0, (), "Max")
 FREE_DOWN = ScalingRules(0, (), "Max")
@@ -43,8 +47,14 @@ def make_forecast(
     yhat: float | None = None,
     issued: float = NOW - STEP,
     warm: bool = True,
+    windows: int = WINDOWS,
 ) -> Forecast:
-    """Points start at issued + step; the band's lower bound is irrelevant to the policy."""
+    """Points start at issued + step; the band's lower bound is irrelevant to the policy.
+
+    Fewer than ``windows`` uppers continue flat (same peak), so that the forecast
+    covers the lead window as the worker's does; ``windows=0`` keeps them as given.
+    """
+    uppers = uppers + uppers[-1:] * (windows - len(uppers))
     return Forecast(
         "web/rps",
         issued=issued,
@@ -165,18 +175,41 @@ CASES = [
         Reason.ANOMALOUS_SERIES,
     ),
     Case(
-        "horizon too short is stale",
-        make_forecast([150], issued=NOW - 2 * STEP),
+        "forecast ending before now is stale",
+        make_forecast([150], issued=NOW - 2 * STEP, windows=1),
         OBS_LOW,
         10,
         10,
         Reason.STALE_FORECAST,
+    ),
+    # the lead window needs a point starting at now + 180 s (NOW + 3 steps)
+    Case("horizon shorter than the lead time holds", make_forecast([150] * 3, windows=0), OBS_LOW, 10, 10,
+         Reason.HORIZON_TOO_SHORT),
+    Case("horizon reaching now + lead time is used", make_forecast([150] * 4, windows=0), OBS_LOW, 10, 2,
+         Reason.FORECAST_PEAK),
+    Case("a window late, a long horizon still covers", make_forecast([150], issued=NOW - 2 * STEP), OBS_LOW,
+         10, 2, Reason.FORECAST_PEAK),
+    Case(
+        "a window late, a just-long-enough horizon is too short",
+        make_forecast([150] * 4, issued=NOW - 2 * STEP, windows=0),
+        OBS_LOW,
+        10,
+        10,
+        Reason.HORIZON_TOO_SHORT,
     ),
     # fallbacks still scale up for the observed load (at the acting contender's 100 %)
     Case("missing forecast, floor scales up", None, Observation(NOW - STEP, 1420.0), 10, 15, Reason.REACTIVE_FLOOR),
     Case(
         "cold forecast, floor scales up",
         make_forecast([150, 150, 150], warm=False),
+        Observation(NOW - STEP, 1420.0),
+        10,
+        15,
+        Reason.REACTIVE_FLOOR,
+    ),
+    Case(
+        "horizon too short, floor scales up",
+        make_forecast([150] * 3, windows=0),
         Observation(NOW - STEP, 1420.0),
         10,
         15,
@@ -209,6 +242,26 @@ def test_decide_table(case: Case) -> None:
     assert d.current == case.current and d.ts == NOW and d.message
     if case.reason is Reason.FORECAST_PEAK:
         assert d.message.startswith(f"{FORECASTER} acts")
+
+
+def test_a_horizon_shorter_than_the_lead_time_says_both() -> None:
+    """A spec asking for 600 s ahead fed 20 windows of 10 s: the forecast's peak (low) is
+    not used, the count holds, and the message names the lead time and the horizon."""
+    spec = make_spec(lead_time_seconds=600.0)
+    short = Forecast("web/rps", issued=NOW - 10, step=10.0, coverage=0.8, model="test", warm=True,
+                     points=tuple(ForecastPoint(NOW + 10 * i, 250, 0, 250) for i in range(20)))
+    for current, observed, desired, reason in ((10, 150.0, 10, Reason.HORIZON_TOO_SHORT),
+                                               (10, 1420.0, 15, Reason.REACTIVE_FLOOR)):
+        d, _ = decide(spec, acting(), short, Observation(NOW - 10, observed), current, NOW)
+        assert (d.desired, d.reason, d.fallback) == (desired, reason, Reason.HORIZON_TOO_SHORT)
+        assert d.forecast_peak is None
+        assert "leadTimeSeconds 600" in d.message and "starts 190s ahead" in d.message, d.message
+        assert "FORESIGHT_HORIZON_SECONDS" in d.message
+    assert Reason.HORIZON_TOO_SHORT in FALLBACK_REASONS
+    # one more window reaches now + 600 s: the forecast is used again (and may scale down)
+    covering = replace(short, points=short.points + (ForecastPoint(NOW + 600, 250, 0, 250),))
+    d, _ = decide(spec, acting(), covering, Observation(NOW - 10, 150.0), 10, NOW)
+    assert (d.desired, d.reason, d.fallback) == (3, Reason.FORECAST_PEAK, None), d.message
 
 
 def test_a_fresh_target_provisions_for_the_forecasts_upper_bound() -> None:

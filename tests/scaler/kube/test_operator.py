@@ -27,6 +27,7 @@ from kube_fixtures import (
 )
 from kubernetes import client
 
+from detectors.forecast import ForecastPoint
 from scaler.decision import Reason
 from scaler.kube import GROUP, PLURAL, VERSION, LeaderElector
 
@@ -197,6 +198,45 @@ def test_a_drifting_series_raises_an_event_and_is_scaled_reactively(emu, setup_a
         [d] = drive(op, forecast("feed/requests", t + 60, 1950), observation(t + 60, 400), t + 60)
         assert not d.drifting and d.desired == 20
         wait_for(lambda: ("Normal", "DriftRecovered") in events(setup_api, "shop", "feed"))
+    finally:
+        op.stop()
+
+
+def test_a_lead_time_beyond_the_forecasts_is_horizon_too_short(emu, setup_api):
+    """A spec asking for 600 s ahead fed forecasts reaching 300 s: the condition says so
+    (naming both), the count never drops on them, and only the observed load may raise it."""
+    workload(setup_api, "Deployment", "shop", "slow", 10)
+    op = operator(emu)
+    op.start()
+    try:
+        wait_for(op.is_leader)
+        create_scaler(setup_api, scaler_manifest("shop", "slow", leadTimeSeconds=600))
+        wait_for(lambda: "shop/slow" in op.specs)
+        t = now()
+        # five windows of 60 s: the last starts at t + 300, the lead window ends at t + 600
+        [d] = drive(op, forecast("slow/requests", t, 250), observation(t, 150), t)
+        assert (d.desired, d.reason, d.fallback) == (10, Reason.HORIZON_TOO_SHORT, Reason.HORIZON_TOO_SHORT)
+        status = get_scaler(setup_api, "shop", "slow")["status"]
+        assert conditions({"status": status})["ForecastAvailable"] == ("False", "HorizonTooShort")
+        [cond] = [c for c in status["conditions"] if c["type"] == "ForecastAvailable"]
+        assert "leadTimeSeconds 600" in cond["message"] and "starts 300s ahead" in cond["message"]
+        assert "FORESIGHT_HORIZON_SECONDS" in cond["message"]
+        assert status["reason"] == "HorizonTooShort" and status.get("lastForecastPeak") is None
+        assert ("Warning", "HorizonTooShort") in events(setup_api, "shop", "slow")
+        assert replicas(setup_api, "Deployment", "shop", "slow") == 10
+
+        # the observed load needs more: the reactive floor raises it, the condition stays
+        [d] = drive(op, forecast("slow/requests", t + 60, 250), observation(t + 60, 1450), t + 60)
+        assert (d.desired, d.reason, d.fallback) == (15, Reason.REACTIVE_FLOOR, Reason.HORIZON_TOO_SHORT)
+        assert replicas(setup_api, "Deployment", "shop", "slow") == 15
+        assert conditions(get_scaler(setup_api, "shop", "slow"))["ForecastAvailable"] == ("False", "HorizonTooShort")
+
+        # forecasts reaching the end of the lead window are used again
+        long = dataclasses.replace(forecast("slow/requests", t + 120, 1450), points=tuple(
+            ForecastPoint(t + 120 + 60 * i, 1200, 900, 1450) for i in range(1, 12)))
+        [d] = drive(op, long, observation(t + 120, 1450), t + 120)
+        assert (d.reason, d.fallback, d.desired) == (Reason.FORECAST_PEAK, None, 15), d.message
+        assert conditions(get_scaler(setup_api, "shop", "slow"))["ForecastAvailable"] == ("True", "ValidForecast")
     finally:
         op.stop()
 
