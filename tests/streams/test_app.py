@@ -17,6 +17,9 @@ import pytest
 
 from tests.conftest import read_topic
 
+#: seconds between two polls of a condition (each wait has its own deadline)
+POLL_SECONDS = 0.2
+
 pytestmark = pytest.mark.integration
 
 T0 = 1_700_000_000.0  # a multiple of 10
@@ -133,7 +136,7 @@ def test_an_acked_bad_message_never_lets_the_commit_pass_an_open_window(broker, 
     deadline = time.monotonic() + 60
     while (committed(broker, f"{prefix}-app", topic, PART + 1) or 0) < 10:
         assert time.monotonic() < deadline, "the worker never committed"
-        time.sleep(0.2)
+        time.sleep(POLL_SECONDS)  # between polls, under the deadline
     held = committed(broker, f"{prefix}-app", topic, PART)
     assert held is None or held == 0, f"committed offset {held} passes events held in an open window"
     a.stop(signal.SIGKILL)
@@ -186,7 +189,7 @@ def test_a_record_that_makes_an_agent_raise_is_a_processing_error_and_the_agent_
             text := _get(f"http://127.0.0.1:{worker.port}/metrics")):
         assert time.monotonic() < deadline, "the decisions agent did not go on: " + "".join(
             ln for ln in text.splitlines(True) if "decision" in ln)
-        time.sleep(0.2)
+        time.sleep(POLL_SECONDS)  # between polls, under the deadline
     assert 'foresight_bad_decisions_total 1.0' in text
     assert worker.proc.poll() is None
 

@@ -23,6 +23,9 @@ from streams.controller import ControllerLoop
 from streams.settings import Settings
 from tests.conftest import ROOT, read_topic, send_raw
 
+#: seconds between two polls of a condition (each wait has its own deadline)
+POLL_SECONDS = 0.05
+
 
 def spec(name: str) -> ScalerSpec:
     return ScalerSpec(name, f"{name}/rps", capacity_per_replica=100, min_replicas=2, max_replicas=50,
@@ -124,14 +127,14 @@ def test_a_restarted_controller_rebuilds_what_it_learnt_from_the_topic(broker, p
         deadline = time.monotonic() + 60
         while loop.replayed < len(history):
             assert time.monotonic() < deadline, f"replayed {loop.replayed} of {len(history)}"
-            time.sleep(0.05)
+            time.sleep(POLL_SECONDS)  # between polls, under the deadline
         state = r.states["default/a"]
         assert state.adaptive is not None and state.adaptive.last_ts == 60.0 * 39
         assert "default/a" not in r.last, "history is learnt from, never acted on"
         send_raw(broker, topics.forecasts, [(b"a/rps", message("a/rps", 60.0 * 40, 300))])
         while "default/a" not in r.last:
             assert time.monotonic() < deadline, "the live forecast was not decided on"
-            time.sleep(0.05)
+            time.sleep(POLL_SECONDS)  # between polls, under the deadline
         d = r.last["default/a"]
         assert d.vs_hpa_total is not None and d.vs_hpa_total.window_seconds == 41 * 60.0
     finally:

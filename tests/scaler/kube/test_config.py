@@ -35,6 +35,9 @@ from streams.settings import Settings
 from streams.topics import Topics
 from tests.conftest import ROOT, read_topic, send_raw
 
+#: seconds between two polls of a condition (each wait has its own deadline)
+POLL_SECONDS = 0.05
+
 pytestmark = pytest.mark.integration
 
 
@@ -97,7 +100,7 @@ def test_foresight_scaler_kube_scales_a_target_and_writes_status(emu, setup_api,
             sent += 1
             settle = time.monotonic() + 1.0  # poll before sending the next one
             while time.monotonic() < settle and not done():
-                time.sleep(0.05)
+                time.sleep(POLL_SECONDS)  # between polls, under the deadline
 
     try:
         wait_for(lambda: running() or ready(health), timeout=60)
