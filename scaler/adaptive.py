@@ -51,7 +51,6 @@ from scaler.shadow import (
     Contender,
     Follower,
     Rolling,
-    Tally,
     equal_cost,
     hpa_hold_seconds,
 )
@@ -235,29 +234,6 @@ class Adaptive:
             return best
         return cur
 
-    def comparison(self, recent: bool = False) -> dict[str, float]:
-        """The acting side against the shadow HPA sweep (total, or in the policy's memory).
-
-        ``unserved`` is load-seconds left unserved, ``replica_seconds`` the
-        provisioned replicas x seconds; ``hpa_*`` are the HPA at 100 %, and
-        ``hpa_equal_cost_unserved`` the sweep interpolated at the acting
-        side's replica-seconds (its dearest point, 40 %, when dearer still).
-        """
-        total, rec, _ = self.follower.tallies()
-        mine = rec if recent else total
-        hpa = self._tally(self.sweep[-1], recent)
-        eq, _ = equal_cost(self.sweep_curve(recent), mine.replica_seconds)
-        return {
-            "unserved": mine.unserved,
-            "hpa_unserved": hpa.unserved,
-            "hpa_equal_cost_unserved": eq,
-            "underprovisioned_seconds": mine.under_seconds,
-            "hpa_underprovisioned_seconds": hpa.under_seconds,
-            "replica_seconds": mine.replica_seconds,
-            "hpa_replica_seconds": hpa.replica_seconds,
-            "load_seconds": mine.load_seconds,
-        }
-
     def report(self) -> tuple[Comparison | None, Comparison | None]:
         """(rolling window, since the start) comparisons for the wire, status and API."""
         if self.started is None or self.last_ts is None:
@@ -276,18 +252,3 @@ class Adaptive:
             out.append(Comparison(span, mine.unserved, hpa.unserved, eq, mine.under_seconds,
                                   hpa.under_seconds, mine.replica_seconds, hpa.replica_seconds))
         return out[0], out[1]
-
-    def _tally(self, i: int, recent: bool) -> Tally:
-        c = self.contenders[i]
-        return c.recent if recent else c.total
-
-    def sweep_curve(self, recent: bool = False) -> list[tuple[float, float]]:
-        """(replica-seconds, unserved) of the HPA sweep: total or recent."""
-        return [
-            ((t := (self.contenders[i].recent if recent else self.contenders[i].total))
-             .replica_seconds, t.unserved)
-            for i in self.sweep
-        ]
-
-    def equal_cost_unserved(self, replica_seconds: float) -> tuple[float, bool]:
-        return equal_cost(self.sweep_curve(), replica_seconds)

@@ -379,8 +379,8 @@ def test_a_forecast_contender_takes_over_where_the_hpa_is_late() -> None:
     assert any(d.reason is Reason.FORECAST_PEAK and d.desired >= 15 for d in late), [
         (d.desired, d.reason.value) for d in late]
     # and it did better than the HPA it replaced, for less: the shadow comparison says so
-    c = state.adaptive.comparison(recent=True)
-    assert c["unserved"] < c["hpa_equal_cost_unserved"]
+    rolling, _ = state.adaptive.report()
+    assert rolling is not None and rolling.unserved < rolling.hpa_equal_cost_unserved
 
 
 def test_deciding_again_on_the_same_window_learns_nothing_new() -> None:
