@@ -155,7 +155,7 @@ class Adaptive:
         decay = math.exp(-window / MEMORY_SECONDS)
         hold = hpa_hold_seconds(window)
         self.follower.account(ts, load, window, capacity, lead,
-                              current if current is not None else max(lo, min(hi, 1)), decay)
+                              current if current is not None else max(lo, min(hi, 1)))
         for c, h in zip(self.contenders, self.windows, strict=True):
             c.step(ts, load, window, capacity, lead, lo, hi, h * hold,
                    forecast if c.margin is not None else None, decay, tolerance)
@@ -238,7 +238,7 @@ class Adaptive:
         """(rolling window, since the start) comparisons for the wire, status and API."""
         if self.started is None or self.last_ts is None:
             return None, None
-        total, _, rolling = self.follower.tallies()
+        total, rolling = self.follower.tallies()
         elapsed = self.last_ts - self.started + self._window
         out = []
         for mine, sweep, span in (

@@ -281,7 +281,6 @@ class Follower:
 
     cluster: SimulatedCluster = field(default_factory=SimulatedCluster)
     total: Tally = field(default_factory=Tally)
-    recent: Tally = field(default_factory=Tally)
     pending: tuple[float, int, float] | None = None  # (now, desired, window) of the last decision
     started: bool = False
     rolling: Rolling = field(default_factory=Rolling)
@@ -292,7 +291,7 @@ class Follower:
         return self.cluster.provisioned("") if self.started else 0
 
     def account(self, ts: float, load: float, window: float, capacity: float, lead: float,
-                initial: int, decay: float = 1.0) -> None:
+                initial: int) -> None:
         """Account window ``[ts, ts + window)`` (before its decision)."""
         self._commit()
         self.cluster.startup_seconds = lead
@@ -302,7 +301,6 @@ class Follower:
         unserved = max(0.0, load - self.cluster.ready("", ts) * capacity) * window
         under = window if unserved > 0 else 0.0
         self.total.add(unserved, under, 0.0, load * window)
-        self.recent.add(unserved, under, 0.0, load * window, decay)
         self.rolling.add(ts, unserved, under, 0.0, load * window)
 
     def follow(self, now: float, desired: int, window: float) -> None:
@@ -316,19 +314,16 @@ class Follower:
         if self.pending is not None:
             now, desired, window = self.pending
             self.total.replica_seconds += desired * window
-            self.recent.replica_seconds += desired * window
             self.rolling.add(now - window, 0.0, 0.0, desired * window, 0.0)
             self.pending = None
 
-    def tallies(self) -> tuple[Tally, Tally, Tally]:
-        """(total, recent, rolling) including the latest decision's replica-seconds (copies)."""
+    def tallies(self) -> tuple[Tally, Tally]:
+        """(total, rolling window) including the latest decision's replica-seconds (copies)."""
         extra = self.pending[1] * self.pending[2] if self.pending is not None else 0.0
         rolling = self.rolling.sum()
         return (
             Tally(self.total.unserved, self.total.under_seconds,
                   self.total.replica_seconds + extra, self.total.load_seconds),
-            Tally(self.recent.unserved, self.recent.under_seconds,
-                  self.recent.replica_seconds + extra, self.recent.load_seconds),
             Tally(rolling.unserved, rolling.under_seconds, rolling.replica_seconds + extra,
                   rolling.load_seconds),
         )
