@@ -49,6 +49,9 @@ from streams.topics import Topics
 from streams.windowing import Windower
 
 log = logging.getLogger("foresight.worker")
+#: a re-read partition that has not come back to its offset this long after the seek is
+#: sought again (a seek during recovery or a rebalance can be overridden)
+REWIND_RETRY_SECONDS = 1.0
 
 
 def horizon_steps(settings: Settings) -> int:
@@ -253,6 +256,7 @@ def create_app(settings: Settings, metrics: Metrics | None = None) -> faust.App:
             state.next_offset[source] = msg.offset + 1
             return True
         if source in rewinding and msg.offset != expected:
+            await reseek_if_stuck(source)
             return False  # stale, buffered before the seek: it comes again
         gap = (source, expected, msg.offset)
         if msg.offset > expected and gap in gaps_seen:
@@ -266,7 +270,7 @@ def create_app(settings: Settings, metrics: Metrics | None = None) -> faust.App:
         pending = state.unacked.pop(source, None)
         state.windowers.pop(source, None)
         if msg.offset < expected:  # re-delivered from an earlier offset: rebuild from there
-            rewinding.discard(source)
+            rewinding.pop(source, None)
             state.next_offset[source] = msg.offset + 1
             log.warning("%s[%d]: re-delivered from offset %d (expected %d): rebuilding its windows",
                         *source, msg.offset, expected)
@@ -275,11 +279,24 @@ def create_app(settings: Settings, metrics: Metrics | None = None) -> faust.App:
         log.warning("%s[%d]: offsets %d..%d never arrived: re-reading from %d",
                     *source, expected, msg.offset - 1, start)
         state.next_offset[source] = start
-        rewinding.add(source)
+        rewinding[source] = (msg.tp, time.monotonic())
         await app.consumer.seek(msg.tp, start)
         return False
 
-    rewinding: set[tuple[str, int]] = set()
+    #: partitions being re-read: (topic-partition, when the seek was issued)
+    rewinding: dict[tuple[str, int], tuple[Any, float]] = {}
+
+    async def reseek_if_stuck(source: tuple[str, int]) -> None:
+        """A seek issued while the consumer repositions itself (recovery, rebalance) can be
+        overridden: if the partition has not come back to its offset within a second, seek
+        again, so a partition never waits forever for a message that does not come."""
+        tp, since = rewinding[source]
+        if time.monotonic() - since < REWIND_RETRY_SECONDS:
+            return
+        start = state.next_offset[source]
+        log.warning("%s[%d]: still waiting for offset %d after a re-read: seeking again", *source, start)
+        rewinding[source] = (tp, time.monotonic())
+        await app.consumer.seek(tp, start)
     gaps_seen: set[tuple[tuple[str, int], int, int]] = set()
 
     async def window_message(event: Any) -> None:
@@ -288,7 +305,7 @@ def create_app(settings: Settings, metrics: Metrics | None = None) -> faust.App:
         source = (topic, msg.partition)
         if not await in_sequence(source, msg):
             return
-        rewinding.discard(source)
+        rewinding.pop(source, None)
         # queued first: whatever happens below, it is acknowledged in its turn
         state.unacked.setdefault(source, deque()).append(event)
         state.last_input[source] = time.monotonic()
@@ -332,7 +349,13 @@ def create_app(settings: Settings, metrics: Metrics | None = None) -> faust.App:
 
     @app.timer(interval=max(0.5, min(5.0, step / 4)))
     async def close_idle_partitions() -> None:
-        """Live partitions with no input for a window close on the wall clock."""
+        """Live partitions with no input for a window close on the wall clock (and a
+        re-read that no message answers is sought again)."""
+        for source in list(rewinding):
+            try:
+                await reseek_if_stuck(source)
+            except Exception:  # noqa: BLE001 - a timer never dies on one partition
+                log.exception("seeking %s[%d] again failed", *source)
         now_m, now = time.monotonic(), time.time()
         for source, w in list(state.windowers.items()):
             if now_m - state.last_input.get(source, now_m) < idle_after:
