@@ -126,3 +126,7 @@ def send_raw(bootstrap: str, topic: str, messages: list[tuple[bytes | None, byte
         p.send(topic, key=key, value=value)
     p.flush()
     p.close()
+
+
+# the real Prometheus server (tests/prometheus_fixture.py)
+from tests.prometheus_fixture import prometheus  # noqa: E402, F401
