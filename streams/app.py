@@ -423,6 +423,7 @@ def create_app(settings: Settings, metrics: Metrics | None = None) -> faust.App:
             web_restore(point.series)
         view = store.on_window(point.series, point.start, point.value, fc_json, u.score,
                                u.anomalous, body)
+        store.note_learnt(point.series, cached.model.updates)
         cached.since_checkpoint += 1
         if cached.since_checkpoint >= settings.checkpoint_every:
             models[key] = checkpointer.dumps(cached.model)
@@ -464,6 +465,31 @@ def create_app(settings: Settings, metrics: Metrics | None = None) -> faust.App:
                 await decision_message(event.message)
             except Exception as exc:  # noqa: BLE001 - an agent never crash-loops on data
                 await processing_error("decisions", topics.decisions, event.message, exc)
+
+    # -- history (streams.history): backfilled windows learnt in event time, its own path --
+    from streams.history import HistoryLearner, HistoryMetrics
+
+    def save_history(series: str, model: SeriesModel, view: Any) -> None:
+        models[series.encode()] = checkpointer.dumps(model)
+        series_view[series.encode()] = store.snapshot_series(view)
+        metrics.checkpoints.inc()
+
+    learner = HistoryLearner(step, model_for, store, save_history, web_restore,
+                             HistoryMetrics(metrics.registry))
+
+    @app.agent(raw_topic(topics.history), name="history-agent")
+    async def history_agent(stream: faust.StreamT) -> None:
+        async for event in stream.events():
+            msg = event.message
+            try:
+                receipts, dead = learner.learn_message(msg.value or b"")
+                if dead is not None:
+                    await dead_letter(topics.history, msg, dead)
+                for r in receipts:
+                    await out[topics.history_learnt].send(key=r.series.encode(),
+                                                          value=records.dumps(r.to_json()))
+            except Exception as exc:  # noqa: BLE001 - an agent never crash-loops on data
+                await processing_error("history", topics.history, msg, exc)
 
     web.register(app, settings, topics, store, series_view, targets)
 

@@ -817,3 +817,63 @@ def parse_dead_letter(raw: bytes) -> DeadLetterRecord:
         )
     except (orjson.JSONDecodeError, KeyError, TypeError, ValueError, AttributeError) as exc:
         raise ValueError(f"not a dead-letter record: {exc}") from None
+
+
+# -- history (backfill): ``<prefix>.history`` in, ``<prefix>.history.learnt`` receipts out ----
+
+def history_message(aggregates: list[Aggregate]) -> bytes:
+    """A ``history`` message: the input wire format (an array of aggregates), validated by
+    :func:`parse_input` like any input, but learnt in event time outside the live windows.
+
+    >>> m = parse_input(history_message([Aggregate("a/b", 0.0, 10.0, 2, 3.0, 1.0, 2.0)]))
+    >>> m.items[0].series, m.items[0].sum, m.dead
+    ('a/b', 3.0, None)
+    """
+    return orjson.dumps([a.to_json() for a in aggregates])
+
+
+@dataclass(frozen=True, slots=True)
+class HistoryReceipt:
+    """What a worker learnt from one ``history`` message of one series."""
+
+    series: str
+    #: first and last window start learnt (None if nothing was)
+    first: float | None
+    last: float | None
+    #: windows learnt, skipped (not newer than what the model had learnt), rejected (invalid)
+    learnt: int
+    skipped: int
+    rejected: int
+    #: the forecaster is warm after it; ``updates``: windows the model has learnt in all
+    warm: bool
+    updates: int
+
+    def to_json(self) -> dict[str, Any]:
+        return {"series": self.series, "first": self.first, "last": self.last, "learnt": self.learnt,
+                "skipped": self.skipped, "rejected": self.rejected, "warm": self.warm,
+                "updates": self.updates}
+
+    @classmethod
+    def parse(cls, raw: bytes) -> HistoryReceipt:
+        """Parse a ``history.learnt`` record strictly; ``ValueError`` if it is not one.
+
+        >>> r = HistoryReceipt("a", 0.0, 10.0, 2, 0, 0, True, 40)
+        >>> HistoryReceipt.parse(dumps(r.to_json())) == r
+        True
+        """
+        try:
+            o = orjson.loads(raw)
+        except orjson.JSONDecodeError as exc:
+            raise ValueError(f"not JSON: {exc}") from None
+        if not isinstance(o, dict) or not isinstance(o.get("series"), str):
+            raise ValueError("not a history receipt")
+        counts = [o.get(k) for k in ("learnt", "skipped", "rejected", "updates")]
+        if not all(isinstance(c, int) and not isinstance(c, bool) and c >= 0 for c in counts):
+            raise ValueError("history receipt counts must be whole numbers >= 0")
+        ends = [o.get(k) for k in ("first", "last")]
+        if not all(e is None or (isinstance(e, _NUMBER) and not isinstance(e, bool)
+                                 and math.isfinite(e)) for e in ends):
+            raise ValueError("history receipt times must be numbers or null")
+        return cls(o["series"], None if ends[0] is None else float(ends[0]),
+                   None if ends[1] is None else float(ends[1]), counts[0], counts[1], counts[2],
+                   bool(o.get("warm")), counts[3])

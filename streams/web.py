@@ -131,7 +131,7 @@ class SeriesView:
     """
 
     __slots__ = ("series", "size", "kind", "step", "hi", "rows", "fc_meta", "fc_points", "anomalies",
-                 "score", "anomalous", "drifting", "drifts")
+                 "score", "anomalous", "drifting", "drifts", "learnt", "history")
 
     def __init__(self, series: str, size: int, kind: str = "") -> None:
         self.series = series
@@ -150,6 +150,9 @@ class SeriesView:
         #: the model says its errors changed regime; ``drifts``: when each spell started
         self.drifting = False
         self.drifts: deque[float] = deque(maxlen=ANOMALY_HISTORY)
+        #: windows the series' model has learnt in all, and of those from a history backfill
+        self.learnt = 0
+        self.history = 0
 
     def _index(self, ts: float) -> int:
         return int(round(ts / self.step))
@@ -230,6 +233,8 @@ class SeriesView:
             "model": meta[3] if meta else None,
             "anomalies": len(self.anomalies),
             "drifting": self.drifting,
+            "points_learnt": self.learnt,
+            "history_points": self.history,
         }
 
     def detail(self, since: float | None = None) -> dict[str, Any]:
@@ -260,6 +265,7 @@ class SeriesView:
             "fc_meta": self.fc_meta, "fc_points": self.fc_points.tolist(),
             "anomalies": list(self.anomalies), "score": self.score, "anomalous": self.anomalous,
             "drifting": self.drifting, "drifts": list(self.drifts),
+            "learnt": self.learnt, "history": self.history,
         })
         return len(meta).to_bytes(4, "big") + meta + held.tobytes()
 
@@ -286,6 +292,7 @@ class SeriesView:
         v.score, v.anomalous = o.get("score"), bool(o.get("anomalous"))
         v.drifting = bool(o.get("drifting"))
         v.drifts.extend(float(t) for t in o.get("drifts", []))
+        v.learnt, v.history = int(o.get("learnt", 0)), int(o.get("history", 0))
         return v
 
 
@@ -389,6 +396,12 @@ class ViewStore:
             peak = max((p["upper"] for p in pts), default=None)
             self.selector.observe(series, value, score, first, peak)
         return v
+
+    def note_learnt(self, series: str, updates: int, history: int = 0) -> None:
+        """The series' model has learnt ``updates`` windows in all, ``history`` more from a backfill."""
+        v = self.view(series)
+        v.learnt = updates
+        v.history += history
 
     def on_decision(self, d: dict[str, Any]) -> tuple[TargetView, bool]:
         t = self.targets.get(d["target"])

@@ -1,0 +1,183 @@
+"""History: backfilled samples, learnt by the worker in event time before live data.
+
+History is older than the live watermark by nature, so it takes its own path. It is sent
+(``foresight backfill``, ``foresight ingest``) to ``<prefix>.history`` in the input wire
+format, keyed by series, and the worker's history agent (wired in :mod:`streams.app`):
+
+- validates each message with :func:`streams.records.parse_input`, like any input (bad
+  elements go to ``<prefix>.history.dlq`` with their reason, counted);
+- windows it on its own :class:`~streams.windowing.Windower` (the window length of the live
+  path, exempt from lateness: the whole message is closed at once), never merged into the
+  live windows;
+- learns the windows, in event time, into the series' model, the one the model agent
+  updates on live points; windows not newer than what the model has already learnt are
+  skipped and counted (so a backfill sent twice, or after live data, is harmless);
+- checkpoints the model (signed) and the series' view, and answers with one
+  :class:`~streams.records.HistoryReceipt` per message on ``<prefix>.history.learnt``.
+
+It publishes no forecasts or anomalies for history windows: a controller never acts on
+the past. The first live window's forecast is the first one published, warm if history
+made it so. The API shows ``points_learnt`` and ``history_points`` per series.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from prometheus_client import CollectorRegistry, Counter
+
+from detectors.series import SeriesModel
+from scaler.inputs import inputs_from_update
+from streams import records
+from streams.records import DeadLetter, HistoryReceipt, InvalidRecord, Point
+from streams.windowing import Windower
+
+#: outcomes of a history window (the ``outcome`` label of ``foresight_history_points_total``)
+OUTCOMES = ("learnt", "skipped", "rejected")
+
+
+class HistoryMetrics:
+    """``foresight_history_points_total{outcome}`` and ``foresight_history_seconds_total``."""
+
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self.points = Counter("foresight_history_points", "History windows by outcome: learnt, "
+                              "skipped (not newer than the model), rejected (invalid)", ["outcome"],
+                              registry=registry)
+        self.seconds = Counter("foresight_history_seconds", "Seconds spent learning history",
+                               registry=registry)
+        for o in OUTCOMES:
+            self.points.labels(o)
+
+
+@dataclass
+class Learnt:
+    """What :func:`learn` did with one series' history windows."""
+
+    learnt: int = 0
+    skipped: int = 0
+    first: float | None = None
+    last: float | None = None
+
+
+def history_points(raw: bytes, step: float) -> tuple[list[Point], DeadLetter | None]:
+    """Validate a ``history`` message and window it at ``step``, exempt from lateness.
+
+    Returns the closed windows in time order per series, and the dead letter of its bad
+    elements (None if all were good).
+
+    >>> from streams.records import Aggregate, history_message
+    >>> raw = history_message([Aggregate("a", 0.0, 0.0, 1, 4.0, 4.0, 4.0),
+    ...                        Aggregate("a", 5.0, 0.0, 1, 6.0, 6.0, 6.0),
+    ...                        Aggregate("a", 10.0, 20.0, 1, 1.0, 1.0, 1.0)])
+    >>> pts, dead = history_points(raw, 10.0)
+    >>> [(p.start, p.value) for p in pts], dead.reason
+    ([(0.0, 5.0)], 'bad_value')
+    """
+    parsed = records.parse_input(raw)
+    # one windower per message: no lateness (history is older than anything live) and no
+    # partition clock (a message may hold any stretch of the past)
+    w = Windower(step, lateness_windows=10**9, max_future=math.inf)
+    for k, item in enumerate(parsed.items):
+        try:
+            w.add(item, "metrics")
+        except InvalidRecord as exc:
+            parsed.reject(k, exc.reason, exc.error)
+    points = sorted(w.close_all(), key=lambda p: (p.series, p.start))
+    return points, parsed.dead
+
+
+def learn(model: SeriesModel, points: list[Point], after: float | None,
+          on_point: Callable[[Point, Any], None] | None = None) -> Learnt:
+    """Learn ``points`` (one series, in time order) into ``model``, skipping windows that
+    start at or before ``after`` (what the model has already learnt). ``on_point(point,
+    update)`` is called after each learnt window.
+
+    >>> from detectors.defaults import make_series_model
+    >>> m = make_series_model(60.0, horizon=3)
+    >>> pts = [Point("a", 60.0 * i, 60.0 * i + 60, 1, 1.0, 1.0, 1.0, 1.0) for i in range(5)]
+    >>> r = learn(m, pts, after=60.0)
+    >>> r.learnt, r.skipped, r.first, r.last, m.updates
+    (3, 2, 120.0, 240.0, 3)
+    """
+    out = Learnt()
+    for p in points:
+        if after is not None and p.start <= after:
+            out.skipped += 1
+            continue
+        u = model.update(p.value, p.start)
+        out.learnt += 1
+        out.first = p.start if out.first is None else out.first
+        out.last = after = p.start
+        if on_point is not None:
+            on_point(p, u)
+    return out
+
+
+class HistoryLearner:
+    """The worker's side: one ``history`` message in, its windows learnt, receipts out.
+
+    Parameters are the worker's collaborators (see :func:`streams.app.create_app`):
+    ``model_for(series)`` gives the cached model (with ``since_checkpoint``), ``store`` is
+    the :class:`~streams.web.ViewStore`, ``save(series, model, view)`` checkpoints both,
+    ``restore_view(series)`` restores a series' view from its table.
+    """
+
+    def __init__(self, step: float, model_for: Callable[[str], Any], store: Any,
+                 save: Callable[[str, SeriesModel, Any], None], restore_view: Callable[[str], None],
+                 metrics: HistoryMetrics) -> None:
+        self.step = step
+        self.model_for = model_for
+        self.store = store
+        self.save = save
+        self.restore_view = restore_view
+        self.metrics = metrics
+
+    def learn_message(self, raw: bytes) -> tuple[list[HistoryReceipt], DeadLetter | None]:
+        """Learn one message; the receipts (one per series in it) and its dead letter."""
+        t0 = time.perf_counter()
+        points, dead = history_points(raw, self.step)
+        rejected = dead.count if dead is not None else 0
+        by_series: dict[str, list[Point]] = {}
+        for p in points:
+            by_series.setdefault(p.series, []).append(p)
+        receipts = []
+        for series, pts in by_series.items():
+            receipts.append(self._learn_series(series, pts, rejected if len(by_series) == 1 else 0))
+        if not by_series and dead is not None:
+            self.metrics.points.labels("rejected").inc(rejected)
+        self.metrics.seconds.inc(time.perf_counter() - t0)
+        return receipts, dead
+
+    def _learn_series(self, series: str, pts: list[Point], rejected: int) -> HistoryReceipt:
+        if series not in self.store.series:
+            self.restore_view(series)
+        view = self.store.series.get(series)
+        latest = view.latest if view is not None else None
+        cached = self.model_for(series)
+        model = cached.model
+        # the view shows the last windows it holds, with the one-step forecasts made for them
+        shown = pts[-self.store.size:]
+        first_shown = shown[0].start if shown else math.inf
+
+        def on_point(p: Point, u: Any) -> None:
+            if p.start < first_shown:
+                return
+            fc, obs, _ = inputs_from_update(model, series, p.start, self.step, p.value, u)
+            fc_json = records.forecast_to_json(fc, obs.value, obs.anomalous, u.score)
+            self.store.on_window(series, p.start, p.value, fc_json, u.score, u.anomalous, None)
+
+        r = learn(model, pts, latest[0] if latest else None, on_point)
+        self.metrics.points.labels("learnt").inc(r.learnt)
+        self.metrics.points.labels("skipped").inc(r.skipped)
+        self.metrics.points.labels("rejected").inc(rejected)
+        if r.learnt:
+            self.store.note_kind(series, "metrics")
+            self.store.note_learnt(series, model.updates, r.learnt)
+            self.save(series, model, self.store.series[series])
+            cached.since_checkpoint = 0
+        return HistoryReceipt(series, r.first, r.last, r.learnt, r.skipped, rejected,
+                              bool(model.forecaster.warm), model.updates)
