@@ -19,7 +19,8 @@ from typing import Any, NoReturn
 
 from streams.settings import Settings, SettingsError, describe
 
-SUBCOMMANDS = ("demo", "worker", "scaler", "produce", "broker", "detect", "backtest", "dlq")
+SUBCOMMANDS = ("demo", "worker", "scaler", "produce", "broker", "detect", "backtest", "dlq", "ingest",
+               "backfill")
 
 EPILOG = """\
 errors:
@@ -166,6 +167,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--kind", choices=["events", "metrics"], default="metrics",
                    help="metrics: a row's value is one sample; events: a count of events at that time")
     add_settings_flags(p, "produce")
+
+    _source_commands(command)
 
     p = command("broker", "run the embedded Kafka-protocol broker in the foreground")
     p.add_argument("--host", default="127.0.0.1", help="address to listen on")
@@ -364,12 +367,35 @@ def _run(argv: list[str], ctx: dict[str, Any]) -> int:
         n = send_trace(settings, ts, values, args.series or Path(args.input).stem, args.speed, args.kind)
         print(f"sent {n} rows", file=sys.stderr)
         return 0
+    if args.command in ("ingest", "backfill"):
+        from streams.sources_cli import run
+
+        return run(args, settings)
     if args.command == "demo":
         from streams.demo import run_demo
 
         return run_demo(settings, duration=args.duration, speed=args.speed, serve=args.serve,
                         quiet=args.quiet)
     raise UsageError(f"unknown command {args.command!r}")  # pragma: no cover - argparse checks
+
+
+def _source_commands(command: Any) -> None:
+    """``foresight ingest`` and ``foresight backfill`` (Prometheus or CSV in; see streams.sources_cli)."""
+    from streams.sources_cli import add_backfill_flags, add_ingest_flags
+
+    p = command("ingest", "poll PromQL queries and feed them in as metric series (history first)",
+                "Read the sources YAML (sources: [{series, query, step}]), backfill each series' "
+                "history from Prometheus so its models start warm, then query every step and send "
+                "the values to the metrics topic. Credentials only from FORESIGHT_PROMETHEUS_* "
+                "variables or files, never flags.")
+    add_ingest_flags(p)
+    add_settings_flags(p, "produce")
+    p = command("backfill", "train a series' models on its history (Prometheus or a CSV)",
+                "Read up to --days of a PromQL query's history (query_range, in chunks of at most "
+                "11,000 points), or a timestamp,value CSV, send it to the worker's history path and "
+                "wait until it has been learnt; print points learnt and points/s.")
+    add_backfill_flags(p)
+    add_settings_flags(p, "produce")
 
 
 def _flag_value(argv: list[str], flag: str) -> str | None:

@@ -1,0 +1,133 @@
+"""The ``foresight ingest`` and ``foresight backfill`` commands: flags, checks, one-line errors.
+
+Local inputs (the sources file, the CSV, the Prometheus settings and credential files) are
+checked before any connection; a problem there exits 2, an unreachable broker or
+Prometheus exits 1 (see ``foresight --help``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+from pathlib import Path
+
+from streams.settings import Settings
+
+
+def add_ingest_flags(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--sources", metavar="FILE",
+                   help="YAML file with a 'sources:' list of {series, query, step[, days]} "
+                        "[FORESIGHT_INGEST_SOURCES]")
+    p.add_argument("--no-backfill", action="store_true",
+                   help="go live at once, without reading each source's history first")
+    _common(p)
+    p.add_argument("--metrics-port", type=int, metavar="N",
+                   help="serve the ingest's /metrics on this port, 0: off [FORESIGHT_INGEST_METRICS_PORT; default: 0]")
+    p.add_argument("--metrics-host", metavar="ADDR",
+                   help="address of /metrics [FORESIGHT_INGEST_METRICS_HOST; default: 127.0.0.1]")
+
+
+def add_backfill_flags(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--series", required=True, help="the Foresight series id to train")
+    what = p.add_mutually_exclusive_group(required=True)
+    what.add_argument("--query", help="PromQL expression returning one series")
+    what.add_argument("--input", metavar="CSV", help="a timestamp,value CSV instead of Prometheus")
+    p.add_argument("--step", type=float, metavar="SECONDS",
+                   help="query_range step (default: the window, --window-seconds)")
+    _common(p)
+
+
+def _common(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--prometheus-url", metavar="URL",
+                   help="Prometheus HTTP API base URL [FORESIGHT_PROMETHEUS_URL; default: "
+                        "http://127.0.0.1:9090]; credentials only from FORESIGHT_PROMETHEUS_* "
+                        "variables or *_FILE files")
+    p.add_argument("--days", type=float, metavar="N",
+                   help="days of history to read [FORESIGHT_BACKFILL_DAYS; default: 14]")
+    p.add_argument("--wait-seconds", type=float, metavar="S",
+                   help="how long to wait for the worker to learn the history, 0: do not wait "
+                        "[FORESIGHT_BACKFILL_WAIT_SECONDS; default: 300]")
+
+
+def run(args: argparse.Namespace, settings: Settings) -> int:
+    from streams.cli import UsageError, _input_file, _require_broker, check_broker
+    from streams.ingest import IngestSettings, SourcesError, load_sources
+    from streams.prometheus import PrometheusConfigError, PrometheusSettings
+
+    flags = {k: getattr(args, k, None) for k in ("sources", "days", "wait_seconds", "metrics_host",
+                                                  "metrics_port")}
+    try:
+        ingest = IngestSettings.from_env(os.environ, **flags)
+        prom = None
+        if args.command == "ingest" or args.query is not None:
+            prom = PrometheusSettings.from_env(url=args.prometheus_url)
+        if args.command == "ingest":
+            if not ingest.sources:
+                raise UsageError("give --sources FILE (or FORESIGHT_INGEST_SOURCES): a YAML 'sources:' "
+                                 "list of {series, query, step}")
+            _input_file(ingest.sources, "--sources", "a sources YAML file")
+            load_sources(ingest.sources)  # every problem reported before any connection
+    except (SourcesError, PrometheusConfigError) as exc:
+        raise UsageError(str(exc)) from None
+    if args.command == "ingest":
+        from streams.ingest import run_ingest
+
+        _require_broker(settings, "ingest")
+        check_broker(settings.broker)
+        return run_ingest(settings, ingest, prom, backfill_history=not args.no_backfill)
+    return _backfill(args, settings, ingest, prom)
+
+
+def _backfill(args: argparse.Namespace, settings: Settings, ingest: object, prom: object) -> int:
+    import math
+
+    from scaler.traces import read_trace
+    from streams import records
+    from streams.admin import ensure_topics
+    from streams.backfill import HistorySender, backfill, describe_problems, read_prometheus, report
+    from streams.cli import RunError, UsageError, _input_file, _require_broker, check_broker
+    from streams.prometheus import PrometheusClient, PrometheusError
+    from streams.topics import Topics
+
+    try:
+        records.check_series(args.series)
+    except records.InvalidRecord as exc:
+        raise UsageError(f"--series: {exc}") from None
+    step = args.step or settings.window_seconds
+    if not step > 0:
+        raise UsageError("--step must be > 0 seconds")
+    if args.input is not None:
+        _input_file(args.input, "--input", "a timestamp,value CSV")
+        ts, values, _ = read_trace(args.input)  # the whole file is checked before any connection
+        samples = list(zip(ts, values, strict=True))
+        read = f"{len(samples):,} points from {Path(args.input).name}"
+        _require_broker(settings, "backfill")
+        check_broker(settings.broker)
+    else:
+        _require_broker(settings, "backfill")
+        check_broker(settings.broker)
+        client = PrometheusClient(prom)  # type: ignore[arg-type]
+        end = math.floor(time.time() / step) * step - step
+        start = end - ingest.days * 86400 + step  # type: ignore[attr-defined]
+        try:
+            history = read_prometheus(client, args.query, start, end, step)
+        except PrometheusError as exc:
+            cls = UsageError if exc.reason == "bad_query" else RunError
+            raise cls(f"Prometheus at {client.settings.url}: {exc.reason}: {exc}") from None
+        samples = history.samples
+        problems = describe_problems(history.problems)
+        read = (f"{len(samples):,} points from Prometheus in {history.queries} queries, "
+                f"{history.seconds:.1f} s" + (f" ({problems})" if problems else ""))
+        if not samples:
+            raise RunError(f"{args.series}: the query gave no usable points over {ingest.days:g} days "  # type: ignore[attr-defined]
+                           f"({problems or 'no data'}); check --query and --days")
+    ensure_topics(settings.broker, Topics.from_settings(settings).all(), settings.partitions)
+    sender = HistorySender(settings)
+    try:
+        sent, learnt = backfill(sender, args.series, samples, ingest.wait_seconds)  # type: ignore[attr-defined]
+    finally:
+        sender.close()
+    print(f"foresight backfill: {report(args.series, read, sent, learnt)}", file=sys.stderr, flush=True)
+    return 0 if learnt is None or learnt.complete else 1
