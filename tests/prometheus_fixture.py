@@ -5,8 +5,8 @@ as OpenMetrics, turns it into TSDB blocks with ``promtool tsdb create-blocks-fro
 openmetrics`` (so ``query_range`` returns real history), and starts Debian's ``prometheus``
 on a free loopback port on that storage. It also scrapes a small exporter in this process
 every second that serves the same function at the wall-clock time, so the series goes on
-"live" after the history ends. Query it as ``max(foresight_test_load)`` (one series made of
-the backfilled and the scraped samples).
+"live" after the history ends: the history is written with the labels the scrape gives
+(``job``, ``instance``), so ``foresight_test_load`` is one series, backfilled then scraped.
 
 Skips with a clear message where the binaries are absent, unless
 ``FORESIGHT_REQUIRE_PROMETHEUS=1`` (CI), where absence is a failure.
@@ -14,12 +14,14 @@ Skips with a clear message where the binaries are absent, unless
 
 from __future__ import annotations
 
+import json
 import math
 import os
 import shutil
 import subprocess
 import threading
 import time
+import urllib.parse
 import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -33,9 +35,9 @@ from streams.broker import free_port, wait_for_port
 #: the metric the fixture's TSDB and exporter hold
 METRIC = "foresight_test_load"
 #: query that returns it as one series
-QUERY = f"max({METRIC})"
-#: seconds of history written into the TSDB (ending a minute before the server starts)
-HISTORY_SECONDS = 3 * 3600
+QUERY = METRIC
+#: seconds of history written into the TSDB (ending as the server starts)
+HISTORY_SECONDS = 4 * 3600
 #: seconds between history samples, and the scrape interval
 SAMPLE_SECONDS = 1
 #: the known series' period in seconds
@@ -115,13 +117,29 @@ def _wait_ready(url: str, proc: subprocess.Popen[bytes], log: Path, timeout: flo
     raise TimeoutError(f"prometheus not ready after {timeout}s:\n{log.read_text()[-3000:]}")
 
 
-def write_openmetrics(path: Path, start: int, end: int) -> int:
+def _wait_scraped(url: str, after: float, timeout: float = 60.0) -> None:
+    """Until the first live scrape has landed (before it, queries see the last history value)."""
+    q = urllib.parse.urlencode({"query": f"timestamp({METRIC})"})
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            with urllib.request.urlopen(f"{url}/api/v1/query?{q}", timeout=2) as r:  # noqa: S310
+                result = json.load(r)["data"]["result"]
+            if result and float(result[0]["value"][1]) > after:
+                return
+        except (OSError, ValueError, KeyError):
+            pass
+        time.sleep(0.2)
+    raise TimeoutError(f"prometheus has not scraped the test exporter after {timeout}s")
+
+
+def write_openmetrics(path: Path, start: int, end: int, labels: str) -> int:
     """The known series from ``start`` to ``end`` (inclusive) as OpenMetrics; returns the samples."""
     n = 0
     with path.open("w") as fh:
         fh.write(f"# TYPE {METRIC} gauge\n")
         for t in range(start, end + 1, SAMPLE_SECONDS):
-            fh.write(f'{METRIC}{{source="history"}} {known_value(t)!r} {t}\n')
+            fh.write(f'{METRIC}{{{labels}}} {known_value(t)!r} {t}\n')
             n += 1
         fh.write("# EOF\n")
     return n
@@ -129,26 +147,27 @@ def write_openmetrics(path: Path, start: int, end: int) -> int:
 
 @pytest.fixture(scope="session")
 def prometheus(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PrometheusServer]:
-    """A real Prometheus on a free loopback port: 3 h of known history, then live scrapes."""
+    """A real Prometheus on a free loopback port: 4 h of known history, then live scrapes."""
     prom, tool = require_prometheus()
     root = tmp_path_factory.mktemp("prometheus")
     data = root / "data"
-    end = int(time.time()) - 60
+    end = int(time.time()) - 1  # the scrapes go on from about here: no flat gap
     start = end - HISTORY_SECONDS
+    exporter = ThreadingHTTPServer(("127.0.0.1", 0), _Exporter)
+    threading.Thread(target=exporter.serve_forever, name="test-exporter", daemon=True).start()
+    target = f"127.0.0.1:{exporter.server_port}"
     om = root / "history.om"
-    write_openmetrics(om, start, end)
+    write_openmetrics(om, start, end, f'instance="{target}",job="live"')
     made = subprocess.run([tool, "tsdb", "create-blocks-from", "openmetrics", str(om), str(data)],
                           capture_output=True, text=True, timeout=300)
     if made.returncode != 0:
         raise RuntimeError(f"promtool failed: {made.stdout}\n{made.stderr}")
 
-    exporter = ThreadingHTTPServer(("127.0.0.1", 0), _Exporter)
-    threading.Thread(target=exporter.serve_forever, name="test-exporter", daemon=True).start()
     config = root / "prometheus.yml"
     config.write_text(
         "global: {scrape_interval: 1s, evaluation_interval: 1s}\n"
         "scrape_configs:\n"
-        f"  - job_name: live\n    static_configs: [{{targets: ['127.0.0.1:{exporter.server_port}']}}]\n")
+        f"  - job_name: live\n    static_configs: [{{targets: ['{target}']}}]\n")
     port = free_port()
     log = root / "prometheus.log"
     args = [prom, f"--config.file={config}", f"--storage.tsdb.path={data}",
@@ -159,6 +178,7 @@ def prometheus(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PrometheusS
     try:
         wait_for_port("127.0.0.1", port, 60, proc)
         _wait_ready(url, proc, log)
+        _wait_scraped(url, float(end))
         yield server
     finally:
         server.stop()
