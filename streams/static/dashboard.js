@@ -260,6 +260,8 @@
       `anomaly score ${fmt(d.score, 2)}${d.anomalous ? " (anomalous)" : ""}`,
       `forecast error ${fmt(d.error, 2)}`,
       `model ${fc.model || "–"}${fc.warm === false ? " (warming up)" : ""}`,
+      `learnt ${d.points_learnt !== undefined ? d.points_learnt.toLocaleString() : "–"} windows` +
+        (d.history_points ? ` (${d.history_points.toLocaleString()} from history)` : ""),
       `interval coverage ${fc.coverage !== undefined ? Math.round(fc.coverage * 100) + "%" : "–"}`,
     ].concat(d.drift && d.drift.drifting
       ? [`drifting since ${fmtTime(d.drift.started[d.drift.started.length - 1])}: scaled reactively until the model has adapted`]
