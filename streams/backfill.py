@@ -108,6 +108,8 @@ class Sent:
     windows: int
     first: float | None
     last: float | None
+    #: (first, last) window start of each message: the receipts' key
+    spans: set[tuple[float, float]] = field(default_factory=set)
 
 
 @dataclass
@@ -168,20 +170,26 @@ class HistorySender:
         part = self._partition(self.topics.history, series)
         n = 0
         per = windows_per_message(series)
+        spans = set()
         for i in range(0, len(aggregates), per):
             chunk = list(aggregates[i:i + per])
+            spans.add((chunk[0].ts, chunk[-1].ts))
             self._producer.send(self.topics.history, key=series.encode(),
                                 value=records.history_message(chunk), partition=part)
             n += 1
         self._producer.flush()
         first = aggregates[0].ts if aggregates else None
         last = aggregates[-1].ts if aggregates else None
-        return Sent(series, n, len(aggregates), first, last)
+        return Sent(series, n, len(aggregates), first, last, spans)
 
     @staticmethod
     def wait(consumer: KafkaConsumer, sent: Sent, timeout: float, started: float) -> Learnt:
-        """Read receipts for ``sent.series`` until one per message sent, or ``timeout``."""
+        """Read receipts for ``sent.series`` until one per message sent, or ``timeout``.
+
+        Receipts are at least once (a worker may learn a message again after a restart, and
+        a retried send may duplicate one): each message counts once, by its span."""
         out = Learnt(sent.series)
+        seen: set[tuple[float, float]] = set()
         deadline = time.monotonic() + timeout
         try:
             while out.receipts < sent.messages and time.monotonic() < deadline:
@@ -191,8 +199,10 @@ class HistorySender:
                             r = HistoryReceipt.parse(m.value)
                         except ValueError:
                             continue
-                        if r.series != sent.series:
+                        span = (r.start, r.end)
+                        if r.series != sent.series or span not in sent.spans or span in seen:
                             continue
+                        seen.add(span)
                         out.receipts += 1
                         out.learnt += r.learnt
                         out.skipped += r.skipped

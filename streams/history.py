@@ -179,5 +179,5 @@ class HistoryLearner:
             self.store.note_learnt(series, model.updates, r.learnt)
             self.save(series, model, self.store.series[series])
             cached.since_checkpoint = 0
-        return HistoryReceipt(series, r.first, r.last, r.learnt, r.skipped, rejected,
+        return HistoryReceipt(series, pts[0].start, pts[-1].start, r.first, r.last, r.learnt, r.skipped, rejected,
                               bool(model.forecaster.warm), model.updates)

@@ -44,6 +44,9 @@ log = logging.getLogger("foresight.ingest")
 
 #: seconds after a step's time before it is queried (the scrape that covers it has landed)
 QUERY_LAG_SECONDS = 1.0
+#: most rounds of history read before a source goes live (the first reads ``days``, the next
+#: ones the steps that passed meanwhile)
+CATCH_UP_ROUNDS = 3
 #: shortest step a source may have
 MIN_STEP_SECONDS = 1.0
 _FIELDS = ("series", "query", "step", "days")
@@ -330,13 +333,22 @@ def run_ingest(settings: Any, ingest: IngestSettings, prom: Any, backfill_histor
                         continue
                     end = math.floor((time.time() - QUERY_LAG_SECONDS) / s.step) * s.step
                     start = end - days * 86400 + s.step
-                    history = _read_until_reachable(read_prometheus, client, s, start, end, stop, metrics)
-                    if history is None:
-                        break
-                    sent, learnt = backfill(sender, s.series, history.samples, ingest.wait_seconds)
-                    metrics.history_windows.labels(s.series).inc(sent.windows)
-                    log.info("backfill %s", report(s.series, f"{len(history.samples):,} points from "
-                                                   f"Prometheus in {history.seconds:.1f} s", sent, learnt))
+                    # the steps that passed while the history was learnt are history too: read
+                    # them the same way (a few short rounds) until live polling takes over
+                    for _ in range(CATCH_UP_ROUNDS):
+                        history = _read_until_reachable(read_prometheus, client, s, start, end, stop,
+                                                        metrics)
+                        if history is None:
+                            break
+                        sent, learnt = backfill(sender, s.series, history.samples, ingest.wait_seconds)
+                        metrics.history_windows.labels(s.series).inc(sent.windows)
+                        log.info("backfill %s", report(s.series, f"{len(history.samples):,} points "
+                                                       f"from Prometheus in {history.seconds:.1f} s",
+                                                       sent, learnt))
+                        now_end = math.floor((time.time() - QUERY_LAG_SECONDS) / s.step) * s.step
+                        if now_end - end <= s.step:
+                            break
+                        start, end = end + s.step, now_end
                     ingestor.start_after(s.series, end)
             finally:
                 sender.close()

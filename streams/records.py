@@ -837,6 +837,10 @@ class HistoryReceipt:
     """What a worker learnt from one ``history`` message of one series."""
 
     series: str
+    #: first and last window start of the message (what the receipt is for; receipts are
+    #: at least once, so a reader keys them by this span)
+    start: float
+    end: float
     #: first and last window start learnt (None if nothing was)
     first: float | None
     last: float | None
@@ -849,7 +853,7 @@ class HistoryReceipt:
     updates: int
 
     def to_json(self) -> dict[str, Any]:
-        return {"series": self.series, "first": self.first, "last": self.last, "learnt": self.learnt,
+        return {"series": self.series, "start": self.start, "end": self.end, "first": self.first, "last": self.last, "learnt": self.learnt,
                 "skipped": self.skipped, "rejected": self.rejected, "warm": self.warm,
                 "updates": self.updates}
 
@@ -857,7 +861,7 @@ class HistoryReceipt:
     def parse(cls, raw: bytes) -> HistoryReceipt:
         """Parse a ``history.learnt`` record strictly; ``ValueError`` if it is not one.
 
-        >>> r = HistoryReceipt("a", 0.0, 10.0, 2, 0, 0, True, 40)
+        >>> r = HistoryReceipt("a", 0.0, 10.0, 0.0, 10.0, 2, 0, 0, True, 40)
         >>> HistoryReceipt.parse(dumps(r.to_json())) == r
         True
         """
@@ -874,6 +878,9 @@ class HistoryReceipt:
         if not all(e is None or (isinstance(e, _NUMBER) and not isinstance(e, bool)
                                  and math.isfinite(e)) for e in ends):
             raise ValueError("history receipt times must be numbers or null")
-        return cls(o["series"], None if ends[0] is None else float(ends[0]),
+        span = [o.get(k) for k in ("start", "end")]
+        if not all(isinstance(e, _NUMBER) and not isinstance(e, bool) and math.isfinite(e) for e in span):
+            raise ValueError("history receipt start and end must be numbers")
+        return cls(o["series"], float(span[0]), float(span[1]), None if ends[0] is None else float(ends[0]),
                    None if ends[1] is None else float(ends[1]), counts[0], counts[1], counts[2],
                    bool(o.get("warm")), counts[3])

@@ -36,8 +36,10 @@ from streams.broker import free_port, wait_for_port
 METRIC = "foresight_test_load"
 #: query that returns it as one series
 QUERY = METRIC
-#: seconds of history written into the TSDB (ending as the server starts)
+#: seconds of history written into the TSDB
 HISTORY_SECONDS = 4 * 3600
+#: seconds past the fixture's start that the history reaches (promtool + start-up take less)
+HANDOVER_SECONDS = 8
 #: seconds between history samples, and the scrape interval
 SAMPLE_SECONDS = 1
 #: the known series' period in seconds
@@ -151,7 +153,10 @@ def prometheus(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PrometheusS
     prom, tool = require_prometheus()
     root = tmp_path_factory.mktemp("prometheus")
     data = root / "data"
-    end = int(time.time()) - 1  # the scrapes go on from about here: no flat gap
+    # the history reaches a few seconds past the server's start: the first scrapes, older
+    # than the newest block, are refused (out of bounds), so the live samples carry on right
+    # after it, with no stretch of the last history value repeated (Prometheus' lookback)
+    end = int(time.time()) + HANDOVER_SECONDS
     start = end - HISTORY_SECONDS
     exporter = ThreadingHTTPServer(("127.0.0.1", 0), _Exporter)
     threading.Thread(target=exporter.serve_forever, name="test-exporter", daemon=True).start()
