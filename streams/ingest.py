@@ -340,6 +340,8 @@ def run_ingest(settings: Any, ingest: IngestSettings, prom: Any, backfill_histor
                                                         metrics)
                         if history is None:
                             break
+                        for reason, n in history.problems.items():
+                            metrics.problems.labels(reason).inc(n)
                         sent, learnt = backfill(sender, s.series, history.samples, ingest.wait_seconds)
                         metrics.history_windows.labels(s.series).inc(sent.windows)
                         log.info("backfill %s", report(s.series, f"{len(history.samples):,} points "
