@@ -65,7 +65,7 @@ class Source:
     days: float | None = None
 
 
-def parse_sources(doc: Any, where: str = "sources") -> list[Source]:
+def parse_sources(doc: Any) -> list[Source]:
     """The ``sources:`` list of a YAML document; every problem reported at once.
 
     >>> parse_sources({"sources": [{"series": "a/rps", "query": "sum(up)", "step": 15}]})
@@ -76,12 +76,12 @@ def parse_sources(doc: Any, where: str = "sources") -> list[Source]:
     streams.ingest.SourcesError: sources[0]: unknown field 'stpe' (fields: series, query, step, days); sources[0].series: bad_series: 'series' must be ...; got ''; sources[0].step must be a number >= 1 (seconds)
     """
     if not isinstance(doc, Mapping) or not isinstance(doc.get("sources"), list) or not doc["sources"]:
-        raise SourcesError(f"{where}: expected a non-empty 'sources:' list of {{series, query, step}}")
+        raise SourcesError("expected a non-empty 'sources:' list of {series, query, step}")
     problems: list[str] = []
     out: list[Source] = []
     seen: set[str] = set()
     for i, s in enumerate(doc["sources"]):
-        at = f"{where}[{i}]"
+        at = f"sources[{i}]"
         if not isinstance(s, Mapping):
             problems.append(f"{at}: expected a mapping with series, query and step")
             continue
@@ -123,7 +123,10 @@ def load_sources(path: str | Path) -> list[Source]:
         mark = getattr(exc, "problem_mark", None)
         line = f":{mark.line + 1}" if mark is not None else ""
         raise SourcesError(f"{path}{line}: not valid YAML ({getattr(exc, 'problem', None) or exc})") from None
-    return parse_sources(doc, where=str(path))
+    try:
+        return parse_sources(doc)
+    except SourcesError as exc:
+        raise SourcesError(f"{path}: {exc}") from None
 
 
 class IngestMetrics:

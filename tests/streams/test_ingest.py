@@ -211,3 +211,35 @@ def test_missing_ambiguous_non_numeric_and_an_outage_are_gaps_counted_and_logged
     # the latest scrape within Prometheus' lookback: a slow scrape, or the last one before the
     # outage): none is invented
     assert all(is_recent_value(a["ts"], a["sum"]) for a in aggs), aggs
+
+
+def _ingest_cli(*args: str, **env: str) -> subprocess.CompletedProcess[str]:
+    full = {**os.environ, "FORESIGHT_BROKER": "127.0.0.1:1", **env}
+    return subprocess.run([sys.executable, "-m", "streams", "ingest", *args], env=full, cwd=ROOT,
+                          capture_output=True, text=True, timeout=60)
+
+
+@pytest.mark.parametrize(("yaml_text", "env", "message"), [
+    ("sources:\n  - {series: a/b, query: up, step: 0, stpe: 1}\n", {},
+     "sources.yaml: sources[0]: unknown field 'stpe' (fields: series, query, step, days); sources[0].step must be"),
+    ("sources:\n  - {series: a/b, query: up, step: 5}\n  - {series: a/b, query: up, step: 5}\n", {},
+     "sources.yaml: sources[1].series: 'a/b' appears twice"),
+    ("sources: [\n", {}, "sources.yaml:2: not valid YAML"),
+    ("sources:\n  - {series: a/b, query: up, step: 5}\n",
+     {"FORESIGHT_PROMETHEUS_URL": "http://prom.example:9090", "FORESIGHT_PROMETHEUS_BEARER_TOKEN": "t"},
+     "credentials would be sent in clear text to http://prom.example:9090"),
+])
+def test_a_bad_sources_file_or_setting_is_one_line_and_exit_2_before_any_connection(
+        tmp_path, yaml_text, env, message):
+    f = tmp_path / "sources.yaml"
+    f.write_text(yaml_text)
+    r = _ingest_cli("--sources", str(f), **env)
+    assert r.returncode == 2 and r.stderr.count("\n") == 1, r.stderr
+    assert message in r.stderr and r.stderr.startswith("foresight ingest: "), r.stderr
+
+
+def test_a_good_sources_file_then_needs_the_broker(tmp_path):
+    f = tmp_path / "sources.yaml"
+    f.write_text("sources:\n  - {series: a/b, query: up, step: 5}\n")
+    r = _ingest_cli("--sources", str(f))
+    assert r.returncode == 1 and "cannot reach the Kafka broker at 127.0.0.1:1" in r.stderr, r.stderr
