@@ -95,3 +95,53 @@ def test_credentials_come_from_files_or_variables_and_never_travel_in_clear_text
         PrometheusSettings.from_env({"FORESIGHT_PROMETHEUS_CA_FILE": str(tmp_path / "none.pem")})
     with pytest.raises(PrometheusConfigError, match="BEARER_TOKEN_FILE"):
         PrometheusSettings.from_env({"FORESIGHT_PROMETHEUS_BEARER_TOKEN_FILE": str(tmp_path / "none")})
+
+
+def test_basic_auth_from_a_password_file_against_a_real_server_that_requires_it(tmp_path):
+    import crypt  # deprecated (gone in 3.13), but the one bcrypt here without a new dependency
+    import subprocess
+    import time
+
+    from streams.broker import wait_for_port
+    from tests.prometheus_fixture import require_prometheus
+
+    prom, _ = require_prometheus()
+    hashed = crypt.crypt("pw-123", crypt.mksalt(crypt.METHOD_BLOWFISH))
+    web = tmp_path / "web.yml"
+    web.write_text(f"basic_auth_users:\n  foresight: '{hashed}'\n")
+    config = tmp_path / "prometheus.yml"
+    config.write_text("global: {scrape_interval: 1m}\n")
+    port = free_port()
+    proc = subprocess.Popen([prom, f"--config.file={config}", f"--web.config.file={web}",
+                             f"--storage.tsdb.path={tmp_path / 'data'}",
+                             f"--web.listen-address=127.0.0.1:{port}"],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        wait_for_port("127.0.0.1", port, 60, proc)
+        password = tmp_path / "password"
+        password.write_text("pw-123\n")
+        env = {"FORESIGHT_PROMETHEUS_URL": f"http://127.0.0.1:{port}",
+               "FORESIGHT_PROMETHEUS_USERNAME": "foresight",
+               "FORESIGHT_PROMETHEUS_PASSWORD_FILE": str(password)}
+        good = PrometheusClient(PrometheusSettings.from_env(env))
+        deadline = time.monotonic() + 30
+        while True:  # until the query engine is ready
+            try:
+                r = good.query("vector(42)", time.time())
+                break
+            except PrometheusError as exc:
+                if exc.reason != "unreachable" or time.monotonic() > deadline:
+                    raise
+                time.sleep(0.3)
+        assert r.samples and r.samples[0][1] == 42.0
+        anonymous = PrometheusClient(PrometheusSettings.from_env({"FORESIGHT_PROMETHEUS_URL": env[
+            "FORESIGHT_PROMETHEUS_URL"]}))
+        wrong = PrometheusClient(PrometheusSettings.from_env({**env, "FORESIGHT_PROMETHEUS_PASSWORD_FILE": "",
+                                                              "FORESIGHT_PROMETHEUS_PASSWORD": "nope"}))
+        for client in (anonymous, wrong):
+            with pytest.raises(PrometheusError) as e:
+                client.query("vector(42)", time.time())
+            assert e.value.reason == "bad_query" and "HTTP 401 (check the credentials)" in str(e.value)
+    finally:
+        proc.terminate()
+        proc.wait(15)
