@@ -21,6 +21,7 @@ server unreachable,  an outage: retried at the next step                    ``un
 5xx, timeout
 4xx (bad query)      a configuration error                                  ``bad_query``
 not the API's JSON   a proxy or another server answered                     ``bad_response``
+TLS not trusted      the server's certificate does not verify (CA file?)    ``tls``
 ===================  =====================================================  ===============
 
 >>> r = result_samples({"resultType": "vector", "result": [{"metric": {}, "value": [10, "1.5"]}]})
@@ -54,7 +55,7 @@ from pathlib import Path
 #: the most points Prometheus returns per series and query (it refuses more)
 MAX_POINTS_PER_QUERY = 11_000
 #: the fixed vocabulary of problems (also the ``reason`` label of the counters)
-REASONS = ("no_data", "several_series", "non_numeric", "unreachable", "bad_query", "bad_response")
+REASONS = ("no_data", "several_series", "non_numeric", "unreachable", "bad_query", "bad_response", "tls")
 
 
 class PrometheusError(Exception):
@@ -279,6 +280,10 @@ class PrometheusClient:
             raise PrometheusError("unreachable", f"{url}: HTTP {exc.code}: {detail}") from None
         except (urllib.error.URLError, OSError) as exc:
             why = getattr(exc, "reason", None) or exc
+            if isinstance(why, ssl.SSLError):
+                raise PrometheusError("tls", f"{url}: TLS: {getattr(why, 'verify_message', None) or why}; "
+                                      "set FORESIGHT_PROMETHEUS_CA_FILE to the CA that signed the "
+                                      "server's certificate") from None
             raise PrometheusError("unreachable", f"{url}: {why}") from None
         try:
             answer = json.loads(raw)

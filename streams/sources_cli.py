@@ -54,7 +54,7 @@ def _common(p: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace, settings: Settings) -> int:
     from streams.cli import UsageError, _input_file, _require_broker, check_broker
     from streams.ingest import IngestSettings, SourcesError, load_sources
-    from streams.prometheus import PrometheusConfigError, PrometheusSettings
+    from streams.prometheus import PrometheusConfigError, PrometheusError, PrometheusSettings
 
     flags = {k: getattr(args, k, None) for k in ("sources", "days", "wait_seconds", "metrics_host",
                                                   "metrics_port")}
@@ -76,8 +76,21 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
 
         _require_broker(settings, "ingest")
         check_broker(settings.broker)
-        return run_ingest(settings, ingest, prom, backfill_history=not args.no_backfill)
+        try:
+            return run_ingest(settings, ingest, prom, backfill_history=not args.no_backfill)
+        except PrometheusError as exc:  # reading a source's history at start
+            raise _prometheus_error(exc, prom.url) from None  # type: ignore[union-attr]
     return _backfill(args, settings, ingest, prom)
+
+
+def _prometheus_error(exc: Exception, url: str) -> Exception:
+    """A query that failed at start: exit 2 if what was given is wrong (query, credentials,
+    CA), else exit 1."""
+    from streams.cli import RunError, UsageError
+
+    reason = getattr(exc, "reason", "")
+    cls = UsageError if reason in ("bad_query", "tls") else RunError
+    return cls(f"Prometheus at {url}: {reason}: {exc}")
 
 
 def _backfill(args: argparse.Namespace, settings: Settings, ingest: object, prom: object) -> int:
@@ -114,8 +127,7 @@ def _backfill(args: argparse.Namespace, settings: Settings, ingest: object, prom
         try:
             history = read_prometheus(client, args.query, start, end, step)
         except PrometheusError as exc:
-            cls = UsageError if exc.reason == "bad_query" else RunError
-            raise cls(f"Prometheus at {client.settings.url}: {exc.reason}: {exc}") from None
+            raise _prometheus_error(exc, client.settings.url) from None
         samples = history.samples
         problems = describe_problems(history.problems)
         read = (f"{len(samples):,} points from Prometheus in {history.queries} queries, "

@@ -145,3 +145,65 @@ def test_basic_auth_from_a_password_file_against_a_real_server_that_requires_it(
     finally:
         proc.terminate()
         proc.wait(15)
+
+
+def _make_certs(d) -> tuple[str, str, str]:
+    """A CA and a server certificate for 127.0.0.1 signed by it (openssl); the CA, cert and key."""
+    import shutil
+    import subprocess
+
+    if shutil.which("openssl") is None:
+        pytest.skip("openssl is not installed (needed to make the test's certificates)")
+    ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"]
+
+    def run(*args: str) -> None:
+        subprocess.run(["openssl", *args], cwd=d, check=True, capture_output=True, timeout=60)
+
+    run("req", "-x509", *ec, "-keyout", "ca.key", "-out", "ca.pem", "-days", "1", "-subj", "/CN=test-ca")
+    run("req", *ec, "-keyout", "server.key", "-out", "server.csr", "-subj", "/CN=127.0.0.1")
+    (d / "san.ext").write_text("subjectAltName=IP:127.0.0.1\n")
+    run("x509", "-req", "-in", "server.csr", "-CA", "ca.pem", "-CAkey", "ca.key", "-CAcreateserial",
+        "-out", "server.pem", "-days", "1", "-extfile", "san.ext")
+    return str(d / "ca.pem"), str(d / "server.pem"), str(d / "server.key")
+
+
+def test_https_with_a_ca_file_against_a_real_tls_server(tmp_path):
+    import subprocess
+    import time
+
+    from streams.broker import wait_for_port
+    from tests.prometheus_fixture import require_prometheus
+
+    prom, _ = require_prometheus()
+    ca, cert, key = _make_certs(tmp_path)
+    web = tmp_path / "web.yml"
+    web.write_text(f"tls_server_config:\n  cert_file: {cert}\n  key_file: {key}\n")
+    config = tmp_path / "prometheus.yml"
+    config.write_text("global: {scrape_interval: 1m}\n")
+    port = free_port()
+    proc = subprocess.Popen([prom, f"--config.file={config}", f"--web.config.file={web}",
+                             f"--storage.tsdb.path={tmp_path / 'data'}",
+                             f"--web.listen-address=127.0.0.1:{port}"],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    url = f"https://127.0.0.1:{port}"
+    try:
+        wait_for_port("127.0.0.1", port, 60, proc)
+        trusted = PrometheusClient(PrometheusSettings.from_env({"FORESIGHT_PROMETHEUS_URL": url,
+                                                                "FORESIGHT_PROMETHEUS_CA_FILE": ca}))
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                r = trusted.query("vector(7)", time.time())
+                break
+            except PrometheusError as exc:
+                if exc.reason != "unreachable" or time.monotonic() > deadline:
+                    raise
+                time.sleep(0.3)
+        assert r.samples[0][1] == 7.0
+        untrusted = PrometheusClient(PrometheusSettings.from_env({"FORESIGHT_PROMETHEUS_URL": url}))
+        with pytest.raises(PrometheusError) as e:
+            untrusted.query("vector(7)", time.time())
+        assert e.value.reason == "tls" and "FORESIGHT_PROMETHEUS_CA_FILE" in str(e.value)
+    finally:
+        proc.terminate()
+        proc.wait(15)
