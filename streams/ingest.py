@@ -47,6 +47,8 @@ QUERY_LAG_SECONDS = 1.0
 #: most rounds of history read before a source goes live (the first reads ``days``, the next
 #: ones the steps that passed meanwhile)
 CATCH_UP_ROUNDS = 3
+#: the Lease that keeps one active ingest per cluster
+LEASE_NAME = "foresight-ingest"
 #: shortest step a source may have
 MIN_STEP_SECONDS = 1.0
 _FIELDS = ("series", "query", "step", "days")
@@ -169,8 +171,11 @@ class Ingestor:
     """
 
     def __init__(self, sources: list[Source], client: PrometheusClient, sink: Sink,
-                 metrics: IngestMetrics, clock: Callable[[], float] = time.time) -> None:
+                 metrics: IngestMetrics, clock: Callable[[], float] = time.time,
+                 leading: Callable[[], bool] = lambda: True) -> None:
         self.sources = sources
+        #: only the leader queries and sends (one ingest per cluster: a Lease in Kubernetes)
+        self.leading = leading
         self.client = client
         self.sink = sink
         self.metrics = metrics
@@ -195,6 +200,10 @@ class Ingestor:
         """Query every source whose step is due; return the samples sent."""
         now = self.clock()
         sent = 0
+        if not self.leading():  # a standby: when it takes over, it starts at the current step
+            for s in self.sources:
+                self.next_at[s.series] = math.floor((now - QUERY_LAG_SECONDS) / s.step) * s.step
+            return 0
         for s in self.sources:
             t = self._first(s, now)
             if t > now - QUERY_LAG_SECONDS:
@@ -301,8 +310,13 @@ class IngestSettings:
 
 
 def run_ingest(settings: Any, ingest: IngestSettings, prom: Any, backfill_history: bool = True,
-               stop: threading.Event | None = None) -> int:
-    """``foresight ingest``: backfill every source, then poll until SIGINT/SIGTERM (or ``stop``)."""
+               stop: threading.Event | None = None, kube: bool = False) -> int:
+    """``foresight ingest``: backfill every source, then poll until SIGINT/SIGTERM (or ``stop``).
+
+    With ``kube``, only the holder of the ``foresight-ingest`` Lease (in
+    ``FORESIGHT_LEASE_NAMESPACE``) backfills and polls, the controller's leader election
+    (:class:`scaler.kube.lease.LeaderElector`); the others wait as standbys.
+    """
     import signal
 
     from prometheus_client import start_http_server
@@ -323,9 +337,16 @@ def run_ingest(settings: Any, ingest: IngestSettings, prom: Any, backfill_histor
             signal.signal(sig, lambda *_: stop.set())
     if ingest.metrics_port:
         start_http_server(ingest.metrics_port, ingest.metrics_host, registry=registry)
+    elector = _elector(settings) if kube else None
+    if elector is not None:
+        elector.start()
+        log.info("waiting for the Lease %s/%s (standby until it is ours)", elector.namespace, elector.name)
+        while not stop.is_set() and not elector.is_leader():
+            stop.wait(0.5)
     producer = AggregatingProducer(settings.broker, interval=min(1.0, settings.window_seconds),
                                    flush_every=1.0, settings=settings)
-    ingestor = Ingestor(sources, client, producer, metrics)
+    ingestor = Ingestor(sources, client, producer, metrics,
+                        leading=elector.is_leader if elector is not None else lambda: True)
     try:
         if backfill_history:
             sender = HistorySender(settings)
@@ -362,7 +383,19 @@ def run_ingest(settings: Any, ingest: IngestSettings, prom: Any, backfill_histor
         ingestor.run(stop)
     finally:
         producer.close()
+        if elector is not None:
+            elector.stop()
     return 0
+
+
+def _elector(settings: Any) -> Any:
+    import socket
+
+    from scaler.kube import LeaderElector
+    from scaler.kube.config import api_client
+
+    return LeaderElector(api_client("foresight-ingest/0.1.0"), identity=socket.gethostname(),
+                         name=LEASE_NAME, namespace=settings.lease_namespace)
 
 
 def _read_until_reachable(read: Callable[..., Any], client: PrometheusClient, s: Source, start: float,

@@ -22,6 +22,9 @@ def add_ingest_flags(p: argparse.ArgumentParser) -> None:
                         "[FORESIGHT_INGEST_SOURCES]")
     p.add_argument("--no-backfill", action="store_true",
                    help="go live at once, without reading each source's history first")
+    p.add_argument("--kube", action="store_true",
+                   help="in Kubernetes: only the holder of the foresight-ingest Lease (in "
+                        "FORESIGHT_LEASE_NAMESPACE) ingests, the others are standbys")
     _common(p)
     p.add_argument("--metrics-port", type=int, metavar="N",
                    help="serve the ingest's /metrics on this port, 0: off [FORESIGHT_INGEST_METRICS_PORT; default: 0]")
@@ -77,7 +80,8 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
         _require_broker(settings, "ingest")
         check_broker(settings.broker)
         try:
-            return run_ingest(settings, ingest, prom, backfill_history=not args.no_backfill)
+            return run_ingest(settings, ingest, prom, backfill_history=not args.no_backfill,
+                              kube=args.kube)
         except PrometheusError as exc:  # reading a source's history at start
             raise _prometheus_error(exc, prom.url) from None  # type: ignore[union-attr]
     return _backfill(args, settings, ingest, prom)

@@ -243,3 +243,66 @@ def test_a_good_sources_file_then_needs_the_broker(tmp_path):
     f.write_text("sources:\n  - {series: a/b, query: up, step: 5}\n")
     r = _ingest_cli("--sources", str(f))
     assert r.returncode == 1 and "cannot reach the Kafka broker at 127.0.0.1:1" in r.stderr, r.stderr
+
+
+class _Sink:
+    """Collects what an Ingestor records (the broker path is tested above)."""
+
+    def __init__(self) -> None:
+        self.samples: list[tuple[str, float, float]] = []
+
+    def record_metric(self, series: str, value: float, ts: float | None = None) -> None:
+        self.samples.append((series, value, ts))
+
+    def flush(self, wait: bool = True) -> int:
+        return 0
+
+
+def test_only_the_lease_holder_ingests_and_a_standby_takes_over(prometheus):
+    """Two ingests, the controller's leader election (a Lease) against the API server emulator."""
+    from datetime import UTC, datetime
+
+    from prometheus_client import CollectorRegistry
+
+    from scaler.kube import LeaderElector
+    from streams.ingest import LEASE_NAME, IngestMetrics, Ingestor, Source
+    from streams.prometheus import PrometheusClient, PrometheusSettings
+
+    sys.path.insert(0, str(ROOT / "tests" / "scaler" / "kube"))
+    from kube_emulator import EmulatorThread
+
+    sources = [Source("lead/load", QUERY, STEP)]
+    client = PrometheusClient(PrometheusSettings(url=prometheus.url))
+    clock = [1000.0]
+
+    def elector(emu, who: str) -> LeaderElector:
+        return LeaderElector(emu.api_client(who), identity=who, name=LEASE_NAME, lease_duration=15,
+                             renew_deadline=10, retry_period=2, clock=lambda: clock[0],
+                             wallclock=lambda: datetime.fromtimestamp(clock[0], UTC))
+
+    with EmulatorThread() as emu:
+        a, b = elector(emu, "a"), elector(emu, "b")
+        sinks = {"a": _Sink(), "b": _Sink()}
+        ingest = {who: Ingestor(sources, client, sinks[who], IngestMetrics(CollectorRegistry(), sources),
+                                leading=e.is_leader) for who, e in (("a", a), ("b", b))}
+        assert a.step() and not b.step()
+        _drive_both(ingest, 2.5)
+        assert len(sinks["a"].samples) >= 1 and sinks["b"].samples == [], "only the leader sends"
+
+        clock[0] += 11  # a cannot renew in time (say it hangs): it stops acting ...
+        _drive_both(ingest, 1.5)
+        a_sent = len(sinks["a"].samples)
+        clock[0] += 5  # ... and once the Lease has expired, b takes over
+        assert b.step() and not a.is_leader()
+        _drive_both(ingest, 2.5)
+        assert len(sinks["a"].samples) == a_sent and len(sinks["b"].samples) >= 1
+        assert len({ts for _, _, ts in sinks["a"].samples + sinks["b"].samples}) == \
+            len(sinks["a"].samples) + len(sinks["b"].samples), "no step sent twice"
+
+
+def _drive_both(ingest: dict, seconds: float) -> None:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        for i in ingest.values():
+            i.poll_once()
+        time.sleep(0.2)
