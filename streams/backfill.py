@@ -25,7 +25,7 @@ from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 from kafka.partitioner.default import murmur2
 
 from streams import records
-from streams.prometheus import PrometheusClient, PrometheusError, chunks
+from streams.prometheus import PrometheusClient, chunks
 from streams.records import Aggregate, HistoryReceipt
 from streams.settings import Settings
 from streams.topics import Topics
@@ -255,6 +255,3 @@ def describe_problems(problems: Counter[str]) -> str:
     """``no_data x2, non_numeric x5`` (empty if none)."""
     return ", ".join(f"{k} x{v}" for k, v in sorted(problems.items()))
 
-
-def unwrap(exc: PrometheusError) -> str:
-    return f"Prometheus {exc.reason}: {exc}"

@@ -32,7 +32,7 @@ import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from prometheus_client import CollectorRegistry, Counter, Gauge
 
@@ -83,6 +83,7 @@ def parse_sources(doc: Any) -> list[Source]:
     out: list[Source] = []
     seen: set[str] = set()
     for i, s in enumerate(doc["sources"]):
+        before = len(problems)
         at = f"sources[{i}]"
         if not isinstance(s, Mapping):
             problems.append(f"{at}: expected a mapping with series, query and step")
@@ -108,7 +109,7 @@ def parse_sources(doc: Any) -> list[Source]:
         if days is not None and (isinstance(days, bool) or not isinstance(days, int | float)
                                  or not 0 <= days <= 366):
             problems.append(f"{at}.days must be a number of days in [0, 366]")
-        if not problems:
+        if len(problems) == before:
             out.append(Source(str(series), str(query), float(step), None if days is None else float(days)))
     if problems:
         raise SourcesError("; ".join(problems))
@@ -155,8 +156,8 @@ class IngestMetrics:
             self.samples.labels(s.series)
 
 
-class Sink:
-    """Where live samples go: ``record_metric(series, value, ts)`` and ``flush()``."""
+class Sink(Protocol):
+    """Where live samples go (an :class:`~streams.producer.AggregatingProducer`)."""
 
     def record_metric(self, series: str, value: float, ts: float | None = None) -> None: ...
 

@@ -12,8 +12,13 @@ import os
 import sys
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from streams.settings import Settings
+
+if TYPE_CHECKING:
+    from streams.ingest import IngestSettings
+    from streams.prometheus import PrometheusSettings
 
 
 def add_ingest_flags(p: argparse.ArgumentParser) -> None:
@@ -83,7 +88,7 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
             return run_ingest(settings, ingest, prom, backfill_history=not args.no_backfill,
                               kube=args.kube)
         except PrometheusError as exc:  # reading a source's history at start
-            raise _prometheus_error(exc, prom.url) from None  # type: ignore[union-attr]
+            raise _prometheus_error(exc, prom.url if prom is not None else "?") from None
     return _backfill(args, settings, ingest, prom)
 
 
@@ -97,7 +102,8 @@ def _prometheus_error(exc: Exception, url: str) -> Exception:
     return cls(f"Prometheus at {url}: {reason}: {exc}")
 
 
-def _backfill(args: argparse.Namespace, settings: Settings, ingest: object, prom: object) -> int:
+def _backfill(args: argparse.Namespace, settings: Settings, ingest: IngestSettings,
+              prom: PrometheusSettings | None) -> int:
     import math
 
     from scaler.traces import read_trace
@@ -125,9 +131,10 @@ def _backfill(args: argparse.Namespace, settings: Settings, ingest: object, prom
     else:
         _require_broker(settings, "backfill")
         check_broker(settings.broker)
-        client = PrometheusClient(prom)  # type: ignore[arg-type]
+        assert prom is not None  # read in run() for --query
+        client = PrometheusClient(prom)
         end = math.floor(time.time() / step) * step - step
-        start = end - ingest.days * 86400 + step  # type: ignore[attr-defined]
+        start = end - ingest.days * 86400 + step
         try:
             history = read_prometheus(client, args.query, start, end, step)
         except PrometheusError as exc:
@@ -137,12 +144,12 @@ def _backfill(args: argparse.Namespace, settings: Settings, ingest: object, prom
         read = (f"{len(samples):,} points from Prometheus in {history.queries} queries, "
                 f"{history.seconds:.1f} s" + (f" ({problems})" if problems else ""))
         if not samples:
-            raise RunError(f"{args.series}: the query gave no usable points over {ingest.days:g} days "  # type: ignore[attr-defined]
+            raise RunError(f"{args.series}: the query gave no usable points over {ingest.days:g} days "
                            f"({problems or 'no data'}); check --query and --days")
     ensure_topics(settings.broker, Topics.from_settings(settings).all(), settings.partitions)
     sender = HistorySender(settings)
     try:
-        sent, learnt = backfill(sender, args.series, samples, ingest.wait_seconds)  # type: ignore[attr-defined]
+        sent, learnt = backfill(sender, args.series, samples, ingest.wait_seconds)
     finally:
         sender.close()
     print(f"foresight backfill: {report(args.series, read, sent, learnt)}", file=sys.stderr, flush=True)
