@@ -207,3 +207,15 @@ def test_https_with_a_ca_file_against_a_real_tls_server(tmp_path):
     finally:
         proc.terminate()
         proc.wait(15)
+
+
+def test_without_the_binaries_the_fixture_skips_or_in_ci_fails(monkeypatch, tmp_path):
+    from tests.prometheus_fixture import require_prometheus
+
+    monkeypatch.setenv("PATH", str(tmp_path))  # nothing installed here
+    monkeypatch.delenv("FORESIGHT_REQUIRE_PROMETHEUS", raising=False)
+    with pytest.raises(pytest.skip.Exception, match="apt-get install prometheus"):
+        require_prometheus()
+    monkeypatch.setenv("FORESIGHT_REQUIRE_PROMETHEUS", "1")
+    with pytest.raises(pytest.fail.Exception, match="FORESIGHT_REQUIRE_PROMETHEUS=1 but Prometheus"):
+        require_prometheus()
