@@ -135,6 +135,9 @@ class HistoryLearner:
         self.save = save
         self.restore_view = restore_view
         self.metrics = metrics
+        #: per series: the newest window learnt from history in this process (kept across
+        #: rebalances, so a view that could not be restored never makes history learnt twice)
+        self.until: dict[str, float] = {}
 
     def learn_message(self, raw: bytes) -> tuple[list[HistoryReceipt], DeadLetter | None]:
         """Learn one message; the receipts (one per series in it) and its dead letter."""
@@ -156,7 +159,8 @@ class HistoryLearner:
         if series not in self.store.series:
             self.restore_view(series)
         view = self.store.series.get(series)
-        latest = view.latest if view is not None else None
+        marks = [t for t in (view.latest[0] if view is not None and view.latest else None,
+                             self.until.get(series)) if t is not None]
         cached = self.model_for(series)
         model = cached.model
         # the view shows the last windows it holds, with the one-step forecasts made for them
@@ -170,7 +174,9 @@ class HistoryLearner:
             fc_json = records.forecast_to_json(fc, obs.value, obs.anomalous, u.score)
             self.store.on_window(series, p.start, p.value, fc_json, u.score, u.anomalous, None)
 
-        r = learn(model, pts, latest[0] if latest else None, on_point)
+        r = learn(model, pts, max(marks) if marks else None, on_point)
+        if r.last is not None:
+            self.until[series] = r.last
         self.metrics.points.labels("learnt").inc(r.learnt)
         self.metrics.points.labels("skipped").inc(r.skipped)
         self.metrics.points.labels("rejected").inc(rejected)

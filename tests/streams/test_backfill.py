@@ -56,7 +56,8 @@ def test_backfill_from_prometheus_and_a_csv_trains_the_worker(broker, prefix, st
                      FORESIGHT_PROMETHEUS_URL=prometheus.url)
     assert again.returncode == 0, again.stderr
     learnt2, skipped2, _ = learnt_of(again.stderr)
-    assert skipped2 >= learnt and learnt2 <= 120, "what the model had learnt is skipped, not learnt twice"
+    assert skipped2 >= learnt and learnt2 <= 120, ("what the model had learnt is skipped, not learnt twice",
+                                                   r.stderr, again.stderr)
 
     r = backfill(broker, prefix, "--series", "taxi/rides", "--input", str(TRACE))
     assert r.returncode == 0, r.stderr

@@ -80,3 +80,11 @@ def test_history_is_exempt_from_lateness_and_the_future_check():
     new = _samples(30, t0=1.9e9)
     [r], dead = learner.learn_message(history_message(old + new))
     assert dead is None and r.learnt == 60 and models["h/load"].model.updates == 60
+
+
+def test_history_already_learnt_is_skipped_even_when_the_view_was_lost():
+    learner, models, _, _, store = _learner()
+    learner.learn_message(history_message(_samples(100)))
+    store.series.clear()  # say a rebalance dropped it and its snapshot could not be restored
+    [r], _ = learner.learn_message(history_message(_samples(100)))
+    assert (r.learnt, r.skipped) == (0, 100) and models["h/load"].model.updates == 100
