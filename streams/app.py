@@ -52,6 +52,31 @@ log = logging.getLogger("foresight.worker")
 #: a re-read partition that has not come back to its offset this long after the seek is
 #: sought again (a seek during recovery or a rebalance can be overridden)
 REWIND_RETRY_SECONDS = 1.0
+#: an input partition with no delivery this long is checked for records fetched but never delivered
+UNDELIVERED_AFTER_SECONDS = 2.0
+
+
+def undelivered(expected: int, end: int | None, handed: int | None) -> bool:
+    """Whether a partition has records the agent never saw and never will unless sought.
+
+    ``expected`` is the offset the agent needs next, ``end`` the partition's end offset
+    and ``handed`` the last offset the consumer handed to the stream (None: none yet).
+    Records exist at ``expected`` (``end > expected``) yet none from there on was handed
+    over: they were fetched and dropped. (A record handed over but not yet processed is
+    queued, and not re-read.)
+
+    >>> undelivered(0, 100, None)       # fetched during recovery, dropped: re-read
+    True
+    >>> undelivered(40, 100, 60)        # queued for the agent: wait
+    False
+    >>> undelivered(100, 100, 99)       # at the end: nothing to read
+    False
+    >>> undelivered(40, None, None)     # end unknown: no guess
+    False
+    """
+    if end is None or end <= expected:
+        return False
+    return handed is None or handed < expected
 
 
 def horizon_steps(settings: Settings) -> int:
@@ -215,6 +240,9 @@ def create_app(settings: Settings, metrics: Metrics | None = None) -> faust.App:
                 state.unacked.pop((tp.topic, tp.partition), None)
                 state.last_input.pop((tp.topic, tp.partition), None)
                 state.next_offset.pop((tp.topic, tp.partition), None)
+        inputs_p = sorted(f"{tp.topic}[{tp.partition}]" for tp in assigned
+                          if tp.topic in (topics.events, topics.metrics))
+        log.info("input partitions assigned: %s", ", ".join(inputs_p) or "none")
         points_p = {tp.partition for tp in assigned if tp.topic == topics.points}
         decisions_p = {tp.partition for tp in assigned if tp.topic == topics.decisions}
         n = settings.partitions
@@ -252,6 +280,8 @@ def create_app(settings: Settings, metrics: Metrics | None = None) -> faust.App:
         from its lowest unacknowledged offset. Messages before that offset
         arrives are stale and skipped (they come again)."""
         expected = state.next_offset.get(source)
+        if expected is None:
+            log.info("%s[%d]: reading from offset %d", *source, msg.offset)
         if expected is None or msg.offset == expected:
             state.next_offset[source] = msg.offset + 1
             return True
@@ -298,6 +328,46 @@ def create_app(settings: Settings, metrics: Metrics | None = None) -> faust.App:
         rewinding[source] = (tp, time.monotonic())
         await app.consumer.seek(tp, start)
     gaps_seen: set[tuple[tuple[str, int], int, int]] = set()
+
+    async def fetch_undelivered() -> None:
+        """Re-read a partition whose records were fetched but never handed to the agent.
+
+        Faust drops the records of a fetch that completes while the flow is stopped
+        (recovery, a rebalance) and relies on its seek to the committed offset to fetch
+        them again, but that seek leaves a partition with no committed offset where the
+        dropped fetch left it. The gap check in :func:`in_sequence` notices the loss at the
+        next message; this notices it when no next message comes (the end of a backlog):
+        a partition idle for :data:`UNDELIVERED_AFTER_SECONDS` with records at or after the
+        offset the agent expects, none of which reached the stream, is sought back to it.
+        """
+        consumer = app.consumer
+        now_m = time.monotonic()
+        idle = []
+        for tp in consumer.assignment():
+            source = (tp.topic, tp.partition)
+            if tp.topic not in (topics.events, topics.metrics) or source in rewinding:
+                continue
+            if now_m - state.last_input.get(source, now_m) >= UNDELIVERED_AFTER_SECONDS:
+                idle.append(tp)
+        if not idle:
+            return
+        ends = await consumer.highwaters(*idle)
+        committed = getattr(consumer, "_committed_offset", {})
+        handed = getattr(consumer, "_read_offset", {})
+        for tp in idle:
+            source = (tp.topic, tp.partition)
+            expected = state.next_offset.get(source)
+            if expected is None:
+                expected = committed.get(tp)
+            if expected is None:
+                expected = (await consumer.earliest_offsets(tp)).get(tp) or 0
+            if not undelivered(expected, ends.get(tp), handed.get(tp)):
+                continue
+            log.warning("%s[%d]: offsets %d..%d were fetched but never delivered: re-reading from %d",
+                        *source, expected, ends[tp] - 1, expected)
+            metrics.input_rereads.inc()
+            state.last_input[source] = now_m
+            await consumer.seek(tp, expected)
 
     async def window_message(event: Any) -> None:
         msg = event.message
@@ -356,6 +426,10 @@ def create_app(settings: Settings, metrics: Metrics | None = None) -> faust.App:
                 await reseek_if_stuck(source)
             except Exception:  # noqa: BLE001 - a timer never dies on one partition
                 log.exception("seeking %s[%d] again failed", *source)
+        try:
+            await fetch_undelivered()
+        except Exception:  # noqa: BLE001 - a timer never dies on a broker hiccup
+            log.exception("checking for undelivered input failed")
         now_m, now = time.monotonic(), time.time()
         for source, w in list(state.windowers.items()):
             if now_m - state.last_input.get(source, now_m) < idle_after:
