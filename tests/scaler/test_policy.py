@@ -90,7 +90,7 @@ def acting(name: str = FORECASTER) -> PolicyState:
     """A fresh policy state whose adaptive policy acts with contender ``name``."""
     a = Adaptive.start(0.6)
     a.acting = [c.name for c in a.contenders].index(name)
-    return PolicyState(adaptive=a)
+    return PolicyState(adaptives={"web/rps": a})
 
 CASES = [
     # the lead window [now, now + 180 s] holds the first four points (the 4th is the
