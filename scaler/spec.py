@@ -639,3 +639,45 @@ def load_specs(path: str | Path) -> list[ScalerSpec]:
     if not specs:
         raise SpecError(f"{path}: no {KIND} documents found")
     return specs
+
+
+def load_schedules(path: str | Path) -> tuple[Schedule, ...]:
+    """Read scheduled minimums from a YAML file: a list shaped like ``spec.schedules``, or a
+    mapping with that list under ``schedules`` (SpecError naming the file if unusable).
+
+    Used by ``foresight backtest --schedule FILE``.
+    """
+    try:
+        with open(path, encoding="utf-8") as fh:
+            doc = yaml.safe_load(fh)
+    except OSError as exc:
+        raise SpecError(f"{path}: {exc.strerror or exc}") from None
+    except yaml.YAMLError as exc:
+        raise SpecError(f"{path}: not valid YAML: {' '.join(str(exc).split())}") from None
+    if isinstance(doc, Mapping):
+        r0 = _Reader()
+        r0.known(doc, ("schedules",), "")
+        if r0.problems:
+            raise SpecError(f"{path}: " + "; ".join(r0.problems))
+        doc = doc.get("schedules")
+    if not isinstance(doc, list) or not doc:
+        raise SpecError(f"{path}: expected a non-empty list of schedules "
+                        "(each {name, minReplicas, cron + durationSeconds or start + end, "
+                        "timezone})")
+    r = _Reader()
+    out = []
+    for i, item in enumerate(doc):
+        if not isinstance(item, Mapping):
+            r._bad(f"schedules[{i}]", "must be a mapping")
+            continue
+        out.append(read_schedule(r, item, f"schedules[{i}]"))
+    names = [s.name for s in out]
+    problems = list(r.problems)
+    for i, s in enumerate(out):
+        problems += [p for p in s.problems(f"schedules[{i}]")
+                     if not any(p.startswith(q) for q in r.fields)]
+        if s.name and names.index(s.name) != i:
+            problems.append(f"schedules[{i}].name {s.name!r} is not unique")
+    if problems:
+        raise SpecError(f"{path}: " + "; ".join(problems))
+    return tuple(out)
