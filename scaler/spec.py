@@ -208,10 +208,13 @@ class ScalerSpec:
     signals: tuple[Signal, ...] = ()
     #: scheduled minimums (``spec.schedules``)
     schedules: tuple[Schedule, ...] = ()
+    #: the one signal came from ``series`` + ``capacityPerReplica`` (problems are named so)
+    shorthand: bool = field(default=False, init=False, compare=False, repr=False)
 
     def __post_init__(self) -> None:
         if not self.signals:
             object.__setattr__(self, "signals", (Signal(self.series, self.capacity_per_replica),))
+            object.__setattr__(self, "shorthand", True)
         else:
             first = self.signals[0]
             object.__setattr__(self, "series", first.series)
@@ -307,8 +310,8 @@ class ScalerSpec:
         return out
 
     def _signal_problems(self) -> list[str]:
-        if len(self.signals) == 1 and self.signals[0].source is None and not self.signals[0].name:
-            return self._one_signal_problems(self.signals[0], "spec.")  # the shorthand
+        if self.shorthand:
+            return self._one_signal_problems(self.signals[0], "spec.")
         out = []
         if len(self.signals) > MAX_SIGNALS:
             out.append(f"spec.signals: at most {MAX_SIGNALS}")
