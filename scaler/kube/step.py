@@ -130,15 +130,16 @@ class ReconcileStep:
             )
         target.recommended = d.desired
         if d.drifting != target.drifting:
+            drifting = ", ".join(f.series for f in d.signals if f.drifting)
             if d.drifting:
                 self.recorder.event(
                     target, "Warning", KubeReason.SERIES_DRIFTING,
-                    f"series {spec.series}: its forecast errors changed regime (a drift); "
+                    f"series {drifting}: its forecast errors changed regime (a drift); "
                     "scaling reactively on the observed load until the model has adapted",
                 )
             else:
                 self.recorder.event(target, "Normal", KubeReason.DRIFT_RECOVERED,
-                                    f"series {spec.series}: the model has adapted; "
+                                    f"series {', '.join(spec.all_series)}: the model has adapted; "
                                     "the forecast is used again")
             target.drifting = d.drifting
         if d.fallback is not None and target.fallback != d.fallback:
