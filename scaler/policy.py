@@ -2,20 +2,26 @@
 
 ``decide(spec, state, forecast, observed, current, now) -> (Decision, state)``
 is a short composition of stages, each returning ``(replicas, reason,
-message)`` as the HPA's ``normalizeDesiredReplicas`` and friends do:
+message)`` as the HPA's ``normalizeDesiredReplicas`` and friends do. Per
+signal (``spec.signals``; :func:`signal_stage`), on that signal's own series,
+capacity and lead time:
 
 1. :func:`trusted_forecast`: the forecast's points over the lead window
    ``[now, now + leadTime]``, or why it cannot be used (missing, stale, cold,
    too short to cover the lead window, or the series' latest data anomalous).
-2. :func:`learn`: once per observed window, every contender of the adaptive
-   policy (:mod:`scaler.adaptive`) steps through the window in shadow, and
-   the one that recently served best within the spec's cost budget
-   (``budgetUtilization``) becomes the acting one.
+2. :func:`learn`: once per observed window, every contender of the signal's
+   adaptive policy (:mod:`scaler.adaptive`) steps through the window in
+   shadow, and the one that recently served best within the spec's cost
+   budget (``budgetUtilization``) becomes the acting one.
 3. :func:`recommend`: the acting contender's count; when the forecast cannot
    be trusted, only the load observed now may raise the count, else it holds
    (never a scale-down on bad data).
-4. Then, in the HPA's order: :func:`tolerance`, :func:`stabilize` (over the
-   stored raw recommendations, ``behavior``), :func:`rate_limit`, :func:`bound`.
+
+Then for the target: :func:`highest` (the maximum over the signals, as the
+HPA takes over its metrics), :func:`scheduled` (a scheduled minimum in force
+raises it), and in the HPA's order :func:`tolerance` (the fallback path's),
+:func:`stabilize` (over the stored raw recommendations, ``behavior``),
+:func:`rate_limit`, :func:`bound` (min/max, the minimum raised by a schedule).
 
 A story. Until a contender has shown it does better, a fresh target is
 provisioned for the forecast's upper bound at ``capacityPerReplica`` (never

@@ -7,6 +7,10 @@ Parsing is strict, as the CRD's schema is: an unknown field is an error that
 names the nearest valid one (a misspelt ``maxReplica`` never silently falls
 back to the default), numbers must be numbers, finite and within the CRD's
 ranges, and every problem of a spec is reported at once.
+
+A target scales on one or more :class:`Signal` (``spec.signals``; ``series`` +
+``capacityPerReplica`` is the one-signal shorthand, converted on reading) and
+may have scheduled minimums (``spec.schedules``, :mod:`scaler.schedule`).
 """
 
 from __future__ import annotations
