@@ -143,7 +143,9 @@ class ReconcileStep:
                                     "the forecast is used again")
             target.drifting = d.drifting
         if d.fallback is not None and target.fallback != d.fallback:
-            self.recorder.event(target, "Warning", d.fallback, d.message)
+            bad = [f for f in d.signals if f.fallback is not None] if len(d.signals) > 1 else []
+            why = "; ".join(f"signal {f.name}: {f.message}" for f in bad) if bad else d.message
+            self.recorder.event(target, "Warning", d.fallback, why)
         target.fallback = d.fallback
         target.problem = None
         fields, conditions = decision_status(

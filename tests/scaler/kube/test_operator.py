@@ -11,6 +11,7 @@ from kube_emulator import wait_for
 from kube_fixtures import (
     CONTROLLER_UA,
     LEASE_NS,
+    _list_events,
     conditions,
     controller_requests,
     create_scaler,
@@ -571,6 +572,10 @@ def test_several_signals_and_a_schedule_in_status(emu, setup_api):
         assert "signal queue: no forecast" in next(
             c["message"] for c in status["conditions"] if c["type"] == "ForecastAvailable")
         assert ("Warning", "NoForecast") in events(setup_api, "shop", "orders")
+        [warning] = [e["message"] for e in _list_events(setup_api, "shop")
+                     if e["involvedObject"]["name"] == "orders" and e["reason"] == "NoForecast"]
+        # first when neither signal had data: each named, with its own sentence
+        assert "; signal queue: no forecast for the series yet: holding 2" in warning, warning
 
         # the queue's forecast arrives (fed by the Prometheus ingest under the derived name):
         # 900 at 50 each needs 18, more than the requests' 10, so the queue decides
