@@ -17,6 +17,8 @@ class Reason(StrEnum):
     RATE_LIMITED = "RateLimited"  # capped by a behavior rate policy
     BOUNDED = "Bounded"  # clamped to minReplicas / maxReplicas
     SCHEDULED = "Scheduled"  # raised to a scheduled minimum (spec.schedules)
+    CONSUMER_LAG = "ConsumerLag"  # a Kafka consumer group's lag needs more (lag / lagThreshold)
+    INACTIVE = "Inactive"  # a Kafka topic signal at or below its activation threshold: 0
     STALE_FORECAST = "StaleForecast"  # forecast too old: no scale-down
     NO_FORECAST = "NoForecast"  # no forecast yet: no scale-down
     COLD_FORECAST = "ColdForecast"  # model still warming up: no scale-down
@@ -103,6 +105,9 @@ class SignalFigures:
     forecast_peak: float | None = None
     fallback: Reason | None = None
     drifting: bool = False
+    #: a Kafka topic signal's consumer group lag (messages) and the topic's partitions
+    lag: float | None = None
+    partitions: int | None = None
 
 
 @dataclass(frozen=True, slots=True)

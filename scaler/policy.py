@@ -81,7 +81,7 @@ from scaler.adaptive import Adaptive
 from scaler.decision import FALLBACK_REASONS, Decision, Direction, Reason, SignalFigures
 from scaler.schedule import scheduled_floor
 from scaler.shadow import need
-from scaler.spec import ScalerSpec, ScalingRules
+from scaler.spec import KafkaTopicSource, ScalerSpec, ScalingRules
 
 #: a forecast older than this many of its steps is stale (unless the spec says)
 STALE_STEPS = 3
@@ -218,7 +218,7 @@ def decide(
     for sig in spec.signals:
         fc, obs = forecasts.get(sig.series), observations.get(sig.series)
         out = signal_stage(spec.for_signal(sig), state.adaptives.get(sig.label), fc, obs,
-                           current, now, lo)
+                           current, now, lo, observations)
         adaptives[sig.label] = out.adaptive
         outcomes.append(out)
     win = highest(outcomes)
@@ -285,6 +285,7 @@ def signal_stage(
     current: int,
     now: float,
     lo: int | None = None,
+    observations: Mapping[str, Observation] | None = None,
 ) -> SignalOutcome:
     """One signal's raw recommendation, its own safety rule applied.
 
@@ -292,7 +293,9 @@ def signal_stage(
     (:meth:`~scaler.spec.ScalerSpec.for_signal`); ``lo`` the floor in force
     (minReplicas, raised by a schedule), which the shadow contenders respect
     too. The stages :func:`trusted_forecast`, :func:`learn`,
-    :func:`recommend` and, on the fallback path, :func:`tolerance`.
+    :func:`recommend` and, on the fallback path, :func:`tolerance`; for a Kafka
+    topic signal then :func:`consumer_lag` (``observations``: the latest of every
+    series, where its lag and partition count are).
     """
     pts, fallback = trusted_forecast(view, forecast, observed, now)
     adaptive = learn(view, adaptive, forecast, observed, pts, current, now, lo)
@@ -303,15 +306,108 @@ def signal_stage(
     if fallback is not None:  # the contenders apply the HPA's tolerance themselves
         stage = tolerance(view, stage, current)
     sig = view.signals[0]
+    peak = max(p.upper for p in pts) if pts else None
+    lag = parts = None
+    if isinstance(sig.source, KafkaTopicSource):
+        _, lag_series, parts_series = sig.source.series
+        lag = (observations or {}).get(lag_series)
+        parts = (observations or {}).get(parts_series)
+        expected = max(p.yhat for p in pts) if pts else None  # the point forecast, not the band
+        stage, fallback = consumer_lag(view, stage, fallback, lag, parts, expected, observed,
+                                       current, now, _stale_after(view, forecast))
     figures = SignalFigures(
         name=sig.label, series=sig.series, desired=stage[0], reason=stage[1], message=stage[2],
         capacity_per_replica=view.capacity_per_replica,
         lead_time_seconds=view.lead_time_seconds,
         observed=observed.value if observed is not None else None,
-        forecast_peak=max(p.upper for p in pts) if pts else None,
-        fallback=fallback, drifting=drifting,
+        forecast_peak=peak, fallback=fallback, drifting=drifting,
+        lag=lag.value if lag is not None else None,
+        partitions=_partitions(parts),
     )
     return SignalOutcome(stage, figures, fallback, adaptive, forecast, observed)
+
+
+def consumer_lag(
+    view: ScalerSpec,
+    stage: Stage,
+    fallback: Reason | None,
+    lag: Observation | None,
+    partitions: Observation | None,
+    peak: float | None,
+    rate: Observation | None,
+    current: int,
+    now: float,
+    stale_after: float,
+) -> tuple[Stage, Reason | None]:
+    """A Kafka topic signal: the consumer group's lag, activation and the partition cap.
+
+    As KEDA's Kafka scaler: the lag needs ``ceil(lag / lagThreshold)`` replicas,
+    and the signal's recommendation is the higher of that and the rate's (the
+    forecast rate at ``capacityPerReplica``, the stages before). At or below
+    ``activationLagThreshold`` (lag, and the forecast and observed rate) the
+    topic is idle (``peak``: the point forecast's peak over the lead window):
+    0 replicas (``Inactive``; ``minReplicas`` decides whether
+    the target may go to zero), never on a rate or lag that cannot be trusted.
+    Above the topic's partition count a consumer would be idle (KEDA's
+    ``allowIdleConsumers: false``): capped there, but never below the current
+    count while the signal's data cannot be trusted. A lag missing, stale or
+    anomalous holds the count (it may not lower it).
+
+    >>> from scaler.spec import KafkaTopicSource, ScalerSpec, Signal
+    >>> src = KafkaTopicSource("orders", "billing", lag_threshold=100)
+    >>> v = ScalerSpec("a", "", 0, min_replicas=0,
+    ...                signals=(Signal("kafka/orders/rate", 50, source=src),))
+    >>> s = (2, Reason.FORECAST_PEAK, "forecast peak 90 needs 2")
+    >>> consumer_lag(v, s, None, Observation(0, 1250), Observation(0, 8), 90, None, 2, 10, 30)[0]
+    (8, <Reason.CONSUMER_LAG: 'ConsumerLag'>, 'consumer group billing lag 1250 needs 13 replicas at lagThreshold 100 (forecast peak 90 needs 2); capped at the 8 partitions of orders (a consumer beyond them is idle)')
+    >>> consumer_lag(v, (1, Reason.FORECAST_PEAK, "m"), None, Observation(0, 0), None, 0.0,
+    ...              Observation(0, 0), 1, 10, 30)[0][:2]
+    (0, <Reason.INACTIVE: 'Inactive'>)
+    >>> consumer_lag(v, (1, Reason.FORECAST_PEAK, "m"), None, None, None, 0.0, None, 3, 10, 30)
+    ((3, <Reason.NO_FORECAST: 'NoForecast'>, 'm; no consumer lag yet for group billing: holding 3 replicas'), <Reason.NO_FORECAST: 'NoForecast'>)
+    """
+    src = view.signals[0].source
+    assert isinstance(src, KafkaTopicSource)
+    raw, reason, message = stage
+    group = src.consumer_group
+    bad: Reason | None = None
+    if lag is None:
+        bad, why = Reason.NO_FORECAST, f"no consumer lag yet for group {group}"
+    elif lag.anomalous or not math.isfinite(lag.value) or lag.value < 0:
+        bad, why = Reason.ANOMALOUS_SERIES, f"consumer lag of group {group} is anomalous"
+    elif now - lag.ts > stale_after:
+        bad, why = Reason.STALE_FORECAST, f"consumer lag of group {group} is stale"
+    if bad is not None:
+        fallback = fallback or bad
+        if raw <= current:
+            raw, reason, message = current, bad, f"{message}; {why}: holding {current} replicas"
+    else:
+        assert lag is not None
+        n = need(lag.value, src.lag_threshold)
+        act = src.activation_lag_threshold
+        flow = max(peak or 0.0, rate.value if rate is not None and math.isfinite(rate.value) else 0.0)
+        if n > raw:
+            raw, reason, message = n, Reason.CONSUMER_LAG, (
+                f"consumer group {group} lag {lag.value:.4g} needs {n} replicas at lagThreshold "
+                f"{src.lag_threshold:g} ({message})")
+        elif fallback is None and lag.value <= act and flow <= act:
+            raw, reason, message = 0, Reason.INACTIVE, (
+                f"topic {src.topic} idle: lag {lag.value:.4g} and rate {flow:.4g} at or below "
+                f"activationLagThreshold {act:g}, no consumer needed")
+    cap = _partitions(partitions)
+    if cap is not None and raw > cap:
+        capped = cap if fallback is None else max(cap, current)
+        if capped < raw:
+            raw, message = capped, (f"{message}; capped at the {cap} partitions of {src.topic} "
+                                    "(a consumer beyond them is idle)")
+    return (raw, reason, message), fallback
+
+
+def _partitions(obs: Observation | None) -> int | None:
+    """The topic's partition count from its series (None if unknown or nonsense)."""
+    if obs is None or not math.isfinite(obs.value) or obs.value < 1:
+        return None
+    return int(obs.value)
 
 
 def highest(outcomes: Sequence[SignalOutcome]) -> int:

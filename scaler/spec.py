@@ -110,13 +110,15 @@ def prometheus_series(query: str) -> str:
     return "prometheus/" + hashlib.sha256(query.strip().encode("utf-8")).hexdigest()[:16]
 
 
-def kafka_topic_series(topic: str, consumer_group: str) -> tuple[str, str]:
-    """The two series a ``kafkaTopic`` signal reads: (incoming rate, consumer group lag).
+def kafka_topic_series(topic: str, consumer_group: str) -> tuple[str, str, str]:
+    """The series a ``kafkaTopic`` signal reads, as the Kafka sampler
+    (:mod:`streams.kafka_signal`) names them: (the topic's incoming rate in
+    messages/s, the consumer group's lag in messages, the topic's partition count).
 
     >>> kafka_topic_series("orders", "billing")
-    ('kafka/orders/rate', 'kafka/orders/lag/billing')
+    ('kafka/orders/rate', 'kafka/orders/lag/billing', 'kafka/orders/partitions')
     """
-    return f"kafka/{topic}/rate", f"kafka/{topic}/lag/{consumer_group}"
+    return f"kafka/{topic}/rate", f"kafka/{topic}/lag/{consumer_group}", f"kafka/{topic}/partitions"
 
 
 @dataclass(frozen=True, slots=True)
@@ -134,6 +136,11 @@ class KafkaTopicSource:
     consumer_group: str
     lag_threshold: float = DEFAULT_LAG_THRESHOLD
     activation_lag_threshold: float = 0.0
+
+    @property
+    def series(self) -> tuple[str, str, str]:
+        """(rate, lag, partitions) series names (:func:`kafka_topic_series`)."""
+        return kafka_topic_series(self.topic, self.consumer_group)
 
 
 @dataclass(frozen=True, slots=True)
@@ -160,6 +167,17 @@ class Signal:
     @property
     def label(self) -> str:
         return self.name or self.series
+
+    @property
+    def inputs(self) -> tuple[str, ...]:
+        """Every series this signal reads (a Kafka topic's: its rate, lag and partitions).
+
+        >>> Signal("kafka/o/rate", 5, source=KafkaTopicSource("o", "g")).inputs
+        ('kafka/o/rate', 'kafka/o/lag/g', 'kafka/o/partitions')
+        """
+        if isinstance(self.source, KafkaTopicSource):
+            return self.source.series
+        return (self.series,)
 
     @property
     def kind(self) -> str:
@@ -240,8 +258,9 @@ class ScalerSpec:
 
     @property
     def all_series(self) -> tuple[str, ...]:
-        """The series every signal reads (each once, in order)."""
-        return tuple(dict.fromkeys(s.series for s in self.signals))
+        """The series every signal reads (each once, in order; a Kafka topic signal reads
+        three)."""
+        return tuple(dict.fromkeys(n for s in self.signals for n in s.inputs))
 
     @property
     def tolerances(self) -> tuple[float, float]:

@@ -663,7 +663,8 @@ def decision_to_json(d: Decision) -> dict[str, Any]:
                      "forecast_peak": f.forecast_peak,
                      "capacity_per_replica": f.capacity_per_replica,
                      "lead_time_seconds": f.lead_time_seconds,
-                     "fallback": f.fallback.value if f.fallback is not None else None}
+                     "fallback": f.fallback.value if f.fallback is not None else None,
+                     "lag": f.lag, "partitions": f.partitions}
                     for f in d.signals],
         "schedule": ({"name": d.schedule[0], "min_replicas": d.schedule[1]}
                      if d.schedule is not None else None),
@@ -690,7 +691,8 @@ def _parse_signals(o: Any) -> list[dict[str, Any]]:
         g = {"name": str(f["name"]), "series": str(f["series"]), "desired": _replicas(f["desired"]),
              "reason": str(f["reason"]),
              "fallback": None if f.get("fallback") is None else str(f["fallback"])}
-        for k in ("observed", "forecast_peak", "capacity_per_replica", "lead_time_seconds"):
+        g["partitions"] = None if f.get("partitions") is None else _replicas(f["partitions"])
+        for k in ("observed", "forecast_peak", "capacity_per_replica", "lead_time_seconds", "lag"):
             v = f.get(k)
             g[k] = None if v is None else float(v)
             if g[k] is not None and not math.isfinite(g[k]):

@@ -231,7 +231,10 @@ def signals_status(decision: Decision) -> list[dict[str, Any]]:
              "reason": f.reason.value, "message": f.message, "observed": num(f.observed),
              "forecastPeak": num(f.forecast_peak),
              "capacityPerReplica": f.capacity_per_replica,
-             "leadTimeSeconds": f.lead_time_seconds} for f in decision.signals]
+             "leadTimeSeconds": f.lead_time_seconds,
+             **({"lag": num(f.lag)} if f.lag is not None else {}),
+             **({"partitions": f.partitions} if f.partitions is not None else {})}
+            for f in decision.signals]
 
 
 def comparison_status(decision: Decision) -> dict[str, Any]:
