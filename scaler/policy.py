@@ -386,14 +386,14 @@ def consumer_lag(
         n = need(lag.value, src.lag_threshold)
         act = src.activation_lag_threshold
         flow = max(peak or 0.0, rate.value if rate is not None and math.isfinite(rate.value) else 0.0)
-        if n > raw:
-            raw, reason, message = n, Reason.CONSUMER_LAG, (
-                f"consumer group {group} lag {lag.value:.4g} needs {n} replicas at lagThreshold "
-                f"{src.lag_threshold:g} ({message})")
-        elif fallback is None and lag.value <= act and flow <= act:
+        if fallback is None and lag.value <= act and flow <= act:
             raw, reason, message = 0, Reason.INACTIVE, (
                 f"topic {src.topic} idle: lag {lag.value:.4g} and rate {flow:.4g} at or below "
                 f"activationLagThreshold {act:g}, no consumer needed")
+        elif n > raw:
+            raw, reason, message = n, Reason.CONSUMER_LAG, (
+                f"consumer group {group} lag {lag.value:.4g} needs {n} replicas at lagThreshold "
+                f"{src.lag_threshold:g} ({message})")
     cap = _partitions(partitions)
     if cap is not None and raw > cap:
         capped = cap if fallback is None else max(cap, current)

@@ -12,7 +12,7 @@ from scaler.adaptive import Adaptive
 from scaler.decision import FALLBACK_REASONS, Reason
 from scaler.policy import Observation, PolicyState, decide, replicas_for
 from scaler.schedule import Schedule
-from scaler.spec import RatePolicy, ScalerSpec, ScalingRules, Signal, TargetRef
+from scaler.spec import KafkaTopicSource, RatePolicy, ScalerSpec, ScalingRules, Signal, TargetRef
 
 STEP = 60.0
 NOW = 600.0  # watermark: the window [540, 600) has just closed
@@ -679,3 +679,104 @@ def test_bad_data_under_a_schedule_never_goes_below_either() -> None:
     assert (d.desired, d.reason) == (10, Reason.NO_FORECAST)
     d, _ = decide(make_spec(schedules=(SALE,)), acting(), None, OBS_LOW, 2, NOW)
     assert (d.desired, d.reason) == (8, Reason.SCHEDULED)
+
+
+# -- a Kafka topic signal: the rate forecast, the consumer group's lag, the partitions -----
+
+ORDERS = KafkaTopicSource("orders", "billing", lag_threshold=100.0)
+RATE, LAG, PARTS = ORDERS.series
+
+
+def kafka_spec(source: KafkaTopicSource = ORDERS, **kw: object) -> ScalerSpec:
+    base: dict[str, object] = {"min_replicas": 0}
+    base.update(kw)
+    return make_spec(signals=(Signal(RATE, 100.0, source=source),), **base)
+
+
+@dataclass
+class Kafka:
+    name: str
+    rate: Forecast | None
+    rate_obs: float
+    lag: Observation | None
+    partitions: int | None
+    current: int
+    desired: int
+    reason: Reason
+    spec: ScalerSpec | None = None
+    rate_anomalous: bool = False
+
+
+def lag(value: float, **kw: object) -> Observation:
+    return Observation(kw.pop("ts", NOW - STEP), value, **kw)  # type: ignore[arg-type]
+
+
+QUIET = make_forecast([0.0], yhat=0.0)
+KAFKA = [
+    Kafka("the rate forecast decides", make_forecast([450]), 300, lag(200), 12, 3, 5,
+          Reason.FORECAST_PEAK),
+    Kafka("the lag needs more: lag / lagThreshold", make_forecast([450]), 300, lag(900), 12, 3, 9,
+          Reason.CONSUMER_LAG),
+    Kafka("capped at the partition count", make_forecast([450]), 300, lag(1300), 12, 3, 12,
+          Reason.CONSUMER_LAG),
+    Kafka("the forecast capped too", make_forecast([2000]), 300, lag(0), 8, 3, 8,
+          Reason.FORECAST_PEAK),
+    Kafka("idle: to zero", QUIET, 0, lag(0), 12, 3, 0, Reason.INACTIVE),
+    Kafka("idle, minReplicas 1: one", QUIET, 0, lag(0), 12, 3, 1, Reason.BOUNDED,
+          kafka_spec(min_replicas=1)),
+    Kafka("from zero on a lag above activation", QUIET, 0, lag(5), 12, 0, 1,
+          Reason.CONSUMER_LAG),
+    Kafka("a lag at the activation threshold stays at zero", QUIET, 0, lag(30), 12, 0, 0,
+          Reason.INACTIVE, kafka_spec(replace(ORDERS, activation_lag_threshold=30))),
+    Kafka("from zero on a forecast rate above activation", make_forecast([150], yhat=120), 0,
+          lag(0), 12, 0, 2, Reason.FORECAST_PEAK),
+    # never to zero (or down) on data that cannot be trusted
+    Kafka("a stale lag holds", make_forecast([100]), 50, lag(0, ts=NOW - 10 * STEP), 12, 4, 4,
+          Reason.STALE_FORECAST),
+    Kafka("an anomalous lag holds", QUIET, 0, lag(0, anomalous=True), 12, 4, 4,
+          Reason.ANOMALOUS_SERIES),
+    Kafka("no lag yet holds", QUIET, 0, None, 12, 4, 4, Reason.NO_FORECAST),
+    Kafka("an anomalous rate is never idle", QUIET, 0, lag(0), 12, 3, 3, Reason.ANOMALOUS_SERIES,
+          rate_anomalous=True),
+    Kafka("a stale rate forecast is never idle", make_forecast([0.0], yhat=0.0, **STALE), 0,
+          lag(0), 12, 3, 3, Reason.STALE_FORECAST),
+    Kafka("no lag yet, the rate may still raise", make_forecast([450]), 300, None, 12, 0, 5,
+          Reason.FORECAST_PEAK),
+    Kafka("the cap never lowers the count while data is bad", QUIET, 0, lag(0, anomalous=True),
+          12, 15, 15, Reason.ANOMALOUS_SERIES),
+    Kafka("unknown partitions: no cap", make_forecast([450]), 300, lag(1600), None, 3, 16,
+          Reason.CONSUMER_LAG),
+]
+
+
+@pytest.mark.parametrize("case", KAFKA, ids=[c.name for c in KAFKA])
+def test_kafka_topic_signal_table(case: Kafka) -> None:
+    fcs = {RATE: replace(case.rate, series=RATE)} if case.rate is not None else {}
+    obs = {RATE: Observation(NOW - STEP, case.rate_obs, anomalous=case.rate_anomalous)}
+    if case.lag is not None:
+        obs[LAG] = case.lag
+    if case.partitions is not None:
+        obs[PARTS] = Observation(NOW - 30 * STEP, float(case.partitions))  # any age will do
+    d, _ = decide(case.spec or kafka_spec(), PolicyState(), fcs, obs, case.current, NOW)
+    assert (d.desired, d.reason) == (case.desired, case.reason), d.message
+    (f,) = d.signals
+    assert f.lag == (case.lag.value if case.lag is not None else None)
+    assert f.partitions == case.partitions
+    if "capped" in case.name:
+        assert f"capped at the {case.partitions} partitions of orders" in d.message
+
+
+def test_a_kafka_signal_is_reconciled_on_its_lag_too() -> None:
+    from scaler.reconcile import Reconciler
+    from scaler.simulated import SimulatedCluster
+
+    cluster = SimulatedCluster(0)
+    spec = replace(kafka_spec(), name="consumer")
+    cluster.add_target(spec.key, 2)
+    r = Reconciler(cluster, [spec])
+    assert spec.all_series == (RATE, LAG, PARTS)
+    r.observe(None, Observation(NOW - STEP, 8.0), PARTS)
+    r.observe(replace(make_forecast([150]), series=RATE), Observation(NOW - STEP, 120.0))
+    r.observe(None, lag(2500), LAG)
+    [d] = r.reconcile_series(LAG, NOW)
+    assert (d.desired, d.reason, cluster.provisioned(spec.key)) == (8, Reason.CONSUMER_LAG, 8)
