@@ -365,10 +365,6 @@ class ScalerSpec:
             if not k.lag_threshold > 0 or not k.activation_lag_threshold >= 0:
                 out.append(f"{prefix}kafkaTopic needs lagThreshold > 0 and "
                            "activationLagThreshold >= 0")
-            # the schema is settled (issue 15), the sampler is not built yet: refuse
-            # rather than hold the count forever on a series nobody feeds
-            out.append(f"{prefix}kafkaTopic: Kafka topic signals are not served by this "
-                       "version yet; use a series or prometheus signal")
         return out
 
     def validate(self) -> ScalerSpec:

@@ -39,9 +39,22 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from scaler.spec import KafkaTopicSource, ScalerSpec, kafka_topic_series
+from scaler.spec import KafkaTopicSource, ScalerSpec, kafka_topic_series, load_specs
+from streams.settings import Settings
 
 log = logging.getLogger("foresight.kafka_signal")
+
+
+def sources_of(settings: Settings) -> dict[str, set[str]]:
+    """The Kafka topic signals of the PredictiveScaler file ``settings.scalers`` (none
+    without one, or when it cannot be read: the controller reports that)."""
+    if not settings.scalers:
+        return {}
+    try:
+        return kafka_sources(load_specs(settings.scalers))
+    except Exception as exc:  # noqa: BLE001 - the worker runs on without the sampler
+        log.warning("kafka signals: cannot read %s: %s", settings.scalers, exc)
+        return {}
 
 
 def kafka_sources(specs: Iterable[ScalerSpec]) -> dict[str, set[str]]:
@@ -100,6 +113,10 @@ class KafkaOffsets:
         self.bootstrap = bootstrap
         self._consumer: Any = None
         self._groups: dict[str, Any] = {}
+
+    @property
+    def started(self) -> bool:
+        return self._consumer is not None
 
     async def start(self) -> None:
         from aiokafka import AIOKafkaConsumer

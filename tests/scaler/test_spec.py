@@ -8,6 +8,7 @@ import yaml
 from scaler.spec import (
     DEFAULT_SCALE_DOWN,
     DEFAULT_SCALE_UP,
+    KafkaTopicSource,
     PrometheusSource,
     ScalerSpec,
     Signal,
@@ -162,6 +163,22 @@ def test_signals_are_read_in_order_with_their_sources():
     assert s.for_signal(b).lead_time_seconds == 60 and s.for_signal(a).lead_time_seconds == 180
 
 
+def test_a_kafka_topic_signal_reads_three_series():
+    s = ScalerSpec.from_manifest(multi(signals=[
+        {"kafkaTopic": {"topic": "orders", "consumerGroup": "billing", "lagThreshold": 50,
+                        "activationLagThreshold": 5}, "capacityPerReplica": 100}]))
+    (sig,) = s.signals
+    assert sig.source == KafkaTopicSource("orders", "billing", 50, 5)
+    assert (sig.kind, sig.series) == ("kafkaTopic", "kafka/orders/rate")
+    assert s.all_series == ("kafka/orders/rate", "kafka/orders/lag/billing",
+                            "kafka/orders/partitions")
+    # KEDA's defaults
+    d = ScalerSpec.from_manifest(multi(signals=[
+        {"kafkaTopic": {"topic": "orders", "consumerGroup": "billing"}, "capacityPerReplica": 1}]))
+    assert (d.signals[0].source.lag_threshold, d.signals[0].source.activation_lag_threshold) == (
+        10.0, 0.0)
+
+
 def test_the_shorthand_is_one_signal():
     s = ScalerSpec.from_manifest(BASE)
     assert s.signals == (Signal("checkout/requests", 120),)
@@ -192,9 +209,12 @@ def test_a_prometheus_series_name_follows_the_query_only():
      "unknown field spec.signals[0].prometheus.qeury (did you mean query?)"),
     ({"signals": [SIGNALS[0], {"series": "checkout/requests", "capacityPerReplica": 9}]},
      "spec.signals[1]: 'checkout/requests' is already a signal of this target"),
-    ({"signals": [{"kafkaTopic": {"topic": "orders", "consumerGroup": "billing"},
+    ({"signals": [{"kafkaTopic": {"topic": "orders", "consumerGroup": "billing",
+                                  "lagThreshold": 0}, "capacityPerReplica": 100}]},
+     "kafkaTopic needs lagThreshold > 0"),
+    ({"signals": [{"kafkaTopic": {"topic": "orders", "group": "billing"},
                    "capacityPerReplica": 100}]},
-     "kafkaTopic: Kafka topic signals are not served by this version yet"),
+     "unknown field spec.signals[0].kafkaTopic.group (valid: topic, consumerGroup, "),
     ({"signals": [{"kafkaTopic": {"topic": "orders"}, "capacityPerReplica": 100}]},
      "kafkaTopic needs topic and consumerGroup"),
 ])

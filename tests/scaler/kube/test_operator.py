@@ -626,14 +626,14 @@ def test_bad_signals_and_schedules_are_invalid_specs(emu, setup_api):
         both["spec"]["series"] = "orders/requests"  # the shorthand and the list at once
         create_scaler(setup_api, both)
         kafka = _multi_manifest("kafka", target="orders")
-        kafka["spec"]["signals"][1] = {"kafkaTopic": {"topic": "orders", "consumerGroup": "bill"},
-                                       "capacityPerReplica": 100}
+        kafka["spec"]["signals"][1] = {"kafkaTopic": {"topic": "orders", "consumerGroup": "bill",
+                                                      "lagThreshold": 0}, "capacityPerReplica": 100}
         create_scaler(setup_api, kafka)
         create_scaler(setup_api, scaler_manifest("shop", "tz", target="orders", schedules=[
             {"name": "x", "cron": "0 9 * * *", "durationSeconds": 60, "timezone": "Mars/Base",
              "minReplicas": 3}]))
-        expect = {"both": "are two forms of one thing", "kafka": "Kafka topic signals are not "
-                  "served by this version yet", "tz": "unknown time zone 'Mars/Base'"}
+        expect = {"both": "are two forms of one thing", "kafka": "kafkaTopic needs lagThreshold > 0",
+                  "tz": "unknown time zone 'Mars/Base'"}
         for name, text in expect.items():
             wait_for(lambda name=name: conditions(get_scaler(setup_api, "shop", name)).get("Ready")
                      == ("False", "InvalidSpec"))
