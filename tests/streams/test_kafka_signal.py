@@ -15,6 +15,8 @@ from scaler.decision import Reason
 from scaler.policy import Observation, PolicyState, decide
 from scaler.spec import KafkaTopicSource, ScalerSpec, Signal, TargetRef
 from streams.kafka_signal import KafkaOffsets, OffsetSampler, kafka_sources, sample
+from streams.web import series_path
+from tests.streams.test_web import poll
 
 pytestmark = pytest.mark.integration
 
@@ -99,3 +101,40 @@ def test_rate_lag_and_partitions_of_a_real_consumer_group(broker: str) -> None:
     assert "capped at the 3 partitions" in d.message
     (f,) = d.signals
     assert (f.lag, f.partitions) == (41.0, 3)
+
+
+SCALERS = """\
+apiVersion: foresight.dev/v1alpha1
+kind: PredictiveScaler
+metadata: {{name: consumer, namespace: shop}}
+spec:
+  scaleTargetRef: {{kind: Deployment, name: consumer}}
+  signals:
+    - kafkaTopic: {{topic: {topic}, consumerGroup: {group}, lagThreshold: 5}}
+      capacityPerReplica: 10
+  minReplicas: 0
+  maxReplicas: 20
+"""
+
+
+def test_the_worker_leader_publishes_the_kafka_series(broker, prefix, start_worker, tmp_path):
+    """A worker with a kafkaTopic signal in its scalers file samples the topic once per window
+    (it is the leader) and the lag and partitions come back as series in its API."""
+    topic, group = f"{prefix}-orders", f"{prefix}-billing"
+    admin = KafkaAdminClient(bootstrap_servers=broker)
+    try:
+        admin.create_topics([NewTopic(topic, PARTITIONS, 1)])
+    finally:
+        admin.close()
+    produce(broker, topic, FIRST)
+    consume_and_commit(broker, topic, group, {0: 5, 1: 2})
+    scalers = tmp_path / "scalers.yaml"
+    scalers.write_text(SCALERS.format(topic=topic, group=group))
+    worker = start_worker(prefix, FORESIGHT_WINDOW_SECONDS="2", FORESIGHT_SCALERS=str(scalers))
+    _, lag_s, parts_s = f"kafka/{topic}/rate", f"kafka/{topic}/lag/{group}", f"kafka/{topic}/partitions"
+    lag = poll(worker.port, series_path(lag_s), lambda b: len(b["points"]) >= 2, "the lag series",
+               timeout=120)
+    assert {p["value"] for p in lag["points"]} == {11.0}, lag["points"][-3:]
+    parts = poll(worker.port, series_path(parts_s), lambda b: len(b["points"]) >= 1,
+                 "the partitions series")
+    assert parts["points"][-1]["value"] == 3.0
