@@ -365,8 +365,9 @@
     const sigs = t.signals || [];
     table.hidden = sigs.length < 2;
     if (table.hidden) { table.replaceChildren(); return; }
+    const kafka = sigs.some((f) => f.lag != null);  // a Kafka topic signal: its lag too
     const head = el("tr", {}, ["signal", "observed", "forecast peak", "capacity", "lead time",
-      "needs", "reason"].map((h) => el("th", { text: h })));
+      ...(kafka ? ["lag"] : []), "needs", "reason"].map((h) => el("th", { text: h })));
     const rows = sigs.map((f) => el("tr", { class: f.name === t.signal ? "decider" : "",
       "data-signal": f.name }, [
       el("td", { text: f.name === t.signal ? `${f.name} ◂ decides` : f.name, title: f.series }),
@@ -374,6 +375,8 @@
       el("td", { class: "num", text: fmt(f.forecast_peak) }),
       el("td", { class: "num", text: fmt(f.capacity_per_replica) }),
       el("td", { class: "num", text: f.lead_time_seconds == null ? "–" : fmtDuration(f.lead_time_seconds) }),
+      ...(kafka ? [el("td", { class: "num", text: f.partitions == null ? fmt(f.lag)
+        : `${fmt(f.lag)} (${f.partitions} partitions)` })] : []),
       el("td", { class: "num", text: String(f.desired) }),
       el("td", { class: "reason", text: f.reason }),
     ]));
