@@ -16,6 +16,8 @@ capacity and lead time:
 3. :func:`recommend`: the acting contender's count; when the forecast cannot
    be trusted, only the load observed now may raise the count, else it holds
    (never a scale-down on bad data).
+4. For a Kafka topic signal, :func:`consumer_lag`: the consumer group's lag,
+   activation to and from zero, the partition cap.
 
 Then for the target: :func:`highest` (the maximum over the signals, as the
 HPA takes over its metrics), :func:`scheduled` (a scheduled minimum in force
