@@ -39,7 +39,7 @@ import faust
 from detectors.defaults import make_series_model
 from detectors.series import SeriesModel
 from scaler.inputs import inputs_from_update
-from streams import records, web
+from streams import kafka_signal, records, web
 from streams.checkpoint import Checkpointer, Signer, UntrustedCheckpoint, load_or_create_key
 from streams.lifecycle import ForesightWorker, delivered
 from streams.metrics import Metrics
@@ -441,6 +441,26 @@ def create_app(settings: Settings, metrics: Metrics | None = None) -> faust.App:
                         await publish_closed(source, w)
             except Exception:  # noqa: BLE001 - a timer never dies on one partition
                 log.exception("closing idle windows of %s[%d] failed", *source)
+
+    kafka_topics = kafka_signal.sources_of(settings)
+    if kafka_topics:
+        offsets, sampler = kafka_signal.KafkaOffsets(settings.broker), kafka_signal.OffsetSampler()
+
+        @app.timer(interval=step, on_leader=True)
+        async def sample_kafka_signals() -> None:
+            """The leader samples every kafkaTopic signal's offsets once per window and
+            publishes the rate, lag and partition series as metrics (any worker's window
+            agent then treats them as any producer's)."""
+            try:
+                if not offsets.started:
+                    await offsets.start()
+                for series, ts, value in await kafka_signal.sample(offsets, sampler, kafka_topics,
+                                                                   time.time()):
+                    await out[topics.metrics].send(key=series.encode(), value=records.dumps(
+                        {"series": series, "ts": ts, "value": value}))
+            except Exception:  # noqa: BLE001 - a timer never dies; the series go quiet (hold)
+                log.exception("sampling the Kafka topic signals failed")
+                await offsets.stop()
 
     def model_for(series: str) -> _Cached:
         cached = state.models.get(series)

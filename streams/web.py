@@ -320,7 +320,8 @@ class TargetView:
         d = self.latest
         out = {k: d.get(k) for k in ("target", "ts", "current", "desired", "applied", "reason",
                                      "message", "forecast_peak", "observed", "mode",
-                                     "simulated_replicas")}
+                                     "simulated_replicas", "signal", "schedule")}
+        out["signals"] = d.get("signals") or []
         out["vs_hpa"] = records.parse_comparison(d.get("vs_hpa"))
         out["vs_hpa_total"] = records.parse_comparison(d.get("vs_hpa_total"))
         out["decisions"] = self.decisions
@@ -834,7 +835,14 @@ def target_specs(settings: Settings) -> dict[str, dict[str, Any]]:
         return {}
     return {s.key: {"series": s.series, "capacity_per_replica": s.capacity_per_replica,
                     "min_replicas": s.min_replicas, "max_replicas": s.max_replicas,
-                    "lead_time_seconds": s.lead_time_seconds, "mode": s.mode} for s in specs}
+                    "lead_time_seconds": s.lead_time_seconds, "mode": s.mode,
+                    "signals": [{"name": g.label, "series": g.series,
+                                 "capacity_per_replica": g.capacity_per_replica,
+                                 "lead_time_seconds": (s.lead_time_seconds
+                                                       if g.lead_time_seconds is None
+                                                       else g.lead_time_seconds)}
+                                for g in s.signals],
+                    "schedules": [sch.name for sch in s.schedules]} for s in specs}
 
 
 def load_selector(settings: Settings, metrics: Metrics) -> SeriesSelector:
@@ -844,7 +852,7 @@ def load_selector(settings: Settings, metrics: Metrics) -> SeriesSelector:
         try:
             from scaler.spec import load_specs
 
-            names = {s.series for s in load_specs(settings.scalers)}
+            names = {n for s in load_specs(settings.scalers) for n in s.all_series}
         except Exception as exc:  # noqa: BLE001 - metrics are optional, the worker is not
             log.warning("per-series metrics: cannot read %s: %s", settings.scalers, exc)
     allow = settings.metrics_series

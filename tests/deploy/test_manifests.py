@@ -126,15 +126,43 @@ def test_example_predictivescaler_validates_against_the_crd():
     assert example["apiVersion"] == f"{c['spec']['group']}/{c['spec']['versions'][0]['name']}"
     assert example["kind"] == c["spec"]["names"]["kind"]
     jsonschema.Draft4Validator(_closed(schema())).validate(example)
-    # the CEL rule x-kubernetes-validations states
-    assert example["spec"].get("minReplicas", 1) <= example["spec"]["maxReplicas"]
-    ScalerSpec.from_manifest(example)  # and the controller accepts it
+    # the CEL rules x-kubernetes-validations state
+    spec = example["spec"]
+    assert spec.get("minReplicas", 1) <= spec["maxReplicas"]
+    assert ("signals" in spec) != ("series" in spec or "capacityPerReplica" in spec)
+    assert all(sum(k in s for k in ("series", "prometheus", "kafkaTopic")) == 1
+               for s in spec["signals"])
+    assert all(("cron" in s) == ("durationSeconds" in s) != ("start" in s and "end" in s)
+               and s["minReplicas"] <= spec["maxReplicas"] for s in spec["schedules"])
+    s = ScalerSpec.from_manifest(example)  # and the controller accepts it
+    assert len(s.signals) == 2 and len(s.schedules) == 2
+
+
+def test_crd_cel_rules_are_where_the_spec_reader_says():
+    """The rules the API server enforces (the reader enforces the same, tested in
+    tests/scaler/test_spec.py): one form of signal(s), one source per signal, one form of
+    schedule."""
+    spec = schema()["properties"]["spec"]
+    rules = [r["rule"] for r in spec["x-kubernetes-validations"]]
+    assert any("has(self.signals)" in r and "has(self.series)" in r for r in rules)
+    assert any("self.schedules.all(" in r for r in rules)
+    [sig_rule] = spec["properties"]["signals"]["items"]["x-kubernetes-validations"]
+    assert all(f"has(self.{k})" in sig_rule["rule"] for k in ("series", "prometheus", "kafkaTopic"))
+    [sch_rule] = spec["properties"]["schedules"]["items"]["x-kubernetes-validations"]
+    assert all(f"has(self.{k})" in sch_rule["rule"]
+               for k in ("cron", "durationSeconds", "start", "end"))
+    assert "series" not in spec["required"] and "capacityPerReplica" not in spec["required"]
 
 
 @pytest.mark.parametrize("bad", [
     {"mode": "Aggressive"}, {"capacityPerReplica": 0}, {"maxReplicas": 0}, {"series": ""},
     {"behavior": {"scaleDown": {"policies": [{"type": "Pods", "value": 0, "periodSeconds": 60}]}}},
     {"tolerance": 2}, {"scaleTargetRef": {"kind": "Deployment"}}, {"replicas": 3},
+    {"signals": []}, {"signals": [{"series": "a"}]},  # no capacityPerReplica
+    {"signals": [{"series": "a", "capacityPerReplica": 1, "weight": 2}]},
+    {"signals": [{"prometheus": {}, "capacityPerReplica": 1}]},  # no query
+    {"schedules": [{"cron": "@daily", "durationSeconds": 60, "minReplicas": 1}]},  # no name
+    {"schedules": [{"name": "x", "cron": "@daily", "durationSeconds": 0, "minReplicas": 1}]},
 ])
 def test_crd_schema_rejects_bad_specs(bad):
     [example] = docs(EXAMPLE)
