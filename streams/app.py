@@ -39,7 +39,7 @@ import faust
 from detectors.defaults import make_series_model
 from detectors.series import SeriesModel
 from scaler.inputs import inputs_from_update
-from streams import records, web
+from streams import kafka_config, records, web
 from streams.checkpoint import Checkpointer, Signer, UntrustedCheckpoint, load_or_create_key
 from streams.lifecycle import ForesightWorker, delivered
 from streams.metrics import Metrics
@@ -92,7 +92,10 @@ def create_app(settings: Settings, metrics: Metrics | None = None) -> faust.App:
         store="memory://",
         datadir=f"{settings.data_dir}/faust",
         topic_partitions=settings.partitions,
-        topic_replication_factor=1,
+        # security and replication as every other client (streams/kafka_config.py, streams/admin.py):
+        # changelog topics get the same replication factor and min.insync.replicas as ours
+        broker_credentials=kafka_config.faust_credentials(settings),
+        topic_replication_factor=settings.replication_factor or 1,
         broker_session_timeout=4,
         broker_heartbeat_interval=1,
         broker_rebalance_timeout=4,
@@ -135,7 +138,8 @@ def create_app(settings: Settings, metrics: Metrics | None = None) -> faust.App:
     # with serializers derived from them (JSON otherwise, which fails on these
     # binary values and leaves a rebalanced or restarted worker cold)
     raw_table = {"default": None, "schema": raw_schema, "key_type": bytes, "value_type": bytes,
-                 "partitions": settings.partitions}
+                 "partitions": settings.partitions,
+                 "extra_topic_configs": {"min.insync.replicas": str(settings.min_insync_replicas or 1)}}
     models = app.Table("models", **raw_table)
     series_view = app.Table("series_view", **raw_table)
     targets = app.Table("targets", **raw_table)
@@ -485,13 +489,13 @@ def run_worker(settings: Settings) -> None:
     import sys
 
     from streams import lifecycle
-    from streams.admin import ensure_topics
+    from streams.admin import ensure_topics, with_replication
 
     topics = Topics.from_settings(settings)
-    ensure_topics(settings.broker, topics.all(), settings.partitions)
+    settings = with_replication(settings, ensure_topics(settings, topics.all(), settings.partitions))
     app = create_app(settings)
     watch = lifecycle.BrokerWatch(
-        settings.broker, topics.all(), internal_prefix=f"{settings.app_id}-",
+        settings, topics.all(), internal_prefix=f"{settings.app_id}-",
         on_lost=lambda why: lifecycle.request_exit(lifecycle.BROKER_LOST_EXIT_CODE, why),
         errors=app.foresight_metrics.broker_errors,  # type: ignore[attr-defined]
     ).start()

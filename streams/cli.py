@@ -222,6 +222,9 @@ def _require_broker(settings: Settings, command: str) -> None:
     if not settings.broker:
         raise UsageError("no broker given: set --broker HOST:PORT or FORESIGHT_BROKER "
                          "('foresight broker' runs one locally; 'foresight demo' starts its own)")
+    from streams import kafka_config
+
+    kafka_config.client_kwargs(settings)  # secrets and certificates readable, before any connection
 
 
 def check_broker(bootstrap: str, timeout: float = BROKER_CONNECT_TIMEOUT) -> None:

@@ -31,6 +31,7 @@ import orjson
 from kafka import KafkaProducer
 from kafka.partitioner.default import murmur2
 
+from streams import kafka_config
 from streams.settings import Settings
 from streams.topics import Topics
 
@@ -69,8 +70,10 @@ class AggregatingProducer:
         self.topics = Topics.from_settings(settings or Settings())
         self.interval = float(interval)
         self.max_buckets = max_buckets
+        # security (TLS, SASL) from the settings, as every client (streams/kafka_config.py)
+        client = kafka_config.client_kwargs((settings or Settings()).replace(broker=bootstrap))
         self._producer = producer or KafkaProducer(
-            bootstrap_servers=bootstrap,
+            **client,
             acks="all",
             linger_ms=5,
             retries=5,
