@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from dataclasses import dataclass
+from typing import Any
 
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
@@ -53,6 +54,20 @@ def replication(settings: Settings, brokers: int) -> Replication:
     return Replication(factor, settings.min_insync_replicas or min(2, factor))
 
 
+def refusals(topic_errors: list[tuple[Any, ...]]) -> list[tuple[str, int, str | None]]:
+    """The topics a CreateTopics response refused: (name, error code, message); a topic that
+    exists already (another process was first) is no refusal.
+
+    >>> refusals([("a", 0, None), ("b", 36, "Topic with this name already exists."),
+    ...           ("c", 38, "Replication factor: 3 larger than available brokers: 1.")])
+    [('c', 38, 'Replication factor: 3 larger than available brokers: 1.')]
+    >>> refusals([("d", 37)])  # CreateTopics v0 has no message
+    [('d', 37, None)]
+    """
+    return [(t[0], t[1], t[2] if len(t) > 2 else None) for t in topic_errors
+            if t[1] not in (0, TOPIC_ALREADY_EXISTS)]
+
+
 def _settings(target: Settings | str) -> Settings:
     return target if isinstance(target, Settings) else Settings(broker=target)
 
@@ -75,8 +90,7 @@ async def ensure_topics_async(target: Settings | str, names: list[str], partitio
             response = await admin.create_topics(
                 [NewTopic(n, num_partitions=partitions, replication_factor=rep.factor,
                           topic_configs=rep.topic_configs()) for n in missing])
-            refused = [(t[0], t[1], t[2] if len(t) > 2 else None) for t in response.topic_errors
-                       if t[1] not in (0, TOPIC_ALREADY_EXISTS)]
+            refused = refusals(response.topic_errors)
             if refused:
                 name, code, message = refused[0]
                 raise TopicCreationError(
