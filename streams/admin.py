@@ -99,8 +99,9 @@ async def ensure_topics_async(target: Settings | str, names: list[str], partitio
                     f"{rep.factor} and min.insync.replicas {rep.min_insync} on {len(cluster.get('brokers') or ())} "
                     "broker(s); check --replication-factor / FORESIGHT_REPLICATION_FACTOR and "
                     "--min-insync-replicas")
-            log.info("created %d topics on %s: %d partitions, replication factor %d, min.insync.replicas %d",
-                     len(missing), kafka_config.describe(settings), partitions, rep.factor, rep.min_insync)
+        log.info("%s, %d broker(s): replication factor %d, min.insync.replicas %d; %d of %d topics created "
+                 "(%d partitions)", kafka_config.describe(settings), len(cluster.get("brokers") or ()),
+                 rep.factor, rep.min_insync, len(missing), len(names), partitions)
         return rep
     finally:
         await admin.close()
