@@ -36,7 +36,10 @@ Run 'foresight COMMAND --help' for a command's flags.
 
 #: placeholders in ``--help`` for settings whose type alone says too little
 METAVARS = {"broker": "HOST:PORT", "scalers": "FILE", "data_dir": "DIR", "model_key": "KEY",
-            "web_host": "ADDR", "health_host": "ADDR", "lease_namespace": "NAMESPACE"}
+            "web_host": "ADDR", "health_host": "ADDR", "lease_namespace": "NAMESPACE",
+            **{f"kafka_{f}": "FILE" for f in ("sasl_password_file", "ssl_cafile", "ssl_certfile", "ssl_keyfile",
+                                              "ssl_key_password_file")},
+            "kafka_sasl_username": "USER"}
 #: seconds to wait for a TCP connection to the broker before saying it is unreachable
 BROKER_CONNECT_TIMEOUT = 5.0
 
