@@ -45,6 +45,7 @@ from streams.lifecycle import ForesightWorker, delivered
 from streams.metrics import Metrics
 from streams.records import DeadLetter, InvalidRecord, Point
 from streams.settings import Settings
+from streams.steps import StepEstimator, model_shape
 from streams.topics import Topics
 from streams.windowing import Windower
 
@@ -62,6 +63,8 @@ def horizon_steps(settings: Settings) -> int:
 @dataclass
 class _Cached:
     model: SeriesModel
+    #: the step the series is modelled at (its natural step: streams/steps.py)
+    step: float
     since_checkpoint: int = 0
 
 
@@ -80,6 +83,8 @@ class WorkerState:
     #: the window agent's (manual-ack) stream
     input_stream: Any = None
     models: dict[str, _Cached] = field(default_factory=dict)
+    #: per series: the estimate of its natural step (rebuilt after a rebalance)
+    steps: dict[str, StepEstimator] = field(default_factory=dict)
 
 
 def create_app(settings: Settings, metrics: Metrics | None = None) -> faust.App:
@@ -203,6 +208,7 @@ def create_app(settings: Settings, metrics: Metrics | None = None) -> faust.App:
                 state.last_input.pop((tp.topic, tp.partition), None)
                 state.next_offset.pop((tp.topic, tp.partition), None)
         state.models.clear()  # reloaded from the (changelog-backed) table on demand
+        state.steps.clear()
 
     @app.on_partitions_assigned.connect
     async def _assigned(app_: faust.App, assigned: set[Any], **kwargs: Any) -> None:
@@ -390,7 +396,25 @@ def create_app(settings: Settings, metrics: Metrics | None = None) -> faust.App:
                                 series, type(exc).__name__, exc)
             if model is None:
                 model = make_series_model(step, period, horizon, settings.anomaly_threshold)
-            cached = state.models[series] = _Cached(model)
+            cached = state.models[series] = _Cached(model, getattr(model.forecaster, "step_seconds", step))
+        return cached
+
+    def at_own_step(series: str, cached: _Cached, t: float, value: float) -> _Cached:
+        """The series' model at its natural step (streams/steps.py): when the estimate of the
+        step changes, a model at the new step learns the kept points again and takes over."""
+        est = state.steps.get(series)
+        if est is None:  # a restored model keeps its step unless the recent intervals disagree
+            est = state.steps[series] = StepEstimator(step, step=cached.step if cached.model.updates else None)
+        new_step = est.observe(t, value)
+        if new_step is None or new_step == cached.step:
+            return cached
+        p, h = model_shape(settings, new_step)
+        model = make_series_model(new_step, p, h, settings.anomaly_threshold)
+        for ts, v in est.replay()[:-1]:
+            model.update(v, ts)
+        log.info("series %s: a point every %gs: modelled at that step from now on (was %gs)",
+                 series, new_step, cached.step)
+        cached = state.models[series] = _Cached(model, new_step)
         return cached
 
     forecasts_delivered = delivered(metrics.forecasts_out)
@@ -402,11 +426,11 @@ def create_app(settings: Settings, metrics: Metrics | None = None) -> faust.App:
         except InvalidRecord as exc:
             await rejected(topics.points, msg, exc)
             return
-        cached = model_for(point.series)
+        cached = at_own_step(point.series, model_for(point.series), point.start, point.value)
         t0 = time.perf_counter()
         u = cached.model.update(point.value, point.start)
         metrics.model_update_seconds.observe(time.perf_counter() - t0)
-        fc, obs, _ = inputs_from_update(cached.model, point.series, point.start, step,
+        fc, obs, _ = inputs_from_update(cached.model, point.series, point.start, cached.step,
                                         point.value, u)
         key = point.series.encode()
         fc_json = records.forecast_to_json(fc, obs.value, obs.anomalous, u.score)
