@@ -54,6 +54,8 @@ class AggregatingProducer:
         background thread (call :meth:`flush` yourself, e.g. when replaying).
     max_buckets
         Flush as soon as this many (series, interval) buckets are pending.
+    settings
+        Topic names, and the Kafka security (TLS, SASL) the client connects with.
     """
 
     def __init__(
@@ -71,9 +73,8 @@ class AggregatingProducer:
         self.interval = float(interval)
         self.max_buckets = max_buckets
         # security (TLS, SASL) from the settings, as every client (streams/kafka_config.py)
-        client = kafka_config.client_kwargs((settings or Settings()).replace(broker=bootstrap))
         self._producer = producer or KafkaProducer(
-            **client,
+            **kafka_config.client_kwargs((settings or Settings()).replace(broker=bootstrap)),
             acks="all",
             linger_ms=5,
             retries=5,
