@@ -206,7 +206,14 @@ class BrokerWatch:
         """(cluster id, topic names); (None, None) if the broker did not answer."""
         from aiokafka.admin import AIOKafkaAdminClient
 
-        admin = AIOKafkaAdminClient(**kafka_config.client_kwargs(self.settings), request_timeout_ms=4000)
+        try:  # the secrets are read afresh: a rotated (or, for a moment, missing) one is no crash
+            client = kafka_config.client_kwargs(self.settings)
+        except kafka_config.KafkaConfigError as exc:
+            if self.errors is not None:
+                self.errors.inc()
+            self._rl.log(logging.WARNING, "config", "cannot connect to the broker at %s: %s", self.bootstrap, exc)
+            return None, None
+        admin = AIOKafkaAdminClient(**client, request_timeout_ms=4000)
         try:
             await asyncio.wait_for(admin.start(), 5)
             topics = set(await asyncio.wait_for(admin.list_topics(), 5))
