@@ -68,6 +68,21 @@ def refusals(topic_errors: list[tuple[Any, ...]]) -> list[tuple[str, int, str | 
             if t[1] not in (0, TOPIC_ALREADY_EXISTS)]
 
 
+def under_replicated(described: list[dict[str, Any]], factor: int) -> list[tuple[str, int]]:
+    """(topic, fewest replicas of its partitions) of the described topics below ``factor``.
+
+    >>> under_replicated([{"topic": "a", "partitions": [{"replicas": [1]}, {"replicas": [1, 2]}]},
+    ...                   {"topic": "b", "partitions": [{"replicas": [1, 2, 3]}]}], 3)
+    [('a', 1)]
+    """
+    out = []
+    for t in described:
+        fewest = min((len(p.get("replicas") or ()) for p in t.get("partitions") or ()), default=factor)
+        if fewest < factor:
+            out.append((t["topic"], fewest))
+    return out
+
+
 def _settings(target: Settings | str) -> Settings:
     return target if isinstance(target, Settings) else Settings(broker=target)
 
@@ -86,6 +101,14 @@ async def ensure_topics_async(target: Settings | str, names: list[str], partitio
         rep = replication(settings, len(cluster.get("brokers") or ()))
         existing = set(await admin.list_topics())
         missing = [n for n in names if n not in existing]
+        present = [n for n in names if n in existing]
+        if present:
+            fewer = under_replicated(await admin.describe_topics(present), rep.factor)
+            if fewer:
+                log.warning("%d existing topic(s) have fewer replicas than the %d asked for, e.g. %s "
+                            "(%d); existing topics are left as they are: raise their replication with "
+                            "Kafka's own tools (kafka-reassign-partitions)", len(fewer), rep.factor,
+                            fewer[0][0], fewer[0][1])
         if missing:
             response = await admin.create_topics(
                 [NewTopic(n, num_partitions=partitions, replication_factor=rep.factor,

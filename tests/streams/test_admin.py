@@ -4,6 +4,7 @@ checked on the real embedded broker."""
 from __future__ import annotations
 
 import asyncio
+import logging
 from typing import Any
 
 from streams import kafka_config
@@ -66,11 +67,18 @@ def test_min_insync_defaults_to_two_below_the_factor(broker, prefix):
     assert describe_topics(settings, [name])[name]["min.insync.replicas"] == "2"
 
 
-def test_existing_topics_are_left_alone(broker, prefix):
+def test_existing_topics_are_left_alone_with_a_warning_if_under_replicated(broker, prefix, caplog):
     name = f"{prefix}.events"
     ensure_topics(Settings(broker=broker), [name], 2)
-    ensure_topics(Settings(broker=broker, replication_factor=3), [name], 4)
-    assert describe_topics(Settings(broker=broker), [name])[name]["partitions"] == 2
+    with caplog.at_level(logging.WARNING, logger="foresight.admin"):
+        ensure_topics(Settings(broker=broker, replication_factor=3), [name], 4)
+    assert describe_topics(Settings(broker=broker), [name])[name] == {
+        "replicas": [1], "partitions": 2, "min.insync.replicas": "1"}
+    assert f"1 existing topic(s) have fewer replicas than the 3 asked for, e.g. {name} (1)" in caplog.text
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="foresight.admin"):
+        ensure_topics(Settings(broker=broker), [name], 2)  # as asked: nothing to say
+    assert caplog.text == ""
 
 
 def test_replication_follows_the_cluster_size():
