@@ -99,6 +99,11 @@ async def ensure_topics_async(target: Settings | str, names: list[str], partitio
     try:
         cluster = await admin.describe_cluster()
         rep = replication(settings, len(cluster.get("brokers") or ()))
+        if rep.min_insync > rep.factor:
+            raise TopicCreationError(
+                f"--min-insync-replicas / FORESIGHT_MIN_INSYNC_REPLICAS of {rep.min_insync} is more than the "
+                f"{rep.factor} replica(s) of a cluster of {len(cluster.get('brokers') or ())} broker(s): no write "
+                "could ever succeed; lower it or set --replication-factor")
         existing = set(await admin.list_topics())
         missing = [n for n in names if n not in existing]
         present = [n for n in names if n in existing]

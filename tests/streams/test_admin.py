@@ -7,8 +7,10 @@ import asyncio
 import logging
 from typing import Any
 
+import pytest
+
 from streams import kafka_config
-from streams.admin import Replication, ensure_topics, replication
+from streams.admin import Replication, TopicCreationError, ensure_topics, replication
 from streams.settings import Settings
 from streams.topics import Topics
 
@@ -33,6 +35,21 @@ def describe_topics(settings: Settings, names: list[str]) -> dict[str, dict[str,
                     configs = {e[0]: e[1] for e in res[4]}
                     out.setdefault(res[3], {})["min.insync.replicas"] = configs.get("min.insync.replicas")
             return out
+        finally:
+            await admin.close()
+
+    return asyncio.run(run())
+
+
+def topic_names(settings: Settings) -> set[str]:
+    """The cluster's topics (a metadata request for all topics: none is auto-created by asking)."""
+    from aiokafka.admin import AIOKafkaAdminClient
+
+    async def run() -> set[str]:
+        admin = AIOKafkaAdminClient(**kafka_config.client_kwargs(settings), request_timeout_ms=10000)
+        await admin.start()
+        try:
+            return set(await admin.list_topics())
         finally:
             await admin.close()
 
@@ -79,6 +96,14 @@ def test_existing_topics_are_left_alone_with_a_warning_if_under_replicated(broke
     with caplog.at_level(logging.WARNING, logger="foresight.admin"):
         ensure_topics(Settings(broker=broker), [name], 2)  # as asked: nothing to say
     assert caplog.text == ""
+
+
+def test_more_in_sync_replicas_than_the_cluster_can_hold_is_refused_before_any_topic(broker, prefix):
+    settings = Settings(broker=broker, min_insync_replicas=2)  # one broker: one replica by default
+    with pytest.raises(TopicCreationError, match=r"MIN_INSYNC_REPLICAS of 2 is more than the 1 replica\(s\) "
+                                                 r"of a cluster of 1 broker\(s\)"):
+        ensure_topics(settings, [f"{prefix}.events"], 1)
+    assert f"{prefix}.events" not in topic_names(Settings(broker=broker)), "nothing was created"
 
 
 def test_replication_follows_the_cluster_size():
