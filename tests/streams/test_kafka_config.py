@@ -7,8 +7,8 @@ What the embedded broker (Tansu 0.6.0) allows testing here:
   certificate, client certificates required: mutual TLS), as a TLS-terminating proxy
   would in production, and the broker advertises that address. Every client connects
   through it: topic administration, the producer helper, a consumer, the broker
-  watch, and a whole ``foresight worker`` (Faust) whose changelog topics are checked for
-  their replication.
+  watch, the controller loop, and a whole ``foresight worker`` (Faust) whose changelog
+  topics are checked for their replication.
 - **SASL**: Tansu with ``--authentication`` offers SCRAM-SHA-256/512 (and OAUTHBEARER)
   but not PLAIN, and its users can only be created through an already authenticated
   connection on its memory-only storage, so no login can succeed against it. What is
@@ -318,6 +318,39 @@ def test_every_client_works_over_mutual_tls(tls_broker, certs, prefix):
             await c.stop()
 
     assert any(b"tls/cpu" in v for v in asyncio.run(read_back()))
+
+
+def test_the_controller_reads_forecasts_and_publishes_decisions_over_mutual_tls(tls_broker, certs, prefix):
+    import threading
+
+    from kafka import KafkaProducer
+
+    from scaler.reconcile import Reconciler
+    from scaler.simulated import SimulatedCluster
+    from streams.controller import ControllerLoop
+    from tests.streams.test_controller import message, spec
+
+    settings = tls_settings(tls_broker, certs, topic_prefix=prefix, partitions=1)
+    topics = Topics.from_settings(settings)
+    ensure_topics(settings, topics.all(), 1)
+    r = Reconciler(SimulatedCluster(0), [spec("a")])
+    loop = ControllerLoop(settings, r, from_beginning=True)
+    thread = threading.Thread(target=lambda: asyncio.run(loop.run()), daemon=True)
+    thread.start()
+    try:
+        p = KafkaProducer(**client_kwargs(settings), acks="all")  # as the producer helper builds it
+        for i in range(3):
+            p.send(topics.forecasts, key=b"a/rps", value=message("a/rps", 60.0 * i, 650))
+        p.flush()
+        p.close()
+        deadline = time.monotonic() + 30
+        while loop.decisions < 3:  # decided on, and each decision acknowledged by the broker over TLS
+            assert time.monotonic() < deadline, f"{loop.decisions} decisions published over TLS"
+            time.sleep(0.1)
+        assert r.last["default/a"].desired == 7
+    finally:
+        loop.stop()
+        thread.join(timeout=10)
 
 
 def test_tls_refuses_a_client_without_certificate_an_unknown_ca_and_a_wrong_host(tls_broker, certs):
