@@ -39,12 +39,13 @@ import faust
 from detectors.defaults import make_series_model
 from detectors.series import SeriesModel
 from scaler.inputs import inputs_from_update
-from streams import kafka_signal, records, web
+from streams import kafka_config, kafka_signal, records, web
 from streams.checkpoint import Checkpointer, Signer, UntrustedCheckpoint, load_or_create_key
 from streams.lifecycle import ForesightWorker, delivered
 from streams.metrics import Metrics
 from streams.records import DeadLetter, InvalidRecord, Point
 from streams.settings import Settings
+from streams.steps import StepEstimator, model_shape
 from streams.topics import Topics
 from streams.windowing import Windower
 
@@ -87,6 +88,8 @@ def horizon_steps(settings: Settings) -> int:
 @dataclass
 class _Cached:
     model: SeriesModel
+    #: the step the series is modelled at (its natural step: streams/steps.py)
+    step: float
     since_checkpoint: int = 0
 
 
@@ -105,6 +108,8 @@ class WorkerState:
     #: the window agent's (manual-ack) stream
     input_stream: Any = None
     models: dict[str, _Cached] = field(default_factory=dict)
+    #: per series: the estimate of its natural step (rebuilt after a rebalance)
+    steps: dict[str, StepEstimator] = field(default_factory=dict)
 
 
 def create_app(settings: Settings, metrics: Metrics | None = None) -> faust.App:
@@ -117,7 +122,10 @@ def create_app(settings: Settings, metrics: Metrics | None = None) -> faust.App:
         store="memory://",
         datadir=f"{settings.data_dir}/faust",
         topic_partitions=settings.partitions,
-        topic_replication_factor=1,
+        # security and replication as every other client (streams/kafka_config.py, streams/admin.py):
+        # changelog topics get the same replication factor and min.insync.replicas as ours
+        broker_credentials=kafka_config.faust_credentials(settings),
+        topic_replication_factor=settings.replication_factor or 1,
         broker_session_timeout=4,
         broker_heartbeat_interval=1,
         broker_rebalance_timeout=4,
@@ -160,7 +168,8 @@ def create_app(settings: Settings, metrics: Metrics | None = None) -> faust.App:
     # with serializers derived from them (JSON otherwise, which fails on these
     # binary values and leaves a rebalanced or restarted worker cold)
     raw_table = {"default": None, "schema": raw_schema, "key_type": bytes, "value_type": bytes,
-                 "partitions": settings.partitions}
+                 "partitions": settings.partitions,
+                 "extra_topic_configs": {"min.insync.replicas": str(settings.min_insync_replicas or 1)}}
     models = app.Table("models", **raw_table)
     series_view = app.Table("series_view", **raw_table)
     targets = app.Table("targets", **raw_table)
@@ -224,6 +233,7 @@ def create_app(settings: Settings, metrics: Metrics | None = None) -> faust.App:
                 state.last_input.pop((tp.topic, tp.partition), None)
                 state.next_offset.pop((tp.topic, tp.partition), None)
         state.models.clear()  # reloaded from the (changelog-backed) table on demand
+        state.steps.clear()
 
     @app.on_partitions_assigned.connect
     async def _assigned(app_: faust.App, assigned: set[Any], **kwargs: Any) -> None:
@@ -444,7 +454,8 @@ def create_app(settings: Settings, metrics: Metrics | None = None) -> faust.App:
 
     kafka_topics = kafka_signal.sources_of(settings)
     if kafka_topics:
-        offsets, sampler = kafka_signal.KafkaOffsets(settings.broker), kafka_signal.OffsetSampler()
+        offsets, sampler = kafka_signal.KafkaOffsets(
+            **kafka_config.client_kwargs(settings)), kafka_signal.OffsetSampler()
 
         @app.timer(interval=step, on_leader=True)
         async def sample_kafka_signals() -> None:
@@ -480,7 +491,25 @@ def create_app(settings: Settings, metrics: Metrics | None = None) -> faust.App:
                                 series, type(exc).__name__, exc)
             if model is None:
                 model = make_series_model(step, period, horizon, settings.anomaly_threshold)
-            cached = state.models[series] = _Cached(model)
+            cached = state.models[series] = _Cached(model, getattr(model.forecaster, "step_seconds", step))
+        return cached
+
+    def at_own_step(series: str, cached: _Cached, t: float, value: float) -> _Cached:
+        """The series' model at its natural step (streams/steps.py): when the estimate of the
+        step changes, a model at the new step learns the kept points again and takes over."""
+        est = state.steps.get(series)
+        if est is None:  # a restored model keeps its step unless the recent intervals disagree
+            est = state.steps[series] = StepEstimator(step, step=cached.step if cached.model.updates else None)
+        new_step = est.observe(t, value)
+        if new_step is None or new_step == cached.step:
+            return cached
+        p, h = model_shape(settings, new_step)
+        model = make_series_model(new_step, p, h, settings.anomaly_threshold)
+        for ts, v in est.replay()[:-1]:
+            model.update(v, ts)
+        log.info("series %s: a point every %gs: modelled at that step from now on (was %gs)",
+                 series, new_step, cached.step)
+        cached = state.models[series] = _Cached(model, new_step)
         return cached
 
     forecasts_delivered = delivered(metrics.forecasts_out)
@@ -492,11 +521,11 @@ def create_app(settings: Settings, metrics: Metrics | None = None) -> faust.App:
         except InvalidRecord as exc:
             await rejected(topics.points, msg, exc)
             return
-        cached = model_for(point.series)
+        cached = at_own_step(point.series, model_for(point.series), point.start, point.value)
         t0 = time.perf_counter()
         u = cached.model.update(point.value, point.start)
         metrics.model_update_seconds.observe(time.perf_counter() - t0)
-        fc, obs, _ = inputs_from_update(cached.model, point.series, point.start, step,
+        fc, obs, _ = inputs_from_update(cached.model, point.series, point.start, cached.step,
                                         point.value, u)
         key = point.series.encode()
         fc_json = records.forecast_to_json(fc, obs.value, obs.anomalous, u.score)
@@ -579,13 +608,13 @@ def run_worker(settings: Settings) -> None:
     import sys
 
     from streams import lifecycle
-    from streams.admin import ensure_topics
+    from streams.admin import ensure_topics, with_replication
 
     topics = Topics.from_settings(settings)
-    ensure_topics(settings.broker, topics.all(), settings.partitions)
+    settings = with_replication(settings, ensure_topics(settings, topics.all(), settings.partitions))
     app = create_app(settings)
     watch = lifecycle.BrokerWatch(
-        settings.broker, topics.all(), internal_prefix=f"{settings.app_id}-",
+        settings, topics.all(), internal_prefix=f"{settings.app_id}-",
         on_lost=lambda why: lifecycle.request_exit(lifecycle.BROKER_LOST_EXIT_CODE, why),
         errors=app.foresight_metrics.broker_errors,  # type: ignore[attr-defined]
     ).start()

@@ -109,8 +109,9 @@ class KafkaOffsets:
     members) and never commits: one per group, kept between samples.
     """
 
-    def __init__(self, bootstrap: str) -> None:
-        self.bootstrap = bootstrap
+    def __init__(self, bootstrap_servers: str, **client: Any) -> None:
+        #: connection settings (TLS, SASL) of every client, as :func:`streams.kafka_config.client_kwargs`
+        self.client = {**client, "bootstrap_servers": bootstrap_servers}
         self._consumer: Any = None
         self._groups: dict[str, Any] = {}
 
@@ -121,8 +122,7 @@ class KafkaOffsets:
     async def start(self) -> None:
         from aiokafka import AIOKafkaConsumer
 
-        self._consumer = AIOKafkaConsumer(bootstrap_servers=self.bootstrap,
-                                          enable_auto_commit=False)
+        self._consumer = AIOKafkaConsumer(enable_auto_commit=False, **self.client)
         await self._consumer.start()
 
     async def stop(self) -> None:
@@ -149,8 +149,7 @@ class KafkaOffsets:
 
         c = self._groups.get(group)
         if c is None:
-            c = AIOKafkaConsumer(bootstrap_servers=self.bootstrap, group_id=group,
-                                 enable_auto_commit=False)
+            c = AIOKafkaConsumer(group_id=group, enable_auto_commit=False, **self.client)
             await c.start()
             self._groups[group] = c
         out: dict[int, int | None] = {}

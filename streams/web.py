@@ -162,6 +162,8 @@ class SeriesView:
             self.step = float(forecast.get("step") or 0.0)
             if self.step <= 0:
                 return False
+        elif float(forecast.get("step") or self.step) != self.step:
+            self._rebase(float(forecast["step"]))  # the series is modelled at a new step
         k = self._index(ts)
         if k <= self.hi:
             return False
@@ -193,6 +195,28 @@ class SeriesView:
             self.anomalies.append((float(anomaly["ts"]), float(anomaly["value"]), float(anomaly["score"]),
                                    float(anomaly["threshold"]), str(anomaly["detector"])))
         return True
+
+    def _rebase(self, step: float) -> None:
+        """Re-index the held windows at ``step`` (the series' own step, streams/steps.py), so the
+        ring holds ``size`` points at that step rather than gaps between them.
+
+        >>> v = SeriesView("m", size=100, kind="metrics")
+        >>> fc = lambda t, step: {"issued": t, "step": step, "points": []}
+        >>> for t in (0.0, 300.0, 600.0):
+        ...     _ = v.add(t, t / 100, fc(t, 10.0), None, False, None)
+        >>> v.add(900.0, 9.0, fc(900.0, 300.0), None, False, None), v.step
+        (True, 300.0)
+        >>> [p["ts"] for p in v.detail()["points"]], v.detail()["step"]
+        ([0.0, 300.0, 600.0, 900.0], 300.0)
+        """
+        held = [(t, row.copy()) for t, row in self._held() if row[0] == row[0]]  # windows with a point
+        self.step = step
+        self.rows[:] = np.nan
+        self.hi = max((self._index(t) for t, _ in held), default=-1)
+        for t, row in held:
+            k = self._index(t)
+            if k > self.hi - self.size:  # older ones no longer fit the ring
+                self.rows[k % self.size] = row
 
     def _held(self) -> list[tuple[float, np.ndarray]]:
         if self.hi < 0:
@@ -230,6 +254,8 @@ class SeriesView:
             "model": meta[3] if meta else None,
             "anomalies": len(self.anomalies),
             "drifting": self.drifting,
+            # the step the series is modelled at: its sampling interval, rounded up to whole windows
+            "step": self.step or None,
         }
 
     def detail(self, since: float | None = None) -> dict[str, Any]:

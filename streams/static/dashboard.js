@@ -260,6 +260,8 @@
       `anomaly score ${fmt(d.score, 2)}${d.anomalous ? " (anomalous)" : ""}`,
       `forecast error ${fmt(d.error, 2)}`,
       `model ${fc.model || "–"}${fc.warm === false ? " (warming up)" : ""}`,
+      // the series' own step: its sampling interval rounded up to whole windows (streams/steps.py)
+      `step ${d.step ? fmtDuration(d.step) : "–"}`,
       `interval coverage ${fc.coverage !== undefined ? Math.round(fc.coverage * 100) + "%" : "–"}`,
     ].concat(d.drift && d.drift.drifting
       ? [`drifting since ${fmtTime(d.drift.started[d.drift.started.length - 1])}: scaled reactively until the model has adapted`]

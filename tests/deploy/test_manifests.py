@@ -216,7 +216,7 @@ def test_deployments_are_hardened_and_probed(name):
     for probe in ("readinessProbe", "livenessProbe"):
         assert c[probe]["httpGet"]["port"] in port_names
     mounts = {m["name"]: m["mountPath"] for m in c["volumeMounts"]}
-    assert {v["name"] for v in pod["volumes"] if "emptyDir" in v} == set(mounts)
+    assert {v["name"] for v in pod["volumes"] if "emptyDir" in v or "secret" in v} == set(mounts)
 
 
 def test_worker_data_dir_is_an_emptydir_and_the_service_reaches_its_web_port():
@@ -255,3 +255,44 @@ def test_config_keys_are_settings():
     Settings.from_env(env)  # every value parses as its field's type
     _, c = _containers("foresight-worker")
     assert {e["name"] for e in c.get("env", [])} <= fields
+
+
+KAFKA_SECRET_DIR = "/etc/foresight/kafka"
+
+
+def _commented_settings(path: Path) -> dict[str, str]:
+    """The ``# FORESIGHT_X: "v"`` lines of a manifest: settings documented, to be uncommented."""
+    out = {}
+    for line in path.read_text().splitlines():
+        s = line.strip().removeprefix("#").strip()
+        if line.strip().startswith("#") and s.startswith("FORESIGHT_") and ":" in s:
+            k, v = s.split(":", 1)
+            out[k.strip()] = yaml.safe_load(v)
+    return out
+
+
+@pytest.mark.parametrize("name", ["foresight-worker", "foresight-controller"])
+def test_kafka_credentials_are_a_mounted_secret_never_env(name):
+    pod, c = _containers(name)
+    [mount] = [m for m in c["volumeMounts"] if m["mountPath"] == KAFKA_SECRET_DIR]
+    assert mount.get("readOnly") is True
+    [vol] = [v for v in pod["volumes"] if v["name"] == mount["name"]]
+    assert vol["secret"]["secretName"] == "foresight-kafka"
+    assert pod["securityContext"]["fsGroup"] == pod["securityContext"]["runAsGroup"], "group-readable secret"
+    for e in c.get("env", []):
+        assert "KAFKA" not in e["name"], "Kafka secrets come from files, never env"
+    assert all("secretRef" not in e for e in c.get("envFrom", []))
+
+
+def test_the_documented_kafka_security_settings_parse_and_point_into_the_mount(tmp_path):
+    from streams import kafka_config
+
+    [cm] = by_kind("ConfigMap", "foresight-config")
+    documented = _commented_settings(DEPLOY / "config.yaml")
+    assert documented["FORESIGHT_KAFKA_SECURITY_PROTOCOL"] == "SASL_SSL"
+    env = {**{k: str(v) for k, v in cm["data"].items()}, **documented}
+    s = Settings.from_env(env)
+    assert not s.problems() and not kafka_config.settings_problems(s)
+    files = [s.kafka_sasl_password_file, s.kafka_ssl_cafile, s.kafka_ssl_certfile, s.kafka_ssl_keyfile]
+    assert all(f.startswith(KAFKA_SECRET_DIR + "/") for f in files), files
+    assert (s.replication_factor, s.min_insync_replicas) == (0, 0), "derived from the cluster by default"

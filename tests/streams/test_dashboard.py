@@ -121,6 +121,7 @@ def test_dashboard_in_chromium(broker, prefix, start_worker, tmp_path):
                                   && +c.dataset.band > 80 && +c.dataset.anomalies >= 1
                                   && c.querySelector('canvas') !== null; }""", "the chart", problems)
             assert page.locator("#chart-title").inner_text() == "checkout/requests (events/s)"
+            assert "step 10 s" in page.locator("#chart-meta").inner_text()  # the series' own step
             band_pixels = page.evaluate(
                 """([r, g, b, a]) => { const cv = document.querySelector('#chart canvas');
                      const d = cv.getContext('2d').getImageData(0, 0, cv.width, cv.height).data;
