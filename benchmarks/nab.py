@@ -63,8 +63,17 @@ STANDARD = {"tpWeight": 1.0, "fpWeight": 0.11, "fnWeight": 1.0}
 
 #: detector configurations the LOCO protocol chooses among (by the pooled
 #: standard score of the tuning categories); keyword overrides of the default
-#: detector's parameters. The first is the shipped default.
-CANDIDATES: dict[str, dict] = {"default": {}}
+#: detector's parameters. The first is the shipped default. ``relax`` (how fast
+#: an incident's peak relaxes back to the normal record) was chosen by looking
+#: at scores, so the values looked at are candidates here and the LOCO figure
+#: includes that choice; relax=0 is the detector before it existed.
+CANDIDATES: dict[str, dict] = {
+    "default": {},
+    "relax0": {"relax": 0.0},
+    "relax1e-4": {"relax": 1e-4},
+    "relax5e-4": {"relax": 5e-4},
+    "relax1e-3": {"relax": 1e-3},
+}
 
 
 # -- data ------------------------------------------------------------------

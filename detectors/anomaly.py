@@ -79,6 +79,13 @@ class RecordFusionDetector(AnomalyDetector):
         Points after an alarm during which scores are halved.
     margin
         Relative excess over a record at which the output reaches 0.9.
+    relax
+        Values learnt during an incident (within ``hold`` points of an alarm)
+        raise a separate peak of each view (and of the range) that relaxes
+        back to the normal record by this share per point, so that a first
+        incident does not mask a second one of the same size; values learnt
+        outside incidents raise the record for good, which absorbs a lasting
+        new regime. 0 keeps the all-time records.
     components
         Names of the views to fuse (for ablations); default all of
         :data:`COMPONENTS`.
@@ -129,6 +136,7 @@ class RecordFusionDetector(AnomalyDetector):
         flat_min_run: int = 10,
         hold: int = 100,
         margin: float = 0.02,
+        relax: float = 2e-4,
         components: tuple[str, ...] = COMPONENTS,
     ) -> None:
         self.warmup = warmup
@@ -147,6 +155,7 @@ class RecordFusionDetector(AnomalyDetector):
         self.flat_min_run = flat_min_run
         self.hold = hold
         self.margin = margin
+        self.relax = relax
         self.components = tuple(components)
         unknown = set(self.components) - set(COMPONENTS)
         if unknown:
@@ -156,13 +165,16 @@ class RecordFusionDetector(AnomalyDetector):
         self._n = 0
         self._lo = math.inf
         self._hi = -math.inf
+        # range reached during incidents, relaxing back to [_lo, _hi] (``relax``)
+        self._plo = math.inf
+        self._phi = -math.inf
         self._prev: float | None = None
         self._fast_mean = 0.0
         self._slow_mean = 0.0
         self._vol = 0.0
-        self._level_rec = RecordScaler(record_warmup, level_decay)
-        self._profile_rec = RecordScaler(record_warmup, 0.0, profile_gain)
-        self._vol_rec = RecordScaler(record_warmup)
+        self._level_rec = RecordScaler(record_warmup, level_decay, relax=relax)
+        self._profile_rec = RecordScaler(record_warmup, 0.0, profile_gain, relax)
+        self._vol_rec = RecordScaler(record_warmup, relax=relax)
         self._mean = array("d", bytes(8 * bins))
         self._visits = array("l", bytes(array("l").itemsize * bins))
         self._last_bin = -1
@@ -222,11 +234,13 @@ class RecordFusionDetector(AnomalyDetector):
         use_s, use_l, use_p, use_v, use_f = self._use
         s_sp = s_l = s_p = s_v = s_f = None
         if use_s and self._prev is not None:
-            out = max(x - self._hi, self._lo - x)
+            lo = self._lo if self._lo < self._plo else self._plo
+            hi = self._hi if self._hi > self._phi else self._phi
+            out = max(x - hi, lo - x)
             if out <= 0.0:
                 s_sp = 0.0
-            elif self._hi > self._lo:
-                e = out / (self._hi - self._lo)
+            elif hi > lo:
+                e = out / (hi - lo)
                 s_sp = 1.0 if e > 0.5 else 0.5 + e
             else:  # the first change of a series constant so far
                 s_sp = 1.0
@@ -281,22 +295,35 @@ class RecordFusionDetector(AnomalyDetector):
         self._since_alarm = 0 if raw > 0.5 + self.margin else self._since_alarm + 1
         self._key = None
 
+        inc = self._since_alarm < self.hold
         if level >= 0.0:
-            self._level_rec.learn(level)
+            self._level_rec.learn(level, inc)
         if prof >= 0.0:
-            self._profile_rec.learn(prof)
+            self._profile_rec.learn(prof, inc)
         if vol >= 0.0:
-            self._vol_rec.learn(vol)
+            self._vol_rec.learn(vol, inc)
             self._vol = vol
         self._flat.learn_one(x)
         self._n += 1
         if self.range_decay and self._prev is not None:
             self._lo += self.range_decay * (self._slow_mean - self._lo)
             self._hi -= self.range_decay * (self._hi - self._slow_mean)
-        if x < self._lo:
-            self._lo = x
-        if x > self._hi:
-            self._hi = x
+        if self.relax:
+            # the range reached during incidents relaxes back to the normal one
+            if self._phi > self._hi:
+                self._phi -= self.relax * (self._phi - self._hi)
+            if self._plo < self._lo:
+                self._plo += self.relax * (self._lo - self._plo)
+        if inc and self.relax and self._lo <= self._hi:
+            if x < self._plo:
+                self._plo = x
+            if x > self._phi:
+                self._phi = x
+        else:
+            if x < self._lo:
+                self._lo = x
+            if x > self._hi:
+                self._hi = x
         if self._prev is None:
             self._fast_mean = self._slow_mean = x
         else:

@@ -43,18 +43,22 @@ class RecordScaler:
     (0.25, 0.5, 0.75, 1.0)
     """
 
-    __slots__ = ("warmup", "decay", "gain", "record", "n")
+    __slots__ = ("warmup", "decay", "gain", "relax", "record", "n", "peak")
 
-    def __init__(self, warmup: int = 300, decay: float = 0.0, gain: float = 1.0) -> None:
+    def __init__(
+        self, warmup: int = 300, decay: float = 0.0, gain: float = 1.0, relax: float = 0.0
+    ) -> None:
         self.warmup = warmup
         self.decay = decay
         self.gain = gain
+        self.relax = relax
         self.record = 0.0
         self.n = 0
+        self.peak = 0.0
 
     def score(self, u: float) -> float:
         """Score of the statistic value ``u`` (does not learn it)."""
-        rec = self.record
+        rec = self.record if self.record > self.peak else self.peak
         if rec <= 0.0:
             # a statistic that has been exactly 0 so far: any change is new
             return 1.0 if u > 0.0 and self.n >= self.warmup else 0.0
@@ -66,18 +70,37 @@ class RecordScaler:
         s = ratio - 0.5
         return 1.0 if s > 1.0 else s
 
-    def learn(self, u: float) -> None:
-        """Update the record with ``u``."""
+    def learn(self, u: float, incident: bool = False) -> None:
+        """Update the record with ``u``.
+
+        With ``relax`` > 0, values learnt during an ``incident`` raise a
+        separate peak that relaxes back towards the record by ``relax`` per
+        learnt value, so one incident does not mask the next one of the same
+        size, while values learnt outside incidents raise the record for good.
+        """
         rec = self.record * (1.0 - self.decay)
-        self.record = u if u > rec else rec
+        if self.relax and self.peak > rec:
+            self.peak -= self.relax * (self.peak - rec)
+        if incident and self.relax:
+            if u > self.peak:
+                self.peak = u
+        else:
+            self.record = u if u > rec else rec
+            if not self.relax and self.record > self.peak:
+                self.peak = 0.0
         self.n += 1
 
     def __getstate__(self) -> tuple:
         return tuple(getattr(self, k) for k in self.__slots__)
 
     def __setstate__(self, state: tuple) -> None:
-        for k, v in zip(self.__slots__, state, strict=True):
+        self.relax = 0.0
+        self.peak = 0.0
+        names = self.__slots__ if len(state) == len(self.__slots__) else (
+            "warmup", "decay", "gain", "record", "n")
+        for k, v in zip(names, state, strict=True):
             setattr(self, k, v)
 
     def __repr__(self) -> str:
-        return f"RecordScaler(warmup={self.warmup}, decay={self.decay}, gain={self.gain})"
+        return (f"RecordScaler(warmup={self.warmup}, decay={self.decay}, gain={self.gain}, "
+                f"relax={self.relax})")

@@ -252,3 +252,28 @@ def test_false_alarm_rate_on_pure_noise_is_low_whatever_its_distribution_and_ste
         scores.append(det.score_one(x, i * step))
         det.learn_one(x, i * step)
     assert alarm_onsets(scores, 1000) <= 10  # < 0.53 per 1,000 points
+
+
+@pytest.mark.parametrize("relax, flagged", [(0.0, False), (None, True)])
+def test_a_first_incident_does_not_mask_a_second_one_of_about_the_same_size(relax, flagged):
+    # the incident's peak relaxes back to the normal record (``relax``); with
+    # all-time records (relax=0) the second, slightly smaller spike is missed
+    values = noisy_cycle(6000)
+    values[2500] += 60.0
+    second = 2500 + 9 * 288  # nine cycles later, at the same phase
+    values[second] += 50.0
+    det = default_detector() if relax is None else RecordFusionDetector(relax=relax)
+    scores = run(values, det)
+    assert first_alarm(scores, 2500) == 0
+    assert (scores[second] >= ALARM) is flagged
+
+
+def test_a_lasting_new_regime_is_absorbed_after_the_incident():
+    # values after the hold are learnt as the new normal: an alert at the shift
+    # and at most one more (as the slow mean catches up), not one per hold
+    values = noisy_cycle(8000)
+    for i in range(3000, 8000):
+        values[i] += 40.0
+    scores = run(values)
+    assert first_alarm(scores, 3000) == 0
+    assert alarm_onsets(scores, 3000) <= 2
