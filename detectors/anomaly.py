@@ -270,6 +270,16 @@ class RecordFusionDetector(AnomalyDetector):
         out = 0.9 + 0.1 * (raw - 0.5 - m) / (0.5 - m)
         return 1.0 if out > 1.0 else out
 
+    def __setstate__(self, state: dict) -> None:
+        # a checkpoint written before ``relax`` existed: its records hold the
+        # incidents' maxima; from now on incidents raise a relaxing peak
+        if "relax" not in state:
+            relax = type(self)().relax
+            state = {**state, "relax": relax, "_plo": math.inf, "_phi": -math.inf}
+            for k in ("_level_rec", "_profile_rec", "_vol_rec"):
+                state[k].relax = relax
+        self.__dict__.update(state)
+
     @property
     def in_incident(self) -> bool:
         """True within ``hold`` points of the last point that alarmed.

@@ -277,3 +277,20 @@ def test_a_lasting_new_regime_is_absorbed_after_the_incident():
     scores = run(values)
     assert first_alarm(scores, 3000) == 0
     assert alarm_onsets(scores, 3000) <= 2
+
+
+def test_a_checkpoint_from_before_relax_restores_and_relaxes():
+    values = noisy_cycle(3000)
+    det = default_detector()
+    run(values[:2000], det)
+    state = dict(det.__dict__)
+    for k in ("relax", "_plo", "_phi"):
+        del state[k]
+    for k in ("_level_rec", "_profile_rec", "_vol_rec"):
+        rec = state[k] = pickle.loads(pickle.dumps(state[k]))
+        rec.__setstate__((rec.warmup, rec.decay, rec.gain, rec.record, rec.n))  # the old layout
+    old = RecordFusionDetector.__new__(RecordFusionDetector)
+    old.__setstate__(state)
+    assert old.relax == default_detector().relax and old._level_rec.relax == old.relax
+    scores = run(values[2000:], old, t0=2000 * STEP)
+    assert all(0.0 <= s <= 1.0 for s in scores)
