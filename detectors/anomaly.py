@@ -136,7 +136,8 @@ class RecordFusionDetector(AnomalyDetector):
         flat_min_run: int = 10,
         hold: int = 100,
         margin: float = 0.02,
-        relax: float = 2e-4,
+        relax: float = 5e-4,
+        quiet: float = 0.5,
         components: tuple[str, ...] = COMPONENTS,
     ) -> None:
         self.warmup = warmup
@@ -156,6 +157,7 @@ class RecordFusionDetector(AnomalyDetector):
         self.hold = hold
         self.margin = margin
         self.relax = relax
+        self.quiet = quiet
         self.components = tuple(components)
         unknown = set(self.components) - set(COMPONENTS)
         if unknown:
@@ -172,9 +174,9 @@ class RecordFusionDetector(AnomalyDetector):
         self._fast_mean = 0.0
         self._slow_mean = 0.0
         self._vol = 0.0
-        self._level_rec = RecordScaler(record_warmup, level_decay, relax=relax)
-        self._profile_rec = RecordScaler(record_warmup, 0.0, profile_gain, relax)
-        self._vol_rec = RecordScaler(record_warmup, relax=relax)
+        self._level_rec = RecordScaler(record_warmup, level_decay, relax=relax, quiet=quiet)
+        self._profile_rec = RecordScaler(record_warmup, 0.0, profile_gain, relax, quiet)
+        self._vol_rec = RecordScaler(record_warmup, relax=relax, quiet=quiet)
         self._mean = array("d", bytes(8 * bins))
         self._visits = array("l", bytes(array("l").itemsize * bins))
         self._last_bin = -1
@@ -274,10 +276,11 @@ class RecordFusionDetector(AnomalyDetector):
         # a checkpoint written before ``relax`` existed: its records hold the
         # incidents' maxima; from now on incidents raise a relaxing peak
         if "relax" not in state:
-            relax = type(self)().relax
-            state = {**state, "relax": relax, "_plo": math.inf, "_phi": -math.inf}
+            new = type(self)()
+            state = {**state, "relax": new.relax, "quiet": new.quiet,
+                     "_plo": math.inf, "_phi": -math.inf}
             for k in ("_level_rec", "_profile_rec", "_vol_rec"):
-                state[k].relax = relax
+                state[k].relax, state[k].quiet = new.relax, new.quiet
         self.__dict__.update(state)
 
     @property
@@ -318,8 +321,10 @@ class RecordFusionDetector(AnomalyDetector):
         if self.range_decay and self._prev is not None:
             self._lo += self.range_decay * (self._slow_mean - self._lo)
             self._hi -= self.range_decay * (self._hi - self._slow_mean)
-        if self.relax:
-            # the range reached during incidents relaxes back to the normal one
+        edge = 0.5 * (1.0 - self.quiet) * (self._hi - self._lo)
+        if self.relax and self._lo + edge <= x <= self._hi - edge:
+            # the range reached during incidents relaxes back to the normal
+            # one while the value is quiet (in the middle ``quiet`` of it)
             if self._phi > self._hi:
                 self._phi -= self.relax * (self._phi - self._hi)
             if self._plo < self._lo:

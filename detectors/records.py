@@ -33,6 +33,13 @@ class RecordScaler:
     gain
         Multiplies the statistic before it is compared with the record; below
         1 it asks for a larger excess before alarming.
+    relax
+        Values learnt during an incident raise a separate peak that relaxes
+        back to the record by this share per quiet value (0: incidents raise
+        the record for good).
+    quiet
+        A value is quiet, and lets the peak relax, when it is below this share
+        of the record: an incident is forgotten only while the series is calm.
 
     Examples
     --------
@@ -43,15 +50,21 @@ class RecordScaler:
     (0.25, 0.5, 0.75, 1.0)
     """
 
-    __slots__ = ("warmup", "decay", "gain", "relax", "record", "n", "peak")
+    __slots__ = ("warmup", "decay", "gain", "relax", "quiet", "record", "n", "peak")
 
     def __init__(
-        self, warmup: int = 300, decay: float = 0.0, gain: float = 1.0, relax: float = 0.0
+        self,
+        warmup: int = 300,
+        decay: float = 0.0,
+        gain: float = 1.0,
+        relax: float = 0.0,
+        quiet: float = 0.5,
     ) -> None:
         self.warmup = warmup
         self.decay = decay
         self.gain = gain
         self.relax = relax
+        self.quiet = quiet
         self.record = 0.0
         self.n = 0
         self.peak = 0.0
@@ -75,11 +88,12 @@ class RecordScaler:
 
         With ``relax`` > 0, values learnt during an ``incident`` raise a
         separate peak that relaxes back towards the record by ``relax`` per
-        learnt value, so one incident does not mask the next one of the same
-        size, while values learnt outside incidents raise the record for good.
+        quiet value (below ``quiet`` times the record), so one incident does
+        not mask the next one of the same size, while values learnt outside
+        incidents raise the record for good.
         """
         rec = self.record * (1.0 - self.decay)
-        if self.relax and self.peak > rec:
+        if self.relax and self.peak > rec and u < self.quiet * rec:
             self.peak -= self.relax * (self.peak - rec)
         if incident and self.relax:
             if u > self.peak:
@@ -95,6 +109,7 @@ class RecordScaler:
 
     def __setstate__(self, state: tuple) -> None:
         self.relax = 0.0
+        self.quiet = 0.5
         self.peak = 0.0
         names = self.__slots__ if len(state) == len(self.__slots__) else (
             "warmup", "decay", "gain", "record", "n")
@@ -103,4 +118,4 @@ class RecordScaler:
 
     def __repr__(self) -> str:
         return (f"RecordScaler(warmup={self.warmup}, decay={self.decay}, gain={self.gain}, "
-                f"relax={self.relax})")
+                f"relax={self.relax}, quiet={self.quiet})")

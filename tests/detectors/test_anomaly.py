@@ -284,7 +284,7 @@ def test_a_checkpoint_from_before_relax_restores_and_relaxes():
     det = default_detector()
     run(values[:2000], det)
     state = dict(det.__dict__)
-    for k in ("relax", "_plo", "_phi"):
+    for k in ("relax", "quiet", "_plo", "_phi"):
         del state[k]
     for k in ("_level_rec", "_profile_rec", "_vol_rec"):
         rec = state[k] = pickle.loads(pickle.dumps(state[k]))
@@ -292,5 +292,6 @@ def test_a_checkpoint_from_before_relax_restores_and_relaxes():
     old = RecordFusionDetector.__new__(RecordFusionDetector)
     old.__setstate__(state)
     assert old.relax == default_detector().relax and old._level_rec.relax == old.relax
+    assert old.quiet == default_detector().quiet and old._vol_rec.quiet == old.quiet
     scores = run(values[2000:], old, t0=2000 * STEP)
     assert all(0.0 <= s <= 1.0 for s in scores)
