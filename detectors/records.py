@@ -14,6 +14,11 @@ share one scale across statistics and series:
 The expected number of records in ``n`` exchangeable values grows only as
 ``log n``, so record-breaking is naturally sparse on stationary data, which is
 what an alerting threshold needs.
+
+With ``relax`` > 0, values learnt during an incident raise a separate *peak*
+instead of the record; the statistic is scored against the larger of the two,
+and the peak relaxes back to the record while the statistic is quiet, so an
+incident masks later ones only for a while.
 """
 
 from __future__ import annotations
@@ -48,6 +53,18 @@ class RecordScaler:
     ...     r.learn(u)
     >>> r.score(1.0), r.score(2.0), r.score(2.5), r.score(9.0)
     (0.25, 0.5, 0.75, 1.0)
+
+    An incident's peak masks a second incident only until it has relaxed:
+
+    >>> r = RecordScaler(warmup=0, relax=0.01)
+    >>> r.learn(1.0)
+    >>> r.learn(8.0, incident=True)
+    >>> r.score(8.0)
+    0.5
+    >>> for _ in range(1000):
+    ...     r.learn(0.2)
+    >>> round(r.peak, 3), r.score(8.0)
+    (1.0, 1.0)
     """
 
     __slots__ = ("warmup", "decay", "gain", "relax", "quiet", "record", "n", "peak")
@@ -100,8 +117,6 @@ class RecordScaler:
                 self.peak = u
         else:
             self.record = u if u > rec else rec
-            if not self.relax and self.record > self.peak:
-                self.peak = 0.0
         self.n += 1
 
     def __getstate__(self) -> tuple:
