@@ -21,9 +21,10 @@ that one threshold means the same thing on every series:
     (:class:`~detectors.flatline.FlatlineDetector`).
 
 The fused score is the largest of the five. Once a point alarms, scores are
-halved for ``hold`` points so that one incident raises one alert (a NAB window
-credits only its first detection, and every later false alarm costs). What a
-view sees during those points raises a separate peak rather than its record;
+halved for up to ``hold`` points, until the series is quiet again, so that one
+incident raises one alert (a NAB window credits only its first detection, and
+every later false alarm costs). What a view sees during those points raises a
+separate peak rather than its record;
 the peak relaxes back to the record while the series is quiet (``relax``,
 ``quiet``), so that one incident does not mask the next one of the same size. The
 output is mapped so that **0.9 means "beats a record by ``margin``"**, the
@@ -90,7 +91,9 @@ class RecordFusionDetector(AnomalyDetector):
     flat_factor, flat_min_run
         See :class:`~detectors.flatline.FlatlineDetector`.
     hold
-        Points after an alarm during which scores are halved.
+        Points after an alarm during which scores are halved, at most: the
+        hold ends at the first quiet point (every view's statistic below
+        ``quiet`` times its record, the value inside the range).
     margin
         Relative excess over a record at which the output reaches 0.9.
     relax
@@ -305,7 +308,7 @@ class RecordFusionDetector(AnomalyDetector):
 
     @property
     def in_incident(self) -> bool:
-        """True within ``hold`` points of the last point that alarmed.
+        """True within ``hold`` points of the last point that alarmed, until calm.
 
         Only the first point of an incident scores high; this stays True while
         the incident's later points are held down (points that would alarm
@@ -325,7 +328,14 @@ class RecordFusionDetector(AnomalyDetector):
             self.score_one(x, t)
         fm, level, prof, vol, b = self._stats
         raw = self._raw() if self._n >= self.warmup else 0.0
-        self._since_alarm = 0 if raw > 0.5 + self.margin else self._since_alarm + 1
+        if raw > 0.5 + self.margin:
+            self._since_alarm = 0
+        elif self._since_alarm < self.hold and raw < 0.5 * self.quiet:
+            # calm again (every view below ``quiet`` times its record, the
+            # value inside the range): the incident is over, so is its hold
+            self._since_alarm = self.hold
+        else:
+            self._since_alarm += 1
         self._key = None
 
         inc = self._since_alarm < self.hold

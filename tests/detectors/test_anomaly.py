@@ -295,3 +295,17 @@ def test_a_checkpoint_from_before_relax_restores_and_relaxes():
     assert old.quiet == default_detector().quiet and old._vol_rec.quiet == old.quiet
     scores = run(values[2000:], old, t0=2000 * STEP)
     assert all(0.0 <= s <= 1.0 for s in scores)
+
+
+@pytest.mark.parametrize("quiet, flagged", [(None, True), (0.0, False)])
+def test_the_hold_ends_once_the_series_is_quiet_again(quiet, flagged):
+    # a second spike 60 points after the first: once every view is quiet again the
+    # first incident's hold is over and the second alarms; never quiet (0), it is held
+    rng = random.Random(0)
+    values = [50 + rng.gauss(0, 1) for _ in range(3000)]
+    values[2500] += 10.0
+    values[2560] += 15.0
+    det = default_detector() if quiet is None else RecordFusionDetector(quiet=quiet)
+    scores = run(values, det)
+    assert first_alarm(scores, 2500) == 0
+    assert (scores[2560] >= ALARM) is flagged
