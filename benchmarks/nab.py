@@ -65,16 +65,19 @@ STANDARD = {"tpWeight": 1.0, "fpWeight": 0.11, "fnWeight": 1.0}
 #: standard score of the tuning categories); keyword overrides of the default
 #: detector's parameters. The first is the shipped default. ``relax`` (how fast
 #: an incident's peak relaxes back to the normal record) and ``quiet`` (which
-#: points let it relax) were chosen by looking at scores, so the values looked
-#: at are candidates here and the LOCO figure includes that choice; relax=0 is
-#: the detector before they existed.
+#: points let it relax and end an incident's hold) were chosen by looking at
+#: scores, so the values looked at are candidates here and the LOCO figure
+#: includes that choice; "before" (relax 0, quiet 0) is the detector before
+#: they existed.
 CANDIDATES: dict[str, dict] = {
     "default": {},
+    "before": {"relax": 0.0, "quiet": 0.0},
     "relax0": {"relax": 0.0},
     "relax2e-4": {"relax": 2e-4},
     "relax1e-3": {"relax": 1e-3},
     "relax2e-3": {"relax": 2e-3},
     "quiet0.3": {"quiet": 0.3},
+    "quiet0.8": {"quiet": 0.8},
     "quiet1": {"quiet": 1.0},
 }
 

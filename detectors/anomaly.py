@@ -50,8 +50,9 @@ from detectors.records import RecordScaler
 #: picks 2e-3; 5e-4 is the fastest that keeps the NAB subset's score (2e-3 costs
 #: it 4 points). See docs/detector-notes.md.
 RELAX = 5e-4
-#: share of the record below which a point is quiet (lets the peaks relax).
-#: Looked at: 0.3, 0.5, 0.8, 1.0 (0.3 and 1.0 are LOCO candidates); 0.5 is "half".
+#: share of the record below which a point is quiet: it lets the peaks relax,
+#: and a quiet point (every view quiet) ends an incident's hold. Looked at: 0.3,
+#: 0.5, 0.8, 1.0 (all LOCO candidates in benchmarks/nab.py); 0.5 is "half".
 QUIET = 0.5
 
 #: names of the fused components, in the order of :attr:`RecordFusionDetector.last_parts`
