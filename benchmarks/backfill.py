@@ -33,8 +33,9 @@ from streams.settings import Settings  # noqa: E402
 
 
 class _Cached:
-    def __init__(self, model: object) -> None:
+    def __init__(self, model: object, step: float) -> None:
         self.model = model
+        self.step = step
         self.since_checkpoint = 0
 
 
@@ -44,7 +45,7 @@ def run(days: float, window: float) -> dict[str, object]:
     cache: dict[str, _Cached] = {}
     store = web.ViewStore(web.view_points(settings), Metrics())
     learner = HistoryLearner(
-        window, lambda s: cache.setdefault(s, _Cached(make_series_model(window, None, horizon))),
+        window, lambda s, t, v: cache.setdefault(s, _Cached(make_series_model(window, None, horizon), window)),
         store, lambda *_: None, lambda _: None, HistoryMetrics(CollectorRegistry()))
     n = int(days * 86400 / window)
     t0 = 1_700_000_000.0

@@ -63,8 +63,59 @@ STANDARD = {"tpWeight": 1.0, "fpWeight": 0.11, "fnWeight": 1.0}
 
 #: detector configurations the LOCO protocol chooses among (by the pooled
 #: standard score of the tuning categories); keyword overrides of the default
-#: detector's parameters. The first is the shipped default.
-CANDIDATES: dict[str, dict] = {"default": {}}
+#: detector's parameters. The first is the shipped default. ``relax`` (how fast
+#: an incident's peak relaxes back to the normal record) and ``quiet`` (which
+#: points let it relax and end an incident's hold) were chosen by looking at
+#: scores, so the values looked at are candidates here and the LOCO figure
+#: includes that choice; "before" (relax 0, quiet 0) is the detector before
+#: they existed.
+#: a product requirement fixed before looking at any corpus, which a candidate must meet
+#: to be offered to the protocol at all: on pure noise of any distribution and step, at
+#: most this many alert onsets per 1,000 points at the worker's threshold (an alarm must
+#: mean something on a series nobody labelled): 10 onsets in the 19,000 points after
+#: warm-up, the bound tests/detectors/test_anomaly.py has held the detector to since
+#: before ``relax`` and ``quiet`` existed.
+NOISE_FALSE_ALARMS_PER_1000 = 0.53
+NOISES: dict[str, Callable[[random.Random], float]] = {
+    "gauss": lambda r: r.gauss(0.0, 1.0),
+    "laplace": lambda r: r.expovariate(1.0) * (1 if r.random() < 0.5 else -1),
+    "uniform": lambda r: r.random(),
+    "lognormal": lambda r: r.lognormvariate(0.0, 1.0),
+}
+
+
+def noise_false_alarms(overrides: dict, threshold: float, n: int = 20_000, skip: int = 1_000) -> float:
+    """The worst alert onsets per 1,000 points over :data:`NOISES` at 1-minute and 1-hour steps."""
+    worst = 0.0
+    for draw in NOISES.values():
+        for step in (60.0, 3600.0):
+            rng = random.Random(0)
+            det = defaults.make_detector()
+            if overrides:
+                det = det.clone(overrides)
+            onsets, prev = 0, False
+            for i in range(n):
+                x = draw(rng)
+                hit = det.score_one(x, i * step) >= threshold
+                det.learn_one(x, i * step)
+                if i >= skip:
+                    onsets += hit and not prev
+                prev = hit
+            worst = max(worst, 1000.0 * onsets / (n - skip))
+    return worst
+
+
+CANDIDATES: dict[str, dict] = {
+    "default": {},
+    "before": {"relax": 0.0, "quiet": 0.0},
+    "relax0": {"relax": 0.0},
+    "relax2e-4": {"relax": 2e-4},
+    "relax1e-3": {"relax": 1e-3},
+    "relax2e-3": {"relax": 2e-3},
+    "quiet0.3": {"quiet": 0.3},
+    "quiet0.8": {"quiet": 0.8},
+    "quiet1": {"quiet": 1.0},
+}
 
 
 # -- data ------------------------------------------------------------------
@@ -321,9 +372,20 @@ def main(argv: list[str] | None = None) -> int:
     files = []
     for name, root in roots.items():
         files += load_corpus(scorer, name, root)
+    thr = args.threshold
+    noise = {name: round(noise_false_alarms(kw, thr), 3) for name, kw in CANDIDATES.items()}
+    admissible = {n for n, v in noise.items() if v <= NOISE_FALSE_ALARMS_PER_1000} | {"default"}
+    print(f"false alarms on pure noise at {thr} (worst over {len(NOISES)} distributions x 2 steps, "
+          f"per 1,000 points; offered to the protocol if <= {NOISE_FALSE_ALARMS_PER_1000}):")
+    print("  " + ", ".join(f"{n} {v}{'' if n in admissible else ' (not offered)'}"
+                           for n, v in noise.items()))
+    if noise["default"] > NOISE_FALSE_ALARMS_PER_1000:
+        print("  (the shipped default does NOT meet the noise requirement)")
     t_run = time.perf_counter()
     runs: dict[str, dict] = {}
     for name, kw in CANDIDATES.items():
+        if name not in admissible:
+            continue
         factory = model_factory(kw)
         runs[name] = {}
         for df in files:
@@ -331,10 +393,10 @@ def main(argv: list[str] | None = None) -> int:
             runs[name][df.rel] = detect_file(df.path, factory, out)
     t_run = time.perf_counter() - t_run
 
-    thr = args.threshold
     default = runs["default"]
     result: dict = {"benchmark": "nab", "detector": repr(defaults.make_detector()),
-                    "threshold": thr, "corpora": {}}
+                    "threshold": thr, "corpora": {}, "noise_false_alarms_per_1000": noise,
+                    "offered": sorted(admissible)}
     print(f"detector: {result['detector']}")
     for name in roots:
         cf = [df for df in files if df.corpus == name]
@@ -356,7 +418,7 @@ def main(argv: list[str] | None = None) -> int:
     lo = loco(scorer, files, runs, thr)
     result["loco"] = lo
     print("\nleave-one-category-out (threshold"
-          + (" and configuration" if len(CANDIDATES) > 1 else "")
+          + (" and configuration, among those offered," if len(runs) > 1 else "")
           + " chosen on the other categories of all corpora):")
     print(f"  {'held out':<28} {'config':<10} {'threshold':>9} {'held-out':>9} {'at ' + str(thr):>9}")
     for cat, v in lo["per_category"].items():
@@ -364,8 +426,28 @@ def main(argv: list[str] | None = None) -> int:
               f"{v['held_out']:>9.2f} {v['held_out_fixed']:>9.2f}")
     print(f"  LOCO mean {lo['mean']}, worst {lo['worst']}  "
           f"(at {thr}: mean {lo['mean_fixed']}, worst {lo['worst_fixed']})")
+    if len(runs) > 1:
+        # the shipped configuration alone, only the threshold chosen held out: optimistic,
+        # since the candidates were looked at; the line above is the protocol's figure
+        alone = loco(scorer, files, {"default": default}, thr)
+        result["loco_default_only"] = alone
+        print(f"  default configuration alone (threshold only): mean {alone['mean']}, "
+              f"worst {alone['worst']} (at {thr}: mean {alone['mean_fixed']}, "
+              f"worst {alone['worst_fixed']})")
+        pooled = {n: score_files(scorer, files, r, None)["score"] for n, r in runs.items()}
+        result["pooled_all"] = pooled
+        print("  pooled over every category (the protocol's choice with nothing held out): "
+              + ", ".join(f"{n} {v:.2f}" for n, v in sorted(pooled.items(), key=lambda kv: -kv[1])))
 
-    targets = check_targets(result["corpora"], lo)
+    # the targets are for the shipped configuration: when the protocol, given every
+    # category, would choose another candidate, its LOCO figure describes that
+    # procedure, not what ships, and the shipped configuration's own figure is judged
+    judged = lo
+    if len(runs) > 1 and max(pooled, key=pooled.get) != "default":
+        judged = alone
+        print("  (the protocol would ship another candidate: the targets below judge the "
+              "default configuration's own LOCO figure)")
+    targets = check_targets(result["corpora"], judged)
     result["targets"] = targets
     if targets:
         print("\nissue 12 targets: " + ", ".join(

@@ -51,9 +51,10 @@ from detectors.defaults import make_series_model
 from scaler.adaptive import Adaptive
 from scaler.inputs import inputs_from_update
 from scaler.reconcile import Reconciler
+from scaler.schedule import Schedule, scheduled_floor
 from scaler.shadow import HPA_SWEEP, Tally, equal_cost, need
 from scaler.simulated import SimulatedCluster
-from scaler.spec import RatePolicy, ScalerSpec, ScalingRules, TargetRef
+from scaler.spec import RatePolicy, ScalerSpec, ScalingRules, SpecError, TargetRef, load_schedules
 from scaler.traces import parse_time, read_trace  # noqa: F401  (re-exported)
 
 #: HPA target utilisations of the equal-cost curve (the shadow sweep)
@@ -111,16 +112,26 @@ def simulate(
 
 
 def oracle_policy(
-    load: Sequence[float], capacity: float, lead_steps: int, min_replicas: int, max_replicas: int
+    load: Sequence[float], capacity: float, lead_steps: int, min_replicas: int, max_replicas: int,
+    floors: Sequence[int] | None = None,
 ) -> Policy:
-    """Knows the future: provisions the largest need of the next ``lead_steps`` steps."""
+    """Knows the future: provisions the largest need of the next ``lead_steps`` steps.
+
+    ``floors``: the scheduled minimum decided at each step (the decision at the
+    end of step t), as the predictive run has it; none by default.
+
+    >>> p = oracle_policy([100, 100, 100], 100, 2, 1, 10, floors=[1, 5, 1])
+    >>> [p(t, 1, 1) for t in range(3)]
+    [1, 5, 1]
+    """
     needs = [_clamp(need(y, capacity), min_replicas, max_replicas) for y in load]
     n = len(load)
 
     def policy(t: int, ready: int, provisioned: int) -> int:
+        floor = min(floors[t], max_replicas) if floors is not None else 0
         if t >= n - 1:
-            return needs[n - 1]
-        return max(needs[t + 1 : min(t + lead_steps, n - 1) + 1])
+            return max(needs[n - 1], floor)
+        return max(max(needs[t + 1 : min(t + lead_steps, n - 1) + 1]), floor)
 
     return policy
 
@@ -128,6 +139,7 @@ def oracle_policy(
 def backtest_spec(
     capacity: float, lead_steps: int, step_seconds: float, min_replicas: int, max_replicas: int,
     name: str = "backtest", budget_utilization: float | None = None,
+    schedules: Sequence[Schedule] = (),
 ) -> ScalerSpec:
     """The spec the predictive run uses: no behaviour limits of its own.
 
@@ -158,6 +170,7 @@ def backtest_spec(
         scale_up=ScalingRules(0, (), "Max"),
         scale_down=ScalingRules(0, (RatePolicy("Percent", 100, max(1, int(step_seconds))),), "Max"),
         stale_after_seconds=3 * step_seconds,
+        schedules=tuple(schedules),
         **extra,  # type: ignore[arg-type]
     )
 
@@ -302,8 +315,14 @@ def run_backtest(
     max_replicas: int = 200,
     name: str = "backtest",
     budget_utilization: float | None = None,
+    schedules: Sequence[Schedule] = (),
 ) -> Backtest:
-    """Replay ``load`` (one row per step at times ``ts``) through predictive, HPA and oracle."""
+    """Replay ``load`` (one row per step at times ``ts``) through predictive, HPA and oracle.
+
+    ``schedules`` (scheduled minimums) hold for all three: the predictive run
+    through the policy itself, the HPA sweep as the shadow contenders respect the
+    floor, the oracle as it is given the floor decided at each step.
+    """
     if len(ts) < 2:
         raise ValueError("a backtest needs at least two rows")
     step = float(ts[1] - ts[0])
@@ -311,10 +330,12 @@ def run_backtest(
         raise ValueError("timestamps must increase")
     ts, load = list(ts), [float(v) for v in load]
     spec = backtest_spec(capacity, lead_steps, step, min_replicas, max_replicas, name,
-                         budget_utilization)
+                         budget_utilization, schedules)
     pred, rec, adaptive = replay(ts, load, spec, step, lead_steps)
     args = (capacity, lead_steps, min_replicas, max_replicas)
-    oracle = simulate(load, *args, oracle_policy(load, *args))
+    # the floor decided at the end of step t (the policy decides at ts[t] + step)
+    floors = [(f[0] if (f := scheduled_floor(schedules, t + step)) else 0) for t in ts]
+    oracle = simulate(load, *args, oracle_policy(load, *args, floors if schedules else None))
     n = len(load)
     curve = [
         {"target": adaptive.contenders[i].utilisation,
@@ -366,6 +387,7 @@ def run_backtest(
             "provisioned_empirical": sum(covered) / len(covered) if covered else None,
         },
         "warm_fraction": sum(rec.warm) / len(rec.warm),
+        "scheduled_steps": sum(1 for f in floors if f > 0),
         "reasons": _count(rec.reasons),
         "acting": _count(rec.acting),
     }
@@ -433,6 +455,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--budget-utilization", type=float, default=None,
                    help="spend (recently) no more than an HPA at this target utilisation "
                         "would (0.4-1.0, default the spec's 0.6)")
+    p.add_argument("--schedule", metavar="FILE",
+                   help="scheduled minimums, YAML: a list like spec.schedules of a "
+                        "PredictiveScaler (or a mapping with that list under 'schedules'); "
+                        "the predictive run, the HPA and the oracle all keep the floor")
     p.add_argument("--decisions-out", help="write timestamp,load,desired_replicas,reason here")
     p.add_argument("--json", dest="json_out", help="write the summary JSON here")
     p.add_argument("--plot", help="write a PNG plot here (needs matplotlib)")
@@ -455,6 +481,11 @@ def main(argv: list[str] | None = None) -> int:
         print("foresight backtest: " + "; ".join(problems), file=sys.stderr)
         return 2
     try:
+        schedules = load_schedules(args.schedule) if args.schedule else ()
+        for i, sch in enumerate(schedules):
+            if sch.min_replicas > args.max_replicas:
+                raise SpecError(f"{args.schedule}: schedules[{i}].minReplicas "
+                                f"({sch.min_replicas}) > --max-replicas ({args.max_replicas})")
         ts, load, raw = read_trace(args.input)
     except (OSError, ValueError) as exc:  # what the user gave: exit 2
         print(f"foresight backtest: {exc}", file=sys.stderr)
@@ -462,7 +493,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         bt = run_backtest(ts, load, args.capacity, args.lead_steps, args.min_replicas,
                           args.max_replicas, name=args.input,
-                          budget_utilization=args.budget_utilization)
+                          budget_utilization=args.budget_utilization, schedules=schedules)
     except (OSError, ValueError) as exc:
         print(f"foresight backtest: {exc}", file=sys.stderr)
         return 1

@@ -16,6 +16,9 @@ class Reason(StrEnum):
     SCALE_UP_STABILIZED = "ScaleUpStabilized"  # held by the scale-up window
     RATE_LIMITED = "RateLimited"  # capped by a behavior rate policy
     BOUNDED = "Bounded"  # clamped to minReplicas / maxReplicas
+    SCHEDULED = "Scheduled"  # raised to a scheduled minimum (spec.schedules)
+    CONSUMER_LAG = "ConsumerLag"  # a Kafka consumer group's lag needs more (lag / lagThreshold)
+    INACTIVE = "Inactive"  # a Kafka topic signal at or below its activation threshold: 0
     STALE_FORECAST = "StaleForecast"  # forecast too old: no scale-down
     NO_FORECAST = "NoForecast"  # no forecast yet: no scale-down
     COLD_FORECAST = "ColdForecast"  # model still warming up: no scale-down
@@ -82,6 +85,32 @@ class Comparison:
 
 
 @dataclass(frozen=True, slots=True)
+class SignalFigures:
+    """One signal's part in a decision: its own recommendation and why.
+
+    ``desired`` is the signal's raw recommendation (its safety rule applied:
+    a signal whose forecast cannot be used holds or raises, never lowers),
+    before the target's stabilisation, rate limits and min/max; the target's
+    raw count is the highest of its signals'.
+    """
+
+    name: str
+    series: str
+    desired: int
+    reason: Reason
+    message: str
+    capacity_per_replica: float
+    lead_time_seconds: float
+    observed: float | None = None
+    forecast_peak: float | None = None
+    fallback: Reason | None = None
+    drifting: bool = False
+    #: a Kafka topic signal's consumer group lag (messages) and the topic's partitions
+    lag: float | None = None
+    partitions: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
 class Decision:
     """What the policy decided for one target at event time ``ts``.
 
@@ -115,3 +144,8 @@ class Decision:
     simulated_replicas: int | None = None
     #: the series' forecast errors changed regime: decided reactively, its forecast ignored
     drifting: bool = False
+    #: the signal whose recommendation decided (the highest; its name), and every signal's
+    signal: str = ""
+    signals: tuple[SignalFigures, ...] = ()
+    #: the scheduled minimum in force at ``ts`` (spec.schedules): (its name, minReplicas)
+    schedule: tuple[str, int] | None = None

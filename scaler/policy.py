@@ -2,20 +2,28 @@
 
 ``decide(spec, state, forecast, observed, current, now) -> (Decision, state)``
 is a short composition of stages, each returning ``(replicas, reason,
-message)`` as the HPA's ``normalizeDesiredReplicas`` and friends do:
+message)`` as the HPA's ``normalizeDesiredReplicas`` and friends do. Per
+signal (``spec.signals``; :func:`signal_stage`), on that signal's own series,
+capacity and lead time:
 
 1. :func:`trusted_forecast`: the forecast's points over the lead window
    ``[now, now + leadTime]``, or why it cannot be used (missing, stale, cold,
    too short to cover the lead window, or the series' latest data anomalous).
-2. :func:`learn`: once per observed window, every contender of the adaptive
-   policy (:mod:`scaler.adaptive`) steps through the window in shadow, and
-   the one that recently served best within the spec's cost budget
-   (``budgetUtilization``) becomes the acting one.
+2. :func:`learn`: once per observed window, every contender of the signal's
+   adaptive policy (:mod:`scaler.adaptive`) steps through the window in
+   shadow, and the one that recently served best within the spec's cost
+   budget (``budgetUtilization``) becomes the acting one.
 3. :func:`recommend`: the acting contender's count; when the forecast cannot
    be trusted, only the load observed now may raise the count, else it holds
    (never a scale-down on bad data).
-4. Then, in the HPA's order: :func:`tolerance`, :func:`stabilize` (over the
-   stored raw recommendations, ``behavior``), :func:`rate_limit`, :func:`bound`.
+4. For a Kafka topic signal, :func:`consumer_lag`: the consumer group's lag,
+   activation to and from zero, the partition cap.
+
+Then for the target: :func:`highest` (the maximum over the signals, as the
+HPA takes over its metrics), :func:`scheduled` (a scheduled minimum in force
+raises it), and in the HPA's order :func:`tolerance` (the fallback path's),
+:func:`stabilize` (over the stored raw recommendations, ``behavior``),
+:func:`rate_limit`, :func:`bound` (min/max, the minimum raised by a schedule).
 
 A story. Until a contender has shown it does better, a fresh target is
 provisioned for the forecast's upper bound at ``capacityPerReplica`` (never
@@ -67,13 +75,15 @@ acting contender's utilisation):
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 
 from detectors.forecast import Forecast, ForecastPoint
 from scaler.adaptive import Adaptive
-from scaler.decision import FALLBACK_REASONS, Decision, Direction, Reason
+from scaler.decision import FALLBACK_REASONS, Decision, Direction, Reason, SignalFigures
+from scaler.schedule import scheduled_floor
 from scaler.shadow import need
-from scaler.spec import ScalerSpec, ScalingRules
+from scaler.spec import KafkaTopicSource, ScalerSpec, ScalingRules
 
 #: a forecast older than this many of its steps is stale (unless the spec says)
 STALE_STEPS = 3
@@ -104,14 +114,24 @@ class PolicyState:
 
     ``recommendations``: (ts, raw recommendation) within the longest
     stabilisation window; ``scale_events``: (ts, change in replicas) within the
-    longest rate-policy period; ``adaptive``: the adaptive policy's contenders
-    and their tallies (learnt in place, once per observed window, so deciding
+    longest rate-policy period; ``adaptives``: per signal, the adaptive policy's
+    contenders and their tallies (learnt in place, once per observed window, so deciding
     again on the same data gives the same answer).
     """
 
     recommendations: tuple[tuple[float, int], ...] = ()
     scale_events: tuple[tuple[float, int], ...] = field(default=())
-    adaptive: Adaptive | None = None
+    #: by signal name: each signal learns on its own load
+    adaptives: Mapping[str, Adaptive] = field(default_factory=dict)
+
+    @property
+    def adaptive(self) -> Adaptive | None:
+        """The first signal's adaptive policy (the only one of a one-signal spec).
+
+        >>> PolicyState().adaptive is None
+        True
+        """
+        return next(iter(self.adaptives.values()), None)
 
     def record_scale(self, ts: float, change: int) -> PolicyState:
         """Remember an applied change (called by the reconciler after actuating).
@@ -139,19 +159,32 @@ def replicas_for(load: float, capacity: float) -> int:
     return need(load, capacity)
 
 
+#: what a caller passes for the forecasts and observations: one (a one-signal spec), or
+#: every series' latest by series name (the reconciler's own dicts)
+Forecasts = Forecast | Mapping[str, Forecast] | None
+Observations = Observation | Mapping[str, Observation] | None
+
+
 def decide(
     spec: ScalerSpec,
     state: PolicyState,
-    forecast: Forecast | None,
-    observed: Observation | None,
+    forecast: Forecasts,
+    observed: Observations,
     current: int,
     now: float,
 ) -> tuple[Decision, PolicyState]:
     """Decide the desired replica count for one target at event time ``now``.
 
     ``current`` is the provisioned count (ready + starting); ``now`` is the
-    watermark (the end of the last closed window). Returns the decision and
-    the state to pass to the next call.
+    watermark (the end of the last closed window). ``forecast`` and
+    ``observed`` are the latest per series (mappings by series name), or, for
+    a spec with one signal, that signal's. Returns the decision and the state
+    to pass to the next call.
+
+    Each signal goes through :func:`signal_stage` on its own (its own safety
+    rule and adaptive policy); the highest recommendation wins, as in the HPA
+    (:func:`highest`); then :func:`scheduled` raises it to a scheduled minimum,
+    and the target's stages follow.
 
     >>> from scaler.spec import ScalerSpec, TargetRef
     >>> spec = ScalerSpec("api", "api/rps", capacity_per_replica=50,
@@ -159,25 +192,56 @@ def decide(
     >>> d, state = decide(spec, PolicyState(), None, Observation(0.0, 260.0), current=2, now=10.0)
     >>> d.desired, d.reason.value, len(state.recommendations)
     (6, 'ReactiveFloor', 1)
+
+    Two signals: requests at 50 per replica, and a queue at 400 per replica.
+    Neither has a forecast yet, so each may only hold or raise the count (the first
+    decides a tie):
+
+    >>> from scaler.spec import Signal
+    >>> two = ScalerSpec("api", "", 0, target=TargetRef("apps/v1", "Deployment", "api"),
+    ...                  signals=(Signal("api/rps", 50), Signal("api/queue", 400)))
+    >>> obs = {"api/rps": Observation(0.0, 100.0), "api/queue": Observation(0.0, 2000.0)}
+    >>> d, _ = decide(two, PolicyState(), None, obs, current=8, now=10.0)
+    >>> d.desired, d.signal, [(f.name, f.desired, f.reason.value) for f in d.signals]
+    (8, 'api/rps', [('api/rps', 8, 'NoForecast'), ('api/queue', 8, 'NoForecast')])
+    >>> obs["api/queue"] = Observation(0.0, 4000.0)
+    >>> d, _ = decide(two, PolicyState(), None, obs, current=8, now=10.0)
+    >>> d.desired, d.reason.value, d.signal
+    (10, 'ReactiveFloor', 'api/queue')
+    >>> d.message
+    'signal api/queue decides (api/rps: 8 NoForecast): no forecast for the series yet; observed 4000 needs 10 at 100% replicas'
     """
-    pts, fallback = trusted_forecast(spec, forecast, observed, now)
-    adaptive = learn(spec, state.adaptive, forecast, observed, pts, current, now)
-    drifting = forecast is not None and forecast.drifting
-    unusable = fallback_text(spec, forecast, fallback, now) if fallback is not None else None
-    stage = recommend(spec, adaptive, fallback, observed, current, now,
-                      _stale_after(spec, forecast), drifting, unusable)
-    if fallback is not None:  # the contenders apply the HPA's tolerance themselves
-        stage = tolerance(spec, stage, current)
-    # the acting contender's own scale-down window, when longer than the spec's; the
-    # recommendations are kept for the longest window any contender has
-    window = forecast.step if forecast is not None else adaptive.window
+    forecasts, observations = _by_series(spec, forecast, observed)
+    floor = scheduled_floor(spec.schedules, now)
+    lo = spec.min_replicas if floor is None else max(spec.min_replicas, floor[0])
+    lo = min(lo, spec.max_replicas)
+    adaptives: dict[str, Adaptive] = {}  # in the signals' order; a removed signal's is dropped
+    outcomes = []
+    for sig in spec.signals:
+        fc, obs = forecasts.get(sig.series), observations.get(sig.series)
+        out = signal_stage(spec.for_signal(sig), state.adaptives.get(sig.label), fc, obs,
+                           current, now, lo, observations)
+        adaptives[sig.label] = out.adaptive
+        outcomes.append(out)
+    win = highest(outcomes)
+    stage = scheduled(combined(outcomes, win), floor)
+    # the deciding signal's acting contender's own scale-down window, when longer than the
+    # spec's; the recommendations are kept for the longest window any contender has
+    d = outcomes[win]
+    window = d.forecast.step if d.forecast is not None else d.adaptive.window
+    longest = max(o.adaptive.longest_hold_seconds(
+        o.forecast.step if o.forecast is not None else o.adaptive.window) for o in outcomes)
     stage, recs = stabilize(spec, state.recommendations, stage, current, now,
-                            adaptive.hold_seconds(window), adaptive.longest_hold_seconds(window))
+                            d.adaptive.hold_seconds(window), longest)
     stage, events, limited = rate_limit(spec, state.scale_events, stage, current, now)
-    desired, reason, message = bound(spec, stage)
-    if forecast is not None:
-        adaptive.follower.follow(now, desired, forecast.step)
-    vs_hpa, vs_hpa_total = adaptive.report()
+    desired, reason, message = bound(spec, stage, floor)
+    for o in outcomes:
+        if o.forecast is not None:
+            o.adaptive.follower.follow(now, desired, o.forecast.step)
+    # the shadow comparison is the first signal's (the primary: the one a reader expects)
+    primary = outcomes[0].adaptive
+    vs_hpa, vs_hpa_total = primary.report()
+    fallback = d.fallback or next((o.fallback for o in outcomes if o.fallback), None)
     decision = Decision(
         target=spec.key,
         ts=now,
@@ -185,17 +249,227 @@ def decide(
         desired=desired,
         reason=reason,
         message=message,
-        forecast_peak=max(p.upper for p in pts) if pts else None,
-        observed=observed.value if observed is not None else None,
+        forecast_peak=d.figures.forecast_peak,
+        observed=d.figures.observed,
         mode=spec.mode,
         fallback=fallback,
         limited=limited if reason is Reason.RATE_LIMITED else None,
         vs_hpa=vs_hpa,
         vs_hpa_total=vs_hpa_total,
-        simulated_replicas=adaptive.follower.replicas if adaptive.follower.started else None,
-        drifting=drifting,
+        simulated_replicas=primary.follower.replicas if primary.follower.started else None,
+        drifting=any(o.figures.drifting for o in outcomes),
+        observed_ts=d.observation.ts if d.observation is not None else None,
+        signal=d.figures.name,
+        signals=tuple(o.figures for o in outcomes),
+        schedule=(floor[1], floor[0]) if floor is not None else None,
     )
-    return decision, PolicyState(recommendations=recs, scale_events=events, adaptive=adaptive)
+    return decision, PolicyState(recommendations=recs, scale_events=events,
+                                 adaptives=adaptives)
+
+
+@dataclass(slots=True)
+class SignalOutcome:
+    """What :func:`signal_stage` found for one signal."""
+
+    stage: Stage
+    figures: SignalFigures
+    fallback: Reason | None
+    adaptive: Adaptive
+    forecast: Forecast | None
+    observation: Observation | None
+
+
+def signal_stage(
+    view: ScalerSpec,
+    adaptive: Adaptive | None,
+    forecast: Forecast | None,
+    observed: Observation | None,
+    current: int,
+    now: float,
+    lo: int | None = None,
+    observations: Mapping[str, Observation] | None = None,
+) -> SignalOutcome:
+    """One signal's raw recommendation, its own safety rule applied.
+
+    ``view`` is the spec as if this signal were its only one
+    (:meth:`~scaler.spec.ScalerSpec.for_signal`); ``lo`` the floor in force
+    (minReplicas, raised by a schedule), which the shadow contenders respect
+    too. The stages :func:`trusted_forecast`, :func:`learn`,
+    :func:`recommend` and, on the fallback path, :func:`tolerance`; for a Kafka
+    topic signal then :func:`consumer_lag` (``observations``: the latest of every
+    series, where its lag and partition count are).
+    """
+    pts, fallback = trusted_forecast(view, forecast, observed, now)
+    adaptive = learn(view, adaptive, forecast, observed, pts, current, now, lo)
+    drifting = forecast is not None and forecast.drifting
+    unusable = fallback_text(view, forecast, fallback, now) if fallback is not None else None
+    stage = recommend(view, adaptive, fallback, observed, current, now,
+                      _stale_after(view, forecast), drifting, unusable)
+    if fallback is not None:  # the contenders apply the HPA's tolerance themselves
+        stage = tolerance(view, stage, current)
+    sig = view.signals[0]
+    peak = max(p.upper for p in pts) if pts else None
+    lag = parts = None
+    if isinstance(sig.source, KafkaTopicSource):
+        _, lag_series, parts_series = sig.source.series
+        lag = (observations or {}).get(lag_series)
+        parts = (observations or {}).get(parts_series)
+        expected = max(p.yhat for p in pts) if pts else None  # the point forecast, not the band
+        stage, fallback = consumer_lag(view, stage, fallback, lag, parts, expected, observed,
+                                       current, now, _stale_after(view, forecast))
+    figures = SignalFigures(
+        name=sig.label, series=sig.series, desired=stage[0], reason=stage[1], message=stage[2],
+        capacity_per_replica=view.capacity_per_replica,
+        lead_time_seconds=view.lead_time_seconds,
+        observed=observed.value if observed is not None else None,
+        forecast_peak=peak, fallback=fallback, drifting=drifting,
+        lag=lag.value if lag is not None else None,
+        partitions=_partitions(parts),
+    )
+    return SignalOutcome(stage, figures, fallback, adaptive, forecast, observed)
+
+
+def consumer_lag(
+    view: ScalerSpec,
+    stage: Stage,
+    fallback: Reason | None,
+    lag: Observation | None,
+    partitions: Observation | None,
+    peak: float | None,
+    rate: Observation | None,
+    current: int,
+    now: float,
+    stale_after: float,
+) -> tuple[Stage, Reason | None]:
+    """A Kafka topic signal: the consumer group's lag, activation and the partition cap.
+
+    As KEDA's Kafka scaler: the lag needs ``ceil(lag / lagThreshold)`` replicas,
+    and the signal's recommendation is the higher of that and the rate's (the
+    forecast rate at ``capacityPerReplica``, the stages before). At or below
+    ``activationLagThreshold`` (lag, and the forecast and observed rate) the
+    topic is idle (``peak``: the point forecast's peak over the lead window):
+    0 replicas (``Inactive``; ``minReplicas`` decides whether
+    the target may go to zero), never on a rate or lag that cannot be trusted.
+    Above the topic's partition count a consumer would be idle (KEDA's
+    ``allowIdleConsumers: false``): capped there, but never below the current
+    count while the signal's data cannot be trusted. A lag missing, stale or
+    anomalous holds the count (it may not lower it).
+
+    >>> from scaler.spec import KafkaTopicSource, ScalerSpec, Signal
+    >>> src = KafkaTopicSource("orders", "billing", lag_threshold=100)
+    >>> v = ScalerSpec("a", "", 0, min_replicas=0,
+    ...                signals=(Signal("kafka/orders/rate", 50, source=src),))
+    >>> s = (2, Reason.FORECAST_PEAK, "forecast peak 90 needs 2")
+    >>> consumer_lag(v, s, None, Observation(0, 1250), Observation(0, 8), 90, None, 2, 10, 30)[0]
+    (8, <Reason.CONSUMER_LAG: 'ConsumerLag'>, 'consumer group billing lag 1250 needs 13 replicas at lagThreshold 100 (forecast peak 90 needs 2); capped at the 8 partitions of orders (a consumer beyond them is idle)')
+    >>> consumer_lag(v, (1, Reason.FORECAST_PEAK, "m"), None, Observation(0, 0), None, 0.0,
+    ...              Observation(0, 0), 1, 10, 30)[0][:2]
+    (0, <Reason.INACTIVE: 'Inactive'>)
+    >>> consumer_lag(v, (1, Reason.FORECAST_PEAK, "m"), None, None, None, 0.0, None, 3, 10, 30)
+    ((3, <Reason.NO_FORECAST: 'NoForecast'>, 'm; no consumer lag yet for group billing: holding 3 replicas'), <Reason.NO_FORECAST: 'NoForecast'>)
+    """
+    src = view.signals[0].source
+    assert isinstance(src, KafkaTopicSource)
+    raw, reason, message = stage
+    group = src.consumer_group
+    bad: Reason | None = None
+    if lag is None:
+        bad, why = Reason.NO_FORECAST, f"no consumer lag yet for group {group}"
+    elif lag.anomalous or not math.isfinite(lag.value) or lag.value < 0:
+        bad, why = Reason.ANOMALOUS_SERIES, f"consumer lag of group {group} is anomalous"
+    elif now - lag.ts > stale_after:
+        bad, why = Reason.STALE_FORECAST, f"consumer lag of group {group} is stale"
+    if bad is not None:
+        fallback = fallback or bad
+        if raw <= current:
+            raw, reason, message = current, bad, f"{message}; {why}: holding {current} replicas"
+    else:
+        assert lag is not None
+        n = need(lag.value, src.lag_threshold)
+        act = src.activation_lag_threshold
+        flow = max(peak or 0.0, rate.value if rate is not None and math.isfinite(rate.value) else 0.0)
+        if fallback is None and lag.value <= act and flow <= act:
+            raw, reason, message = 0, Reason.INACTIVE, (
+                f"topic {src.topic} idle: lag {lag.value:.4g} and rate {flow:.4g} at or below "
+                f"activationLagThreshold {act:g}, no consumer needed")
+        elif n > raw:
+            raw, reason, message = n, Reason.CONSUMER_LAG, (
+                f"consumer group {group} lag {lag.value:.4g} needs {n} replicas at lagThreshold "
+                f"{src.lag_threshold:g} ({message})")
+    cap = _partitions(partitions)
+    if cap is not None and raw > cap:
+        capped = cap if fallback is None else max(cap, current)
+        if capped < raw:
+            raw, message = capped, (f"{message}; capped at the {cap} partitions of {src.topic} "
+                                    "(a consumer beyond them is idle)")
+    return (raw, reason, message), fallback
+
+
+def _partitions(obs: Observation | None) -> int | None:
+    """The topic's partition count from its series (None if unknown or nonsense)."""
+    if obs is None or not math.isfinite(obs.value) or obs.value < 1:
+        return None
+    return int(obs.value)
+
+
+def highest(outcomes: Sequence[SignalOutcome]) -> int:
+    """Index of the deciding signal: the highest recommendation, as the HPA takes the
+    maximum over its metrics. On a tie, a signal whose forecast is usable, then the first.
+
+    A signal that cannot be trusted recommends at least the current count
+    (:func:`recommend`), so the maximum never goes below it: a stale or
+    anomalous signal can raise the count but never lets it fall.
+    """
+    return max(range(len(outcomes)),
+               key=lambda i: (outcomes[i].stage[0], outcomes[i].fallback is None, -i))
+
+
+def combined(outcomes: Sequence[SignalOutcome], win: int) -> Stage:
+    """The deciding signal's stage; with several signals its message names it and the others.
+
+    >>> f = SignalFigures("a", "a", 3, Reason.FORECAST_PEAK, "m", 10, 60)
+    >>> o = SignalOutcome((3, Reason.FORECAST_PEAK, "peak"), f, None, None, None, None)  # type: ignore[arg-type]
+    >>> combined([o], 0)
+    (3, <Reason.FORECAST_PEAK: 'ForecastPeak'>, 'peak')
+    """
+    raw, reason, message = outcomes[win].stage
+    if len(outcomes) == 1:
+        return raw, reason, message
+    others = ", ".join(f"{o.figures.name}: {o.stage[0]} {o.stage[1].value}"
+                       for i, o in enumerate(outcomes) if i != win)
+    return raw, reason, f"signal {outcomes[win].figures.name} decides ({others}): {message}"
+
+
+def scheduled(stage: Stage, floor: tuple[int, str] | None) -> Stage:
+    """Raise the raw recommendation to a scheduled minimum in force (``spec.schedules``).
+
+    It is stored with the recommendations, so when the event ends the count
+    comes down through the scale-down stabilisation window, as any lower
+    recommendation does.
+
+    >>> scheduled((4, Reason.FORECAST_PEAK, "peak 400 needs 4"), (10, "sale"))
+    (10, <Reason.SCHEDULED: 'Scheduled'>, "schedule 'sale' holds at least 10 replicas (peak 400 needs 4)")
+    >>> scheduled((12, Reason.FORECAST_PEAK, "peak"), (10, "sale"))[0]
+    12
+    """
+    raw, reason, message = stage
+    if floor is not None and floor[0] > raw:
+        return floor[0], Reason.SCHEDULED, (
+            f"schedule {floor[1]!r} holds at least {floor[0]} replicas ({message})")
+    return stage
+
+
+def _by_series(
+    spec: ScalerSpec, forecast: Forecasts, observed: Observations
+) -> tuple[Mapping[str, Forecast], Mapping[str, Observation]]:
+    first = spec.signals[0].series
+    fcs: Mapping[str, Forecast] = (
+        {} if forecast is None else {first: forecast} if isinstance(forecast, Forecast)
+        else forecast)
+    obs: Mapping[str, Observation] = (
+        {} if observed is None else {first: observed} if isinstance(observed, Observation)
+        else observed)
+    return fcs, obs
 
 
 def trusted_forecast(
@@ -255,6 +529,7 @@ def learn(
     pts: tuple[ForecastPoint, ...],
     current: int,
     now: float,
+    lo: int | None = None,
 ) -> Adaptive:
     """Step the adaptive policy through the observed window, once per window.
 
@@ -268,8 +543,9 @@ def learn(
     if observed is not None and forecast is not None and _fresh(spec, forecast, observed, now):
         # while the series drifts its forecast is ignored: every contender acts reactively
         usable = pts if pts and not forecast.drifting else None
+        floor = spec.min_replicas if lo is None else lo
         adaptive.learn(observed.ts, observed.value, forecast.step, spec.capacity_per_replica,
-                       spec.lead_time_seconds, spec.min_replicas, spec.max_replicas, usable,
+                       spec.lead_time_seconds, floor, spec.max_replicas, usable,
                        current, spec.tolerances)
     return adaptive
 
@@ -451,18 +727,24 @@ def rate_limit(
     return (desired, reason, message), events, limited
 
 
-def bound(spec: ScalerSpec, stage: Stage) -> Stage:
-    """Clamp to ``[minReplicas, maxReplicas]``.
+def bound(spec: ScalerSpec, stage: Stage, floor: tuple[int, str] | None = None) -> Stage:
+    """Clamp to ``[minReplicas, maxReplicas]``, the lower bound raised by a scheduled minimum
+    in force (``floor``: its replicas and name).
 
     >>> from scaler.spec import ScalerSpec, TargetRef
     >>> spec = ScalerSpec("a", "a", 10, min_replicas=2, max_replicas=8,
     ...                   target=TargetRef("v1", "D", "a"))
     >>> bound(spec, (12, Reason.FORECAST_PEAK, "peak"))
     (8, <Reason.BOUNDED: 'Bounded'>, 'peak; bounded to maxReplicas 8')
+    >>> bound(spec, (3, Reason.RATE_LIMITED, "limited"), (6, "sale"))
+    (6, <Reason.SCHEDULED: 'Scheduled'>, "limited; raised to 6 by schedule 'sale'")
     """
     desired, reason, message = stage
-    bounded = min(max(desired, spec.min_replicas), spec.max_replicas)
+    lo = spec.min_replicas if floor is None else max(spec.min_replicas, floor[0])
+    bounded = min(max(desired, lo), spec.max_replicas)
     if bounded != desired:
+        if floor is not None and desired < bounded == floor[0] > spec.min_replicas:
+            return bounded, Reason.SCHEDULED, f"{message}; raised to {bounded} by schedule {floor[1]!r}"
         side = "minReplicas" if bounded > desired else "maxReplicas"
         return bounded, Reason.BOUNDED, f"{message}; bounded to {side} {bounded}"
     return stage

@@ -79,17 +79,7 @@ class Reconciler:
             now = previous.ts
         current = self.actuator.current_replicas(spec, now)
         state = self.states.get(spec.key, PolicyState())
-        decision, state = decide(
-            spec,
-            state,
-            self.forecasts.get(spec.series),
-            self.observations.get(spec.series),
-            current,
-            now,
-        )
-        observation = self.observations.get(spec.series)
-        if observation is not None:
-            decision = replace(decision, observed_ts=observation.ts)
+        decision, state = decide(spec, state, self.forecasts, self.observations, current, now)
         if spec.mode == "Active" and decision.desired != current:
             self.actuator.scale(spec, decision.desired, now)
             state = state.record_scale(now, decision.desired - current)
@@ -101,8 +91,12 @@ class Reconciler:
         return decision
 
     def reconcile_series(self, series: str, now: float) -> list[Decision]:
-        """Reconcile every target driven by ``series``."""
-        return [self.reconcile(s, now) for s in list(self.specs.values()) if s.series == series]
+        """Reconcile every target one of whose signals reads ``series``."""
+        return [self.reconcile(s, now) for s in self.driven_by(series)]
+
+    def driven_by(self, series: str) -> list[ScalerSpec]:
+        """The specs one of whose signals reads ``series``."""
+        return [s for s in list(self.specs.values()) if series in s.all_series]
 
     def reconcile_all(self, now: float) -> list[Decision]:
         return [self.reconcile(s, now) for s in list(self.specs.values())]
@@ -116,12 +110,12 @@ class Reconciler:
         the target's last decision. Used to replay history after a restart, and
         by a standby controller to stay warm.
         """
-        for spec in [s for s in list(self.specs.values()) if s.series == series]:
+        for spec in self.driven_by(series):
             state = self.states.get(spec.key, PolicyState())
             a = state.adaptive
             current = a.follower.replicas if a is not None and a.follower.started else spec.min_replicas
-            _, self.states[spec.key] = decide(spec, state, self.forecasts.get(series),
-                                              self.observations.get(series), current, now)
+            _, self.states[spec.key] = decide(spec, state, self.forecasts, self.observations,
+                                              current, now)
 
     def resync(self, now: float, period: float) -> list[Decision]:
         """Reconcile every target without a decision in the last ``period`` seconds."""

@@ -7,18 +7,25 @@ Parsing is strict, as the CRD's schema is: an unknown field is an error that
 names the nearest valid one (a misspelt ``maxReplica`` never silently falls
 back to the default), numbers must be numbers, finite and within the CRD's
 ranges, and every problem of a spec is reported at once.
+
+A target scales on one or more :class:`Signal` (``spec.signals``; ``series`` +
+``capacityPerReplica`` is the one-signal shorthand, converted on reading) and
+may have scheduled minimums (``spec.schedules``, :mod:`scaler.schedule`).
 """
 
 from __future__ import annotations
 
 import difflib
+import hashlib
 import math
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 import yaml
+
+from scaler.schedule import Schedule, parse_local
 
 API_VERSION = "foresight.dev/v1alpha1"
 KIND = "PredictiveScaler"
@@ -42,9 +49,21 @@ MAX_STALE_AFTER_SECONDS = 7 * 86400
 MAX_CAPACITY = 1e15
 
 DOC_FIELDS = ("apiVersion", "kind", "metadata", "spec", "status")
-SPEC_FIELDS = ("scaleTargetRef", "series", "capacityPerReplica", "minReplicas", "maxReplicas",
-               "leadTimeSeconds", "mode", "behavior", "tolerance", "staleAfterSeconds",
-               "budgetUtilization")
+SPEC_FIELDS = ("scaleTargetRef", "series", "capacityPerReplica", "signals", "schedules",
+               "minReplicas", "maxReplicas", "leadTimeSeconds", "mode", "behavior", "tolerance",
+               "staleAfterSeconds", "budgetUtilization")
+SIGNAL_FIELDS = ("name", "series", "prometheus", "kafkaTopic", "capacityPerReplica",
+                 "leadTimeSeconds")
+#: a signal's source: exactly one of these keys
+SOURCES = ("series", "prometheus", "kafkaTopic")
+PROMETHEUS_FIELDS = ("query",)
+KAFKA_TOPIC_FIELDS = ("topic", "consumerGroup", "lagThreshold", "activationLagThreshold")
+SCHEDULE_FIELDS = ("name", "cron", "durationSeconds", "start", "end", "timezone", "minReplicas")
+#: the most signals and schedules one target may have (the CRD's maxItems)
+MAX_SIGNALS = 16
+MAX_SCHEDULES = 32
+#: KEDA's default ``lagThreshold`` (messages of lag one consumer replica takes)
+DEFAULT_LAG_THRESHOLD = 10.0
 REF_FIELDS = ("apiVersion", "kind", "name")
 BEHAVIOR_FIELDS = ("scaleUp", "scaleDown")
 RULES_FIELDS = ("stabilizationWindowSeconds", "selectPolicy", "policies", "tolerance")
@@ -72,6 +91,102 @@ DEFAULT_SCALE_UP = ScalingRules(
     0, (RatePolicy("Percent", 100, 15), RatePolicy("Pods", 4, 15)), "Max"
 )
 DEFAULT_SCALE_DOWN = ScalingRules(300, (RatePolicy("Percent", 100, 15),), "Max")
+
+
+def prometheus_series(query: str) -> str:
+    """The Foresight series a ``prometheus: {query}`` signal reads: derived from the query.
+
+    ``prometheus/`` and the first 16 hex digits of the SHA-256 of the query's
+    text (UTF-8, leading and trailing whitespace removed; nothing else is
+    normalised, so two spellings of one query are two series). The Prometheus
+    ingest process names the series it feeds for a query the same way, with
+    this function.
+
+    >>> prometheus_series('sum(rate(http_requests_total{job="checkout"}[1m]))')
+    'prometheus/e61613b0bbd6c203'
+    >>> prometheus_series("  up ") == prometheus_series("up")
+    True
+    """
+    return "prometheus/" + hashlib.sha256(query.strip().encode("utf-8")).hexdigest()[:16]
+
+
+def kafka_topic_series(topic: str, consumer_group: str) -> tuple[str, str, str]:
+    """The series a ``kafkaTopic`` signal reads, as the Kafka sampler
+    (:mod:`streams.kafka_signal`) names them: (the topic's incoming rate in
+    messages/s, the consumer group's lag in messages, the topic's partition count).
+
+    >>> kafka_topic_series("orders", "billing")
+    ('kafka/orders/rate', 'kafka/orders/lag/billing', 'kafka/orders/partitions')
+    """
+    return f"kafka/{topic}/rate", f"kafka/{topic}/lag/{consumer_group}", f"kafka/{topic}/partitions"
+
+
+@dataclass(frozen=True, slots=True)
+class PrometheusSource:
+    """A PromQL query whose result the Prometheus ingest feeds as a series."""
+
+    query: str
+
+
+@dataclass(frozen=True, slots=True)
+class KafkaTopicSource:
+    """A Kafka topic's incoming rate and a consumer group's lag (KEDA's Kafka trigger)."""
+
+    topic: str
+    consumer_group: str
+    lag_threshold: float = DEFAULT_LAG_THRESHOLD
+    activation_lag_threshold: float = 0.0
+
+    @property
+    def series(self) -> tuple[str, str, str]:
+        """(rate, lag, partitions) series names (:func:`kafka_topic_series`)."""
+        return kafka_topic_series(self.topic, self.consumer_group)
+
+
+@dataclass(frozen=True, slots=True)
+class Signal:
+    """One load signal of a target: its series, the load one replica serves, its lead time.
+
+    ``series`` is what the policy reads (for a Prometheus source, derived from
+    the query by :func:`prometheus_series`); ``lead_time_seconds`` None means
+    the spec's; ``name`` is how status, events and the dashboard call it
+    (default: the series).
+
+    >>> Signal("checkout/requests", 120).label
+    'checkout/requests'
+    >>> Signal(prometheus_series("up"), 5, source=PrometheusSource("up"), name="up").label
+    'up'
+    """
+
+    series: str
+    capacity_per_replica: float
+    lead_time_seconds: float | None = None
+    source: PrometheusSource | KafkaTopicSource | None = None  # None: a Foresight series
+    name: str = ""
+
+    @property
+    def label(self) -> str:
+        return self.name or self.series
+
+    @property
+    def inputs(self) -> tuple[str, ...]:
+        """Every series this signal reads (a Kafka topic's: its rate, lag and partitions).
+
+        >>> Signal("kafka/o/rate", 5, source=KafkaTopicSource("o", "g")).inputs
+        ('kafka/o/rate', 'kafka/o/lag/g', 'kafka/o/partitions')
+        """
+        if isinstance(self.source, KafkaTopicSource):
+            return self.source.series
+        return (self.series,)
+
+    @property
+    def kind(self) -> str:
+        """``series``, ``prometheus`` or ``kafkaTopic``."""
+        if isinstance(self.source, PrometheusSource):
+            return "prometheus"
+        if isinstance(self.source, KafkaTopicSource):
+            return "kafkaTopic"
+        return "series"
 
 
 @dataclass(frozen=True, slots=True)
@@ -109,6 +224,43 @@ class ScalerSpec:
     stale_after_seconds: float | None = None  # default: 3 windows, decided by the caller
     #: the one cost knob: spend (recently) no more than an HPA at this target utilisation
     budget_utilization: float = 0.6
+    #: every load signal; empty: one, ``series`` at ``capacity_per_replica`` (the shorthand).
+    #: After construction never empty, and ``series`` / ``capacity_per_replica`` are the
+    #: first signal's
+    signals: tuple[Signal, ...] = ()
+    #: scheduled minimums (``spec.schedules``)
+    schedules: tuple[Schedule, ...] = ()
+    #: the one signal came from ``series`` + ``capacityPerReplica`` (problems are named so)
+    shorthand: bool = field(default=False, init=False, compare=False, repr=False)
+
+    def __post_init__(self) -> None:
+        if not self.signals:
+            object.__setattr__(self, "signals", (Signal(self.series, self.capacity_per_replica),))
+            object.__setattr__(self, "shorthand", True)
+        else:
+            first = self.signals[0]
+            object.__setattr__(self, "series", first.series)
+            object.__setattr__(self, "capacity_per_replica", first.capacity_per_replica)
+
+    def for_signal(self, signal: Signal) -> ScalerSpec:
+        """This spec as if ``signal`` were its only one (its series, capacity and lead time):
+        what the per-signal stages of the policy read.
+
+        >>> s = ScalerSpec("a", "", 0, lead_time_seconds=120,
+        ...                signals=(Signal("a/rps", 10), Signal("a/queue", 50, 300.0)))
+        >>> v = s.for_signal(s.signals[1])
+        >>> v.series, v.capacity_per_replica, v.lead_time_seconds, len(v.signals)
+        ('a/queue', 50, 300.0, 1)
+        """
+        lead = self.lead_time_seconds if signal.lead_time_seconds is None else signal.lead_time_seconds
+        return replace(self, series=signal.series, capacity_per_replica=signal.capacity_per_replica,
+                       lead_time_seconds=lead, signals=(signal,))
+
+    @property
+    def all_series(self) -> tuple[str, ...]:
+        """The series every signal reads (each once, in order; a Kafka topic signal reads
+        three)."""
+        return tuple(dict.fromkeys(n for s in self.signals for n in s.inputs))
 
     @property
     def tolerances(self) -> tuple[float, float]:
@@ -133,12 +285,9 @@ class ScalerSpec:
         out = []
         if not self.name:
             out.append("metadata.name is required")
-        if not self.series:
-            out.append("spec.series is required")
         if not self.target.name:
             out.append("spec.scaleTargetRef.name is required")
-        if not 0 < self.capacity_per_replica <= MAX_CAPACITY:  # also refuses NaN
-            out.append(f"spec.capacityPerReplica must be > 0 and <= {MAX_CAPACITY:g}")
+        out += self._signal_problems()
         if not 0 <= self.min_replicas <= MAX_INT32:
             out.append("spec.minReplicas must be >= 0")
         if not 1 <= self.max_replicas <= MAX_INT32:
@@ -171,6 +320,51 @@ class ScalerSpec:
                 if not (0 < p.value <= MAX_INT32 and 0 < p.period_seconds <= MAX_PERIOD_SECONDS):
                     out.append(f"spec.behavior.{which}.policies need value > 0 and "
                                f"periodSeconds in (0, {MAX_PERIOD_SECONDS}]")
+        if len(self.schedules) > MAX_SCHEDULES:
+            out.append(f"spec.schedules: at most {MAX_SCHEDULES}")
+        names = [s.name for s in self.schedules]
+        for i, sch in enumerate(self.schedules):
+            out += sch.problems(f"spec.schedules[{i}]")
+            if sch.name and names.index(sch.name) != i:
+                out.append(f"spec.schedules[{i}].name {sch.name!r} is not unique")
+            if sch.min_replicas > self.max_replicas:
+                out.append(f"spec.schedules[{i}].minReplicas ({sch.min_replicas}) > "
+                           f"spec.maxReplicas ({self.max_replicas})")
+        return out
+
+    def _signal_problems(self) -> list[str]:
+        if self.shorthand:
+            return self._one_signal_problems(self.signals[0], "spec.")
+        out = []
+        if len(self.signals) > MAX_SIGNALS:
+            out.append(f"spec.signals: at most {MAX_SIGNALS}")
+        labels = [s.label for s in self.signals]
+        for i, sig in enumerate(self.signals):
+            out += self._one_signal_problems(sig, f"spec.signals[{i}].")
+            if sig.label and labels.index(sig.label) != i:
+                out.append(f"spec.signals[{i}]: {sig.label!r} is already a signal of this "
+                           "target (give it a distinct name)")
+        return out
+
+    def _one_signal_problems(self, sig: Signal, prefix: str) -> list[str]:
+        out = []
+        if not sig.series:
+            out.append("spec.series is required (or spec.signals)" if prefix == "spec." else
+                       f"{prefix}series, prometheus or kafkaTopic is required")
+        if not 0 < sig.capacity_per_replica <= MAX_CAPACITY:  # also refuses NaN
+            out.append(f"{prefix}capacityPerReplica must be > 0 and <= {MAX_CAPACITY:g}")
+        lead = sig.lead_time_seconds
+        if lead is not None and not 0 <= lead <= MAX_LEAD_TIME_SECONDS:
+            out.append(f"{prefix}leadTimeSeconds must be >= 0 and <= {MAX_LEAD_TIME_SECONDS}")
+        if isinstance(sig.source, PrometheusSource) and not sig.source.query.strip():
+            out.append(f"{prefix}prometheus.query is required")
+        if isinstance(sig.source, KafkaTopicSource):
+            k = sig.source
+            if not k.topic or not k.consumer_group:
+                out.append(f"{prefix}kafkaTopic needs topic and consumerGroup")
+            if not k.lag_threshold > 0 or not k.activation_lag_threshold >= 0:
+                out.append(f"{prefix}kafkaTopic needs lagThreshold > 0 and "
+                           "activationLagThreshold >= 0")
         return out
 
     def validate(self) -> ScalerSpec:
@@ -205,11 +399,14 @@ class ScalerSpec:
         name = r.string(meta, "name", "metadata.name", "")
         namespace = r.string(meta, "namespace", "metadata.namespace", "") or "default"
         stale = r.number(spec, "staleAfterSeconds", "spec.staleAfterSeconds", None)
+        signals = _signals(r, spec)
         out = cls(
             name=name,
             namespace=namespace,
             series=r.string(spec, "series", "spec.series", ""),
             capacity_per_replica=r.number(spec, "capacityPerReplica", "spec.capacityPerReplica", 0.0),
+            signals=signals,
+            schedules=_schedules(r, spec),
             min_replicas=r.integer(spec, "minReplicas", "spec.minReplicas", 1),
             max_replicas=r.integer(spec, "maxReplicas", "spec.maxReplicas", 10),
             lead_time_seconds=r.number(spec, "leadTimeSeconds", "spec.leadTimeSeconds", 180.0),
@@ -336,6 +533,117 @@ def _rules(r: _Reader, behavior: Mapping[str, Any], which: str, default: Scaling
     )
 
 
+def _signals(r: _Reader, spec: Mapping[str, Any]) -> tuple[Signal, ...]:
+    """``spec.signals`` (empty when absent: the ``series`` + ``capacityPerReplica`` shorthand)."""
+    raw = spec.get("signals")
+    if raw is None:
+        return ()
+    shorthand = [k for k in ("series", "capacityPerReplica") if k in spec]
+    if shorthand:
+        r._bad("spec.signals", f"and spec.{' / spec.'.join(shorthand)} are two forms of one "
+                               "thing: give spec.signals, or spec.series with "
+                               "spec.capacityPerReplica, not both")
+    if not isinstance(raw, list) or not raw:
+        r._bad("spec.signals", "must be a non-empty list")
+        return ()
+    out = []
+    for i, item in enumerate(raw):
+        path = f"spec.signals[{i}]"
+        if not isinstance(item, Mapping):
+            r._bad(path, "must be a mapping")
+            continue
+        r.known(item, SIGNAL_FIELDS, path + ".")
+        sources = [k for k in SOURCES if item.get(k) is not None]
+        if len(sources) != 1:
+            r._bad(path, f"needs exactly one source of series, prometheus or kafkaTopic, "
+                         f"not {len(sources)}{': ' + ', '.join(sources) if sources else ''}")
+            continue
+        series = ""
+        source: PrometheusSource | KafkaTopicSource | None = None
+        if sources[0] == "series":
+            series = r.string(item, "series", f"{path}.series", "")
+        elif sources[0] == "prometheus":
+            prom = r.mapping(item, "prometheus", f"{path}.prometheus")
+            r.known(prom, PROMETHEUS_FIELDS, f"{path}.prometheus.")
+            query = r.string(prom, "query", f"{path}.prometheus.query", "")
+            source = PrometheusSource(query)
+            series = prometheus_series(query) if query.strip() else ""
+        else:
+            kt = r.mapping(item, "kafkaTopic", f"{path}.kafkaTopic")
+            r.known(kt, KAFKA_TOPIC_FIELDS, f"{path}.kafkaTopic.")
+            source = KafkaTopicSource(
+                r.string(kt, "topic", f"{path}.kafkaTopic.topic", ""),
+                r.string(kt, "consumerGroup", f"{path}.kafkaTopic.consumerGroup", ""),
+                r.number(kt, "lagThreshold", f"{path}.kafkaTopic.lagThreshold",
+                         DEFAULT_LAG_THRESHOLD),
+                r.number(kt, "activationLagThreshold",
+                         f"{path}.kafkaTopic.activationLagThreshold", 0.0),
+            )
+            series = kafka_topic_series(source.topic, source.consumer_group)[0]
+        out.append(Signal(
+            series=series,
+            capacity_per_replica=r.number(item, "capacityPerReplica",
+                                          f"{path}.capacityPerReplica", 0.0),
+            lead_time_seconds=r.number(item, "leadTimeSeconds", f"{path}.leadTimeSeconds", None),
+            source=source,
+            name=r.string(item, "name", f"{path}.name", ""),
+        ))
+    return tuple(out)
+
+
+def _schedules(r: _Reader, spec: Mapping[str, Any]) -> tuple[Schedule, ...]:
+    raw = spec.get("schedules")
+    if raw is None:
+        return ()
+    if not isinstance(raw, list):
+        r._bad("spec.schedules", "must be a list")
+        return ()
+    out = []
+    for i, item in enumerate(raw):
+        path = f"spec.schedules[{i}]"
+        if not isinstance(item, Mapping):
+            r._bad(path, "must be a mapping")
+            continue
+        out.append(read_schedule(r, item, path))
+    return tuple(out)
+
+
+def read_schedule(r: _Reader, item: Mapping[str, Any], path: str) -> Schedule:
+    """One schedule (``spec.schedules[i]``, or an entry of ``foresight backtest --schedule``)."""
+    r.known(item, SCHEDULE_FIELDS, path + ".")
+    tz = r.string(item, "timezone", f"{path}.timezone", "UTC")
+    when: dict[str, float | None] = {}
+    for key in ("start", "end"):
+        v = item.get(key)
+        if v is None:
+            when[key] = None
+        elif not isinstance(v, str):  # YAML reads an unquoted date-time as a datetime
+            text = v.isoformat() if hasattr(v, "isoformat") else None
+            when[key] = _local(r, text, tz, f"{path}.{key}") if text else None
+            if text is None:
+                r._bad(f"{path}.{key}", f"must be an ISO-8601 date-time, not {v!r:.40}")
+        else:
+            when[key] = _local(r, v, tz, f"{path}.{key}")
+    return Schedule(
+        name=r.string(item, "name", f"{path}.name", ""),
+        min_replicas=r.integer(item, "minReplicas", f"{path}.minReplicas", 0),
+        cron=r.string(item, "cron", f"{path}.cron", ""),
+        duration_seconds=r.number(item, "durationSeconds", f"{path}.durationSeconds", 0.0),
+        start=when["start"],
+        end=when["end"],
+        timezone=tz,
+    )
+
+
+def _local(r: _Reader, text: str, tz: str, path: str) -> float | None:
+    try:
+        return parse_local(text, tz)
+    except ValueError as exc:
+        if "time zone" not in str(exc):  # an unknown zone is reported once, by problems()
+            r._bad(path, str(exc))
+        return None
+
+
 def load_specs(path: str | Path) -> list[ScalerSpec]:
     """Read every ``PredictiveScaler`` document from a YAML file (SpecError if unusable)."""
     try:
@@ -353,3 +661,45 @@ def load_specs(path: str | Path) -> list[ScalerSpec]:
     if not specs:
         raise SpecError(f"{path}: no {KIND} documents found")
     return specs
+
+
+def load_schedules(path: str | Path) -> tuple[Schedule, ...]:
+    """Read scheduled minimums from a YAML file: a list shaped like ``spec.schedules``, or a
+    mapping with that list under ``schedules`` (SpecError naming the file if unusable).
+
+    Used by ``foresight backtest --schedule FILE``.
+    """
+    try:
+        with open(path, encoding="utf-8") as fh:
+            doc = yaml.safe_load(fh)
+    except OSError as exc:
+        raise SpecError(f"{path}: {exc.strerror or exc}") from None
+    except yaml.YAMLError as exc:
+        raise SpecError(f"{path}: not valid YAML: {' '.join(str(exc).split())}") from None
+    if isinstance(doc, Mapping):
+        r0 = _Reader()
+        r0.known(doc, ("schedules",), "")
+        if r0.problems:
+            raise SpecError(f"{path}: " + "; ".join(r0.problems))
+        doc = doc.get("schedules")
+    if not isinstance(doc, list) or not doc:
+        raise SpecError(f"{path}: expected a non-empty list of schedules "
+                        "(each {name, minReplicas, cron + durationSeconds or start + end, "
+                        "timezone})")
+    r = _Reader()
+    out = []
+    for i, item in enumerate(doc):
+        if not isinstance(item, Mapping):
+            r._bad(f"schedules[{i}]", "must be a mapping")
+            continue
+        out.append(read_schedule(r, item, f"schedules[{i}]"))
+    names = [s.name for s in out]
+    problems = list(r.problems)
+    for i, s in enumerate(out):
+        problems += [p for p in s.problems(f"schedules[{i}]")
+                     if not any(p.startswith(q) for q in r.fields)]
+        if s.name and names.index(s.name) != i:
+            problems.append(f"schedules[{i}].name {s.name!r} is not unique")
+    if problems:
+        raise SpecError(f"{path}: " + "; ".join(problems))
+    return tuple(out)

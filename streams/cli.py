@@ -37,7 +37,10 @@ Run 'foresight COMMAND --help' for a command's flags.
 
 #: placeholders in ``--help`` for settings whose type alone says too little
 METAVARS = {"broker": "HOST:PORT", "scalers": "FILE", "data_dir": "DIR", "model_key": "KEY",
-            "web_host": "ADDR", "health_host": "ADDR", "lease_namespace": "NAMESPACE"}
+            "web_host": "ADDR", "health_host": "ADDR", "lease_namespace": "NAMESPACE",
+            **{f"kafka_{f}": "FILE" for f in ("sasl_password_file", "ssl_cafile", "ssl_certfile", "ssl_keyfile",
+                                              "ssl_key_password_file")},
+            "kafka_sasl_username": "USER"}
 #: seconds to wait for a TCP connection to the broker before saying it is unreachable
 BROKER_CONNECT_TIMEOUT = 5.0
 
@@ -225,6 +228,9 @@ def _require_broker(settings: Settings, command: str) -> None:
     if not settings.broker:
         raise UsageError("no broker given: set --broker HOST:PORT or FORESIGHT_BROKER "
                          "('foresight broker' runs one locally; 'foresight demo' starts its own)")
+    from streams import kafka_config
+
+    kafka_config.client_kwargs(settings)  # secrets and certificates readable, before any connection
 
 
 def check_broker(bootstrap: str, timeout: float = BROKER_CONNECT_TIMEOUT) -> None:

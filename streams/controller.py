@@ -37,7 +37,7 @@ from scaler.reconcile import Reconciler
 from scaler.reconciling import Reconciling
 from scaler.simulated import SimulatedCluster
 from scaler.spec import load_specs
-from streams import records
+from streams import kafka_config, records
 from streams.metrics import Metrics
 from streams.ratelog import RateLimitedLog
 from streams.records import InvalidRecord
@@ -152,11 +152,11 @@ class ControllerLoop:
 
     async def run(self) -> None:
         consumer = AIOKafkaConsumer(
-            bootstrap_servers=self.settings.broker,
+            **kafka_config.client_kwargs(self.settings),
             enable_auto_commit=False,
             auto_offset_reset="earliest" if self.from_beginning else "latest",
         )
-        producer = AIOKafkaProducer(bootstrap_servers=self.settings.broker, acks="all", linger_ms=5)
+        producer = AIOKafkaProducer(**kafka_config.client_kwargs(self.settings), acks="all", linger_ms=5)
         await consumer.start()
         await producer.start()
         try:
@@ -200,7 +200,7 @@ class ControllerLoop:
         todo = {tp: end for tp, end in until.items() if end > 0}
         if not todo:
             return
-        replay = AIOKafkaConsumer(bootstrap_servers=self.settings.broker,
+        replay = AIOKafkaConsumer(**kafka_config.client_kwargs(self.settings),
                                   enable_auto_commit=False, auto_offset_reset="earliest")
         await replay.start()
         n = 0
@@ -351,7 +351,7 @@ def run_controller(settings: Settings, kube: bool = False, namespaces: list[str]
         if not settings.scalers:
             raise SystemExit("foresight scaler: --scalers FILE (PredictiveScaler YAML) or --kube is required")
         specs = load_specs(settings.scalers)
-    ensure_topics(settings.broker, topics.all() + [Topics.dlq(topics.forecasts)], settings.partitions)
+    ensure_topics(settings, topics.all() + [Topics.dlq(topics.forecasts)], settings.partitions)
     if kube:
         from scaler.kube.config import start_operator
 
@@ -393,7 +393,7 @@ def run_controller(settings: Settings, kube: bool = False, namespaces: list[str]
 
         for sig in (signal.SIGINT, signal.SIGTERM):
             ev.add_signal_handler(sig, stop, sig.name)
-        watch = lifecycle.BrokerWatch(settings.broker, [topics.forecasts, topics.decisions], on_lost=on_lost,
+        watch = lifecycle.BrokerWatch(settings, [topics.forecasts, topics.decisions], on_lost=on_lost,
                                       errors=loop.metrics.broker_errors).start()
         try:
             await loop.run()

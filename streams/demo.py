@@ -26,6 +26,7 @@ import orjson
 import yaml
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
+from streams import kafka_config
 from streams.admin import ensure_topics_async
 from streams.broker import EmbeddedBroker, free_port, wait_for_port
 from streams.producer import AggregatingProducer
@@ -111,8 +112,8 @@ class Children:
 class Monitor:
     """Reads points, forecasts, anomalies, decisions and dead letters back."""
 
-    def __init__(self, bootstrap: str, topics: Topics) -> None:
-        self.bootstrap = bootstrap
+    def __init__(self, settings: Settings, topics: Topics) -> None:
+        self.settings = settings
         self.topics = topics
         self.obs = Observed(counts={"events": 0, "points": 0, "forecasts": 0, "anomalies": 0,
                                     "decisions": 0, "dead_letters": 0})
@@ -124,7 +125,7 @@ class Monitor:
         self._stop.set()
 
     async def run(self) -> None:
-        c = AIOKafkaConsumer(bootstrap_servers=self.bootstrap, enable_auto_commit=False,
+        c = AIOKafkaConsumer(**kafka_config.client_kwargs(self.settings), enable_auto_commit=False,
                              auto_offset_reset="earliest")
         await c.start()
         try:
@@ -280,7 +281,7 @@ no scale-down on bad data;
 async def _demo(settings: Settings, duration: float, speed: float, serve: bool, quiet: bool,
                 children: Children, workdir: Path) -> dict[str, Any]:
     topics = Topics.from_settings(settings)
-    await ensure_topics_async(settings.broker, topics.all(), settings.partitions)
+    await ensure_topics_async(settings, topics.all(), settings.partitions)
     scalers = workdir / "scalers.yaml"
     scalers.write_text(yaml.safe_dump_all(scaler_manifests(settings.window_seconds), sort_keys=False))
     env = {
@@ -307,7 +308,7 @@ async def _demo(settings: Settings, duration: float, speed: float, serve: bool, 
     print(f"dashboard: {url}  (logs in {workdir})", file=sys.stderr, flush=True)
 
     workload = Workload(DEMO_START)
-    mon = Monitor(settings.broker, topics)
+    mon = Monitor(settings, topics)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):

@@ -26,6 +26,7 @@ from typing import IO
 
 import orjson
 
+from streams import kafka_config
 from streams.records import DLQ_REASONS, DeadLetterRecord, parse_dead_letter
 from streams.settings import Settings
 
@@ -62,17 +63,19 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def read_dead_letters(broker: str, topic: str, timeout: float = 10.0) -> Iterator[Entry]:
+def read_dead_letters(target: Settings | str, topic: str, timeout: float = 10.0) -> Iterator[Entry]:
     """Every dead letter of ``topic``, from the beginning until the topic is quiet.
 
     (Read until a poll comes back empty: end offsets are not trusted, since
     some Kafka-protocol brokers report them per batch.) Records that are not
-    dead letters are skipped with a note on stderr."""
+    dead letters are skipped with a note on stderr. ``target``: the settings (broker and
+    security) or a bare bootstrap address."""
     import time
 
     from kafka import KafkaConsumer, TopicPartition
 
-    c = KafkaConsumer(bootstrap_servers=broker, enable_auto_commit=False, group_id=None)
+    settings = target if isinstance(target, Settings) else Settings(broker=target)
+    c = KafkaConsumer(**kafka_config.client_kwargs(settings), enable_auto_commit=False, group_id=None)
     try:
         parts = c.partitions_for_topic(topic) or set()
         tps = [TopicPartition(topic, p) for p in sorted(parts)]
@@ -145,7 +148,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     def selected() -> Iterator[Entry]:
         n = 0
-        for e in read_dead_letters(settings.broker, dlq_topic, args.timeout):
+        for e in read_dead_letters(settings, dlq_topic, args.timeout):
             if args.reason and args.reason not in e.record.reasons:
                 continue
             yield e
@@ -168,7 +171,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not args.dry_run:
         from kafka import KafkaProducer
 
-        producer = KafkaProducer(bootstrap_servers=settings.broker, acks="all")
+        producer = KafkaProducer(**kafka_config.client_kwargs(settings), acks="all")
     try:
         for key, topic, raw, truncated in todo:
             if truncated or topic not in allowed:

@@ -90,16 +90,17 @@ def history_points(raw: bytes, step: float) -> tuple[list[Point], DeadLetter | N
     return points, parsed.dead
 
 
-def learn(model: SeriesModel, points: list[Point], after: float | None,
+def learn(model_for: Callable[[Point], SeriesModel], points: list[Point], after: float | None,
           on_point: Callable[[Point, Any], None] | None = None) -> Learnt:
-    """Learn ``points`` (one series, in time order) into ``model``, skipping windows that
-    start at or before ``after`` (what the model has already learnt). ``on_point(point,
-    update)`` is called after each learnt window.
+    """Learn ``points`` (one series, in time order), skipping windows that start at or before
+    ``after`` (what the model has already learnt). ``model_for(point)`` gives the model that
+    learns the point (the worker's: at the series' own step, see :mod:`streams.steps`);
+    ``on_point(point, update)`` is called after each learnt window.
 
     >>> from detectors.defaults import make_series_model
     >>> m = make_series_model(60.0, horizon=3)
     >>> pts = [Point("a", 60.0 * i, 60.0 * i + 60, 1, 1.0, 1.0, 1.0, 1.0) for i in range(5)]
-    >>> r = learn(m, pts, after=60.0)
+    >>> r = learn(lambda p: m, pts, after=60.0)
     >>> r.learnt, r.skipped, r.first, r.last, m.updates
     (3, 2, 120.0, 240.0, 3)
     """
@@ -108,7 +109,7 @@ def learn(model: SeriesModel, points: list[Point], after: float | None,
         if after is not None and p.start <= after:
             out.skipped += 1
             continue
-        u = model.update(p.value, p.start)
+        u = model_for(p).update(p.value, p.start)
         out.learnt += 1
         out.first = p.start if out.first is None else out.first
         out.last = after = p.start
@@ -121,9 +122,12 @@ class HistoryLearner:
     """The worker's side: one ``history`` message in, its windows learnt, receipts out.
 
     Parameters are the worker's collaborators (see :func:`streams.app.create_app`):
-    ``model_for(series)`` gives the cached model (with ``since_checkpoint``), ``store`` is
-    the :class:`~streams.web.ViewStore`, ``save(series, model, view)`` checkpoints both,
-    ``restore_view(series)`` restores a series' view from its table.
+    ``model_for(series, t, value)`` gives the cached model that learns the window at ``t``
+    (``.model``; ``.step``, the series' own step; ``.since_checkpoint``): the same call the
+    model agent makes for a live point, so history is modelled at the series' own step too.
+    ``store`` is the :class:`~streams.web.ViewStore`, ``save(series, model, view)``
+    checkpoints both, ``restore_view(series)`` restores a series' view from its table.
+    ``step`` is the window length: history is windowed at it.
     """
 
     def __init__(self, step: float, model_for: Callable[[str], Any], store: Any,
@@ -161,29 +165,36 @@ class HistoryLearner:
         view = self.store.series.get(series)
         marks = [t for t in (view.latest[0] if view is not None and view.latest else None,
                              self.until.get(series)) if t is not None]
-        cached = self.model_for(series)
-        model = cached.model
         # the view shows the last windows it holds, with the one-step forecasts made for them
         shown = pts[-self.store.size:]
         first_shown = shown[0].start if shown else math.inf
+        current: list[Any] = []
+
+        def model_for(p: Point) -> SeriesModel:
+            current[:] = [self.model_for(series, p.start, p.value)]
+            return current[0].model
 
         def on_point(p: Point, u: Any) -> None:
             if p.start < first_shown:
                 return
-            fc, obs, _ = inputs_from_update(model, series, p.start, self.step, p.value, u)
+            cached = current[0]
+            fc, obs, _ = inputs_from_update(cached.model, series, p.start, cached.step, p.value, u)
             fc_json = records.forecast_to_json(fc, obs.value, obs.anomalous, u.score)
             self.store.on_window(series, p.start, p.value, fc_json, u.score, u.anomalous, None)
 
-        r = learn(model, pts, max(marks) if marks else None, on_point)
+        r = learn(model_for, pts, max(marks) if marks else None, on_point)
         if r.last is not None:
             self.until[series] = r.last
         self.metrics.points.labels("learnt").inc(r.learnt)
         self.metrics.points.labels("skipped").inc(r.skipped)
         self.metrics.points.labels("rejected").inc(rejected)
-        if r.learnt:
+        cached = current[0] if current else None
+        if r.learnt and cached is not None:
             self.store.note_kind(series, "metrics")
-            self.store.note_learnt(series, model.updates, r.learnt)
-            self.save(series, model, self.store.series[series])
+            self.store.note_learnt(series, cached.model.updates, r.learnt)
+            self.save(series, cached.model, self.store.series[series])
             cached.since_checkpoint = 0
-        return HistoryReceipt(series, pts[0].start, pts[-1].start, r.first, r.last, r.learnt, r.skipped, rejected,
-                              bool(model.forecaster.warm), model.updates)
+        model = cached.model if cached is not None else None
+        return HistoryReceipt(series, pts[0].start, pts[-1].start, r.first, r.last, r.learnt,
+                              r.skipped, rejected, bool(model is not None and model.forecaster.warm),
+                              model.updates if model is not None else 0)

@@ -331,7 +331,7 @@ def run_ingest(settings: Any, ingest: IngestSettings, prom: Any, backfill_histor
     client = PrometheusClient(prom)
     registry = CollectorRegistry()
     metrics = IngestMetrics(registry, sources)
-    ensure_topics(settings.broker, Topics.from_settings(settings).all(), settings.partitions)
+    ensure_topics(settings, Topics.from_settings(settings).all(), settings.partitions)
     stop = stop or threading.Event()
     if threading.current_thread() is threading.main_thread():
         for sig in (signal.SIGINT, signal.SIGTERM):

@@ -32,7 +32,9 @@ from typing import Any
 import faust
 from prometheus_client import Counter
 
+from streams import kafka_config
 from streams.ratelog import RateLimitedLog
+from streams.settings import Settings
 
 log = logging.getLogger("foresight.lifecycle")
 
@@ -160,11 +162,14 @@ class BrokerWatch:
     (True, 'the broker at k:9092 has been unreachable for 395s')
     """
 
-    def __init__(self, bootstrap: str, topics: Iterable[str], internal_prefix: str = "",
+    def __init__(self, target: Settings | str, topics: Iterable[str], internal_prefix: str = "",
                  on_lost: Callable[[str], None] | None = None, errors: Counter | None = None,
                  interval: float = WATCH_INTERVAL_SECONDS,
                  unreachable_after: float = UNREACHABLE_EXIT_SECONDS) -> None:
-        self.bootstrap = bootstrap
+        # the settings (broker and security, as every client: streams/kafka_config.py) or a bare
+        # bootstrap address (PLAINTEXT)
+        self.settings = target if isinstance(target, Settings) else Settings(broker=target)
+        self.bootstrap = self.settings.broker
         self.watched = set(topics)
         self.internal_prefix = internal_prefix
         self.on_lost = on_lost
@@ -201,7 +206,14 @@ class BrokerWatch:
         """(cluster id, topic names); (None, None) if the broker did not answer."""
         from aiokafka.admin import AIOKafkaAdminClient
 
-        admin = AIOKafkaAdminClient(bootstrap_servers=self.bootstrap, request_timeout_ms=4000)
+        try:  # the secrets are read afresh: a rotated (or, for a moment, missing) one is no crash
+            client = kafka_config.client_kwargs(self.settings)
+        except kafka_config.KafkaConfigError as exc:
+            if self.errors is not None:
+                self.errors.inc()
+            self._rl.log(logging.WARNING, "config", "cannot connect to the broker at %s: %s", self.bootstrap, exc)
+            return None, None
+        admin = AIOKafkaAdminClient(**client, request_timeout_ms=4000)
         try:
             await asyncio.wait_for(admin.start(), 5)
             topics = set(await asyncio.wait_for(admin.list_topics(), 5))

@@ -64,6 +64,11 @@ class Metrics:
         self.late_events = Counter(
             "foresight_late_events", "Aggregates older than the allowed lateness", registry=r
         )
+        self.input_rereads = Counter(
+            "foresight_input_rereads",
+            "Input partitions sought back to re-read records the consumer fetched but never delivered",
+            registry=r,
+        )
         self.forecasts_out = Counter("foresight_forecasts_out", "Forecasts published", registry=r)
         self.anomalies_out = Counter("foresight_anomalies_out", "Anomalies published", registry=r)
         self.drift_events = Counter(

@@ -31,6 +31,7 @@ import orjson
 from kafka import KafkaProducer
 from kafka.partitioner.default import murmur2
 
+from streams import kafka_config
 from streams.settings import Settings
 from streams.topics import Topics
 
@@ -53,6 +54,8 @@ class AggregatingProducer:
         background thread (call :meth:`flush` yourself, e.g. when replaying).
     max_buckets
         Flush as soon as this many (series, interval) buckets are pending.
+    settings
+        Topic names, and the Kafka security (TLS, SASL) the client connects with.
     """
 
     def __init__(
@@ -69,8 +72,9 @@ class AggregatingProducer:
         self.topics = Topics.from_settings(settings or Settings())
         self.interval = float(interval)
         self.max_buckets = max_buckets
+        # security (TLS, SASL) from the settings, as every client (streams/kafka_config.py)
         self._producer = producer or KafkaProducer(
-            bootstrap_servers=bootstrap,
+            **kafka_config.client_kwargs((settings or Settings()).replace(broker=bootstrap)),
             acks="all",
             linger_ms=5,
             retries=5,

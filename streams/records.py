@@ -657,7 +657,48 @@ def decision_to_json(d: Decision) -> dict[str, Any]:
         "vs_hpa": comparison_to_json(d.vs_hpa),
         "vs_hpa_total": comparison_to_json(d.vs_hpa_total),
         "simulated_replicas": d.simulated_replicas,
+        "signal": d.signal,
+        "signals": [{"name": f.name, "series": f.series, "desired": f.desired,
+                     "reason": f.reason.value, "observed": f.observed,
+                     "forecast_peak": f.forecast_peak,
+                     "capacity_per_replica": f.capacity_per_replica,
+                     "lead_time_seconds": f.lead_time_seconds,
+                     "fallback": f.fallback.value if f.fallback is not None else None,
+                     "lag": f.lag, "partitions": f.partitions}
+                    for f in d.signals],
+        "schedule": ({"name": d.schedule[0], "min_replicas": d.schedule[1]}
+                     if d.schedule is not None else None),
     }
+
+
+#: the most signals a decision message may carry (the CRD's spec.signals maxItems)
+MAX_DECISION_SIGNALS = 16
+
+
+def _parse_signals(o: Any) -> list[dict[str, Any]]:
+    """A decision's per-signal figures from the wire (absent: none).
+
+    >>> _parse_signals([{"name": "q", "series": "a/q", "desired": 3, "reason": "ForecastPeak",
+    ...                  "observed": 10, "capacity_per_replica": 5}])[0]["observed"]
+    10.0
+    """
+    if o is None:
+        return []
+    if not isinstance(o, list) or len(o) > MAX_DECISION_SIGNALS:
+        raise ValueError(f"signals must be a list of at most {MAX_DECISION_SIGNALS}")
+    out = []
+    for f in o:
+        g = {"name": str(f["name"]), "series": str(f["series"]), "desired": _replicas(f["desired"]),
+             "reason": str(f["reason"]),
+             "fallback": None if f.get("fallback") is None else str(f["fallback"])}
+        g["partitions"] = None if f.get("partitions") is None else _replicas(f["partitions"])
+        for k in ("observed", "forecast_peak", "capacity_per_replica", "lead_time_seconds", "lag"):
+            v = f.get(k)
+            g[k] = None if v is None else float(v)
+            if g[k] is not None and not math.isfinite(g[k]):
+                raise ValueError(f"non-finite signals[].{k}")
+        out.append(g)
+    return out
 
 
 #: the keys of a shadow comparison on the wire (``vs_hpa``, ``vs_hpa_total``)
@@ -724,6 +765,11 @@ def parse_decision(raw: bytes) -> dict[str, Any]:
             "vs_hpa_total": parse_comparison(o.get("vs_hpa_total")),
             "simulated_replicas": (None if o.get("simulated_replicas") is None
                                    else int(o["simulated_replicas"])),
+            "signal": str(o.get("signal") or ""),
+            "signals": _parse_signals(o.get("signals")),
+            "schedule": (None if o.get("schedule") is None else
+                         {"name": str(o["schedule"]["name"]),
+                          "min_replicas": _replicas(o["schedule"]["min_replicas"])}),
         }
     except (orjson.JSONDecodeError, KeyError, TypeError, ValueError, AttributeError, OverflowError,
             RecursionError) as exc:

@@ -33,7 +33,7 @@ def send_trace(settings: Settings, ts_all: Sequence[float], values: Sequence[flo
     ``kind="metrics"`` it is one sample. Returns the number of points sent.
     """
     topics = Topics.from_settings(settings)
-    ensure_topics(settings.broker, topics.all(), settings.partitions)
+    ensure_topics(settings, topics.all(), settings.partitions)
     sent = 0
     t_wall0 = time.monotonic()
     t_ev0: float | None = None

@@ -27,7 +27,7 @@ import math
 import os
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, field, fields
 from functools import cache
 from typing import Any
 
@@ -97,6 +97,36 @@ class Settings:
     #: debug, info, warning or error (debug also shows tracebacks of CLI errors)
     log_level: str = "info"
 
+    # -- Kafka: security and durability (streams/kafka_config.py builds every client from these) --
+    # Secrets come from a file (a mounted Kubernetes secret) or an environment variable, never a
+    # flag: the ``*_password`` fields are no command's flag (:data:`COMMANDS`) and not in repr.
+    #: PLAINTEXT, SSL (TLS), SASL_PLAINTEXT or SASL_SSL (SASL over TLS)
+    kafka_security_protocol: str = "PLAINTEXT"
+    #: SASL mechanism (with SASL_PLAINTEXT / SASL_SSL): PLAIN, SCRAM-SHA-256 or SCRAM-SHA-512
+    kafka_sasl_mechanism: str = "PLAIN"
+    #: SASL user name
+    kafka_sasl_username: str = ""
+    #: file holding the SASL password (a mounted secret); or FORESIGHT_KAFKA_SASL_PASSWORD
+    kafka_sasl_password_file: str = ""
+    #: SASL password, from the environment only (prefer kafka_sasl_password_file)
+    kafka_sasl_password: str = field(default="", repr=False)
+    #: TLS: PEM file of the CA(s) that signed the brokers' certificates; "" = the system's CAs
+    kafka_ssl_cafile: str = ""
+    #: TLS client certificate (PEM), for brokers that require one (mutual TLS)
+    kafka_ssl_certfile: str = ""
+    #: TLS client private key (PEM) of kafka_ssl_certfile ("" = in the certificate file)
+    kafka_ssl_keyfile: str = ""
+    #: file holding the password of an encrypted kafka_ssl_keyfile; or FORESIGHT_KAFKA_SSL_KEY_PASSWORD
+    kafka_ssl_key_password_file: str = ""
+    #: password of kafka_ssl_keyfile, from the environment only
+    kafka_ssl_key_password: str = field(default="", repr=False)
+    #: TLS: check that the broker's certificate names the host connected to
+    kafka_ssl_check_hostname: bool = True
+    #: replicas of every topic Foresight or Faust creates (changelogs too); 0 = min(3, brokers)
+    replication_factor: int = 0
+    #: min.insync.replicas of those topics; 0 = min(2, replication factor)
+    min_insync_replicas: int = 0
+
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None, **overrides: Any) -> Settings:
         env = os.environ if env is None else env
@@ -134,6 +164,10 @@ class Settings:
                        f"(or --horizon-steps) at {self.window_seconds:g}s windows needs "
                        f"{self.forecast_horizon_steps()} forecast points per series and window; at "
                        f"most {MAX_HORIZON_STEPS}")
+        if 0 < self.replication_factor < self.min_insync_replicas:
+            out.append(f"--min-insync-replicas / FORESIGHT_MIN_INSYNC_REPLICAS of {self.min_insync_replicas} "
+                       f"is more than the replication factor {self.replication_factor}: no write could "
+                       "ever succeed")
         for port in ("web_port", "health_port"):
             if getattr(self, port) > 65535:
                 out.append(f"--{port.replace('_', '-')} / FORESIGHT_{port.upper()} must be <= 65535")
@@ -205,11 +239,21 @@ COMMANDS: dict[str, tuple[str, ...]] = {
     "lease_namespace": SCALER_COMMANDS,
     "health_host": SCALER_COMMANDS,
     "health_port": SCALER_COMMANDS,
+    **{name: KAFKA_COMMANDS for name in (
+        "kafka_security_protocol", "kafka_sasl_mechanism", "kafka_sasl_username",
+        "kafka_sasl_password_file", "kafka_ssl_cafile", "kafka_ssl_certfile", "kafka_ssl_keyfile",
+        "kafka_ssl_key_password_file", "kafka_ssl_check_hostname", "replication_factor",
+        "min_insync_replicas")},
+    # secrets: a variable (or the *_file setting), never a flag
+    "kafka_sasl_password": (),
+    "kafka_ssl_key_password": (),
 }
 #: allowed values (a field's ``metadata["choices"]`` wins)
 CHOICES: dict[str, tuple[str, ...]] = {
     "mode": ("", "Active", "ForecastOnly"),
     "log_level": ("debug", "info", "warning", "error"),
+    "kafka_security_protocol": ("PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"),
+    "kafka_sasl_mechanism": ("PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"),
 }
 #: lower bounds: field -> (bound, how to say it)
 MINIMUM: dict[str, tuple[float, str]] = {
@@ -225,6 +269,8 @@ MINIMUM: dict[str, tuple[float, str]] = {
     "metrics_series_cap": (0, ">= 0"),
     "view_points": (1, ">= 1"),
     "startup_seconds": (0, ">= 0"),
+    "replication_factor": (0, ">= 0 (0: min(3, brokers))"),
+    "min_insync_replicas": (0, ">= 0 (0: min(2, replication factor))"),
 }
 
 

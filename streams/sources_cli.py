@@ -146,7 +146,7 @@ def _backfill(args: argparse.Namespace, settings: Settings, ingest: IngestSettin
         if not samples:
             raise RunError(f"{args.series}: the query gave no usable points over {ingest.days:g} days "
                            f"({problems or 'no data'}); check --query and --days")
-    ensure_topics(settings.broker, Topics.from_settings(settings).all(), settings.partitions)
+    ensure_topics(settings, Topics.from_settings(settings).all(), settings.partitions)
     sender = HistorySender(settings)
     try:
         sent, learnt = backfill(sender, args.series, samples, ingest.wait_seconds)

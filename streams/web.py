@@ -165,6 +165,8 @@ class SeriesView:
             self.step = float(forecast.get("step") or 0.0)
             if self.step <= 0:
                 return False
+        elif float(forecast.get("step") or self.step) != self.step:
+            self._rebase(float(forecast["step"]))  # the series is modelled at a new step
         k = self._index(ts)
         if k <= self.hi:
             return False
@@ -196,6 +198,28 @@ class SeriesView:
             self.anomalies.append((float(anomaly["ts"]), float(anomaly["value"]), float(anomaly["score"]),
                                    float(anomaly["threshold"]), str(anomaly["detector"])))
         return True
+
+    def _rebase(self, step: float) -> None:
+        """Re-index the held windows at ``step`` (the series' own step, streams/steps.py), so the
+        ring holds ``size`` points at that step rather than gaps between them.
+
+        >>> v = SeriesView("m", size=100, kind="metrics")
+        >>> fc = lambda t, step: {"issued": t, "step": step, "points": []}
+        >>> for t in (0.0, 300.0, 600.0):
+        ...     _ = v.add(t, t / 100, fc(t, 10.0), None, False, None)
+        >>> v.add(900.0, 9.0, fc(900.0, 300.0), None, False, None), v.step
+        (True, 300.0)
+        >>> [p["ts"] for p in v.detail()["points"]], v.detail()["step"]
+        ([0.0, 300.0, 600.0, 900.0], 300.0)
+        """
+        held = [(t, row.copy()) for t, row in self._held() if row[0] == row[0]]  # windows with a point
+        self.step = step
+        self.rows[:] = np.nan
+        self.hi = max((self._index(t) for t, _ in held), default=-1)
+        for t, row in held:
+            k = self._index(t)
+            if k > self.hi - self.size:  # older ones no longer fit the ring
+                self.rows[k % self.size] = row
 
     def _held(self) -> list[tuple[float, np.ndarray]]:
         if self.hi < 0:
@@ -233,6 +257,8 @@ class SeriesView:
             "model": meta[3] if meta else None,
             "anomalies": len(self.anomalies),
             "drifting": self.drifting,
+            # the step the series is modelled at: its sampling interval, rounded up to whole windows
+            "step": self.step or None,
             "points_learnt": self.learnt,
             "history_points": self.history,
         }
@@ -327,7 +353,8 @@ class TargetView:
         d = self.latest
         out = {k: d.get(k) for k in ("target", "ts", "current", "desired", "applied", "reason",
                                      "message", "forecast_peak", "observed", "mode",
-                                     "simulated_replicas")}
+                                     "simulated_replicas", "signal", "schedule")}
+        out["signals"] = d.get("signals") or []
         out["vs_hpa"] = records.parse_comparison(d.get("vs_hpa"))
         out["vs_hpa_total"] = records.parse_comparison(d.get("vs_hpa_total"))
         out["decisions"] = self.decisions
@@ -847,7 +874,14 @@ def target_specs(settings: Settings) -> dict[str, dict[str, Any]]:
         return {}
     return {s.key: {"series": s.series, "capacity_per_replica": s.capacity_per_replica,
                     "min_replicas": s.min_replicas, "max_replicas": s.max_replicas,
-                    "lead_time_seconds": s.lead_time_seconds, "mode": s.mode} for s in specs}
+                    "lead_time_seconds": s.lead_time_seconds, "mode": s.mode,
+                    "signals": [{"name": g.label, "series": g.series,
+                                 "capacity_per_replica": g.capacity_per_replica,
+                                 "lead_time_seconds": (s.lead_time_seconds
+                                                       if g.lead_time_seconds is None
+                                                       else g.lead_time_seconds)}
+                                for g in s.signals],
+                    "schedules": [sch.name for sch in s.schedules]} for s in specs}
 
 
 def load_selector(settings: Settings, metrics: Metrics) -> SeriesSelector:
@@ -857,7 +891,7 @@ def load_selector(settings: Settings, metrics: Metrics) -> SeriesSelector:
         try:
             from scaler.spec import load_specs
 
-            names = {s.series for s in load_specs(settings.scalers)}
+            names = {n for s in load_specs(settings.scalers) for n in s.all_series}
         except Exception as exc:  # noqa: BLE001 - metrics are optional, the worker is not
             log.warning("per-series metrics: cannot read %s: %s", settings.scalers, exc)
     allow = settings.metrics_series

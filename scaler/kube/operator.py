@@ -200,7 +200,7 @@ class Operator:
             if not self.is_leader():
                 self.reconciler.learn_series(series, now)  # a standby stays warm
                 return []
-            keys = [k for k, s in self.reconciler.specs.items() if s.series == series]
+            keys = [s.key for s in self.reconciler.driven_by(series)]
             return [d for k in keys if (d := self._reconcile(k, now)) is not None]
 
     def learn_series(self, series: str, now: float) -> None:
@@ -282,7 +282,7 @@ class Operator:
             return
         target.invalid = None
         old = self.reconciler.specs.get(key)
-        if old is not None and (old.target != spec.target or old.series != spec.series):
+        if old is not None and (old.target != spec.target or old.all_series != spec.all_series):
             self.reconciler.remove_spec(key)  # new workload or series: fresh policy state
             self.actuator.forget(key)
         self.reconciler.set_spec(spec)

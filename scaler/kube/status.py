@@ -12,8 +12,12 @@ status flips):
 - ``ScalingActive``: the controller patches the target (False in
   ``ForecastOnly`` mode, on conflict, invalid spec or missing target);
 - ``ScalingLimited``: the count was capped (``TooManyReplicas``,
-  ``TooFewReplicas``, ``ScaleUpLimit``, ``ScaleDownLimit``; else
-  ``DesiredWithinRange``).
+  ``TooFewReplicas``, ``ScaleUpLimit``, ``ScaleDownLimit``, ``Scheduled`` when a
+  scheduled minimum raised it; else ``DesiredWithinRange``).
+
+With several signals, ``ForecastAvailable`` is True only when every signal's
+forecast is usable, else False naming the first that is not; ``status.signals``
+holds each signal's figures and ``status.signal`` the deciding one.
 
 >>> c = [condition("Ready", True, KubeReason.RECONCILED, "ok")]
 >>> merged = merge_conditions([], c, "2026-01-01T00:00:00Z")
@@ -122,6 +126,8 @@ def limited_condition(decision: Decision, spec: ScalerSpec) -> dict[str, str]:
         k = KubeReason
         reason = k.TOO_MANY_REPLICAS if decision.desired >= spec.max_replicas else k.TOO_FEW_REPLICAS
         return condition("ScalingLimited", True, reason, decision.message)
+    if decision.reason == Reason.SCHEDULED:
+        return condition("ScalingLimited", True, Reason.SCHEDULED, decision.message)
     if decision.reason == Reason.RATE_LIMITED:
         up = decision.limited == Direction.UP
         reason = KubeReason.SCALE_UP_LIMIT if up else KubeReason.SCALE_DOWN_LIMIT
@@ -141,11 +147,21 @@ def forecast_condition(decision: Decision, fallback: Reason | None) -> dict[str,
     >>> c["status"], c["reason"], c["message"][:46]
     ('False', 'HorizonTooShort', 'forecast horizon too short for leadTimeSeconds')
     """
-    if decision.forecast_peak is not None:
+    if decision.forecast_peak is not None and len(decision.signals) <= 1:
         return condition(
             "ForecastAvailable", True, KubeReason.VALID_FORECAST,
             f"forecast peak {decision.forecast_peak:.4g} within the lead time",
         )
+    if len(decision.signals) > 1:
+        bad = [f for f in decision.signals if f.fallback is not None]
+        if not bad:
+            peaks = ", ".join(f"{f.name} {f.forecast_peak:.4g}" for f in decision.signals
+                              if f.forecast_peak is not None)
+            return condition("ForecastAvailable", True, KubeReason.VALID_FORECAST,
+                             f"forecast peaks within the lead time: {peaks}")
+        assert bad[0].fallback is not None
+        return condition("ForecastAvailable", False, bad[0].fallback,
+                         "; ".join(f"signal {f.name}: {f.message}" for f in bad))
     reason = fallback or Reason.NO_FORECAST
     return condition("ForecastAvailable", False, reason, decision.message)
 
@@ -170,6 +186,10 @@ def decision_status(
         "message": decision.message,
         "mode": spec.mode,
         "reference": f"{spec.target.kind}/{spec.target.name}",
+        "signal": decision.signal or spec.signals[0].label,
+        "signals": signals_status(decision),
+        "schedule": ({"name": decision.schedule[0], "minReplicas": decision.schedule[1]}
+                     if decision.schedule is not None else None),
     }
     if last_scale_time is not None:
         fields["lastScaleTime"] = last_scale_time
@@ -192,6 +212,29 @@ def decision_status(
         limited_condition(decision, spec),
     ]
     return fields, conditions
+
+
+def signals_status(decision: Decision) -> list[dict[str, Any]]:
+    """``status.signals``: each signal's figures, in the CRD's camelCase.
+
+    >>> from scaler.decision import SignalFigures
+    >>> d = Decision("shop/a", 0, 2, 4, Reason.FORECAST_PEAK, "m", signal="rps", signals=(
+    ...     SignalFigures("rps", "a/rps", 4, Reason.FORECAST_PEAK, "peak", 100, 180, 250.0, 390.0),
+    ...     SignalFigures("queue", "a/q", 2, Reason.STALE_FORECAST, "stale", 50, 60, 80.0)))
+    >>> [(s["name"], s["desiredReplicas"], s["reason"], s["forecastPeak"]) for s in signals_status(d)]
+    [('rps', 4, 'ForecastPeak', 390.0), ('queue', 2, 'StaleForecast', None)]
+    """
+    def num(x: float | None) -> float | None:
+        return round(float(x), 6) if x is not None else None
+
+    return [{"name": f.name, "series": f.series, "desiredReplicas": f.desired,
+             "reason": f.reason.value, "message": f.message, "observed": num(f.observed),
+             "forecastPeak": num(f.forecast_peak),
+             "capacityPerReplica": f.capacity_per_replica,
+             "leadTimeSeconds": f.lead_time_seconds,
+             **({"lag": num(f.lag)} if f.lag is not None else {}),
+             **({"partitions": f.partitions} if f.partitions is not None else {})}
+            for f in decision.signals]
 
 
 def comparison_status(decision: Decision) -> dict[str, Any]:

@@ -130,19 +130,22 @@ class ReconcileStep:
             )
         target.recommended = d.desired
         if d.drifting != target.drifting:
+            drifting = ", ".join(f.series for f in d.signals if f.drifting)
             if d.drifting:
                 self.recorder.event(
                     target, "Warning", KubeReason.SERIES_DRIFTING,
-                    f"series {spec.series}: its forecast errors changed regime (a drift); "
+                    f"series {drifting}: its forecast errors changed regime (a drift); "
                     "scaling reactively on the observed load until the model has adapted",
                 )
             else:
                 self.recorder.event(target, "Normal", KubeReason.DRIFT_RECOVERED,
-                                    f"series {spec.series}: the model has adapted; "
+                                    f"series {', '.join(spec.all_series)}: the model has adapted; "
                                     "the forecast is used again")
             target.drifting = d.drifting
         if d.fallback is not None and target.fallback != d.fallback:
-            self.recorder.event(target, "Warning", d.fallback, d.message)
+            bad = [f for f in d.signals if f.fallback is not None] if len(d.signals) > 1 else []
+            why = "; ".join(f"signal {f.name}: {f.message}" for f in bad) if bad else d.message
+            self.recorder.event(target, "Warning", d.fallback, why)
         target.fallback = d.fallback
         target.problem = None
         fields, conditions = decision_status(

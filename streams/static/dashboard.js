@@ -260,6 +260,8 @@
       `anomaly score ${fmt(d.score, 2)}${d.anomalous ? " (anomalous)" : ""}`,
       `forecast error ${fmt(d.error, 2)}`,
       `model ${fc.model || "–"}${fc.warm === false ? " (warming up)" : ""}`,
+      // the series' own step: its sampling interval rounded up to whole windows (streams/steps.py)
+      `step ${d.step ? fmtDuration(d.step) : "–"}`,
       `learnt ${d.points_learnt !== undefined ? d.points_learnt.toLocaleString() : "–"} windows` +
         (d.history_points ? ` (${d.history_points.toLocaleString()} from history)` : ""),
       `interval coverage ${fc.coverage !== undefined ? Math.round(fc.coverage * 100) + "%" : "–"}`,
@@ -327,7 +329,8 @@
         card = el("div", { class: "target", "data-target": t.target }, [
           el("h3", { text: t.target }), el("div", { class: "now" }), el("p", { class: "sentence" }),
           el("p", { class: "vs" }),
-          el("div", { class: "facts" }), el("div", { class: "when muted" }), el("div", { class: "tchart" }),
+          el("div", { class: "facts" }), el("table", { class: "signals" }),
+          el("div", { class: "when muted" }), el("div", { class: "tchart" }),
         ]);
         wrap.append(card);
       }
@@ -349,13 +352,39 @@
         el("span", { class: "fact bounds", text: spec ? `min ${spec.min_replicas} · max ${spec.max_replicas} replicas` : "min – · max –" }),
         el("span", { class: "fact", text: spec ? `lead time ${fmtDuration(spec.lead_time_seconds)}` : "" }),
         el("span", { class: "fact", text: `mode ${t.mode || "–"}` }),
+        ...(t.schedule ? [el("span", { class: "fact schedule",
+          text: `schedule ${t.schedule.name}: at least ${t.schedule.min_replicas} replicas` })] : []),
       );
+      signalRows(card.querySelector(".signals"), t);
       card.querySelector(".when").textContent = `decided at ${fmtTime(t.ts)} (event time) · ${fmtLag(t.ts)}`;
       targetChart(card.querySelector(".tchart"), t);
     }
     for (const card of Array.from(wrap.children)) {
       if (!keep.has(card.dataset.target)) { card.remove(); state.targetCharts.delete(card.dataset.target); }
     }
+  }
+
+  // each signal's figures when a target has several: the deciding one is marked
+  function signalRows(table, t) {
+    const sigs = t.signals || [];
+    table.hidden = sigs.length < 2;
+    if (table.hidden) { table.replaceChildren(); return; }
+    const kafka = sigs.some((f) => f.lag != null);  // a Kafka topic signal: its lag too
+    const head = el("tr", {}, ["signal", "observed", "forecast peak", "capacity", "lead time",
+      ...(kafka ? ["lag"] : []), "needs", "reason"].map((h) => el("th", { text: h })));
+    const rows = sigs.map((f) => el("tr", { class: f.name === t.signal ? "decider" : "",
+      "data-signal": f.name }, [
+      el("td", { text: f.name === t.signal ? `${f.name} ◂ decides` : f.name, title: f.series }),
+      el("td", { class: "num", text: fmt(f.observed) }),
+      el("td", { class: "num", text: fmt(f.forecast_peak) }),
+      el("td", { class: "num", text: fmt(f.capacity_per_replica) }),
+      el("td", { class: "num", text: f.lead_time_seconds == null ? "–" : fmtDuration(f.lead_time_seconds) }),
+      ...(kafka ? [el("td", { class: "num", text: f.partitions == null ? fmt(f.lag)
+        : `${fmt(f.lag)} (${f.partitions} partitions)` })] : []),
+      el("td", { class: "num", text: String(f.desired) }),
+      el("td", { class: "reason", text: f.reason }),
+    ]));
+    table.replaceChildren(head, ...rows);
   }
 
   async function loadDecisions() {

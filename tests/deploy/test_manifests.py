@@ -126,15 +126,43 @@ def test_example_predictivescaler_validates_against_the_crd():
     assert example["apiVersion"] == f"{c['spec']['group']}/{c['spec']['versions'][0]['name']}"
     assert example["kind"] == c["spec"]["names"]["kind"]
     jsonschema.Draft4Validator(_closed(schema())).validate(example)
-    # the CEL rule x-kubernetes-validations states
-    assert example["spec"].get("minReplicas", 1) <= example["spec"]["maxReplicas"]
-    ScalerSpec.from_manifest(example)  # and the controller accepts it
+    # the CEL rules x-kubernetes-validations state
+    spec = example["spec"]
+    assert spec.get("minReplicas", 1) <= spec["maxReplicas"]
+    assert ("signals" in spec) != ("series" in spec or "capacityPerReplica" in spec)
+    assert all(sum(k in s for k in ("series", "prometheus", "kafkaTopic")) == 1
+               for s in spec["signals"])
+    assert all(("cron" in s) == ("durationSeconds" in s) != ("start" in s and "end" in s)
+               and s["minReplicas"] <= spec["maxReplicas"] for s in spec["schedules"])
+    s = ScalerSpec.from_manifest(example)  # and the controller accepts it
+    assert len(s.signals) == 2 and len(s.schedules) == 2
+
+
+def test_crd_cel_rules_are_where_the_spec_reader_says():
+    """The rules the API server enforces (the reader enforces the same, tested in
+    tests/scaler/test_spec.py): one form of signal(s), one source per signal, one form of
+    schedule."""
+    spec = schema()["properties"]["spec"]
+    rules = [r["rule"] for r in spec["x-kubernetes-validations"]]
+    assert any("has(self.signals)" in r and "has(self.series)" in r for r in rules)
+    assert any("self.schedules.all(" in r for r in rules)
+    [sig_rule] = spec["properties"]["signals"]["items"]["x-kubernetes-validations"]
+    assert all(f"has(self.{k})" in sig_rule["rule"] for k in ("series", "prometheus", "kafkaTopic"))
+    [sch_rule] = spec["properties"]["schedules"]["items"]["x-kubernetes-validations"]
+    assert all(f"has(self.{k})" in sch_rule["rule"]
+               for k in ("cron", "durationSeconds", "start", "end"))
+    assert "series" not in spec["required"] and "capacityPerReplica" not in spec["required"]
 
 
 @pytest.mark.parametrize("bad", [
     {"mode": "Aggressive"}, {"capacityPerReplica": 0}, {"maxReplicas": 0}, {"series": ""},
     {"behavior": {"scaleDown": {"policies": [{"type": "Pods", "value": 0, "periodSeconds": 60}]}}},
     {"tolerance": 2}, {"scaleTargetRef": {"kind": "Deployment"}}, {"replicas": 3},
+    {"signals": []}, {"signals": [{"series": "a"}]},  # no capacityPerReplica
+    {"signals": [{"series": "a", "capacityPerReplica": 1, "weight": 2}]},
+    {"signals": [{"prometheus": {}, "capacityPerReplica": 1}]},  # no query
+    {"schedules": [{"cron": "@daily", "durationSeconds": 60, "minReplicas": 1}]},  # no name
+    {"schedules": [{"name": "x", "cron": "@daily", "durationSeconds": 0, "minReplicas": 1}]},
 ])
 def test_crd_schema_rejects_bad_specs(bad):
     [example] = docs(EXAMPLE)
@@ -188,7 +216,7 @@ def test_deployments_are_hardened_and_probed(name):
     for probe in ("readinessProbe", "livenessProbe"):
         assert c[probe]["httpGet"]["port"] in port_names
     mounts = {m["name"]: m["mountPath"] for m in c["volumeMounts"]}
-    assert {v["name"] for v in pod["volumes"] if "emptyDir" in v} == set(mounts)
+    assert {v["name"] for v in pod["volumes"] if "emptyDir" in v or "secret" in v} == set(mounts)
 
 
 def test_worker_data_dir_is_an_emptydir_and_the_service_reaches_its_web_port():
@@ -227,3 +255,44 @@ def test_config_keys_are_settings():
     Settings.from_env(env)  # every value parses as its field's type
     _, c = _containers("foresight-worker")
     assert {e["name"] for e in c.get("env", [])} <= fields
+
+
+KAFKA_SECRET_DIR = "/etc/foresight/kafka"
+
+
+def _commented_settings(path: Path) -> dict[str, str]:
+    """The ``# FORESIGHT_X: "v"`` lines of a manifest: settings documented, to be uncommented."""
+    out = {}
+    for line in path.read_text().splitlines():
+        s = line.strip().removeprefix("#").strip()
+        if line.strip().startswith("#") and s.startswith("FORESIGHT_") and ":" in s:
+            k, v = s.split(":", 1)
+            out[k.strip()] = yaml.safe_load(v)
+    return out
+
+
+@pytest.mark.parametrize("name", ["foresight-worker", "foresight-controller"])
+def test_kafka_credentials_are_a_mounted_secret_never_env(name):
+    pod, c = _containers(name)
+    [mount] = [m for m in c["volumeMounts"] if m["mountPath"] == KAFKA_SECRET_DIR]
+    assert mount.get("readOnly") is True
+    [vol] = [v for v in pod["volumes"] if v["name"] == mount["name"]]
+    assert vol["secret"]["secretName"] == "foresight-kafka"
+    assert pod["securityContext"]["fsGroup"] == pod["securityContext"]["runAsGroup"], "group-readable secret"
+    for e in c.get("env", []):
+        assert "KAFKA" not in e["name"], "Kafka secrets come from files, never env"
+    assert all("secretRef" not in e for e in c.get("envFrom", []))
+
+
+def test_the_documented_kafka_security_settings_parse_and_point_into_the_mount(tmp_path):
+    from streams import kafka_config
+
+    [cm] = by_kind("ConfigMap", "foresight-config")
+    documented = _commented_settings(DEPLOY / "config.yaml")
+    assert documented["FORESIGHT_KAFKA_SECURITY_PROTOCOL"] == "SASL_SSL"
+    env = {**{k: str(v) for k, v in cm["data"].items()}, **documented}
+    s = Settings.from_env(env)
+    assert not s.problems() and not kafka_config.settings_problems(s)
+    files = [s.kafka_sasl_password_file, s.kafka_ssl_cafile, s.kafka_ssl_certfile, s.kafka_ssl_keyfile]
+    assert all(f.startswith(KAFKA_SECRET_DIR + "/") for f in files), files
+    assert (s.replication_factor, s.min_insync_replicas) == (0, 0), "derived from the cluster by default"

@@ -252,3 +252,60 @@ def test_false_alarm_rate_on_pure_noise_is_low_whatever_its_distribution_and_ste
         scores.append(det.score_one(x, i * step))
         det.learn_one(x, i * step)
     assert alarm_onsets(scores, 1000) <= 10  # < 0.53 per 1,000 points
+
+
+@pytest.mark.parametrize("relax, flagged", [(0.0, False), (None, True)])
+def test_a_first_incident_does_not_mask_a_second_one_of_about_the_same_size(relax, flagged):
+    # the incident's peak relaxes back to the normal record (``relax``); with
+    # all-time records (relax=0) the second, slightly smaller spike is missed
+    values = noisy_cycle(6000)
+    values[2500] += 60.0
+    second = 2500 + 9 * 288  # nine cycles later, at the same phase
+    values[second] += 50.0
+    det = default_detector() if relax is None else RecordFusionDetector(relax=relax)
+    scores = run(values, det)
+    assert first_alarm(scores, 2500) == 0
+    assert (scores[second] >= ALARM) is flagged
+
+
+def test_a_lasting_new_regime_is_absorbed_after_the_incident():
+    # values after the hold are learnt as the new normal: an alert at the shift
+    # and at most one more (as the slow mean catches up), not one per hold
+    values = noisy_cycle(8000)
+    for i in range(3000, 8000):
+        values[i] += 40.0
+    scores = run(values)
+    assert first_alarm(scores, 3000) == 0
+    assert alarm_onsets(scores, 3000) <= 2
+
+
+def test_a_checkpoint_from_before_relax_restores_and_relaxes():
+    values = noisy_cycle(3000)
+    det = default_detector()
+    run(values[:2000], det)
+    state = dict(det.__dict__)
+    for k in ("relax", "quiet", "_plo", "_phi"):
+        del state[k]
+    for k in ("_level_rec", "_profile_rec", "_vol_rec"):
+        rec = state[k] = pickle.loads(pickle.dumps(state[k]))
+        rec.__setstate__((rec.warmup, rec.decay, rec.gain, rec.record, rec.n))  # the old layout
+    old = RecordFusionDetector.__new__(RecordFusionDetector)
+    old.__setstate__(state)
+    assert old.relax == default_detector().relax and old._level_rec.relax == old.relax
+    assert old.quiet == default_detector().quiet and old._vol_rec.quiet == old.quiet
+    scores = run(values[2000:], old, t0=2000 * STEP)
+    assert all(0.0 <= s <= 1.0 for s in scores)
+
+
+@pytest.mark.parametrize("quiet, flagged", [(None, True), (0.0, False)])
+def test_the_hold_ends_once_the_series_is_quiet_again(quiet, flagged):
+    # a second spike 60 points after the first: once every view is quiet again the
+    # first incident's hold is over and the second alarms; never quiet (0), it is held
+    rng = random.Random(0)
+    values = [50 + rng.gauss(0, 1) for _ in range(3000)]
+    values[2500] += 10.0
+    values[2560] += 15.0
+    det = default_detector() if quiet is None else RecordFusionDetector(quiet=quiet)
+    scores = run(values, det)
+    assert first_alarm(scores, 2500) == 0
+    assert (scores[2560] >= ALARM) is flagged

@@ -56,3 +56,53 @@ def test_statistic_that_was_always_zero():
         r.learn(0.0)
     assert r.score(0.0) == 0.0
     assert r.score(1e-9) == 1.0
+
+
+def test_an_incident_raises_a_peak_that_relaxes_back_to_the_record():
+    r = RecordScaler(warmup=0, relax=0.01)
+    r.learn(1.0)
+    r.learn(10.0, incident=True)
+    assert r.score(10.0) == 0.5  # at the incident's peak
+    for _ in range(500):
+        r.learn(0.4)  # quiet: below half the record
+    assert r.record == 1.0 and r.peak < 1.1
+    assert r.score(5.0) == 1.0  # a second incident half as large alarms
+
+
+def test_the_peak_relaxes_only_while_the_statistic_is_quiet():
+    r = RecordScaler(warmup=0, relax=0.01, quiet=0.5)
+    r.learn(1.0)
+    r.learn(10.0, incident=True)
+    for _ in range(500):
+        r.learn(0.9)  # near the record: a new regime creeping, not calm
+    assert r.peak == 10.0
+    q = RecordScaler(warmup=0, relax=0.01, quiet=1.0)
+    q.learn(1.0)
+    q.learn(10.0, incident=True)
+    for _ in range(500):
+        q.learn(0.9)
+    assert q.peak < 1.1
+
+
+def test_without_relax_an_incident_raises_the_record_for_good():
+    r = RecordScaler(warmup=0)
+    r.learn(1.0)
+    r.learn(10.0, incident=True)
+    for _ in range(500):
+        r.learn(0.5)
+    assert r.score(5.0) == 0.25
+
+
+def test_values_outside_incidents_raise_the_record_for_good():
+    r = RecordScaler(warmup=0, relax=0.01)
+    r.learn(10.0)
+    for _ in range(500):
+        r.learn(0.5)
+    assert r.score(10.0) == 0.5
+
+
+def test_pickle_of_an_older_version_restores_without_a_peak():
+    r = RecordScaler.__new__(RecordScaler)
+    r.__setstate__((300, 0.0, 1.0, 4.0, 7))
+    assert (r.record, r.n, r.relax, r.peak) == (4.0, 7, 0.0, 0.0)
+    assert r.score(4.0) == 0.5

@@ -19,7 +19,9 @@ from scaler.backtest import (
     run_backtest,
     simulate,
 )
+from scaler.schedule import scheduled_floor
 from scaler.shadow import Contender
+from scaler.spec import load_schedules
 
 C = 100.0
 K = 3
@@ -220,3 +222,38 @@ def test_cli_plot(tmp_path: Path) -> None:
     assert main(["--input", str(tmp_path / "t.csv"), "--capacity-per-replica", "25",
                  "--json", str(tmp_path / "s.json"), "--plot", str(out)]) == 0
     assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_a_schedule_file_raises_the_floor_for_all_three(tmp_path: Path,
+                                                        capsys: pytest.CaptureFixture[str]) -> None:
+    """A nightly batch window (03:00-04:00 UTC, when the synthetic load is low) at 15
+    replicas: the predictive run, the HPA sweep and the oracle all keep the floor."""
+    ts, load = synthetic_trace(700)
+    write_csv(tmp_path / "t.csv", ts, load)
+    sched = tmp_path / "batch.yaml"
+    sched.write_text("schedules:\n- {name: batch, cron: '0 3 * * *', durationSeconds: 3600,"
+                     " minReplicas: 15}\n")
+    args = ["--input", str(tmp_path / "t.csv"), "--capacity-per-replica", "25"]
+    assert main(args + ["--json", str(tmp_path / "plain.json")]) == 0
+    assert main(args + ["--schedule", str(sched), "--json", str(tmp_path / "s.json"),
+                        "--decisions-out", str(tmp_path / "dec.csv")]) == 0
+    plain = json.loads((tmp_path / "plain.json").read_text())
+    s = json.loads((tmp_path / "s.json").read_text())
+    (sch,) = load_schedules(sched)
+    # decisions at the end of each step (ts + 300 s) in 03:00-04:00: 12 a night, two nights and
+    # the first 4 of a third (the trace runs 58 h from 16:55)
+    in_force = [scheduled_floor((sch,), t + 300.0) is not None for t in ts]
+    assert s["scheduled_steps"] == sum(in_force) == 28 and plain["scheduled_steps"] == 0
+    rows = read_decisions(tmp_path / "dec.csv")
+    assert all(int(r["desired_replicas"]) >= 15 for r, f in zip(rows, in_force, strict=True) if f)
+    assert s["reasons"].get("Scheduled", 0) > 0 and "Scheduled" not in plain["reasons"]
+    for run in ("predictive", "hpa", "oracle"):
+        assert s[run]["replica_hours"] > plain[run]["replica_hours"], run
+    bt = run_backtest(ts, load, 25.0, schedules=(sch,))
+    assert all(c >= 15 for c, f in zip(bt.oracle.cost, in_force, strict=True) if f)
+    # a floor above --max-replicas, or a bad file, is the user's to fix: exit 2
+    assert main(args + ["--schedule", str(sched), "--max-replicas", "10"]) == 2
+    assert "minReplicas (15) > --max-replicas (10)" in capsys.readouterr().err
+    sched.write_text("- {name: batch, cron: '0 3 * *', durationSeconds: 60, minReplicas: 1}\n")
+    assert main(args + ["--schedule", str(sched)]) == 2
+    assert "batch.yaml: schedules[0].cron: '0 3 * *' has 4 fields" in capsys.readouterr().err

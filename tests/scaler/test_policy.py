@@ -11,7 +11,8 @@ from detectors.forecast import Forecast, ForecastPoint
 from scaler.adaptive import Adaptive
 from scaler.decision import FALLBACK_REASONS, Reason
 from scaler.policy import Observation, PolicyState, decide, replicas_for
-from scaler.spec import RatePolicy, ScalerSpec, ScalingRules, TargetRef
+from scaler.schedule import Schedule
+from scaler.spec import KafkaTopicSource, RatePolicy, ScalerSpec, ScalingRules, Signal, TargetRef
 
 STEP = 60.0
 NOW = 600.0  # watermark: the window [540, 600) has just closed
@@ -90,7 +91,7 @@ def acting(name: str = FORECASTER) -> PolicyState:
     """A fresh policy state whose adaptive policy acts with contender ``name``."""
     a = Adaptive.start(0.6)
     a.acting = [c.name for c in a.contenders].index(name)
-    return PolicyState(adaptive=a)
+    return PolicyState(adaptives={"web/rps": a})
 
 CASES = [
     # the lead window [now, now + 180 s] holds the first four points (the 4th is the
@@ -459,3 +460,323 @@ def test_freshness_follows_the_forecasts_step() -> None:
                                for i in range(1, 5)))
     d, _ = decide(make_spec(), acting(), fc, Observation(NOW - step, 150.0), 3, NOW)
     assert (d.desired, d.reason) == (10, Reason.FORECAST_PEAK), d.message
+
+
+# -- several signals per target -------------------------------------------------------
+# web/rps at 100 per replica (lead 180 s, the spec's) and web/queue at 50 per replica
+
+def two_signals(**kw: object) -> ScalerSpec:
+    queue = kw.pop("queue", Signal("web/queue", 50.0))
+    return make_spec(signals=(Signal("web/rps", 100.0), queue), **kw)
+
+
+def on(series: str, fc: Forecast | None) -> Forecast | None:
+    return None if fc is None else replace(fc, series=series)
+
+
+STALE = dict(issued=NOW - 10 * STEP)
+
+
+@dataclass
+class Multi:
+    name: str
+    rps: tuple[Forecast | None, Observation | None]
+    queue: tuple[Forecast | None, Observation | None]
+    current: int
+    desired: int
+    reason: Reason
+    signal: str
+    fallback: Reason | None = None
+
+
+MULTI = [
+    Multi("requests decide", (make_forecast([1040]), OBS_LOW),
+          (make_forecast([300]), Observation(NOW - STEP, 250.0)), 5, 11, Reason.FORECAST_PEAK,
+          "web/rps"),
+    Multi("the queue decides", (make_forecast([300]), OBS_LOW),
+          (make_forecast([1000]), Observation(NOW - STEP, 250.0)), 5, 20, Reason.FORECAST_PEAK,
+          "web/queue"),
+    Multi("both lower: down to the higher of the two", (make_forecast([300]), OBS_LOW),
+          (make_forecast([200]), Observation(NOW - STEP, 150.0)), 10, 4, Reason.FORECAST_PEAK,
+          "web/queue"),
+    # per-signal safety: a signal that cannot be trusted holds the count, the other
+    # would scale down to 2
+    Multi("a stale signal holds", (make_forecast([150]), OBS_LOW),
+          (make_forecast([100], **STALE), Observation(NOW - STEP, 100.0)), 10, 10,
+          Reason.STALE_FORECAST, "web/queue", Reason.STALE_FORECAST),
+    Multi("an anomalous signal holds", (make_forecast([150]), OBS_LOW),
+          (make_forecast([100]), Observation(NOW - STEP, 100.0, anomalous=True)), 10, 10,
+          Reason.ANOMALOUS_SERIES, "web/queue", Reason.ANOMALOUS_SERIES),
+    Multi("a cold signal holds", (make_forecast([150]), OBS_LOW),
+          (make_forecast([100], warm=False), Observation(NOW - STEP, 100.0)), 10, 10,
+          Reason.COLD_FORECAST, "web/queue", Reason.COLD_FORECAST),
+    Multi("a signal with no data at all holds", (make_forecast([150]), OBS_LOW), (None, None),
+          10, 10, Reason.NO_FORECAST, "web/queue", Reason.NO_FORECAST),
+    # ... but may raise it on the load it observes (its reactive floor): 1500 / 50
+    Multi("a stale signal still raises on its load", (make_forecast([150]), OBS_LOW),
+          (make_forecast([100], **STALE), Observation(NOW - STEP, 1500.0)), 10, 30,
+          Reason.REACTIVE_FLOOR, "web/queue", Reason.STALE_FORECAST),
+    # an anomalous signal that holds does not stop the other from raising the count
+    Multi("a healthy signal raises past an anomalous one", (make_forecast([150]),
+          Observation(NOW - STEP, 150.0, anomalous=True)),
+          (make_forecast([600]), Observation(NOW - STEP, 250.0)), 5, 12, Reason.FORECAST_PEAK,
+          "web/queue", Reason.ANOMALOUS_SERIES),
+    # a tie: the signal whose forecast is usable is named
+    Multi("on a tie the trusted signal is named", (make_forecast([1000]), OBS_LOW),
+          (None, None), 10, 10, Reason.FORECAST_PEAK, "web/rps", Reason.NO_FORECAST),
+]
+
+
+@pytest.mark.parametrize("case", MULTI, ids=[c.name for c in MULTI])
+def test_several_signals_table(case: Multi) -> None:
+    fcs = {s: f for s, (fc, _) in (("web/rps", case.rps), ("web/queue", case.queue))
+           if (f := on(s, fc)) is not None}
+    obs = {s: o for s, (_, o) in (("web/rps", case.rps), ("web/queue", case.queue))
+           if o is not None}
+    d, state = decide(two_signals(), PolicyState(), fcs, obs, case.current, NOW)
+    assert (d.desired, d.reason, d.signal) == (case.desired, case.reason, case.signal), d.message
+    assert d.fallback is case.fallback
+    other = "web/rps" if case.signal == "web/queue" else "web/queue"
+    assert d.message.startswith(f"signal {case.signal} decides ({other}: "), d.message
+    assert [f.name for f in d.signals] == ["web/rps", "web/queue"]
+    decider = next(f for f in d.signals if f.name == case.signal)
+    assert decider.desired == d.desired or d.reason is not decider.reason
+    assert set(state.adaptives) == {"web/rps", "web/queue"}
+
+
+def test_each_signal_learns_on_its_own_load() -> None:
+    spec = two_signals()
+    fcs = {"web/rps": make_forecast([300]), "web/queue": on("web/queue", make_forecast([900]))}
+    obs = {"web/rps": OBS_LOW, "web/queue": Observation(NOW - STEP, 700.0)}
+    d, state = decide(spec, PolicyState(), fcs, obs, 5, NOW)
+    rps, queue = state.adaptives["web/rps"], state.adaptives["web/queue"]
+    assert rps is not queue
+    assert (rps.last_load, queue.last_load) == (150.0, 700.0)
+    # the queue's contenders provision at its own capacity: 900 / 50
+    assert queue.acting_contender().raw == 18 and rps.acting_contender().raw == 3
+    f = {x.name: x for x in d.signals}
+    assert (f["web/queue"].forecast_peak, f["web/queue"].capacity_per_replica) == (900.0, 50.0)
+    assert (f["web/rps"].observed, f["web/rps"].desired) == (150.0, 3)
+    assert (d.forecast_peak, d.observed) == (900.0, 700.0)  # the deciding signal's
+    # a removed signal's learnt state goes with it
+    _, state = decide(make_spec(), state, fcs, obs, d.desired, NOW + STEP)
+    assert list(state.adaptives) == ["web/rps"] and state.adaptive is rps
+
+
+def test_a_signals_own_lead_time() -> None:
+    """The queue's pods need only 60 s: its lead window ends at now + 60, so the burst
+    forecast 3 windows ahead is not its to provision for yet."""
+    spec = two_signals(queue=Signal("web/queue", 50.0, lead_time_seconds=60.0))
+    burst = on("web/queue", make_forecast([100, 100, 2000]))
+    d, _ = decide(spec, PolicyState(), {"web/rps": make_forecast([300]), "web/queue": burst},
+                  {"web/rps": OBS_LOW, "web/queue": Observation(NOW - STEP, 100.0)}, 3, NOW)
+    f = {x.name: x for x in d.signals}
+    assert (f["web/queue"].desired, f["web/queue"].lead_time_seconds) == (2, 60.0)
+    assert (d.desired, d.signal) == (3, "web/rps"), d.message
+    # with the spec's 180 s it would be
+    d, _ = decide(two_signals(), PolicyState(), {"web/rps": make_forecast([300]),
+                  "web/queue": burst}, {"web/rps": OBS_LOW,
+                                        "web/queue": Observation(NOW - STEP, 100.0)}, 3, NOW)
+    assert (d.desired, d.signal) == (40, "web/queue"), d.message
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_a_bad_signal_never_lets_the_count_fall(seed: int) -> None:
+    """Random loads: one signal healthy, the other stale, cold, anomalous or missing; the
+    count never drops below the current one, whatever the healthy one says."""
+    rng = random.Random(seed)
+    spec = two_signals(min_replicas=0)
+    for _ in range(100):
+        current = rng.randint(0, 40)
+        good = make_forecast([rng.uniform(0, 5000) for _ in range(5)])
+        uppers = [rng.uniform(0, 5000) for _ in range(5)]
+        kind = rng.choice(["none", "stale", "cold", "anomalous"])
+        bad: Forecast | None = {"none": None, "stale": make_forecast(uppers, **STALE),
+                                "cold": make_forecast(uppers, warm=False),
+                                "anomalous": make_forecast(uppers)}[kind]
+        bad_obs = Observation(NOW - STEP, rng.uniform(0, 5000), anomalous=kind == "anomalous")
+        order = rng.random() < 0.5  # the bad one first or second
+        fcs = {"web/rps": good} if order else {"web/queue": on("web/queue", good)}
+        if bad is not None:
+            fcs["web/queue" if order else "web/rps"] = on("web/queue" if order else "web/rps",
+                                                           bad)  # type: ignore[assignment]
+        obs = {"web/rps": OBS_LOW, "web/queue": bad_obs} if order else {
+            "web/queue": OBS_LOW, "web/rps": bad_obs}
+        d, _ = decide(spec, PolicyState(), fcs, obs, current, NOW)
+        assert d.desired >= current, (kind, d.message)
+        assert d.fallback is not None
+
+
+# -- scheduled minimums ---------------------------------------------------------------
+
+SALE = Schedule("sale", 8, start=NOW - 300, end=NOW + 30)  # ends within the next window
+
+
+@dataclass
+class Sched:
+    name: str
+    forecast: list[float]
+    current: int
+    desired: int
+    reason: Reason
+    spec: ScalerSpec
+
+
+SCHEDULES = [
+    Sched("the floor raises a low forecast", [300], 3, 8, Reason.SCHEDULED,
+          make_spec(schedules=(SALE,))),
+    Sched("a higher forecast wins over the floor", [1100], 3, 11, Reason.FORECAST_PEAK,
+          make_spec(schedules=(SALE,))),
+    Sched("an inactive schedule does nothing", [300], 5, 3, Reason.FORECAST_PEAK,
+          make_spec(schedules=(replace(SALE, start=NOW + 60, end=NOW + 600),))),
+    Sched("the highest active floor", [300], 3, 12, Reason.SCHEDULED,
+          make_spec(schedules=(SALE, replace(SALE, name="match", min_replicas=12)))),
+    # a rate policy caps the way up, the floor does not wait for it (it is a minimum)
+    Sched("the floor is a minimum, not rate limited", [300], 2, 8, Reason.SCHEDULED,
+          make_spec(schedules=(SALE,), scale_up=ScalingRules(0, (RatePolicy("Pods", 1, 60),),
+                                                             "Max"))),
+    Sched("never above maxReplicas", [300], 3, 6, Reason.BOUNDED,
+          make_spec(schedules=(SALE,), max_replicas=6)),
+    Sched("a cron schedule in a timezone", [300], 3, 8, Reason.SCHEDULED,
+          # NOW is 00:10 UTC on 1970-01-01, 01:10 in Berlin (winter time)
+          make_spec(schedules=(Schedule("night", 8, cron="0 1 * * *", duration_seconds=900,
+                                        timezone="Europe/Berlin"),))),
+    Sched("the same cron, an hour later in New York: inactive", [300], 5, 3, Reason.FORECAST_PEAK,
+          make_spec(schedules=(Schedule("night", 8, cron="0 1 * * *", duration_seconds=900,
+                                        timezone="America/New_York"),))),
+]
+
+
+@pytest.mark.parametrize("case", SCHEDULES, ids=[c.name for c in SCHEDULES])
+def test_scheduled_minimums_table(case: Sched) -> None:
+    d, state = decide(case.spec, acting(), make_forecast(case.forecast), OBS_LOW, case.current,
+                      NOW)
+    assert (d.desired, d.reason) == (case.desired, case.reason), d.message
+    if case.reason is Reason.SCHEDULED:
+        assert d.schedule is not None and repr(d.schedule[0]) in d.message, d.message
+        # the shadow contenders (and the HPA sweep) keep the floor too
+        assert state.adaptive is not None
+        assert min(c.desired for c in state.adaptive.contenders) >= d.desired
+
+
+def test_after_the_event_the_count_comes_down_through_the_scale_down_window() -> None:
+    spec = make_spec(schedules=(SALE,), scale_down=ScalingRules(120, (), "Max"))
+    # the acting contender's own window is 120 s too (the HPA's 300 s x 0.4)
+    d, state = decide(spec, acting(FORECASTER + ", window x0.4"), make_forecast([300]), OBS_LOW,
+                      3, NOW)
+    assert (d.desired, d.reason, d.schedule) == (8, Reason.SCHEDULED, ("sale", 8))
+    out = []
+    for k in (1, 2):
+        now = NOW + k * STEP
+        d, state = decide(spec, state, make_forecast([300], issued=now - STEP),
+                          Observation(now - STEP, 150.0), d.desired, now)
+        out.append((d.desired, d.reason, d.schedule))
+    assert out == [(8, Reason.SCALE_DOWN_STABILIZED, None), (3, Reason.FORECAST_PEAK, None)]
+
+
+def test_bad_data_under_a_schedule_never_goes_below_either() -> None:
+    d, _ = decide(make_spec(schedules=(SALE,)), acting(), None, OBS_LOW, 10, NOW)
+    assert (d.desired, d.reason) == (10, Reason.NO_FORECAST)
+    d, _ = decide(make_spec(schedules=(SALE,)), acting(), None, OBS_LOW, 2, NOW)
+    assert (d.desired, d.reason) == (8, Reason.SCHEDULED)
+
+
+# -- a Kafka topic signal: the rate forecast, the consumer group's lag, the partitions -----
+
+ORDERS = KafkaTopicSource("orders", "billing", lag_threshold=100.0)
+RATE, LAG, PARTS = ORDERS.series
+
+
+def kafka_spec(source: KafkaTopicSource = ORDERS, **kw: object) -> ScalerSpec:
+    base: dict[str, object] = {"min_replicas": 0}
+    base.update(kw)
+    return make_spec(signals=(Signal(RATE, 100.0, source=source),), **base)
+
+
+@dataclass
+class Kafka:
+    name: str
+    rate: Forecast | None
+    rate_obs: float
+    lag: Observation | None
+    partitions: int | None
+    current: int
+    desired: int
+    reason: Reason
+    spec: ScalerSpec | None = None
+    rate_anomalous: bool = False
+
+
+def lag(value: float, **kw: object) -> Observation:
+    return Observation(kw.pop("ts", NOW - STEP), value, **kw)  # type: ignore[arg-type]
+
+
+QUIET = make_forecast([0.0], yhat=0.0)
+KAFKA = [
+    Kafka("the rate forecast decides", make_forecast([450]), 300, lag(200), 12, 3, 5,
+          Reason.FORECAST_PEAK),
+    Kafka("the lag needs more: lag / lagThreshold", make_forecast([450]), 300, lag(900), 12, 3, 9,
+          Reason.CONSUMER_LAG),
+    Kafka("capped at the partition count", make_forecast([450]), 300, lag(1300), 12, 3, 12,
+          Reason.CONSUMER_LAG),
+    Kafka("the forecast capped too", make_forecast([2000]), 300, lag(0), 8, 3, 8,
+          Reason.FORECAST_PEAK),
+    Kafka("idle: to zero", QUIET, 0, lag(0), 12, 3, 0, Reason.INACTIVE),
+    Kafka("idle, minReplicas 1: one", QUIET, 0, lag(0), 12, 3, 1, Reason.BOUNDED,
+          kafka_spec(min_replicas=1)),
+    Kafka("from zero on a lag above activation", QUIET, 0, lag(5), 12, 0, 1,
+          Reason.CONSUMER_LAG),
+    Kafka("a lag at the activation threshold stays at zero", QUIET, 0, lag(30), 12, 0, 0,
+          Reason.INACTIVE, kafka_spec(replace(ORDERS, activation_lag_threshold=30))),
+    Kafka("from zero on a forecast rate above activation", make_forecast([150], yhat=120), 0,
+          lag(0), 12, 0, 2, Reason.FORECAST_PEAK),
+    # never to zero (or down) on data that cannot be trusted
+    Kafka("a stale lag holds", make_forecast([100]), 50, lag(0, ts=NOW - 10 * STEP), 12, 4, 4,
+          Reason.STALE_FORECAST),
+    Kafka("an anomalous lag holds", QUIET, 0, lag(0, anomalous=True), 12, 4, 4,
+          Reason.ANOMALOUS_SERIES),
+    Kafka("no lag yet holds", QUIET, 0, None, 12, 4, 4, Reason.NO_FORECAST),
+    Kafka("an anomalous rate is never idle", QUIET, 0, lag(0), 12, 3, 3, Reason.ANOMALOUS_SERIES,
+          rate_anomalous=True),
+    Kafka("a stale rate forecast is never idle", make_forecast([0.0], yhat=0.0, **STALE), 0,
+          lag(0), 12, 3, 3, Reason.STALE_FORECAST),
+    Kafka("no lag yet, the rate may still raise", make_forecast([450]), 300, None, 12, 0, 5,
+          Reason.FORECAST_PEAK),
+    Kafka("the cap never lowers the count while data is bad", QUIET, 0, lag(0, anomalous=True),
+          12, 15, 15, Reason.ANOMALOUS_SERIES),
+    Kafka("unknown partitions: no cap", make_forecast([450]), 300, lag(1600), None, 3, 16,
+          Reason.CONSUMER_LAG),
+]
+
+
+@pytest.mark.parametrize("case", KAFKA, ids=[c.name for c in KAFKA])
+def test_kafka_topic_signal_table(case: Kafka) -> None:
+    fcs = {RATE: replace(case.rate, series=RATE)} if case.rate is not None else {}
+    obs = {RATE: Observation(NOW - STEP, case.rate_obs, anomalous=case.rate_anomalous)}
+    if case.lag is not None:
+        obs[LAG] = case.lag
+    if case.partitions is not None:
+        obs[PARTS] = Observation(NOW - 30 * STEP, float(case.partitions))  # any age will do
+    d, _ = decide(case.spec or kafka_spec(), PolicyState(), fcs, obs, case.current, NOW)
+    assert (d.desired, d.reason) == (case.desired, case.reason), d.message
+    (f,) = d.signals
+    assert f.lag == (case.lag.value if case.lag is not None else None)
+    assert f.partitions == case.partitions
+    if "capped" in case.name:
+        assert f"capped at the {case.partitions} partitions of orders" in d.message
+
+
+def test_a_kafka_signal_is_reconciled_on_its_lag_too() -> None:
+    from scaler.reconcile import Reconciler
+    from scaler.simulated import SimulatedCluster
+
+    cluster = SimulatedCluster(0)
+    spec = replace(kafka_spec(), name="consumer")
+    cluster.add_target(spec.key, 2)
+    r = Reconciler(cluster, [spec])
+    assert spec.all_series == (RATE, LAG, PARTS)
+    r.observe(None, Observation(NOW - STEP, 8.0), PARTS)
+    r.observe(replace(make_forecast([150]), series=RATE), Observation(NOW - STEP, 120.0))
+    r.observe(None, lag(2500), LAG)
+    [d] = r.reconcile_series(LAG, NOW)
+    assert (d.desired, d.reason, cluster.provisioned(spec.key)) == (8, Reason.CONSUMER_LAG, 8)

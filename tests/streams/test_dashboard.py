@@ -11,6 +11,7 @@ import shutil
 from pathlib import Path
 from typing import Any
 
+import orjson
 import pytest
 
 from tests.conftest import ROOT, send_raw
@@ -120,6 +121,7 @@ def test_dashboard_in_chromium(broker, prefix, start_worker, tmp_path):
                                   && +c.dataset.band > 80 && +c.dataset.anomalies >= 1
                                   && c.querySelector('canvas') !== null; }""", "the chart", problems)
             assert page.locator("#chart-title").inner_text() == "checkout/requests (events/s)"
+            assert "step 10 s" in page.locator("#chart-meta").inner_text()  # the series' own step
             band_pixels = page.evaluate(
                 """([r, g, b, a]) => { const cv = document.querySelector('#chart canvas');
                      const d = cv.getContext('2d').getImageData(0, 0, cv.width, cv.height).data;
@@ -183,6 +185,32 @@ def test_dashboard_in_chromium(broker, prefix, start_worker, tmp_path):
                                    ".innerText.includes('ScaleDownStabilized')")
             assert card.locator(".now .badge").inner_text() == "held"
             assert card.locator(".sentence").inner_text() == "ScaleDownStabilized 12->12"
+            assert card.locator("table.signals").is_hidden()  # one signal: the facts say it all
+
+            # several signals: a row per signal with its figures, the deciding one marked, and
+            # the scheduled minimum in force
+            key, raw = decision("shop/checkout", T0 + 205 * WINDOW, 12, 20, "Scheduled", peak=900.0)
+            body = orjson.loads(raw)
+            body["signal"] = "queue"
+            body["schedule"] = {"name": "black-friday", "min_replicas": 20}
+            body["signals"] = [
+                {"name": "checkout/requests", "series": "checkout/requests", "desired": 8,
+                 "reason": "ForecastPeak", "observed": 700.0, "forecast_peak": 900.0,
+                 "capacity_per_replica": 120.0, "lead_time_seconds": 180.0, "fallback": None},
+                {"name": "queue", "series": "prometheus/e61613b0bbd6c203", "desired": 12,
+                 "reason": "StaleForecast", "observed": 480.0, "forecast_peak": None,
+                 "capacity_per_replica": 400.0, "lead_time_seconds": 60.0,
+                 "fallback": "StaleForecast"}]
+            send_raw(broker, f"{prefix}.decisions", [(key, orjson.dumps(body))])
+            page.wait_for_function("document.querySelectorAll("
+                                   "'[data-target=\"shop/checkout\"] table.signals tr').length === 3",
+                                   timeout=60_000)
+            rows = card.locator("table.signals tr").all_inner_texts()
+            assert rows[1].split("\t") == ["checkout/requests", "700", "900", "120", "3 min", "8",
+                                            "ForecastPeak"], rows
+            assert rows[2].split("\t") == ["queue ◂ decides", "480", "–", "400", "60 s", "12",
+                                            "StaleForecast"], rows
+            assert "schedule black-friday: at least 20 replicas" in card.locator(".facts").inner_text()
 
             # the drift is marked on the chart of the series that drifted
             page.locator('#series-rows tr[data-series="cart/requests"]').click()

@@ -79,7 +79,7 @@ def test_demo_scales_ahead_of_the_peak_and_safely(tmp_path):
 
 
 def test_the_live_line_shows_the_simulated_clock_and_the_phase():
-    mon = Monitor("unused:1", Topics.from_settings(Settings()))
+    mon = Monitor(Settings(broker="unused:1"), Topics.from_settings(Settings()))
     clock = Clock(DEMO_START + 3600 + 30, DEMO_START + 4 * 3600)
     line = _progress(mon, clock, 60.0)
     assert line.startswith("sim 01:00:30 backfill (to 04:00:00) | events 0 | "

@@ -18,6 +18,7 @@ STEP = 10.0
 class _Cached:
     def __init__(self) -> None:
         self.model = make_series_model(STEP, 36, 6)
+        self.step = STEP
         self.since_checkpoint = 3
 
 
@@ -26,7 +27,7 @@ def _learner() -> tuple[HistoryLearner, dict, list, CollectorRegistry, web.ViewS
     saved: list = []
     registry = CollectorRegistry()
     store = web.ViewStore(50, Metrics())
-    learner = HistoryLearner(STEP, lambda s: models.setdefault(s, _Cached()), store,
+    learner = HistoryLearner(STEP, lambda s, t, v: models.setdefault(s, _Cached()), store,
                              lambda s, m, v: saved.append((s, m.updates, v.latest)), lambda s: None,
                              HistoryMetrics(registry))
     return learner, models, saved, registry, store

@@ -145,3 +145,22 @@ def test_the_controller_exits_when_its_broker_is_replaced_and_stops_on_sigterm(b
         if proc.poll() is None:
             os.killpg(proc.pid, signal.SIGKILL)
             proc.wait(5)
+
+
+def test_the_broker_watch_counts_a_secret_gone_missing_and_goes_on(broker, tmp_path):
+    import asyncio
+
+    from prometheus_client import CollectorRegistry, Counter
+
+    from streams.lifecycle import BrokerWatch
+
+    secret = tmp_path / "sasl-password"
+    settings = Settings(broker=broker, kafka_security_protocol="SASL_PLAINTEXT", kafka_sasl_username="u",
+                        kafka_sasl_password_file=str(secret))  # the mounted secret is missing (rotation)
+    errors = Counter("broker_errors", "test", registry=CollectorRegistry())
+    watch = BrokerWatch(settings, ["x"], errors=errors)
+    assert asyncio.run(watch.look()) == (None, None), "counted as unreachable, never a crash of the watch"
+    assert errors._value.get() == 1  # noqa: SLF001
+    plain = BrokerWatch(Settings(broker=broker), [], errors=errors)
+    cluster_id, topics = asyncio.run(plain.look())
+    assert cluster_id and topics is not None and errors._value.get() == 1  # noqa: SLF001

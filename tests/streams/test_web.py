@@ -127,6 +127,39 @@ def test_target_summary_carries_the_shadow_comparison_as_numbers():
     assert t.summary(history=False)["vs_hpa"] == dict.fromkeys(VS_HPA, 0.0)
 
 
+def test_target_summary_carries_each_signal_and_the_schedule():
+    """A real decision on two signals under a schedule, through the wire, into the read model."""
+    from scaler.policy import Observation, PolicyState, decide
+    from scaler.schedule import Schedule
+    from scaler.spec import ScalerSpec, Signal, TargetRef
+    from streams.records import decision_to_json
+
+    spec = ScalerSpec("a", "", 0, namespace="shop", target=TargetRef("apps/v1", "Deployment", "a"),
+                      signals=(Signal("a/rps", 100), Signal("a/queue", 50, name="queue")),
+                      schedules=(Schedule("sale", 9, start=0, end=1000),))
+    obs = {"a/rps": Observation(540, 250), "a/queue": Observation(540, 600)}
+    d, _ = decide(spec, PolicyState(), None, obs, 3, 600.0)
+    # the queue's observed load needs 600 / 50 = 12; the default rate policy allows 7 from 3,
+    # and the schedule's floor raises that to 9
+    assert (d.desired, d.signal, d.reason.value) == (9, "queue", "Scheduled"), d.message
+    t = TargetView("shop/a", {})
+    t.add(parse_decision(orjson.dumps(decision_to_json(d))))
+    out = t.summary(history=False)
+    assert (out["signal"], out["schedule"]) == ("queue", {"name": "sale", "min_replicas": 9})
+    assert [(f["name"], f["series"], f["desired"], f["reason"], f["observed"], f["fallback"])
+            for f in out["signals"]] == [
+        ("a/rps", "a/rps", 3, "NoForecast", 250.0, "NoForecast"),  # 250 needs the 3 in place
+        ("queue", "a/queue", 12, "ReactiveFloor", 600.0, "NoForecast")]
+    assert [f["capacity_per_replica"] for f in out["signals"]] == [100.0, 50.0]
+    # an older controller's message (no signals) still reads
+    t.add(parse_decision(decision("shop/a", 6.0, 3, 3)[1]))
+    assert t.summary(history=False)["signals"] == [] and t.summary(history=False)["schedule"] is None
+    bad = decision_to_json(d)
+    bad["signals"][0]["desired"] = -1
+    with pytest.raises(ValueError, match="bad decision message: replica count"):
+        parse_decision(orjson.dumps(bad))
+
+
 def test_decision_log_keeps_changes_newest_last():
     t = TargetView("shop/a", {})
     for d in [

@@ -11,6 +11,7 @@ from kube_emulator import wait_for
 from kube_fixtures import (
     CONTROLLER_UA,
     LEASE_NS,
+    _list_events,
     conditions,
     controller_requests,
     create_scaler,
@@ -30,6 +31,8 @@ from kubernetes import client
 from detectors.forecast import ForecastPoint
 from scaler.decision import Reason
 from scaler.kube import GROUP, PLURAL, VERSION, LeaderElector
+from scaler.kube.status import rfc3339
+from scaler.spec import prometheus_series
 
 pytestmark = pytest.mark.integration
 
@@ -524,3 +527,117 @@ def test_new_leader_resyncs_every_target_and_reports_what_it_learnt_as_a_followe
     finally:
         op.stop()
         old_leader.stop()
+
+
+QUEUE_QUERY = 'sum(orders_queue_depth{app="orders"})'
+
+
+def _multi_manifest(name: str, **spec):
+    m = scaler_manifest("shop", name, **spec)
+    del m["spec"]["series"], m["spec"]["capacityPerReplica"]
+    m["spec"]["signals"] = [
+        {"series": f"{name}/requests", "capacityPerReplica": 100},
+        {"name": "queue", "prometheus": {"query": QUEUE_QUERY}, "capacityPerReplica": 50,
+         "leadTimeSeconds": 120},
+    ]
+    return m
+
+
+def test_several_signals_and_a_schedule_in_status(emu, setup_api):
+    workload(setup_api, "Deployment", "shop", "orders", 2)
+    op = operator(emu)
+    op.start()
+    try:
+        wait_for(op.is_leader)
+        create_scaler(setup_api, _multi_manifest("orders"))
+        wait_for(lambda: "shop/orders" in op.specs)
+        queue = prometheus_series(QUEUE_QUERY)
+        assert op.specs["shop/orders"].all_series == ("orders/requests", queue)
+
+        # the requests have a forecast, the queue nothing yet: requests decide the way up,
+        # and the queue's missing forecast is the condition
+        t = now()
+        [d] = drive(op, forecast("orders/requests", t, 950), observation(t, 480), t)
+        assert (d.desired, d.applied, d.signal, d.reason) == (10, True, "orders/requests",
+                                                              Reason.FORECAST_PEAK)
+        status = get_scaler(setup_api, "shop", "orders")["status"]
+        assert status["signal"] == "orders/requests"
+        assert [(s["name"], s["series"], s["desiredReplicas"], s["reason"])
+                for s in status["signals"]] == [
+            ("orders/requests", "orders/requests", 10, "ForecastPeak"),
+            ("queue", queue, 2, "NoForecast")]
+        assert status["signals"][1]["leadTimeSeconds"] == 120
+        assert status["signals"][1]["capacityPerReplica"] == 50
+        assert conditions({"status": status})["ForecastAvailable"] == ("False", "NoForecast")
+        assert "signal queue: no forecast" in next(
+            c["message"] for c in status["conditions"] if c["type"] == "ForecastAvailable")
+        assert ("Warning", "NoForecast") in events(setup_api, "shop", "orders")
+        [warning] = [e["message"] for e in _list_events(setup_api, "shop")
+                     if e["involvedObject"]["name"] == "orders" and e["reason"] == "NoForecast"]
+        # first when neither signal had data: each named, with its own sentence
+        assert "; signal queue: no forecast for the series yet: holding 2" in warning, warning
+
+        # the queue's forecast arrives (fed by the Prometheus ingest under the derived name):
+        # 900 at 50 each needs 18, more than the requests' 10, so the queue decides
+        [d] = drive(op, forecast(queue, t + 1, 900), observation(t + 1, 400), t + 1)
+        assert (d.desired, d.applied, d.signal) == (18, True, "queue"), d.message
+        assert d.message.startswith("signal queue decides (orders/requests: 10 ")
+        assert replicas(setup_api, "Deployment", "shop", "orders") == 18
+        status = get_scaler(setup_api, "shop", "orders")["status"]
+        assert (status["signal"], status["reason"], status["lastForecastPeak"]) == (
+            "queue", "ForecastPeak", 900)
+        assert [s["forecastPeak"] for s in status["signals"]] == [950, 900]
+        assert [s["observed"] for s in status["signals"]] == [480, 400]
+        assert conditions({"status": status})["ForecastAvailable"] == ("True", "ValidForecast")
+
+        # a sale: a scheduled minimum of 20 around now
+        window = {"name": "sale", "start": rfc3339(t - 60), "end": rfc3339(t + 3600),
+                  "minReplicas": 20}
+        client.CustomObjectsApi(setup_api).patch_namespaced_custom_object(
+            GROUP, VERSION, "shop", PLURAL, "orders", {"spec": {"schedules": [window]}})
+        wait_for(lambda: op.specs["shop/orders"].schedules)
+        [d] = drive(op, forecast(queue, t + 2, 900), observation(t + 2, 400), t + 2)
+        assert (d.desired, d.reason, d.schedule) == (20, Reason.SCHEDULED, ("sale", 20)), d.message
+        assert replicas(setup_api, "Deployment", "shop", "orders") == 20
+        status = get_scaler(setup_api, "shop", "orders")["status"]
+        assert status["schedule"] == {"name": "sale", "minReplicas": 20}
+        assert status["reason"] == "Scheduled" and "schedule 'sale'" in status["message"]
+        assert conditions({"status": status})["ScalingLimited"] == ("True", "Scheduled")
+        # the learnt state was kept through the spec change (same series), one per signal
+        assert set(op.reconciler.states["shop/orders"].adaptives) == {"orders/requests", "queue"}
+
+        # the event is over (spec edited): the schedule leaves the status
+        client.CustomObjectsApi(setup_api).patch_namespaced_custom_object(
+            GROUP, VERSION, "shop", PLURAL, "orders", {"spec": {"schedules": []}})
+        wait_for(lambda: not op.specs["shop/orders"].schedules)
+        drive(op, forecast(queue, t + 3, 900), observation(t + 3, 400), t + 3)
+        assert "schedule" not in get_scaler(setup_api, "shop", "orders")["status"]
+    finally:
+        op.stop()
+
+
+def test_bad_signals_and_schedules_are_invalid_specs(emu, setup_api):
+    workload(setup_api, "Deployment", "shop", "orders", 2)
+    op = operator(emu)
+    op.start()
+    try:
+        wait_for(op.is_leader)
+        both = _multi_manifest("both", target="orders")
+        both["spec"]["series"] = "orders/requests"  # the shorthand and the list at once
+        create_scaler(setup_api, both)
+        kafka = _multi_manifest("kafka", target="orders")
+        kafka["spec"]["signals"][1] = {"kafkaTopic": {"topic": "orders", "consumerGroup": "bill",
+                                                      "lagThreshold": 0}, "capacityPerReplica": 100}
+        create_scaler(setup_api, kafka)
+        create_scaler(setup_api, scaler_manifest("shop", "tz", target="orders", schedules=[
+            {"name": "x", "cron": "0 9 * * *", "durationSeconds": 60, "timezone": "Mars/Base",
+             "minReplicas": 3}]))
+        expect = {"both": "are two forms of one thing", "kafka": "kafkaTopic needs lagThreshold > 0",
+                  "tz": "unknown time zone 'Mars/Base'"}
+        for name, text in expect.items():
+            wait_for(lambda name=name: conditions(get_scaler(setup_api, "shop", name)).get("Ready")
+                     == ("False", "InvalidSpec"))
+            assert text in get_scaler(setup_api, "shop", name)["status"]["message"]
+        assert replicas(setup_api, "Deployment", "shop", "orders") == 2
+    finally:
+        op.stop()

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 from detectors.forecast import Forecast, ForecastPoint
 from scaler.decision import Direction, Reason
 from scaler.kube.status import KubeReason, decision_status, limited_condition, problem_status
 from scaler.policy import Observation, PolicyState, decide
-from scaler.spec import RatePolicy, ScalerSpec, ScalingRules, TargetRef
+from scaler.schedule import Schedule
+from scaler.spec import RatePolicy, ScalerSpec, ScalingRules, Signal, TargetRef
 
 
 def spec() -> ScalerSpec:
@@ -44,3 +47,46 @@ def test_problem_reasons_come_from_the_fixed_vocabularies():
         ready, active = problem_status(reason, "why")
         assert ready == {"type": "Ready", "status": "False", "reason": reason.value, "message": "why"}
         assert type(ready["reason"]) is str and active["reason"] == reason.value
+
+
+def two_signal_spec(**kw) -> ScalerSpec:
+    return replace(spec(), signals=(Signal("web/rps", 100), Signal("web/queue", 50, name="queue")),
+                   **kw)
+
+
+def test_several_signals_status_names_the_decider_and_each_signals_figures():
+    now = 600.0
+    fcs = {"web/rps": flat(now - 60, 300), "web/queue": replace(flat(now - 60, 400),
+                                                                 series="web/queue")}
+    obs = {"web/rps": Observation(now - 60, 250), "web/queue": Observation(now - 60, 100)}
+    d, _ = decide(two_signal_spec(), PolicyState(), fcs, obs, 7, now)
+    fields, conds = decision_status(d, two_signal_spec(), d.fallback, last_scale_time=None,
+                                    observed_generation=1)
+    assert (fields["signal"], fields["desiredReplicas"]) == ("queue", 8)  # 7 + one pod a minute
+    assert [(s["name"], s["desiredReplicas"], s["forecastPeak"]) for s in fields["signals"]] == [
+        ("web/rps", 3, 300), ("queue", 8, 400)]
+    by_type = {c["type"]: c for c in conds}
+    assert by_type["ForecastAvailable"]["status"] == "True"
+    assert by_type["ForecastAvailable"]["message"] == (
+        "forecast peaks within the lead time: web/rps 300, queue 400")
+    # one signal anomalous: ForecastAvailable is False and names it, even though the other
+    # (healthy) decided
+    obs["web/rps"] = Observation(now - 60, 250, anomalous=True)
+    d, _ = decide(two_signal_spec(), PolicyState(), fcs, obs, 7, now)
+    _, conds = decision_status(d, two_signal_spec(), d.fallback, last_scale_time=None,
+                               observed_generation=1)
+    c = {c["type"]: c for c in conds}["ForecastAvailable"]
+    assert (c["status"], c["reason"]) == ("False", "AnomalousSeries")
+    assert c["message"].startswith("signal web/rps: latest data is anomalous")
+    assert fields["schedule"] is None
+
+
+def test_a_scheduled_floor_is_a_limit_in_status():
+    sale = Schedule("sale", 9, start=0, end=10_000)
+    s = two_signal_spec(schedules=(sale,), scale_up=ScalingRules(0, ()))
+    fcs = {"web/rps": flat(540, 300)}
+    d, _ = decide(s, PolicyState(), fcs, {"web/rps": Observation(540, 250)}, 3, 600.0)
+    fields, _ = decision_status(d, s, d.fallback, last_scale_time=None, observed_generation=1)
+    assert (d.desired, d.reason) == (9, Reason.SCHEDULED)
+    assert fields["schedule"] == {"name": "sale", "minReplicas": 9}
+    assert limited_condition(d, s)["reason"] == "Scheduled"
