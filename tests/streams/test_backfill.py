@@ -67,6 +67,7 @@ def test_backfill_from_prometheus_and_a_csv_trains_the_worker(broker, prefix, st
     assert learnt == len(ts) and skipped == 0
     d = series_detail(w.port, "taxi/rides")
     assert d is not None and d["history_points"] == len(ts) and d["ts"] == ts[-1]
+    assert d["step"] == 1800.0, "history is modelled at the series' own step (30 min), not the 1-s window"
 
     # history publishes no forecast (a controller never acts on the past)
     forecasts = read_topic(broker, f"{prefix}.forecasts", lambda ms: False, timeout=3)
