@@ -132,6 +132,33 @@ def load_sources(path: str | Path) -> list[Source]:
         raise SourcesError(f"{path}: {exc}") from None
 
 
+def sources_from_specs(specs: list[Any], step: float) -> list[Source]:
+    """One source per ``prometheus: {query}`` signal of the PredictiveScalers, feeding the
+    series the signal reads (:func:`scaler.spec.prometheus_series`) every ``step`` seconds.
+
+    >>> from scaler.spec import PrometheusSource, ScalerSpec, Signal, TargetRef, prometheus_series
+    >>> q = "sum(queue_depth)"
+    >>> spec = ScalerSpec("shop/q", TargetRef("apps/v1", "Deployment", "q"), prometheus_series(q), 40,
+    ...                   signals=(Signal(prometheus_series(q), 40, source=PrometheusSource(q)),))
+    >>> sources_from_specs([spec, spec], 10.0) == [Source(prometheus_series(q), q, 10.0)]
+    True
+    """
+    from scaler.spec import PrometheusSource
+
+    out: dict[str, Source] = {}
+    for spec in specs:
+        for sig in spec.signals:
+            if isinstance(sig.source, PrometheusSource):
+                out.setdefault(sig.series, Source(sig.series, sig.source.query, float(step)))
+    return list(out.values())
+
+
+def merge_sources(listed: list[Source], from_specs: list[Source]) -> list[Source]:
+    """The sources file's entries, then the specs' queries it does not already feed."""
+    have = {s.series for s in listed}
+    return listed + [s for s in from_specs if s.series not in have]
+
+
 class IngestMetrics:
     """The ingest process's counters (its own registry, served on ``/metrics`` if asked)."""
 
@@ -327,7 +354,15 @@ def run_ingest(settings: Any, ingest: IngestSettings, prom: Any, backfill_histor
     from streams.producer import AggregatingProducer
     from streams.topics import Topics
 
-    sources = load_sources(ingest.sources)
+    sources = load_sources(ingest.sources) if ingest.sources else []
+    if settings.scalers:
+        from scaler.spec import load_specs
+
+        sources = merge_sources(sources, sources_from_specs(load_specs(settings.scalers),
+                                                            settings.window_seconds))
+    if not sources:
+        raise SourcesError("nothing to ingest: no sources in --sources and no prometheus signals "
+                           "in --scalers")
     client = PrometheusClient(prom)
     registry = CollectorRegistry()
     metrics = IngestMetrics(registry, sources)

@@ -25,6 +25,9 @@ def add_ingest_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--sources", metavar="FILE",
                    help="YAML file with a 'sources:' list of {series, query, step[, days]} "
                         "[FORESIGHT_INGEST_SOURCES]")
+    p.add_argument("--scalers", metavar="FILE",
+                   help="PredictiveScaler YAML: every 'prometheus: {query}' signal is a source too, "
+                        "at the window's step [FORESIGHT_SCALERS]")
     p.add_argument("--no-backfill", action="store_true",
                    help="go live at once, without reading each source's history first")
     p.add_argument("--kube", action="store_true",
@@ -72,11 +75,22 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
         if args.command == "ingest" or args.query is not None:
             prom = PrometheusSettings.from_env(url=args.prometheus_url)
         if args.command == "ingest":
-            if not ingest.sources:
+            if not ingest.sources and not settings.scalers:
                 raise UsageError("give --sources FILE (or FORESIGHT_INGEST_SOURCES): a YAML 'sources:' "
-                                 "list of {series, query, step}")
-            _input_file(ingest.sources, "--sources", "a sources YAML file")
-            load_sources(ingest.sources)  # every problem reported before any connection
+                                 "list of {series, query, step}, and/or --scalers FILE whose "
+                                 "PredictiveScalers have prometheus signals")
+            listed = []
+            if ingest.sources:
+                _input_file(ingest.sources, "--sources", "a sources YAML file")
+                listed = load_sources(ingest.sources)  # every problem reported before any connection
+            if settings.scalers:
+                from streams.cli import _load_specs
+                from streams.ingest import sources_from_specs
+
+                if not sources_from_specs(_load_specs(settings.scalers), settings.window_seconds) \
+                        and not listed:
+                    raise UsageError(f"--scalers {settings.scalers}: no PredictiveScaler has a "
+                                     "'prometheus: {query}' signal, and no --sources given")
     except (SourcesError, PrometheusConfigError) as exc:
         raise UsageError(str(exc)) from None
     if args.command == "ingest":

@@ -307,3 +307,42 @@ def _drive_both(ingest: dict, seconds: float) -> None:
         for i in ingest.values():
             i.poll_once()
         time.sleep(0.2)
+
+
+SIGNAL_SPEC = """\
+apiVersion: foresight.dev/v1alpha1
+kind: PredictiveScaler
+metadata: {name: checkout, namespace: shop}
+spec:
+  scaleTargetRef: {apiVersion: apps/v1, kind: Deployment, name: checkout}
+  minReplicas: 1
+  maxReplicas: 10
+  leadTimeSeconds: 60
+  signals:
+    - series: checkout/requests
+      capacityPerReplica: 120
+    - prometheus: {query: 'sum(payment_queue_depth{app="checkout"})'}
+      capacityPerReplica: 400
+"""
+
+
+def test_prometheus_signals_of_the_predictive_scalers_are_sources_too(tmp_path):
+    from scaler.spec import load_specs, prometheus_series
+    from streams.ingest import Source, merge_sources, sources_from_specs
+
+    specs = tmp_path / "scalers.yaml"
+    specs.write_text(SIGNAL_SPEC)
+    query = 'sum(payment_queue_depth{app="checkout"})'
+    found = sources_from_specs(load_specs(str(specs)), 10.0)
+    assert found == [Source(prometheus_series(query), query, 10.0)], "only the prometheus signal"
+    listed = [Source(prometheus_series(query), query, 30.0)]
+    assert merge_sources(listed, found) == listed, "the sources file says the step of a series it names"
+
+    r = _ingest_cli("--scalers", str(specs))  # valid: it gets as far as the broker
+    assert r.returncode == 1 and "cannot reach the Kafka broker" in r.stderr, r.stderr
+    plain = tmp_path / "plain.yaml"
+    plain.write_text(SIGNAL_SPEC.split("  signals:")[0] + "  series: a/b\n  capacityPerReplica: 5\n")
+    r = _ingest_cli("--scalers", str(plain))
+    assert r.returncode == 2 and "no PredictiveScaler has a 'prometheus: {query}' signal" in r.stderr, r.stderr
+    r = _ingest_cli()
+    assert r.returncode == 2 and "give --sources FILE" in r.stderr, r.stderr
