@@ -4,19 +4,22 @@ Fixed constants (how wide a forecast band to provision, how long to hold a
 scale-down) suit some load shapes and not others. So the policy does not fix
 them: every target runs a small family of :class:`~scaler.shadow.Contender`
 autoscalers in shadow on its own observed load, each on its own simulated
-cluster with the spec's lead time, and the one that *recently* left the least
-load unserved, among those that recently cost no more than the HPA the spec's
-``budgetUtilization`` describes, decides the raw recommendation. The HPA
-sweep of the shadow comparison (targets 40-100 %) runs beside them on the same
-windows, and is what "the HPA at budgetUtilization" is measured by.
+cluster with the spec's lead time. The HPA sweep of the shadow comparison
+(targets 40-100 %) runs beside them on the same windows, and the one that
+*recently* left the least load unserved *relative to the HPA at its own cost*
+(the sweep interpolated at its replica-seconds, the measure the shadow
+comparison reports) decides the raw recommendation; nothing dearer than the
+HPA at 40 % qualifies. The sweep's plain HPAs are at 1 by construction, and
+the plain HPA at the spec's ``budgetUtilization`` is the one that acts when
+no contender beats the HPA's curve.
 
 The family (:data:`FAMILY`): the HPA at utilisations 50-100 %, each either
 plain (reactive) or raised to the forecast's need with the band's upper
 half-width scaled by 0, 0.5 or 1, each with the HPA's scale-down window
-scaled by 0.4, 1 or 2.4. A plain HPA at the budget is always in the family,
-so when the forecast does not help (noise, sparse bursts) the policy
-converges to reactive behaviour; when it does help (periodic load) a forecast
-contender serves more for the same cost and acts.
+scaled by 0.4, 1 or 2.4. When the forecast does not help (noise, sparse
+bursts) no forecast contender lies below the HPA's curve and the policy is
+reactive; when it does help (periodic load) a forecast contender serves more
+for the same cost and acts.
 
 "Recently" is an exponential memory of :data:`MEMORY_SECONDS` of event time.
 
@@ -59,8 +62,8 @@ from scaler.shadow import (
 DEFAULT_BUDGET_UTILIZATION = 0.6
 #: exponential memory of the contenders' tallies, seconds of event time
 MEMORY_SECONDS = 10 * 86_400.0
-#: another contender takes over only after leaving at most (1 - this) of the acting one's
-#: unserved load in memory
+#: another contender takes over only after scoring this many tenths lower than the acting
+#: one (its unserved load relative to the HPA's at equal cost): 0.5 is 5 % lower
 SWITCH_MARGIN = 0.5
 #: the rolling window of the shadow comparison (``vs_hpa``), seconds of event time
 COMPARISON_WINDOW_SECONDS = 86_400.0
@@ -187,50 +190,42 @@ class Adaptive:
         """The longest scale-down window of any contender."""
         return max(self.windows) * hpa_hold_seconds(window) if window > 0 else 0.0
 
-    def exchange_rate(self) -> float:
-        """Unserved load-seconds the HPA sweep saves per replica-second, from the budget.
-
-        The steepest chord of the recent sweep curve from the plain HPA at the
-        budget utilisation to a dearer HPA (0 when no dearer one serves more).
-        """
-        ref = self.contenders[self.reference()].recent
-        rate = 0.0
-        for i in self.sweep:
-            r = self.contenders[i].recent
-            if r.replica_seconds > ref.replica_seconds:
-                rate = max(rate, (ref.unserved - r.unserved)
-                           / (r.replica_seconds - ref.replica_seconds))
-        return rate
-
     def choose(self) -> int:
-        """The contender with the least recent unserved load plus cost, priced as the HPA does.
+        """The contender that recently left the least load unserved relative to the HPA at its cost.
 
-        Cost is priced at the HPA sweep's own exchange rate at the budget
-        utilisation, so the plain HPA there is the best of the sweep, and a
-        contender beats it only by lying below the HPA's curve. Nothing dearer
-        than the HPA at 40 % qualifies. The acting contender keeps acting
-        unless another is better by ``SWITCH_MARGIN`` of the reference's
-        unserved load (so noise does not make it switch).
+        Each contender is scored by its recent unserved load over what the HPA
+        sweep (recent tallies, interpolated) leaves unserved at the contender's own
+        replica-seconds: below 1 it beats the HPA at equal cost, as the shadow
+        comparison measures. The sweep's plain HPAs score 1 by construction, so
+        when the forecast does not help the policy acts as a plain HPA (the one at
+        the budget utilisation). Nothing dearer than the HPA at 40 % qualifies.
+        The acting contender keeps acting unless another scores lower by
+        ``SWITCH_MARGIN`` tenths (so noise does not make it switch).
         """
         if not any(c.recent.unserved > 0 for c in self.contenders):
             return self.acting  # no evidence yet that any does better
         ref = self.reference()
         budget = self.contenders[self.sweep[0]].recent.replica_seconds * (1 + 1e-9)
-        rate = self.exchange_rate()
+        curve = [(self.contenders[i].recent.replica_seconds, self.contenders[i].recent.unserved)
+                 for i in self.sweep]
+        sweep = set(self.sweep)
 
         def score(i: int) -> float:
+            if i in sweep:
+                return 1.0
             r = self.contenders[i].recent
-            return r.unserved + rate * r.replica_seconds
+            eq = equal_cost(curve, r.replica_seconds)[0]
+            return r.unserved / eq if eq > 0 else (1.0 if r.unserved <= 0 else math.inf)
 
-        cur = self.acting
-        if self.contenders[cur].recent.replica_seconds > budget:
-            cur = ref
-        best = min((i for i, c in enumerate(self.contenders)
-                    if c.recent.replica_seconds <= budget),
-                   key=lambda i: (score(i), self.contenders[i].recent.replica_seconds), default=ref)
-        margin = SWITCH_MARGIN * self.contenders[ref].recent.unserved
+        def within(i: int) -> bool:
+            return self.contenders[i].recent.replica_seconds <= budget
+
+        cur = self.acting if within(self.acting) else ref
+        best = min((i for i in range(len(self.contenders)) if within(i)),
+                   key=lambda i: (score(i), i != ref, self.contenders[i].recent.replica_seconds),
+                   default=ref)
         self.best = best
-        if score(best) < score(cur) - margin:
+        if score(best) < score(cur) * (1 - 0.1 * SWITCH_MARGIN):
             return best
         return cur
 

@@ -756,8 +756,10 @@ def _why_acting(adaptive: Adaptive) -> str:
     if adaptive.best != adaptive.acting:
         return (f"{adaptive.contenders[adaptive.best].name} did a little better recently, "
                 f"not by the margin a switch needs")
-    return (f"served best for its cost recently, priced as an HPA at "
-            f"{adaptive.budget_utilization:.0%} trades cost for service")
+    if adaptive.acting == adaptive.reference():
+        return (f"no contender recently served better than the HPA at its own cost, so the HPA "
+                f"at {adaptive.budget_utilization:.0%} (budgetUtilization) acts")
+    return "recently left the least load unserved for its cost, relative to the HPA's"
 
 
 def _stale_after(spec: ScalerSpec, forecast: Forecast | None) -> float:
