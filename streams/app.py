@@ -40,9 +40,11 @@ from detectors.defaults import make_series_model
 from detectors.series import SeriesModel
 from scaler.inputs import inputs_from_update
 from streams import kafka_config, kafka_signal, records, web
+from streams.budget import EVICT_BATCH, SeriesBudget, put_on_partition
 from streams.checkpoint import Checkpointer, Signer, UntrustedCheckpoint, load_or_create_key
 from streams.lifecycle import ForesightWorker, delivered
 from streams.metrics import Metrics
+from streams.ratelog import RateLimitedLog
 from streams.records import DeadLetter, InvalidRecord, Point
 from streams.settings import Settings
 from streams.steps import StepEstimator, model_shape
@@ -179,6 +181,20 @@ def create_app(settings: Settings, metrics: Metrics | None = None) -> faust.App:
     store = web.ViewStore(web.view_points(settings), metrics, web.load_selector(settings, metrics),
                           signers={t: Signer(signing_key, t) for t in ("series_view", "targets")})
     app.foresight_view = store  # type: ignore[attr-defined]
+    # bounded memory (streams/budget.py): new series beyond the limit are dead-lettered as
+    # series_limit; idle ones are evicted (evict_idle_series); PredictiveScaler series never are
+    budget = SeriesBudget(settings.max_series_limit(), settings.series_idle_seconds,
+                          web.scaler_series(settings, "series limit"))
+    app.foresight_budget = budget  # type: ignore[attr-defined]
+    metrics.series_limit.set(budget.limit)
+    limit_log = RateLimitedLog(log, interval=60.0)
+
+    def over_limit(series: str) -> str:
+        """The error text of a series refused by the limit (logged at most once a minute)."""
+        limit_log.log(logging.WARNING, "series_limit", "series limit: %d series held (limit %d, "
+                      "FORESIGHT_MAX_SERIES); new series such as %r are dead-lettered as series_limit",
+                      len(budget), budget.limit, series[:100])
+        return f"this worker holds {budget.limit} series (FORESIGHT_MAX_SERIES); {series[:100]!r} is new"
     decisions_in = raw_topic(topics.decisions)
     metrics.watch_consumer_lag(web.consumer_lag(
         app, [topics.events, topics.metrics, topics.points, topics.decisions]))
@@ -256,6 +272,7 @@ def create_app(settings: Settings, metrics: Metrics | None = None) -> faust.App:
         points_p = {tp.partition for tp in assigned if tp.topic == topics.points}
         decisions_p = {tp.partition for tp in assigned if tp.topic == topics.decisions}
         n = settings.partitions
+        budget.retain(lambda s: web.partition_for(s, n) in points_p)
         store.forget(lambda s: web.partition_for(s, n) in points_p,
                      lambda t: web.partition_for(t, n) in decisions_p)
 
@@ -388,13 +405,16 @@ def create_app(settings: Settings, metrics: Metrics | None = None) -> faust.App:
         rewinding.pop(source, None)
         # queued first: whatever happens below, it is acknowledged in its turn
         state.unacked.setdefault(source, deque()).append(event)
-        state.last_input[source] = time.monotonic()
+        state.last_input[source] = now_m = time.monotonic()
         kind = "events" if topic == topics.events else "metrics"
         messages_in[kind].inc()
         w = windower_for(topic, msg.partition)
         parsed = records.parse_input(msg.value or b"")
         accepted = 0
         for k, item in enumerate(parsed.items):
+            if not budget.admit(item.series, now_m):
+                parsed.reject(k, "series_limit", over_limit(item.series))
+                continue
             try:
                 w.add(item, kind, msg.offset)
             except InvalidRecord as exc:
@@ -560,6 +580,40 @@ def create_app(settings: Settings, metrics: Metrics | None = None) -> faust.App:
                 await model_point(event.message)
             except Exception as exc:  # noqa: BLE001 - an agent never crash-loops on data
                 await processing_error("model", topics.points, event.message, exc)
+
+    @app.timer(interval=max(0.5, min(30.0, settings.series_idle_seconds / 4 or 30.0)))
+    async def evict_idle_series() -> None:
+        """Series idle for FORESIGHT_SERIES_IDLE_SECONDS leave memory: their windows are closed
+        (points published, input acknowledged) and their place is freed; then every model and
+        view held for a series no longer tracked (those, and any brought back by a late point)
+        is checkpointed to the tables first, so it comes back warm if the series does."""
+        idle = budget.idle(time.monotonic())[:EVICT_BATCH]
+        try:
+            if idle:
+                async with window_lock:
+                    for source, w in list(state.windowers.items()):
+                        if [s for s in idle if w.evict(s)]:
+                            await publish_closed(source, w)
+                for series in idle:
+                    budget.forget(series)
+                metrics.series_evicted.inc(len(idle))
+            held = [s for s in state.models if s not in budget and s not in budget.protected]
+            held += [s for s in store.series if s not in budget and s not in budget.protected
+                     and s not in state.models]
+            for series in held[:EVICT_BATCH]:
+                key, part = series.encode(), web.partition_for(series, settings.partitions)
+                cached = state.models.pop(series, None)
+                view = store.series.get(series)
+                if cached is not None and cached.since_checkpoint:
+                    put_on_partition(models, part, key, checkpointer.dumps(cached.model))
+                    metrics.checkpoints.inc()
+                    if view is not None:
+                        put_on_partition(series_view, part, key, store.snapshot_series(view))
+                store.evict(series)
+                state.steps.pop(series, None)
+        except Exception:  # noqa: BLE001 - a timer never dies; what is held stays until next time
+            log.exception("evicting idle series failed")
+        metrics.series_held.set(len(budget))
 
     def web_restore(series: str) -> None:
         raw = series_view.get(series.encode())

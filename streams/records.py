@@ -51,6 +51,7 @@ DLQ_REASONS = (
     "out_of_range",  # a number larger than a window can hold (count > MAX_COUNT, |x| > MAX_ABS)
     "future",  # too far ahead of the partition's typical series time
     "processing_error",  # processing raised anyway: the exception text is in ``error``
+    "series_limit",  # a new series beyond the worker's FORESIGHT_MAX_SERIES (streams/budget.py)
 )
 
 #: series ids: 1..MAX_SERIES_LEN characters of valid Unicode (no lone
