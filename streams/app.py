@@ -284,11 +284,15 @@ def create_app(settings: Settings, metrics: Metrics | None = None) -> faust.App:
     async def publish_closed(source: tuple[str, int], w: Windower) -> None:
         """Send the points of closed windows, then acknowledge, in offset order,
         every message below the lowest offset an open window still needs."""
+        # one message per points partition (the partition of each series' id) per flush
+        by_partition: dict[int, list[Point]] = {}
         for point in w.close_ready():
-            await out[topics.points].send(key=point.series.encode(),
-                                          value=records.dumps(point.to_json()),
-                                          callback=points_delivered)  # counted when acknowledged
+            by_partition.setdefault(web.partition_for(point.series, settings.partitions), []).append(point)
             store.note_kind(point.series, w.kinds.get(point.series, "events"))
+        for partition, pts in by_partition.items():
+            for n, body in records.points_batches(pts):
+                await out[topics.points].send(key=None, value=body, partition=partition,
+                                              callback=delivered(metrics.points_out, n))  # when acknowledged
         pending = state.unacked.get(source)
         stream = state.input_stream
         if not pending or stream is None:
@@ -430,7 +434,6 @@ def create_app(settings: Settings, metrics: Metrics | None = None) -> faust.App:
             await dead_letter(topic, msg, parsed.dead)
         await publish_closed(source, w)
 
-    points_delivered = delivered(metrics.points_out)
 
     @app.agent(inputs, name="window-agent")
     async def window_agent(stream: faust.StreamT) -> None:
@@ -532,15 +535,30 @@ def create_app(settings: Settings, metrics: Metrics | None = None) -> faust.App:
         cached = state.models[series] = _Cached(model, new_step)
         return cached
 
-    forecasts_delivered = delivered(metrics.forecasts_out)
     anomalies_delivered = delivered(metrics.anomalies_out)
 
-    async def model_point(msg: Any) -> None:
-        try:
-            point = Point.parse(msg.value or b"")
-        except InvalidRecord as exc:
-            await rejected(topics.points, msg, exc)
-            return
+    async def model_message(msg: Any) -> None:
+        """A points message (one point or a batch): every point updates its series' models, the
+        forecasts go out as one message (batches) on the same partition; a point whose processing
+        raises goes, with any unreadable one, into the message's one dead letter."""
+        parsed = records.parse_points(msg.value or b"")
+        forecasts: list[bytes] = []
+        for k, point in enumerate(parsed.items):
+            try:
+                forecasts.append(await model_point(point))
+            except Exception as exc:  # noqa: BLE001 - one point never stops the others
+                metrics.processing_errors.labels("model").inc()
+                log.warning("model: %s in %s[%d]@%d raised %s: %s (dead-lettered)", point.series[:100],
+                            msg.topic, msg.partition, msg.offset, type(exc).__name__, exc)
+                parsed.reject(k, "processing_error", f"{type(exc).__name__}: {exc}")
+        for n, body in records.batches(forecasts):
+            await out[topics.forecasts].send(key=None, value=body, partition=msg.partition,
+                                             callback=delivered(metrics.forecasts_out, n))
+        if parsed.dead is not None:
+            await dead_letter(topics.points, msg, parsed.dead)
+
+    async def model_point(point: Point) -> bytes:
+        """Update one series' models with one closed window; its forecast message element."""
         cached = at_own_step(point.series, model_for(point.series), point.start, point.value)
         t0 = time.perf_counter()
         u = cached.model.update(point.value, point.start)
@@ -549,8 +567,6 @@ def create_app(settings: Settings, metrics: Metrics | None = None) -> faust.App:
                                         point.value, u)
         key = point.series.encode()
         fc_json = records.forecast_to_json(fc, obs.value, obs.anomalous, u.score)
-        await out[topics.forecasts].send(key=key, value=records.dumps(fc_json),
-                                         callback=forecasts_delivered)
         body = None
         if u.drift_started:
             metrics.drift_events.inc()
@@ -572,12 +588,13 @@ def create_app(settings: Settings, metrics: Metrics | None = None) -> faust.App:
             series_view[key] = store.snapshot_series(view)
             cached.since_checkpoint = 0
             metrics.checkpoints.inc()
+        return records.dumps(fc_json)
 
     @app.agent(points_in, name="model-agent")
     async def model_agent(stream: faust.StreamT) -> None:
         async for event in stream.events():
             try:
-                await model_point(event.message)
+                await model_message(event.message)
             except Exception as exc:  # noqa: BLE001 - an agent never crash-loops on data
                 await processing_error("model", topics.points, event.message, exc)
 
