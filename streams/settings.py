@@ -133,7 +133,7 @@ class Settings:
     #: dead-lettered as series_limit. PredictiveScaler series are always taken. 0 = derive from
     #: memory_limit_mb (see max_series_limit)
     max_series: int = 0
-    #: the worker's memory budget in MiB, from which max_series is derived (in Kubernetes: the
+    #: memory budget of one worker in MiB, from which max_series is derived (in Kubernetes: the
     #: container's memory limit, through the downward API)
     memory_limit_mb: int = 2048
     #: wall seconds without input after which a series is evicted from memory (windows closed,
