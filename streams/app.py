@@ -187,6 +187,7 @@ def create_app(settings: Settings, metrics: Metrics | None = None) -> faust.App:
                           web.scaler_series(settings, "series limit"))
     app.foresight_budget = budget  # type: ignore[attr-defined]
     metrics.series_limit.set(budget.limit)
+    metrics.series_held.set_function(lambda: len(budget))
     limit_log = RateLimitedLog(log, interval=60.0)
 
     def over_limit(series: str) -> str:
@@ -630,7 +631,6 @@ def create_app(settings: Settings, metrics: Metrics | None = None) -> faust.App:
                 state.steps.pop(series, None)
         except Exception:  # noqa: BLE001 - a timer never dies; what is held stays until next time
             log.exception("evicting idle series failed")
-        metrics.series_held.set(len(budget))
 
     def web_restore(series: str) -> None:
         raw = series_view.get(series.encode())
