@@ -435,7 +435,6 @@ def create_app(settings: Settings, metrics: Metrics | None = None) -> faust.App:
             await dead_letter(topic, msg, parsed.dead)
         await publish_closed(source, w)
 
-
     @app.agent(inputs, name="window-agent")
     async def window_agent(stream: faust.StreamT) -> None:
         manual = state.input_stream = stream.noack()
