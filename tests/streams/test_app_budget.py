@@ -90,6 +90,10 @@ def test_idle_series_are_evicted_and_come_back_warm_while_new_ones_take_their_pl
     points_of(broker, prefix, "svc/a", 1)
     assert wait_metric(worker.port, "foresight_series_evicted_total", 2, timeout=60) >= 2
     assert metric(worker.port, "foresight_checkpoints_total") >= 2, "checkpointed before leaving memory"
+    deadline = time.monotonic() + 30
+    while (metric(worker.port, "foresight_series_tracked"), metric(worker.port, "foresight_series_held")) != (0, 0):
+        assert time.monotonic() < deadline, "the views and the held series left memory"
+        time.sleep(0.2)
     restored = metric(worker.port, "foresight_restored_checkpoints_total")
     send(broker, events, good("svc/c", 40, 100) + good("svc/a", 40, 100))
     got = points_of(broker, prefix, "svc/c", 3)
