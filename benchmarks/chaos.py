@@ -35,6 +35,7 @@ sys.path.insert(0, str(ROOT))
 
 import orjson  # noqa: E402
 
+from streams import records  # noqa: E402
 from streams.broker import EmbeddedBroker, free_port, wait_for_port  # noqa: E402
 
 T0 = 1_700_000_000.0
@@ -253,11 +254,12 @@ def _read_until(bootstrap: str, topic: str, want: set[tuple[str, float]], settle
         while not want <= have and time.monotonic() - last_new < settle:
             for msgs in c.poll(timeout_ms=1000).values():
                 for m in msgs:
-                    p = orjson.loads(m.value)
-                    out.append(p)
-                    if (p["series"], p["start"]) not in have:
-                        have.add((p["series"], p["start"]))
-                        last_new = time.monotonic()
+                    for point in records.parse_points(m.value or b"").items:  # batches too
+                        p = point.to_json()
+                        out.append(p)
+                        if (p["series"], p["start"]) not in have:
+                            have.add((p["series"], p["start"]))
+                            last_new = time.monotonic()
     finally:
         c.close()
     return out

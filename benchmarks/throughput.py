@@ -36,6 +36,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from detectors.defaults import make_series_model  # noqa: E402
+from streams import records  # noqa: E402
 from streams.admin import ensure_topics  # noqa: E402
 from streams.broker import EmbeddedBroker, free_port, wait_for_port  # noqa: E402
 from streams.checkpoint import Checkpointer  # noqa: E402
@@ -59,13 +60,13 @@ def metric(port: int, name: str) -> float:
 
 
 class Worker:
-    def __init__(self, broker: str, prefix: str, workdir: Path) -> None:
+    def __init__(self, broker: str, prefix: str, workdir: Path, **extra: str) -> None:
         self.port = free_port()
         env = {**os.environ, "FORESIGHT_BROKER": broker, "FORESIGHT_TOPIC_PREFIX": prefix,
                "FORESIGHT_APP_ID": f"{prefix}-app", "FORESIGHT_WEB_PORT": str(self.port),
                "FORESIGHT_WINDOW_SECONDS": str(WINDOW), "FORESIGHT_DATA_DIR": str(workdir / prefix),
                "FORESIGHT_MODEL_KEY": "bench-key-0123456789abcdef", "FORESIGHT_LOG_LEVEL": "warning",
-               "FORESIGHT_CHECKPOINT_EVERY": "10"}
+               "FORESIGHT_CHECKPOINT_EVERY": "10", **extra}
         self.log = open(workdir / f"{prefix}.log", "wb")  # noqa: SIM115
         self.proc = subprocess.Popen([sys.executable, "-m", "streams", "worker"], env=env, cwd=ROOT,
                                      stdout=self.log, stderr=subprocess.STDOUT, start_new_session=True)
@@ -144,12 +145,13 @@ def forecast_delays(broker: str, topics: Topics, expected: int) -> list[tuple[fl
             batch = await c.getmany(timeout_ms=500, max_records=20000)
             idle = 0 if batch else idle + 1
             for tp, msgs in batch.items():
-                for m in msgs:
-                    o = orjson.loads(m.value)
+                for m in msgs:  # one record or a batch (streams/records.py)
                     if tp.topic == topics.points:
-                        pts[(o["series"], o["start"])] = m.timestamp
+                        for p in records.parse_points(m.value).items:
+                            pts[(p.series, p.start)] = m.timestamp
                     else:
-                        fcs[(o["series"], o["issued"])] = m.timestamp
+                        for f in records.parse_forecasts(m.value).items:
+                            fcs[(f.forecast.series, f.forecast.issued)] = m.timestamp
         await c.stop()
         return [(k[1], (fcs[k] - pts[k]) / 1000) for k in fcs if k in pts]
 
@@ -220,6 +222,11 @@ def bench_batched(broker: str, workdir: Path, series: int, windows: int) -> dict
         "raw_messages_per_s": raw["messages_per_s"],
         "raw_events_per_s": raw["events_per_s"],
         "ratio_worker_vs_raw_messages": (got / secs) / raw["messages_per_s"] if secs else None,
+        # the issue's ratios (issue 14): aggregates/s through the worker vs the raw loop's
+        "ratio_worker_vs_raw_aggregates": ((aggs / secs) / (aggs / raw["seconds"])
+                                           if secs and raw["seconds"] else None),
+        # end to end, points in to forecasts out, draining the backlog
+        "model_updates_per_s": fgot / fsecs if fsecs else None,
         "model_updates": fgot,
         "backlog_model_updates_per_s": fgot / fsecs if fsecs else None,
         "model_update_mean_us": 1e6 * upd / updn if updn else None,
@@ -258,17 +265,59 @@ def bench_single(broker: str, workdir: Path, messages: int) -> dict[str, object]
     }
 
 
+def bench_cardinality(broker: str, workdir: Path, distinct: int, limit: int) -> dict[str, object]:
+    """The cardinality probe: one producer sends ``distinct`` series ids (a request id in the
+    name) to a worker limited to ``limit`` series; the rest must be ``series_limit`` dead letters."""
+    prefix = f"bc{uuid.uuid4().hex[:6]}"
+    settings = Settings(topic_prefix=prefix)
+    topics = Topics.from_settings(settings)
+    ensure_topics(broker, topics.all(), settings.partitions)
+    w = Worker(broker, prefix, workdir, FORESIGHT_MAX_SERIES=str(limit))
+    try:
+        rss0 = w.rss()
+        with AggregatingProducer(broker, interval=1.0, flush_every=0, settings=settings) as p:
+            for w_ in range(4):  # 4 windows: the first ones close, so the held series get models
+                for i in range(distinct):
+                    p.record_event(f"api/req-{i:07d}", T0 + w_ * WINDOW, count=1)
+                    if i % 5000 == 4999:
+                        p.flush()
+                p.flush()
+            msgs = p.sent_messages
+        secs, got, _ = w.wait_counter("foresight_messages_in_total", msgs, timeout=600)
+        refused = 0.0
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            refused = metric(w.port, "foresight_dead_letter_elements_total")
+            if refused >= 4 * (distinct - limit):
+                break
+            time.sleep(0.5)
+        w.wait_counter("foresight_forecasts_out_total", 2 * limit, timeout=120)
+        rss1 = w.rss()
+        held = metric(w.port, "foresight_series_held")
+    finally:
+        w.stop()
+    return {"distinct_series": distinct, "limit": limit, "messages": msgs, "seconds": secs,
+            "dead_lettered_elements": refused, "series_held_gauge": held,
+            "rss_before_mb": rss0 / 2**20, "rss_after_mb": rss1 / 2**20}
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--series", type=int, nargs="+", default=[1000, 10000])
     ap.add_argument("--windows", type=int, default=20, help="windows of event time per run")
     ap.add_argument("--single-messages", type=int, default=50000)
+    ap.add_argument("--cardinality", type=int, nargs=2, metavar=("DISTINCT", "LIMIT"),
+                    help="only the cardinality probe: DISTINCT series ids to a worker limited to LIMIT")
     args = ap.parse_args()
     import tempfile
 
     workdir = Path(tempfile.mkdtemp(prefix="foresight-bench-"))
     out: dict[str, object] = {"window_seconds": WINDOW, "cpu_count": os.cpu_count()}
     with EmbeddedBroker(log_path=str(workdir / "broker.log")) as b:
+        if args.cardinality:
+            out["cardinality"] = bench_cardinality(b.bootstrap, workdir, *args.cardinality)
+            print(json.dumps(out, indent=2))
+            return
         out["single_event_messages"] = bench_single(b.bootstrap, workdir, args.single_messages)
         print(json.dumps(out["single_event_messages"]), file=sys.stderr, flush=True)
         runs = []

@@ -40,9 +40,11 @@ from detectors.defaults import make_series_model
 from detectors.series import SeriesModel
 from scaler.inputs import inputs_from_update
 from streams import kafka_config, kafka_signal, records, web
+from streams.budget import EVICT_BATCH, SeriesBudget, put_on_partition
 from streams.checkpoint import Checkpointer, Signer, UntrustedCheckpoint, load_or_create_key
 from streams.lifecycle import ForesightWorker, delivered
 from streams.metrics import Metrics
+from streams.ratelog import RateLimitedLog
 from streams.records import DeadLetter, InvalidRecord, Point
 from streams.settings import Settings
 from streams.steps import StepEstimator, model_shape
@@ -179,6 +181,21 @@ def create_app(settings: Settings, metrics: Metrics | None = None) -> faust.App:
     store = web.ViewStore(web.view_points(settings), metrics, web.load_selector(settings, metrics),
                           signers={t: Signer(signing_key, t) for t in ("series_view", "targets")})
     app.foresight_view = store  # type: ignore[attr-defined]
+    # bounded memory (streams/budget.py): new series beyond the limit are dead-lettered as
+    # series_limit; idle ones are evicted (evict_idle_series); PredictiveScaler series never are
+    budget = SeriesBudget(settings.max_series_limit(), settings.series_idle_seconds,
+                          web.scaler_series(settings, "series limit"))
+    app.foresight_budget = budget  # type: ignore[attr-defined]
+    metrics.series_limit.set(budget.limit)
+    metrics.series_held.set_function(lambda: len(budget))
+    limit_log = RateLimitedLog(log, interval=60.0)
+
+    def over_limit(series: str) -> str:
+        """The error text of a series refused by the limit (logged at most once a minute)."""
+        limit_log.log(logging.WARNING, "series_limit", "series limit: %d series held (limit %d, "
+                      "FORESIGHT_MAX_SERIES); new series such as %r are dead-lettered as series_limit",
+                      len(budget), budget.limit, series[:100])
+        return f"this worker holds {budget.limit} series (FORESIGHT_MAX_SERIES); {series[:100]!r} is new"
     decisions_in = raw_topic(topics.decisions)
     metrics.watch_consumer_lag(web.consumer_lag(
         app, [topics.events, topics.metrics, topics.points, topics.decisions]))
@@ -256,6 +273,7 @@ def create_app(settings: Settings, metrics: Metrics | None = None) -> faust.App:
         points_p = {tp.partition for tp in assigned if tp.topic == topics.points}
         decisions_p = {tp.partition for tp in assigned if tp.topic == topics.decisions}
         n = settings.partitions
+        budget.retain(lambda s: web.partition_for(s, n) in points_p)
         store.forget(lambda s: web.partition_for(s, n) in points_p,
                      lambda t: web.partition_for(t, n) in decisions_p)
 
@@ -267,11 +285,15 @@ def create_app(settings: Settings, metrics: Metrics | None = None) -> faust.App:
     async def publish_closed(source: tuple[str, int], w: Windower) -> None:
         """Send the points of closed windows, then acknowledge, in offset order,
         every message below the lowest offset an open window still needs."""
+        # one message per points partition (the partition of each series' id) per flush
+        by_partition: dict[int, list[Point]] = {}
         for point in w.close_ready():
-            await out[topics.points].send(key=point.series.encode(),
-                                          value=records.dumps(point.to_json()),
-                                          callback=points_delivered)  # counted when acknowledged
+            by_partition.setdefault(web.partition_for(point.series, settings.partitions), []).append(point)
             store.note_kind(point.series, w.kinds.get(point.series, "events"))
+        for partition, pts in by_partition.items():
+            for n, body in records.points_batches(pts):
+                await out[topics.points].send(key=None, value=body, partition=partition,
+                                              callback=delivered(metrics.points_out, n))  # when acknowledged
         pending = state.unacked.get(source)
         stream = state.input_stream
         if not pending or stream is None:
@@ -388,13 +410,16 @@ def create_app(settings: Settings, metrics: Metrics | None = None) -> faust.App:
         rewinding.pop(source, None)
         # queued first: whatever happens below, it is acknowledged in its turn
         state.unacked.setdefault(source, deque()).append(event)
-        state.last_input[source] = time.monotonic()
+        state.last_input[source] = now_m = time.monotonic()
         kind = "events" if topic == topics.events else "metrics"
         messages_in[kind].inc()
         w = windower_for(topic, msg.partition)
         parsed = records.parse_input(msg.value or b"")
         accepted = 0
         for k, item in enumerate(parsed.items):
+            if not budget.admit(item.series, now_m):
+                parsed.reject(k, "series_limit", over_limit(item.series))
+                continue
             try:
                 w.add(item, kind, msg.offset)
             except InvalidRecord as exc:
@@ -409,8 +434,6 @@ def create_app(settings: Settings, metrics: Metrics | None = None) -> faust.App:
         if parsed.dead is not None:
             await dead_letter(topic, msg, parsed.dead)
         await publish_closed(source, w)
-
-    points_delivered = delivered(metrics.points_out)
 
     @app.agent(inputs, name="window-agent")
     async def window_agent(stream: faust.StreamT) -> None:
@@ -512,15 +535,30 @@ def create_app(settings: Settings, metrics: Metrics | None = None) -> faust.App:
         cached = state.models[series] = _Cached(model, new_step)
         return cached
 
-    forecasts_delivered = delivered(metrics.forecasts_out)
     anomalies_delivered = delivered(metrics.anomalies_out)
 
-    async def model_point(msg: Any) -> None:
-        try:
-            point = Point.parse(msg.value or b"")
-        except InvalidRecord as exc:
-            await rejected(topics.points, msg, exc)
-            return
+    async def model_message(msg: Any) -> None:
+        """A points message (one point or a batch): every point updates its series' models, the
+        forecasts go out as one message (batches) on the same partition; a point whose processing
+        raises goes, with any unreadable one, into the message's one dead letter."""
+        parsed = records.parse_points(msg.value or b"")
+        forecasts: list[bytes] = []
+        for k, point in enumerate(parsed.items):
+            try:
+                forecasts.append(await model_point(point))
+            except Exception as exc:  # noqa: BLE001 - one point never stops the others
+                metrics.processing_errors.labels("model").inc()
+                log.warning("model: %s in %s[%d]@%d raised %s: %s (dead-lettered)", point.series[:100],
+                            msg.topic, msg.partition, msg.offset, type(exc).__name__, exc)
+                parsed.reject(k, "processing_error", f"{type(exc).__name__}: {exc}")
+        for n, body in records.batches(forecasts):
+            await out[topics.forecasts].send(key=None, value=body, partition=msg.partition,
+                                             callback=delivered(metrics.forecasts_out, n))
+        if parsed.dead is not None:
+            await dead_letter(topics.points, msg, parsed.dead)
+
+    async def model_point(point: Point) -> bytes:
+        """Update one series' models with one closed window; its forecast message element."""
         cached = at_own_step(point.series, model_for(point.series), point.start, point.value)
         t0 = time.perf_counter()
         u = cached.model.update(point.value, point.start)
@@ -529,8 +567,6 @@ def create_app(settings: Settings, metrics: Metrics | None = None) -> faust.App:
                                         point.value, u)
         key = point.series.encode()
         fc_json = records.forecast_to_json(fc, obs.value, obs.anomalous, u.score)
-        await out[topics.forecasts].send(key=key, value=records.dumps(fc_json),
-                                         callback=forecasts_delivered)
         body = None
         if u.drift_started:
             metrics.drift_events.inc()
@@ -553,14 +589,48 @@ def create_app(settings: Settings, metrics: Metrics | None = None) -> faust.App:
             series_view[key] = store.snapshot_series(view)
             cached.since_checkpoint = 0
             metrics.checkpoints.inc()
+        return records.dumps(fc_json)
 
     @app.agent(points_in, name="model-agent")
     async def model_agent(stream: faust.StreamT) -> None:
         async for event in stream.events():
             try:
-                await model_point(event.message)
+                await model_message(event.message)
             except Exception as exc:  # noqa: BLE001 - an agent never crash-loops on data
                 await processing_error("model", topics.points, event.message, exc)
+
+    @app.timer(interval=max(0.5, min(30.0, settings.series_idle_seconds / 4 or 30.0)))
+    async def evict_idle_series() -> None:
+        """Series idle for FORESIGHT_SERIES_IDLE_SECONDS leave memory: their windows are closed
+        (points published, input acknowledged) and their place is freed; then every model and
+        view held for a series no longer tracked (those, and any brought back by a late point)
+        is checkpointed to the tables first, so it comes back warm if the series does."""
+        idle = budget.idle(time.monotonic())[:EVICT_BATCH]
+        try:
+            if idle:
+                async with window_lock:
+                    for source, w in list(state.windowers.items()):
+                        if [s for s in idle if w.evict(s)]:
+                            await publish_closed(source, w)
+                for series in idle:
+                    budget.forget(series)
+                metrics.series_evicted.inc(len(idle))
+            held = [s for s in state.models if s not in budget and s not in budget.protected]
+            held += [s for s in store.series if s not in budget and s not in budget.protected
+                     and s not in state.models]
+            for series in held[:EVICT_BATCH]:
+                key, part = series.encode(), web.partition_for(series, settings.partitions)
+                cached = state.models.pop(series, None)
+                view = store.series.get(series)
+                if cached is not None and cached.since_checkpoint:
+                    put_on_partition(models, part, key, checkpointer.dumps(cached.model))
+                    metrics.checkpoints.inc()
+                    if view is not None:
+                        put_on_partition(series_view, part, key, store.snapshot_series(view))
+                store.evict(series)
+                state.steps.pop(series, None)
+        except Exception:  # noqa: BLE001 - a timer never dies; what is held stays until next time
+            log.exception("evicting idle series failed")
 
     def web_restore(series: str) -> None:
         raw = series_view.get(series.encode())

@@ -1,7 +1,8 @@
 """The controller's Kafka loop: ``forecasts`` in, decisions out.
 
 It reads every partition of ``foresight.forecasts`` (no consumer group: one
-active controller reads everything). A forecast is decided on at its own
+active controller reads everything); a message is one forecast or a batch of
+them (many series per message: :func:`streams.records.parse_forecasts`). A forecast is decided on at its own
 event time (the end of the window it was issued after), never earlier than
 the target's previous decision. Targets whose series has gone quiet are
 re-decided once per window as the *low watermark* moves -- the slowest
@@ -223,14 +224,13 @@ class ControllerLoop:
 
     def _learn_all(self, values: list[bytes]) -> None:
         for raw in values:
-            try:
-                fm = records.parse_forecast(raw)
-            except InvalidRecord:
+            parsed = records.parse_forecasts(raw)  # one forecast or a batch
+            if parsed.dead is not None:
                 self.bad_messages += 1
-                continue
-            f, obs, now = policy_inputs(fm.forecast, fm.observed, fm.anomalous)
-            self.reconciler.observe(f, obs)
-            self.reconciler.learn_series(f.series, now)
+            for fm in parsed.items:
+                f, obs, now = policy_inputs(fm.forecast, fm.observed, fm.anomalous)
+                self.reconciler.observe(f, obs)
+                self.reconciler.learn_series(f.series, now)
         self.replayed += len(values)
 
     def _handle_all(self, values: list[tuple[int, int, bytes | None, bytes]]) -> None:
@@ -252,27 +252,32 @@ class ControllerLoop:
         return min(active) if active else self.watermark
 
     def _handle(self, raw: bytes, partition: int = 0, offset: int | None = None, key: bytes | None = None) -> None:
-        """Validate one forecast message and, if it is accepted, reconcile its targets.
+        """Validate one forecasts message (one forecast or a batch) and reconcile the targets of
+        every forecast accepted in it.
 
-        Refused or failing messages become one dead letter each; nothing raises.
+        Refused or failing forecasts of a message become its one dead letter, holding only
+        them (the whole message if it was a single forecast); nothing raises.
         """
-        try:
-            fm = records.parse_forecast(raw)
-            verdict = self.gate.check(fm.forecast.series, fm.forecast.issued + fm.forecast.step,
-                                      fm.forecast.step, partition, self.clock())
-        except InvalidRecord as exc:
-            self._dead_letter(exc.reason, exc.error, partition, offset, key, raw)
-            return
-        if verdict == "superseded":  # an older forecast (a replay): never replaces a newer one
-            self.superseded += 1
-            return
-        try:
-            self._apply(fm, partition)
-        except Exception as exc:  # noqa: BLE001 - isolation: one record must not stop the controller
-            self._dead_letter("processing_error", f"{type(exc).__name__}: {exc}", partition, offset, key, raw)
-            return
-        self.accepted += 1
-        self._sweep(fm.forecast.step)
+        parsed = records.parse_forecasts(raw)
+        for k, fm in enumerate(parsed.items):
+            try:
+                verdict = self.gate.check(fm.forecast.series, fm.forecast.issued + fm.forecast.step,
+                                          fm.forecast.step, partition, self.clock())
+            except InvalidRecord as exc:
+                parsed.reject(k, exc.reason, exc.error)
+                continue
+            if verdict == "superseded":  # an older forecast (a replay): never replaces a newer one
+                self.superseded += 1
+                continue
+            try:
+                self._apply(fm, partition)
+            except Exception as exc:  # noqa: BLE001 - isolation: one record must not stop the controller
+                parsed.reject(k, "processing_error", f"{type(exc).__name__}: {exc}")
+                continue
+            self.accepted += 1
+            self._sweep(fm.forecast.step)
+        if parsed.dead is not None:
+            self._dead_letter_of(parsed.dead, partition, offset, key, raw)
 
     def _apply(self, fm: records.ForecastMessage, partition: int) -> None:
         f, obs, now = policy_inputs(fm.forecast, fm.observed, fm.anomalous)
@@ -284,13 +289,16 @@ class ControllerLoop:
             self.on_forecast(fm, now)
         self.reconciler.reconcile_series(f.series, now)
 
-    def _dead_letter(self, reason: str, error: str, partition: int, offset: int | None,
-                     key: bytes | None, raw: bytes) -> None:
+    def _dead_letter_of(self, d: records.DeadLetter, partition: int, offset: int | None,
+                        key: bytes | None, raw: bytes) -> None:
+        """One message's dead letter (its bad forecasts), counted as the input agents count theirs."""
         self.bad_messages += 1
-        self.metrics.dead_letters.labels(self.topics.forecasts, reason).inc()
-        self._rl.log(logging.WARNING, reason, "forecast at %s[%d]@%s dead-lettered (%s): %s",
-                     self.topics.forecasts, partition, offset, reason, error)
-        body = records.dead_letter_to_json(reason, error, self.topics.forecasts, partition, offset, raw)
+        self.metrics.dead_letters.labels(self.topics.forecasts, d.reason).inc()
+        for reason, n in d.reasons.items():
+            self.metrics.dead_letter_elements.labels(self.topics.forecasts, reason).inc(n)
+        self._rl.log(logging.WARNING, d.reason, "forecasts at %s[%d]@%s dead-lettered (%s): %s",
+                     self.topics.forecasts, partition, offset, d.reason, d.error)
+        body = records.dead_letter_of(d, self.topics.forecasts, partition, offset, len(raw))
         self._dead.append((key, records.dumps(body)))
 
     def _sweep(self, step: float) -> None:

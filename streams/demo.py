@@ -26,7 +26,7 @@ import orjson
 import yaml
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
-from streams import kafka_config
+from streams import kafka_config, records
 from streams.admin import ensure_topics_async
 from streams.broker import EmbeddedBroker, free_port, wait_for_port
 from streams.producer import AggregatingProducer
@@ -153,12 +153,13 @@ class Monitor:
         t = self.topics
         o = orjson.loads(raw)
         counts = self.obs.counts
-        if topic == t.points:
-            counts["points"] += 1
-            self.obs.points.setdefault(o["series"], {})[o["start"]] = o["value"]
-            self.max_point_start = max(self.max_point_start, o["start"])
+        if topic == t.points:  # one point or a batch of them (streams/records.py)
+            for p in records.parse_points(raw).items:
+                counts["points"] += 1
+                self.obs.points.setdefault(p.series, {})[p.start] = p.value
+                self.max_point_start = max(self.max_point_start, p.start)
         elif topic == t.forecasts:
-            counts["forecasts"] += 1
+            counts["forecasts"] += len(o) if isinstance(o, list) else 1
         elif topic == t.anomalies:
             counts["anomalies"] += 1
         elif topic == t.decisions:

@@ -262,10 +262,11 @@ class BrokerWatch:
         self._stop.set()
 
 
-def delivered(counter: Any) -> Callable[[Any], None]:
-    """A Faust ``send(callback=...)`` that counts a message once the broker acknowledged it."""
+def delivered(counter: Any, n: int = 1) -> Callable[[Any], None]:
+    """A Faust ``send(callback=...)`` that counts a message (``n``: the records it carries) once
+    the broker acknowledged it."""
 
     def callback(_message: Any) -> None:
-        counter.inc()
+        counter.inc(n)
 
     return callback

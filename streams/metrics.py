@@ -108,6 +108,16 @@ class Metrics:
         self.series_tracked = Gauge(
             "foresight_series_tracked", "Series whose recent history this worker serves", registry=r
         )
+        # -- bounded memory (streams/budget.py) ----------------------------
+        self.series_held = Gauge(
+            "foresight_series_held", "Series this worker holds in memory (windows, models)", registry=r
+        )
+        self.series_limit = Gauge(
+            "foresight_series_limit", "Most series this worker holds (FORESIGHT_MAX_SERIES)", registry=r
+        )
+        self.series_evicted = Counter(
+            "foresight_series_evicted", "Idle series evicted from memory (checkpointed first)", registry=r
+        )
         # -- scaling targets (one label set per PredictiveScaler) ---------
         self.decisions = Counter(
             "foresight_decisions", "Scaling decisions read from the decisions topic",

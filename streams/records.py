@@ -51,6 +51,7 @@ DLQ_REASONS = (
     "out_of_range",  # a number larger than a window can hold (count > MAX_COUNT, |x| > MAX_ABS)
     "future",  # too far ahead of the partition's typical series time
     "processing_error",  # processing raised anyway: the exception text is in ``error``
+    "series_limit",  # a new series beyond the worker's FORESIGHT_MAX_SERIES (streams/budget.py)
 )
 
 #: series ids: 1..MAX_SERIES_LEN characters of valid Unicode (no lone
@@ -447,29 +448,149 @@ class Point:
 
     @classmethod
     def parse(cls, raw: bytes) -> Point:
+        """One point from a single-record ``points`` message (:func:`parse_points` reads batches too)."""
         try:
             obj = orjson.loads(raw)
         except orjson.JSONDecodeError as exc:
             raise InvalidRecord("malformed_json", str(exc), raw) from None
-        if not isinstance(obj, dict):
-            raise InvalidRecord("malformed_json", "expected a JSON object", raw)
         try:
-            series = obj.get("series")
-            if not isinstance(series, str) or not series:
-                raise InvalidRecord("missing_field", "field 'series' is required")
-            start = _number(obj, "start")
-            end = _number(obj, "end")
-            value = _number(obj, "value")
-            count = _number(obj, "count", required=False) or 0
-            lo = _number(obj, "min", required=False)
-            hi = _number(obj, "max", required=False)
-            total = _number(obj, "sum", required=False) or 0.0
+            return cls.from_json(obj)
         except InvalidRecord as exc:
             exc.raw = raw
             raise
+
+    @classmethod
+    def from_json(cls, obj: Any) -> Point:
+        """One point from its parsed JSON object; :class:`InvalidRecord` if it is not one."""
+        if not isinstance(obj, dict):
+            raise InvalidRecord("malformed_json", "expected a JSON object")
+        series = obj.get("series")
+        if not isinstance(series, str) or not series:
+            raise InvalidRecord("missing_field", "field 'series' is required")
+        start = _number(obj, "start")
+        end = _number(obj, "end")
+        value = _number(obj, "value")
+        count = _number(obj, "count", required=False) or 0
+        lo = _number(obj, "min", required=False)
+        hi = _number(obj, "max", required=False)
+        total = _number(obj, "sum", required=False) or 0.0
         assert start is not None and end is not None and value is not None
         return cls(series, start, end, int(count), total,
                    lo if lo is not None else math.inf, hi if hi is not None else -math.inf, value)
+
+
+# -- batches on the internal topics (points, forecasts) ------------------------
+#
+# ``points`` and ``forecasts`` carry many series per message: a JSON array of the
+# single-record objects (a point as in :meth:`Point.to_json`, a forecast as in
+# :func:`forecast_to_json`), one message per partition per window flush, cut at
+# MAX_BATCH_BYTES. Every element is a series of the message's partition (the
+# partition of its id, as if it were keyed by it). The single-record format (one
+# object, keyed by the series id) stays accepted on input.
+
+#: a batch message on ``points`` / ``forecasts`` is cut at this size (well under Kafka's 1 MB)
+MAX_BATCH_BYTES = 256 * 1024
+
+
+def batches(elements: list[bytes], max_bytes: int = MAX_BATCH_BYTES) -> list[tuple[int, bytes]]:
+    """Serialised elements joined into JSON arrays of at most ``max_bytes`` (an element larger
+    than that alone); returns (elements in it, message) pairs.
+
+    >>> batches([b'{"a":1}', b'{"b":2}', b'{"c":3}'], max_bytes=20)
+    [(2, b'[{"a":1},{"b":2}]'), (1, b'[{"c":3}]')]
+    """
+    out: list[tuple[int, bytes]] = []
+    chunk: list[bytes] = []
+    size = 2
+    for e in elements:
+        if chunk and size + len(e) + 1 > max_bytes:
+            out.append((len(chunk), b"[" + b",".join(chunk) + b"]"))
+            chunk, size = [], 2
+        chunk.append(e)
+        size += len(e) + 1
+    if chunk:
+        out.append((len(chunk), b"[" + b",".join(chunk) + b"]"))
+    return out
+
+
+@dataclass(slots=True)
+class Parsed:
+    """One parsed ``points`` or ``forecasts`` message: its accepted elements and at most one
+    dead letter holding only the bad ones (as :class:`InputMessage` for the input topics)."""
+
+    items: list[Any]
+    #: per item: its element's position in the message
+    index: list[int]
+    #: per item: the parsed element (for its bytes, should it be rejected later)
+    source: list[Any]
+    batch: bool
+    raw: bytes
+    dead: DeadLetter | None = None
+
+    def reject(self, k: int, reason: str, error: str) -> None:
+        """Move accepted item ``k`` to the dead letter (e.g. its processing raised)."""
+        d = self.dead = self.dead or DeadLetter()
+        if self.batch:
+            d.add(self.index[k], reason, error, self.source[k])
+        else:
+            d.add_whole(reason, error, self.raw)
+
+
+def _parse_elements(raw: bytes, one: Any) -> Parsed:
+    """A single object or an array of objects, each parsed by ``one``; never raises."""
+    msg = Parsed([], [], [], False, raw)
+    try:
+        obj = orjson.loads(raw)
+    except (orjson.JSONDecodeError, RecursionError) as exc:
+        msg.dead = DeadLetter()
+        msg.dead.add_whole("malformed_json", str(exc)[:300], raw)
+        return msg
+    msg.batch = isinstance(obj, list)
+    for i, item in enumerate(obj if msg.batch else [obj]):
+        try:
+            parsed = one(item)
+        except InvalidRecord as exc:
+            reason, error = exc.reason, exc.error
+        except Exception as exc:  # noqa: BLE001 - total: a parser bug is a dead letter, not a crash
+            reason, error = "processing_error", f"{type(exc).__name__}: {exc}"
+        else:
+            msg.items.append(parsed)
+            msg.index.append(i)
+            msg.source.append(item)
+            continue
+        msg.dead = msg.dead or DeadLetter()
+        if msg.batch:
+            msg.dead.add(i, reason, error, item)
+        else:
+            msg.dead.add_whole(reason, error, raw)
+    return msg
+
+
+def parse_points(raw: bytes) -> Parsed:
+    """A ``points`` message: one point or a batch (array) of points; items are :class:`Point`.
+
+    >>> m = parse_points(b'[{"series": "a", "start": 0, "end": 10, "value": 1.5}, {"series": 1}]')
+    >>> [(p.series, p.value) for p in m.items], m.dead.reason, m.dead.raw()
+    ([('a', 1.5)], 'missing_field', b'[{"series":1}]')
+    """
+    return _parse_elements(raw, Point.from_json)
+
+
+def parse_forecasts(raw: bytes) -> Parsed:
+    """A ``forecasts`` message: one forecast or a batch (array) of them, each parsed as strictly
+    as by :func:`parse_forecast`; items are :class:`ForecastMessage`.
+
+    >>> one = b'{"series": "a", "issued": 0, "step": 60, "points": []}'
+    >>> m = parse_forecasts(b"[" + one + b"," + one.replace(b'"step": 60', b'"step": 0') + b"]")
+    >>> [f.forecast.series for f in m.items], m.dead.reason, m.dead.ranges
+    (['a'], 'bad_value', [[1, 1]])
+    """
+    return _parse_elements(raw, _forecast_obj)
+
+
+def points_batches(points: list[Point]) -> list[tuple[int, bytes]]:
+    """``points`` messages (JSON arrays) holding ``points``: (points in it, message) pairs."""
+    return batches([orjson.dumps(p.to_json()) for p in points])
 
 
 def dumps(obj: dict[str, Any]) -> bytes:
@@ -577,6 +698,10 @@ def _forecast(raw: bytes) -> ForecastMessage:
         o = orjson.loads(raw)
     except orjson.JSONDecodeError as exc:
         raise InvalidRecord("malformed_json", f"bad forecast message: {exc}") from None
+    return _forecast_obj(o)
+
+
+def _forecast_obj(o: Any) -> ForecastMessage:
     if not isinstance(o, dict):
         raise InvalidRecord("malformed_json", "a forecast must be a JSON object")
     series = o.get("series")

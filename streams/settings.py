@@ -127,6 +127,19 @@ class Settings:
     #: min.insync.replicas of those topics; 0 = min(2, replication factor)
     min_insync_replicas: int = 0
 
+    # -- bounded memory: how many series one worker holds, and for how long when idle --
+    # (streams/budget.py; README "Sizing a worker")
+    #: most series one worker tracks (windows, models, view history); a new series beyond it is
+    #: dead-lettered as series_limit. PredictiveScaler series are always taken. 0 = derive from
+    #: memory_limit_mb (see max_series_limit)
+    max_series: int = 0
+    #: memory budget of one worker in MiB, from which max_series is derived (in Kubernetes: the
+    #: container's memory limit, through the downward API)
+    memory_limit_mb: int = 2048
+    #: wall seconds without input after which a series is evicted from memory (windows closed,
+    #: model and view checkpointed first: it comes back warm); 0 = never
+    series_idle_seconds: float = 900.0
+
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None, **overrides: Any) -> Settings:
         env = os.environ if env is None else env
@@ -172,6 +185,21 @@ class Settings:
             if getattr(self, port) > 65535:
                 out.append(f"--{port.replace('_', '-')} / FORESIGHT_{port.upper()} must be <= 65535")
         return out
+
+    def max_series_limit(self) -> int:
+        """Series one worker tracks: ``max_series`` if set, else what ``memory_limit_mb`` holds
+        after the worker's own :data:`WORKER_BASE_MB`, at :data:`SERIES_BYTES` a series, keeping
+        :data:`MEMORY_HEADROOM` of it free (at least 100).
+
+        >>> Settings().max_series_limit(), Settings(memory_limit_mb=1024).max_series_limit()
+        (15291, 6553)
+        >>> Settings(max_series=50).max_series_limit()
+        50
+        """
+        if self.max_series > 0:
+            return self.max_series
+        usable = max(0, self.memory_limit_mb - WORKER_BASE_MB) * 2**20 * (1 - MEMORY_HEADROOM)
+        return max(100, int(usable // SERIES_BYTES))
 
     def forecast_horizon_steps(self) -> int:
         """Windows each forecast covers: ``horizon_steps`` if set, else enough for a lead time
@@ -239,6 +267,9 @@ COMMANDS: dict[str, tuple[str, ...]] = {
     "lease_namespace": SCALER_COMMANDS,
     "health_host": SCALER_COMMANDS,
     "health_port": SCALER_COMMANDS,
+    "max_series": WORKER_COMMANDS,
+    "memory_limit_mb": WORKER_COMMANDS,
+    "series_idle_seconds": WORKER_COMMANDS,
     **{name: KAFKA_COMMANDS for name in (
         "kafka_security_protocol", "kafka_sasl_mechanism", "kafka_sasl_username",
         "kafka_sasl_password_file", "kafka_ssl_cafile", "kafka_ssl_certfile", "kafka_ssl_keyfile",
@@ -271,7 +302,21 @@ MINIMUM: dict[str, tuple[float, str]] = {
     "startup_seconds": (0, ">= 0"),
     "replication_factor": (0, ">= 0 (0: min(3, brokers))"),
     "min_insync_replicas": (0, ">= 0 (0: min(2, replication factor))"),
+    "max_series": (0, ">= 0 (0: derive from the memory limit)"),
+    "memory_limit_mb": (1, ">= 1"),
+    "series_idle_seconds": (0, ">= 0 (0: never evict)"),
 }
+
+#: resident memory of one tracked, warm series (bytes): its models (about 36 KiB), view history
+#: (360 windows, about 12 KiB), window and step state, and the table copies of its signed
+#: checkpoint (about 22 KiB) and view snapshot (about 12 KiB). Measured with warm models
+#: (200 windows each) at 2,000 series: 73 KiB resident for models + view + checkpoint; rounded
+#: up with the view snapshot and window state.
+SERIES_BYTES = 96 * 1024
+#: resident memory of a worker with no series (Python, Faust, River, numpy, aiohttp, buffers), MiB
+WORKER_BASE_MB = 256
+#: share of the budget left free for bursts (a backlog's buffers, garbage not yet collected)
+MEMORY_HEADROOM = 0.2
 
 
 #: most points a forecast may carry: each forecast message, and the latest forecast every

@@ -524,6 +524,16 @@ class ViewStore:
         self.targets[target] = t
         return t
 
+    def evict(self, series: str) -> SeriesView | None:
+        """Drop an idle series' view from memory (the caller snapshots it first); its per-series
+        gauges go too. It comes back from its ``series_view`` record when the series does."""
+        v = self.series.pop(series, None)
+        self.kinds.pop(series, None)
+        if self.selector is not None:
+            self.selector.forget(series)
+        self.metrics.series_tracked.set(len(self.series))
+        return v
+
     def forget(self, keep_series: Callable[[str], bool], keep_target: Callable[[str], bool]) -> None:
         """Drop what this worker no longer owns (called with each new assignment)."""
         for s in [s for s in self.series if not keep_series(s)]:
@@ -884,16 +894,22 @@ def target_specs(settings: Settings) -> dict[str, dict[str, Any]]:
                     "schedules": [sch.name for sch in s.schedules]} for s in specs}
 
 
+def scaler_series(settings: Settings, what: str = "per-series metrics") -> set[str]:
+    """Every series named by the PredictiveScaler file (``settings.scalers``); empty if none or unreadable."""
+    if not settings.scalers:
+        return set()
+    try:
+        from scaler.spec import load_specs
+
+        return {n for s in load_specs(settings.scalers) for n in s.all_series}
+    except Exception as exc:  # noqa: BLE001 - optional for the worker, which runs on
+        log.warning("%s: cannot read %s: %s", what, settings.scalers, exc)
+        return set()
+
+
 def load_selector(settings: Settings, metrics: Metrics) -> SeriesSelector:
     """Series named by the PredictiveScaler file plus the allow-list, capped."""
-    names: set[str] = set()
-    if settings.scalers:
-        try:
-            from scaler.spec import load_specs
-
-            names = {n for s in load_specs(settings.scalers) for n in s.all_series}
-        except Exception as exc:  # noqa: BLE001 - metrics are optional, the worker is not
-            log.warning("per-series metrics: cannot read %s: %s", settings.scalers, exc)
+    names = scaler_series(settings)
     allow = settings.metrics_series
     patterns = [p.strip() for p in allow.split(",") if p.strip()]
     cap = settings.metrics_series_cap

@@ -232,6 +232,38 @@ class Windower:
                 self._close_series(series, max(wins) + self.step)
         return self.close_ready()
 
+    def evict(self, series: str) -> bool:
+        """Close every open window of ``series`` now and forget it (it went idle).
+
+        Its points are in :meth:`close_ready` (so the offsets that fed them can be
+        acknowledged); an event series gets no more zero-rate points. Only the
+        bound below which its windows are closed is kept, until the partition's
+        floor passes it, so an aggregate for a window already published is still
+        ``late``, never a second, partial point. False if the series was not here.
+
+        >>> w = Windower(step=10, lateness_windows=1)
+        >>> w.add(Aggregate("a", 3.0, 1.0, 5, 5.0, 1.0, 1.0), kind="events", ref=7)
+        0.0
+        >>> w.evict("a"), [(p.series, p.start, p.count) for p in w.close_ready()], w.min_needed()
+        (True, [('a', 0.0, 5)], None)
+        >>> w.add(Aggregate("a", 4.0, 1.0, 1, 1.0, 1.0, 1.0), kind="events")
+        Traceback (most recent call last):
+        ...
+        streams.records.InvalidRecord: late: window [0, 10) of 'a' is closed (series time -inf, lateness 1 windows)
+        """
+        if series not in self.closed_until:
+            return False
+        wins = self.open.get(series)
+        self.last_data.pop(series, None)  # no zero-rate points after its last window
+        if wins:
+            self._close_series(series, max(wins) + self.step)
+        self.last_data.pop(series, None)
+        self.wm.pop(series, None)
+        if self.closed_until.get(series, -math.inf) <= self.floor:
+            self.closed_until.pop(series, None)
+            self.kinds.pop(series, None)
+        return True
+
     def close_ready(self) -> list[Point]:
         """The points of every window closed since the last call.
 

@@ -110,7 +110,9 @@ def read_topic(bootstrap: str, topic: str, until: Callable[[list[dict]], bool], 
             while time.monotonic() < deadline and not until(out):
                 batch = await c.getmany(timeout_ms=300)
                 for msgs in batch.values():
-                    out.extend(orjson.loads(m.value) for m in msgs)
+                    for m in msgs:  # a batch message (points, forecasts) is its elements
+                        v = orjson.loads(m.value)
+                        out.extend(v if isinstance(v, list) else [v])
         finally:
             await c.stop()
         return out

@@ -189,6 +189,26 @@ def test_a_bad_forecast_is_dead_lettered_and_never_moves_the_target(case):
     assert r.last["default/a"].ts == 360.0 and r.last["default/a"].desired == 7
 
 
+def test_a_batch_of_forecasts_is_decided_on_and_only_its_bad_ones_are_dead_lettered():
+    cluster = SimulatedCluster(0)
+    r = Reconciler(cluster, [spec("a"), spec("b")])
+    loop = ControllerLoop(Settings(), r, clock=lambda: 1e9)
+    for i in range(5):  # the worker's format: many series per message (streams/records.py)
+        batch = b"[" + message("a/rps", 60.0 * i, 650) + b"," + message("b/rps", 60.0 * i, 250) + b"]"
+        loop._handle(batch, partition=0, offset=i)
+    assert (r.last["default/a"].desired, r.last["default/b"].desired) == (7, 3)
+    assert loop.accepted == 10 and not loop._dead
+    bad = poisoned("a/rps", 300.0, **BAD_FORECASTS["year_2090"][0])
+    loop._handle(b"[" + bad + b"," + message("b/rps", 300.0, 450) + b"]", partition=0, offset=5)
+    assert r.last["default/b"].ts == 360.0 and r.last["default/b"].desired > 3, "the good one is decided on"
+    assert r.last["default/a"].desired == 7 and cluster.provisioned("default/a") == 7, "the refused one moved nothing"
+    ((_, body),) = loop._dead
+    dl = records.parse_dead_letter(body)
+    assert (dl.reason, dl.count, dl.offset) == ("future", 1, 5)
+    assert orjson.loads(dl.raw) == [orjson.loads(bad)], "the dead letter holds only the refused forecast"
+    assert loop.metrics.dead_letters.labels(loop.topics.forecasts, "future")._value.get() == 1
+
+
 def test_a_jump_confirmed_by_a_second_forecast_is_accepted():
     loop, r, _ = _loop_at_seven()
     loop._handle(message("a/rps", 7200.0, 650), partition=0)  # the series resumes after two hours

@@ -154,3 +154,38 @@ def test_point_round_trip_and_decision_json():
     d = Decision("ns/t", 5.0, 2, 4, Reason.FORECAST_PEAK, "why", 410.0, 300.0, "Active", True, 0.0)
     j = records.decision_to_json(d)
     assert j["reason"] == "ForecastPeak" and j["applied"] is True and j["observed_ts"] == 0.0
+
+
+def test_points_and_forecasts_batches_round_trip_and_single_records_stay_accepted():
+    from streams.records import Point
+
+    pts = [Point(f"s{i}", 10.0 * i, 10.0 * i + 10, i, float(i), 0.0, float(i), i / 10) for i in range(50)]
+    msgs = records.points_batches(pts)
+    assert sum(n for n, _ in msgs) == 50 and len(msgs) == 1, "one message for the flush"
+    back = records.parse_points(msgs[0][1])
+    assert back.dead is None and [p.to_json() for p in back.items] == [p.to_json() for p in pts]
+    single = records.parse_points(records.dumps(pts[3].to_json()))
+    assert single.dead is None and single.items == [pts[3]] and not single.batch
+    cut = records.batches([records.dumps(p.to_json()) for p in pts], max_bytes=1000)
+    assert len(cut) > 1 and all(len(b) <= 1000 for _, b in cut)
+    assert [p.series for _, b in cut for p in records.parse_points(b).items] == [p.series for p in pts]
+
+    f = Forecast("a", 0.0, 60.0, (ForecastPoint(60.0, 5.0, 4.0, 7.0),), 0.8, "m", True)
+    one = records.dumps(records.forecast_to_json(f, 3.0, False, 0.1))
+    assert records.parse_forecasts(one).items == [records.parse_forecast(one)], "single records accepted"
+    batch = records.parse_forecasts(b"[" + one + b"," + one + b"]")
+    assert len(batch.items) == 2 and batch.dead is None and batch.batch
+
+
+def test_a_bad_element_of_a_points_batch_is_its_only_dead_letter_element():
+    good = b'{"series": "a", "start": 0, "end": 10, "value": 1}'
+    m = records.parse_points(b"[" + good + b', {"series": "b", "start": "x", "end": 10, "value": 1}, 7]')
+    assert [p.series for p in m.items] == ["a"]
+    assert m.dead.reasons == {"bad_type": 1, "malformed_json": 1} and m.dead.ranges == [[1, 2]]
+    assert orjson.loads(m.dead.raw())[1] == 7
+    for raw, reason in ((b"nope", "malformed_json"), (b'{"series": "a"}', "missing_field")):
+        m = records.parse_points(raw)
+        assert not m.items and m.dead.reason == reason and m.dead.raw() == raw, "a single record: whole"
+    m = records.parse_points(b"[" + good + b"," + good + b"]")
+    m.reject(1, "processing_error", "boom")
+    assert m.dead.ranges == [[1, 1]] and m.dead.reason == "processing_error"

@@ -375,3 +375,21 @@ def test_property_in_order_traffic_is_all_accepted_and_equals_the_reference(rows
 def test_the_fuzz_alphabet_reaches_the_grammar_edges():
     # guard: the generator can produce every kind of bad id the grammar names
     assert unicodedata.category("\x85") == "Cc" and not ref_series_ok("\ud800")
+
+
+def test_evicting_a_series_closes_its_windows_and_releases_its_offsets():
+    w = Windower(step=10, lateness_windows=2)
+    w.add(agg("other", 100, count=1), "events", ref=0)
+    w.add(agg("quiet", 101, count=4), "events", ref=1)
+    w.add(agg("quiet", 112, count=2), "events", ref=2)
+    assert w.min_needed() == 0
+    assert w.evict("quiet") and not w.evict("never-seen")
+    pts = [(p.series, p.start, p.count) for p in w.close_ready()]
+    assert pts == [("quiet", 100.0, 4), ("quiet", 110.0, 2)], "its windows, complete, once"
+    assert w.min_needed() == 0, "only the other series' window still holds an offset"
+    assert "quiet" not in w.open and "quiet" not in w.wm and "quiet" not in w.last_data
+    with pytest.raises(InvalidRecord, match="late"):  # never a second, partial point
+        w.add(agg("quiet", 113, count=1), "events")
+    w.add(agg("quiet", 125, count=1), "events", ref=3)  # a later window: the series again
+    w.add(agg("quiet", 160, count=1), "events", ref=4)
+    assert [(p.start, p.count) for p in w.close_ready()] == [(120.0, 1), (130.0, 0)]
