@@ -86,8 +86,10 @@ def test_metrics_parse_counters_move_and_cardinality_stays_bounded(broker, prefi
             p.flush()
     send_raw(broker, f"{prefix}.decisions", [decision("shop/a", T0 + 20, 1, 3, "ForecastPeak", peak=25.0)])
 
-    # windows 0 of every series close once each partition saw window 3
+    # windows 0 of every series close once each partition saw window 3 (forecasts are counted once
+    # the broker acknowledged their batch, which is sent after the batch's views are updated)
     after = wait_until(lambda: (lambda m: m if value(m, "foresight_series_tracked") == len(series)
+                                and value(m, "foresight_forecasts_out_total") >= len(series)
                                 and value(m, "foresight_decisions_total") >= 1 else None)(scrape(worker.port)),
                        "every series processed", timeout=240)
     assert value(after, "foresight_events_in_total", topic="events") == sent
