@@ -87,8 +87,12 @@ def start_worker(broker: str, tmp_path: Path) -> Iterator[Callable[..., Worker]]
         w.stop()
 
 
-def read_topic(bootstrap: str, topic: str, until: Callable[[list[dict]], bool], timeout: float = 60.0) -> list[dict]:
-    """Read every message of ``topic`` (all partitions) until ``until(messages)`` or timeout."""
+def read_topic(bootstrap: str, topic: str, until: Callable[[list[dict]], bool], timeout: float = 60.0,
+               split: bool = True) -> list[dict]:
+    """Read every message of ``topic`` (all partitions) until ``until(messages)`` or timeout.
+
+    ``split``: a message holding a JSON array (a batch) counts as its elements; False keeps
+    one entry per message."""
     from aiokafka import AIOKafkaConsumer, TopicPartition
 
     async def run() -> list[dict]:
@@ -112,7 +116,7 @@ def read_topic(bootstrap: str, topic: str, until: Callable[[list[dict]], bool], 
                 for msgs in batch.values():
                     for m in msgs:  # a batch message (points, forecasts) is its elements
                         v = orjson.loads(m.value)
-                        out.extend(v if isinstance(v, list) else [v])
+                        out.extend(v if split and isinstance(v, list) else [v])
         finally:
             await c.stop()
         return out
