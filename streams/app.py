@@ -310,7 +310,9 @@ def create_app(settings: Settings, metrics: Metrics | None = None) -> faust.App:
         rebalance or recovery that it does not re-deliver), so the open
         windows are incomplete: they are dropped and the partition is re-read
         from its lowest unacknowledged offset. Messages before that offset
-        arrives are stale and skipped (they come again)."""
+        arrives are stale and skipped (they come again). A message below the
+        expected offset was delivered again: it is already in the windows, and
+        is skipped."""
         expected = state.next_offset.get(source)
         if expected is None:
             log.info("%s[%d]: reading from offset %d", *source, msg.offset)
@@ -320,6 +322,10 @@ def create_app(settings: Settings, metrics: Metrics | None = None) -> faust.App:
         if source in rewinding and msg.offset != expected:
             await reseek_if_stuck(source)
             return False  # stale, buffered before the seek: it comes again
+        if msg.offset < expected:
+            # delivered again (a re-read raced a fetch in flight, or the consumer went
+            # back on its own): it is already in this partition's windows, skip it
+            return False
         gap = (source, expected, msg.offset)
         if msg.offset > expected and gap in gaps_seen:
             # the same gap after a re-read: offsets without records (e.g.
@@ -331,12 +337,6 @@ def create_app(settings: Settings, metrics: Metrics | None = None) -> faust.App:
         gaps_seen.add(gap)
         pending = state.unacked.pop(source, None)
         state.windowers.pop(source, None)
-        if msg.offset < expected:  # re-delivered from an earlier offset: rebuild from there
-            rewinding.pop(source, None)
-            state.next_offset[source] = msg.offset + 1
-            log.warning("%s[%d]: re-delivered from offset %d (expected %d): rebuilding its windows",
-                        *source, msg.offset, expected)
-            return True
         start = pending[0].message.offset if pending else expected
         log.warning("%s[%d]: offsets %d..%d never arrived: re-reading from %d",
                     *source, expected, msg.offset - 1, start)
@@ -361,6 +361,9 @@ def create_app(settings: Settings, metrics: Metrics | None = None) -> faust.App:
         await app.consumer.seek(tp, start)
     gaps_seen: set[tuple[tuple[str, int], int, int]] = set()
 
+    #: input partitions seen with undelivered records: (offset expected, when first seen)
+    suspects: dict[tuple[str, int], tuple[int, float]] = {}
+
     async def fetch_undelivered() -> None:
         """Re-read a partition whose records were fetched but never handed to the agent.
 
@@ -370,7 +373,9 @@ def create_app(settings: Settings, metrics: Metrics | None = None) -> faust.App:
         dropped fetch left it. The gap check in :func:`in_sequence` notices the loss at the
         next message; this notices it when no next message comes (the end of a backlog):
         a partition idle for :data:`UNDELIVERED_AFTER_SECONDS` with records at or after the
-        offset the agent expects, none of which reached the stream, is sought back to it.
+        offset the agent expects, none of which reached the stream, and still so at a check
+        :data:`UNDELIVERED_AFTER_SECONDS` later (a fetch in flight is not a lost one), is
+        sought back to it.
         """
         consumer = app.consumer
         now_m = time.monotonic()
@@ -394,7 +399,15 @@ def create_app(settings: Settings, metrics: Metrics | None = None) -> faust.App:
             if expected is None:
                 expected = (await consumer.earliest_offsets(tp)).get(tp) or 0
             if not undelivered(expected, ends.get(tp), handed.get(tp)):
+                suspects.pop(source, None)
                 continue
+            seen = suspects.get(source)
+            if seen is None or seen[0] != expected:
+                suspects[source] = (expected, now_m)
+                continue
+            if now_m - seen[1] < UNDELIVERED_AFTER_SECONDS:
+                continue
+            suspects.pop(source, None)
             log.warning("%s[%d]: offsets %d..%d were fetched but never delivered: re-reading from %d",
                         *source, expected, ends[tp] - 1, expected)
             metrics.input_rereads.inc()
