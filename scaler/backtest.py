@@ -453,8 +453,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--min-replicas", type=int, default=1)
     p.add_argument("--max-replicas", type=int, default=200)
     p.add_argument("--budget-utilization", type=float, default=None,
-                   help="spend (recently) no more than an HPA at this target utilisation "
-                        "would (0.4-1.0, default the spec's 0.6)")
+                   help="the HPA target utilisation the policy acts as when no forecast "
+                        "contender beats the HPA at its cost (0.4-1.0, default the spec's 0.6)")
     p.add_argument("--schedule", metavar="FILE",
                    help="scheduled minimums, YAML: a list like spec.schedules of a "
                         "PredictiveScaler (or a mapping with that list under 'schedules'); "

@@ -222,7 +222,7 @@ class ScalerSpec:
     scale_down: ScalingRules = DEFAULT_SCALE_DOWN
     tolerance: float = 0.1
     stale_after_seconds: float | None = None  # default: 3 windows, decided by the caller
-    #: the one cost knob: spend (recently) no more than an HPA at this target utilisation
+    #: the one knob: the HPA target utilisation the policy acts as when the forecast does not help
     budget_utilization: float = 0.6
     #: every load signal; empty: one, ``series`` at ``capacity_per_replica`` (the shorthand).
     #: After construction never empty, and ``series`` / ``capacity_per_replica`` are the
