@@ -31,6 +31,7 @@ from pathlib import Path
 import pytest
 
 from streams.broker import free_port, wait_for_port
+from tests.waiting import wait_for
 
 #: the metric the fixture's TSDB and exporter hold
 METRIC = "foresight_test_load"
@@ -105,34 +106,33 @@ class _Exporter(BaseHTTPRequestHandler):
 
 
 def _wait_ready(url: str, proc: subprocess.Popen[bytes], log: Path, timeout: float = 60.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
+    def ready() -> bool:
         if proc.poll() is not None:
             raise RuntimeError(f"prometheus exited ({proc.returncode}):\n{log.read_text()[-3000:]}")
         try:
             with urllib.request.urlopen(f"{url}/-/ready", timeout=2) as r:  # noqa: S310 - loopback
-                if r.status == 200:
-                    return
+                return r.status == 200
         except OSError:
-            pass
-        time.sleep(0.2)
-    raise TimeoutError(f"prometheus not ready after {timeout}s:\n{log.read_text()[-3000:]}")
+            return False
+
+    if not wait_for(ready, timeout):
+        raise TimeoutError(f"prometheus not ready after {timeout}s:\n{log.read_text()[-3000:]}")
 
 
 def _wait_scraped(url: str, after: float, timeout: float = 60.0) -> None:
     """Until the first live scrape has landed (before it, queries see the last history value)."""
     q = urllib.parse.urlencode({"query": f"timestamp({METRIC})"})
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
+
+    def scraped() -> bool:
         try:
             with urllib.request.urlopen(f"{url}/api/v1/query?{q}", timeout=2) as r:  # noqa: S310
                 result = json.load(r)["data"]["result"]
-            if result and float(result[0]["value"][1]) > after:
-                return
+            return bool(result) and float(result[0]["value"][1]) > after
         except (OSError, ValueError, KeyError):
-            pass
-        time.sleep(0.2)
-    raise TimeoutError(f"prometheus has not scraped the test exporter after {timeout}s")
+            return False
+
+    if not wait_for(scraped, timeout):
+        raise TimeoutError(f"prometheus has not scraped the test exporter after {timeout}s")
 
 
 def write_openmetrics(path: Path, start: int, end: int, labels: str) -> int:

@@ -15,6 +15,7 @@ from streams import records
 from streams.web import partition_for
 from tests.conftest import read_topic
 from tests.streams.test_app import T0, send
+from tests.waiting import wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -29,11 +30,7 @@ def raw_messages(broker: str, topic: str, until, timeout: float = 60) -> list[by
     out: list[bytes] = []
     try:
         deadline = time.monotonic() + timeout
-        parts = None
-        while not parts and time.monotonic() < deadline:
-            parts = c.partitions_for_topic(topic)
-            if not parts:
-                time.sleep(0.2)
+        parts = wait_for(lambda: c.partitions_for_topic(topic), timeout)
         c.assign([TopicPartition(topic, p) for p in parts or ()])
         while time.monotonic() < deadline and not until(out):
             for msgs in c.poll(timeout_ms=300).values():

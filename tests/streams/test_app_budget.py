@@ -8,13 +8,12 @@ place goes to new ones.
 
 from __future__ import annotations
 
-import time
-
 import orjson
 import pytest
 
 from tests.conftest import read_topic
 from tests.streams.test_app import T0, good, points_of, send
+from tests.waiting import wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -45,12 +44,15 @@ def metric(port: int, name: str, **labels: str) -> float:
 
 
 def wait_metric(port: int, name: str, at_least: float, timeout: float = 60, **labels: str) -> float:
-    deadline = time.monotonic() + timeout
-    v = metric(port, name, **labels)
-    while v < at_least and time.monotonic() < deadline:
-        time.sleep(0.2)
-        v = metric(port, name, **labels)
-    return v
+    """The metric once it reaches ``at_least`` (its last value after ``timeout``)."""
+    last = [0.0]
+
+    def reached() -> bool:
+        last[0] = metric(port, name, **labels)
+        return last[0] >= at_least
+
+    wait_for(reached, timeout)
+    return last[0]
 
 
 def test_series_beyond_the_limit_are_dead_lettered_and_counted_held_ones_keep_working(
@@ -90,10 +92,9 @@ def test_idle_series_are_evicted_and_come_back_warm_while_new_ones_take_their_pl
     points_of(broker, prefix, "svc/a", 1)
     assert wait_metric(worker.port, "foresight_series_evicted_total", 2, timeout=60) >= 2
     assert metric(worker.port, "foresight_checkpoints_total") >= 2, "checkpointed before leaving memory"
-    deadline = time.monotonic() + 30
-    while (metric(worker.port, "foresight_series_tracked"), metric(worker.port, "foresight_series_held")) != (0, 0):
-        assert time.monotonic() < deadline, "the views and the held series left memory"
-        time.sleep(0.2)
+    assert wait_for(lambda: (metric(worker.port, "foresight_series_tracked"),
+                             metric(worker.port, "foresight_series_held")) == (0, 0), 30), \
+        "the views and the held series left memory"
     restored = metric(worker.port, "foresight_restored_checkpoints_total")
     send(broker, events, good("svc/c", 40, 100) + good("svc/a", 40, 100))
     got = points_of(broker, prefix, "svc/c", 3)

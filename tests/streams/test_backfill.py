@@ -6,7 +6,6 @@ import os
 import re
 import subprocess
 import sys
-import time
 
 import orjson
 import pytest
@@ -15,6 +14,7 @@ from scaler.traces import read_trace
 from tests.conftest import ROOT, read_topic, send_raw
 from tests.prometheus_fixture import HISTORY_SECONDS, QUERY
 from tests.streams.test_ingest import STEP, series_detail, worker_env
+from tests.waiting import wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -84,9 +84,7 @@ def test_backfill_from_prometheus_and_a_csv_trains_the_worker(broker, prefix, st
                           lambda ms: any(m["last"] == t for m in ms), timeout=30)
     last = [m for m in receipts if m["last"] == t][0]
     assert (last["learnt"], last["rejected"]) == (1, 1)
-    deadline = time.monotonic() + 10
-    while series_detail(w.port, "taxi/rides")["ts"] != t and time.monotonic() < deadline:
-        time.sleep(0.2)
+    wait_for(lambda: series_detail(w.port, "taxi/rides")["ts"] == t, 10)
     assert series_detail(w.port, "taxi/rides")["history_points"] == len(ts) + 1
 
 

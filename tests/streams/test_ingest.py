@@ -13,6 +13,7 @@ import pytest
 
 from tests.conftest import ROOT, read_topic
 from tests.prometheus_fixture import HISTORY_SECONDS, QUERY, known_value
+from tests.waiting import wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -85,10 +86,11 @@ def test_ingest_backfills_then_feeds_a_warm_live_series(broker, prefix, start_wo
                                 start_new_session=True)
     try:
         # the history is learnt first: the ingest says so, with the rate
-        deadline = time.monotonic() + 240
-        while "ingesting 1 source" not in log.read_text() and time.monotonic() < deadline:
+        def live() -> bool:
             assert proc.poll() is None, log.read_text()[-3000:]
-            time.sleep(0.5)
+            return "ingesting 1 source" in log.read_text()
+
+        wait_for(live, 240)
         text = log.read_text()
         assert "ingesting 1 source" in text, text[-3000:]
         # the days asked for, then the steps that passed while they were learnt
@@ -141,11 +143,14 @@ def test_ingest_backfills_then_feeds_a_warm_live_series(broker, prefix, start_wo
     assert proc.returncode == 0, log.read_text()[-3000:]
 
 
-def _drive(ingestor, seconds: float) -> None:
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        ingestor.poll_once()
-        time.sleep(0.2)
+def _drive(ingestors, until, timeout: float = 30) -> None:
+    """Poll each ingestor (one step when one is due) until ``until()`` holds or ``timeout``."""
+    def step() -> bool:
+        for i in ingestors:
+            i.poll_once()
+        return until()
+
+    wait_for(step, timeout)
 
 
 def test_missing_ambiguous_non_numeric_and_an_outage_are_gaps_counted_and_logged(
@@ -175,7 +180,9 @@ def test_missing_ambiguous_non_numeric_and_an_outage_are_gaps_counted_and_logged
     with AggregatingProducer(broker, interval=STEP, flush_every=0, settings=settings) as p:
         ingestor = Ingestor(sources, client, p, metrics)
         caplog.set_level("WARNING", logger="foresight.ingest")
-        _drive(ingestor, 3.5)
+        _drive([ingestor], lambda: count("foresight_ingest_samples_total", series="ok/load") >= 2 and all(
+            count("foresight_ingest_problems_total", reason=r) >= 2
+            for r in ("no_data", "several_series", "non_numeric")))
         before_outage = count("foresight_ingest_samples_total", series="ok/load")
         assert before_outage >= 2
         for reason in ("no_data", "several_series", "non_numeric"):
@@ -188,7 +195,8 @@ def test_missing_ambiguous_non_numeric_and_an_outage_are_gaps_counted_and_logged
         prometheus.stop()  # an outage: every step fails, nothing is sent, nothing crashes
         try:
             outage_from = time.time()
-            _drive(ingestor, 3.0)
+            _drive([ingestor], lambda: count("foresight_ingest_problems_total", reason="unreachable")
+                   >= 2 * len(sources))
             outage_to = time.time()
             assert count("foresight_ingest_problems_total", reason="unreachable") >= 2 * len(sources)
             assert count("foresight_ingest_prometheus_up") == 0
@@ -196,7 +204,8 @@ def test_missing_ambiguous_non_numeric_and_an_outage_are_gaps_counted_and_logged
             assert "(unreachable)" in caplog.text
         finally:
             prometheus.start()
-        _drive(ingestor, 3.0)  # back: samples flow again
+        _drive([ingestor], lambda: count("foresight_ingest_samples_total", series="ok/load")  # back
+               >= before_outage + 2)
         assert count("foresight_ingest_samples_total", series="ok/load") >= before_outage + 2
         assert count("foresight_ingest_prometheus_up") == 1
 
@@ -287,26 +296,18 @@ def test_only_the_lease_holder_ingests_and_a_standby_takes_over(prometheus):
         ingest = {who: Ingestor(sources, client, sinks[who], IngestMetrics(CollectorRegistry(), sources),
                                 leading=e.is_leader) for who, e in (("a", a), ("b", b))}
         assert a.step() and not b.step()
-        _drive_both(ingest, 2.5)
+        _drive(ingest.values(), lambda: len(sinks["a"].samples) >= 1)
         assert len(sinks["a"].samples) >= 1 and sinks["b"].samples == [], "only the leader sends"
 
         clock[0] += 11  # a cannot renew in time (say it hangs): it stops acting ...
-        _drive_both(ingest, 1.5)
+        _drive(ingest.values(), lambda: not a.is_leader())
         a_sent = len(sinks["a"].samples)
         clock[0] += 5  # ... and once the Lease has expired, b takes over
         assert b.step() and not a.is_leader()
-        _drive_both(ingest, 2.5)
+        _drive(ingest.values(), lambda: len(sinks["b"].samples) >= 1)
         assert len(sinks["a"].samples) == a_sent and len(sinks["b"].samples) >= 1
         assert len({ts for _, _, ts in sinks["a"].samples + sinks["b"].samples}) == \
             len(sinks["a"].samples) + len(sinks["b"].samples), "no step sent twice"
-
-
-def _drive_both(ingest: dict, seconds: float) -> None:
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        for i in ingest.values():
-            i.poll_once()
-        time.sleep(0.2)
 
 
 SIGNAL_SPEC = """\

@@ -38,6 +38,7 @@ from streams.broker import EmbeddedBroker, free_port
 from streams.kafka_config import KafkaConfigError, client_kwargs
 from streams.settings import Settings, describe
 from streams.topics import Topics
+from tests.waiting import wait_for
 
 # -- certificates -------------------------------------------------------------------------------
 
@@ -343,10 +344,8 @@ def test_the_controller_reads_forecasts_and_publishes_decisions_over_mutual_tls(
             p.send(topics.forecasts, key=b"a/rps", value=message("a/rps", 60.0 * i, 650))
         p.flush()
         p.close()
-        deadline = time.monotonic() + 30
-        while loop.decisions < 3:  # decided on, and each decision acknowledged by the broker over TLS
-            assert time.monotonic() < deadline, f"{loop.decisions} decisions published over TLS"
-            time.sleep(0.1)
+        # decided on, and each decision acknowledged by the broker over TLS
+        assert wait_for(lambda: loop.decisions >= 3, 30), f"{loop.decisions} decisions published over TLS"
         assert r.last["default/a"].desired == 7
     finally:
         loop.stop()
@@ -379,9 +378,7 @@ def test_a_worker_over_tls_creates_its_changelogs_with_the_replication(tls_broke
                                                                       "FORESIGHT_REPLICATION"))}
     start_worker(prefix, **env)
     changelogs = [f"{prefix}-app-{t}-changelog" for t in ("models", "series_view", "targets")]
-    deadline = time.monotonic() + 60
-    while not set(changelogs) <= list_topics(settings) and time.monotonic() < deadline:
-        time.sleep(0.5)
+    wait_for(lambda: set(changelogs) <= list_topics(settings), 60)
     found = describe_topics(settings, changelogs + [f"{prefix}.points"])
     for name in changelogs + [f"{prefix}.points"]:
         assert found.get(name, {}).get("replicas") == [2], (name, found)

@@ -15,6 +15,12 @@ from streams.prometheus import (
     chunks,
 )
 from tests.prometheus_fixture import METRIC, QUERY, known_value
+from tests.waiting import retrying
+
+
+def _starting(exc: Exception) -> bool:
+    """A server still starting: unreachable, so try again."""
+    return isinstance(exc, PrometheusError) and exc.reason == "unreachable"
 
 pytestmark = pytest.mark.integration
 
@@ -124,15 +130,7 @@ def test_basic_auth_from_a_password_file_against_a_real_server_that_requires_it(
                "FORESIGHT_PROMETHEUS_USERNAME": "foresight",
                "FORESIGHT_PROMETHEUS_PASSWORD_FILE": str(password)}
         good = PrometheusClient(PrometheusSettings.from_env(env))
-        deadline = time.monotonic() + 30
-        while True:  # until the query engine is ready
-            try:
-                r = good.query("vector(42)", time.time())
-                break
-            except PrometheusError as exc:
-                if exc.reason != "unreachable" or time.monotonic() > deadline:
-                    raise
-                time.sleep(0.3)
+        r = retrying(lambda: good.query("vector(42)", time.time()), _starting, 30)  # until the engine is ready
         assert r.samples and r.samples[0][1] == 42.0
         anonymous = PrometheusClient(PrometheusSettings.from_env({"FORESIGHT_PROMETHEUS_URL": env[
             "FORESIGHT_PROMETHEUS_URL"]}))
@@ -190,15 +188,7 @@ def test_https_with_a_ca_file_against_a_real_tls_server(tmp_path):
         wait_for_port("127.0.0.1", port, 60, proc)
         trusted = PrometheusClient(PrometheusSettings.from_env({"FORESIGHT_PROMETHEUS_URL": url,
                                                                 "FORESIGHT_PROMETHEUS_CA_FILE": ca}))
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                r = trusted.query("vector(7)", time.time())
-                break
-            except PrometheusError as exc:
-                if exc.reason != "unreachable" or time.monotonic() > deadline:
-                    raise
-                time.sleep(0.3)
+        r = retrying(lambda: trusted.query("vector(7)", time.time()), _starting, 30)  # until the engine is ready
         assert r.samples[0][1] == 7.0
         untrusted = PrometheusClient(PrometheusSettings.from_env({"FORESIGHT_PROMETHEUS_URL": url}))
         with pytest.raises(PrometheusError) as e:

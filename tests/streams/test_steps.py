@@ -14,6 +14,7 @@ from streams.replay import send_trace
 from streams.settings import Settings
 from streams.steps import StepEstimator, model_shape, round_up_to_window
 from tests.conftest import read_topic
+from tests.waiting import retrying
 
 T0 = 1_699_999_800.0  # a multiple of 300: both workers' windows start on the samples' 5 minutes
 FIVE_MIN = 300.0
@@ -90,15 +91,11 @@ def _five_minute_metric(n: int) -> tuple[list[float], list[float]]:
 
 def _api(port: int, series: str) -> dict:
     url = f"http://127.0.0.1:{port}/api/series/{urllib.parse.quote(series, safe='')}"
-    deadline = time.monotonic() + 30
-    while True:
-        try:
-            with urllib.request.urlopen(url, timeout=5) as r:  # noqa: S310 - loopback test server
-                return json.loads(r.read())
-        except OSError:
-            if time.monotonic() > deadline:
-                raise
-            time.sleep(0.5)
+    def get() -> dict:
+        with urllib.request.urlopen(url, timeout=5) as r:  # noqa: S310 - loopback test server
+            return json.loads(r.read())
+
+    return retrying(get, lambda exc: isinstance(exc, OSError), 30)
 
 
 @pytest.mark.integration
