@@ -341,10 +341,11 @@ class DeadLetter:
 
 
 @dataclass(slots=True)
-class InputMessage:
-    """One parsed input message: accepted aggregates and at most one dead letter."""
+class Parsed:
+    """One parsed message of any topic read by elements (events, metrics, points, forecasts):
+    its accepted items and at most one dead letter holding only the bad elements."""
 
-    items: list[Aggregate]
+    items: list[Any]
     #: per item: its element's position in the message
     index: list[int]
     #: per item: the parsed element (for its bytes, should it be rejected later)
@@ -354,7 +355,7 @@ class InputMessage:
     dead: DeadLetter | None = None
 
     def reject(self, k: int, reason: str, error: str) -> None:
-        """Move accepted item ``k`` to the dead letter (e.g. ``late``)."""
+        """Move accepted item ``k`` to the dead letter (e.g. ``late``, or its processing raised)."""
         d = self.dead = self.dead or DeadLetter()
         if self.batch:
             d.add(self.index[k], reason, error, self.source[k])
@@ -362,13 +363,37 @@ class InputMessage:
             d.add_whole(reason, error, self.raw)
 
 
-def parse_input(raw: bytes) -> InputMessage:
+def _elements(msg: Parsed, obj: Any, one: Any) -> Parsed:
+    """Parse ``obj`` (one object, or an array of them) element by element with ``one`` into
+    ``msg``: a bad element goes to the dead letter, the others are accepted. Never raises."""
+    msg.batch = isinstance(obj, list)
+    for i, item in enumerate(obj if msg.batch else [obj]):
+        try:
+            parsed = one(item)
+        except InvalidRecord as exc:
+            reason, error = exc.reason, exc.error
+        except Exception as exc:  # noqa: BLE001 - total: a parser bug is a dead letter, not a crash
+            reason, error = "processing_error", f"{type(exc).__name__}: {exc}"
+        else:
+            msg.items.append(parsed)
+            msg.index.append(i)
+            msg.source.append(item)
+            continue
+        msg.dead = msg.dead or DeadLetter()
+        if msg.batch:
+            msg.dead.add(i, reason, error, item)
+        else:
+            msg.dead.add_whole(reason, error, msg.raw)
+    return msg
+
+
+def parse_input(raw: bytes) -> Parsed:
     """Parse an events/metrics message: one object or an array of objects.
 
     Each element is parsed on its own, so one bad element of a batch does not
     reject the others. Never raises.
     """
-    msg = InputMessage([], [], [], False, raw)
+    msg = Parsed([], [], [], False, raw)
     if len(raw) > MAX_MESSAGE_BYTES:
         msg.dead = DeadLetter()
         msg.dead.add_whole("too_large", f"message of {len(raw)} bytes is longer than "
@@ -394,26 +419,7 @@ def parse_input(raw: bytes) -> InputMessage:
             msg.dead = DeadLetter()
             msg.dead.add_whole(reason, error, raw)
             return msg
-    msg.batch = isinstance(obj, list)
-    items = obj if msg.batch else [obj]
-    for i, item in enumerate(items):
-        try:
-            agg = _aggregate(item)
-        except InvalidRecord as exc:
-            reason, error = exc.reason, exc.error
-        except Exception as exc:  # noqa: BLE001 - total: a parser bug is a dead letter, not a crash
-            reason, error = "processing_error", f"{type(exc).__name__}: {exc}"
-        else:
-            msg.items.append(agg)
-            msg.index.append(i)
-            msg.source.append(item)
-            continue
-        msg.dead = msg.dead or DeadLetter()
-        if msg.batch:
-            msg.dead.add(i, reason, error, item)
-        else:
-            msg.dead.add_whole(reason, error, raw)
-    return msg
+    return _elements(msg, obj, _aggregate)
 
 
 @dataclass(slots=True)
@@ -513,29 +519,6 @@ def batches(elements: list[bytes], max_bytes: int = MAX_BATCH_BYTES) -> list[tup
     return out
 
 
-@dataclass(slots=True)
-class Parsed:
-    """One parsed ``points`` or ``forecasts`` message: its accepted elements and at most one
-    dead letter holding only the bad ones (as :class:`InputMessage` for the input topics)."""
-
-    items: list[Any]
-    #: per item: its element's position in the message
-    index: list[int]
-    #: per item: the parsed element (for its bytes, should it be rejected later)
-    source: list[Any]
-    batch: bool
-    raw: bytes
-    dead: DeadLetter | None = None
-
-    def reject(self, k: int, reason: str, error: str) -> None:
-        """Move accepted item ``k`` to the dead letter (e.g. its processing raised)."""
-        d = self.dead = self.dead or DeadLetter()
-        if self.batch:
-            d.add(self.index[k], reason, error, self.source[k])
-        else:
-            d.add_whole(reason, error, self.raw)
-
-
 def _parse_elements(raw: bytes, one: Any) -> Parsed:
     """A single object or an array of objects, each parsed by ``one``; never raises."""
     msg = Parsed([], [], [], False, raw)
@@ -545,6 +528,7 @@ def _parse_elements(raw: bytes, one: Any) -> Parsed:
         msg.dead = DeadLetter()
         msg.dead.add_whole("malformed_json", str(exc)[:300], raw)
         return msg
+    return _elements(msg, obj, one)
     msg.batch = isinstance(obj, list)
     for i, item in enumerate(obj if msg.batch else [obj]):
         try:
