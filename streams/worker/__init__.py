@@ -1,0 +1,53 @@
+"""The worker's wiring: the Faust app, its agents, timers and pages, one module each.
+
+- :mod:`~streams.worker.context`: the :class:`~streams.worker.context.WorkerContext`
+  every agent and timer shares (settings, topics, tables, read model, series
+  budget, checkpointer, in-memory state, the window lock);
+- :mod:`~streams.worker.windows`: the window agent (``events`` + ``metrics`` ->
+  ``points``, acknowledgements held until windows close) and its wall-clock timer;
+- :mod:`~streams.worker.rebalance`: partitions revoked and assigned;
+- :mod:`~streams.worker.kafka_signals`: the leader's kafkaTopic signal sampler;
+- :mod:`~streams.worker.models`: the model agent (``points`` -> ``forecasts`` and
+  ``anomalies``) and the history agent;
+- :mod:`~streams.worker.eviction`: idle series leave memory;
+- :mod:`~streams.worker.decisions`: the decisions agent (the targets' read model);
+- :mod:`~streams.worker.deadletters`: bad input to ``<topic>.dlq``, counted.
+
+The web API and dashboard are :mod:`streams.web`'s.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from streams import web
+from streams.metrics import Metrics
+from streams.settings import Settings
+from streams.worker import decisions, eviction, kafka_signals, models, rebalance, windows
+from streams.worker.context import WorkerContext, build, faust_app
+
+
+def build_worker(settings: Settings, metrics: Metrics | None = None) -> WorkerContext:
+    """A worker's Faust app with everything installed on it, and the context they share."""
+    metrics = metrics or Metrics()
+    app = faust_app(settings)
+    ctx = build(app, settings, metrics)
+    topics = ctx.topics
+    metrics.watch_consumer_lag(web.consumer_lag(
+        app, [topics.events, topics.metrics, topics.points, topics.decisions]))
+    rebalance.install(ctx)
+    window_agent = windows.install(ctx)
+    kafka_signals.install(ctx)
+    model_agent = models.install(ctx)
+    eviction.install(ctx, window_agent)
+    decisions.install(ctx)
+    models.install_history(ctx, model_agent)
+    web.register(app, settings, topics, ctx.store, ctx.tables.series_view, ctx.tables.targets)
+
+    @app.page("/metrics")
+    async def metrics_page(web: Any, request: Any) -> Any:
+        from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+        return web.bytes(generate_latest(metrics.registry), content_type=CONTENT_TYPE_LATEST.split(";")[0])
+
+    return ctx

@@ -1,0 +1,178 @@
+"""What the worker's agents and timers share: one :class:`WorkerContext`.
+
+:func:`faust_app` builds the Faust app, :func:`build` the context around it
+(topics, the three changelog-backed tables, the read model, the series
+budget, the checkpointer, the in-memory :class:`WorkerState` and the lock the
+window agent and its timers take). Each module of :mod:`streams.worker`
+installs its agents and timers on the context's app.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections import deque
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import faust
+
+from detectors.series import SeriesModel
+from streams import kafka_config, web
+from streams.budget import SeriesBudget
+from streams.checkpoint import Checkpointer, Signer, load_or_create_key
+from streams.lifecycle import ForesightWorker
+from streams.metrics import Metrics
+from streams.settings import Settings
+from streams.steps import StepEstimator
+from streams.topics import Topics
+from streams.windowing import Windower
+
+#: the input topics' (topic, partition)
+Source = tuple[str, int]
+
+
+def horizon_steps(settings: Settings) -> int:
+    """Windows each forecast covers (``FORESIGHT_HORIZON_SECONDS``, or ``_STEPS``)."""
+    return settings.forecast_horizon_steps()
+
+
+@dataclass
+class Cached:
+    model: SeriesModel
+    #: the step the series is modelled at (its natural step: streams/steps.py)
+    step: float
+    since_checkpoint: int = 0
+
+
+@dataclass
+class WorkerState:
+    """In-memory state of one worker, rebuilt after a rebalance (windows from
+    the re-read input, models from the changelog-backed table)."""
+
+    windowers: dict[Source, Windower] = field(default_factory=dict)
+    #: per input (topic, partition): events not yet acknowledged, in offset order
+    unacked: dict[Source, deque[Any]] = field(default_factory=dict)
+    #: per input (topic, partition): monotonic time of its last message
+    last_input: dict[Source, float] = field(default_factory=dict)
+    #: per input (topic, partition): the offset its next message must have
+    next_offset: dict[Source, int] = field(default_factory=dict)
+    #: the window agent's (manual-ack) stream
+    input_stream: Any = None
+    models: dict[str, Cached] = field(default_factory=dict)
+    #: per series: the estimate of its natural step (rebuilt after a rebalance)
+    steps: dict[str, StepEstimator] = field(default_factory=dict)
+
+    def drop_input(self, source: Source) -> None:
+        """Forget an input partition's windows and acknowledgement state (it is re-read)."""
+        self.windowers.pop(source, None)
+        self.unacked.pop(source, None)
+        self.last_input.pop(source, None)
+        self.next_offset.pop(source, None)
+
+
+@dataclass
+class Tables:
+    """The changelog-backed tables: signed model checkpoints and read-model snapshots."""
+
+    models: faust.Table
+    series_view: faust.Table
+    targets: faust.Table
+
+
+@dataclass
+class WorkerContext:
+    """Everything the agents and timers of one worker share."""
+
+    app: faust.App
+    settings: Settings
+    metrics: Metrics
+    topics: Topics
+    checkpointer: Checkpointer
+    tables: Tables
+    #: the read model behind the API and dashboard
+    store: web.ViewStore
+    #: bounded memory (streams/budget.py)
+    budget: SeriesBudget
+    #: every topic the worker sends to, by name
+    out: dict[str, faust.TopicT]
+    state: WorkerState = field(default_factory=WorkerState)
+    #: the window agent and the wall-clock timers share the windowers
+    window_lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+
+    @property
+    def step(self) -> float:
+        """The window length (seconds): every series' default step."""
+        return self.settings.window_seconds
+
+    def is_input(self, topic: str) -> bool:
+        """Whether ``topic`` is one the window agent reads."""
+        return topic in (self.topics.events, self.topics.metrics)
+
+    def raw_topic(self, name: str) -> faust.TopicT:
+        return raw_topic(self.app, self.settings, name)
+
+
+def raw_topic(app: faust.App, settings: Settings, name: str) -> faust.TopicT:
+    """A topic of raw bytes (our wire formats are parsed in streams/records.py, not by Faust)."""
+    return app.topic(name, key_type=bytes, value_type=bytes, key_serializer="raw",
+                     value_serializer="raw", partitions=settings.partitions)
+
+
+def faust_app(settings: Settings) -> faust.App:
+    """The Faust app of a worker (its tables, agents and pages are installed by the caller)."""
+    Path(settings.data_dir).mkdir(parents=True, exist_ok=True)
+    return faust.App(
+        settings.app_id,
+        broker=f"kafka://{settings.broker}",
+        store="memory://",
+        datadir=f"{settings.data_dir}/faust",
+        topic_partitions=settings.partitions,
+        # security and replication as every other client (streams/kafka_config.py, streams/admin.py):
+        # changelog topics get the same replication factor and min.insync.replicas as ours
+        broker_credentials=kafka_config.faust_credentials(settings),
+        topic_replication_factor=settings.replication_factor or 1,
+        broker_session_timeout=4,
+        broker_heartbeat_interval=1,
+        broker_rebalance_timeout=4,
+        web_enabled=settings.web_enabled,
+        web_bind=settings.web_host,
+        # how the other workers reach this one (request routing by partition)
+        web_host=web.advertised_host(settings),
+        web_port=settings.web_port,
+        producer_linger_ms=5,
+        consumer_auto_offset_reset="earliest",
+        # the window agent holds acks until windows close, so waiting for
+        # every message to be acked would block a rebalance forever; the
+        # unacked input is re-read by the partition's next owner instead
+        stream_wait_empty=False,
+        # bounded stop: SIGTERM stops the worker within lifecycle.STOP_GRACE_SECONDS
+        Worker=ForesightWorker,
+    )
+
+
+def build(app: faust.App, settings: Settings, metrics: Metrics) -> WorkerContext:
+    """The context of a worker on ``app``: its topics, tables, read model and series budget."""
+    topics = Topics.from_settings(settings)
+    signing_key = load_or_create_key(settings.model_key, settings.data_dir)
+    out = {name: raw_topic(app, settings, name) for name in topics.all()}
+    raw_schema = faust.Schema(key_type=bytes, value_type=bytes, key_serializer="raw",
+                              value_serializer="raw")
+    # key_type/value_type bytes: Faust decodes a table's changelog on recovery
+    # with serializers derived from them (JSON otherwise, which fails on these
+    # binary values and leaves a rebalanced or restarted worker cold)
+    raw_table = {"default": None, "schema": raw_schema, "key_type": bytes, "value_type": bytes,
+                 "partitions": settings.partitions,
+                 "extra_topic_configs": {"min.insync.replicas": str(settings.min_insync_replicas or 1)}}
+    tables = Tables(app.Table("models", **raw_table), app.Table("series_view", **raw_table),
+                    app.Table("targets", **raw_table))
+    store = web.ViewStore(web.view_points(settings), metrics, web.load_selector(settings, metrics),
+                          signers={t: Signer(signing_key, t) for t in ("series_view", "targets")})
+    # bounded memory (streams/budget.py): new series beyond the limit are dead-lettered as
+    # series_limit; idle ones are evicted (streams/worker/eviction.py); PredictiveScaler series never are
+    budget = SeriesBudget(settings.max_series_limit(), settings.series_idle_seconds,
+                          web.scaler_series(settings, "series limit"))
+    metrics.series_limit.set(budget.limit)
+    metrics.series_held.set_function(lambda: len(budget))
+    return WorkerContext(app, settings, metrics, topics, Checkpointer(signing_key), tables, store,
+                         budget, out)
