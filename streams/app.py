@@ -32,10 +32,10 @@ from __future__ import annotations
 
 import faust
 
-from streams import web
 from streams.metrics import Metrics
 from streams.settings import Settings
 from streams.topics import Topics
+from streams.web.cluster import advertised_host
 from streams.worker import build_worker
 from streams.worker.context import Cached, WorkerState, horizon_steps
 from streams.worker.windows import REWIND_RETRY_SECONDS, UNDELIVERED_AFTER_SECONDS, undelivered
@@ -71,7 +71,7 @@ def run_worker(settings: Settings) -> None:
     ).start()
     argv = ["foresight-worker", "worker", "-l", _faust_level(settings.log_level)]
     if settings.web_enabled:
-        argv += ["--web-host", web.advertised_host(settings), "--web-port", str(settings.web_port),
+        argv += ["--web-host", advertised_host(settings), "--web-port", str(settings.web_port),
                  "--web-bind", settings.web_host]
     else:
         argv += ["--without-web"]

@@ -20,11 +20,11 @@ from __future__ import annotations
 
 from typing import Any
 
-from streams import web
 from streams.metrics import Metrics
 from streams.settings import Settings
+from streams.web.routes import register
 from streams.worker import decisions, eviction, kafka_signals, models, rebalance, windows
-from streams.worker.context import WorkerContext, build, faust_app
+from streams.worker.context import WorkerContext, build, consumer_lag, faust_app
 
 
 def build_worker(settings: Settings, metrics: Metrics | None = None) -> WorkerContext:
@@ -33,7 +33,7 @@ def build_worker(settings: Settings, metrics: Metrics | None = None) -> WorkerCo
     app = faust_app(settings)
     ctx = build(app, settings, metrics)
     topics = ctx.topics
-    metrics.watch_consumer_lag(web.consumer_lag(
+    metrics.watch_consumer_lag(consumer_lag(
         app, [topics.events, topics.metrics, topics.points, topics.decisions]))
     rebalance.install(ctx)
     window_agent = windows.install(ctx)
@@ -42,7 +42,7 @@ def build_worker(settings: Settings, metrics: Metrics | None = None) -> WorkerCo
     eviction.install(ctx, window_agent)
     decisions.install(ctx)
     models.install_history(ctx, model_agent)
-    web.register(app, settings, topics, ctx.store, ctx.tables.series_view, ctx.tables.targets)
+    register(app, settings, topics, ctx.store, ctx.tables.series_view, ctx.tables.targets)
 
     @app.page("/metrics")
     async def metrics_page(web: Any, request: Any) -> Any:

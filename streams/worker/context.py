@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 from collections import deque
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -18,7 +19,7 @@ from typing import Any
 import faust
 
 from detectors.series import SeriesModel
-from streams import kafka_config, web
+from streams import kafka_config
 from streams.budget import SeriesBudget
 from streams.checkpoint import Checkpointer, Signer, load_or_create_key
 from streams.lifecycle import ForesightWorker
@@ -26,6 +27,9 @@ from streams.metrics import Metrics
 from streams.settings import Settings
 from streams.steps import StepEstimator
 from streams.topics import Topics
+from streams.web.cluster import advertised_host
+from streams.web.readmodel import ViewStore, view_points
+from streams.web.specs import load_selector, scaler_series
 from streams.windowing import Windower
 
 #: the input topics' (topic, partition)
@@ -91,7 +95,7 @@ class WorkerContext:
     checkpointer: Checkpointer
     tables: Tables
     #: the read model behind the API and dashboard
-    store: web.ViewStore
+    store: ViewStore
     #: bounded memory (streams/budget.py)
     budget: SeriesBudget
     #: every topic the worker sends to, by name
@@ -138,7 +142,7 @@ def faust_app(settings: Settings) -> faust.App:
         web_enabled=settings.web_enabled,
         web_bind=settings.web_host,
         # how the other workers reach this one (request routing by partition)
-        web_host=web.advertised_host(settings),
+        web_host=advertised_host(settings),
         web_port=settings.web_port,
         producer_linger_ms=5,
         consumer_auto_offset_reset="earliest",
@@ -166,13 +170,39 @@ def build(app: faust.App, settings: Settings, metrics: Metrics) -> WorkerContext
                  "extra_topic_configs": {"min.insync.replicas": str(settings.min_insync_replicas or 1)}}
     tables = Tables(app.Table("models", **raw_table), app.Table("series_view", **raw_table),
                     app.Table("targets", **raw_table))
-    store = web.ViewStore(web.view_points(settings), metrics, web.load_selector(settings, metrics),
-                          signers={t: Signer(signing_key, t) for t in ("series_view", "targets")})
+    store = ViewStore(view_points(settings), metrics, load_selector(settings, metrics),
+                      signers={t: Signer(signing_key, t) for t in ("series_view", "targets")})
     # bounded memory (streams/budget.py): new series beyond the limit are dead-lettered as
     # series_limit; idle ones are evicted (streams/worker/eviction.py); PredictiveScaler series never are
     budget = SeriesBudget(settings.max_series_limit(), settings.series_idle_seconds,
-                          web.scaler_series(settings, "series limit"))
+                          scaler_series(settings, "series limit"))
     metrics.series_limit.set(budget.limit)
     metrics.series_held.set_function(lambda: len(budget))
     return WorkerContext(app, settings, metrics, topics, Checkpointer(signing_key), tables, store,
                          budget, out)
+
+
+def consumer_lag(app: faust.App, topics: Iterable[str]) -> Callable[[], Mapping[tuple[str, int], int]]:
+    """Per-partition lag of the worker's consumer for ``topics`` (read at scrape time)."""
+    wanted = set(topics)
+
+    def lag() -> dict[tuple[str, int], int]:
+        c = app.consumer
+        out: dict[tuple[str, int], int] = {}
+        read = getattr(c, "_read_offset", {})
+        committed = getattr(c, "_committed_offset", {})
+        for tp in c.assignment():
+            if tp.topic not in wanted:
+                continue
+            try:
+                hw = c.highwater(tp)
+            except Exception:  # noqa: BLE001 - no fetch yet
+                continue
+            if hw is None:
+                continue
+            pos = read.get(tp)
+            nxt = pos + 1 if pos is not None else committed.get(tp) or 0
+            out[(tp.topic, tp.partition)] = max(0, int(hw) - int(nxt))
+        return out
+
+    return lag

@@ -10,8 +10,8 @@ from __future__ import annotations
 import logging
 import time
 
-from streams import web
 from streams.budget import EVICT_BATCH, put_on_partition
+from streams.web.cluster import partition_for
 from streams.worker.context import WorkerContext
 from streams.worker.windows import Windows
 
@@ -42,7 +42,7 @@ def install(ctx: WorkerContext, windows: Windows) -> None:
             held += [s for s in store.series if s not in budget and s not in budget.protected
                      and s not in state.models]
             for series in held[:EVICT_BATCH]:
-                key, part = series.encode(), web.partition_for(series, settings.partitions)
+                key, part = series.encode(), partition_for(series, settings.partitions)
                 cached = state.models.pop(series, None)
                 view = store.series.get(series)
                 if cached is not None and cached.since_checkpoint:

@@ -14,7 +14,7 @@ from typing import Any
 
 import faust
 
-from streams import web
+from streams.web.cluster import partition_for
 from streams.worker.context import WorkerContext
 
 log = logging.getLogger("foresight.worker")
@@ -52,6 +52,6 @@ def install(ctx: WorkerContext) -> None:
         points_p = {tp.partition for tp in assigned if tp.topic == topics.points}
         decisions_p = {tp.partition for tp in assigned if tp.topic == topics.decisions}
         n = settings.partitions
-        ctx.budget.retain(lambda s: web.partition_for(s, n) in points_p)
-        ctx.store.forget(lambda s: web.partition_for(s, n) in points_p,
-                         lambda t: web.partition_for(t, n) in decisions_p)
+        ctx.budget.retain(lambda s: partition_for(s, n) in points_p)
+        ctx.store.forget(lambda s: partition_for(s, n) in points_p,
+                         lambda t: partition_for(t, n) in decisions_p)

@@ -20,10 +20,11 @@ from typing import Any
 
 import faust
 
-from streams import records, web
+from streams import records
 from streams.lifecycle import delivered
 from streams.ratelog import RateLimitedLog
 from streams.records import InvalidRecord, Point
+from streams.web.cluster import partition_for
 from streams.windowing import Windower
 from streams.worker.context import Source, WorkerContext
 from streams.worker.deadletters import dead_letter, processing_error
@@ -102,7 +103,7 @@ class Windows:
         # one message per points partition (the partition of each series' id) per flush
         by_partition: dict[int, list[Point]] = {}
         for point in w.close_ready():
-            by_partition.setdefault(web.partition_for(point.series, ctx.settings.partitions), []).append(point)
+            by_partition.setdefault(partition_for(point.series, ctx.settings.partitions), []).append(point)
             ctx.store.note_kind(point.series, w.kinds.get(point.series, "events"))
         for partition, pts in by_partition.items():
             for n, body in records.points_batches(pts):

@@ -1,110 +1,50 @@
-"""The worker's read-only web API and dashboard (served by Faust's web server).
+"""The read model behind the API and dashboard: per series and per target, what a worker serves.
 
-Read model
-    :class:`ViewStore` keeps, per series this worker owns, a bounded recent
-    history (points, one-step-ahead forecasts, anomalies, the latest forecast)
-    fed by the model agent, and per scaling target the replica history and the
-    decision log fed by the decisions agent. Both are snapshotted to
-    changelog-backed tables (``series_view`` every checkpoint, ``targets`` on
-    every logged decision) so a restarted or rebalanced worker serves the
-    history it took over.
-
-Routing
-    A series lives on the worker that owns its partition of the ``points``
-    topic (the same partition as its models); a target on the owner of its
-    ``decisions`` partition. ``/api/series/{id}`` is forwarded to the owner
-    (Faust's partition assignment says which worker that is); list endpoints
-    ask every worker and merge. A forwarded request carries
-    ``X-Foresight-Routed`` and is always answered locally (no loops during a
-    rebalance).
-
-Endpoints (JSON unless noted; all GET)
-    ``/dashboard/`` (HTML), ``/api/series``, ``/api/series/{id}``,
-    ``/api/targets``, ``/api/decisions``; ``/static/`` serves the dashboard's
-    assets (shipped as package data, never from a CDN).
+:class:`ViewStore` keeps, per series this worker owns, a bounded recent
+history (points, one-step-ahead forecasts, anomalies, the latest forecast)
+fed by the model agent, and per scaling target the replica history and the
+decision log fed by the decisions agent. Both are snapshotted to
+changelog-backed tables (``series_view`` every checkpoint, ``targets`` on
+every logged decision) so a restarted or rebalanced worker serves the
+history it took over.
 """
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
 import logging
 import math
 from collections import deque
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
-from urllib.parse import quote
 
-import aiohttp
-import faust
 import numpy as np
 import orjson
-from kafka.partitioner.default import murmur2
 
 from streams import records
 from streams.checkpoint import Signer, UntrustedCheckpoint
 from streams.metrics import Metrics, SeriesSelector
 from streams.ratelog import RateLimitedLog
 from streams.settings import Settings
-from streams.topics import Topics
 
 log = logging.getLogger("foresight.web")
 
-STATIC_DIR = Path(__file__).resolve().parent / "static"
-ROUTED_HEADER = "X-Foresight-Routed"
 #: settings the web layer reads (with these defaults until Settings has them)
 DEFAULT_VIEW_POINTS = 360
-DEFAULT_SERIES_CAP = 200
-MAX_PAGE = 500
 DECISION_LOG = 200
 TARGET_HISTORY = 720
 ANOMALY_HISTORY = 100
-FORWARD_TIMEOUT = 5.0
 
 
 def view_points(settings: Settings) -> int:
     return int(settings.view_points or DEFAULT_VIEW_POINTS)
 
 
-def partition_for(key: str, partitions: int) -> int:
-    """Kafka's default partitioner (murmur2), as the producers use it.
-
-    >>> partition_for("checkout/requests", 4) == partition_for("checkout/requests", 4)
-    True
-    """
-    return (murmur2(key.encode()) & 0x7FFFFFFF) % partitions
-
-
-def advertised_host(settings: Settings) -> str:
-    """The host other workers use to reach this one's web server.
-
-    ``web_advertise_host`` if set; else the bind address, unless that is a
-    wildcard (``0.0.0.0`` in a container), where it is this host's address
-    (in Kubernetes the pod IP, from the kubelet-managed ``/etc/hosts``).
-
-    >>> advertised_host(Settings(web_host="127.0.0.1"))
-    '127.0.0.1'
-    """
-    host = settings.web_advertise_host or settings.web_host
-    if host in ("0.0.0.0", "::", ""):
-        import socket
-
-        name = socket.gethostname()
-        try:
-            host = socket.gethostbyname(name)
-        except OSError:
-            host = name
-    return host
-
 
 def unit_of(kind: str) -> str:
     """The unit of a series' values: event series are rates."""
     return "events/s" if kind == "events" else ""
-
-
-# -- read model -----------------------------------------------------------
 
 
 class SeriesView:
@@ -556,387 +496,3 @@ class ViewStore:
                 except KeyError:
                     pass
         m.series_tracked.set(len(self.series))
-
-
-# -- queries (pure, used locally and merged across workers) ---------------
-
-SORTS: dict[str, tuple[Callable[[dict[str, Any]], Any], bool]] = {
-    "series": (lambda r: r["series"], False),
-    "score": (lambda r: (-1.0 if r["score"] is None else r["score"], r["series"]), True),
-    "error": (lambda r: (-1.0 if r["error"] is None else r["error"], r["series"]), True),
-    "value": (lambda r: (-math.inf if r["value"] is None else r["value"], r["series"]), True),
-}
-
-
-def select_rows(rows: Iterable[dict[str, Any]], q: str, sort: str, limit: int) -> tuple[list[dict[str, Any]], int]:
-    """Filter by substring, sort, keep the first ``limit``; returns (rows, total matched).
-
-    >>> rows = [{"series": s, "score": sc} for s, sc in (("a/x", 0.1), ("b/x", 0.9), ("c/y", None))]
-    >>> [r["series"] for r in select_rows(rows, "x", "score", 10)[0]]
-    ['b/x', 'a/x']
-    """
-    ql = q.lower()
-    matched = [r for r in rows if ql in r["series"].lower()] if ql else list(rows)
-    key, reverse = SORTS.get(sort, SORTS["series"])
-    matched.sort(key=key, reverse=reverse)
-    return matched[:limit], len(matched)
-
-
-def _int(request: Any, name: str, default: int, lo: int, hi: int) -> int:
-    raw = request.query.get(name)
-    if raw is None or raw == "":
-        return default
-    try:
-        return max(lo, min(hi, int(raw)))
-    except ValueError:
-        raise _BadRequest(f"query parameter {name!r} must be an integer") from None
-
-
-def _float(request: Any, name: str) -> float | None:
-    raw = request.query.get(name)
-    if raw is None or raw == "":
-        return None
-    try:
-        v = float(raw)
-    except ValueError:
-        raise _BadRequest(f"query parameter {name!r} must be a number (epoch seconds)") from None
-    if not math.isfinite(v):
-        raise _BadRequest(f"query parameter {name!r} must be finite")
-    return v
-
-
-class _BadRequest(ValueError):
-    pass
-
-
-# -- registration ---------------------------------------------------------
-
-
-def register(app: faust.App, settings: Settings, topics: Topics, store: ViewStore,
-             series_table: faust.Table, targets_table: faust.Table) -> None:
-    """Register the dashboard, the static assets and the JSON API on ``app``."""
-
-    def json_response(view: Any, body: Any, status: int = 200) -> Any:
-        return view.bytes(orjson.dumps(body), content_type="application/json", status=status,
-                          headers={"Cache-Control": "no-store"})
-
-    def error(view: Any, status: int, message: str, **extra: Any) -> Any:
-        return json_response(view, {"error": message, "status": status, **extra}, status)
-
-    # -- ownership ----------------------------------------------------------
-    def distribution(topic: str) -> dict[str, set[int]]:
-        """Worker URL -> partitions of ``topic`` it actively owns."""
-        try:
-            meta = app.router.external_topics_metadata()
-        except Exception:  # noqa: BLE001 - not assigned yet
-            return {}
-        out: dict[str, set[int]] = {}
-        for url, tps in (meta or {}).items():
-            parts = set(tps.get(topic, ()))
-            if parts:
-                out[str(url).rstrip("/")] = parts
-        return out
-
-    def self_url() -> str:
-        return str(app.conf.canonical_url).rstrip("/")
-
-    def owner(topic: str, key: str) -> tuple[str | None, bool]:
-        """(owner URL, is this worker) for ``key`` of ``topic``; (None, True) when unknown."""
-        dist = distribution(topic)
-        if not dist:
-            return None, True
-        n = max(settings.partitions, max(max(p) for p in dist.values()) + 1)
-        p = partition_for(key, n)
-        for url, parts in dist.items():
-            if p in parts:
-                return url, url == self_url()
-        return None, True
-
-    def owned_partitions(topic: str) -> set[int] | None:
-        """Partitions of ``topic`` this worker owns (None: no assignment known yet)."""
-        try:
-            actives = app.assignor.assigned_actives()
-        except Exception:  # noqa: BLE001
-            return None
-        return {tp.partition for tp in actives if tp.topic == topic}
-
-    def owns(topic: str) -> Callable[[str], bool]:
-        owned = owned_partitions(topic)
-        if owned is None:
-            return lambda key: True
-        n = max(settings.partitions, max(owned, default=-1) + 1)
-        return lambda key: partition_for(key, n) in owned
-
-    # -- restoring from the tables -----------------------------------------
-    def sync_series() -> None:
-        keep = owns(topics.points)
-        for k, v in list(series_table.items()):
-            s = _table_key(k)
-            if s is None:
-                store._refused("series_view", repr(k)[:100], "key is not UTF-8", v)
-                continue
-            if v is None or s in store.series or not keep(s):
-                continue
-            store.restore_series(s, v)  # a bad snapshot is skipped and counted
-
-    specs = target_specs(settings)
-
-    def with_spec(summary: dict[str, Any]) -> dict[str, Any]:
-        """A target's summary plus its spec (capacity, min, max: to check a count by eye) and unit."""
-        spec = specs.get(summary["target"])
-        summary["spec"] = spec
-        view = store.series.get(spec["series"]) if spec else None
-        summary["unit"] = unit_of(view.kind) if view is not None else None
-        return summary
-
-    def sync_targets() -> None:
-        keep = owns(topics.decisions)
-        for k, v in list(targets_table.items()):
-            t = _table_key(k)
-            if t is None:
-                store._refused("targets", repr(k)[:100], "key is not UTF-8", v)
-                continue
-            if v is None or t in store.targets or not keep(t):
-                continue
-            store.restore_target(t, v)  # a bad snapshot is skipped and counted
-
-    def local_series(series: str) -> SeriesView | None:
-        v = store.series.get(series)
-        if v is None:
-            raw = series_table.get(series.encode())
-            if raw:
-                v = store.restore_series(series, raw)
-        return v
-
-    # -- asking the other workers -----------------------------------------
-    async def forward(url: str, request: Any) -> tuple[int, Any]:
-        target = f"{url}{request.rel_url.raw_path}"
-        if request.rel_url.raw_query_string:
-            target += "?" + request.rel_url.raw_query_string
-        timeout = aiohttp.ClientTimeout(total=FORWARD_TIMEOUT)
-        async with app.http_client.get(target, headers={ROUTED_HEADER: "1"}, timeout=timeout) as r:
-            body = await r.read()
-            return r.status, orjson.loads(body)
-
-    async def fan_out(request: Any, local: Callable[[], Any]) -> tuple[list[Any], list[str]]:
-        """The local answer plus every other worker's, and the workers that failed."""
-        if request.headers.get(ROUTED_HEADER):
-            return [local()], []
-        me = self_url()
-        peers = sorted(u for u in _all_workers() if u != me)
-        results: list[Any] = [local()]
-        failed: list[str] = []
-
-        async def ask(u: str) -> None:
-            try:
-                status, body = await forward(u, request)
-                if status == 200:
-                    results.append(body)
-                else:
-                    failed.append(u)
-            except Exception as exc:  # noqa: BLE001 - a worker down makes the answer partial
-                log.warning("worker %s did not answer: %s", u, exc)
-                failed.append(u)
-
-        await asyncio.gather(*(ask(u) for u in peers))
-        return results, failed
-
-    def _all_workers() -> set[str]:
-        try:
-            meta = app.router.external_topics_metadata() or {}
-        except Exception:  # noqa: BLE001
-            return set()
-        return {str(u).rstrip("/") for u in meta}
-
-    # -- pages ---------------------------------------------------------------
-    app.web.add_static("/static/", STATIC_DIR)
-    index_html = (STATIC_DIR / "index.html").read_bytes()
-
-    @app.page("/dashboard/", name="foresight-dashboard")
-    async def dashboard_page(view: Any, request: Any) -> Any:
-        return view.bytes(index_html, content_type="text/html", headers={"Cache-Control": "no-store"})
-
-    @app.page("/dashboard", name="foresight-dashboard-noslash")
-    async def dashboard_noslash(view: Any, request: Any) -> Any:
-        return view.bytes(index_html, content_type="text/html", headers={"Cache-Control": "no-store"})
-
-    @app.page("/api/series", name="foresight-api-series")
-    async def api_series(view: Any, request: Any) -> Any:
-        try:
-            q = request.query.get("q", "")
-            sort = request.query.get("sort", "series")
-            if sort not in SORTS:
-                raise _BadRequest(f"sort must be one of {sorted(SORTS)}")
-            offset = _int(request, "offset", 0, 0, 10**9)
-            limit = _int(request, "limit", 50, 1, MAX_PAGE)
-        except _BadRequest as exc:
-            return error(view, 400, str(exc))
-
-        def local() -> dict[str, Any]:
-            sync_series()
-            rows, total = select_rows((v.summary() for v in store.series.values()), q, sort, offset + limit)
-            return {"items": rows, "total": total}
-
-        parts, failed = await fan_out(request, local)
-        if request.headers.get(ROUTED_HEADER):
-            return json_response(view, parts[0])
-        merged = [r for p in parts for r in p["items"]]
-        rows, _ = select_rows(merged, "", sort, offset + limit)
-        total = sum(p["total"] for p in parts)
-        return json_response(view, {"items": rows[offset:offset + limit], "total": total,
-                                    "offset": offset, "limit": limit, "partial": bool(failed),
-                                    "workers": len(parts) + len(failed), "unavailable": failed})
-
-    @app.page("/api/series/{series:.+}", name="foresight-api-series-one")
-    async def api_series_one(view: Any, request: Any, series: str) -> Any:
-        try:
-            since = _float(request, "since")
-        except _BadRequest as exc:
-            return error(view, 400, str(exc))
-        if not request.headers.get(ROUTED_HEADER):
-            url, mine = owner(topics.points, series)
-            if not mine and url is not None:
-                try:
-                    status, body = await forward(url, request)
-                except Exception as exc:  # noqa: BLE001
-                    return error(view, 503, f"the worker owning this series ({url}) did not answer: {exc}",
-                                 series=series, owner=url)
-                return json_response(view, body, status)
-        v = local_series(series)
-        if v is None:
-            return error(view, 404, "unknown series", series=series)
-        body = v.detail(since)
-        body["worker"] = self_url()
-        return json_response(view, body)
-
-    @app.page("/api/targets", name="foresight-api-targets")
-    async def api_targets(view: Any, request: Any) -> Any:
-        history = request.query.get("history", "1") not in ("0", "false", "no")
-
-        def local() -> dict[str, Any]:
-            sync_targets()
-            return {"items": [with_spec(t.summary(history)) for t in store.targets.values()]}
-
-        parts, failed = await fan_out(request, local)
-        if request.headers.get(ROUTED_HEADER):
-            return json_response(view, parts[0])
-        items = sorted((t for p in parts for t in p["items"]), key=lambda t: t["target"])
-        return json_response(view, {"items": items, "partial": bool(failed), "unavailable": failed})
-
-    @app.page("/api/decisions", name="foresight-api-decisions")
-    async def api_decisions(view: Any, request: Any) -> Any:
-        try:
-            limit = _int(request, "limit", 50, 1, MAX_PAGE)
-            since = _float(request, "since")
-        except _BadRequest as exc:
-            return error(view, 400, str(exc))
-        only = request.query.get("target") or None
-        lo = -math.inf if since is None else since
-
-        def local() -> dict[str, Any]:
-            sync_targets()
-            rows = [d for t in store.targets.values() if only is None or t.target == only
-                    for d in t.log if d["ts"] > lo]
-            rows.sort(key=lambda d: (d["ts"], d["target"]), reverse=True)
-            return {"items": rows[:limit]}
-
-        parts, failed = await fan_out(request, local)
-        if request.headers.get(ROUTED_HEADER):
-            return json_response(view, parts[0])
-        rows = sorted((d for p in parts for d in p["items"]), key=lambda d: (d["ts"], d["target"]),
-                      reverse=True)
-        return json_response(view, {"items": rows[:limit], "partial": bool(failed), "unavailable": failed})
-
-    app.foresight_web = {  # type: ignore[attr-defined]
-        "owner": owner, "owns": owns, "sync_series": sync_series, "sync_targets": sync_targets,
-    }
-
-
-def _table_key(k: Any) -> str | None:
-    """A table key as text; None if it is not UTF-8 (only a forged record has such a key)."""
-    if isinstance(k, bytes | bytearray):
-        try:
-            return bytes(k).decode("utf-8")
-        except UnicodeDecodeError:
-            return None
-    return str(k)
-
-
-def series_path(series: str) -> str:
-    """URL path of a series in the API (ids contain '/', which is kept encoded).
-
-    >>> series_path("checkout/requests")
-    '/api/series/checkout%2Frequests'
-    """
-    return "/api/series/" + quote(series, safe="")
-
-
-def target_specs(settings: Settings) -> dict[str, dict[str, Any]]:
-    """Per target key, what the dashboard shows of its spec (from ``settings.scalers``, if any)."""
-    if not settings.scalers:
-        return {}
-    try:
-        from scaler.spec import load_specs
-
-        specs = load_specs(settings.scalers)
-    except Exception as exc:  # noqa: BLE001 - the dashboard shows "–" instead, the worker runs on
-        log.warning("dashboard: cannot read %s: %s", settings.scalers, exc)
-        return {}
-    return {s.key: {"series": s.series, "capacity_per_replica": s.capacity_per_replica,
-                    "min_replicas": s.min_replicas, "max_replicas": s.max_replicas,
-                    "lead_time_seconds": s.lead_time_seconds, "mode": s.mode,
-                    "signals": [{"name": g.label, "series": g.series,
-                                 "capacity_per_replica": g.capacity_per_replica,
-                                 "lead_time_seconds": (s.lead_time_seconds
-                                                       if g.lead_time_seconds is None
-                                                       else g.lead_time_seconds)}
-                                for g in s.signals],
-                    "schedules": [sch.name for sch in s.schedules]} for s in specs}
-
-
-def scaler_series(settings: Settings, what: str = "per-series metrics") -> set[str]:
-    """Every series named by the PredictiveScaler file (``settings.scalers``); empty if none or unreadable."""
-    if not settings.scalers:
-        return set()
-    try:
-        from scaler.spec import load_specs
-
-        return {n for s in load_specs(settings.scalers) for n in s.all_series}
-    except Exception as exc:  # noqa: BLE001 - optional for the worker, which runs on
-        log.warning("%s: cannot read %s: %s", what, settings.scalers, exc)
-        return set()
-
-
-def load_selector(settings: Settings, metrics: Metrics) -> SeriesSelector:
-    """Series named by the PredictiveScaler file plus the allow-list, capped."""
-    names = scaler_series(settings)
-    allow = settings.metrics_series
-    patterns = [p.strip() for p in allow.split(",") if p.strip()]
-    cap = settings.metrics_series_cap
-    return SeriesSelector(metrics, names, patterns, cap)
-
-
-def consumer_lag(app: faust.App, topics: Iterable[str]) -> Callable[[], Mapping[tuple[str, int], int]]:
-    """Per-partition lag of the worker's consumer for ``topics`` (read at scrape time)."""
-    wanted = set(topics)
-
-    def lag() -> dict[tuple[str, int], int]:
-        c = app.consumer
-        out: dict[tuple[str, int], int] = {}
-        read = getattr(c, "_read_offset", {})
-        committed = getattr(c, "_committed_offset", {})
-        for tp in c.assignment():
-            if tp.topic not in wanted:
-                continue
-            try:
-                hw = c.highwater(tp)
-            except Exception:  # noqa: BLE001 - no fetch yet
-                continue
-            if hw is None:
-                continue
-            pos = read.get(tp)
-            nxt = pos + 1 if pos is not None else committed.get(tp) or 0
-            out[(tp.topic, tp.partition)] = max(0, int(hw) - int(nxt))
-        return out
-
-    return lag
