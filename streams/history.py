@@ -2,7 +2,7 @@
 
 History is older than the live watermark by nature, so it takes its own path. It is sent
 (``foresight backfill``, ``foresight ingest``) to ``<prefix>.history`` in the input wire
-format, keyed by series, and the worker's history agent (wired in :mod:`streams.app`):
+format, keyed by series, and the worker's history agent (wired in :mod:`streams.worker.models`):
 
 - validates each message with :func:`streams.records.parse_input`, like any input (bad
   elements go to ``<prefix>.history.dlq`` with their reason, counted);
@@ -121,7 +121,7 @@ def learn(model_for: Callable[[Point], SeriesModel], points: list[Point], after:
 class HistoryLearner:
     """The worker's side: one ``history`` message in, its windows learnt, receipts out.
 
-    Parameters are the worker's collaborators (see :func:`streams.app.create_app`):
+    Parameters are the worker's collaborators (see :mod:`streams.worker.models`):
     ``model_for(series, t, value)`` gives the cached model that learns the window at ``t``
     (``.model``; ``.step``, the series' own step; ``.since_checkpoint``): the same call the
     model agent makes for a live point, so history is modelled at the series' own step too.
@@ -178,9 +178,8 @@ class HistoryLearner:
             if p.start < first_shown:
                 return
             cached = current[0]
-            fc, obs, _ = inputs_from_update(cached.model, series, p.start, cached.step, p.value, u)
-            fc_json = records.forecast_to_json(fc, obs.value, obs.anomalous, u.score)
-            self.store.on_window(series, p.start, p.value, fc_json, u.score, u.anomalous, None)
+            fc, _, _ = inputs_from_update(cached.model, series, p.start, cached.step, p.value, u)
+            self.store.on_window(series, p.start, p.value, fc, u.score, u.anomalous, None)
 
         r = learn(model_for, pts, max(marks) if marks else None, on_point)
         if r.last is not None:

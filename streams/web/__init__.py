@@ -45,6 +45,7 @@ from streams.web.readmodel import (
     DECISION_LOG,
     DEFAULT_VIEW_POINTS,
     TARGET_HISTORY,
+    Anomaly,
     SeriesView,
     TargetView,
     ViewStore,
@@ -56,7 +57,7 @@ from streams.web.specs import load_selector, scaler_series, target_specs
 
 __all__ = [
     "ANOMALY_HISTORY", "DECISION_LOG", "DEFAULT_VIEW_POINTS", "FORWARD_TIMEOUT", "MAX_PAGE", "ROUTED_HEADER",
-    "SORTS", "STATIC_DIR", "TARGET_HISTORY", "Api", "Cluster", "SeriesView", "TargetView", "ViewStore",
+    "SORTS", "STATIC_DIR", "TARGET_HISTORY", "Anomaly", "Api", "Cluster", "SeriesView", "TargetView", "ViewStore",
     "advertised_host", "load_selector", "partition_for", "register", "scaler_series", "select_rows",
     "series_path", "target_specs", "unit_of", "view_points",
 ]

@@ -17,11 +17,12 @@ import math
 from collections import deque
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 import orjson
 
+from detectors.forecast import Forecast
 from streams import records
 from streams.checkpoint import Signer, UntrustedCheckpoint
 from streams.metrics import Metrics, SeriesSelector
@@ -35,6 +36,16 @@ DEFAULT_VIEW_POINTS = 360
 DECISION_LOG = 200
 TARGET_HISTORY = 720
 ANOMALY_HISTORY = 100
+
+
+class Anomaly(NamedTuple):
+    """A window the detector flagged, as the view keeps it (the ``anomalies`` record's fields)."""
+
+    ts: float
+    value: float
+    score: float
+    threshold: float
+    detector: str
 
 
 def view_points(settings: Settings) -> int:
@@ -55,15 +66,16 @@ class SeriesView:
     missing), about 32 bytes per window. The latest forecast is kept as an
     array too, anomalies (rare) as a short deque.
 
+    >>> from dataclasses import replace
+    >>> from detectors.forecast import Forecast, ForecastPoint
     >>> v = SeriesView("a/b", size=4, kind="events")
-    >>> fc = {"issued": 20.0, "step": 10.0, "coverage": 0.8, "model": "m", "warm": True, "error": 0.5,
-    ...       "points": [{"ts": 30.0, "yhat": 7.0, "lower": 6.0, "upper": 8.0}]}
+    >>> fc = Forecast("a/b", 20.0, 10.0, (ForecastPoint(30.0, 7.0, 6.0, 8.0),), 0.8, "m", True, 0.5)
     >>> v.add(20.0, 6.5, fc, 0.1, False, None)
     True
     >>> d = v.detail()
     >>> d["points"], d["fitted"], d["unit"]
     ([{'ts': 20.0, 'value': 6.5}], [{'ts': 30.0, 'yhat': 7.0, 'lower': 6.0, 'upper': 8.0}], 'events/s')
-    >>> v.add(30.0, 7.5, {**fc, "issued": 30.0, "points": [{"ts": 40.0, "yhat": 8.0, "lower": 7.0, "upper": 9.0}]},
+    >>> v.add(30.0, 7.5, replace(fc, issued=30.0, points=(ForecastPoint(40.0, 8.0, 7.0, 9.0),)),
     ...       0.2, False, None)
     True
     >>> [f["ts"] for f in v.detail()["fitted"]], v.add(20.0, 1.0, fc, 0.0, False, None)
@@ -97,16 +109,16 @@ class SeriesView:
     def _index(self, ts: float) -> int:
         return int(round(ts / self.step))
 
-    def add(self, ts: float, value: float, forecast: dict[str, Any], score: float | None,
-            anomalous: bool, anomaly: dict[str, Any] | None) -> bool:
+    def add(self, ts: float, value: float, forecast: Forecast, score: float | None,
+            anomalous: bool, anomaly: Anomaly | None) -> bool:
         """Record a closed window and the forecast issued after it; False if
         the window is not newer than the newest held (a replay)."""
         if not self.step:
-            self.step = float(forecast.get("step") or 0.0)
+            self.step = float(forecast.step or 0.0)
             if self.step <= 0:
                 return False
-        elif float(forecast.get("step") or self.step) != self.step:
-            self._rebase(float(forecast["step"]))  # the series is modelled at a new step
+        elif float(forecast.step or self.step) != self.step:
+            self._rebase(float(forecast.step))  # the series is modelled at a new step
         k = self._index(ts)
         if k <= self.hi:
             return False
@@ -122,29 +134,28 @@ class SeriesView:
         if self.fc_meta is not None and len(self.fc_points) and self._index(self.fc_points[0, 0]) == k:
             row[1:] = self.fc_points[0, 1:]
         self.hi = k
-        pts = forecast.get("points") or []
-        self.fc_points = np.array([[p["ts"], p["yhat"], p["lower"], p["upper"]] for p in pts],
+        self.fc_points = np.array([[p.ts, p.yhat, p.lower, p.upper] for p in forecast.points],
                                   dtype=float).reshape(-1, 4)
-        err = forecast.get("error")
-        self.fc_meta = (float(forecast.get("issued", ts)), self.step, float(forecast.get("coverage") or 0.0),
-                        str(forecast.get("model") or ""), bool(forecast.get("warm")),
-                        None if err is None else float(err))
+        err = forecast.error
+        self.fc_meta = (float(forecast.issued), self.step, float(forecast.coverage or 0.0),
+                        str(forecast.model or ""), bool(forecast.warm), None if err is None else float(err))
         self.score, self.anomalous = score, anomalous
-        drifting = bool(forecast.get("drifting"))
+        drifting = bool(forecast.drifting)
         if drifting and not self.drifting:
             self.drifts.append(ts)
         self.drifting = drifting
         if anomaly is not None:
-            self.anomalies.append((float(anomaly["ts"]), float(anomaly["value"]), float(anomaly["score"]),
-                                   float(anomaly["threshold"]), str(anomaly["detector"])))
+            self.anomalies.append((float(anomaly.ts), float(anomaly.value), float(anomaly.score),
+                                   float(anomaly.threshold), str(anomaly.detector)))
         return True
 
     def _rebase(self, step: float) -> None:
         """Re-index the held windows at ``step`` (the series' own step, streams/steps.py), so the
         ring holds ``size`` points at that step rather than gaps between them.
 
+        >>> from detectors.forecast import Forecast
         >>> v = SeriesView("m", size=100, kind="metrics")
-        >>> fc = lambda t, step: {"issued": t, "step": step, "points": []}
+        >>> fc = lambda t, step: Forecast("m", t, step, (), 0.8, "m", True)
         >>> for t in (0.0, 300.0, 600.0):
         ...     _ = v.add(t, t / 100, fc(t, 10.0), None, False, None)
         >>> v.add(900.0, 9.0, fc(900.0, 300.0), None, False, None), v.step
@@ -352,15 +363,16 @@ class ViewStore:
             self.metrics.series_tracked.set(len(self.series))
         return v
 
-    def on_window(self, series: str, ts: float, value: float, forecast: dict[str, Any],
-                  score: float | None, anomalous: bool, anomaly: dict[str, Any] | None) -> SeriesView:
+    def on_window(self, series: str, ts: float, value: float, forecast: Forecast,
+                  score: float | None, anomalous: bool, anomaly: Anomaly | None) -> SeriesView:
+        """A closed window of ``series``, the forecast issued after it and its anomaly, if any."""
         v = self.view(series)
         if not v.add(ts, value, forecast, score, anomalous, anomaly):
             return v  # a window replayed after a rebalance or restart: already shown
-        pts = forecast.get("points") or []
+        pts = forecast.points
         if self.selector is not None:
-            first = (pts[0]["yhat"], pts[0]["lower"], pts[0]["upper"]) if pts else None
-            peak = max((p["upper"] for p in pts), default=None)
+            first = (pts[0].yhat, pts[0].lower, pts[0].upper) if pts else None
+            peak = max((p.upper for p in pts), default=None)
             self.selector.observe(series, value, score, first, peak)
         return v
 

@@ -26,6 +26,7 @@ from streams.history import HistoryLearner, HistoryMetrics
 from streams.lifecycle import delivered
 from streams.records import Point
 from streams.steps import StepEstimator, model_shape
+from streams.web.readmodel import Anomaly
 from streams.worker.context import Cached, WorkerContext, horizon_steps
 from streams.worker.deadletters import dead_letter, processing_error
 
@@ -123,22 +124,20 @@ class Models:
         fc, obs, _ = inputs_from_update(cached.model, point.series, point.start, cached.step,
                                         point.value, u)
         key = point.series.encode()
-        fc_json = records.forecast_to_json(fc, obs.value, obs.anomalous, u.score)
-        body = None
+        anomaly = None
         if u.drift_started:
             metrics.drift_events.inc()
             log.info("series %s: forecast errors changed regime at %s (drift); acting "
                      "reactively until the model has adapted", point.series, point.start)
         if u.anomalous:
-            body = records.anomaly_to_json(point.series, point.start, point.value, u.score,
-                                           cached.model.threshold,
-                                           type(cached.model.detector).__name__)
+            anomaly = Anomaly(point.start, point.value, u.score, cached.model.threshold,
+                              type(cached.model.detector).__name__)
+            body = records.anomaly_to_json(point.series, *anomaly)
             await ctx.out[ctx.topics.anomalies].send(key=key, value=records.dumps(body),
                                                      callback=self.anomalies_delivered)
         if point.series not in store.series and key in tables.series_view:
             self.restore_view(point.series)
-        view = store.on_window(point.series, point.start, point.value, fc_json, u.score,
-                               u.anomalous, body)
+        view = store.on_window(point.series, point.start, point.value, fc, u.score, u.anomalous, anomaly)
         store.note_learnt(point.series, cached.model.updates)
         cached.since_checkpoint += 1
         if cached.since_checkpoint >= ctx.settings.checkpoint_every:
@@ -146,7 +145,7 @@ class Models:
             tables.series_view[key] = store.snapshot_series(view)
             cached.since_checkpoint = 0
             metrics.checkpoints.inc()
-        return records.dumps(fc_json)
+        return records.dumps(records.forecast_to_json(fc, obs.value, obs.anomalous, u.score))
 
     def save_history(self, series: str, model: SeriesModel, view: Any) -> None:
         """Checkpoint a series' model and view after a history message taught it."""

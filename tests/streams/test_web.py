@@ -174,6 +174,34 @@ def test_decision_log_keeps_changes_newest_last():
     assert len(t.history) == 5 and t.decisions == 5
 
 
+def test_the_view_serves_the_forecasts_and_anomalies_the_model_agent_publishes():
+    """The read model takes the model's Forecast and the anomaly; the API shows what went on the wire."""
+    from detectors.defaults import make_series_model
+    from scaler.inputs import inputs_from_update
+    from streams.metrics import Metrics
+    from streams.records import anomaly_to_json, forecast_to_json
+    from streams.web import Anomaly, ViewStore
+
+    store, model = ViewStore(50, Metrics()), make_series_model(WINDOW, 36, 6)
+    wire, anomalies = None, []
+    for i in range(260):
+        t, v = T0 + WINDOW * i, 100 + 30 * math.sin(2 * math.pi * i / 36) + (400 if i == 250 else 0)
+        u = model.update(v, t)
+        fc, obs, _ = inputs_from_update(model, "a/rps", t, WINDOW, v, u)
+        anomaly = Anomaly(t, v, u.score, model.threshold, type(model.detector).__name__) if u.anomalous else None
+        if anomaly is not None:
+            anomalies.append({k: x for k, x in anomaly_to_json("a/rps", *anomaly).items() if k != "series"})
+        store.on_window("a/rps", t, v, fc, u.score, u.anomalous, anomaly)
+        wire = orjson.loads(orjson.dumps(forecast_to_json(fc, obs.value, obs.anomalous, u.score)))
+    d = store.series["a/rps"].detail()
+    assert d["forecast"] == {k: wire[k] for k in ("issued", "step", "coverage", "model", "warm", "error",
+                                                  "points")}
+    assert d["fitted"][-1] == {"ts": wire["points"][0]["ts"], **{k: wire["points"][0][k]
+                                                                for k in ("yhat", "lower", "upper")}}
+    assert (d["score"], d["warm"], d["error"]) == (wire["score"], wire["warm"], wire["error"])
+    assert anomalies and d["anomalies"] == anomalies
+
+
 def test_select_rows_filters_sorts_and_counts():
     rows = [{"series": f"svc{i % 3}/r{i}", "score": i / 10, "error": None, "value": i} for i in range(10)]
     top, total = select_rows(rows, "SVC1", "score", 2)
