@@ -2,7 +2,7 @@
 factor and ``min.insync.replicas``.
 
 The replication a cluster gets is decided once, by :func:`replication`, and the
-same numbers go to Faust for its changelog topics (see ``streams.app.create_app``).
+same numbers go to Faust for its changelog topics (see ``streams.worker.context``).
 """
 
 from __future__ import annotations

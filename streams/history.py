@@ -125,7 +125,7 @@ class HistoryLearner:
     ``model_for(series, t, value)`` gives the cached model that learns the window at ``t``
     (``.model``; ``.step``, the series' own step; ``.since_checkpoint``): the same call the
     model agent makes for a live point, so history is modelled at the series' own step too.
-    ``store`` is the :class:`~streams.web.ViewStore`, ``save(series, model, view)``
+    ``store`` is the :class:`~streams.web.readmodel.ViewStore`, ``save(series, model, view)``
     checkpoints both, ``restore_view(series)`` restores a series' view from its table.
     ``step`` is the window length: history is windowed at it.
     """

@@ -1,13 +1,9 @@
 """The worker's read-only web API and dashboard (served by Faust's web server).
 
 Read model
-    :class:`ViewStore` keeps, per series this worker owns, a bounded recent
-    history (points, one-step-ahead forecasts, anomalies, the latest forecast)
-    fed by the model agent, and per scaling target the replica history and the
-    decision log fed by the decisions agent. Both are snapshotted to
-    changelog-backed tables (``series_view`` every checkpoint, ``targets`` on
-    every logged decision) so a restarted or rebalanced worker serves the
-    history it took over.
+    :class:`ViewStore` (:mod:`streams.web.readmodel`): per series and per
+    target, what this worker serves, fed by the model and decisions agents and
+    snapshotted to changelog-backed tables.
 
 Routing
     A series lives on the worker that owns its partition of the ``points``

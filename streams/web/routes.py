@@ -10,6 +10,7 @@ merge. Each worker answers from its read model
 from __future__ import annotations
 
 import math
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
@@ -50,16 +51,25 @@ class Api:
 
     # -- restoring from the tables -----------------------------------------
     def sync_series(self) -> None:
-        store = self.store
-        keep = self.cluster.owns(self.topics.points)
-        for k, v in list(self.series_table.items()):
-            s = _table_key(k)
-            if s is None:
-                store._refused("series_view", repr(k)[:100], "key is not UTF-8", v)
+        """Restore every series this worker owns from the ``series_view`` table that it does not hold."""
+        self._sync("series_view", self.series_table, self.store.series, self.cluster.owns(self.topics.points),
+                   self.store.restore_series)
+
+    def sync_targets(self) -> None:
+        """Restore every target this worker owns from the ``targets`` table that it does not hold."""
+        self._sync("targets", self.targets_table, self.store.targets, self.cluster.owns(self.topics.decisions),
+                   self.store.restore_target)
+
+    def _sync(self, name: str, table: faust.Table, held: Mapping[str, Any], keep: Callable[[str], bool],
+              restore: Callable[[str, Any], Any]) -> None:
+        for k, v in list(table.items()):
+            key = _table_key(k)
+            if key is None:
+                self.store._refused(name, repr(k)[:100], "key is not UTF-8", v)
                 continue
-            if v is None or s in store.series or not keep(s):
+            if v is None or key in held or not keep(key):
                 continue
-            store.restore_series(s, v)  # a bad snapshot is skipped and counted
+            restore(key, v)  # a bad snapshot is skipped and counted
 
     def with_spec(self, summary: dict[str, Any]) -> dict[str, Any]:
         """A target's summary plus its spec (capacity, min, max: to check a count by eye) and unit."""
@@ -68,18 +78,6 @@ class Api:
         view = self.store.series.get(spec["series"]) if spec else None
         summary["unit"] = unit_of(view.kind) if view is not None else None
         return summary
-
-    def sync_targets(self) -> None:
-        store = self.store
-        keep = self.cluster.owns(self.topics.decisions)
-        for k, v in list(self.targets_table.items()):
-            t = _table_key(k)
-            if t is None:
-                store._refused("targets", repr(k)[:100], "key is not UTF-8", v)
-                continue
-            if v is None or t in store.targets or not keep(t):
-                continue
-            store.restore_target(t, v)  # a bad snapshot is skipped and counted
 
     def local_series(self, series: str) -> SeriesView | None:
         v = self.store.series.get(series)
