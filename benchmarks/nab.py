@@ -68,7 +68,8 @@ STANDARD = {"tpWeight": 1.0, "fpWeight": 0.11, "fnWeight": 1.0}
 #: points let it relax and end an incident's hold) were chosen by looking at
 #: scores, so the values looked at are candidates here and the LOCO figure
 #: includes that choice; "before" (relax 0, quiet 0) is the detector before
-#: they existed.
+#: they existed. The hold's cap (``hold``, points) likewise: 50, 100 (the default
+#: before), 200 (shipped), 300 and unlimited were looked at.
 #: a product requirement fixed before looking at any corpus, which a candidate must meet
 #: to be offered to the protocol at all: on pure noise of any distribution and step, at
 #: most this many alert onsets per 1,000 points at the worker's threshold (an alarm must
@@ -115,6 +116,10 @@ CANDIDATES: dict[str, dict] = {
     "quiet0.3": {"quiet": 0.3},
     "quiet0.8": {"quiet": 0.8},
     "quiet1": {"quiet": 1.0},
+    "hold50": {"hold": 50},
+    "hold100": {"hold": 100},
+    "hold300": {"hold": 300},
+    "hold_unlimited": {"hold": 1_000_000_000},
 }
 
 
