@@ -1,0 +1,76 @@
+"""``foresight demo --local-prometheus`` / ``--sources``: the demo fed by a real Prometheus."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from streams.broker import free_port
+from tests.conftest import ROOT
+from tests.prometheus_fixture import HISTORY_SECONDS, QUERY, known_value, require_prometheus
+
+pytestmark = pytest.mark.integration
+
+
+def test_the_local_prometheus_demo_backfills_forecasts_warm_and_decides(broker, prefix, tmp_path):
+    """The make demo-prometheus variant, briefly: the taxi sample's history is learnt, its model
+    is warm, and its PredictiveScaler decides on the live samples."""
+    from streams.demo_sources import SAMPLE_SERIES, SAMPLE_TRACE
+
+    require_prometheus()
+    rows = len(SAMPLE_TRACE.read_text().splitlines()) - 1
+    env = {**os.environ, "FORESIGHT_BROKER": broker, "FORESIGHT_TOPIC_PREFIX": prefix,
+           "FORESIGHT_APP_ID": f"{prefix}-app", "FORESIGHT_WEB_PORT": str(free_port()),
+           "FORESIGHT_MODEL_KEY": "test-key-0123456789abcdef"}
+    r = subprocess.run([sys.executable, "-m", "streams", "demo", "--local-prometheus", "--duration", "5",
+                        "--quiet"], env=env, cwd=tmp_path, capture_output=True, text=True, timeout=420)
+    assert r.returncode == 0, r.stderr[-4000:]
+    summary = json.loads(r.stdout)
+    [s] = summary["series"]
+    print(r.stderr[-1500:])
+    assert s["series"] == SAMPLE_SERIES
+    assert s["history_windows_sent"] == rows and s["history_points"] == rows, "the four weeks, learnt"
+    assert s["warm"] is True and s["step"] == 10.0
+    assert s["live_samples"] >= 2 and s["points_learnt"] > rows, "then live samples, learnt too"
+    assert s["decisions"] >= 1 and s["replicas"], "its PredictiveScaler decided on them"
+    assert summary["checks"] == {"history_backfilled": True, "forecast_warm": True, "decided": True}
+    assert summary["counts"]["dead_letters"] == 0
+    assert "[ok] forecast_warm" in r.stderr
+
+
+def test_without_prometheus_the_local_demo_says_what_to_install(tmp_path):
+    env = {**os.environ, "PATH": str(tmp_path)}  # no prometheus, no promtool
+    r = subprocess.run([sys.executable, "-m", "streams", "demo", "--local-prometheus"], env=env, cwd=ROOT,
+                       capture_output=True, text=True, timeout=120)
+    assert r.returncode == 1 and r.stderr.count("\n") == 1, r.stderr
+    assert "Prometheus is not installed" in r.stderr and "apt-get install prometheus" in r.stderr
+    assert "--sources FILE" in r.stderr, "and how to use a server of one's own"
+
+
+def test_the_demo_sizes_a_scaler_for_a_source_without_one_from_its_history(prometheus, tmp_path):
+    from scaler.spec import ScalerSpec
+    from streams.demo_sources import PEAK_REPLICAS, _user_plan
+    from streams.prometheus import PrometheusSettings
+
+    sources = tmp_path / "sources.yaml"
+    sources.write_text(f"sources:\n  - {{series: prom/load, query: '{QUERY}', step: 5}}\n")
+    plan = _user_plan(str(sources), None, PrometheusSettings(url=prometheus.url))
+    [doc] = plan.scalers
+    spec = ScalerSpec.from_manifest(doc)
+    assert spec.series == "prom/load" and spec.mode == "ForecastOnly"
+    # the peak of the known series over its history (every 5 s, as the subquery evaluates it)
+    end = int(prometheus.history_end)
+    peak = max(known_value(t) for t in range(end - HISTORY_SECONDS, end, 5))
+    assert spec.capacity_per_replica == pytest.approx(peak / PEAK_REPLICAS, rel=0.02)
+    assert "ForecastOnly" in plan.notes[0] and "give --scalers FILE" in plan.notes[0]
+
+    gone = tmp_path / "gone.yaml"
+    gone.write_text("sources:\n  - {series: gone/load, query: 'absent_metric_xyz', step: 5}\n")
+    from streams.demo_sources import DemoError
+
+    with pytest.raises(DemoError, match="no positive value in the last day"):
+        _user_plan(str(gone), None, PrometheusSettings(url=prometheus.url))
