@@ -67,8 +67,9 @@ class Source:
     days: float | None = None
 
 
-def parse_sources(doc: Any) -> list[Source]:
-    """The ``sources:`` list of a YAML document; every problem reported at once.
+def parse_sources(doc: Any, allow_empty: bool = False) -> list[Source]:
+    """The ``sources:`` list of a YAML document; every problem reported at once. An empty
+    list is refused unless ``allow_empty`` (``--kube``: the PredictiveScalers may be all).
 
     >>> parse_sources({"sources": [{"series": "a/rps", "query": "sum(up)", "step": 15}]})
     [Source(series='a/rps', query='sum(up)', step=15.0, days=None)]
@@ -77,6 +78,8 @@ def parse_sources(doc: Any) -> list[Source]:
     ...
     streams.ingest.SourcesError: sources[0]: unknown field 'stpe' (fields: series, query, step, days); sources[0].series: bad_series: 'series' must be ...; got ''; sources[0].step must be a number >= 1 (seconds)
     """
+    if allow_empty and isinstance(doc, Mapping) and doc.get("sources") == []:
+        return []
     if not isinstance(doc, Mapping) or not isinstance(doc.get("sources"), list) or not doc["sources"]:
         raise SourcesError("expected a non-empty 'sources:' list of {series, query, step}")
     problems: list[str] = []
@@ -116,7 +119,7 @@ def parse_sources(doc: Any) -> list[Source]:
     return out
 
 
-def load_sources(path: str | Path) -> list[Source]:
+def load_sources(path: str | Path, allow_empty: bool = False) -> list[Source]:
     """Read and check a sources YAML file (:func:`parse_sources`)."""
     import yaml
 
@@ -127,7 +130,7 @@ def load_sources(path: str | Path) -> list[Source]:
         line = f":{mark.line + 1}" if mark is not None else ""
         raise SourcesError(f"{path}{line}: not valid YAML ({getattr(exc, 'problem', None) or exc})") from None
     try:
-        return parse_sources(doc)
+        return parse_sources(doc, allow_empty)
     except SourcesError as exc:
         raise SourcesError(f"{path}: {exc}") from None
 
@@ -384,7 +387,7 @@ def run_ingest(settings: Any, ingest: IngestSettings, prom: Any, backfill_histor
     from streams.producer import AggregatingProducer
     from streams.topics import Topics
 
-    listed = load_sources(ingest.sources) if ingest.sources else []
+    listed = load_sources(ingest.sources, allow_empty=kube) if ingest.sources else []
     if settings.scalers:
         from scaler.spec import load_specs
 

@@ -89,7 +89,8 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
             listed = []
             if ingest.sources:
                 _input_file(ingest.sources, "--sources", "a sources YAML file")
-                listed = load_sources(ingest.sources)  # every problem reported before any connection
+                # every problem reported before any connection
+                listed = load_sources(ingest.sources, allow_empty=args.kube)
             if settings.scalers:
                 from streams.cli import _load_specs
                 from streams.ingest import sources_from_specs
