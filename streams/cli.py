@@ -378,7 +378,7 @@ def _run(argv: list[str], ctx: dict[str, Any]) -> int:
         from streams.sources_cli import run
 
         return run(args, settings)
-    if args.command == "demo" and (args.sources or args.local_prometheus):
+    if args.command == "demo" and (args.sources or args.local_prometheus or args.demo_scalers):
         return _demo_from_prometheus(args, settings)
     if args.command == "demo":
         from streams.demo import run_demo

@@ -176,8 +176,10 @@ def _demo_settings(settings: Settings, plan: Plan, local: bool) -> Settings:
         settings = settings.replace(window_seconds=min(s.step for s in plan.sources))
     if local and not settings.period_steps:
         settings = settings.replace(period_steps=int(48 * ROW_SECONDS / settings.window_seconds))
-    if settings.horizon_seconds < plan.lead_seconds + 2 * settings.window_seconds:
-        settings = settings.replace(horizon_seconds=plan.lead_seconds + 2 * settings.window_seconds)
+    reach = plan.lead_seconds + 2 * settings.window_seconds  # as far as the scalers look ahead
+    if settings.horizon_seconds < reach or ("FORESIGHT_HORIZON_SECONDS" not in os.environ
+                                            and settings.horizon_seconds == Settings().horizon_seconds):
+        settings = settings.replace(horizon_seconds=reach)
     if settings.web_port == Settings().web_port and "FORESIGHT_WEB_PORT" not in os.environ:
         import socket
 

@@ -74,3 +74,40 @@ def test_the_demo_sizes_a_scaler_for_a_source_without_one_from_its_history(prome
 
     with pytest.raises(DemoError, match="no positive value in the last day"):
         _user_plan(str(gone), None, PrometheusSettings(url=prometheus.url))
+
+
+def test_the_demo_from_a_sources_file_runs_the_ingest_beside_worker_and_controller(
+        broker, prefix, prometheus, tmp_path):
+    """``foresight demo --sources FILE``: a source of the user's, a PredictiveScaler sized for it."""
+    sources = tmp_path / "sources.yaml"
+    days = (HISTORY_SECONDS + 120) / 86400
+    sources.write_text(f"sources:\n  - {{series: prom/load, query: '{QUERY}', step: 1, days: {days!r}}}\n")
+    env = {**os.environ, "FORESIGHT_BROKER": broker, "FORESIGHT_TOPIC_PREFIX": prefix,
+           "FORESIGHT_APP_ID": f"{prefix}-app", "FORESIGHT_WEB_PORT": str(free_port()),
+           "FORESIGHT_MODEL_KEY": "test-key-0123456789abcdef", "FORESIGHT_PROMETHEUS_URL": prometheus.url,
+           "FORESIGHT_PERIOD_STEPS": "300"}  # the known series' 5-minute cycle at 1-s steps
+    r = subprocess.run([sys.executable, "-m", "streams", "demo", "--sources", str(sources), "--duration", "3",
+                        "--quiet"], env=env, cwd=tmp_path, capture_output=True, text=True, timeout=420)
+    assert r.returncode == 0, r.stderr[-4000:]
+    [s] = json.loads(r.stdout)["series"]
+    assert s["series"] == "prom/load" and s["step"] == 1.0
+    assert s["history_points"] >= HISTORY_SECONDS and s["warm"] is True
+    assert s["decisions"] >= 1 and s["live_samples"] >= 1
+    assert "PredictiveScaler demo/prom-load on prom/load: ForecastOnly, capacityPerReplica" in r.stderr
+
+
+def test_demo_source_flags_are_checked_before_anything_starts(tmp_path):
+    def demo(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([sys.executable, "-m", "streams", "demo", *args], cwd=ROOT, capture_output=True,
+                              text=True, timeout=60, env={**os.environ, "FORESIGHT_BROKER": "127.0.0.1:1"})
+
+    bad = tmp_path / "sources.yaml"
+    bad.write_text("sources:\n  - {series: a/b, query: up, step: 0}\n")
+    for args, message in [
+        (("--sources", str(bad)), "sources[0].step must be a number >= 1"),
+        (("--sources", str(tmp_path / "none.yaml")), "no such file"),
+        (("--local-prometheus", "--sources", str(bad)), "--local-prometheus brings its own source"),
+        (("--scalers", str(bad)), "--scalers goes with --sources"),
+    ]:
+        r = demo(*args)
+        assert r.returncode == 2 and message in r.stderr and r.stderr.count("\n") == 1, (args, r.stderr)
