@@ -419,7 +419,7 @@ def _demo_source_flags(p: argparse.ArgumentParser) -> None:
                         "per source, sized from the last day's peak)")
     g.add_argument("--local-prometheus", action="store_true",
                    help="start a local Prometheus (Debian's prometheus and promtool) holding four weeks of "
-                        "NYC taxi demand, a day every 8 minutes, and run the demo from it (make demo-prometheus)")
+                        "NYC taxi demand, a day every 4 minutes, and run the demo from it (make demo-prometheus)")
     g.add_argument("--prometheus-url", metavar="URL",
                    help="with --sources: the Prometheus HTTP API [FORESIGHT_PROMETHEUS_URL; default: "
                         "http://127.0.0.1:9090]")

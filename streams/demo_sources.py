@@ -16,8 +16,8 @@ be dead-lettered as ``future``.
 ``--local-prometheus`` starts Debian's ``prometheus`` on a free loopback port
 (:mod:`streams.localprom`, the server the tests use) holding four weeks of NYC taxi
 demand (``deploy/compose/nyc_taxi_30min.csv``, 1,344 half-hour rows) **compressed in
-time**, one row every :data:`ROW_SECONDS` seconds, so a day is 8 minutes and the history
-3.7 hours that end now; an exporter goes on with the same rows (the four weeks repeat),
+time**, one row every :data:`ROW_SECONDS` seconds, so a day is 4 minutes and the history
+1.9 hours that end now; an exporter goes on with the same rows (the four weeks repeat),
 scraped every second. The source polls it every :data:`ROW_SECONDS`, and a
 PredictiveScaler ``demo/taxi-dispatch`` (Active, simulated cluster) scales on it.
 """
@@ -46,7 +46,7 @@ from streams.ingest import Source, load_sources, merge_sources, sources_from_spe
 from streams.settings import Settings
 
 #: the sample: wall-clock seconds per half-hour row of the taxi trace (a day is 48 rows)
-ROW_SECONDS = 10
+ROW_SECONDS = 5
 #: the sample trace, in the repository
 SAMPLE_TRACE = Path(__file__).resolve().parent.parent / "deploy" / "compose" / "nyc_taxi_30min.csv"
 SAMPLE_METRIC = "nyc_taxi_passengers"
@@ -74,8 +74,8 @@ def sample_value(rows: list[float]) -> Any:
     a query at a step sees one row, never a scrape from either side of a change.
 
     >>> f = sample_value([1.0, 2.0, 3.0])
-    >>> [f(t) for t in (5.0, 10.0, 14.9, 15.0, 35.0, 45.0)]
-    [1.0, 1.0, 1.0, 2.0, 1.0, 2.0]
+    >>> [f(k * ROW_SECONDS) for k in range(5)], f(1.4 * ROW_SECONDS), f(1.6 * ROW_SECONDS)
+    ([3.0, 1.0, 2.0, 3.0, 1.0], 1.0, 2.0)
     """
     half = ROW_SECONDS / 2
 
@@ -97,7 +97,7 @@ def sample_scaler() -> dict[str, Any]:
             "leadTimeSeconds": SAMPLE_LEAD_SECONDS, "mode": "Active",
             "behavior": {
                 "scaleDown": {"stabilizationWindowSeconds": 6 * ROW_SECONDS},
-                # as far as the forecast needs in one step (the sample's day is 8 minutes)
+                # as far as the forecast needs in one step (the sample's day is 4 minutes)
                 "scaleUp": {"stabilizationWindowSeconds": 0,
                             "policies": [{"type": "Percent", "value": 400, "periodSeconds": ROW_SECONDS}]},
             },
@@ -197,7 +197,8 @@ def intro(plan: Plan, settings: Settings, duration: float, local: bool) -> str:
     lines = ["Foresight demo from Prometheus: the whole pipeline on this machine, fed by PromQL queries.",
              f"  Prometheus: {plan.prometheus_url}" + (
                  f" (started here: 4 weeks of NYC taxi demand, one half-hour row every {ROW_SECONDS} s, "
-                 "so a day is 8 minutes; the history ends now and the rows go on live)" if local else "")]
+                 f"so a day is {48 * ROW_SECONDS / 60:g} minutes; the history ends now and the rows go "
+                 "on live)" if local else "")]
     lines += [f"  source {s.series}: {s.query} every {s.step:g} s" for s in plan.sources]
     lines += [f"  {n}" for n in plan.notes]
     lines += [
@@ -249,6 +250,7 @@ def series_state(settings: Settings, series: str, ingest: dict[tuple[str, str], 
         "decisions": len(decisions),
         "reasons": dict(reasons.most_common()),
         "replicas": None if last is None else f"{last['current']}->{last['desired']}",
+        "last_reason": None if last is None else last["reason"],
         "last_message": None if last is None else last.get("message"),
     }
 
@@ -259,7 +261,7 @@ def _line(states: list[dict[str, Any]], live_for: float | None) -> str:
         hist = f"history {s['history_points']:,} windows" + (" (warm)" if s["warm"] else "")
         dec = f"decisions {s['decisions']}"
         if s["replicas"]:
-            dec += f" ({next(iter(s['reasons']))}, replicas {s['replicas']})"
+            dec += f" (last {s['last_reason']}, replicas {s['replicas']})"
         parts.append(f"{s['series']}: {hist}, live samples {s['live_samples']}, {dec}")
     return " | ".join(parts)
 
