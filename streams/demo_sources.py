@@ -61,6 +61,8 @@ PEAK_REPLICAS = 4
 
 #: most seconds after --duration to wait for the first decision on each series
 DRAIN_SECONDS = 90.0
+#: most seconds for every source to be live (history read and learnt, a first sample sent)
+LIVE_WITHIN_SECONDS = 600.0
 
 
 class DemoError(RuntimeError):
@@ -319,9 +321,14 @@ async def _run(settings: Settings, plan: Plan, workdir: Path, children: Any, dur
             out.append(series_state(settings, s.series, ingest, decs))
         return out
 
+    started = time.monotonic()
     try:
         while not stop.is_set():
-            children.check()
+            try:
+                children.check()
+            except RuntimeError as exc:  # e.g. the ingest refused a query: say why, from its log
+                name = str(exc).split()[0]
+                raise DemoError(f"{exc}: {_last_line(workdir / f'{name}.log')} (logs in {workdir})") from None
             now = states()
             if live_from is None and all(s["live_samples"] for s in now):
                 live_from = time.monotonic()
@@ -334,6 +341,10 @@ async def _run(settings: Settings, plan: Plan, workdir: Path, children: Any, dur
             # window closes after the allowed lateness), at most DRAIN_SECONDS more
             if live_for is not None and live_for >= duration and (
                     all(s["decisions"] for s in now) or live_for >= duration + DRAIN_SECONDS):
+                break
+            if live_from is None and time.monotonic() - started > LIVE_WITHIN_SECONDS:
+                print(f"\nnot live after {LIVE_WITHIN_SECONDS:g} s (is Prometheus reachable, does every "
+                      f"query return data?): see {workdir / 'ingest.log'}", file=sys.stderr, flush=True)
                 break
             try:
                 await asyncio.wait_for(stop.wait(), 1.0)
@@ -356,6 +367,15 @@ async def _run(settings: Settings, plan: Plan, workdir: Path, children: Any, dur
         stop.set()
         mon.stop()
         await asyncio.gather(mon_task, return_exceptions=True)
+
+
+def _last_line(path: Path) -> str:
+    """The last non-empty line of a child's log (what it said before it exited)."""
+    try:
+        lines = [ln for ln in path.read_text(errors="replace").splitlines() if ln.strip()]
+    except OSError:
+        return "(no log)"
+    return lines[-1][-300:] if lines else "(empty log)"
 
 
 def _reads(doc: dict[str, Any], series: str) -> bool:

@@ -16,6 +16,11 @@ every ``step`` seconds, the query is evaluated at that step's time (an instant q
 input topic through the producer helper** (:meth:`~streams.producer.AggregatingProducer.record_metric`),
 the same wire format and validation as any producer.
 
+The sources can also be the ``prometheus: {query}`` signals of PredictiveScalers: from a file
+(``--scalers``) or, with ``--kube``, watched in the API server, where a spec added, changed or
+deleted changes what is polled while it runs (:mod:`streams.ingest_sources`; a new source is
+backfilled first, as at start).
+
 What a result means is decided in :mod:`streams.prometheus`; here each problem is one
 log line (rate-limited per series and reason), a count in
 ``foresight_ingest_problems_total{reason}`` and no sample: missing data, several series

@@ -112,3 +112,24 @@ def test_demo_source_flags_are_checked_before_anything_starts(tmp_path):
     ]:
         r = demo(*args)
         assert r.returncode == 2 and message in r.stderr and r.stderr.count("\n") == 1, (args, r.stderr)
+
+
+def test_a_source_the_ingest_refuses_ends_the_demo_with_the_ingests_reason(broker, prefix, prometheus,
+                                                                           tmp_path):
+    sources = tmp_path / "sources.yaml"
+    sources.write_text("sources:\n  - {series: bad/q, query: 'sum(', step: 1}\n")
+    scalers = tmp_path / "scalers.yaml"  # a spec for it: the demo itself sends no query
+    scalers.write_text("apiVersion: foresight.dev/v1alpha1\nkind: PredictiveScaler\n"
+                       "metadata: {name: q, namespace: demo}\n"
+                       "spec: {scaleTargetRef: {kind: Deployment, name: q}, series: bad/q, "
+                       "capacityPerReplica: 10, maxReplicas: 5, mode: ForecastOnly}\n")
+    env = {**os.environ, "FORESIGHT_BROKER": broker, "FORESIGHT_TOPIC_PREFIX": prefix,
+           "FORESIGHT_APP_ID": f"{prefix}-app", "FORESIGHT_WEB_PORT": str(free_port()),
+           "FORESIGHT_MODEL_KEY": "test-key-0123456789abcdef", "FORESIGHT_PROMETHEUS_URL": prometheus.url}
+    r = subprocess.run([sys.executable, "-m", "streams", "demo", "--sources", str(sources), "--scalers",
+                        str(scalers), "--duration", "1", "--quiet"], env=env, cwd=tmp_path, capture_output=True,
+                       text=True, timeout=300)
+    assert r.returncode == 1, r.stderr[-3000:]
+    last = r.stderr.strip().splitlines()[-1]
+    assert last.startswith("foresight demo: ingest exited with code 2: foresight ingest: Prometheus at"), last
+    assert "bad_query" in last and "logs in" in last, last
