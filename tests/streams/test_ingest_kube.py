@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import ROOT
+from tests.conftest import ROOT, read_topic
 from tests.prometheus_fixture import METRIC, QUERY
 from tests.waiting import wait_for
 
@@ -92,6 +92,13 @@ def test_kube_ingest_follows_the_predictive_scalers_it_watches(broker, prefix, p
             create_scaler(setup, manifest("b", qb))
             assert wait_for(lambda: live(sb), 90), "b's signal is polled without a restart"
             assert history(sb) >= 500 and polling(sb) == 1
+            # history first: its live samples start after the last window of its history
+            hist = [m for m in read_topic(broker, f"{prefix}.history", lambda ms: sum(
+                m["series"] == sb for m in ms) >= history(sb), timeout=30) if m["series"] == sb]
+            assert len(hist) == history(sb)
+            live_b = [m for m in read_topic(broker, f"{prefix}.metrics", lambda ms: any(
+                m["series"] == sb for m in ms), timeout=30) if m["series"] == sb]
+            assert live_b and min(m["ts"] for m in live_b) > max(m["ts"] for m in hist)
 
             # a spec changed: its new query is a new series (backfilled, live), the old one stops
             custom.patch_namespaced_custom_object(GROUP, VERSION, "shop", PLURAL, "a", {
