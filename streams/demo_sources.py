@@ -36,6 +36,7 @@ import time
 import urllib.parse
 import urllib.request
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -57,8 +58,6 @@ SAMPLE_LEAD_SECONDS = 3 * ROW_SECONDS
 #: generated PredictiveScalers (no --scalers): lead time, and replicas for the last day's peak
 LEAD_SECONDS = 60.0
 PEAK_REPLICAS = 4
-
-
 #: most seconds after --duration to wait for the first decision on each series
 DRAIN_SECONDS = 90.0
 #: most seconds for every source to be live (history read and learnt, a first sample sent)
@@ -69,8 +68,9 @@ class DemoError(RuntimeError):
     """The demo cannot start as asked; the message says why and what to do."""
 
 
-def sample_value(rows: list[float]) -> Any:
-    """The sample as a function of wall time: row ``floor((t - 5) / ROW_SECONDS)``, repeating.
+def sample_value(rows: list[float]) -> Callable[[float], float]:
+    """The sample as a function of wall time: row ``floor((t - ROW_SECONDS / 2) / ROW_SECONDS)``,
+    repeating.
 
     The rows change half a step between the source's steps (``t = k * ROW_SECONDS``), so
     a query at a step sees one row, never a scrape from either side of a change.
@@ -449,6 +449,9 @@ def run_sources_demo(settings: Settings, *, sources: str | None = None, scalers:
             if localprom.binaries() is None:
                 raise DemoError(f"--local-prometheus: {localprom.MISSING}; or run 'foresight demo "
                                 "--sources FILE' against your own server (FORESIGHT_PROMETHEUS_URL)")
+            if not SAMPLE_TRACE.is_file():
+                raise DemoError(f"--local-prometheus: its sample {SAMPLE_TRACE} is not here: run it from "
+                                "a checkout of the repository")
             rows = _sample_rows()
             print(f"starting a local Prometheus with {len(rows):,} rows of {SAMPLE_TRACE.name} "
                   f"(promtool builds its storage; a few seconds)", file=sys.stderr, flush=True)

@@ -76,8 +76,9 @@ class SourceSync:
 
     ``backfill(source)`` reads and sends a source's history and returns the time it
     reaches (live polling starts after it), or None: live from the current step (no
-    history, or it could not be read); None for ``backfill`` itself: never any history. :meth:`apply` runs in the ingestor's
-    thread, so only that thread changes what the ingestor polls.
+    history, or it could not be read); None for ``backfill`` itself: never any history.
+    :meth:`apply` runs in the ingestor's thread, so only that thread changes what the
+    ingestor polls; histories are read in one background thread, one source at a time.
     """
 
     def __init__(self, ingestor: Ingestor, backfill: Callable[[Source], float | None] | None,
@@ -131,10 +132,6 @@ class SourceSync:
             self.pending[series] = s
             self._todo.put(s)
             self._ensure_thread()
-
-    def idle(self) -> bool:
-        """No history being read and none waiting to be applied."""
-        return not self.pending
 
     def _ensure_thread(self) -> None:
         if self._thread is None or not self._thread.is_alive():
