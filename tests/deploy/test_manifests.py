@@ -399,3 +399,12 @@ def test_no_manifest_carries_a_secret_value():
         for name, value in values.items():
             if any(w in name.upper() for w in secret_words) and not name.upper().endswith("_FILE"):
                 raise AssertionError(f"{d['kind']} {d['metadata']['name']}: {name} holds a value: {value!r}")
+
+
+def test_every_binding_names_a_service_account_of_ours_and_a_role_that_exists():
+    accounts = {(s["metadata"]["namespace"], s["metadata"]["name"]) for s in by_kind("ServiceAccount")}
+    for kind in ("ClusterRoleBinding", "RoleBinding"):
+        for b in by_kind(kind):
+            assert {(s["namespace"], s["name"]) for s in b["subjects"]} <= accounts, b["metadata"]["name"]
+            ref = b["roleRef"]
+            assert by_kind(ref["kind"], ref["name"]), f"{b['metadata']['name']}: no {ref['kind']} {ref['name']}"
