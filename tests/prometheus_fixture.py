@@ -20,6 +20,7 @@ from collections.abc import Iterator
 import pytest
 
 from streams import localprom
+from streams.localprom import HANDOVER_SECONDS, write_openmetrics  # noqa: F401 - as before
 from streams.localprom import LocalPrometheus as PrometheusServer  # noqa: F401 - the fixture's type
 
 #: the metric the fixture's TSDB and exporter hold
