@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint bench bench-nab bench-drift bench-backtest chaos lock clean venv
+.PHONY: demo demo-prometheus test lint bench bench-nab bench-drift bench-backtest chaos lock clean venv
 
 venv: $(STAMP)
 
@@ -21,6 +21,11 @@ $(STAMP): requirements.lock pyproject.toml
 ## the whole pipeline locally: embedded broker, worker, controller, simulated cluster
 demo: $(STAMP)
 	$(VENV)/bin/foresight demo --duration $${DURATION:-300} --speed $${SPEED:-60} --serve
+
+## the demo fed from Prometheus: a local one (Debian's prometheus + promtool: apt-get install
+## prometheus) holding four weeks of NYC taxi demand; 'foresight demo --sources FILE' for your own
+demo-prometheus: $(STAMP)
+	$(VENV)/bin/foresight demo --local-prometheus --duration $${DURATION:-120} --serve
 
 ## the whole suite: unit, doctests, integration (real broker, API emulator, browser), e2e
 test: $(STAMP)

@@ -147,6 +147,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--serve", action="store_true",
                    help="keep the worker's web server (dashboard) up after the run (Ctrl-C to stop)")
     p.add_argument("--quiet", action="store_true", help="no live progress line")
+    _demo_source_flags(p)
     add_settings_flags(p, "demo")
 
     p = command("worker", "run a Faust worker (window and model agents, API, dashboard)")
@@ -377,6 +378,8 @@ def _run(argv: list[str], ctx: dict[str, Any]) -> int:
         from streams.sources_cli import run
 
         return run(args, settings)
+    if args.command == "demo" and (args.sources or args.local_prometheus or args.demo_scalers):
+        return _demo_from_prometheus(args, settings)
     if args.command == "demo":
         from streams.demo import run_demo
 
@@ -402,6 +405,49 @@ def _source_commands(command: Any) -> None:
                 "wait until it has been learnt; print points learnt and points/s.")
     add_backfill_flags(p)
     add_settings_flags(p, "produce")
+
+
+def _demo_source_flags(p: argparse.ArgumentParser) -> None:
+    """``foresight demo --sources FILE`` / ``--local-prometheus`` (see streams.demo_sources)."""
+    g = p.add_argument_group("from Prometheus (instead of the synthetic workload; --speed does not apply)")
+    g.add_argument("--sources", metavar="FILE",
+                   help="ingest these sources ('foresight ingest --sources' format) from the Prometheus at "
+                        "--prometheus-url / FORESIGHT_PROMETHEUS_URL, with 'foresight ingest' as one more "
+                        "child process; --duration is then seconds live after the history is learnt")
+    g.add_argument("--scalers", dest="demo_scalers", metavar="FILE",
+                   help="with --sources: the PredictiveScalers on those series (default: one ForecastOnly "
+                        "per source, sized from the last day's peak)")
+    g.add_argument("--local-prometheus", action="store_true",
+                   help="start a local Prometheus (Debian's prometheus and promtool) holding four weeks of "
+                        "NYC taxi demand, a day every 4 minutes, and run the demo from it (make demo-prometheus)")
+    g.add_argument("--prometheus-url", metavar="URL",
+                   help="with --sources: the Prometheus HTTP API [FORESIGHT_PROMETHEUS_URL; default: "
+                        "http://127.0.0.1:9090]")
+
+
+def _demo_from_prometheus(args: argparse.Namespace, settings: Settings) -> int:
+    from streams.demo_sources import DemoError, run_sources_demo
+    from streams.ingest import SourcesError, load_sources
+    from streams.prometheus import PrometheusConfigError, PrometheusError
+
+    if args.local_prometheus and (args.sources or args.demo_scalers):
+        raise UsageError("--local-prometheus brings its own source and PredictiveScaler: "
+                         "give it without --sources / --scalers")
+    if args.demo_scalers and not args.sources:
+        raise UsageError("--scalers goes with --sources")
+    try:  # local inputs first: every problem reported before anything starts
+        if args.sources:
+            _input_file(args.sources, "--sources", "a sources YAML file")
+            load_sources(args.sources)
+        if args.demo_scalers:
+            _load_specs(args.demo_scalers)
+        return run_sources_demo(settings, sources=args.sources, scalers=args.demo_scalers,
+                                local=args.local_prometheus, prometheus_url=args.prometheus_url,
+                                duration=args.duration, serve=args.serve, quiet=args.quiet)
+    except (SourcesError, PrometheusConfigError) as exc:
+        raise UsageError(str(exc)) from None
+    except (DemoError, PrometheusError) as exc:
+        raise RunError(str(exc)) from None
 
 
 def _flag_value(argv: list[str], flag: str) -> str | None:

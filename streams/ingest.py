@@ -16,6 +16,11 @@ every ``step`` seconds, the query is evaluated at that step's time (an instant q
 input topic through the producer helper** (:meth:`~streams.producer.AggregatingProducer.record_metric`),
 the same wire format and validation as any producer.
 
+The sources can also be the ``prometheus: {query}`` signals of PredictiveScalers: from a file
+(``--scalers``) or, with ``--kube``, watched in the API server, where a spec added, changed or
+deleted changes what is polled while it runs (:mod:`streams.ingest_sources`; a new source is
+backfilled first, as at start).
+
 What a result means is decided in :mod:`streams.prometheus`; here each problem is one
 log line (rate-limited per series and reason), a count in
 ``foresight_ingest_problems_total{reason}`` and no sample: missing data, several series
@@ -67,8 +72,9 @@ class Source:
     days: float | None = None
 
 
-def parse_sources(doc: Any) -> list[Source]:
-    """The ``sources:`` list of a YAML document; every problem reported at once.
+def parse_sources(doc: Any, allow_empty: bool = False) -> list[Source]:
+    """The ``sources:`` list of a YAML document; every problem reported at once. An empty
+    list is refused unless ``allow_empty`` (``--kube``: the PredictiveScalers may be all).
 
     >>> parse_sources({"sources": [{"series": "a/rps", "query": "sum(up)", "step": 15}]})
     [Source(series='a/rps', query='sum(up)', step=15.0, days=None)]
@@ -77,6 +83,8 @@ def parse_sources(doc: Any) -> list[Source]:
     ...
     streams.ingest.SourcesError: sources[0]: unknown field 'stpe' (fields: series, query, step, days); sources[0].series: bad_series: 'series' must be ...; got ''; sources[0].step must be a number >= 1 (seconds)
     """
+    if allow_empty and isinstance(doc, Mapping) and doc.get("sources") == []:
+        return []
     if not isinstance(doc, Mapping) or not isinstance(doc.get("sources"), list) or not doc["sources"]:
         raise SourcesError("expected a non-empty 'sources:' list of {series, query, step}")
     problems: list[str] = []
@@ -116,7 +124,7 @@ def parse_sources(doc: Any) -> list[Source]:
     return out
 
 
-def load_sources(path: str | Path) -> list[Source]:
+def load_sources(path: str | Path, allow_empty: bool = False) -> list[Source]:
     """Read and check a sources YAML file (:func:`parse_sources`)."""
     import yaml
 
@@ -127,7 +135,7 @@ def load_sources(path: str | Path) -> list[Source]:
         line = f":{mark.line + 1}" if mark is not None else ""
         raise SourcesError(f"{path}{line}: not valid YAML ({getattr(exc, 'problem', None) or exc})") from None
     try:
-        return parse_sources(doc)
+        return parse_sources(doc, allow_empty)
     except SourcesError as exc:
         raise SourcesError(f"{path}: {exc}") from None
 
@@ -177,6 +185,9 @@ class IngestMetrics:
                                  "Event time of the latest sample sent", ["series"], registry=registry)
         self.up = Gauge("foresight_ingest_prometheus_up", "1 if the last query reached Prometheus",
                         registry=registry)
+        self.polling = Gauge("foresight_ingest_polling", "1 while a series is polled live (0: "
+                             "its history is being read, or no source asks for it any more)",
+                             ["series"], registry=registry)
         for r in REASONS:
             self.problems.labels(r)
         for s in sources:  # label values come from the operator's sources file only
@@ -201,7 +212,9 @@ class Ingestor:
     def __init__(self, sources: list[Source], client: PrometheusClient, sink: Sink,
                  metrics: IngestMetrics, clock: Callable[[], float] = time.time,
                  leading: Callable[[], bool] = lambda: True) -> None:
-        self.sources = sources
+        self.sources = list(sources)
+        for s in self.sources:
+            metrics.polling.labels(s.series).set(1)
         #: only the leader queries and sends (one ingest per cluster: a Lease in Kubernetes)
         self.leading = leading
         self.client = client
@@ -215,6 +228,24 @@ class Ingestor:
     def start_after(self, series: str, t: float) -> None:
         """Live polling of ``series`` starts at the first step after ``t`` (the end of its history)."""
         self.next_at[series] = t
+
+    def add(self, source: Source, after: float | None = None) -> None:
+        """Poll ``source`` from now on (from the first step after ``after``, the end of its history)."""
+        self.remove(source.series)
+        if after is not None:
+            self.start_after(source.series, after)
+        self.sources = [*self.sources, source]
+        self.metrics.polling.labels(source.series).set(1)
+
+    def remove(self, series: str) -> bool:
+        """Stop polling ``series``; False if it was not polled."""
+        kept = [s for s in self.sources if s.series != series]
+        if len(kept) == len(self.sources):
+            return False
+        self.sources = kept
+        self.next_at.pop(series, None)
+        self.metrics.polling.labels(series).set(0)
+        return True
 
     def _first(self, s: Source, now: float) -> float:
         t = self.next_at.get(s.series)
@@ -278,7 +309,7 @@ class Ingestor:
     def next_due(self) -> float:
         """Seconds until the next source is due (0 if one is)."""
         now = self.clock()
-        due = min(self._first(s, now) + QUERY_LAG_SECONDS for s in self.sources)
+        due = min((self._first(s, now) + QUERY_LAG_SECONDS for s in self.sources), default=now + 1.0)
         return max(0.0, due - now)
 
     def run(self, stop: threading.Event) -> None:
@@ -338,34 +369,42 @@ class IngestSettings:
 
 
 def run_ingest(settings: Any, ingest: IngestSettings, prom: Any, backfill_history: bool = True,
-               stop: threading.Event | None = None, kube: bool = False) -> int:
+               stop: threading.Event | None = None, kube: bool = False,
+               namespaces: list[str] | None = None, api: Any = None,
+               registry: CollectorRegistry | None = None) -> int:
     """``foresight ingest``: backfill every source, then poll until SIGINT/SIGTERM (or ``stop``).
 
     With ``kube``, only the holder of the ``foresight-ingest`` Lease (in
     ``FORESIGHT_LEASE_NAMESPACE``) backfills and polls, the controller's leader election
-    (:class:`scaler.kube.lease.LeaderElector`); the others wait as standbys.
+    (:class:`scaler.kube.lease.LeaderElector`); the others wait as standbys. Unless
+    ``settings.scalers`` names a file, the PredictiveScalers in the API (in ``namespaces``,
+    default all) are watched: their ``prometheus: {query}`` signals are sources too, added,
+    changed and removed as the specs are (:class:`~streams.ingest_sources.WatchedSources`).
+    ``api`` is the Kubernetes client (default: in-cluster, else the kubeconfig).
     """
     import signal
 
     from prometheus_client import start_http_server
 
     from streams.admin import ensure_topics
-    from streams.backfill import HistorySender, backfill, read_prometheus, report
+    from streams.backfill import HistorySender
+    from streams.ingest_sources import SourceSync, WatchedSources
     from streams.producer import AggregatingProducer
     from streams.topics import Topics
 
-    sources = load_sources(ingest.sources) if ingest.sources else []
+    listed = load_sources(ingest.sources, allow_empty=kube) if ingest.sources else []
     if settings.scalers:
         from scaler.spec import load_specs
 
-        sources = merge_sources(sources, sources_from_specs(load_specs(settings.scalers),
-                                                            settings.window_seconds))
-    if not sources:
+        listed = merge_sources(listed, sources_from_specs(load_specs(settings.scalers),
+                                                          settings.window_seconds))
+    watch = kube and not settings.scalers
+    if not listed and not watch:
         raise SourcesError("nothing to ingest: no sources in --sources and no prometheus signals "
                            "in --scalers")
     client = PrometheusClient(prom)
-    registry = CollectorRegistry()
-    metrics = IngestMetrics(registry, sources)
+    registry = registry if registry is not None else CollectorRegistry()
+    metrics = IngestMetrics(registry, listed)
     ensure_topics(settings, Topics.from_settings(settings).all(), settings.partitions)
     stop = stop or threading.Event()
     if threading.current_thread() is threading.main_thread():
@@ -373,65 +412,98 @@ def run_ingest(settings: Any, ingest: IngestSettings, prom: Any, backfill_histor
             signal.signal(sig, lambda *_: stop.set())
     if ingest.metrics_port:
         start_http_server(ingest.metrics_port, ingest.metrics_host, registry=registry)
-    elector = _elector(settings) if kube else None
-    if elector is not None:
-        elector.start()
-        log.info("waiting for the Lease %s/%s (standby until it is ours)", elector.namespace, elector.name)
-        while not stop.is_set() and not elector.is_leader():
-            stop.wait(0.5)
-    producer = AggregatingProducer(settings.broker, interval=min(1.0, settings.window_seconds),
-                                   flush_every=1.0, settings=settings)
-    ingestor = Ingestor(sources, client, producer, metrics,
-                        leading=elector.is_leader if elector is not None else lambda: True)
+    if kube and api is None:
+        from scaler.kube.config import api_client
+
+        api = api_client("foresight-ingest/0.1.0")
+    watched = WatchedSources(api, settings.window_seconds, namespaces) if watch else None
+    elector = _elector(settings, api) if kube else None
+    producer = None
+    sender = None
+    sync = None
     try:
+        if watched is not None:
+            watched.start()  # the first list: missing RBAC or CRD fails here
+            log.info("watching PredictiveScalers in %s: %d prometheus signal(s)",
+                     ", ".join(namespaces) if namespaces else "all namespaces", len(watched.sources()))
+        if elector is not None:
+            elector.start()
+            log.info("waiting for the Lease %s/%s (standby until it is ours)", elector.namespace,
+                     elector.name)
+            while not stop.is_set() and not elector.is_leader():
+                stop.wait(0.5)
+        producer = AggregatingProducer(settings.broker, interval=min(1.0, settings.window_seconds),
+                                       flush_every=1.0, settings=settings)
+        ingestor = Ingestor([], client, producer, metrics,
+                            leading=elector.is_leader if elector is not None else lambda: True)
         if backfill_history:
             sender = HistorySender(settings)
-            try:
-                for s in sources:
-                    days = ingest.days if s.days is None else s.days
-                    if days <= 0 or stop.is_set():
-                        continue
-                    end = math.floor((time.time() - QUERY_LAG_SECONDS) / s.step) * s.step
-                    start = end - days * 86400 + s.step
-                    # the steps that passed while the history was learnt are history too: read
-                    # them the same way (a few short rounds) until live polling takes over
-                    for _ in range(CATCH_UP_ROUNDS):
-                        history = _read_until_reachable(read_prometheus, client, s, start, end, stop,
-                                                        metrics)
-                        if history is None:
-                            break
-                        for reason, n in history.problems.items():
-                            metrics.problems.labels(reason).inc(n)
-                        sent, learnt = backfill(sender, s.series, history.samples, ingest.wait_seconds)
-                        metrics.history_windows.labels(s.series).inc(sent.windows)
-                        log.info("backfill %s", report(s.series, f"{len(history.samples):,} points "
-                                                       f"from Prometheus in {history.seconds:.1f} s",
-                                                       sent, learnt))
-                        now_end = math.floor((time.time() - QUERY_LAG_SECONDS) / s.step) * s.step
-                        if now_end - end <= s.step:
-                            break
-                        start, end = end + s.step, now_end
-                    ingestor.start_after(s.series, end)
-            finally:
-                sender.close()
-        log.info("ingesting %d source(s) from %s: %s", len(sources), prom.url,
-                 ", ".join(f"{s.series} every {s.step:g}s" for s in sources))
-        ingestor.run(stop)
+        history = (lambda s: _backfill_source(s, ingest, client, sender, metrics, stop)) \
+            if sender is not None else None
+        sync = SourceSync(ingestor, history, stop)
+        sync.start(listed)
+        log.info("ingesting %d source(s) from %s: %s", len(listed), prom.url,
+                 ", ".join(f"{s.series} every {s.step:g}s" for s in listed) or "none yet")
+
+        def wanted() -> list[Source]:
+            return merge_sources(listed, watched.sources()) if watched is not None else listed
+
+        sync.apply(wanted())
+        while not stop.wait(min(1.0, ingestor.next_due())):
+            sync.apply(wanted())
+            ingestor.poll_once()
     finally:
-        producer.close()
+        stop.set()
+        if sync is not None:
+            sync.close()
+        if sender is not None:
+            sender.close()
+        if producer is not None:
+            producer.close()
         if elector is not None:
             elector.stop()
+        if watched is not None:
+            watched.stop()
     return 0
 
 
-def _elector(settings: Any) -> Any:
+def _backfill_source(s: Source, ingest: IngestSettings, client: PrometheusClient, sender: Any,
+                     metrics: IngestMetrics, stop: threading.Event) -> float | None:
+    """Read and send one source's history; the time it reaches (live polling starts after it),
+    or None (no history asked for, or stopped)."""
+    from streams.backfill import backfill, read_prometheus, report
+
+    days = ingest.days if s.days is None else s.days
+    if days <= 0 or stop.is_set():
+        return None
+    end = math.floor((time.time() - QUERY_LAG_SECONDS) / s.step) * s.step
+    start = end - days * 86400 + s.step
+    # the steps that passed while the history was learnt are history too: read them the
+    # same way (a few short rounds) until live polling takes over
+    for _ in range(CATCH_UP_ROUNDS):
+        history = _read_until_reachable(read_prometheus, client, s, start, end, stop, metrics)
+        if history is None:
+            return None
+        for reason, n in history.problems.items():
+            metrics.problems.labels(reason).inc(n)
+        sent, learnt = backfill(sender, s.series, history.samples, ingest.wait_seconds)
+        metrics.history_windows.labels(s.series).inc(sent.windows)
+        log.info("backfill %s", report(s.series, f"{len(history.samples):,} points "
+                                       f"from Prometheus in {history.seconds:.1f} s", sent, learnt))
+        now_end = math.floor((time.time() - QUERY_LAG_SECONDS) / s.step) * s.step
+        if now_end - end <= s.step:
+            break
+        start, end = end + s.step, now_end
+    return end
+
+
+def _elector(settings: Any, api: Any) -> Any:
     import socket
 
     from scaler.kube import LeaderElector
-    from scaler.kube.config import api_client
 
-    return LeaderElector(api_client("foresight-ingest/0.1.0"), identity=socket.gethostname(),
-                         name=LEASE_NAME, namespace=settings.lease_namespace)
+    return LeaderElector(api, identity=socket.gethostname(), name=LEASE_NAME,
+                         namespace=settings.lease_namespace)
 
 
 def _read_until_reachable(read: Callable[..., Any], client: PrometheusClient, s: Source, start: float,

@@ -32,7 +32,11 @@ def add_ingest_flags(p: argparse.ArgumentParser) -> None:
                    help="go live at once, without reading each source's history first")
     p.add_argument("--kube", action="store_true",
                    help="in Kubernetes: only the holder of the foresight-ingest Lease (in "
-                        "FORESIGHT_LEASE_NAMESPACE) ingests, the others are standbys")
+                        "FORESIGHT_LEASE_NAMESPACE) ingests, the others are standbys; and, unless "
+                        "--scalers is given, the 'prometheus: {query}' signals of the PredictiveScalers "
+                        "in the API are sources too, followed as they are added, changed or deleted")
+    p.add_argument("--namespace", action="append", dest="namespaces", metavar="NAMESPACE",
+                   help="namespace whose PredictiveScalers --kube watches (repeatable; default: all)")
     _common(p)
     p.add_argument("--metrics-port", type=int, metavar="N",
                    help="serve the ingest's /metrics on this port, 0: off [FORESIGHT_INGEST_METRICS_PORT; default: 0]")
@@ -75,14 +79,18 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
         if args.command == "ingest" or args.query is not None:
             prom = PrometheusSettings.from_env(url=args.prometheus_url)
         if args.command == "ingest":
-            if not ingest.sources and not settings.scalers:
+            if not ingest.sources and not settings.scalers and not args.kube:
                 raise UsageError("give --sources FILE (or FORESIGHT_INGEST_SOURCES): a YAML 'sources:' "
                                  "list of {series, query, step}, and/or --scalers FILE whose "
-                                 "PredictiveScalers have prometheus signals")
+                                 "PredictiveScalers have prometheus signals, or --kube to watch them "
+                                 "in Kubernetes")
+            if args.namespaces and not args.kube:
+                raise UsageError("--namespace goes with --kube")
             listed = []
             if ingest.sources:
                 _input_file(ingest.sources, "--sources", "a sources YAML file")
-                listed = load_sources(ingest.sources)  # every problem reported before any connection
+                # every problem reported before any connection
+                listed = load_sources(ingest.sources, allow_empty=args.kube)
             if settings.scalers:
                 from streams.cli import _load_specs
                 from streams.ingest import sources_from_specs
@@ -100,7 +108,7 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
         check_broker(settings.broker)
         try:
             return run_ingest(settings, ingest, prom, backfill_history=not args.no_backfill,
-                              kube=args.kube)
+                              kube=args.kube, namespaces=args.namespaces)
         except PrometheusError as exc:  # reading a source's history at start
             raise _prometheus_error(exc, prom.url if prom is not None else "?") from None
     return _backfill(args, settings, ingest, prom)

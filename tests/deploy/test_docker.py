@@ -143,3 +143,23 @@ def test_compose_builds_the_image_it_runs():
 @pytest.mark.parametrize("name", ["worker", "controller", "producer"])
 def test_compose_containers_are_read_only(name):
     assert foresight_services()[name]["read_only"] is True
+
+
+def test_the_commented_ingest_service_is_valid_once_uncommented():
+    """docker-compose.yml shows how to add an ingest for one's own Prometheus: uncommented,
+    it is a service like the others, its command a valid ingest, credentials a secret file."""
+    lines = (ROOT / "docker-compose.yml").read_text().splitlines()
+    start = lines.index("  #   ingest:")
+    block = []
+    for ln in lines[start:]:
+        if not ln.startswith("  #   "):
+            break
+        block.append("  " + ln[len("  #   "):])
+    text = "\n".join(lines[:start] + block + lines[start + len(block):])
+    svc = yaml.safe_load(text)["services"]["ingest"]
+    args = build_parser().parse_args(svc["command"])
+    assert args.command == "ingest" and args.sources.startswith("/config/")
+    assert svc["read_only"] is True and svc["image"].startswith("foresight")
+    env = {k: str(v) for k, v in svc["environment"].items()}
+    assert env["FORESIGHT_PROMETHEUS_BEARER_TOKEN_FILE"] == f"/run/secrets/{svc['secrets'][0]}"
+    assert not [k for k in env if k.endswith(("_TOKEN", "_PASSWORD"))], "secrets as files only"

@@ -204,7 +204,7 @@ def _containers(name: str) -> tuple[dict[str, Any], dict[str, Any]]:
     return pod, c
 
 
-@pytest.mark.parametrize("name", ["foresight-worker", "foresight-controller"])
+@pytest.mark.parametrize("name", ["foresight-worker", "foresight-controller", "foresight-ingest"])
 def test_deployments_are_hardened_and_probed(name):
     pod, c = _containers(name)
     assert pod["securityContext"]["runAsNonRoot"] is True and pod["securityContext"]["runAsUser"] != 0
@@ -216,7 +216,7 @@ def test_deployments_are_hardened_and_probed(name):
     for probe in ("readinessProbe", "livenessProbe"):
         assert c[probe]["httpGet"]["port"] in port_names
     mounts = {m["name"]: m["mountPath"] for m in c["volumeMounts"]}
-    assert {v["name"] for v in pod["volumes"] if "emptyDir" in v or "secret" in v} == set(mounts)
+    assert {v["name"] for v in pod["volumes"] if {"emptyDir", "secret", "configMap"} & set(v)} == set(mounts)
 
 
 def test_worker_data_dir_is_an_emptydir_and_the_service_reaches_its_web_port():
@@ -240,7 +240,7 @@ def test_controller_runs_as_the_bound_service_account():
             "namespace": sa["metadata"]["namespace"]} in binding["subjects"]
 
 
-@pytest.mark.parametrize("name", ["foresight-worker", "foresight-controller"])
+@pytest.mark.parametrize("name", ["foresight-worker", "foresight-controller", "foresight-ingest"])
 def test_container_args_are_valid_cli_invocations(name):
     _, c = _containers(name)
     assert c["args"][0] in SUBCOMMANDS
@@ -296,3 +296,115 @@ def test_the_documented_kafka_security_settings_parse_and_point_into_the_mount(t
     files = [s.kafka_sasl_password_file, s.kafka_ssl_cafile, s.kafka_ssl_certfile, s.kafka_ssl_keyfile]
     assert all(f.startswith(KAFKA_SECRET_DIR + "/") for f in files), files
     assert (s.replication_factor, s.min_insync_replicas) == (0, 0), "derived from the cluster by default"
+
+
+class _Recording(dict):
+    """An environment that remembers every name looked up in it."""
+
+    def __init__(self, *a: Any) -> None:
+        super().__init__(*a)
+        self.asked: set[str] = set()
+
+    def get(self, key: Any, default: Any = None) -> Any:
+        self.asked.add(key)
+        return super().get(key, default)
+
+    def __contains__(self, key: object) -> bool:
+        self.asked.add(str(key))
+        return super().__contains__(key)
+
+    def __getitem__(self, key: Any) -> Any:
+        self.asked.add(key)
+        return super().__getitem__(key)
+
+
+def _ingest_reads(env: dict[str, str]) -> set[str]:
+    """The variable names ``foresight ingest`` reads besides Settings (and parses ``env``)."""
+    from streams.ingest import IngestSettings
+    from streams.prometheus import PrometheusSettings
+
+    rec = _Recording(env)
+    PrometheusSettings.from_env(rec)
+    IngestSettings.from_env(rec)
+    return rec.asked
+
+
+def test_ingest_runs_with_its_own_least_privilege_account():
+    pod, c = _containers("foresight-ingest")
+    sa = pod["serviceAccountName"]
+    assert sa == "foresight-ingest" and pod.get("automountServiceAccountToken", True), "it needs the API"
+    assert [s for s in by_kind("ServiceAccount") if s["metadata"]["name"] == sa]
+    subject = {"kind": "ServiceAccount", "name": sa, "namespace": "foresight-system"}
+    bound = [b for kind in ("ClusterRoleBinding", "RoleBinding") for b in by_kind(kind) if subject in b["subjects"]]
+    roles = {(b["roleRef"]["kind"], b["roleRef"]["name"]) for b in bound}
+    assert roles == {("ClusterRole", "foresight-ingest"), ("Role", "foresight-ingest-leader-election")}
+    [cluster_role] = by_kind("ClusterRole", "foresight-ingest")
+    verbs = {v for r in cluster_role["rules"] for v in r["verbs"]}
+    assert verbs == {"list", "watch"}, "cluster-wide it only reads the PredictiveScalers"
+    [lease] = by_kind("Role", "foresight-ingest-leader-election")
+    from streams.ingest import LEASE_NAME
+
+    assert any(r.get("resourceNames") == [LEASE_NAME] for r in lease["rules"]), "only its own Lease"
+    assert all(b["subjects"] == [subject] for b in bound), "not shared with the controller"
+    args = build_parser().parse_args(c["args"])
+    assert args.command == "ingest" and args.kube, "one active ingest per cluster (the Lease)"
+
+
+def test_ingest_config_is_what_it_reads_and_credentials_are_files(tmp_path):
+    from streams.ingest import load_sources
+
+    pod, c = _containers("foresight-ingest")
+    refs = [e["configMapRef"]["name"] for e in c["envFrom"]]
+    assert refs == ["foresight-config", "foresight-ingest-config"], "Kafka settings shared, its own after"
+    [cm] = by_kind("ConfigMap", "foresight-ingest-config")
+    env = {k: str(v) for k, v in cm["data"].items()}
+    asked = _ingest_reads(env)  # and the values parse
+    assert set(env) <= asked, f"keys the ingest never reads: {set(env) - asked}"
+    # /metrics on the port the probes use
+    ports = {p["name"]: p["containerPort"] for p in c["ports"]}
+    assert int(env["FORESIGHT_INGEST_METRICS_PORT"]) == ports[c["readinessProbe"]["httpGet"]["port"]]
+    assert env["FORESIGHT_INGEST_METRICS_HOST"] == "0.0.0.0", "reachable by the kubelet's probes"
+    # the sources file: the ConfigMap's key, mounted where --sources points, and valid
+    args = build_parser().parse_args(c["args"])
+    mounts = {m["name"]: m["mountPath"] for m in c["volumeMounts"]}
+    vols = {v["name"]: v for v in pod["volumes"]}
+    [sources_vol] = [n for n, v in vols.items() if "configMap" in v]
+    [sources_cm] = by_kind("ConfigMap", vols[sources_vol]["configMap"]["name"])
+    directory, _, key = args.sources.rpartition("/")
+    assert mounts[sources_vol] == directory and key in sources_cm["data"]
+    f = tmp_path / key
+    f.write_text(sources_cm["data"][key])
+    assert load_sources(f, allow_empty=True) == [], "the specs' signals only, until listed"
+    # credentials: a secret mounted as files; the settings name files under it, never values
+    secret_mounts = [mounts[n] for n, v in vols.items() if "secret" in v]
+    commented = [ln.strip("# ").split(":")[0] for ln in (DEPLOY / "ingest.yaml").read_text().splitlines()
+                 if ln.strip().startswith("# FORESIGHT_PROMETHEUS_")]
+    assert {"FORESIGHT_PROMETHEUS_BEARER_TOKEN_FILE", "FORESIGHT_PROMETHEUS_CA_FILE"} <= set(commented)
+    assert {n for n in commented if n.endswith("_FILE")} <= asked
+    for name, value in env.items():
+        if name.endswith("_FILE"):
+            assert any(value.startswith(m + "/") for m in secret_mounts), name
+
+
+def test_no_manifest_carries_a_secret_value():
+    """Secrets reach containers as mounted files (or secretKeyRef), never as plain values."""
+    secret_words = ("TOKEN", "PASSWORD", "SECRET", "KEY")
+    for d in all_objects():
+        values: dict[str, Any] = {}
+        if d["kind"] == "ConfigMap":
+            values = d["data"]
+        elif d["kind"] == "Deployment":
+            for c in d["spec"]["template"]["spec"]["containers"]:
+                values.update({e["name"]: e.get("value") for e in c.get("env", []) if "value" in e})
+        for name, value in values.items():
+            if any(w in name.upper() for w in secret_words) and not name.upper().endswith("_FILE"):
+                raise AssertionError(f"{d['kind']} {d['metadata']['name']}: {name} holds a value: {value!r}")
+
+
+def test_every_binding_names_a_service_account_of_ours_and_a_role_that_exists():
+    accounts = {(s["metadata"]["namespace"], s["metadata"]["name"]) for s in by_kind("ServiceAccount")}
+    for kind in ("ClusterRoleBinding", "RoleBinding"):
+        for b in by_kind(kind):
+            assert {(s["namespace"], s["name"]) for s in b["subjects"]} <= accounts, b["metadata"]["name"]
+            ref = b["roleRef"]
+            assert by_kind(ref["kind"], ref["name"]), f"{b['metadata']['name']}: no {ref['kind']} {ref['name']}"

@@ -6,6 +6,7 @@ import os
 import re
 import subprocess
 import sys
+import time
 
 import orjson
 import pytest
@@ -38,7 +39,9 @@ def learnt_of(stderr: str) -> tuple[int, int, float]:
 
 def test_backfill_from_prometheus_and_a_csv_trains_the_worker(broker, prefix, start_worker, prometheus):
     w = start_worker(prefix, **worker_env())
-    days = f"{(HISTORY_SECONDS + 60) / 86400!r}"
+    # from a minute before the fixture's history (the session's server may be live for a while
+    # already): both runs below read all of it, however long apart they start
+    days = f"{(time.time() - prometheus.history_start + 60) / 86400!r}"
 
     r = backfill(broker, prefix, "--series", "prom/hist", "--query", QUERY, "--days", days,
                  FORESIGHT_PROMETHEUS_URL=prometheus.url)

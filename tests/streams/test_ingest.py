@@ -347,3 +347,16 @@ def test_prometheus_signals_of_the_predictive_scalers_are_sources_too(tmp_path):
     assert r.returncode == 2 and "no PredictiveScaler has a 'prometheus: {query}' signal" in r.stderr, r.stderr
     r = _ingest_cli()
     assert r.returncode == 2 and "give --sources FILE" in r.stderr, r.stderr
+
+
+def test_with_kube_the_sources_file_may_be_empty_and_namespace_needs_kube(tmp_path):
+    f = tmp_path / "sources.yaml"
+    f.write_text("sources: []\n")
+    r = _ingest_cli("--sources", str(f))
+    assert r.returncode == 2 and "expected a non-empty 'sources:' list" in r.stderr, r.stderr
+    r = _ingest_cli("--kube", "--sources", str(f))  # the PredictiveScalers may be every source
+    assert r.returncode == 1 and "cannot reach the Kafka broker" in r.stderr, r.stderr
+    r = _ingest_cli("--kube")
+    assert r.returncode == 1 and "cannot reach the Kafka broker" in r.stderr, r.stderr
+    r = _ingest_cli("--sources", str(f), "--namespace", "shop")
+    assert r.returncode == 2 and "--namespace goes with --kube" in r.stderr, r.stderr

@@ -64,8 +64,9 @@ def request_attrs(method: str, path: str, params: dict[str, str]) -> Attrs | Non
     return Attrs(verb, group, f"{plural}/{sub}" if sub else plural, namespace, name)
 
 
-def load_rules() -> tuple[list[dict[str, Any]], dict[str, list[dict[str, Any]]]]:
-    """ClusterRole rules bound cluster-wide, and Role rules per namespace, for the controller SA."""
+def load_rules(account: str = "foresight-controller") -> tuple[list[dict[str, Any]], dict[str, list[dict[str, Any]]]]:
+    """ClusterRole rules bound cluster-wide, and Role rules per namespace, for one service
+    account (the controller's; the ingest's is checked in tests/streams/test_ingest_kube.py)."""
     docs = [d for d in yaml.safe_load_all(RBAC.read_text()) if d]
     roles = {(d["kind"], d["metadata"]["name"], d["metadata"].get("namespace")): d for d in docs
              if d["kind"] in ("ClusterRole", "Role")}
@@ -74,7 +75,8 @@ def load_rules() -> tuple[list[dict[str, Any]], dict[str, list[dict[str, Any]]]]
     for b in docs:
         if b["kind"] not in ("ClusterRoleBinding", "RoleBinding"):
             continue
-        assert {"kind": "ServiceAccount", "name": "foresight-controller", "namespace": LEASE_NS} in b["subjects"]
+        if {"kind": "ServiceAccount", "name": account, "namespace": LEASE_NS} not in b["subjects"]:
+            continue
         ref = b["roleRef"]
         ns = b["metadata"].get("namespace")
         role = roles[(ref["kind"], ref["name"], None if ref["kind"] == "ClusterRole" else ns)]
@@ -92,9 +94,10 @@ def matches(rule: dict[str, Any], a: Attrs) -> bool:
     )
 
 
-def check(requests: list[tuple[str, str, dict[str, str]]]) -> set[tuple[int, str, str, str]]:
+def check(requests: list[tuple[str, str, dict[str, str]]],
+          account: str = "foresight-controller") -> set[tuple[int, str, str, str]]:
     """Assert every request is allowed; return the (rule, group, resource, verb) grants used."""
-    cluster, namespaced = load_rules()
+    cluster, namespaced = load_rules(account)
     rules = [("cluster", r, None) for r in cluster] + [
         ("ns", r, ns) for ns, rs in namespaced.items() for r in rs]
     used = set()
@@ -113,8 +116,8 @@ def check(requests: list[tuple[str, str, dict[str, str]]]) -> set[tuple[int, str
     return used
 
 
-def all_grants() -> set[tuple[int, str, str, str]]:
-    cluster, namespaced = load_rules()
+def all_grants(account: str = "foresight-controller") -> set[tuple[int, str, str, str]]:
+    cluster, namespaced = load_rules(account)
     rules = cluster + [r for rs in namespaced.values() for r in rs]
     return {(i, g, res, v) for i, r in enumerate(rules)
             for g in r["apiGroups"] for res in r["resources"] for v in r["verbs"]}
