@@ -1,0 +1,75 @@
+"""Column storage shared by the banks: one numpy array per state field, one row per series.
+
+Rows are allocated by the owning bank; :class:`Columns` only knows each
+field's shape, dtype and initial value, grows every field together (by
+doubling) and resets rows to their initial value when they are reused.
+
+>>> import numpy as np
+>>> c = Columns({"n": ((), np.int64, 0), "buf": ((3,), np.float32, np.inf)}, capacity=2)
+>>> c.grow(5)
+>>> c.capacity, c["buf"].shape
+(8, (8, 3))
+>>> c["n"][1] = 4
+>>> c.reset(np.array([1]))
+>>> int(c["n"][1]), c.row_bytes()
+(0, 20)
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+#: (shape of one row, dtype, initial value) of a field
+Field = tuple[tuple[int, ...], Any, Any]
+
+
+class Columns:
+    """Struct of arrays: ``self[name]`` is the ``(capacity, *shape)`` array of a field."""
+
+    def __init__(self, spec: dict[str, Field], capacity: int = 0) -> None:
+        self.spec = dict(spec)
+        self.capacity = 0
+        self._a: dict[str, np.ndarray] = {
+            k: np.full((0, *shape), init, dtype) for k, (shape, dtype, init) in self.spec.items()
+        }
+        self.grow(capacity)
+
+    def __getitem__(self, name: str) -> np.ndarray:
+        return self._a[name]
+
+    def grow(self, need: int) -> None:
+        """Make room for at least ``need`` rows (capacity doubles; new rows initialised)."""
+        if need <= self.capacity:
+            return
+        cap = max(need, 2 * self.capacity, 1)
+        for k, (shape, dtype, init) in self.spec.items():
+            new = np.full((cap, *shape), init, dtype)
+            new[: self.capacity] = self._a[k]
+            self._a[k] = new
+        self.capacity = cap
+
+    def reset(self, rows: np.ndarray) -> None:
+        """Put ``rows`` back to every field's initial value."""
+        for k, (_, _, init) in self.spec.items():
+            self._a[k][rows] = init
+
+    def row_bytes(self) -> int:
+        """Bytes one row takes in every field."""
+        return sum(int(np.prod(shape, dtype=np.int64)) * np.dtype(dtype).itemsize
+                   for shape, dtype, _ in self.spec.values())
+
+    def nbytes(self) -> int:
+        """Bytes held by every field's array (all rows, used or free)."""
+        return sum(a.nbytes for a in self._a.values())
+
+
+def py_max(a: Any, b: Any) -> Any:
+    """Python's ``max(a, b)`` elementwise: ``b`` where ``b > a``, else ``a`` (NaN as Python)."""
+    return np.where(b > a, b, a)
+
+
+def py_min(a: Any, b: Any) -> Any:
+    """Python's ``min(a, b)`` elementwise: ``b`` where ``b < a``, else ``a`` (NaN as Python)."""
+    return np.where(b < a, b, a)

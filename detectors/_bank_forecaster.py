@@ -1,0 +1,425 @@
+""":class:`~detectors.forecasting.SeasonalEnsemble` for many series at once, as arrays.
+
+The state of one ``SeasonalEnsemble`` (its :class:`~detectors.seasonal.SeasonalProfile`
+bins, its :class:`~detectors.conformal.ConformalBand` ring buffers, its pending
+forecasts) is one row of fixed-size arrays; :meth:`EnsembleBank.learn` and
+:meth:`EnsembleBank.forecast` do for every given row, in one call, what
+``learn_one`` and ``forecast`` do for one series. Branches per series are masks;
+the only Python loops run over horizons, members and periods, in the order the
+reference runs them, so that the arithmetic is the same operation for operation.
+
+Storage matches the reference's: profile bins and conformal errors are 4-byte
+floats (``array("f")`` there), everything else 8-byte. A ring buffer's slots
+are laid out as the reference's (the k-th error pushed lands in slot
+``k % window``) and unused slots hold ``+inf``, so a sort puts them last.
+
+Used through :class:`detectors.bank.SeriesBank`.
+"""
+
+from __future__ import annotations
+
+import math
+from array import array
+
+import numpy as np
+
+from detectors._bank_columns import Columns, py_max, py_min
+from detectors.conformal import WARMUP, ConformalBand
+from detectors.forecasting import ADAPT_RATE, SeasonalEnsemble
+
+#: a pending slot that holds no forecast (the reference's ``None``)
+NO_ISSUE = np.iinfo(np.int64).min
+
+
+def _pow(x: np.ndarray, p: float) -> np.ndarray:
+    # x ** p; 0.5 is a square root (correctly rounded, where Python's ** calls libm's
+    # pow, within an ulp of it)
+    if p == 0.5:
+        return np.sqrt(x)
+    if p == 1.0:
+        return x
+    return np.power(x, p)
+
+
+class EnsembleBank:
+    """Rows of :class:`~detectors.forecasting.SeasonalEnsemble` state sharing one configuration."""
+
+    def __init__(self, template: SeasonalEnsemble, capacity: int = 0) -> None:
+        f = template
+        band = f._band
+        self.step = float(f.step_seconds)
+        self.periods = tuple(f.periods)
+        self.H = int(f.horizon)
+        self.K = 1 + len(self.periods)
+        self.level_alpha = f.level_alpha
+        self.season_alpha = f.season_alpha
+        self.error_alpha = f.error_alpha
+        self.min_samples = f.min_samples
+        self.median_point = f.median_point
+        # d = damping ** h, by repeated multiplication as in _members
+        d, self.damp = 1.0, []
+        for _ in range(self.H):
+            d *= f.damping
+            self.damp.append(d)
+        self.damp_arr = np.array(self.damp)
+        self.prof_bins = [p._bins for p in f._profiles]
+        self.prof_width = [p._width for p in f._profiles]
+        # the band
+        self.coverage = band.coverage
+        self.window = band.window
+        self.scale_alpha = band.scale_alpha
+        self.scale_clip = band.scale_clip
+        self.power = band.power
+        self.edges = tuple(band.edges)
+        self.G = len(self.edges) + 1 if self.edges else 0
+        self.group_window = band.group_window
+        self.min_group = band.min_group
+        tail = (1.0 - self.coverage) / 2.0
+        self.q_lo, self.q_hi = tail, 1.0 - tail
+        H, K, P = self.H, self.K, len(self.periods)
+        spec = {
+            "idx": ((), np.int64, -1),
+            "level": ((), np.float64, 0.0),
+            "last": ((), np.float64, 0.0),
+            "dev": ((P,), np.float64, 0.0),
+            "resid": ((P,), np.float64, 0.0),
+            "boost": ((), np.int64, 0),
+            "palpha": ((P,), np.float64, self.season_alpha),
+            "mse": ((K, H), np.float64, -1.0),
+            "yhat": ((H,), np.float64, 0.0),
+            "group": ((), np.int8, 0),
+            "nonneg": ((), np.bool_, True),
+            "pend_idx": ((H,), np.int64, NO_ISSUE),
+            "pend_mem": ((H, K, H), np.float64, 0.0),
+            "pend_ens": ((H, H), np.float64, 0.0),
+            "pend_grp": ((H,), np.int8, 0),
+            "b_mean": ((), np.float64, 0.0),
+            "b_surprise": ((), np.float64, 0.0),
+            "b_scale": ((H,), np.float64, 0.0),
+            "zp": ((H, self.window), np.float32, np.inf),
+            "zp_n": ((H,), np.int32, 0),
+            "zp_pos": ((H,), np.int32, 0),
+        }
+        for j, bins in enumerate(self.prof_bins):
+            spec[f"prof{j}"] = ((bins,), np.float32, np.nan)
+        if self.G:
+            spec["zg"] = ((self.G, H, self.group_window), np.float32, np.inf)
+            spec["zg_n"] = ((self.G, H), np.int32, 0)
+            spec["zg_pos"] = ((self.G, H), np.int32, 0)
+        self.cols = Columns(spec, capacity)
+
+    # -- helpers ------------------------------------------------------------
+    def _bin(self, j: int, idx: np.ndarray) -> np.ndarray:
+        p = self.periods[j]
+        b = ((idx % p) / self.prof_width[j]).astype(np.int64)
+        return np.minimum(b, self.prof_bins[j] - 1)
+
+    def _unit(self, yhat: np.ndarray, mean: np.ndarray) -> np.ndarray:
+        if not self.power:
+            return np.ones_like(yhat)
+        return _pow(np.abs(yhat) + 0.1 * mean + 1e-9, self.power)
+
+    def _members(self, rows: np.ndarray, idx: np.ndarray) -> np.ndarray:
+        c = self.cols
+        out = np.empty((len(rows), self.K, self.H))
+        out[:, 0, :] = c["level"][rows][:, None]
+        hs = np.arange(1, self.H + 1)
+        for j in range(len(self.periods)):
+            s = c[f"prof{j}"][rows[:, None], self._bin(j, idx[:, None] + hs)].astype(np.float64)
+            dev = c["dev"][rows, j]
+            out[:, 1 + j, :] = s + dev[:, None] * self.damp_arr  # NaN where never seen
+        return out
+
+    def _combine(self, rows: np.ndarray, members: np.ndarray) -> np.ndarray:
+        mse = self.cols["mse"][rows]
+        num = np.zeros((len(rows), self.H))
+        den = np.zeros((len(rows), self.H))
+        with np.errstate(divide="ignore", invalid="ignore"):
+            for k in range(self.K):
+                m, v = mse[:, k, :], members[:, k, :]
+                use = ~(m < 0.0) & ~np.isnan(v)
+                w = 1.0 / (m + 1e-12)
+                num = np.where(use, num + w * v, num)
+                den = np.where(use, den + w, den)
+            return np.where(den > 0.0, num / den, members[:, 0, :])
+
+    def _group(self, rows: np.ndarray) -> np.ndarray:
+        s = self.cols["b_surprise"][rows]
+        g = np.zeros(len(rows), np.int8)
+        for e in self.edges:  # bisect_right: edges not above the surprise (NaN: all)
+            g += ~(s < e)
+        return g
+
+    @staticmethod
+    def _push(buf: np.ndarray, n_: np.ndarray, pos_: np.ndarray, index: tuple, z: np.ndarray,
+              window: int) -> None:
+        n, pos = n_[index], pos_[index]
+        notfull = n < window
+        slot = np.where(notfull, n, pos)
+        buf[(*index, slot)] = z
+        n_[index] = np.where(notfull, n + 1, n)
+        pos_[index] = np.where(notfull, pos, (pos + 1) % window)
+
+    # -- the band -------------------------------------------------------------
+    def _band_learn(self, r: np.ndarray, h: int, yhat: np.ndarray, y: np.ndarray,
+                    group: np.ndarray) -> None:
+        c = self.cols
+        i = h - 1
+        mean = c["b_mean"][r]
+        if h == 1:
+            mean = mean + np.where(mean != 0.0, 0.01, 1.0) * (np.abs(y) - mean)
+            c["b_mean"][r] = mean
+        err = (y - yhat) / self._unit(yhat, mean)
+        s = c["b_scale"][r, i]
+        pos = s > 0.0
+        with np.errstate(divide="ignore", invalid="ignore"):
+            z = err / s
+        new = np.where(np.abs(err) != 0.0, np.abs(err), 1e-9 * (np.abs(y) + 1.0))
+        if pos.any():
+            rp, zp, sp, ep = r[pos], z[pos], s[pos], err[pos]
+            if h == 1:
+                c["b_surprise"][rp] = zp
+            ii = np.full(len(rp), i)
+            self._push(c["zp"], c["zp_n"], c["zp_pos"], (rp, ii), zp.astype(np.float32), self.window)
+            if self.G:
+                self._push(c["zg"], c["zg_n"], c["zg_pos"], (rp, group[pos].astype(np.int64), ii),
+                           zp.astype(np.float32), self.group_window)
+            n = c["zp_n"][rp, i]
+            alpha = py_max(self.scale_alpha, 1.0 / (n + 1))
+            ae = np.abs(ep)
+            if self.scale_clip is None:
+                a = ae
+            else:
+                a = np.where(n < WARMUP, ae, py_min(ae, self.scale_clip * sp))
+            new[pos] = sp + alpha * (a - sp)
+        c["b_scale"][r, i] = new
+
+    def _quantiles(self, rows: np.ndarray, group: np.ndarray) -> np.ndarray:
+        """(m, H, 3) lower, median, upper normalised error quantiles per horizon."""
+        c = self.cols
+        z = c["zp"][rows]
+        n = c["zp_n"][rows].astype(np.int64)
+        if self.G:
+            gn = c["zg_n"][rows, group.astype(np.int64)]
+            sel = gn >= self.min_group
+            if sel.any():
+                ri, hi = np.nonzero(sel)
+                gw = self.group_window
+                if gw > z.shape[-1]:
+                    pad = np.full((*z.shape[:2], gw - z.shape[-1]), np.inf, np.float32)
+                    z = np.concatenate([z, pad], axis=-1)
+                z[ri, hi, :gw] = c["zg"][rows[ri], group[ri].astype(np.int64), hi]
+                z[ri, hi, gw:] = np.inf
+                n = np.where(sel, gn, n)
+        z.sort(axis=-1)
+        last = np.maximum(n - 1, 0)
+        k = np.stack([
+            np.clip(np.ceil(self.q_lo * (n + 1)).astype(np.int64) - 1, 0, last),
+            np.minimum(n // 2, last),
+            np.clip(np.ceil(self.q_hi * (n + 1)).astype(np.int64) - 1, 0, last),
+        ], axis=-1)
+        q = np.take_along_axis(z, k, axis=-1).astype(np.float64)
+        q[n == 0] = 0.0
+        return q
+
+    # -- the ensemble ---------------------------------------------------------
+    def learn(self, rows: np.ndarray, y: np.ndarray, t: np.ndarray) -> None:
+        """``learn_one(y, t)`` for each row (rows unique; ``y`` finite: callers filter)."""
+        if not len(rows):
+            return
+        c = self.cols
+        cur = c["idx"][rows]
+        idx = np.floor_divide(t, self.step).astype(np.int64)
+        idx = np.where(idx <= cur, cur + 1, idx)
+        self._score_pending(rows, idx, y)
+        c["nonneg"][rows] &= y >= 0.0
+        a = self.level_alpha
+        lvl = c["level"][rows]
+        c["level"][rows] = np.where(cur < 0, y, lvl + a * (y - lvl))
+        c["last"][rows] = y
+        for j in range(len(self.periods)):
+            prof = c[f"prof{j}"]
+            b = self._bin(j, idx)
+            v = prof[rows, b].astype(np.float64)
+            seen = ~np.isnan(v)
+            dev = c["dev"][rows, j]
+            c["dev"][rows, j] = np.where(seen, dev + a * ((y - v) - dev), dev)
+            c["resid"][rows, j] = np.where(seen, y - v, c["resid"][rows, j])
+            rate = c["palpha"][rows, j] / self.prof_width[j]
+            prof[rows, b] = np.where(seen, v + rate * (y - v), y).astype(np.float32)
+        c["idx"][rows] = idx
+        boost = c["boost"][rows]
+        c["boost"][rows] = np.where(boost != 0, boost - 1, boost)
+        ended = rows[boost == 1]
+        if len(ended):
+            c["palpha"][ended] = self.season_alpha
+        members = self._members(rows, idx)
+        yhat = self._combine(rows, members)
+        group = self._group(rows)
+        c["yhat"][rows] = yhat
+        c["group"][rows] = group
+        slot = idx % self.H
+        c["pend_idx"][rows, slot] = idx
+        c["pend_mem"][rows, slot] = members
+        c["pend_ens"][rows, slot] = yhat
+        c["pend_grp"][rows, slot] = group
+
+    def _score_pending(self, rows: np.ndarray, idx: np.ndarray, y: np.ndarray) -> None:
+        c = self.cols
+        b = self.error_alpha
+        for h in range(1, self.H + 1):
+            slot = (idx - h) % self.H
+            ok = c["pend_idx"][rows, slot] == idx - h
+            if not ok.any():
+                continue
+            r, sl, yy = rows[ok], slot[ok], y[ok]
+            mem = c["pend_mem"][r, sl, :, h - 1]
+            for k in range(self.K):
+                v = mem[:, k]
+                e2 = (yy - v) ** 2
+                m = c["mse"][r, k, h - 1]
+                new = np.where(m < 0.0, e2, m + b * (e2 - m))
+                c["mse"][r, k, h - 1] = np.where(np.isnan(v), m, new)
+            self._band_learn(r, h, c["pend_ens"][r, sl, h - 1], yy, c["pend_grp"][r, sl])
+
+    def adapt(self, rows: np.ndarray) -> None:
+        """``adapt()`` (no offset) for each row: re-base after a drift."""
+        if not len(rows):
+            return
+        c = self.cols
+        fast = min(1.0, ADAPT_RATE * self.season_alpha)
+        for j in range(len(self.periods)):
+            prof = c[f"prof{j}"]
+            delta = c["resid"][rows, j]
+            prof[rows] = (prof[rows].astype(np.float64) + delta[:, None]).astype(np.float32)
+            c["palpha"][rows, j] = fast
+            c["dev"][rows, j] = 0.0
+        c["resid"][rows] = 0.0
+        c["boost"][rows] = min(self.periods, default=0)
+        idx = c["idx"][rows]
+        c["level"][rows] = np.where(idx >= 0, c["last"][rows], c["level"][rows])
+        c["pend_idx"][rows] = NO_ISSUE
+        have = rows[idx >= 0]
+        if len(have):
+            c["yhat"][have] = self._combine(have, self._members(have, c["idx"][have]))
+
+    def forecast(self, rows: np.ndarray) -> np.ndarray:
+        """``forecast(H)`` for each row: (m, H, 3) of (yhat, lower, upper)."""
+        c = self.cols
+        out = np.zeros((len(rows), self.H, 3))
+        if not len(rows):
+            return out
+        yhat = c["yhat"][rows]
+        q = self._quantiles(rows, c["group"][rows])
+        s = c["b_scale"][rows] * self._unit(yhat, c["b_mean"][rows][:, None])
+        qlo, qmid, qhi = q[..., 0], q[..., 1], q[..., 2]
+        lo = yhat + py_min(qlo, 0.0) * s
+        hi = yhat + py_max(qhi, 0.0) * s
+        point = yhat + qmid * s if self.median_point else yhat
+        nonneg = c["nonneg"][rows][:, None]
+        lo = np.where(nonneg, py_max(lo, 0.0), lo)
+        point = np.where(nonneg, py_max(point, 0.0), point)
+        hi = np.where(nonneg, py_max(hi, 0.0), hi)
+        learnt = (c["idx"][rows] >= 0)[:, None]
+        out[..., 0] = np.where(learnt, point, 0.0)
+        out[..., 1] = np.where(learnt, lo, 0.0)
+        out[..., 2] = np.where(learnt, hi, 0.0)
+        return out
+
+    def warm(self, rows: np.ndarray) -> np.ndarray:
+        return np.all(self.cols["zp_n"][rows] >= self.min_samples, axis=1)
+
+    def error(self, rows: np.ndarray) -> np.ndarray:
+        """The forecaster's ``error``; NaN where it is None."""
+        c = self.cols
+        known = (c["idx"][rows] >= 0) & (c["zp_n"][rows, 0] > 0)
+        y0 = c["yhat"][rows, 0]
+        e = c["b_scale"][rows, 0] * self._unit(y0, c["b_mean"][rows]) / (np.abs(c["level"][rows]) + 1e-9)
+        return np.where(known, e, np.nan)
+
+    # -- rows <-> objects -----------------------------------------------------
+    def export(self, row: int, f: SeasonalEnsemble) -> None:
+        """Write row ``row`` into the fresh forecaster ``f`` (same configuration)."""
+        c = self.cols
+        learnt = int(c["idx"][row]) >= 0
+        for j, prof in enumerate(f._profiles):
+            prof._values = array("f", c[f"prof{j}"][row].tobytes())
+            prof.alpha = float(c["palpha"][row, j])
+        f._dev = [float(v) for v in c["dev"][row]]
+        f._resid = [float(v) for v in c["resid"][row]]
+        f._boost = int(c["boost"][row])
+        f._last = float(c["last"][row]) if learnt else None
+        f._level = float(c["level"][row]) if learnt else None
+        f._idx = int(c["idx"][row])
+        f._mse = [[float(v) for v in r] for r in c["mse"][row]]
+        pend: list = []
+        for s in range(self.H):
+            issue = int(c["pend_idx"][row, s])
+            if issue == NO_ISSUE:
+                pend.append(None)
+                continue
+            mem = [[float(v) for v in r] for r in c["pend_mem"][row, s]]
+            pend.append((issue, mem, [float(v) for v in c["pend_ens"][row, s]],
+                         int(c["pend_grp"][row, s])))
+        f._pending = pend
+        f._group = int(c["group"][row])
+        f._yhat = [float(v) for v in c["yhat"][row]] if learnt else []
+        f._nonneg = bool(c["nonneg"][row])
+        b = f._band
+        b._mean = float(c["b_mean"][row])
+        b._surprise = float(c["b_surprise"][row])
+        b._scale = [float(v) for v in c["b_scale"][row]]
+        bufs = [(c["zp"][row], c["zp_n"][row], c["zp_pos"][row])]
+        if self.G:
+            bufs += [(c["zg"][row, g], c["zg_n"][row, g], c["zg_pos"][row, g]) for g in range(self.G)]
+        b._z = [[array("f", z[i, : n[i]].tobytes()) for i in range(self.H)] for z, n, _ in bufs]
+        b._pos = [[int(p[i]) for i in range(self.H)] for _, _, p in bufs]
+        b._q = [[None] * self.H for _ in bufs]
+
+    def load(self, row: int, f: SeasonalEnsemble) -> None:
+        """Set row ``row`` to the state of forecaster ``f`` (same configuration)."""
+        c = self.cols
+        c.reset(np.array([row]))
+        for j, prof in enumerate(f._profiles):
+            c[f"prof{j}"][row] = np.frombuffer(prof._values, np.float32)
+            c["palpha"][row, j] = prof.alpha
+        c["dev"][row] = f._dev
+        c["resid"][row] = getattr(f, "_resid", f._dev)
+        c["boost"][row] = getattr(f, "_boost", 0)
+        last = getattr(f, "_last", None)
+        c["last"][row] = 0.0 if last is None else last
+        c["level"][row] = 0.0 if f._level is None else f._level
+        c["idx"][row] = f._idx
+        c["mse"][row] = f._mse
+        for s, p in enumerate(f._pending):
+            if p is None:
+                continue
+            c["pend_idx"][row, s] = p[0]
+            c["pend_mem"][row, s] = p[1]
+            c["pend_ens"][row, s] = p[2]
+            c["pend_grp"][row, s] = p[3]
+        c["group"][row] = f._group
+        if f._yhat:
+            c["yhat"][row] = f._yhat
+        c["nonneg"][row] = getattr(f, "_nonneg", True)
+        b = f._band
+        c["b_mean"][row] = b._mean
+        c["b_surprise"][row] = b._surprise
+        c["b_scale"][row] = b._scale
+        targets = [(c["zp"], c["zp_n"], c["zp_pos"], (row,))]
+        if self.G:
+            targets += [(c["zg"], c["zg_n"], c["zg_pos"], (row, g)) for g in range(self.G)]
+        for (z, n, pos, at), bufs, ps in zip(targets, b._z, b._pos, strict=True):
+            for i, buf in enumerate(bufs):
+                vals = np.frombuffer(buf, np.float32) if len(buf) else np.empty(0, np.float32)
+                z[(*at, i, slice(0, len(vals)))] = vals
+                n[(*at, i)] = len(vals)
+                pos[(*at, i)] = ps[i]
+
+
+def config(f: SeasonalEnsemble) -> tuple:
+    """What must be equal for two forecasters to share a bank."""
+    band: ConformalBand = f._band
+    return (type(f), tuple(sorted(f._get_params().items())), type(band),
+            tuple(sorted(band._get_params().items())),
+            tuple((p.period, p.max_bins, p._bins) for p in f._profiles), math.isfinite(f.step_seconds))
