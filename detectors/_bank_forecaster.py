@@ -151,14 +151,16 @@ class EnsembleBank:
         return g
 
     @staticmethod
-    def _push(buf: np.ndarray, n_: np.ndarray, pos_: np.ndarray, index: tuple, z: np.ndarray,
+    def _push(buf: np.ndarray, n_: np.ndarray, pos_: np.ndarray, lin: np.ndarray, z: np.ndarray,
               window: int) -> None:
-        n, pos = n_[index], pos_[index]
+        """Append ``z`` to the ring buffers at flat index ``lin`` (``ConformalBand._push``)."""
+        cnt, ps = n_.reshape(-1), pos_.reshape(-1)
+        n, pos = cnt[lin], ps[lin]
         notfull = n < window
         slot = np.where(notfull, n, pos)
-        buf[(*index, slot)] = z
-        n_[index] = np.where(notfull, n + 1, n)
-        pos_[index] = np.where(notfull, pos, (pos + 1) % window)
+        buf.reshape(-1)[lin * window + slot] = z
+        cnt[lin] = np.where(notfull, n + 1, n)
+        ps[lin] = np.where(notfull, pos, (pos + 1) % window)
 
     # -- the band -------------------------------------------------------------
     def _band_learn(self, r: np.ndarray, h: int, yhat: np.ndarray, y: np.ndarray,
@@ -179,11 +181,12 @@ class EnsembleBank:
             rp, zp, sp, ep = r[pos], z[pos], s[pos], err[pos]
             if h == 1:
                 c["b_surprise"][rp] = zp
-            ii = np.full(len(rp), i)
-            self._push(c["zp"], c["zp_n"], c["zp_pos"], (rp, ii), zp.astype(np.float32), self.window)
+            z32 = zp.astype(np.float32)
+            self._push(c["zp"], c["zp_n"], c["zp_pos"], rp * self.H + i, z32, self.window)
             if self.G:
-                self._push(c["zg"], c["zg_n"], c["zg_pos"], (rp, group[pos].astype(np.int64), ii),
-                           zp.astype(np.float32), self.group_window)
+                g = group[pos].astype(np.int64)
+                self._push(c["zg"], c["zg_n"], c["zg_pos"], (rp * self.G + g) * self.H + i, z32,
+                           self.group_window)
             n = c["zp_n"][rp, i]
             alpha = py_max(self.scale_alpha, 1.0 / (n + 1))
             ae = np.abs(ep)
@@ -195,22 +198,31 @@ class EnsembleBank:
         c["b_scale"][r, i] = new
 
     def _quantiles(self, rows: np.ndarray, group: np.ndarray) -> np.ndarray:
-        """(m, H, 3) lower, median, upper normalised error quantiles per horizon."""
+        """(m, H, 3) lower, median, upper normalised error quantiles per horizon.
+
+        Per (row, horizon): the current group's errors once it holds ``min_group``,
+        else the pooled ones; each buffer sorted (its unused slots are +inf, last).
+        """
         c = self.cols
-        z = c["zp"][rows]
-        n = c["zp_n"][rows].astype(np.int64)
+        H = self.H
+        m = len(rows)
+        lin = (rows[:, None] * H + np.arange(H)).ravel()  # (row, horizon) -> flat buffer index
+        n = c["zp_n"].reshape(-1)[lin].astype(np.int64)
+        q = np.zeros((m * H, 3))
+        pooled = np.ones(m * H, np.bool_)
         if self.G:
-            gn = c["zg_n"][rows, group.astype(np.int64)]
+            glin = ((rows * self.G + group.astype(np.int64))[:, None] * H + np.arange(H)).ravel()
+            gn = c["zg_n"].reshape(-1)[glin].astype(np.int64)
             sel = gn >= self.min_group
             if sel.any():
-                ri, hi = np.nonzero(sel)
-                gw = self.group_window
-                if gw > z.shape[-1]:
-                    pad = np.full((*z.shape[:2], gw - z.shape[-1]), np.inf, np.float32)
-                    z = np.concatenate([z, pad], axis=-1)
-                z[ri, hi, :gw] = c["zg"][rows[ri], group[ri].astype(np.int64), hi]
-                z[ri, hi, gw:] = np.inf
-                n = np.where(sel, gn, n)
+                pooled = ~sel
+                q[sel] = self._order_stats(c["zg"].reshape(-1, self.group_window)[glin[sel]], gn[sel])
+        if pooled.any():
+            q[pooled] = self._order_stats(c["zp"].reshape(-1, self.window)[lin[pooled]], n[pooled])
+        return q.reshape(m, H, 3)
+
+    def _order_stats(self, z: np.ndarray, n: np.ndarray) -> np.ndarray:
+        """(k, 3): ConformalBand.quantiles of each row of ``z`` holding ``n`` errors."""
         z.sort(axis=-1)
         last = np.maximum(n - 1, 0)
         k = np.stack([

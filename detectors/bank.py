@@ -64,6 +64,9 @@ from detectors.forecast import Forecast, Interval
 from detectors.forecasting import SeasonalEnsemble
 from detectors.series import SeriesModel, SeriesUpdate
 
+#: rows updated per vectorised pass: bounds the temporary arrays (about 10 KB a row)
+CHUNK = 4096
+
 
 @dataclass(frozen=True, slots=True)
 class BankUpdate:
@@ -108,11 +111,14 @@ class SeriesBank:
     vector_detector
         Use the vectorised detector where it mirrors the factory's detector
         (False: keep one detector object per row, exact for any detector).
+    chunk
+        Rows updated per vectorised pass (bounds the temporary arrays).
     """
 
     def __init__(self, factory: Callable[[], SeriesModel], capacity: int = 0,
-                 vector_detector: bool = True) -> None:
+                 vector_detector: bool = True, chunk: int = CHUNK) -> None:
         self.factory = factory
+        self.chunk = max(1, chunk)
         template = factory()
         if not isinstance(template.forecaster, SeasonalEnsemble):
             raise TypeError(f"a bank mirrors SeasonalEnsemble, not {type(template.forecaster).__name__}")
@@ -204,6 +210,10 @@ class SeriesBank:
         used[: len(self._used)] = self._used
         self._used = used
 
+    def updates(self, rows: np.ndarray) -> np.ndarray:
+        """``SeriesModel.updates`` of each row (points learnt)."""
+        return self.cols["updates"][np.asarray(rows, np.int64)].copy()
+
     def row_bytes(self) -> int:
         """Bytes of array state per series (every field of the bank, the forecaster and the detector)."""
         return self.cols.row_bytes() + self.forecaster.cols.row_bytes() + self.detector.row_bytes()
@@ -286,6 +296,15 @@ class SeriesBank:
             raise KeyError("a row is not in use")
         if len(np.unique(rows)) != len(rows):
             raise ValueError("a row appears twice in one update")
+        k = self.chunk
+        if len(rows) <= k:
+            return self._update(rows, x, t)
+        parts = [self._update(rows[i : i + k], x[i : i + k], t[i : i + k])
+                 for i in range(0, len(rows), k)]
+        return BankUpdate(*(np.concatenate([getattr(p, f) for p in parts])
+                            for f in BankUpdate.__dataclass_fields__))
+
+    def _update(self, rows: np.ndarray, x: np.ndarray, t: np.ndarray) -> BankUpdate:
         c = self.cols
         with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
             score = self.detector.score_learn(rows, x, t)

@@ -130,7 +130,8 @@ def synthetic(kind: int, n: int, step: float, rng: np.random.Generator) -> list[
 def test_the_bank_gives_the_series_models_numbers_on_synthetic_series(step, period, horizon) -> None:
     rng = np.random.default_rng(7)
     n_series, n = 16, 1400
-    bank = SeriesBank(lambda: make_series_model(step, period, horizon), capacity=3)  # it grows
+    # capacity 3: it grows; chunk 5: large calls run in several passes
+    bank = SeriesBank(lambda: make_series_model(step, period, horizon), capacity=3, chunk=5)
     rows = [bank.add() for _ in range(n_series)]
     series = [synthetic(k, n, step, rng) for k in range(n_series)]
     models = {r: make_series_model(step, period, horizon) for r in rows}
