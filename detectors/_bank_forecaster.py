@@ -163,31 +163,37 @@ class EnsembleBank:
         ps[lin] = np.where(notfull, pos, (pos + 1) % window)
 
     # -- the band -------------------------------------------------------------
-    def _band_learn(self, r: np.ndarray, h: int, yhat: np.ndarray, y: np.ndarray,
+    def _band_learn(self, r: np.ndarray, hi: np.ndarray, yhat: np.ndarray, y: np.ndarray,
                     group: np.ndarray) -> None:
+        """``ConformalBand.learn_one(h, yhat, y, group)`` for pairs (row ``r``, horizon ``hi + 1``).
+
+        A row's horizons are independent but for the mean level, which its
+        one-step error updates first (the reference learns h = 1 first).
+        """
         c = self.cols
-        i = h - 1
-        mean = c["b_mean"][r]
-        if h == 1:
-            mean = mean + np.where(mean != 0.0, 0.01, 1.0) * (np.abs(y) - mean)
-            c["b_mean"][r] = mean
-        err = (y - yhat) / self._unit(yhat, mean)
-        s = c["b_scale"][r, i]
+        one = hi == 0
+        if one.any():
+            r1 = r[one]
+            mean = c["b_mean"][r1]
+            c["b_mean"][r1] = mean + np.where(mean != 0.0, 0.01, 1.0) * (np.abs(y[one]) - mean)
+        err = (y - yhat) / self._unit(yhat, c["b_mean"][r])
+        s = c["b_scale"][r, hi]
         pos = s > 0.0
         with np.errstate(divide="ignore", invalid="ignore"):
             z = err / s
         new = np.where(np.abs(err) != 0.0, np.abs(err), 1e-9 * (np.abs(y) + 1.0))
         if pos.any():
-            rp, zp, sp, ep = r[pos], z[pos], s[pos], err[pos]
-            if h == 1:
-                c["b_surprise"][rp] = zp
+            rp, hp, zp, sp, ep = r[pos], hi[pos], z[pos], s[pos], err[pos]
+            first = one[pos]
+            c["b_surprise"][rp[first]] = zp[first]
             z32 = zp.astype(np.float32)
-            self._push(c["zp"], c["zp_n"], c["zp_pos"], rp * self.H + i, z32, self.window)
+            lin = rp * self.H + hp
+            self._push(c["zp"], c["zp_n"], c["zp_pos"], lin, z32, self.window)
             if self.G:
                 g = group[pos].astype(np.int64)
-                self._push(c["zg"], c["zg_n"], c["zg_pos"], (rp * self.G + g) * self.H + i, z32,
+                self._push(c["zg"], c["zg_n"], c["zg_pos"], (rp * self.G + g) * self.H + hp, z32,
                            self.group_window)
-            n = c["zp_n"][rp, i]
+            n = c["zp_n"].reshape(-1)[lin]
             alpha = py_max(self.scale_alpha, 1.0 / (n + 1))
             ae = np.abs(ep)
             if self.scale_clip is None:
@@ -195,7 +201,7 @@ class EnsembleBank:
             else:
                 a = np.where(n < WARMUP, ae, py_min(ae, self.scale_clip * sp))
             new[pos] = sp + alpha * (a - sp)
-        c["b_scale"][r, i] = new
+        c["b_scale"][r, hi] = new
 
     def _quantiles(self, rows: np.ndarray, group: np.ndarray) -> np.ndarray:
         """(m, H, 3) lower, median, upper normalised error quantiles per horizon.
@@ -277,22 +283,22 @@ class EnsembleBank:
         c["pend_grp"][rows, slot] = group
 
     def _score_pending(self, rows: np.ndarray, idx: np.ndarray, y: np.ndarray) -> None:
+        """Score the forecasts issued at the last H steps against ``y`` (every horizon at once)."""
         c = self.cols
-        b = self.error_alpha
-        for h in range(1, self.H + 1):
-            slot = (idx - h) % self.H
-            ok = c["pend_idx"][rows, slot] == idx - h
-            if not ok.any():
-                continue
-            r, sl, yy = rows[ok], slot[ok], y[ok]
-            mem = c["pend_mem"][r, sl, :, h - 1]
-            for k in range(self.K):
-                v = mem[:, k]
-                e2 = (yy - v) ** 2
-                m = c["mse"][r, k, h - 1]
-                new = np.where(m < 0.0, e2, m + b * (e2 - m))
-                c["mse"][r, k, h - 1] = np.where(np.isnan(v), m, new)
-            self._band_learn(r, h, c["pend_ens"][r, sl, h - 1], yy, c["pend_grp"][r, sl])
+        hs = np.arange(1, self.H + 1)
+        issued = idx[:, None] - hs
+        slot = issued % self.H
+        ok = c["pend_idx"][rows[:, None], slot] == issued
+        if not ok.any():
+            return
+        ri, hi = np.nonzero(ok)
+        r, sl, yy = rows[ri], slot[ri, hi], y[ri]
+        v = c["pend_mem"][r, sl, :, hi]  # (pairs, K): each member's forecast for now
+        e2 = (yy[:, None] - v) ** 2
+        m = c["mse"][r, :, hi]
+        new = np.where(m < 0.0, e2, m + self.error_alpha * (e2 - m))
+        c["mse"][r, :, hi] = np.where(np.isnan(v), m, new)
+        self._band_learn(r, hi, c["pend_ens"][r, sl, hi], yy, c["pend_grp"][r, sl])
 
     def adapt(self, rows: np.ndarray) -> None:
         """``adapt()`` (no offset) for each row: re-base after a drift."""

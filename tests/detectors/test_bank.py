@@ -39,20 +39,51 @@ def assert_same(b: SeriesUpdate, r: SeriesUpdate, where: str) -> None:
     np.testing.assert_allclose(got, want, rtol=TOL, atol=TOL, err_msg=where)
 
 
+FLAGS = ("anomalous", "warm", "untrusted", "drifting", "drift_started")
+
+
+def as_arrays(us: list[SeriesUpdate]) -> dict[str, np.ndarray]:
+    """Reference updates as the bank's arrays (``error`` None -> NaN)."""
+    return {
+        "score": np.array([u.score for u in us], float),
+        **{f: np.array([getattr(u, f) for u in us], bool) for f in FLAGS},
+        "error": np.array([np.nan if u.error is None else u.error for u in us], float),
+        "intervals": np.array([[(i.yhat, i.lower, i.upper) for i in u.intervals] for u in us], float),
+    }
+
+
+def close(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Per entry: every number within 1e-9 (relative or absolute), NaN where NaN."""
+    ok = (np.abs(a - b) <= TOL * np.maximum(1.0, np.abs(b))) | (np.isnan(a) & np.isnan(b))
+    return ok.reshape(len(a), -1).all(axis=1)
+
+
 def run_both(bank: SeriesBank, models: dict[int, SeriesModel], calls: list, label: str) -> dict:
-    """Each call (rows, values, ts) through the bank and through the per-row models; tallies."""
-    seen = {"anomalous": 0, "untrusted": 0, "drift_started": 0, "warm": 0, "error_none": 0}
+    """Each call (rows, values, ts) through the bank and through the per-row models, compared
+    entry by entry (flags exactly, numbers to 1e-9); tallies of the reference's flags."""
+    got: list[dict] = []
+    want: list[SeriesUpdate] = []
+    where: list[str] = []
     for k, (rows, xs, ts) in enumerate(calls):
         u = bank.update(np.array(rows), np.array(xs, float), np.array(ts, float))
-        for i, (row, x, t) in enumerate(zip(rows, xs, ts, strict=True)):
-            r = models[row].update(x, t)
-            assert_same(u.series_update(i), r, f"{label}: call {k}, row {row}, x={x}, t={t}")
-            seen["anomalous"] += r.anomalous
-            seen["untrusted"] += r.untrusted
-            seen["drift_started"] += r.drift_started
-            seen["warm"] += r.warm
-            seen["error_none"] += r.error is None
-    return seen
+        got.append({f: getattr(u, f) for f in ("score", *FLAGS, "error", "intervals")})
+        for row, x, t in zip(rows, xs, ts, strict=True):
+            want.append(models[row].update(x, t))
+            where.append(f"{label}: call {k}, row {row}, x={x}, t={t}")
+    b = {f: np.concatenate([g[f] for g in got]) for f in got[0]}
+    r = as_arrays(want)
+    ok = close(b["score"], r["score"]) & close(b["error"], r["error"])
+    ok &= close(b["intervals"], r["intervals"])
+    for f in FLAGS:
+        ok &= b[f] == r[f]
+    if not ok.all():
+        i = int(np.argmin(ok))
+        pytest.fail(f"{where[i]}: bank {({f: b[f][i] for f in b})} != reference {want[i]}")
+    return {
+        "anomalous": int(r["anomalous"].sum()), "untrusted": int(r["untrusted"].sum()),
+        "drift_started": int(r["drift_started"].sum()), "warm": int(r["warm"].sum()),
+        "error_none": int(np.isnan(r["error"]).sum()),
+    }
 
 
 # -- the shared traces ---------------------------------------------------------------
