@@ -6,9 +6,9 @@ doubling) and resets rows to their initial value when they are reused.
 
 >>> import numpy as np
 >>> c = Columns({"n": ((), np.int64, 0), "buf": ((3,), np.float32, np.inf)}, capacity=2)
->>> c.grow(5)
+>>> c.grow(3)  # doubles: 4 rows
 >>> c.capacity, c["buf"].shape
-(8, (8, 3))
+(4, (4, 3))
 >>> c["n"][1] = 4
 >>> c.reset(np.array([1]))
 >>> int(c["n"][1]), c.row_bytes()
@@ -54,6 +54,11 @@ class Columns:
         """Put ``rows`` back to every field's initial value."""
         for k, (_, _, init) in self.spec.items():
             self._a[k][rows] = init
+
+    def set_rows(self, rows: np.ndarray, states: list[dict[str, Any]]) -> None:
+        """Set ``rows[i]`` to ``states[i]`` (every field's value), one assignment per field."""
+        for k, (shape, dtype, _) in self.spec.items():
+            self._a[k][rows] = np.array([s[k] for s in states], dtype).reshape(len(rows), *shape)
 
     def row_bytes(self) -> int:
         """Bytes one row takes in every field."""

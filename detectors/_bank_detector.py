@@ -60,7 +60,8 @@ class DetectorBank(Protocol):
     def export(self, row: int, detector: AnomalyDetector) -> None:
         """Write row ``row`` into ``detector`` (a fresh one of the bank's configuration)."""
 
-    def load(self, row: int, detector: AnomalyDetector) -> None: ...
+    def load_many(self, rows: np.ndarray, detectors: list[AnomalyDetector]) -> None:
+        """Set ``rows[i]`` to ``detectors[i]``'s state."""
 
     def row_bytes(self) -> int: ...
 
@@ -101,8 +102,9 @@ class ObjectBank:
     def export(self, row: int, detector: AnomalyDetector) -> None:
         detector.__dict__.update(_copy_state(self._obj(row)))
 
-    def load(self, row: int, detector: AnomalyDetector) -> None:
-        self.objs[row] = _copy(detector)
+    def load_many(self, rows: np.ndarray, detectors: list[AnomalyDetector]) -> None:
+        for r, d in zip(rows.tolist(), detectors, strict=True):
+            self.objs[r] = _copy(d)
 
     def row_bytes(self) -> int:
         return 8  # a list slot; the objects are Python objects, not arrays
@@ -391,26 +393,26 @@ class FusionBank:
         d._key = None
         d.last_parts = tuple(None if math.isnan(v) else float(v) for v in c["parts"][row])
 
-    def load(self, row: int, d: AnomalyDetector) -> None:
+    def load_many(self, rows: np.ndarray, detectors: list[AnomalyDetector]) -> None:
+        self.cols.set_rows(rows, [self._state(d) for d in detectors])
+
+    @staticmethod
+    def _state(d: AnomalyDetector) -> dict[str, Any]:
         assert isinstance(d, RecordFusionDetector)
-        c = self.cols
-        c.reset(np.array([row]))
-        c["n"][row] = d._n
-        c["lo"][row], c["hi"][row], c["plo"][row], c["phi"][row] = d._lo, d._hi, d._plo, d._phi
-        c["has_prev"][row] = d._prev is not None
-        c["prev"][row] = 0.0 if d._prev is None else d._prev
-        c["fast_mean"][row], c["slow_mean"][row], c["vol"][row] = d._fast_mean, d._slow_mean, d._vol
-        for k, rec in (("lv", d._level_rec), ("pr", d._profile_rec), ("vo", d._vol_rec)):
-            c[f"{k}_record"][row], c[f"{k}_n"][row], c[f"{k}_peak"][row] = rec.record, rec.n, rec.peak
-        c["mean"][row] = np.asarray(d._mean, np.float64)
-        c["visits"][row] = np.asarray(d._visits, np.int64)
-        c["last_bin"][row] = d._last_bin
         f = d._flat
-        c["fl_has"][row] = f._last is not None
-        c["fl_last"][row] = 0.0 if f._last is None else f._last
-        c["fl_run"][row], c["fl_longest"][row], c["fl_changes"][row] = f._run, f._longest, f._changes
-        c["since"][row] = d._since_alarm
-        c["parts"][row] = [np.nan if v is None else v for v in d.last_parts]
+        out = {
+            "n": d._n, "lo": d._lo, "hi": d._hi, "plo": d._plo, "phi": d._phi,
+            "has_prev": d._prev is not None, "prev": 0.0 if d._prev is None else d._prev,
+            "fast_mean": d._fast_mean, "slow_mean": d._slow_mean, "vol": d._vol,
+            "mean": np.frombuffer(d._mean, np.float64), "visits": d._visits.tolist(),
+            "last_bin": d._last_bin, "since": d._since_alarm,
+            "parts": [np.nan if v is None else v for v in d.last_parts],
+            "fl_has": f._last is not None, "fl_last": 0.0 if f._last is None else f._last,
+            "fl_run": f._run, "fl_longest": f._longest, "fl_changes": f._changes,
+        }
+        for k, rec in (("lv", d._level_rec), ("pr", d._profile_rec), ("vo", d._vol_rec)):
+            out[f"{k}_record"], out[f"{k}_n"], out[f"{k}_peak"] = rec.record, rec.n, rec.peak
+        return out
 
 
 def _self_check(template: RecordFusionDetector) -> bool:

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import math
 from array import array
+from typing import Any
 
 import numpy as np
 
@@ -394,45 +395,51 @@ class EnsembleBank:
         b._pos = [[int(p[i]) for i in range(self.H)] for _, _, p in bufs]
         b._q = [[None] * self.H for _ in bufs]
 
-    def load(self, row: int, f: SeasonalEnsemble) -> None:
-        """Set row ``row`` to the state of forecaster ``f`` (same configuration)."""
-        c = self.cols
-        c.reset(np.array([row]))
-        for j, prof in enumerate(f._profiles):
-            c[f"prof{j}"][row] = np.frombuffer(prof._values, np.float32)
-            c["palpha"][row, j] = prof.alpha
-        c["dev"][row] = f._dev
-        c["resid"][row] = getattr(f, "_resid", f._dev)
-        c["boost"][row] = getattr(f, "_boost", 0)
-        last = getattr(f, "_last", None)
-        c["last"][row] = 0.0 if last is None else last
-        c["level"][row] = 0.0 if f._level is None else f._level
-        c["idx"][row] = f._idx
-        c["mse"][row] = f._mse
+    def state(self, f: SeasonalEnsemble) -> dict[str, Any]:
+        """Every field's value for forecaster ``f`` (same configuration): a row's content."""
+        H, K = self.H, self.K
+        pend_idx = [NO_ISSUE] * H
+        pend_mem = np.zeros((H, K, H))
+        pend_ens = np.zeros((H, H))
+        pend_grp = [0] * H
         for s, p in enumerate(f._pending):
-            if p is None:
-                continue
-            c["pend_idx"][row, s] = p[0]
-            c["pend_mem"][row, s] = p[1]
-            c["pend_ens"][row, s] = p[2]
-            c["pend_grp"][row, s] = p[3]
-        c["group"][row] = f._group
-        if f._yhat:
-            c["yhat"][row] = f._yhat
-        c["nonneg"][row] = getattr(f, "_nonneg", True)
+            if p is not None:
+                pend_idx[s], pend_mem[s], pend_ens[s], pend_grp[s] = p[0], p[1], p[2], p[3]
+        last = getattr(f, "_last", None)
         b = f._band
-        c["b_mean"][row] = b._mean
-        c["b_surprise"][row] = b._surprise
-        c["b_scale"][row] = b._scale
-        targets = [(c["zp"], c["zp_n"], c["zp_pos"], (row,))]
-        if self.G:
-            targets += [(c["zg"], c["zg_n"], c["zg_pos"], (row, g)) for g in range(self.G)]
-        for (z, n, pos, at), bufs, ps in zip(targets, b._z, b._pos, strict=True):
+        out: dict[str, Any] = {
+            "idx": f._idx,
+            "level": 0.0 if f._level is None else f._level,
+            "last": 0.0 if last is None else last,
+            "dev": f._dev,
+            "resid": getattr(f, "_resid", f._dev),
+            "boost": getattr(f, "_boost", 0),
+            "palpha": [p.alpha for p in f._profiles],
+            "mse": f._mse,
+            "yhat": f._yhat or [0.0] * H,
+            "group": f._group,
+            "nonneg": getattr(f, "_nonneg", True),
+            "pend_idx": pend_idx, "pend_mem": pend_mem, "pend_ens": pend_ens, "pend_grp": pend_grp,
+            "b_mean": b._mean, "b_surprise": b._surprise, "b_scale": b._scale,
+        }
+        for j, prof in enumerate(f._profiles):
+            out[f"prof{j}"] = np.frombuffer(prof._values, np.float32)
+
+        def ring(bufs: list, window: int) -> np.ndarray:
+            z = np.full((H, window), np.inf, np.float32)
             for i, buf in enumerate(bufs):
-                vals = np.frombuffer(buf, np.float32) if len(buf) else np.empty(0, np.float32)
-                z[(*at, i, slice(0, len(vals)))] = vals
-                n[(*at, i)] = len(vals)
-                pos[(*at, i)] = ps[i]
+                if len(buf):
+                    z[i, : len(buf)] = np.frombuffer(buf, np.float32)
+            return z
+
+        out["zp"] = ring(b._z[0], self.window)
+        out["zp_n"] = [len(buf) for buf in b._z[0]]
+        out["zp_pos"] = b._pos[0]
+        if self.G:
+            out["zg"] = [ring(b._z[1 + g], self.group_window) for g in range(self.G)]
+            out["zg_n"] = [[len(buf) for buf in b._z[1 + g]] for g in range(self.G)]
+            out["zg_pos"] = b._pos[1:]
+        return out
 
 
 def config(f: SeasonalEnsemble) -> tuple:

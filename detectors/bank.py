@@ -42,7 +42,7 @@ required (the reference's ``t=None`` counts steps; the worker always has them).
 ...     r = ref.update(y, 60.0 * i)
 >>> u.intervals.shape, bool(u.warm[0]), r.warm
 ((2, 3, 3), True, True)
->>> abs(u.intervals[0, 2, 2] - r.intervals[2].upper) < 1e-9, abs(u.score[0] - r.score) < 1e-9
+>>> bool(abs(u.intervals[0, 2, 2] - r.intervals[2].upper) < 1e-9), bool(abs(u.score[0] - r.score) < 1e-9)
 (True, True)
 >>> m = bank.export(int(rows[0]))   # a SeriesModel, e.g. to checkpoint
 >>> m.update(100.0, 7200.0) == bank.update(rows[:1], np.array([100.0]), np.array([7200.0])).series_update(0)
@@ -51,7 +51,7 @@ True
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -64,8 +64,9 @@ from detectors.forecast import Forecast, Interval
 from detectors.forecasting import SeasonalEnsemble
 from detectors.series import SeriesModel, SeriesUpdate
 
-#: rows updated per vectorised pass: bounds the temporary arrays (about 10 KB a row)
-CHUNK = 4096
+#: rows updated per vectorised pass: bounds the temporary arrays (about 10 KB a row) and keeps
+#: them in cache (1,024 to 8,192 measured on 20,000 series: 2,048 about the fastest)
+CHUNK = 2048
 
 
 @dataclass(frozen=True, slots=True)
@@ -251,31 +252,40 @@ class SeriesBank:
         Raises ``ValueError`` when the model's configuration is not the
         bank's (it belongs in another bank, or stays a per-series object).
         """
-        self._check(row)
-        if _config(model) != self._config:
-            raise ValueError("the model's configuration is not this bank's")
-        r = np.array([row])
-        c = self.cols
-        c.reset(r)
-        c["updates"][row] = model.updates
-        c["run"][row] = model.anomalous_run
-        c["drifting"][row] = model.drifting
-        st = model._drift_state
-        c["st_level"][row], c["st_recent"][row], c["st_before"][row] = st[0], st[1], st[2]
-        c["st_steps"][row], c["st_episode"][row] = st[3], st[4]
-        d = model.drift
-        c["d_n"][row], c["d_base"][row], c["d_cusum"][row] = d.n, d.baseline, d.cusum
-        c["d_hit"][row] = d.drift_detected
-        s = model.stuck
-        c["f_has"][row] = s._last is not None
-        c["f_last"][row] = 0.0 if s._last is None else s._last
-        c["f_run"][row], c["f_longest"][row], c["f_changes"][row] = s._run, s._longest, s._changes
-        f = model.forecaster
-        self.forecaster.load(row, f)  # type: ignore[arg-type]
-        self.detector.load(row, model.detector)
+        self.load_many([row], [model])
+
+    def load_many(self, rows: Sequence[int] | np.ndarray, models: Sequence[SeriesModel]) -> None:
+        """:meth:`load` for many rows at once (one array assignment per field: a rebalance's
+        restored checkpoints go in together). Nothing is loaded if one model does not fit."""
+        rows = np.asarray(rows, np.int64)
+        if len(rows) != len(models):
+            raise ValueError("rows and models must have the same length")
+        for r in rows.tolist():
+            self._check(r)
+        if len(np.unique(rows)) != len(rows):
+            raise ValueError("a row appears twice")
+        for m in models:
+            if _config(m) != self._config:
+                raise ValueError("the model's configuration is not this bank's")
+        self.cols.set_rows(rows, [self._state(m) for m in models])
+        self.forecaster.cols.set_rows(rows, [self.forecaster.state(m.forecaster) for m in models])  # type: ignore[arg-type]
+        self.detector.load_many(rows, [m.detector for m in models])
+
+    @staticmethod
+    def _state(m: SeriesModel) -> dict:
+        st, d, s, f = m._drift_state, m.drift, m.stuck, m.forecaster
+        nxt = (0.0, 0.0, 0.0)
         if f.warm:
             iv = f.forecast(1)[0]
-            c["nxt"][row] = (iv.yhat, iv.lower, iv.upper)
+            nxt = (iv.yhat, iv.lower, iv.upper)
+        return {
+            "updates": m.updates, "run": m.anomalous_run, "drifting": m.drifting,
+            "st_level": st[0], "st_recent": st[1], "st_before": st[2], "st_steps": st[3],
+            "st_episode": st[4], "d_n": d.n, "d_base": d.baseline, "d_cusum": d.cusum,
+            "d_hit": d.drift_detected, "f_has": s._last is not None,
+            "f_last": 0.0 if s._last is None else s._last, "f_run": s._run,
+            "f_longest": s._longest, "f_changes": s._changes, "nxt": nxt,
+        }
 
     def _check(self, row: int) -> None:
         if not (0 <= row < self._top and self._used[row]):
@@ -296,15 +306,17 @@ class SeriesBank:
             raise KeyError("a row is not in use")
         if len(np.unique(rows)) != len(rows):
             raise ValueError("a row appears twice in one update")
-        k = self.chunk
-        if len(rows) <= k:
-            return self._update(rows, x, t)
-        parts = [self._update(rows[i : i + k], x[i : i + k], t[i : i + k])
-                 for i in range(0, len(rows), k)]
-        return BankUpdate(*(np.concatenate([getattr(p, f) for p in parts])
-                            for f in BankUpdate.__dataclass_fields__))
+        m = len(rows)
+        out = BankUpdate(np.empty(m), np.empty(m, np.bool_), np.empty((m, self.horizon, 3)),
+                         np.empty(m, np.bool_), np.empty(m), np.empty(m, np.bool_),
+                         np.empty(m, np.bool_), np.empty(m, np.bool_))
+        for i in range(0, m, self.chunk):
+            part = slice(i, i + self.chunk)
+            self._update(rows[part], x[part], t[part], out, part)
+        return out
 
-    def _update(self, rows: np.ndarray, x: np.ndarray, t: np.ndarray) -> BankUpdate:
+    def _update(self, rows: np.ndarray, x: np.ndarray, t: np.ndarray, out: BankUpdate,
+                part: slice) -> None:
         c = self.cols
         with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
             score = self.detector.score_learn(rows, x, t)
@@ -339,8 +351,10 @@ class SeriesBank:
             warm = fc.warm(rows)
             error = fc.error(rows)
             c["nxt"][rows] = iv[:, 0, :]
-        return BankUpdate(score, anomalous, iv[:, self._out_h, :], warm, error, untrusted,
-                          c["drifting"][rows], started)
+        out.score[part], out.anomalous[part], out.warm[part] = score, anomalous, warm
+        out.intervals[part] = iv[:, self._out_h, :]
+        out.error[part], out.untrusted[part] = error, untrusted
+        out.drifting[part], out.drift_started[part] = c["drifting"][rows], started
 
     def _stuck(self, rows: np.ndarray, x: np.ndarray) -> np.ndarray:
         """The stuck-sensor FlatlineDetector: ``score_one(x) >= 0.5``, then ``learn_one(x)``."""
