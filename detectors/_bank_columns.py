@@ -17,6 +17,8 @@ doubling) and resets rows to their initial value when they are reused.
 
 from __future__ import annotations
 
+import inspect
+from functools import lru_cache
 from typing import Any
 
 import numpy as np
@@ -60,6 +62,19 @@ class Columns:
         for k, (shape, dtype, _) in self.spec.items():
             self._a[k][rows] = np.array([s[k] for s in states], dtype).reshape(len(rows), *shape)
 
+    def take(self, rows: np.ndarray) -> dict[str, np.ndarray]:
+        """A copy of ``rows`` in every field (for :meth:`put`)."""
+        return {k: a[rows] for k, a in self._a.items()}
+
+    def put(self, rows: np.ndarray, state: dict[str, np.ndarray]) -> None:
+        """Set ``rows`` to what :meth:`take` returned (the same fields, shapes and dtypes)."""
+        for k, (shape, dtype, _) in self.spec.items():
+            v = state[k]
+            if v.dtype != dtype or v.shape != (len(rows), *shape):
+                raise ValueError(f"field {k}: {v.dtype}{v.shape} is not {np.dtype(dtype)}{(len(rows), *shape)}")
+        for k in self.spec:
+            self._a[k][rows] = state[k]
+
     def row_bytes(self) -> int:
         """Bytes one row takes in every field."""
         return sum(int(np.prod(shape, dtype=np.int64)) * np.dtype(dtype).itemsize
@@ -68,6 +83,25 @@ class Columns:
     def nbytes(self) -> int:
         """Bytes held by every field's array (all rows, used or free)."""
         return sum(a.nbytes for a in self._a.values())
+
+
+#: a parameter an object does not have (e.g. restored from a checkpoint older than it)
+MISSING = "<missing>"
+
+
+@lru_cache(maxsize=64)
+def _init_names(cls: type) -> tuple[str, ...]:
+    return tuple(p for p in inspect.signature(cls.__init__).parameters if p != "self")
+
+
+def params(obj: Any) -> tuple:
+    """``(name, value)`` of each ``__init__`` parameter, as River's ``_get_params`` (cached names).
+
+    >>> from detectors.drift import ErrorDrift
+    >>> params(ErrorDrift(cap=4.0))[:3]
+    (('threshold', 20.0), ('slack', 2.0), ('cap', 4.0))
+    """
+    return tuple((n, getattr(obj, n, MISSING)) for n in _init_names(type(obj)))
 
 
 def py_max(a: Any, b: Any) -> Any:

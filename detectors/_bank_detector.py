@@ -63,6 +63,12 @@ class DetectorBank(Protocol):
     def load_many(self, rows: np.ndarray, detectors: list[AnomalyDetector]) -> None:
         """Set ``rows[i]`` to ``detectors[i]``'s state."""
 
+    def take(self, rows: np.ndarray) -> Any:
+        """The state of ``rows`` (picklable), for :meth:`put` (a shard checkpoint)."""
+
+    def put(self, rows: np.ndarray, state: Any) -> None:
+        """Set ``rows`` to a state taken by :meth:`take` (same configuration)."""
+
     def row_bytes(self) -> int: ...
 
     def nbytes(self) -> int: ...
@@ -105,6 +111,12 @@ class ObjectBank:
     def load_many(self, rows: np.ndarray, detectors: list[AnomalyDetector]) -> None:
         for r, d in zip(rows.tolist(), detectors, strict=True):
             self.objs[r] = _copy(d)
+
+    def take(self, rows: np.ndarray) -> Any:
+        return [_copy(self._obj(r)) for r in rows.tolist()]
+
+    def put(self, rows: np.ndarray, state: Any) -> None:
+        self.load_many(rows, state)
 
     def row_bytes(self) -> int:
         return 8  # a list slot; the objects are Python objects, not arrays
@@ -395,6 +407,12 @@ class FusionBank:
 
     def load_many(self, rows: np.ndarray, detectors: list[AnomalyDetector]) -> None:
         self.cols.set_rows(rows, [self._state(d) for d in detectors])
+
+    def take(self, rows: np.ndarray) -> Any:
+        return self.cols.take(rows)
+
+    def put(self, rows: np.ndarray, state: Any) -> None:
+        self.cols.put(rows, state)
 
     @staticmethod
     def _state(d: AnomalyDetector) -> dict[str, Any]:

@@ -24,7 +24,7 @@ from typing import Any
 
 import numpy as np
 
-from detectors._bank_columns import Columns, py_max, py_min
+from detectors._bank_columns import Columns, params, py_max, py_min
 from detectors.conformal import WARMUP, ConformalBand
 from detectors.forecasting import ADAPT_RATE, SeasonalEnsemble
 
@@ -445,6 +445,5 @@ class EnsembleBank:
 def config(f: SeasonalEnsemble) -> tuple:
     """What must be equal for two forecasters to share a bank."""
     band: ConformalBand = f._band
-    return (type(f), tuple(sorted(f._get_params().items())), type(band),
-            tuple(sorted(band._get_params().items())),
+    return (type(f), params(f), type(band), params(band),
             tuple((p.period, p.max_bins, p._bins) for p in f._profiles), math.isfinite(f.step_seconds))

@@ -228,6 +228,31 @@ def test_export_then_load_is_exact_through_a_checkpoint() -> None:
             assert_same(exported[r].update(float(xs[k]), float(ts[k])), want, f"exported {r} at {i}")
 
 
+def test_a_shard_checkpoint_restores_rows_exactly_elsewhere() -> None:
+    """Rows taken as arrays (pickled, as a signed checkpoint is) and put at other rows of
+    another bank go on exactly as the per-series models."""
+    bank, rows, models, series = trained_bank()
+    blob = pickle.dumps(bank.shard(rows[2:]))
+    other = SeriesBank.for_config(1800.0, horizon=6)
+    spare = [other.add() for _ in range(3)]  # the restored rows land elsewhere
+    dest = [other.add() for _ in rows[2:]]
+    other.load_shard(dest, pickle.loads(blob))
+    for i in range(900, 1000):
+        ks = range(2, len(rows))
+        xs = np.array([series[k][i][1] for k in ks])
+        ts = np.array([series[k][i][0] for k in ks])
+        v = other.update(np.array(dest), xs, ts)
+        for j, k in enumerate(ks):
+            assert_same(v.series_update(j), models[rows[k]].update(float(xs[j]), float(ts[j])),
+                        f"shard row {k} at {i}")
+    assert not other.updates(spare).any()
+    with pytest.raises(ValueError, match="rows"):
+        other.load_shard(dest[:-1], pickle.loads(blob))
+    wrong = SeriesBank.for_config(1800.0, horizon=7)
+    with pytest.raises(ValueError, match="configuration"):
+        wrong.load_shard([wrong.add() for _ in dest], pickle.loads(blob))
+
+
 def test_load_refuses_a_model_of_another_configuration() -> None:
     bank = SeriesBank.for_config(60.0, period_steps=10, horizon=6)
     row = bank.add()
@@ -296,3 +321,7 @@ def test_a_detector_the_bank_does_not_mirror_runs_as_objects_with_the_same_numbe
     assert seen["anomalous"]
     m = bank.export(rows[3])
     assert pickle.dumps(m.detector) == pickle.dumps(models[rows[3]].detector)
+    other = SeriesBank(factory)
+    dest = [other.add() for _ in rows]
+    other.load_shard(dest, pickle.loads(pickle.dumps(bank.shard(rows))))
+    assert pickle.dumps(other.export(dest[3]).detector) == pickle.dumps(models[rows[3]].detector)
