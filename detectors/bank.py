@@ -77,6 +77,13 @@ class BankUpdate:
     The fields are :class:`~detectors.series.SeriesUpdate`'s as arrays;
     ``error`` is NaN where ``SeriesUpdate.error`` is None, and ``intervals[i, h]``
     is ``(yhat, lower, upper)`` of step ``h + 1``.
+
+    >>> u = BankUpdate(np.array([0.95]), np.array([True]), np.array([[[10.0, 8.0, 13.0]]]),
+    ...                np.array([True]), np.array([np.nan]), np.array([True]),
+    ...                np.array([False]), np.array([False]))
+    >>> s = u.series_update(0)
+    >>> s.anomalous, s.intervals[0].upper, s.error
+    (True, 13.0, None)
     """
 
     score: np.ndarray
@@ -115,6 +122,26 @@ class SeriesBank:
         (False: keep one detector object per row, exact for any detector).
     chunk
         Rows updated per vectorised pass (bounds the temporary arrays).
+
+    Examples
+    --------
+    Rows are handed out and taken back; a reused row starts cold; a row
+    leaves as a ``SeriesModel`` or, with others, as a shard of arrays:
+
+    >>> bank = SeriesBank.for_config(step_seconds=300.0, horizon=6)
+    >>> a, b = bank.add(), bank.add()
+    >>> u = bank.update(np.array([b, a]), np.array([12.0, 40.0]), np.array([0.0, 0.0]))
+    >>> [float(s) for s in u.score], u.intervals.shape, bool(u.warm.any())
+    ([0.0, 0.0], (2, 6, 3), False)
+    >>> bank.export(a).updates, [int(n) for n in bank.updates([a, b])]
+    (1, [1, 1])
+    >>> bank.remove(a); bank.add() == a, int(bank.updates([a])[0])
+    (True, 0)
+    >>> other = SeriesBank.for_config(step_seconds=300.0, horizon=6)
+    >>> rows = [other.add(), other.add()]
+    >>> other.load_shard(rows, bank.shard([a, b]))
+    >>> [int(n) for n in other.updates(rows)]
+    [0, 1]
     """
 
     def __init__(self, factory: Callable[[], SeriesModel], capacity: int = 0,
@@ -330,7 +357,10 @@ class SeriesBank:
     def update(self, rows: np.ndarray, values: np.ndarray, ts: np.ndarray) -> BankUpdate:
         """``SeriesModel.update(values[i], ts[i])`` for every ``rows[i]``, in one call.
 
-        ``rows`` must be distinct rows in use (one point per series per call).
+        ``rows`` must be distinct rows in use (one point per series per call)
+        and ``ts`` finite; a value may be NaN (the reference's semantics: not
+        learnt by the detector nor the forecaster). Nothing changes when the
+        call is refused.
         """
         rows = np.asarray(rows, np.int64)
         x = np.asarray(values, np.float64)
@@ -341,6 +371,8 @@ class SeriesBank:
             raise KeyError("a row is not in use")
         if len(np.unique(rows)) != len(rows):
             raise ValueError("a row appears twice in one update")
+        if not np.isfinite(t).all():  # the reference raises on them too (int(nan // step))
+            raise ValueError("timestamps must be finite")
         m = len(rows)
         out = BankUpdate(np.empty(m), np.empty(m, np.bool_), np.empty((m, self.horizon, 3)),
                          np.empty(m, np.bool_), np.empty(m), np.empty(m, np.bool_),

@@ -292,6 +292,28 @@ def test_update_refuses_rows_not_in_use_and_rows_twice() -> None:
         bank.update(np.array([row + 1]), np.array([1.0]), np.array([0.0]))
     with pytest.raises(ValueError, match="twice"):
         bank.update(np.array([row, row]), np.array([1.0, 2.0]), np.array([0.0, 60.0]))
+    with pytest.raises(ValueError, match="finite"):
+        bank.update(np.array([row]), np.array([1.0]), np.array([np.nan]))
+    assert int(bank.updates([row])[0]) == 0  # nothing refused was learnt
+
+
+def test_other_series_model_settings_are_mirrored_too() -> None:
+    """max_skip, recovery and adapt_on_drift come from the factory's model."""
+    from detectors.anomaly import default_detector
+
+    for adapt in (False, True):
+        def factory(adapt: bool = adapt) -> SeriesModel:
+            return SeriesModel(default_detector(), default_forecaster(1800.0), 0.8, 4, max_skip=5,
+                               recovery_window=30, recovered_ratio=2.0, adapt_on_drift=adapt)
+
+        rng = np.random.default_rng(11)
+        bank = SeriesBank(factory)
+        rows = [bank.add() for _ in range(4)]
+        models = {r: factory() for r in rows}
+        series = [synthetic(k, 900, 1800.0, rng) for k in (1, 2, 3, 10)]
+        calls = [(rows, [s[i][1] for s in series], [s[i][0] for s in series]) for i in range(900)]
+        seen = run_both(bank, models, calls, f"adapt_on_drift={adapt}")
+        assert seen["drift_started"] and seen["anomalous"]
 
 
 # -- the detector part -----------------------------------------------------------------
