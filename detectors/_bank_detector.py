@@ -57,8 +57,9 @@ class DetectorBank(Protocol):
 
     def reset(self, rows: np.ndarray) -> None: ...
 
-    def export(self, row: int, detector: AnomalyDetector) -> None:
-        """Write row ``row`` into ``detector`` (a fresh one of the bank's configuration)."""
+    def export(self, row: int, detector: AnomalyDetector) -> AnomalyDetector:
+        """Row ``row`` as a detector: ``detector`` (a fresh one of the bank's configuration)
+        filled with the row's state, or a copy of the row's own object."""
 
     def load_many(self, rows: np.ndarray, detectors: list[AnomalyDetector]) -> None:
         """Set ``rows[i]`` to ``detectors[i]``'s state."""
@@ -105,8 +106,8 @@ class ObjectBank:
         for r in rows.tolist():
             self.objs[r] = None
 
-    def export(self, row: int, detector: AnomalyDetector) -> None:
-        detector.__dict__.update(_copy_state(self._obj(row)))
+    def export(self, row: int, detector: AnomalyDetector) -> AnomalyDetector:
+        return _copy(self._obj(row))
 
     def load_many(self, rows: np.ndarray, detectors: list[AnomalyDetector]) -> None:
         for r, d in zip(rows.tolist(), detectors, strict=True):
@@ -129,10 +130,6 @@ def _copy(obj: Any) -> Any:
     import copy
 
     return copy.deepcopy(obj)
-
-
-def _copy_state(obj: Any) -> dict:
-    return _copy(obj).__dict__
 
 
 class FusionBank:
@@ -382,7 +379,7 @@ class FusionBank:
             c["mean"][r, bb] = mb + a * (xv - mb)
 
     # -- rows <-> objects -------------------------------------------------------
-    def export(self, row: int, d: AnomalyDetector) -> None:
+    def export(self, row: int, d: AnomalyDetector) -> AnomalyDetector:
         assert isinstance(d, RecordFusionDetector)
         c = self.cols
         d._n = int(c["n"][row])
@@ -404,6 +401,7 @@ class FusionBank:
         d._since_alarm = int(c["since"][row])
         d._key = None
         d.last_parts = tuple(None if math.isnan(v) else float(v) for v in c["parts"][row])
+        return d
 
     def load_many(self, rows: np.ndarray, detectors: list[AnomalyDetector]) -> None:
         self.cols.set_rows(rows, [self._state(d) for d in detectors])

@@ -271,7 +271,7 @@ class SeriesBank:
         s._run, s._longest, s._changes = (int(c["f_run"][row]), int(c["f_longest"][row]),
                                           int(c["f_changes"][row]))
         self.forecaster.export(row, m.forecaster)
-        self.detector.export(row, m.detector)
+        m.detector = self.detector.export(row, m.detector)
         return m
 
     def load(self, row: int, model: SeriesModel) -> None:
