@@ -231,6 +231,7 @@ class FusionBank:
         """``_compute``: (fast mean, level, profile, volatility, bin); -1 = n/a."""
         p, c = self.p, self.cols
         period, bins, pv = p["period"], p["bins"], p["profile_visits"]
+        # _bin(t)
         tf = np.isfinite(t)
         tt = np.where(tf, t, 0.0)
         b = np.where(tf, ((tt % period) / period * bins).astype(np.int64) % bins, -1)
@@ -240,6 +241,7 @@ class FusionBank:
         level = np.abs(fm - c["slow_mean"][rows])
         vol0 = c["vol"][rows]
         vol = vol0 + p["volatility_alpha"] * (np.abs(x - prev) - vol0)
+        # the profile view: the bin's mean, or the interpolation between bin centres if smaller
         bb = np.maximum(b, 0)
         visits = c["visits"][rows]
         mean = c["mean"][rows]
@@ -255,6 +257,7 @@ class FusionBank:
         w = u - fu
         r = np.abs(x - (1.0 - w) * mean[ar, i] - w * mean[ar, j])
         prof = np.where(both & (r < prof), r, prof)
+        # the first point (``_prev is None``): (x, -1, -1, -1, b)
         fm = np.where(has, fm, x)
         level = np.where(has, level, -1.0)
         prof = np.where(has, prof, -1.0)
@@ -270,7 +273,7 @@ class FusionBank:
         nan = np.full(m, np.nan)
         has = c["has_prev"][rows]
         s_sp = nan
-        if use_s:
+        if use_s:  # spatial: outside the range (the records' and the incidents' peaks)
             lo0, plo = c["lo"][rows], c["plo"][rows]
             hi0, phi = c["hi"][rows], c["phi"][rows]
             lo = np.where(lo0 < plo, lo0, plo)
@@ -284,7 +287,8 @@ class FusionBank:
         s_v = np.where(vol >= 0.0, self._rec_score("vo", rows, vol), np.nan) if use_v else nan
         s_f = self._flat_score(rows, x) if use_f else nan
         parts = np.stack([s_sp, s_l, s_p, s_v, s_f], axis=1)
-        c["parts"][rows] = parts
+        c["parts"][rows] = parts  # last_parts, set even during the warm-up
+        # _raw(): the largest part present (0 if none); halved within a hold; 0 while warming up
         raw = np.max(np.where(np.isnan(parts), -np.inf, parts), axis=1)
         raw = np.where(np.isneginf(raw), 0.0, raw)
         held = np.where(c["since"][rows] < p["hold"], raw * 0.5, raw)
@@ -328,10 +332,11 @@ class FusionBank:
         n = c["n"][rows]
         raw = np.where(n >= p["warmup"], raw_parts, 0.0)
         since = c["since"][rows]
+        # the hold: an alarm starts it, a quiet point (below quiet x the records) ends it
         since = np.where(raw > 0.5 + margin, 0,
                          np.where((since < hold) & (raw < 0.5 * quiet), hold, since + 1))
         c["since"][rows] = since
-        inc = since < hold
+        inc = since < hold  # within an incident, the views raise their peaks, not their records
         for k, u in (("lv", level), ("pr", prof), ("vo", vol)):
             ok = u >= 0.0
             if ok.any():
@@ -342,6 +347,8 @@ class FusionBank:
         c["n"][rows] = n
         has = c["has_prev"][rows]
         lo, hi, slow = c["lo"][rows], c["hi"][rows], c["slow_mean"][rows]
+        # the range: shrinks towards the slow mean; its incident peak relaxes while the value
+        # is in its middle; the value widens the peak (incident) or the range (otherwise)
         rd = p["range_decay"]
         if rd:
             lo = np.where(has, lo + rd * (slow - lo), lo)
@@ -360,6 +367,7 @@ class FusionBank:
         lo = np.where(~peak & (x < lo), x, lo)
         hi = np.where(~peak & (x > hi), x, hi)
         c["lo"][rows], c["hi"][rows], c["plo"][rows], c["phi"][rows] = lo, hi, plo, phi
+        # the means (the first point sets both), then the time-of-day profile's bin
         slow_a = p["slow"]
         a = np.where(slow_a * n > 1.0, slow_a, 1.0 / n)
         c["fast_mean"][rows] = np.where(has, fm, x)

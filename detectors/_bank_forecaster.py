@@ -18,7 +18,6 @@ Used through :class:`detectors.bank.SeriesBank`.
 
 from __future__ import annotations
 
-import math
 from array import array
 from typing import Any
 
@@ -446,4 +445,4 @@ def config(f: SeasonalEnsemble) -> tuple:
     """What must be equal for two forecasters to share a bank."""
     band: ConformalBand = f._band
     return (type(f), params(f), type(band), params(band),
-            tuple((p.period, p.max_bins, p._bins) for p in f._profiles), math.isfinite(f.step_seconds))
+            tuple((p.period, p.max_bins, p._bins) for p in f._profiles))
