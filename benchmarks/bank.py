@@ -8,7 +8,8 @@ checkpoints (:meth:`~detectors.bank.SeriesBank.load`, the restore path after a
 rebalance), then every series gets ``--windows`` closed windows, one
 :meth:`~detectors.bank.SeriesBank.update` call per window for all series. The
 per-series classes (``SeriesModel.update`` in a loop, as the model agent does
-today) run the same windows in the same run, on at most ``--ref-max`` of the
+today) run the same windows in the same run, interleaved window by window with
+the bank (so that both see the same load on a shared machine), on at most ``--ref-max`` of the
 series (their rate does not depend on how many there are; their memory would
 not fit at 100,000). The configuration is the worker's default: 10 s windows,
 the daily period derived from the step, a horizon of 62 windows.
@@ -18,7 +19,7 @@ their ratio, restores/s (``load_many``), and bytes per series of the bank's
 arrays (with the share of each kind of state); the cost per series of a
 checkpoint and of a restore, per series and per bank shard.
 
-    python benchmarks/bank.py [--series 1000 10000 100000] [--windows 5]
+    python benchmarks/bank.py [--series 1000 10000 100000] [--windows 10]
 """
 
 from __future__ import annotations
@@ -106,7 +107,7 @@ def checkpoint_costs(bank: SeriesBank, rows: np.ndarray, shard_rows: int = 32) -
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--series", type=int, nargs="+", default=[1000, 10000, 100000])
-    ap.add_argument("--windows", type=int, default=5, help="timed windows per series count")
+    ap.add_argument("--windows", type=int, default=10, help="timed windows per series count")
     ap.add_argument("--warmup", type=int, default=300, help="windows learnt before checkpointing")
     ap.add_argument("--seeds", type=int, default=64, help="distinct trained series")
     ap.add_argument("--ref-max", type=int, default=2000, help="most per-series models timed")
@@ -128,7 +129,8 @@ def main() -> None:
     t_warm = time.perf_counter() - t_warm
     blobs = [pickle.dumps(warm.export(int(r)), protocol=pickle.HIGHEST_PROTOCOL) for r in seeds]
     checkpoints = [pickle.loads(b) for b in blobs]
-    checkpointing = checkpoint_costs(warm, seeds)
+    costs = [checkpoint_costs(warm, seeds) for _ in range(3)]  # the best of three (a shared machine)
+    checkpointing = {k: min(c[k] for c in costs) for k in costs[0]}
     out: dict[str, object] = {
         "config": {"step_seconds": step, "horizon": horizon, "periods": list(checkpoints[0].forecaster.periods),
                    "warmup_windows": args.warmup, "timed_windows": args.windows, "cpu_count": os.cpu_count(),
@@ -150,19 +152,19 @@ def main() -> None:
         seed_of = rows % args.seeds
         windows = [np.array([values(s, args.warmup + w, step) for s in range(args.seeds)])[seed_of]
                    for w in range(args.windows)]
-        t = time.perf_counter()
-        for w in range(args.windows):
-            bank.update(rows, windows[w], np.full(n, T0 + (args.warmup + w) * step))
-        bank_s = time.perf_counter() - t
         k = min(n, args.ref_max)
         models = [pickle.loads(blobs[i % args.seeds]) for i in range(k)]
-        t = time.perf_counter()
-        for w in range(args.windows):
+        bank_s = ref_s = 0.0
+        for w in range(args.windows):  # interleaved, so that both see the same machine
             ts = T0 + (args.warmup + w) * step
             xs = windows[w]
+            t = time.perf_counter()
+            bank.update(rows, xs, np.full(n, ts))
+            bank_s += time.perf_counter() - t
+            t = time.perf_counter()
             for i, m in enumerate(models):
                 m.update(float(xs[i]), ts)
-        ref_s = time.perf_counter() - t
+            ref_s += time.perf_counter() - t
         bank_rate = n * args.windows / bank_s
         ref_rate = k * args.windows / ref_s
         out["runs"].append({  # type: ignore[union-attr]
