@@ -169,9 +169,6 @@ class SeriesBank:
         self._config = _config(template)
         self.forecaster = EnsembleBank(template.forecaster, capacity)
         self.detector: DetectorBank = make_detector_bank(template.detector, capacity, vector_detector)
-        fh = self.forecaster.H
-        #: output step h+1 -> the forecaster's horizon index (beyond it: the last one's, repeated)
-        self._out_h = np.minimum(np.arange(self.horizon), fh - 1)
         self.cols = Columns({
             "updates": ((), np.int64, 0),
             "run": ((), np.int64, 0),           # anomalous_run
@@ -424,7 +421,9 @@ class SeriesBank:
             error = fc.error(rows)
             c["nxt"][rows] = iv[:, 0, :]
         out.score[part], out.anomalous[part], out.warm[part] = score, anomalous, warm
-        out.intervals[part] = iv[:, self._out_h, :]
+        fh = min(self.horizon, fc.H)
+        out.intervals[part, :fh] = iv[:, :fh]
+        out.intervals[part, fh:] = iv[:, fh - 1 : fh]  # beyond the forecaster's: its last, repeated
         out.error[part], out.untrusted[part] = error, untrusted
         out.drifting[part], out.drift_started[part] = c["drifting"][rows], started
 
