@@ -1,0 +1,448 @@
+""":class:`~detectors.forecasting.SeasonalEnsemble` for many series at once, as arrays.
+
+The state of one ``SeasonalEnsemble`` (its :class:`~detectors.seasonal.SeasonalProfile`
+bins, its :class:`~detectors.conformal.ConformalBand` ring buffers, its pending
+forecasts) is one row of fixed-size arrays; :meth:`EnsembleBank.learn` and
+:meth:`EnsembleBank.forecast` do for every given row, in one call, what
+``learn_one`` and ``forecast`` do for one series. Branches per series are masks;
+the only Python loops run over horizons, members and periods, in the order the
+reference runs them, so that the arithmetic is the same operation for operation.
+
+Storage matches the reference's: profile bins and conformal errors are 4-byte
+floats (``array("f")`` there), everything else 8-byte. A ring buffer's slots
+are laid out as the reference's (the k-th error pushed lands in slot
+``k % window``) and unused slots hold ``+inf``, so a sort puts them last.
+
+Used through :class:`detectors.bank.SeriesBank`.
+"""
+
+from __future__ import annotations
+
+from array import array
+from typing import Any
+
+import numpy as np
+
+from detectors._bank_columns import Columns, params, py_max, py_min
+from detectors.conformal import WARMUP, ConformalBand
+from detectors.forecasting import ADAPT_RATE, SeasonalEnsemble
+
+#: a pending slot that holds no forecast (the reference's ``None``)
+NO_ISSUE = np.iinfo(np.int64).min
+
+
+def _pow(x: np.ndarray, p: float) -> np.ndarray:
+    # x ** p; 0.5 is a square root (correctly rounded, where Python's ** calls libm's
+    # pow, within an ulp of it)
+    if p == 0.5:
+        return np.sqrt(x)
+    if p == 1.0:
+        return x
+    return np.power(x, p)
+
+
+class EnsembleBank:
+    """Rows of :class:`~detectors.forecasting.SeasonalEnsemble` state sharing one configuration."""
+
+    def __init__(self, template: SeasonalEnsemble, capacity: int = 0) -> None:
+        f = template
+        band = f._band
+        self.step = float(f.step_seconds)
+        self.periods = tuple(f.periods)
+        self.H = int(f.horizon)
+        self.K = 1 + len(self.periods)
+        self.level_alpha = f.level_alpha
+        self.season_alpha = f.season_alpha
+        self.error_alpha = f.error_alpha
+        self.min_samples = f.min_samples
+        self.median_point = f.median_point
+        # d = damping ** h, by repeated multiplication as in _members
+        d, self.damp = 1.0, []
+        for _ in range(self.H):
+            d *= f.damping
+            self.damp.append(d)
+        self.damp_arr = np.array(self.damp)
+        self.prof_bins = [p._bins for p in f._profiles]
+        self.prof_width = [p._width for p in f._profiles]
+        # the band
+        self.coverage = band.coverage
+        self.window = band.window
+        self.scale_alpha = band.scale_alpha
+        self.scale_clip = band.scale_clip
+        self.power = band.power
+        self.edges = tuple(band.edges)
+        self.G = len(self.edges) + 1 if self.edges else 0
+        self.group_window = band.group_window
+        self.min_group = band.min_group
+        tail = (1.0 - self.coverage) / 2.0
+        self.q_lo, self.q_hi = tail, 1.0 - tail
+        H, K, P = self.H, self.K, len(self.periods)
+        spec = {
+            "idx": ((), np.int64, -1),
+            "level": ((), np.float64, 0.0),
+            "last": ((), np.float64, 0.0),
+            "dev": ((P,), np.float64, 0.0),
+            "resid": ((P,), np.float64, 0.0),
+            "boost": ((), np.int64, 0),
+            "palpha": ((P,), np.float64, self.season_alpha),
+            "mse": ((K, H), np.float64, -1.0),
+            "yhat": ((H,), np.float64, 0.0),
+            "group": ((), np.int8, 0),
+            "nonneg": ((), np.bool_, True),
+            "pend_idx": ((H,), np.int64, NO_ISSUE),
+            "pend_mem": ((H, K, H), np.float64, 0.0),
+            "pend_ens": ((H, H), np.float64, 0.0),
+            "pend_grp": ((H,), np.int8, 0),
+            "b_mean": ((), np.float64, 0.0),
+            "b_surprise": ((), np.float64, 0.0),
+            "b_scale": ((H,), np.float64, 0.0),
+            "zp": ((H, self.window), np.float32, np.inf),
+            "zp_n": ((H,), np.int32, 0),
+            "zp_pos": ((H,), np.int32, 0),
+        }
+        for j, bins in enumerate(self.prof_bins):
+            spec[f"prof{j}"] = ((bins,), np.float32, np.nan)
+        if self.G:
+            spec["zg"] = ((self.G, H, self.group_window), np.float32, np.inf)
+            spec["zg_n"] = ((self.G, H), np.int32, 0)
+            spec["zg_pos"] = ((self.G, H), np.int32, 0)
+        self.cols = Columns(spec, capacity)
+
+    # -- helpers ------------------------------------------------------------
+    def _bin(self, j: int, idx: np.ndarray) -> np.ndarray:
+        p = self.periods[j]
+        b = ((idx % p) / self.prof_width[j]).astype(np.int64)
+        return np.minimum(b, self.prof_bins[j] - 1)
+
+    def _unit(self, yhat: np.ndarray, mean: np.ndarray) -> np.ndarray:
+        if not self.power:
+            return np.ones_like(yhat)
+        return _pow(np.abs(yhat) + 0.1 * mean + 1e-9, self.power)
+
+    def _members(self, rows: np.ndarray, idx: np.ndarray) -> np.ndarray:
+        c = self.cols
+        out = np.empty((len(rows), self.K, self.H))
+        out[:, 0, :] = c["level"][rows][:, None]
+        hs = np.arange(1, self.H + 1)
+        for j in range(len(self.periods)):
+            s = c[f"prof{j}"][rows[:, None], self._bin(j, idx[:, None] + hs)].astype(np.float64)
+            dev = c["dev"][rows, j]
+            out[:, 1 + j, :] = s + dev[:, None] * self.damp_arr  # NaN where never seen
+        return out
+
+    def _combine(self, rows: np.ndarray, members: np.ndarray) -> np.ndarray:
+        mse = self.cols["mse"][rows]
+        num = np.zeros((len(rows), self.H))
+        den = np.zeros((len(rows), self.H))
+        with np.errstate(divide="ignore", invalid="ignore"):
+            for k in range(self.K):
+                m, v = mse[:, k, :], members[:, k, :]
+                use = ~(m < 0.0) & ~np.isnan(v)
+                w = 1.0 / (m + 1e-12)
+                num = np.where(use, num + w * v, num)
+                den = np.where(use, den + w, den)
+            return np.where(den > 0.0, num / den, members[:, 0, :])
+
+    def _group(self, rows: np.ndarray) -> np.ndarray:
+        s = self.cols["b_surprise"][rows]
+        g = np.zeros(len(rows), np.int8)
+        for e in self.edges:  # bisect_right: edges not above the surprise (NaN: all)
+            g += ~(s < e)
+        return g
+
+    @staticmethod
+    def _push(buf: np.ndarray, n_: np.ndarray, pos_: np.ndarray, lin: np.ndarray, z: np.ndarray,
+              window: int) -> None:
+        """Append ``z`` to the ring buffers at flat index ``lin`` (``ConformalBand._push``)."""
+        cnt, ps = n_.reshape(-1), pos_.reshape(-1)
+        n, pos = cnt[lin], ps[lin]
+        notfull = n < window
+        slot = np.where(notfull, n, pos)
+        buf.reshape(-1)[lin * window + slot] = z
+        cnt[lin] = np.where(notfull, n + 1, n)
+        ps[lin] = np.where(notfull, pos, (pos + 1) % window)
+
+    # -- the band -------------------------------------------------------------
+    def _band_learn(self, r: np.ndarray, hi: np.ndarray, yhat: np.ndarray, y: np.ndarray,
+                    group: np.ndarray) -> None:
+        """``ConformalBand.learn_one(h, yhat, y, group)`` for pairs (row ``r``, horizon ``hi + 1``).
+
+        A row's horizons are independent but for the mean level, which its
+        one-step error updates first (the reference learns h = 1 first).
+        """
+        c = self.cols
+        one = hi == 0
+        if one.any():
+            r1 = r[one]
+            mean = c["b_mean"][r1]
+            c["b_mean"][r1] = mean + np.where(mean != 0.0, 0.01, 1.0) * (np.abs(y[one]) - mean)
+        err = (y - yhat) / self._unit(yhat, c["b_mean"][r])
+        s = c["b_scale"][r, hi]
+        pos = s > 0.0
+        with np.errstate(divide="ignore", invalid="ignore"):
+            z = err / s
+        new = np.where(np.abs(err) != 0.0, np.abs(err), 1e-9 * (np.abs(y) + 1.0))
+        if pos.any():
+            rp, hp, zp, sp, ep = r[pos], hi[pos], z[pos], s[pos], err[pos]
+            first = one[pos]
+            c["b_surprise"][rp[first]] = zp[first]
+            z32 = zp.astype(np.float32)
+            lin = rp * self.H + hp
+            self._push(c["zp"], c["zp_n"], c["zp_pos"], lin, z32, self.window)
+            if self.G:
+                g = group[pos].astype(np.int64)
+                self._push(c["zg"], c["zg_n"], c["zg_pos"], (rp * self.G + g) * self.H + hp, z32,
+                           self.group_window)
+            n = c["zp_n"].reshape(-1)[lin]
+            alpha = py_max(self.scale_alpha, 1.0 / (n + 1))
+            ae = np.abs(ep)
+            if self.scale_clip is None:
+                a = ae
+            else:
+                a = np.where(n < WARMUP, ae, py_min(ae, self.scale_clip * sp))
+            new[pos] = sp + alpha * (a - sp)
+        c["b_scale"][r, hi] = new
+
+    def _quantiles(self, rows: np.ndarray, group: np.ndarray) -> np.ndarray:
+        """(m, H, 3) lower, median, upper normalised error quantiles per horizon.
+
+        Per (row, horizon): the current group's errors once it holds ``min_group``,
+        else the pooled ones; each buffer sorted (its unused slots are +inf, last).
+        """
+        c = self.cols
+        H = self.H
+        m = len(rows)
+        lin = (rows[:, None] * H + np.arange(H)).ravel()  # (row, horizon) -> flat buffer index
+        n = c["zp_n"].reshape(-1)[lin].astype(np.int64)
+        q = np.zeros((m * H, 3))
+        pooled = np.ones(m * H, np.bool_)
+        if self.G:
+            glin = ((rows * self.G + group.astype(np.int64))[:, None] * H + np.arange(H)).ravel()
+            gn = c["zg_n"].reshape(-1)[glin].astype(np.int64)
+            sel = gn >= self.min_group
+            if sel.any():
+                pooled = ~sel
+                q[sel] = self._order_stats(c["zg"].reshape(-1, self.group_window)[glin[sel]], gn[sel])
+        if pooled.any():
+            q[pooled] = self._order_stats(c["zp"].reshape(-1, self.window)[lin[pooled]], n[pooled])
+        return q.reshape(m, H, 3)
+
+    def _order_stats(self, z: np.ndarray, n: np.ndarray) -> np.ndarray:
+        """(k, 3): ConformalBand.quantiles of each row of ``z`` holding ``n`` errors."""
+        z.sort(axis=-1)
+        last = np.maximum(n - 1, 0)
+        k = np.stack([
+            np.clip(np.ceil(self.q_lo * (n + 1)).astype(np.int64) - 1, 0, last),
+            np.minimum(n // 2, last),
+            np.clip(np.ceil(self.q_hi * (n + 1)).astype(np.int64) - 1, 0, last),
+        ], axis=-1)
+        q = np.take_along_axis(z, k, axis=-1).astype(np.float64)
+        q[n == 0] = 0.0
+        return q
+
+    # -- the ensemble ---------------------------------------------------------
+    def learn(self, rows: np.ndarray, y: np.ndarray, t: np.ndarray) -> None:
+        """``learn_one(y, t)`` for each row (rows unique; ``y`` finite: callers filter)."""
+        if not len(rows):
+            return
+        c = self.cols
+        cur = c["idx"][rows]
+        idx = np.floor_divide(t, self.step).astype(np.int64)
+        idx = np.where(idx <= cur, cur + 1, idx)
+        self._score_pending(rows, idx, y)
+        c["nonneg"][rows] &= y >= 0.0
+        a = self.level_alpha
+        lvl = c["level"][rows]
+        c["level"][rows] = np.where(cur < 0, y, lvl + a * (y - lvl))
+        c["last"][rows] = y
+        for j in range(len(self.periods)):
+            prof = c[f"prof{j}"]
+            b = self._bin(j, idx)
+            v = prof[rows, b].astype(np.float64)
+            seen = ~np.isnan(v)
+            dev = c["dev"][rows, j]
+            c["dev"][rows, j] = np.where(seen, dev + a * ((y - v) - dev), dev)
+            c["resid"][rows, j] = np.where(seen, y - v, c["resid"][rows, j])
+            rate = c["palpha"][rows, j] / self.prof_width[j]
+            prof[rows, b] = np.where(seen, v + rate * (y - v), y).astype(np.float32)
+        c["idx"][rows] = idx
+        boost = c["boost"][rows]
+        c["boost"][rows] = np.where(boost != 0, boost - 1, boost)
+        ended = rows[boost == 1]
+        if len(ended):
+            c["palpha"][ended] = self.season_alpha
+        members = self._members(rows, idx)
+        yhat = self._combine(rows, members)
+        group = self._group(rows)
+        c["yhat"][rows] = yhat
+        c["group"][rows] = group
+        slot = idx % self.H
+        c["pend_idx"][rows, slot] = idx
+        c["pend_mem"][rows, slot] = members
+        c["pend_ens"][rows, slot] = yhat
+        c["pend_grp"][rows, slot] = group
+
+    def _score_pending(self, rows: np.ndarray, idx: np.ndarray, y: np.ndarray) -> None:
+        """Score the forecasts issued at the last H steps against ``y`` (every horizon at once)."""
+        c = self.cols
+        hs = np.arange(1, self.H + 1)
+        issued = idx[:, None] - hs
+        slot = issued % self.H
+        ok = c["pend_idx"][rows[:, None], slot] == issued
+        if not ok.any():
+            return
+        ri, hi = np.nonzero(ok)
+        r, sl, yy = rows[ri], slot[ri, hi], y[ri]
+        v = c["pend_mem"][r, sl, :, hi]  # (pairs, K): each member's forecast for now
+        e2 = (yy[:, None] - v) ** 2
+        m = c["mse"][r, :, hi]
+        new = np.where(m < 0.0, e2, m + self.error_alpha * (e2 - m))
+        c["mse"][r, :, hi] = np.where(np.isnan(v), m, new)
+        self._band_learn(r, hi, c["pend_ens"][r, sl, hi], yy, c["pend_grp"][r, sl])
+
+    def adapt(self, rows: np.ndarray) -> None:
+        """``adapt()`` (no offset) for each row: re-base after a drift."""
+        if not len(rows):
+            return
+        c = self.cols
+        fast = min(1.0, ADAPT_RATE * self.season_alpha)
+        for j in range(len(self.periods)):
+            prof = c[f"prof{j}"]
+            delta = c["resid"][rows, j]
+            prof[rows] = (prof[rows].astype(np.float64) + delta[:, None]).astype(np.float32)
+            c["palpha"][rows, j] = fast
+            c["dev"][rows, j] = 0.0
+        c["resid"][rows] = 0.0
+        c["boost"][rows] = min(self.periods, default=0)
+        idx = c["idx"][rows]
+        c["level"][rows] = np.where(idx >= 0, c["last"][rows], c["level"][rows])
+        c["pend_idx"][rows] = NO_ISSUE
+        have = rows[idx >= 0]
+        if len(have):
+            c["yhat"][have] = self._combine(have, self._members(have, c["idx"][have]))
+
+    def forecast(self, rows: np.ndarray) -> np.ndarray:
+        """``forecast(H)`` for each row: (m, H, 3) of (yhat, lower, upper)."""
+        c = self.cols
+        out = np.zeros((len(rows), self.H, 3))
+        if not len(rows):
+            return out
+        yhat = c["yhat"][rows]
+        q = self._quantiles(rows, c["group"][rows])
+        s = c["b_scale"][rows] * self._unit(yhat, c["b_mean"][rows][:, None])
+        qlo, qmid, qhi = q[..., 0], q[..., 1], q[..., 2]
+        lo = yhat + py_min(qlo, 0.0) * s
+        hi = yhat + py_max(qhi, 0.0) * s
+        point = yhat + qmid * s if self.median_point else yhat
+        nonneg = c["nonneg"][rows][:, None]
+        lo = np.where(nonneg, py_max(lo, 0.0), lo)
+        point = np.where(nonneg, py_max(point, 0.0), point)
+        hi = np.where(nonneg, py_max(hi, 0.0), hi)
+        learnt = (c["idx"][rows] >= 0)[:, None]
+        out[..., 0] = np.where(learnt, point, 0.0)
+        out[..., 1] = np.where(learnt, lo, 0.0)
+        out[..., 2] = np.where(learnt, hi, 0.0)
+        return out
+
+    def warm(self, rows: np.ndarray) -> np.ndarray:
+        return np.all(self.cols["zp_n"][rows] >= self.min_samples, axis=1)
+
+    def error(self, rows: np.ndarray) -> np.ndarray:
+        """The forecaster's ``error``; NaN where it is None."""
+        c = self.cols
+        known = (c["idx"][rows] >= 0) & (c["zp_n"][rows, 0] > 0)
+        y0 = c["yhat"][rows, 0]
+        e = c["b_scale"][rows, 0] * self._unit(y0, c["b_mean"][rows]) / (np.abs(c["level"][rows]) + 1e-9)
+        return np.where(known, e, np.nan)
+
+    # -- rows <-> objects -----------------------------------------------------
+    def export(self, row: int, f: SeasonalEnsemble) -> None:
+        """Write row ``row`` into the fresh forecaster ``f`` (same configuration)."""
+        c = self.cols
+        learnt = int(c["idx"][row]) >= 0
+        for j, prof in enumerate(f._profiles):
+            prof._values = array("f", c[f"prof{j}"][row].tobytes())
+            prof.alpha = float(c["palpha"][row, j])
+        f._dev = [float(v) for v in c["dev"][row]]
+        f._resid = [float(v) for v in c["resid"][row]]
+        f._boost = int(c["boost"][row])
+        f._last = float(c["last"][row]) if learnt else None
+        f._level = float(c["level"][row]) if learnt else None
+        f._idx = int(c["idx"][row])
+        f._mse = [[float(v) for v in r] for r in c["mse"][row]]
+        pend: list = []
+        for s in range(self.H):
+            issue = int(c["pend_idx"][row, s])
+            if issue == NO_ISSUE:
+                pend.append(None)
+                continue
+            mem = [[float(v) for v in r] for r in c["pend_mem"][row, s]]
+            pend.append((issue, mem, [float(v) for v in c["pend_ens"][row, s]],
+                         int(c["pend_grp"][row, s])))
+        f._pending = pend
+        f._group = int(c["group"][row])
+        f._yhat = [float(v) for v in c["yhat"][row]] if learnt else []
+        f._nonneg = bool(c["nonneg"][row])
+        b = f._band
+        b._mean = float(c["b_mean"][row])
+        b._surprise = float(c["b_surprise"][row])
+        b._scale = [float(v) for v in c["b_scale"][row]]
+        bufs = [(c["zp"][row], c["zp_n"][row], c["zp_pos"][row])]
+        if self.G:
+            bufs += [(c["zg"][row, g], c["zg_n"][row, g], c["zg_pos"][row, g]) for g in range(self.G)]
+        b._z = [[array("f", z[i, : n[i]].tobytes()) for i in range(self.H)] for z, n, _ in bufs]
+        b._pos = [[int(p[i]) for i in range(self.H)] for _, _, p in bufs]
+        b._q = [[None] * self.H for _ in bufs]
+
+    def state(self, f: SeasonalEnsemble) -> dict[str, Any]:
+        """Every field's value for forecaster ``f`` (same configuration): a row's content."""
+        H, K = self.H, self.K
+        pend_idx = [NO_ISSUE] * H
+        pend_mem = np.zeros((H, K, H))
+        pend_ens = np.zeros((H, H))
+        pend_grp = [0] * H
+        for s, p in enumerate(f._pending):
+            if p is not None:
+                pend_idx[s], pend_mem[s], pend_ens[s], pend_grp[s] = p[0], p[1], p[2], p[3]
+        last = getattr(f, "_last", None)
+        b = f._band
+        out: dict[str, Any] = {
+            "idx": f._idx,
+            "level": 0.0 if f._level is None else f._level,
+            "last": 0.0 if last is None else last,
+            "dev": f._dev,
+            "resid": getattr(f, "_resid", f._dev),
+            "boost": getattr(f, "_boost", 0),
+            "palpha": [p.alpha for p in f._profiles],
+            "mse": f._mse,
+            "yhat": f._yhat or [0.0] * H,
+            "group": f._group,
+            "nonneg": getattr(f, "_nonneg", True),
+            "pend_idx": pend_idx, "pend_mem": pend_mem, "pend_ens": pend_ens, "pend_grp": pend_grp,
+            "b_mean": b._mean, "b_surprise": b._surprise, "b_scale": b._scale,
+        }
+        for j, prof in enumerate(f._profiles):
+            out[f"prof{j}"] = np.frombuffer(prof._values, np.float32)
+
+        def ring(bufs: list, window: int) -> np.ndarray:
+            z = np.full((H, window), np.inf, np.float32)
+            for i, buf in enumerate(bufs):
+                if len(buf):
+                    z[i, : len(buf)] = np.frombuffer(buf, np.float32)
+            return z
+
+        out["zp"] = ring(b._z[0], self.window)
+        out["zp_n"] = [len(buf) for buf in b._z[0]]
+        out["zp_pos"] = b._pos[0]
+        if self.G:
+            out["zg"] = [ring(b._z[1 + g], self.group_window) for g in range(self.G)]
+            out["zg_n"] = [[len(buf) for buf in b._z[1 + g]] for g in range(self.G)]
+            out["zg_pos"] = b._pos[1:]
+        return out
+
+
+def config(f: SeasonalEnsemble) -> tuple:
+    """What must be equal for two forecasters to share a bank."""
+    band: ConformalBand = f._band
+    return (type(f), params(f), type(band), params(band),
+            tuple((p.period, p.max_bins, p._bins) for p in f._profiles))
