@@ -108,8 +108,10 @@ class Sent:
     windows: int
     first: float | None
     last: float | None
-    #: (first, last) window start of each message: the receipts' key
+    #: (first, last) window start of each message: the key of a receipt without an offset
     spans: set[tuple[float, float]] = field(default_factory=set)
+    #: (partition, offset) of each message in ``history``: the receipts' key
+    offsets: set[tuple[int, int]] = field(default_factory=set)
 
 
 @dataclass
@@ -172,25 +174,31 @@ class HistorySender:
         n = 0
         per = windows_per_message(series)
         spans = set()
+        acks = []
         for i in range(0, len(aggregates), per):
             chunk = list(aggregates[i:i + per])
             spans.add((chunk[0].ts, chunk[-1].ts))
-            self._producer.send(self.topics.history, key=series.encode(),
-                                value=records.history_message(chunk), partition=part)
+            acks.append(self._producer.send(self.topics.history, key=series.encode(),
+                                            value=records.history_message(chunk), partition=part))
             n += 1
         self._producer.flush()
+        offsets = {(m.partition, m.offset) for m in (a.get() for a in acks)}  # a failed send raises
         first = aggregates[0].ts if aggregates else None
         last = aggregates[-1].ts if aggregates else None
-        return Sent(series, n, len(aggregates), first, last, spans)
+        return Sent(series, n, len(aggregates), first, last, spans, offsets)
 
     @staticmethod
     def wait(consumer: KafkaConsumer, sent: Sent, timeout: float, started: float) -> Learnt:
         """Read receipts for ``sent.series`` until one per message sent, or ``timeout``.
 
         Receipts are at least once (a worker may learn a message again after a restart, and
-        a retried send may duplicate one): each message counts once, by its span."""
+        a retried send may duplicate one): each message counts once, by its offset (by its
+        span from a worker that names no offset). Not by its span alone: a backfill sent
+        again sends the same spans, and the earlier one's receipts may be read too (two
+        backfills of a series at once; a broker whose end offset lags, as the embedded one
+        does after a batch of several receipts)."""
         out = Learnt(sent.series)
-        seen: set[tuple[float, float]] = set()
+        seen: set[tuple[str, float | None, float]] = set()
         deadline = time.monotonic() + timeout
         try:
             while out.receipts < sent.messages and time.monotonic() < deadline:
@@ -200,10 +208,13 @@ class HistorySender:
                             r = HistoryReceipt.parse(m.value)
                         except ValueError:
                             continue
-                        span = (r.start, r.end)
-                        if r.series != sent.series or span not in sent.spans or span in seen:
+                        if r.offset is None:  # from a worker that names no offset
+                            key, ours = ("span", r.start, r.end), (r.start, r.end) in sent.spans
+                        else:
+                            key, ours = ("at", r.partition, r.offset), (r.partition, r.offset) in sent.offsets
+                        if r.series != sent.series or not ours or key in seen:
                             continue
-                        seen.add(span)
+                        seen.add(key)
                         out.receipts += 1
                         out.learnt += r.learnt
                         out.skipped += r.skipped

@@ -13,7 +13,8 @@ format, keyed by series, and the worker's history agent (wired in :mod:`streams.
   updates on live points; windows not newer than what the model has already learnt are
   skipped and counted (so a backfill sent twice, or after live data, is harmless);
 - checkpoints the model (signed) and the series' view, and answers with one
-  :class:`~streams.records.HistoryReceipt` per message on ``<prefix>.history.learnt``.
+  :class:`~streams.records.HistoryReceipt` per message on ``<prefix>.history.learnt``,
+  naming the message it answers (its partition and offset: the sender's key for it).
 
 It publishes no forecasts or anomalies for history windows: a controller never acts on
 the past. The first live window's forecast is the first one published, warm if history
@@ -127,14 +128,17 @@ class HistoryLearner:
     model agent makes for a live point, so history is modelled at the series' own step too.
     ``store`` is the :class:`~streams.web.readmodel.ViewStore`, ``save(series, model, view)``
     checkpoints both, ``restore_view(series)`` restores a series' view from its table.
+    ``current(series)`` gives the series' cached model without learning anything: what the
+    receipt of a message whose windows were all skipped reports (warm, updates).
     ``step`` is the window length: history is windowed at it.
     """
 
-    def __init__(self, step: float, model_for: Callable[[str], Any], store: Any,
+    def __init__(self, step: float, model_for: Callable[[str, float, float], Any], store: Any,
                  save: Callable[[str, SeriesModel, Any], None], restore_view: Callable[[str], None],
-                 metrics: HistoryMetrics) -> None:
+                 metrics: HistoryMetrics, current: Callable[[str], Any] | None = None) -> None:
         self.step = step
         self.model_for = model_for
+        self.current = current
         self.store = store
         self.save = save
         self.restore_view = restore_view
@@ -143,8 +147,13 @@ class HistoryLearner:
         #: rebalances, so a view that could not be restored never makes history learnt twice)
         self.until: dict[str, float] = {}
 
-    def learn_message(self, raw: bytes) -> tuple[list[HistoryReceipt], DeadLetter | None]:
-        """Learn one message; the receipts (one per series in it) and its dead letter."""
+    def learn_message(self, raw: bytes, partition: int | None = None,
+                      offset: int | None = None) -> tuple[list[HistoryReceipt], DeadLetter | None]:
+        """Learn one message; the receipts (one per series in it) and its dead letter.
+
+        ``partition`` and ``offset`` are the message's in ``history``: each receipt names them,
+        so a sender tells the receipt of a message it sent from one of an earlier message with
+        the same windows (a backfill sent again)."""
         t0 = time.perf_counter()
         points, dead = history_points(raw, self.step)
         rejected = dead.count if dead is not None else 0
@@ -153,13 +162,15 @@ class HistoryLearner:
             by_series.setdefault(p.series, []).append(p)
         receipts = []
         for series, pts in by_series.items():
-            receipts.append(self._learn_series(series, pts, rejected if len(by_series) == 1 else 0))
+            receipts.append(self._learn_series(series, pts, rejected if len(by_series) == 1 else 0,
+                                               partition, offset))
         if not by_series and dead is not None:
             self.metrics.points.labels("rejected").inc(rejected)
         self.metrics.seconds.inc(time.perf_counter() - t0)
         return receipts, dead
 
-    def _learn_series(self, series: str, pts: list[Point], rejected: int) -> HistoryReceipt:
+    def _learn_series(self, series: str, pts: list[Point], rejected: int, partition: int | None,
+                      offset: int | None) -> HistoryReceipt:
         if series not in self.store.series:
             self.restore_view(series)
         view = self.store.series.get(series)
@@ -193,7 +204,9 @@ class HistoryLearner:
             self.store.note_learnt(series, cached.model.updates, r.learnt)
             self.save(series, cached.model, self.store.series[series])
             cached.since_checkpoint = 0
+        if cached is None and self.current is not None:  # nothing learnt: still, how far the model is
+            cached = self.current(series)
         model = cached.model if cached is not None else None
         return HistoryReceipt(series, pts[0].start, pts[-1].start, r.first, r.last, r.learnt,
                               r.skipped, rejected, bool(model is not None and model.forecaster.warm),
-                              model.updates if model is not None else 0)
+                              model.updates if model is not None else 0, partition, offset)

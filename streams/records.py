@@ -992,8 +992,7 @@ class HistoryReceipt:
     """What a worker learnt from one ``history`` message of one series."""
 
     series: str
-    #: first and last window start of the message (what the receipt is for; receipts are
-    #: at least once, so a reader keys them by this span)
+    #: first and last window start of the message
     start: float
     end: float
     #: first and last window start learnt (None if nothing was)
@@ -1006,18 +1005,27 @@ class HistoryReceipt:
     #: the forecaster is warm after it; ``updates``: windows the model has learnt in all
     warm: bool
     updates: int
+    #: the ``history`` message the receipt answers: its partition and offset (None from a
+    #: worker that predates them). What a reader keys receipts by: a span is not unique (a
+    #: backfill sent again, or two of the same series at once, send the same spans) and
+    #: receipts are at least once, but each message sent has its own offset
+    partition: int | None = None
+    offset: int | None = None
 
     def to_json(self) -> dict[str, Any]:
         return {"series": self.series, "start": self.start, "end": self.end, "first": self.first, "last": self.last, "learnt": self.learnt,
                 "skipped": self.skipped, "rejected": self.rejected, "warm": self.warm,
-                "updates": self.updates}
+                "updates": self.updates, "partition": self.partition, "offset": self.offset}
 
     @classmethod
     def parse(cls, raw: bytes) -> HistoryReceipt:
         """Parse a ``history.learnt`` record strictly; ``ValueError`` if it is not one.
 
-        >>> r = HistoryReceipt("a", 0.0, 10.0, 0.0, 10.0, 2, 0, 0, True, 40)
+        >>> r = HistoryReceipt("a", 0.0, 10.0, 0.0, 10.0, 2, 0, 0, True, 40, partition=3, offset=17)
         >>> HistoryReceipt.parse(dumps(r.to_json())) == r
+        True
+        >>> HistoryReceipt.parse(b'{"series": "a", "start": 0, "end": 10, "learnt": 2, "skipped": 0,'
+        ...                      b' "rejected": 0, "updates": 40}').offset is None   # an older worker's
         True
         """
         try:
@@ -1036,6 +1044,9 @@ class HistoryReceipt:
         span = [o.get(k) for k in ("start", "end")]
         if not all(isinstance(e, _NUMBER) and not isinstance(e, bool) and math.isfinite(e) for e in span):
             raise ValueError("history receipt start and end must be numbers")
+        where = [o.get(k) for k in ("partition", "offset")]
+        if not all(w is None or (isinstance(w, int) and not isinstance(w, bool) and w >= 0) for w in where):
+            raise ValueError("history receipt partition and offset must be whole numbers >= 0 or null")
         return cls(o["series"], float(span[0]), float(span[1]), None if ends[0] is None else float(ends[0]),
                    None if ends[1] is None else float(ends[1]), counts[0], counts[1], counts[2],
-                   bool(o.get("warm")), counts[3])
+                   bool(o.get("warm")), counts[3], where[0], where[1])

@@ -174,7 +174,7 @@ def install_history(ctx: WorkerContext, models: Models) -> None:
     """The history agent on ``history`` (streams.history): backfilled windows learnt in
     event time, its own path, with the model agent's models."""
     learner = HistoryLearner(ctx.step, models.learner_model, ctx.store, models.save_history,
-                             models.restore_view, HistoryMetrics(ctx.metrics.registry))
+                             models.restore_view, HistoryMetrics(ctx.metrics.registry), models.model_for)
     topics = ctx.topics
 
     @ctx.app.agent(ctx.raw_topic(topics.history), name="history-agent")
@@ -182,7 +182,7 @@ def install_history(ctx: WorkerContext, models: Models) -> None:
         async for event in stream.events():
             msg = event.message
             try:
-                receipts, dead = learner.learn_message(msg.value or b"")
+                receipts, dead = learner.learn_message(msg.value or b"", msg.partition, msg.offset)
                 if dead is not None:
                     await dead_letter(ctx, topics.history, msg, dead)
                 for r in receipts:

@@ -29,7 +29,7 @@ def _learner() -> tuple[HistoryLearner, dict, list, CollectorRegistry, web.ViewS
     store = web.ViewStore(50, Metrics())
     learner = HistoryLearner(STEP, lambda s, t, v: models.setdefault(s, _Cached()), store,
                              lambda s, m, v: saved.append((s, m.updates, v.latest)), lambda s: None,
-                             HistoryMetrics(registry))
+                             HistoryMetrics(registry), models.get)
     return learner, models, saved, registry, store
 
 
@@ -87,5 +87,8 @@ def test_history_already_learnt_is_skipped_even_when_the_view_was_lost():
     learner, models, _, _, store = _learner()
     learner.learn_message(history_message(_samples(100)))
     store.series.clear()  # say a rebalance dropped it and its snapshot could not be restored
-    [r], _ = learner.learn_message(history_message(_samples(100)))
+    [r], _ = learner.learn_message(history_message(_samples(100)), partition=2, offset=7)
     assert (r.learnt, r.skipped) == (0, 100) and models["h/load"].model.updates == 100
+    assert (r.updates, r.warm) == (100, models["h/load"].model.forecaster.warm), \
+        "a receipt of windows all skipped still tells how far the model is"
+    assert (r.partition, r.offset) == (2, 7), "a receipt names the history message it answers"
