@@ -132,6 +132,9 @@ CANDIDATES: dict[str, dict] = {
     "step_gain0.9": {"step_gain": 0.9},
     "step_gain0.8": {"step_gain": 0.8},
     "step_gain0.7": {"step_gain": 0.7},
+    "step2_gain0.8": {"step": 2, "step_gain": 0.8},
+    "step4_gain0.8": {"step": 4, "step_gain": 0.8},
+    "step4_gain0.7": {"step": 4, "step_gain": 0.7},
 }
 
 
