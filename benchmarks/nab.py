@@ -120,6 +120,21 @@ CANDIDATES: dict[str, dict] = {
     "hold100": {"hold": 100},
     "hold300": {"hold": 300},
     "hold_unlimited": {"hold": 1_000_000_000},
+    # the step view (mean of the last k values against the k before, in units of the
+    # mean absolute step; shipped k=3, gain 0.85): off, and the k and gains looked at
+    "step_off": {"step": 0},
+    "step2": {"step": 2},
+    "step4": {"step": 4},
+    "step5": {"step": 5},
+    "step6": {"step": 6},
+    "step8": {"step": 8},
+    "step_gain1": {"step_gain": 1.0},
+    "step_gain0.9": {"step_gain": 0.9},
+    "step_gain0.8": {"step_gain": 0.8},
+    "step_gain0.7": {"step_gain": 0.7},
+    "step2_gain0.8": {"step": 2, "step_gain": 0.8},
+    "step4_gain0.8": {"step": 4, "step_gain": 0.8},
+    "step4_gain0.7": {"step": 4, "step_gain": 0.7},
 }
 
 

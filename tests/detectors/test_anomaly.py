@@ -309,3 +309,84 @@ def test_the_hold_ends_once_the_series_is_quiet_again(quiet, flagged):
     scores = run(values, det)
     assert first_alarm(scores, 2500) == 0
     assert (scores[2560] >= ALARM) is flagged
+
+
+def bounded_cycle_with_a_step(seed: int) -> tuple[list[float], int]:
+    """A [0, 1] cycle with single-point spikes and an earlier slide to 0, then an
+    abrupt drop of 0.3 that stays inside the range already seen (an old magnitude)."""
+    rng = random.Random(seed)
+    v = [0.5 + 0.2 * math.sin(2 * math.pi * i / 288) + rng.gauss(0, 0.02) for i in range(6000)]
+    for i in range(300, 3000, 250):
+        v[i + rng.randrange(50)] += rng.choice((-0.2, 0.2))
+    for j in range(200):  # an earlier incident: a slow slide to 0 and back
+        v[2000 + j] -= (0.5 + 0.2 * math.sin(2 * math.pi * (2000 + j) / 288)) * math.sin(math.pi * j / 200)
+    at = 5000 + 72 - 5000 % 288  # near a top of the cycle
+    for i in range(at, at + 100):
+        v[i] -= 0.3
+    assert min(v[:at]) < min(v[at:at + 100])  # no new extreme
+    return v, at
+
+
+def test_an_abrupt_step_inside_the_old_range_is_flagged_by_the_step_view():
+    # no value leaves the range and the volatility barely moves; only the step view
+    # (mean of the last 3 values against the 3 before, in units of the mean absolute
+    # step) sees it. Without it, none of the ten series alarms near the step.
+    with_step = without = 0
+    for seed in range(10):
+        values, at = bounded_cycle_with_a_step(seed)
+        hit = run_untimed(values, default_detector())
+        miss = run_untimed(values, RecordFusionDetector(step=0))
+        with_step += first_alarm(hit[: at + 4], at) is not None
+        without += first_alarm(miss[: at + 4], at) is not None
+    assert without == 0
+    assert with_step >= 5
+
+
+def run_untimed(values: list[float], det: AnomalyDetector) -> list[float]:
+    out = []
+    for x in values:
+        out.append(det.score_one(x))
+        det.learn_one(x)
+    return out
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_the_step_view_alone_stays_quiet_on_pure_noise(seed):
+    # the step view's own alarms on noise: it is scored against its own record with
+    # a gain below 1, so noise rarely beats it by the margin
+    rng = random.Random(seed)
+    det = RecordFusionDetector(components=("step",))
+    scores = run([rng.gauss(0, 1) for _ in range(20_000)], det)
+    assert alarm_onsets(scores, 1_000) <= 3
+
+
+def test_the_step_view_survives_a_constant_stretch():
+    # a series constant so far has no mean absolute step to scale by: the step view
+    # is not computed (rather than dividing by 0 and keeping an infinite record)
+    det = default_detector()
+    run([5.0] * 500, det)
+    assert det.last_parts[COMPONENTS.index("step")] is None
+    rng = random.Random(0)
+    scores = run([5.0 + rng.gauss(0, 1) for _ in range(3000)], det, t0=500 * STEP)
+    assert math.isfinite(det._step_rec.record)
+    assert all(0.0 <= s <= 1.0 for s in scores)
+
+
+def test_a_checkpoint_from_before_the_step_view_restores_and_learns_it():
+    values = noisy_cycle(4000)
+    det = default_detector()
+    run(values[:2000], det)
+    state = dict(det.__dict__)
+    for k in ("step", "step_gain", "_ring", "_ri", "_n_step", "_s_old", "_s_new", "_step_rec"):
+        del state[k]
+    state["components"] = COMPONENTS[:5]
+    state["_use"] = (True,) * 5
+    state["last_parts"] = state["last_parts"][:5]
+    state["_stats"] = state["_stats"][:5]
+    old = RecordFusionDetector.__new__(RecordFusionDetector)
+    old.__setstate__(pickle.loads(pickle.dumps(state)))
+    assert old.step == default_detector().step and "step" in old.components
+    scores = run(values[2000:], old, t0=2000 * STEP)
+    assert all(0.0 <= s <= 1.0 for s in scores)
+    # the step view warmed up on the new points only (its ring started empty)
+    assert old._step_rec.n == 2000 - 2 * old.step
