@@ -41,7 +41,7 @@ from detectors.records import RecordScaler
 MIRRORED = frozenset({
     "warmup", "record_warmup", "fast", "slow", "level_decay", "range_decay", "period", "bins",
     "profile_alpha", "profile_visits", "profile_gain", "volatility_alpha", "flat_factor",
-    "flat_min_run", "hold", "margin", "relax", "quiet", "components",
+    "flat_min_run", "hold", "margin", "relax", "quiet", "step", "step_gain", "components",
 })
 
 
@@ -142,7 +142,7 @@ class FusionBank:
         self.p = {k: getattr(d, k) for k in MIRRORED}
         self.use = tuple(c in d.components for c in COMPONENTS)
         self.fl = (d._flat.factor, d._flat.min_run, d._flat.warmup)
-        recs = {"lv": d._level_rec, "pr": d._profile_rec, "vo": d._vol_rec}
+        recs = {"lv": d._level_rec, "pr": d._profile_rec, "vo": d._vol_rec, "st": d._step_rec}
         self.rec = {k: (r.warmup, r.decay, r.gain, r.relax, r.quiet) for k, r in recs.items()}
         B = d.bins
         spec = {
@@ -166,6 +166,12 @@ class FusionBank:
             "fl_run": ((), np.int64, 0),
             "fl_longest": ((), np.int64, 0),
             "fl_changes": ((), np.int64, 0),
+            # the step view: the last 2k values (oldest at ``ri``), the sums of both halves
+            "ring": ((2 * d.step,), np.float64, 0.0),
+            "ri": ((), np.int64, 0),
+            "n_step": ((), np.int64, 0),
+            "s_old": ((), np.float64, 0.0),
+            "s_new": ((), np.float64, 0.0),
         }
         for k in recs:
             spec[f"{k}_record"] = ((), np.float64, 0.0)
@@ -228,7 +234,7 @@ class FusionBank:
         return out
 
     def _compute(self, rows: np.ndarray, x: np.ndarray, t: np.ndarray) -> tuple:
-        """``_compute``: (fast mean, level, profile, volatility, bin); -1 = n/a."""
+        """``_compute``: (fast mean, level, profile, volatility, bin, step); -1 = n/a."""
         p, c = self.p, self.cols
         period, bins, pv = p["period"], p["bins"], p["profile_visits"]
         # _bin(t)
@@ -257,18 +263,30 @@ class FusionBank:
         w = u - fu
         r = np.abs(x - (1.0 - w) * mean[ar, i] - w * mean[ar, j])
         prof = np.where(both & (r < prof), r, prof)
-        # the first point (``_prev is None``): (x, -1, -1, -1, b)
+        # the step view: the mean of the last k values (x included) minus that of the k
+        # before, in mean absolute steps so far
+        k = p["step"]
+        st = np.full(len(rows), -1.0)
+        if k:
+            ring, ri = c["ring"][rows], c["ri"][rows]
+            mid = ring[ar, (ri + k) % (2 * k)]
+            new = c["s_new"][rows] + x - mid
+            old = c["s_old"][rows] + mid - ring[ar, ri]
+            st = np.where((c["n_step"][rows] >= 2 * k) & (vol0 > 0.0),
+                          np.abs(new - old) / (k * vol0), -1.0)
+        # the first point (``_prev is None``): (x, -1, -1, -1, b, -1)
         fm = np.where(has, fm, x)
         level = np.where(has, level, -1.0)
         prof = np.where(has, prof, -1.0)
         vol = np.where(has, vol, -1.0)
-        return fm, level, prof, vol, b
+        st = np.where(has, st, -1.0)
+        return fm, level, prof, vol, b, st
 
     def _score(self, rows: np.ndarray, x: np.ndarray, stats: tuple) -> tuple[np.ndarray, np.ndarray]:
         """``score_one``: the output scores and the parts (NaN: None) for ``learn_one``."""
         p, c = self.p, self.cols
-        _, level, prof, vol, _ = stats
-        use_s, use_l, use_p, use_v, use_f = self.use
+        _, level, prof, vol, _, st = stats
+        use_s, use_l, use_p, use_v, use_f, use_st = self.use
         m = len(rows)
         nan = np.full(m, np.nan)
         has = c["has_prev"][rows]
@@ -286,7 +304,8 @@ class FusionBank:
         s_p = np.where(prof >= 0.0, self._rec_score("pr", rows, prof), np.nan) if use_p else nan
         s_v = np.where(vol >= 0.0, self._rec_score("vo", rows, vol), np.nan) if use_v else nan
         s_f = self._flat_score(rows, x) if use_f else nan
-        parts = np.stack([s_sp, s_l, s_p, s_v, s_f], axis=1)
+        s_st = np.where(st >= 0.0, self._rec_score("st", rows, st), np.nan) if use_st else nan
+        parts = np.stack([s_sp, s_l, s_p, s_v, s_f, s_st], axis=1)
         c["parts"][rows] = parts  # last_parts, set even during the warm-up
         # _raw(): the largest part present (0 if none); halved within a hold; 0 while warming up
         raw = np.max(np.where(np.isnan(parts), -np.inf, parts), axis=1)
@@ -327,7 +346,7 @@ class FusionBank:
     def _learn(self, rows: np.ndarray, x: np.ndarray, stats: tuple, raw_parts: np.ndarray) -> None:
         """``learn_one`` (after ``score_one`` with the same point)."""
         p, c = self.p, self.cols
-        fm, level, prof, vol, b = stats
+        fm, level, prof, vol, b, st = stats
         hold, quiet, relax, margin = p["hold"], p["quiet"], p["relax"], p["margin"]
         n = c["n"][rows]
         raw = np.where(n >= p["warmup"], raw_parts, 0.0)
@@ -343,6 +362,30 @@ class FusionBank:
                 self._rec_learn(k, rows[ok], u[ok], inc[ok])
         c["vol"][rows] = np.where(vol >= 0.0, vol, c["vol"][rows])
         self._flat_learn(rows, x)
+        ok = st >= 0.0
+        if ok.any():
+            self._rec_learn("st", rows[ok], st[ok], inc[ok])
+        k = p["step"]
+        if k:
+            ar = np.arange(len(rows))
+            ring, i = c["ring"][rows], c["ri"][rows]
+            mid = ring[ar, (i + k) % (2 * k)]
+            s_new = c["s_new"][rows] + (x - mid)
+            s_old = c["s_old"][rows] + (mid - ring[ar, i])
+            ring[ar, i] = x
+            i = (i + 1) % (2 * k)
+            # exact sums once per turn, so rounding does not accumulate (left to right, as sum())
+            turn = i == 0
+            if turn.any():
+                lo_half, hi_half = ring[:, 0].copy(), ring[:, k].copy()
+                for j in range(1, k):
+                    lo_half += ring[:, j]
+                    hi_half += ring[:, k + j]
+                s_old = np.where(turn, lo_half, s_old)
+                s_new = np.where(turn, hi_half, s_new)
+            c["ring"][rows], c["ri"][rows] = ring, i
+            c["s_old"][rows], c["s_new"][rows] = s_old, s_new
+            c["n_step"][rows] += 1
         n = n + 1
         c["n"][rows] = n
         has = c["has_prev"][rows]
@@ -396,7 +439,8 @@ class FusionBank:
         d._prev = float(c["prev"][row]) if c["has_prev"][row] else None
         d._fast_mean, d._slow_mean = float(c["fast_mean"][row]), float(c["slow_mean"][row])
         d._vol = float(c["vol"][row])
-        for k, rec in (("lv", d._level_rec), ("pr", d._profile_rec), ("vo", d._vol_rec)):
+        for k, rec in (("lv", d._level_rec), ("pr", d._profile_rec), ("vo", d._vol_rec),
+                       ("st", d._step_rec)):
             rec.record, rec.n, rec.peak = (float(c[f"{k}_record"][row]), int(c[f"{k}_n"][row]),
                                            float(c[f"{k}_peak"][row]))
         d._mean = array("d", c["mean"][row].tolist())
@@ -407,6 +451,9 @@ class FusionBank:
         f._run, f._longest, f._changes = (int(c["fl_run"][row]), int(c["fl_longest"][row]),
                                           int(c["fl_changes"][row]))
         d._since_alarm = int(c["since"][row])
+        d._ring = array("d", c["ring"][row].tolist())
+        d._ri, d._n_step = int(c["ri"][row]), int(c["n_step"][row])
+        d._s_old, d._s_new = float(c["s_old"][row]), float(c["s_new"][row])
         d._key = None
         d.last_parts = tuple(None if math.isnan(v) else float(v) for v in c["parts"][row])
         return d
@@ -433,8 +480,11 @@ class FusionBank:
             "parts": [np.nan if v is None else v for v in d.last_parts],
             "fl_has": f._last is not None, "fl_last": 0.0 if f._last is None else f._last,
             "fl_run": f._run, "fl_longest": f._longest, "fl_changes": f._changes,
+            "ring": np.frombuffer(d._ring, np.float64), "ri": d._ri, "n_step": d._n_step,
+            "s_old": d._s_old, "s_new": d._s_new,
         }
-        for k, rec in (("lv", d._level_rec), ("pr", d._profile_rec), ("vo", d._vol_rec)):
+        for k, rec in (("lv", d._level_rec), ("pr", d._profile_rec), ("vo", d._vol_rec),
+                       ("st", d._step_rec)):
             out[f"{k}_record"], out[f"{k}_n"], out[f"{k}_peak"] = rec.record, rec.n, rec.peak
         return out
 
@@ -481,4 +531,4 @@ def make_detector_bank(template: AnomalyDetector, capacity: int = 0,
 
 def _state_is_plain(d: RecordFusionDetector) -> bool:
     # the records are RecordScalers as FusionBank knows them
-    return all(type(r) is RecordScaler for r in (d._level_rec, d._profile_rec, d._vol_rec))
+    return all(type(r) is RecordScaler for r in (d._level_rec, d._profile_rec, d._vol_rec, d._step_rec))
