@@ -488,26 +488,20 @@ def create_app(settings: Settings, metrics: Metrics | None = None) -> faust.App:
             except Exception:  # noqa: BLE001 - a timer never dies on one partition
                 log.exception("closing idle windows of %s[%d] failed", *source)
 
-    kafka_topics = kafka_signal.sources_of(settings)
-    if kafka_topics:
-        offsets, sampler = kafka_signal.KafkaOffsets(
-            **kafka_config.client_kwargs(settings)), kafka_signal.OffsetSampler()
+    signals = kafka_signal.SignalSampler.from_settings(settings)
+    if signals is not None:
 
-        @app.timer(interval=step, on_leader=True)
+        async def send_signal(series: str, ts: float, value: float) -> None:
+            await out[topics.metrics].send(key=series.encode(), value=records.dumps(
+                {"series": series, "ts": ts, "value": value}))
+
+        @app.timer(interval=signals.interval, on_leader=True)
         async def sample_kafka_signals() -> None:
-            """The leader samples every kafkaTopic signal's offsets once per window and
-            publishes the rate, lag and partition series as metrics (any worker's window
-            agent then treats them as any producer's)."""
-            try:
-                if not offsets.started:
-                    await offsets.start()
-                for series, ts, value in await kafka_signal.sample(offsets, sampler, kafka_topics,
-                                                                   time.time()):
-                    await out[topics.metrics].send(key=series.encode(), value=records.dumps(
-                        {"series": series, "ts": ts, "value": value}))
-            except Exception:  # noqa: BLE001 - a timer never dies; the series go quiet (hold)
-                log.exception("sampling the Kafka topic signals failed")
-                await offsets.stop()
+            """The leader samples every kafkaTopic signal's offsets once per window of the
+            signal clock and publishes the rate, lag and partition series as metrics (any
+            worker's window agent then treats them as any producer's)."""
+            await signals.tick(send_signal, lambda: max(
+                (w.typical for w in state.windowers.values()), default=None))
 
     def model_for(series: str) -> _Cached:
         cached = state.models.get(series)

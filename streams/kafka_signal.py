@@ -19,6 +19,12 @@ The rate is forecast like any series; the policy decides on
 ``max(forecast rate / capacityPerReplica, lag / lagThreshold)`` capped at the
 partitions (:func:`scaler.policy.consumer_lag`).
 
+Samples are stamped, and the rate's elapsed seconds measured, by the
+sampler's clock (:class:`streams.clock.SignalClock`, ``FORESIGHT_SIGNAL_CLOCK``):
+the wall clock live, the replay's event time in ``foresight demo``. The
+leader's timer ticks four times per window of that clock and samples once in
+each window (:class:`SignalSampler`).
+
 The embedded broker's quirk: it reports a partition's end offset as the first
 offset of its newest record batch + 1, not the offset after the last record,
 so a producer that batches (several records per produce request) makes both
@@ -35,11 +41,15 @@ batch. A real Kafka reports the offset after the last record.
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable, Mapping
+import math
+import time
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 from scaler.spec import KafkaTopicSource, ScalerSpec, kafka_topic_series, load_specs
+from streams import kafka_config
+from streams.clock import SignalClock
 from streams.settings import Settings
 
 log = logging.getLogger("foresight.kafka_signal")
@@ -176,3 +186,74 @@ async def sample(reader: KafkaOffsets, sampler: OffsetSampler, sources: Mapping[
             continue
         out += sampler.points(ts, topic, groups, ends, committed)
     return out
+
+
+#: ``send(series, ts, value)``: publishes one metric point
+Send = Callable[[str, float, float], Awaitable[Any]]
+
+
+class SignalSampler:
+    """The worker leader's sampler: once per window of its clock, every ``kafkaTopic``
+    signal's offsets, handed to ``send`` as metric points.
+
+    A replay clock also waits for its worker: while the worker's own event time
+    (``worker_time``, its most advanced input partition) is more than
+    ``max_ahead`` seconds behind the clock -- the worker is still catching up on
+    a backfill -- a sample would be refused as ``future`` by the windows, so
+    none is taken. The wall clock never waits (live, the worker's input may be
+    quiet for any length of time).
+    """
+
+    def __init__(self, sources: Mapping[str, set[str]], reader: KafkaOffsets, clock: SignalClock,
+                 step: float, max_ahead: float) -> None:
+        self.sources = sources
+        self.reader = reader
+        self.clock = clock
+        self.step = step
+        self.max_ahead = max_ahead
+        self.sampler = OffsetSampler()
+        self.last_window: int | None = None
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> SignalSampler | None:
+        """The sampler of the scalers file's ``kafkaTopic`` signals (None without any)."""
+        sources = sources_of(settings)
+        if not sources:
+            return None
+        return cls(sources, KafkaOffsets(**kafka_config.client_kwargs(settings)),
+                   SignalClock.parse(settings.signal_clock), settings.window_seconds,
+                   settings.max_future_seconds / 2)
+
+    @property
+    def interval(self) -> float:
+        """Wall seconds between the timer's ticks: four per window of the clock."""
+        return max(0.05, self.clock.interval(self.step) / 4)
+
+    async def tick(self, send: Send, worker_time: Callable[[], float | None] | None = None,
+                   wall: float | None = None) -> int:
+        """Sample if the clock entered a new window since the last sample; the number of
+        points sent. Never raises: a failed read is logged, its series go quiet (hold) and
+        the connections are opened again at the next sample."""
+        wall = time.time() if wall is None else wall
+        if not self.clock.started(wall):
+            return 0
+        now = self.clock.now(wall)
+        window = math.floor(now / self.step)
+        if window == self.last_window:
+            return 0
+        if self.clock.replay and worker_time is not None:
+            t = worker_time()
+            if t is not None and math.isfinite(t) and now - t > self.max_ahead:
+                return 0
+        self.last_window = window
+        try:
+            if not self.reader.started:
+                await self.reader.start()
+            points = await sample(self.reader, self.sampler, self.sources, now)
+            for series, ts, value in points:
+                await send(series, ts, value)
+        except Exception:  # noqa: BLE001 - a timer never dies; the series go quiet (hold)
+            log.exception("sampling the Kafka topic signals failed")
+            await self.reader.stop()
+            return 0
+        return len(points)
