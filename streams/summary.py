@@ -158,6 +158,7 @@ def _kafka_target(obs: Observed, workload: Workload, namespace: str, lead: float
         "partitions_series": parts_s,
         # windows of each series the worker closed: the sampler's measurements, through the pipeline
         "windows": {"rate": len(pts), "lag": len(lag), "partitions": len(obs.points.get(parts_s, {}))},
+        "partitions": max(obs.points.get(parts_s, {}).values(), default=None),
         "max_rate": max(pts.values(), default=None),
         "max_lag": max(lag.values(), default=None),
         "decisions": len(decs),

@@ -9,7 +9,7 @@ Three services on a repeating 60-minute cycle:
 - ``inventory/inflight`` (metric samples): flat with noise, until a sensor
   that sticks at zero for 20 minutes in the sixth cycle;
 - ``orders`` (:data:`KAFKA_PLAN`): real messages on a Kafka topic, a gentle
-  wave plus a periodic burst (3x, ramp from minute 10, plateau, back down by
+  wave around 3.5 messages/s plus a periodic burst to 12 (ramp from minute 10, plateau, back down by
   minute 25), produced from the live part on (the topic signal's sampler
   measures offsets as they grow: it has no past to backfill).
 
@@ -66,7 +66,9 @@ class KafkaPlan:
     lag_threshold: float
 
 
-KAFKA_PLAN = KafkaPlan("orders", "billing", 1.0, 1, 16, 16, 200.0)
+#: the floor of 6 consumers serves the topic's usual 3.5 messages/s with room for its noise;
+#: the burst (12 messages/s) needs 12
+KAFKA_PLAN = KafkaPlan("orders", "billing", 1.0, 6, 16, 16, 200.0)
 
 
 class Workload:
@@ -113,7 +115,7 @@ class Workload:
         if series == "inventory/inflight":
             return 300.0
         if series == KAFKA_PLAN.name:
-            base = 4.0 * (1 + 0.1 * wave)
+            base = 3.5 * (1 + 0.1 * wave)
             if 10 <= m < 15:
                 base += (m - 10) / 5 * (12.0 - base)
             elif 15 <= m < 20:
