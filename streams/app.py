@@ -492,7 +492,7 @@ def create_app(settings: Settings, metrics: Metrics | None = None) -> faust.App:
     if signals is not None:
 
         async def send_signal(series: str, ts: float, value: float) -> None:
-            await out[topics.metrics].send(key=series.encode(), value=records.dumps(
+            await out[topics.metrics].send(key=kafka_signal.series_key(series), value=records.dumps(
                 {"series": series, "ts": ts, "value": value}))
 
         @app.timer(interval=signals.interval, on_leader=True)

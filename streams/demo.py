@@ -213,7 +213,7 @@ class TopicLoad:
         self.clock = clock
         self.key = f"{NAMESPACE}/{KAFKA_PLAN.name}"
         self.counts = mon.obs.counts
-        self.producer = KafkaProducer(**kafka_config.client_kwargs(settings), acks=1, linger_ms=5)
+        self.producer = KafkaProducer(**kafka_config.client_kwargs(settings), acks="all", linger_ms=5)
 
     async def produce(self, end: float, stop: asyncio.Event) -> None:
         """Every event-time second from the clock's start to ``end``, as soon as it has passed."""
@@ -304,14 +304,14 @@ async def _replay(producer: AggregatingProducer, workload: Workload, speed: floa
     tick = 0.1
     while not stop.is_set():
         elapsed = time.monotonic() - t0
-        if elapsed >= duration:
-            break
         target = live_start + min(elapsed, duration) * speed
         while sim < target:
             _generate(producer, workload, sim, counts)
             sim += 1.0
         await asyncio.to_thread(producer.flush, True)
         clock.sim = sim
+        if elapsed >= duration:  # (a backfill that ended late has been caught up all the same)
+            break
         await asyncio.sleep(tick)
     await asyncio.to_thread(producer.flush, True)
     return sim

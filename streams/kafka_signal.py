@@ -8,7 +8,10 @@ windows), named by :func:`scaler.spec.kafka_topic_series`:
 
 - ``kafka/<topic>/rate``: messages/s into the topic since the previous sample
   (the sum of end offsets' growth over the elapsed seconds; none on the first
-  sample, and none when an end offset went backwards: a recreated topic);
+  sample, and none when an end offset went backwards: a recreated topic),
+  stamped at the previous sample's time, the start of the interval it
+  measures, so that it lands in the window whose load it is (stamped at its
+  end it would trail the load by a window);
 - ``kafka/<topic>/lag/<group>``: the sum over partitions of ``end - committed``
   (at least 0); a partition the group has never committed counts whole
   (``end``: the group would start from the earliest offset);
@@ -35,7 +38,7 @@ batch. A real Kafka reports the offset after the last record.
 >>> s.points(100.0, "orders", {"billing"}, {0: 40, 1: 60}, {"billing": {0: 30, 1: None}})
 [('kafka/orders/lag/billing', 100.0, 70.0), ('kafka/orders/partitions', 100.0, 2.0)]
 >>> s.points(110.0, "orders", {"billing"}, {0: 90, 1: 110}, {"billing": {0: 80, 1: 100}})[0]
-('kafka/orders/rate', 110.0, 10.0)
+('kafka/orders/rate', 100.0, 10.0)
 """
 
 from __future__ import annotations
@@ -97,7 +100,7 @@ class OffsetSampler:
         total = sum(ends.values())
         before = self.previous.get(topic)
         if before is not None and ts > before[0] and total >= before[1]:
-            out.append((kafka_topic_series(topic, "")[0], ts, (total - before[1]) / (ts - before[0])))
+            out.append((kafka_topic_series(topic, "")[0], before[0], (total - before[1]) / (ts - before[0])))
         self.previous[topic] = (ts, total)
         for group in sorted(groups):
             offsets = committed.get(group, {})
@@ -188,7 +191,18 @@ async def sample(reader: KafkaOffsets, sampler: OffsetSampler, sources: Mapping[
     return out
 
 
-#: ``send(series, ts, value)``: publishes one metric point
+def series_key(series: str) -> bytes:
+    """The message key of a sampled point: its topic's series name prefix, so that a topic's
+    rate, lag and partitions share a partition of the metrics topic and travel together
+    (windowed, forecast and decided on together, never a window apart).
+
+    >>> series_key("kafka/orders/lag/billing") == series_key("kafka/orders/rate")
+    True
+    """
+    return "/".join(series.split("/")[:2]).encode()
+
+
+#: ``send(series, ts, value)``: publishes one metric point (keyed by :func:`series_key`)
 Send = Callable[[str, float, float], Awaitable[Any]]
 
 

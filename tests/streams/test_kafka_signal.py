@@ -92,11 +92,12 @@ def test_rate_lag_and_partitions_of_a_real_consumer_group(broker: str) -> None:
     first, second = asyncio.run(two_samples())
     # lag: 0 + (6 - 2) + 7 (never committed: whole); no rate before a second sample
     assert first == [(lag_s, 1000.0, 11.0), (parts_s, 1000.0, 3.0)]
-    # 30 more records in 10 s: 3 messages/s; the lag grows by them
-    assert second == [(rate_s, 1010.0, 3.0), (lag_s, 1010.0, 41.0), (parts_s, 1010.0, 3.0)]
+    # 30 more records in 10 s: 3 messages/s over [1000, 1010), stamped at its start; the lag
+    # grows by them
+    assert second == [(rate_s, 1000.0, 3.0), (lag_s, 1010.0, 41.0), (parts_s, 1010.0, 3.0)]
 
     # the policy on those points: 41 lag at 2 per replica needs 21, capped at the 3 partitions
-    obs = {s: Observation(ts - 10.0, v) for s, ts, v in second}
+    obs = {s: Observation(1000.0, v) for s, _, v in second}
     d, _ = decide(spec, PolicyState(), None, obs, 1, 1010.0)
     assert (d.desired, d.reason) == (3, Reason.CONSUMER_LAG), d.message
     assert "capped at the 3 partitions" in d.message
@@ -180,7 +181,8 @@ def test_a_replay_clock_stamps_samples_and_measures_the_rate_in_event_time(broke
     assert counts == [0, 2, 0, 0, 3]
     first, second = sent[:2], sent[2:]
     assert first == [(lag_s, event0 + 6.0, 18.0), (parts_s, event0 + 6.0, 3.0)]
-    # 30 messages in 60 event-time seconds (1 wall second): 0.5 messages/s, stamped in event time
+    # 30 messages in 60 event-time seconds (1 wall second): 0.5 messages/s, stamped in event
+    # time at the start of that minute
     (rate,) = [p for p in second if p[0] == rate_s]
-    assert rate[1] == pytest.approx(event0 + 66.0) and rate[2] == pytest.approx(0.5)
+    assert rate[1] == pytest.approx(event0 + 6.0) and rate[2] == pytest.approx(0.5)
     assert [p[:2] for p in second if p[0] == lag_s] == [(lag_s, pytest.approx(event0 + 66.0))]
