@@ -9,9 +9,10 @@ Three services on a repeating 60-minute cycle:
 - ``inventory/inflight`` (metric samples): flat with noise, until a sensor
   that sticks at zero for 20 minutes in the sixth cycle;
 - ``orders`` (:data:`KAFKA_PLAN`): real messages on a Kafka topic, a gentle
-  wave around 3.5 messages/s plus a periodic burst to 12 (ramp from minute 10, plateau, back down by
-  minute 25), produced from the live part on (the topic signal's sampler
-  measures offsets as they grow: it has no past to backfill).
+  wave around 3.5 messages/s plus a periodic burst to 12 (a 3-minute ramp from
+  minute 10, plateau, back down by minute 25), produced from the live part on
+  (the topic signal's sampler measures offsets as they grow: it has no past to
+  backfill).
 
 The demo replays the first ``HISTORY_CYCLES`` as fast as the pipeline takes
 them (a backfill: the detectors' warm-up is a few hundred windows), then the
@@ -116,9 +117,9 @@ class Workload:
             return 300.0
         if series == KAFKA_PLAN.name:
             base = 3.5 * (1 + 0.1 * wave)
-            if 10 <= m < 15:
-                base += (m - 10) / 5 * (12.0 - base)
-            elif 15 <= m < 20:
+            if 10 <= m < 13:
+                base += (m - 10) / 3 * (12.0 - base)
+            elif 13 <= m < 20:
                 base = 12.0
             elif 20 <= m < 25:
                 base = 12.0 + (m - 20) / 5 * (base - 12.0)
