@@ -46,7 +46,7 @@ LEAD_SECONDS = 180.0
 #: wall seconds from the worker's start to the live part's (the backfill is sent meanwhile; a
 #: backfill that takes longer is caught up at once): fixed in advance, because the worker's
 #: Kafka signal sampler is told the live part's clock when it starts
-LIVE_AFTER_SECONDS = 20.0
+LIVE_AFTER_SECONDS = 10.0
 
 
 def kafka_topic(settings: Settings) -> str:
