@@ -43,6 +43,7 @@ batch. A real Kafka reports the offset after the last record.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 import time
@@ -139,10 +140,13 @@ class KafkaOffsets:
         await self._consumer.start()
 
     async def stop(self) -> None:
-        for c in [self._consumer, *self._groups.values()]:
-            if c is not None:
-                await c.stop()
+        """Close every client (one that fails to close is dropped all the same)."""
+        clients = [self._consumer, *self._groups.values()]
         self._consumer, self._groups = None, {}
+        for c in clients:
+            if c is not None:
+                with contextlib.suppress(Exception):
+                    await c.stop()
 
     async def end_offsets(self, topic: str) -> dict[int, int]:
         """Partition -> end offset (empty if the topic does not exist)."""
