@@ -108,6 +108,8 @@ class SignalFigures:
     #: a Kafka topic signal's consumer group lag (messages) and the topic's partitions
     lag: float | None = None
     partitions: int | None = None
+    #: this signal's own shadow comparison (rolling window): its load, at its capacity
+    vs_hpa: Comparison | None = None
 
 
 @dataclass(frozen=True, slots=True)

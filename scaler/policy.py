@@ -238,9 +238,11 @@ def decide(
     for o in outcomes:
         if o.forecast is not None:
             o.adaptive.follower.follow(now, desired, o.forecast.step)
-    # the shadow comparison is the first signal's (the primary: the one a reader expects)
-    primary = outcomes[0].adaptive
-    vs_hpa, vs_hpa_total = primary.report()
+    # each signal's own shadow comparison (its load at its capacity); the target's is the
+    # deciding signal's, as the reason and message are
+    reports = [o.adaptive.report() for o in outcomes]
+    vs_hpa, vs_hpa_total = reports[win]
+    acting = d.adaptive
     fallback = d.fallback or next((o.fallback for o in outcomes if o.fallback), None)
     decision = Decision(
         target=spec.key,
@@ -256,11 +258,11 @@ def decide(
         limited=limited if reason is Reason.RATE_LIMITED else None,
         vs_hpa=vs_hpa,
         vs_hpa_total=vs_hpa_total,
-        simulated_replicas=primary.follower.replicas if primary.follower.started else None,
+        simulated_replicas=acting.follower.replicas if acting.follower.started else None,
         drifting=any(o.figures.drifting for o in outcomes),
         observed_ts=d.observation.ts if d.observation is not None else None,
         signal=d.figures.name,
-        signals=tuple(o.figures for o in outcomes),
+        signals=tuple(replace(o.figures, vs_hpa=r[0]) for o, r in zip(outcomes, reports, strict=True)),
         schedule=(floor[1], floor[0]) if floor is not None else None,
     )
     return decision, PolicyState(recommendations=recs, scale_events=events,

@@ -25,50 +25,67 @@ from typing import Any
 import orjson
 import yaml
 from aiokafka import AIOKafkaConsumer, TopicPartition
+from kafka import KafkaProducer
 
+from scaler.simulated import SimulatedCluster
 from streams import kafka_config, records
 from streams.admin import ensure_topics_async
 from streams.broker import EmbeddedBroker, free_port, wait_for_port
+from streams.clock import SignalClock
 from streams.producer import AggregatingProducer
 from streams.settings import Settings
 from streams.summary import Observed, render, summarize
 from streams.topics import Topics
-from streams.workload import CYCLE, HISTORY_CYCLES, PLANS, Workload
+from streams.workload import CYCLE, HISTORY_CYCLES, KAFKA_PLAN, PLANS, Workload
 
 log = logging.getLogger("foresight.demo")
 
 DEMO_START = 1767225600.0  # 2026-01-01T00:00:00Z, event time of the replay's start
 NAMESPACE = "demo"
 LEAD_SECONDS = 180.0
+#: wall seconds from the worker's start to the live part's (the backfill is sent meanwhile; a
+#: backfill that takes longer is caught up at once): fixed in advance, because the worker's
+#: Kafka signal sampler is told the live part's clock when it starts
+LIVE_AFTER_SECONDS = 10.0
 
 
-def scaler_manifests(window: float) -> list[dict[str, Any]]:
-    """The demo's PredictiveScaler specs (one per service)."""
-    docs = []
-    for plan in PLANS:
-        name = plan.series.split("/")[0]
-        docs.append({
-            "apiVersion": "foresight.dev/v1alpha1",
-            "kind": "PredictiveScaler",
-            "metadata": {"name": name, "namespace": NAMESPACE},
-            "spec": {
-                "scaleTargetRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": name},
-                "series": plan.series,
-                "capacityPerReplica": plan.capacity_per_replica,
-                "minReplicas": plan.min_replicas,
-                "maxReplicas": plan.max_replicas,
-                "leadTimeSeconds": LEAD_SECONDS,
-                "mode": "Active",
-                "behavior": {
-                    "scaleDown": {"stabilizationWindowSeconds": 300,
-                                  "policies": [{"type": "Percent", "value": 50, "periodSeconds": 60}]},
-                    # scale up as far as needed in one step: the demo's spike is 4x
-                    "scaleUp": {"stabilizationWindowSeconds": 0,
-                                "policies": [{"type": "Percent", "value": 400, "periodSeconds": 15}]},
-                },
-            },
-        })
-    return docs
+def kafka_topic(settings: Settings) -> str:
+    """The demo's Kafka topic scaled on (its ``orders`` target)."""
+    return settings.topic(KAFKA_PLAN.name)
+
+
+def scaler_manifests(window: float, topic: str | None = None) -> list[dict[str, Any]]:
+    """The demo's PredictiveScaler specs (one per service; with ``topic``, also the target
+    scaled on that Kafka topic's rate and its consumer group's lag)."""
+    behavior = {
+        "scaleDown": {"stabilizationWindowSeconds": 300,
+                      "policies": [{"type": "Percent", "value": 50, "periodSeconds": 60}]},
+        # scale up as far as needed in one step: the demo's spike is 4x
+        "scaleUp": {"stabilizationWindowSeconds": 0,
+                    "policies": [{"type": "Percent", "value": 400, "periodSeconds": 15}]},
+    }
+    targets: list[tuple[str, dict[str, Any], int, int]] = [
+        (plan.series.split("/")[0], {"series": plan.series, "capacityPerReplica": plan.capacity_per_replica},
+         plan.min_replicas, plan.max_replicas) for plan in PLANS]
+    if topic is not None:
+        k = KAFKA_PLAN
+        targets.append((k.name, {"signals": [{
+            "kafkaTopic": {"topic": topic, "consumerGroup": k.group, "lagThreshold": k.lag_threshold},
+            "capacityPerReplica": k.capacity_per_replica}]}, k.min_replicas, k.max_replicas))
+    return [{
+        "apiVersion": "foresight.dev/v1alpha1",
+        "kind": "PredictiveScaler",
+        "metadata": {"name": name, "namespace": NAMESPACE},
+        "spec": {
+            "scaleTargetRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": name},
+            **load,
+            "minReplicas": lo,
+            "maxReplicas": hi,
+            "leadTimeSeconds": LEAD_SECONDS,
+            "mode": "Active",
+            "behavior": behavior,
+        },
+    } for name, load, lo, hi in targets]
 
 
 class Children:
@@ -116,7 +133,8 @@ class Monitor:
         self.settings = settings
         self.topics = topics
         self.obs = Observed(counts={"events": 0, "points": 0, "forecasts": 0, "anomalies": 0,
-                                    "decisions": 0, "dead_letters": 0})
+                                    "decisions": 0, "dead_letters": 0, "kafka_messages": 0,
+                                    "kafka_consumed": 0})
         self.latest: dict[str, dict[str, Any]] = {}
         self.max_point_start = -1.0
         self._stop = asyncio.Event()
@@ -179,13 +197,97 @@ class Clock:
     live: bool = False
 
 
+class TopicLoad:
+    """The Kafka topic of the ``orders`` target, on the live part's clock (the one the worker's
+    sampler reads, :class:`streams.clock.SignalClock`): real messages at the workload's rate,
+    each event-time second's once the clock has passed it (:meth:`produce`), and a real
+    consumer group that consumes, and commits, at most ``replicas x capacityPerReplica``
+    messages per event-time second (:meth:`consume`), the replicas being those the
+    controller's decisions have made ready in the simulated cluster (a scale-up's pods are
+    ready ``LEAD_SECONDS`` later), so the group's lag is real: it grows whenever the burst
+    outruns the consumers in place."""
+
+    def __init__(self, settings: Settings, topic: str, workload: Workload, mon: Monitor,
+                 clock: SignalClock) -> None:
+        self.settings, self.topic, self.workload, self.mon = settings, topic, workload, mon
+        self.clock = clock
+        self.key = f"{NAMESPACE}/{KAFKA_PLAN.name}"
+        self.counts = mon.obs.counts
+        self.producer = KafkaProducer(**kafka_config.client_kwargs(settings), acks="all", linger_ms=5)
+
+    async def produce(self, end: float, stop: asyncio.Event) -> None:
+        """Every event-time second from the clock's start to ``end``, as soon as it has passed."""
+        assert self.clock.event is not None
+        sim = self.clock.event
+        while sim < end and not stop.is_set():
+            now = min(end, self.clock.now())
+            while sim + 1.0 <= now:
+                n = self.workload.messages(sim)
+                for _ in range(n):
+                    self.producer.send(self.topic, value=b"order", timestamp_ms=int(sim * 1000))
+                self.counts["kafka_messages"] += n
+                sim += 1.0
+            await asyncio.sleep(0.02)
+        await asyncio.to_thread(self.producer.flush)
+
+    def close(self) -> None:
+        self.producer.close(5)
+
+    async def consume(self, stop: asyncio.Event) -> None:
+        c = AIOKafkaConsumer(**kafka_config.client_kwargs(self.settings), group_id=KAFKA_PLAN.group,
+                             enable_auto_commit=False, auto_offset_reset="earliest")
+        await c.start()
+        try:
+            parts = c.partitions_for_topic(self.topic)
+            while not parts and not stop.is_set():
+                await c._client.force_metadata_update()  # noqa: SLF001
+                parts = c.partitions_for_topic(self.topic)
+                if not parts:
+                    await asyncio.sleep(0.1)
+            c.assign([TopicPartition(self.topic, p) for p in sorted(parts or ())])
+            cluster = SimulatedCluster(LEAD_SECONDS)
+            cluster.add_target(self.key, KAFKA_PLAN.min_replicas)
+            seen, last, budget = 0, None, 0.0
+            per_window = KAFKA_PLAN.capacity_per_replica * self.settings.window_seconds
+            while not stop.is_set():
+                await asyncio.sleep(0.05)
+                if not self.clock.started():
+                    continue
+                decisions = self.mon.obs.decisions.get(self.key, [])
+                for d in decisions[seen:]:
+                    if d["applied"]:
+                        cluster.scale_to(self.key, d["desired"], d["ts"])
+                seen = len(decisions)
+                now = self.clock.now()
+                if last is None or now <= last:
+                    last = now if last is None else last
+                    continue
+                ready = cluster.ready(self.key, now)
+                # unused capacity carries over for at most a window (a fetch may come back short)
+                budget = min(budget + ready * KAFKA_PLAN.capacity_per_replica * (now - last),
+                             ready * per_window)
+                last = now
+                if budget < 1:
+                    continue
+                batch = await c.getmany(timeout_ms=20, max_records=int(budget))
+                n = sum(len(msgs) for msgs in batch.values())
+                if n:
+                    await c.commit({tp: msgs[-1].offset + 1 for tp, msgs in batch.items() if msgs})
+                    budget -= n
+                    self.counts["kafka_consumed"] += n
+        finally:
+            await c.stop()
+
+
 async def _replay(producer: AggregatingProducer, workload: Workload, speed: float,
                   duration: float, counts: dict[str, int], stop: asyncio.Event,
-                  clock: Clock | None = None) -> float:
+                  clock: Clock | None = None, live_wall: float | None = None) -> float:
     """Generate the workload in event time; returns the simulated end time.
 
     The first ``HISTORY_CYCLES`` are a backfill, sent as fast as they are
-    generated; the rest is paced at ``speed`` for ``duration`` wall seconds.
+    generated; the rest is paced at ``speed`` for ``duration`` wall seconds,
+    from wall time ``live_wall`` if given (what was missed by then is sent at
+    once), else from the end of the backfill.
     """
     sim = workload.start
     live_start = workload.start + HISTORY_CYCLES * workload.cycle
@@ -197,19 +299,19 @@ async def _replay(producer: AggregatingProducer, workload: Workload, speed: floa
             sim += 1.0
         await asyncio.to_thread(producer.flush, True)
         clock.sim = sim
+    t0 = time.monotonic() + (0.0 if live_wall is None else live_wall - time.time())
     clock.live = True
-    t0 = time.monotonic()
     tick = 0.1
     while not stop.is_set():
         elapsed = time.monotonic() - t0
-        if elapsed >= duration:
-            break
         target = live_start + min(elapsed, duration) * speed
         while sim < target:
             _generate(producer, workload, sim, counts)
             sim += 1.0
         await asyncio.to_thread(producer.flush, True)
         clock.sim = sim
+        if elapsed >= duration:  # (a backfill that ended late has been caught up all the same)
+            break
         await asyncio.sleep(tick)
     await asyncio.to_thread(producer.flush, True)
     return sim
@@ -275,6 +377,9 @@ as fast as the pipeline takes it,
 the reactive floor covers it,
      - inventory: a sensor stuck at 0 from {sim_time(Workload(DEMO_START).stuck_start)[:5]}: \
 no scale-down on bad data;
+     - orders: real messages on a Kafka topic, a burst every hour at minute 10, and a consumer group
+       that keeps up only as far as the simulated replicas allow: scaled on the topic's rate,
+       sampled from its offsets, up {LEAD_SECONDS:g} s ahead of the burst from its third hour on;
   4. end: a table here, the JSON summary on stdout. Times are simulated UTC on {time.strftime("%Y-%m-%d", time.gmtime(DEMO_START))}.
 """
 
@@ -283,8 +388,14 @@ async def _demo(settings: Settings, duration: float, speed: float, serve: bool, 
                 children: Children, workdir: Path) -> dict[str, Any]:
     topics = Topics.from_settings(settings)
     await ensure_topics_async(settings, topics.all(), settings.partitions)
+    topic = kafka_topic(settings)
+    await ensure_topics_async(settings, [topic], KAFKA_PLAN.partitions)
     scalers = workdir / "scalers.yaml"
-    scalers.write_text(yaml.safe_dump_all(scaler_manifests(settings.window_seconds), sort_keys=False))
+    scalers.write_text(yaml.safe_dump_all(scaler_manifests(settings.window_seconds, topic), sort_keys=False))
+    # the live part starts at a wall time fixed now: the worker's Kafka signal sampler reads
+    # the replay's event time from it (streams/clock.py)
+    live_wall = time.time() + LIVE_AFTER_SECONDS
+    signal_clock = SignalClock(DEMO_START + HISTORY_CYCLES * CYCLE, live_wall, speed)
     env = {
         **os.environ,
         **settings.to_env(),  # every setting given to the demo reaches the worker and controller
@@ -298,6 +409,7 @@ async def _demo(settings: Settings, duration: float, speed: float, serve: bool, 
         "FORESIGHT_WEB_PORT": str(settings.web_port),
         "FORESIGHT_LOG_LEVEL": "warning",
         "FORESIGHT_SCALERS": str(scalers),  # the worker exports per-series gauges for these
+        "FORESIGHT_SIGNAL_CLOCK": str(signal_clock),
     }
     py = [sys.executable, "-m", "streams"]
     worker = children.start("worker", py + ["worker"], env, workdir / "worker.log")
@@ -318,13 +430,20 @@ async def _demo(settings: Settings, duration: float, speed: float, serve: bool, 
     mon_task = asyncio.create_task(mon.run())
     producer = AggregatingProducer(settings.broker, interval=min(10.0, settings.window_seconds),
                                    flush_every=0, settings=settings)
+    load = TopicLoad(settings, topic, workload, mon, signal_clock)
+    consumer = asyncio.create_task(load.consume(stop))
+    topic_end = DEMO_START + HISTORY_CYCLES * CYCLE + duration * speed
+    topic_producer = asyncio.create_task(load.produce(topic_end, stop))
     replay = asyncio.create_task(_replay(producer, workload, speed, duration, mon.obs.counts, stop,
-                                         clock))
+                                         clock, live_wall))
     tty = sys.stderr.isatty()
     try:
         while not replay.done():
             await asyncio.wait([replay], timeout=1.0)
             children.check()
+            for task in (consumer, topic_producer):
+                if task.done():
+                    task.result()  # the topic's producer or consumer group stopped: say why
             if not quiet:
                 line = _progress(mon, clock, speed)
                 print(("\r\x1b[K" + line[:200]) if tty else line, end="" if tty else "\n", file=sys.stderr,
@@ -338,7 +457,12 @@ async def _demo(settings: Settings, duration: float, speed: float, serve: bool, 
         await asyncio.sleep(min(3.0, 60.0 / speed * 2))  # let the controller's decisions land
         if tty and not quiet:
             print(file=sys.stderr)
-        summary = summarize(mon.obs, workload, NAMESPACE, settings.window_seconds, LEAD_SECONDS, sim_end)
+        summary = summarize(mon.obs, workload, NAMESPACE, settings.window_seconds, LEAD_SECONDS, sim_end,
+                            kafka_topic=topic)
+        # every decision and window read back, next to the logs, for a closer look
+        (workdir / "observed.json").write_bytes(orjson.dumps(
+            {"decisions": mon.obs.decisions,
+             "points": {k: {str(t): v for t, v in p.items()} for k, p in mon.obs.points.items()}}))
         summary["simulated_seconds"] = sim_end - workload.start
         summary["speed"] = speed
         summary["dashboard"] = url
@@ -352,8 +476,9 @@ async def _demo(settings: Settings, duration: float, speed: float, serve: bool, 
     finally:
         stop.set()
         mon.stop()
-        await asyncio.gather(mon_task, return_exceptions=True)
+        await asyncio.gather(mon_task, consumer, topic_producer, return_exceptions=True)
         await asyncio.to_thread(producer.close)
+        await asyncio.to_thread(load.close)
 
 
 def run_demo(settings: Settings, duration: float = 300.0, speed: float = 60.0, serve: bool = False,

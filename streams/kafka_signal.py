@@ -8,7 +8,10 @@ windows), named by :func:`scaler.spec.kafka_topic_series`:
 
 - ``kafka/<topic>/rate``: messages/s into the topic since the previous sample
   (the sum of end offsets' growth over the elapsed seconds; none on the first
-  sample, and none when an end offset went backwards: a recreated topic);
+  sample, and none when an end offset went backwards: a recreated topic),
+  stamped at the previous sample's time, the start of the interval it
+  measures, so that it lands in the window whose load it is (stamped at its
+  end it would trail the load by a window);
 - ``kafka/<topic>/lag/<group>``: the sum over partitions of ``end - committed``
   (at least 0); a partition the group has never committed counts whole
   (``end``: the group would start from the earliest offset);
@@ -18,6 +21,12 @@ windows), named by :func:`scaler.spec.kafka_topic_series`:
 The rate is forecast like any series; the policy decides on
 ``max(forecast rate / capacityPerReplica, lag / lagThreshold)`` capped at the
 partitions (:func:`scaler.policy.consumer_lag`).
+
+Samples are stamped, and the rate's elapsed seconds measured, by the
+sampler's clock (:class:`streams.clock.SignalClock`, ``FORESIGHT_SIGNAL_CLOCK``):
+the wall clock live, the replay's event time in ``foresight demo``. The
+leader's timer ticks four times per window of that clock and samples once in
+each window (:class:`SignalSampler`).
 
 The embedded broker's quirk: it reports a partition's end offset as the first
 offset of its newest record batch + 1, not the offset after the last record,
@@ -29,17 +38,22 @@ batch. A real Kafka reports the offset after the last record.
 >>> s.points(100.0, "orders", {"billing"}, {0: 40, 1: 60}, {"billing": {0: 30, 1: None}})
 [('kafka/orders/lag/billing', 100.0, 70.0), ('kafka/orders/partitions', 100.0, 2.0)]
 >>> s.points(110.0, "orders", {"billing"}, {0: 90, 1: 110}, {"billing": {0: 80, 1: 100}})[0]
-('kafka/orders/rate', 110.0, 10.0)
+('kafka/orders/rate', 100.0, 10.0)
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
-from collections.abc import Iterable, Mapping
+import math
+import time
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 from scaler.spec import KafkaTopicSource, ScalerSpec, kafka_topic_series, load_specs
+from streams import kafka_config
+from streams.clock import SignalClock
 from streams.settings import Settings
 
 log = logging.getLogger("foresight.kafka_signal")
@@ -87,7 +101,7 @@ class OffsetSampler:
         total = sum(ends.values())
         before = self.previous.get(topic)
         if before is not None and ts > before[0] and total >= before[1]:
-            out.append((kafka_topic_series(topic, "")[0], ts, (total - before[1]) / (ts - before[0])))
+            out.append((kafka_topic_series(topic, "")[0], before[0], (total - before[1]) / (ts - before[0])))
         self.previous[topic] = (ts, total)
         for group in sorted(groups):
             offsets = committed.get(group, {})
@@ -126,10 +140,13 @@ class KafkaOffsets:
         await self._consumer.start()
 
     async def stop(self) -> None:
-        for c in [self._consumer, *self._groups.values()]:
-            if c is not None:
-                await c.stop()
+        """Close every client (one that fails to close is dropped all the same)."""
+        clients = [self._consumer, *self._groups.values()]
         self._consumer, self._groups = None, {}
+        for c in clients:
+            if c is not None:
+                with contextlib.suppress(Exception):
+                    await c.stop()
 
     async def end_offsets(self, topic: str) -> dict[int, int]:
         """Partition -> end offset (empty if the topic does not exist)."""
@@ -176,3 +193,85 @@ async def sample(reader: KafkaOffsets, sampler: OffsetSampler, sources: Mapping[
             continue
         out += sampler.points(ts, topic, groups, ends, committed)
     return out
+
+
+def series_key(series: str) -> bytes:
+    """The message key of a sampled point: its topic's series name prefix, so that a topic's
+    rate, lag and partitions share a partition of the metrics topic and travel together
+    (windowed, forecast and decided on together, never a window apart).
+
+    >>> series_key("kafka/orders/lag/billing") == series_key("kafka/orders/rate")
+    True
+    """
+    return "/".join(series.split("/")[:2]).encode()
+
+
+#: ``send(series, ts, value)``: publishes one metric point (keyed by :func:`series_key`)
+Send = Callable[[str, float, float], Awaitable[Any]]
+
+
+class SignalSampler:
+    """The worker leader's sampler: once per window of its clock, every ``kafkaTopic``
+    signal's offsets, handed to ``send`` as metric points.
+
+    A replay clock also waits for its worker: while the worker's own event time
+    (``worker_time``, its most advanced input partition) is more than
+    ``max_ahead`` seconds behind the clock -- the worker is still catching up on
+    a backfill -- a sample would be refused as ``future`` by the windows, so
+    none is taken. The wall clock never waits (live, the worker's input may be
+    quiet for any length of time).
+    """
+
+    def __init__(self, sources: Mapping[str, set[str]], reader: KafkaOffsets, clock: SignalClock,
+                 step: float, max_ahead: float) -> None:
+        self.sources = sources
+        self.reader = reader
+        self.clock = clock
+        self.step = step
+        self.max_ahead = max_ahead
+        self.sampler = OffsetSampler()
+        self.last_window: int | None = None
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> SignalSampler | None:
+        """The sampler of the scalers file's ``kafkaTopic`` signals (None without any)."""
+        sources = sources_of(settings)
+        if not sources:
+            return None
+        return cls(sources, KafkaOffsets(**kafka_config.client_kwargs(settings)),
+                   SignalClock.parse(settings.signal_clock), settings.window_seconds,
+                   settings.max_future_seconds / 2)
+
+    @property
+    def interval(self) -> float:
+        """Wall seconds between the timer's ticks: four per window of the clock."""
+        return max(0.05, self.clock.interval(self.step) / 4)
+
+    async def tick(self, send: Send, worker_time: Callable[[], float | None] | None = None,
+                   wall: float | None = None) -> int:
+        """Sample if the clock entered a new window since the last sample; the number of
+        points sent. Never raises: a failed read is logged, its series go quiet (hold) and
+        the connections are opened again at the next sample."""
+        wall = time.time() if wall is None else wall
+        if not self.clock.started(wall):
+            return 0
+        now = self.clock.now(wall)
+        window = math.floor(now / self.step)
+        if window == self.last_window:
+            return 0
+        if self.clock.replay and worker_time is not None:
+            t = worker_time()
+            if t is not None and math.isfinite(t) and now - t > self.max_ahead:
+                return 0
+        self.last_window = window
+        try:
+            if not self.reader.started:
+                await self.reader.start()
+            points = await sample(self.reader, self.sampler, self.sources, now)
+            for series, ts, value in points:
+                await send(series, ts, value)
+        except Exception:  # noqa: BLE001 - a timer never dies; the series go quiet (hold)
+            log.exception("sampling the Kafka topic signals failed")
+            await self.reader.stop()
+            return 0
+        return len(points)

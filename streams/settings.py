@@ -84,6 +84,9 @@ class Settings:
     view_points: int = 360
     #: PredictiveScaler YAML for the local controller
     scalers: str = ""
+    #: clock of the Kafka topic signals' sampler: "" = the wall clock; a replay's event time as
+    #: event=<epoch s>,wall=<epoch s>,speed=<x> (event time at that wall time, and its speed)
+    signal_clock: str = ""
     #: simulated pod start-up delay (event-time seconds)
     startup_seconds: float = 180.0
     #: controller mode override: "" (per spec), Active or ForecastOnly
@@ -181,6 +184,12 @@ class Settings:
             out.append(f"--min-insync-replicas / FORESIGHT_MIN_INSYNC_REPLICAS of {self.min_insync_replicas} "
                        f"is more than the replication factor {self.replication_factor}: no write could "
                        "ever succeed")
+        try:
+            from streams.clock import SignalClock
+
+            SignalClock.parse(self.signal_clock)
+        except ValueError as exc:
+            out.append(f"--signal-clock / FORESIGHT_SIGNAL_CLOCK: {exc}")
         for port in ("web_port", "health_port"):
             if getattr(self, port) > 65535:
                 out.append(f"--{port.replace('_', '-')} / FORESIGHT_{port.upper()} must be <= 65535")
@@ -262,6 +271,7 @@ COMMANDS: dict[str, tuple[str, ...]] = {
     "metrics_series_cap": WORKER_COMMANDS,
     "view_points": WORKER_COMMANDS,
     "scalers": ("worker", "scaler"),
+    "signal_clock": ("worker",),
     "startup_seconds": SCALER_COMMANDS,
     "mode": SCALER_COMMANDS,
     "lease_namespace": SCALER_COMMANDS,

@@ -13,7 +13,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from scaler.decision import Comparison
-from streams.workload import HISTORY_CYCLES, PLANS, Workload
+from scaler.spec import kafka_topic_series
+from streams.workload import HISTORY_CYCLES, KAFKA_PLAN, PLANS, Workload
 
 
 @dataclass
@@ -34,8 +35,41 @@ def _in_place(decisions: list[dict[str, Any]], before: float, default: int) -> i
     return n
 
 
+def _judge_peaks(decs: list[dict[str, Any]], pts: dict[float, float], cap: float, min_replicas: int,
+                 peaks: list[tuple[int, float]], lead: float) -> list[dict[str, Any]]:
+    """The walking skeleton's rule on each predictable peak ``(cycle, ramp start)``: the first
+    scale-up after 10 minutes before the ramp was decided at least ``lead`` seconds before the
+    load (the series' windows) first exceeded the capacity in place 10 minutes before it."""
+    out = []
+    for cycle, t_peak in peaks:
+        before = _in_place(decs, t_peak - 10 * 60, min_replicas)
+        t_exceed = next(
+            (s for s in sorted(pts) if t_peak - 600 <= s <= t_peak + 900 and pts[s] > before * cap),
+            None,
+        )
+        ups = [d for d in decs if d["applied"] and d["desired"] > d["current"]
+               and t_peak - 600 < d["ts"] <= (t_exceed if t_exceed is not None else t_peak + 900)]
+        first = ups[0] if ups else None
+        after = max((d["desired"] for d in decs if t_peak <= d["ts"] <= t_peak + 900), default=None)
+        entry = {
+            "cycle": cycle,
+            "peak_start": t_peak,
+            "load_exceeds_capacity_at": t_exceed,
+            "first_scale_up_decided_at": first["ts"] if first else None,
+            "first_scale_up_reason": first["reason"] if first else None,
+            "lead_seconds": (t_exceed - first["ts"]) if (first and t_exceed is not None) else None,
+            "replicas_before": before,
+            "replicas_after": after,
+        }
+        entry["ok"] = bool(t_exceed is None or (first is not None and t_exceed - first["ts"] >= lead))
+        out.append(entry)
+    return out
+
+
 def summarize(obs: Observed, workload: Workload, namespace: str, window: float,
-              lead: float, sim_end: float) -> dict[str, Any]:
+              lead: float, sim_end: float, kafka_topic: str | None = None) -> dict[str, Any]:
+    """The JSON summary; with ``kafka_topic``, also the target scaled on that topic
+    (its traffic starts with the live part: its cycles count from there)."""
     targets: dict[str, Any] = {}
     checks: dict[str, bool | None] = {}
     for plan in PLANS:
@@ -55,34 +89,10 @@ def summarize(obs: Observed, workload: Workload, namespace: str, window: float,
             "vs_hpa_total": decs[-1].get("vs_hpa_total") if decs else None,
         }
         if plan.series == "checkout/requests":
-            peaks = []
-            c = 0
-            while workload.peak_start(c) + 15 * 60 <= sim_end:
-                t_peak = workload.peak_start(c)
-                before = _in_place(decs, t_peak - 10 * 60, plan.min_replicas)
-                t_exceed = next(
-                    (s for s in sorted(pts) if t_peak - 600 <= s <= t_peak + 900 and pts[s] > before * cap),
-                    None,
-                )
-                ups = [d for d in decs if d["applied"] and d["desired"] > d["current"]
-                       and t_peak - 600 < d["ts"] <= (t_exceed if t_exceed is not None else t_peak + 900)]
-                first = ups[0] if ups else None
-                after = max((d["desired"] for d in decs if t_peak <= d["ts"] <= t_peak + 900), default=None)
-                entry = {
-                    "cycle": c + 1,
-                    "peak_start": t_peak,
-                    "load_exceeds_capacity_at": t_exceed,
-                    "first_scale_up_decided_at": first["ts"] if first else None,
-                    "first_scale_up_reason": first["reason"] if first else None,
-                    "lead_seconds": (t_exceed - first["ts"]) if (first and t_exceed is not None) else None,
-                    "replicas_before": before,
-                    "replicas_after": after,
-                }
-                entry["ok"] = bool(
-                    t_exceed is None or (first is not None and t_exceed - first["ts"] >= lead)
-                )
-                peaks.append(entry)
-                c += 1
+            starts = []
+            while workload.peak_start(len(starts)) + 15 * 60 <= sim_end:
+                starts.append((len(starts) + 1, workload.peak_start(len(starts))))
+            peaks = _judge_peaks(decs, pts, cap, plan.min_replicas, starts, lead)
             info["predictable_peaks"] = peaks
             judged = [p for p in peaks if p["cycle"] >= 3]
             checks["scale_up_before_predictable_peak"] = all(p["ok"] for p in judged) if judged else None
@@ -121,7 +131,45 @@ def summarize(obs: Observed, workload: Workload, namespace: str, window: float,
             info["stuck_sensor"]["ok"] = ok
             checks["no_scale_down_from_stuck_sensor"] = ok
         targets[key] = info
+    if kafka_topic is not None:
+        targets[f"{namespace}/{KAFKA_PLAN.name}"] = _kafka_target(obs, workload, namespace, lead,
+                                                                  sim_end, kafka_topic, checks)
     return {"counts": dict(obs.counts), "targets": targets, "checks": checks}
+
+
+def _kafka_target(obs: Observed, workload: Workload, namespace: str, lead: float, sim_end: float,
+                  topic: str, checks: dict[str, bool | None]) -> dict[str, Any]:
+    k = KAFKA_PLAN
+    decs = sorted(obs.decisions.get(f"{namespace}/{k.name}", []), key=lambda d: d["ts"])
+    rate_s, lag_s, parts_s = kafka_topic_series(topic, k.group)
+    pts = obs.points.get(rate_s, {})
+    lag = obs.points.get(lag_s, {})
+    starts = []
+    while workload.burst_start(HISTORY_CYCLES + len(starts)) + 15 * 60 <= sim_end:
+        starts.append((len(starts) + 1, workload.burst_start(HISTORY_CYCLES + len(starts))))
+    bursts = _judge_peaks(decs, pts, k.capacity_per_replica, k.min_replicas, starts, lead)
+    judged = [p for p in bursts if p["cycle"] >= 3]
+    checks["scale_up_before_kafka_burst"] = all(p["ok"] for p in judged) if judged else None
+    return {
+        "series": rate_s,
+        "topic": topic,
+        "consumer_group": k.group,
+        "lag_series": lag_s,
+        "partitions_series": parts_s,
+        # windows of each series the worker closed: the sampler's measurements, through the pipeline
+        "windows": {"rate": len(pts), "lag": len(lag), "partitions": len(obs.points.get(parts_s, {}))},
+        "partitions": max(obs.points.get(parts_s, {}).values(), default=None),
+        "max_rate": max(pts.values(), default=None),
+        "max_lag": max(lag.values(), default=None),
+        "decisions": len(decs),
+        "scale_ups": sum(1 for d in decs if d["applied"] and d["desired"] > d["current"]),
+        "scale_downs": sum(1 for d in decs if d["applied"] and d["desired"] < d["current"]),
+        "reasons": sorted({d["reason"] for d in decs}),
+        "final_replicas": (decs[-1]["desired"] if decs else None),
+        "vs_hpa": decs[-1].get("vs_hpa") if decs else None,
+        "vs_hpa_total": decs[-1].get("vs_hpa_total") if decs else None,
+        "bursts": bursts,
+    }
 
 
 #: what each check means, in one line (the table's explanation)
@@ -135,6 +183,9 @@ CHECKS = {
     "no_scale_down_from_stuck_sensor": (
         "while inventory's sensor was stuck at 0, its target was never scaled down "
         "(bad data never causes a scale-down)"),
+    "scale_up_before_kafka_burst": (
+        "from the topic's cycle 3 on, orders' scale-up was decided at least leadTimeSeconds before "
+        "the topic's message rate exceeded its consumers' capacity"),
 }
 
 
@@ -197,10 +248,21 @@ def render(summary: dict[str, Any], workload: Workload, lead: float) -> str:
         unit = "events/s" if plan is not None and plan.kind == "events" else "in flight"
         cap = f" (capacity {plan.capacity_per_replica:g} {unit} per replica)" if plan is not None else ""
         out.append("")
-        if "predictable_peaks" in info:
+        peaks = info.get("predictable_peaks")
+        if "bursts" in info:
+            peaks = info["bursts"]
+            out.append(f"{key}: Kafka topic {info['topic']}, consumer group {info['consumer_group']}: a burst "
+                       f"every hour at minute 10, from the live part on (capacity "
+                       f"{KAFKA_PLAN.capacity_per_replica:g} messages/s per replica)")
+            w = info["windows"]
+            top = "-" if info["max_lag"] is None else f"{info['max_lag']:,.0f}"
+            out.append(f"  sampled into windows: rate {w['rate']}, lag {w['lag']}, partitions "
+                       f"{w['partitions']}; the group's lag peaked at {top} messages")
+        elif peaks is not None:
             out.append(f"{key}: a predictable peak every hour at minute 40{cap}")
+        if peaks is not None:
             out.append(f"  {'cycle':<6} {'peak':<6} {'replicas':<12} {'scale-up decided':<17} {'lead':<8} verdict")
-            for p in info["predictable_peaks"]:
+            for p in peaks:
                 reps = f"{p['replicas_before']} -> {p['replicas_after'] if p['replicas_after'] is not None else '-'}"
                 lead_s = "-" if p["lead_seconds"] is None else f"{p['lead_seconds']:.0f} s"
                 if p["cycle"] < 3:

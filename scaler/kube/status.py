@@ -17,7 +17,9 @@ status flips):
 
 With several signals, ``ForecastAvailable`` is True only when every signal's
 forecast is usable, else False naming the first that is not; ``status.signals``
-holds each signal's figures and ``status.signal`` the deciding one.
+holds each signal's figures (with its own shadow comparison against the HPA,
+``comparison``, on its own load and capacity) and ``status.signal`` the deciding
+one, whose comparison is ``status.comparison`` (the VS HPA column).
 
 >>> c = [condition("Ready", True, KubeReason.RECONCILED, "ok")]
 >>> merged = merge_conditions([], c, "2026-01-01T00:00:00Z")
@@ -37,7 +39,7 @@ from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Any
 
-from scaler.decision import Decision, Direction, Reason
+from scaler.decision import Comparison, Decision, Direction, Reason
 from scaler.spec import ScalerSpec
 
 CONDITION_TYPES = ("Ready", "ForecastAvailable", "ScalingActive", "ScalingLimited")
@@ -233,12 +235,14 @@ def signals_status(decision: Decision) -> list[dict[str, Any]]:
              "capacityPerReplica": f.capacity_per_replica,
              "leadTimeSeconds": f.lead_time_seconds,
              **({"lag": num(f.lag)} if f.lag is not None else {}),
-             **({"partitions": f.partitions} if f.partitions is not None else {})}
+             **({"partitions": f.partitions} if f.partitions is not None else {}),
+             **({"comparison": comparison_fields(f.vs_hpa)} if f.vs_hpa is not None else {})}
             for f in decision.signals]
 
 
 def comparison_status(decision: Decision) -> dict[str, Any]:
-    """``status.comparison``: the shadow comparison, in the CRD's camelCase.
+    """``status.comparison``: the shadow comparison of the signal that decided, in the CRD's
+    camelCase (each signal's own is in ``status.signals[].comparison``).
 
     >>> from scaler.decision import Comparison, Reason
     >>> d = Decision("shop/a", 0, 2, 2, Reason.FORECAST_PEAK, "m", simulated_replicas=3,
@@ -247,8 +251,15 @@ def comparison_status(decision: Decision) -> dict[str, Any]:
     >>> s["short"], s["hpaEqualCostUnserved"], s["simulatedReplicas"]
     ('-62%', 100, 3)
     """
-    c = decision.vs_hpa
-    assert c is not None
+    assert decision.vs_hpa is not None
+    out = comparison_fields(decision.vs_hpa)
+    if decision.simulated_replicas is not None:
+        out["simulatedReplicas"] = decision.simulated_replicas
+    return out
+
+
+def comparison_fields(c: Comparison) -> dict[str, Any]:
+    """One shadow comparison in the CRD's camelCase (``short`` is the VS HPA column)."""
     short = (f"{c.unserved / c.hpa_equal_cost_unserved - 1.0:+.0%}"
              if c.hpa_equal_cost_unserved > 0 else ("0 unserved" if c.unserved == 0 else "n/a"))
     out: dict[str, Any] = {
@@ -263,8 +274,6 @@ def comparison_status(decision: Decision) -> dict[str, Any]:
         "replicaSeconds": round(c.replica_seconds, 3),
         "hpaReplicaSeconds": round(c.hpa_replica_seconds, 3),
     }
-    if decision.simulated_replicas is not None:
-        out["simulatedReplicas"] = decision.simulated_replicas
     return out
 
 

@@ -780,3 +780,28 @@ def test_a_kafka_signal_is_reconciled_on_its_lag_too() -> None:
     r.observe(None, lag(2500), LAG)
     [d] = r.reconcile_series(LAG, NOW)
     assert (d.desired, d.reason, cluster.provisioned(spec.key)) == (8, Reason.CONSUMER_LAG, 8)
+
+
+def test_the_shadow_comparison_is_the_deciding_signals_and_each_signal_has_its_own() -> None:
+    """Two signals, each tallied against the HPA on its own load at its own capacity: the
+    target's comparison (status.comparison, the VS HPA column) is the one that decided."""
+    spec = two_signals()
+    state, current = PolicyState(), 1
+    decisions = []
+    for i in range(30):
+        now = NOW + i * STEP
+        # the queue (50 per replica) decides for the first 15 windows, then the requests do
+        rps, queue = (150.0, 900.0) if i < 15 else (2400.0, 100.0)
+        fcs = {"web/rps": make_forecast([rps], issued=now - STEP),
+               "web/queue": on("web/queue", make_forecast([queue], issued=now - STEP))}
+        obs = {"web/rps": Observation(now - STEP, rps), "web/queue": Observation(now - STEP, queue)}
+        d, state = decide(spec, state, fcs, obs, current, now)
+        current = d.desired
+        decisions.append(d)
+    for d in (decisions[10], decisions[-1]):
+        figures = {f.name: f for f in d.signals}
+        assert all(f.vs_hpa is not None for f in d.signals)
+        assert figures["web/rps"].vs_hpa != figures["web/queue"].vs_hpa  # tallied apart
+        assert d.vs_hpa == figures[d.signal].vs_hpa, d.signal
+    # the queue decided first, the requests (not the first signal's tally throughout) later
+    assert (decisions[10].signal, decisions[-1].signal) == ("web/queue", "web/rps")

@@ -56,6 +56,26 @@ def test_demo_scales_ahead_of_the_peak_and_safely(tmp_path):
     stuck = summary["targets"]["demo/inventory"]["stuck_sensor"]
     assert stuck["scale_downs_while_stuck"] == 0 and stuck["min_desired_while_stuck"] >= stuck["replicas_before"], stuck
     assert checks["no_scale_down_from_stuck_sensor"] is True
+    # 4. a target scaled on a real Kafka topic: from the topic's third cycle on, the scale-up
+    # before its burst decided >= leadTimeSeconds before the sampled rate exceeded capacity
+    orders = summary["targets"]["demo/orders"]
+    bursts = orders["bursts"]
+    judged = [b for b in bursts if b["cycle"] >= 3]
+    assert judged, f"the run must reach the topic's third cycle: {bursts}"
+    for b in judged:
+        assert b["ok"], f"topic cycle {b['cycle']}: scale-up not {180}s ahead: {b}"
+        if b["load_exceeds_capacity_at"] is not None:
+            assert b["load_exceeds_capacity_at"] - b["first_scale_up_decided_at"] >= 180
+    assert checks["scale_up_before_kafka_burst"] is True
+    # the sampler's series went through the pipeline: a window of each per simulated minute
+    # of the live part (5 simulated hours), the rate per event-time second (the burst is 12
+    # messages/s: per wall second it would read 240 times that), the group's real lag
+    live_minutes = 75 * 240 / 60
+    assert min(orders["windows"].values()) > 0.8 * live_minutes, orders["windows"]
+    assert orders["partitions"] == 16
+    assert 9.0 < orders["max_rate"] < 18.0, orders["max_rate"]
+    assert orders["max_lag"] > 0
+    assert 0 < counts["kafka_consumed"] <= counts["kafka_messages"], counts
     assert proc.returncode == 0, proc.stderr[-3000:]
 
     # a person reads the first screen and the table on stderr; scripts read the JSON on stdout
@@ -64,6 +84,7 @@ def test_demo_scales_ahead_of_the_peak_and_safely(tmp_path):
     assert "so the models have seen the hourly pattern 4 times" in err
     assert "demo/checkout: a predictable peak every hour at minute 40 (capacity 250 events/s per replica)" in err
     assert "cold start (cycles 1-2 are not judged)" in err
+    assert "demo/orders: Kafka topic foresight.orders, consumer group billing: a burst every hour" in err
     for name in checks:
         assert f"PASS  {name}" in err, err[-3000:]
 

@@ -14,7 +14,8 @@ from kafka.structs import OffsetAndMetadata
 from scaler.decision import Reason
 from scaler.policy import Observation, PolicyState, decide
 from scaler.spec import KafkaTopicSource, ScalerSpec, Signal, TargetRef
-from streams.kafka_signal import KafkaOffsets, OffsetSampler, kafka_sources, sample
+from streams.clock import SignalClock
+from streams.kafka_signal import KafkaOffsets, OffsetSampler, SignalSampler, kafka_sources, sample
 from streams.web import series_path
 from tests.streams.test_web import poll
 
@@ -91,11 +92,12 @@ def test_rate_lag_and_partitions_of_a_real_consumer_group(broker: str) -> None:
     first, second = asyncio.run(two_samples())
     # lag: 0 + (6 - 2) + 7 (never committed: whole); no rate before a second sample
     assert first == [(lag_s, 1000.0, 11.0), (parts_s, 1000.0, 3.0)]
-    # 30 more records in 10 s: 3 messages/s; the lag grows by them
-    assert second == [(rate_s, 1010.0, 3.0), (lag_s, 1010.0, 41.0), (parts_s, 1010.0, 3.0)]
+    # 30 more records in 10 s: 3 messages/s over [1000, 1010), stamped at its start; the lag
+    # grows by them
+    assert second == [(rate_s, 1000.0, 3.0), (lag_s, 1010.0, 41.0), (parts_s, 1010.0, 3.0)]
 
     # the policy on those points: 41 lag at 2 per replica needs 21, capped at the 3 partitions
-    obs = {s: Observation(ts - 10.0, v) for s, ts, v in second}
+    obs = {s: Observation(1000.0, v) for s, _, v in second}
     d, _ = decide(spec, PolicyState(), None, obs, 1, 1010.0)
     assert (d.desired, d.reason) == (3, Reason.CONSUMER_LAG), d.message
     assert "capped at the 3 partitions" in d.message
@@ -138,3 +140,49 @@ def test_the_worker_leader_publishes_the_kafka_series(broker, prefix, start_work
     parts = poll(worker.port, series_path(parts_s), lambda b: len(b["points"]) >= 1,
                  "the partitions series")
     assert parts["points"][-1]["value"] == 3.0
+
+
+def test_a_replay_clock_stamps_samples_and_measures_the_rate_in_event_time(broker: str) -> None:
+    """The sampler on ``foresight demo``'s clock (60x): nothing before the replay's wall origin,
+    one sample per event-time window, the rate per event second (not per wall second), and no
+    sample while the worker is too far behind the clock for its windows to take one."""
+    topic, group = f"orders-{uuid.uuid4().hex[:8]}", f"billing-{uuid.uuid4().hex[:6]}"
+    admin = KafkaAdminClient(bootstrap_servers=broker)
+    try:
+        admin.create_topics([NewTopic(topic, PARTITIONS, 1)])
+    finally:
+        admin.close()
+    produce(broker, topic, FIRST)
+    event0, wall0 = 1767240000.0, 5000.0
+    clock = SignalClock(event0, wall0, 60.0)
+    signals = SignalSampler({topic: {group}}, KafkaOffsets(broker), clock, step=60.0, max_ahead=300.0)
+    assert signals.interval == 0.25  # four ticks per event-time window of 1 wall second
+    sent: list[tuple[str, float, float]] = []
+
+    async def send(series: str, ts: float, value: float) -> None:
+        sent.append((series, ts, value))
+
+    rate_s, lag_s, parts_s = f"kafka/{topic}/rate", f"kafka/{topic}/lag/{group}", f"kafka/{topic}/partitions"
+
+    async def run() -> list[int]:
+        try:
+            counts = [await signals.tick(send, wall=wall0 - 0.5)]  # the replay has not started
+            counts.append(await signals.tick(send, wall=wall0 + 0.1))  # event0 + 6 s
+            counts.append(await signals.tick(send, wall=wall0 + 0.5))  # same window: no sample
+            await asyncio.to_thread(produce, broker, topic, {0: 10, 1: 10, 2: 10})
+            # the worker is 20 minutes behind the clock: its windows would refuse the sample
+            counts.append(await signals.tick(send, lambda: event0 - 1200.0, wall=wall0 + 1.1))
+            counts.append(await signals.tick(send, lambda: event0 + 40.0, wall=wall0 + 1.1))  # event0 + 66 s
+        finally:
+            await signals.reader.stop()
+        return counts
+
+    counts = asyncio.run(run())
+    assert counts == [0, 2, 0, 0, 3]
+    first, second = sent[:2], sent[2:]
+    assert first == [(lag_s, event0 + 6.0, 18.0), (parts_s, event0 + 6.0, 3.0)]
+    # 30 messages in 60 event-time seconds (1 wall second): 0.5 messages/s, stamped in event
+    # time at the start of that minute
+    (rate,) = [p for p in second if p[0] == rate_s]
+    assert rate[1] == pytest.approx(event0 + 6.0) and rate[2] == pytest.approx(0.5)
+    assert [p[:2] for p in second if p[0] == lag_s] == [(lag_s, pytest.approx(event0 + 66.0))]

@@ -65,6 +65,10 @@ def test_several_signals_status_names_the_decider_and_each_signals_figures():
     assert (fields["signal"], fields["desiredReplicas"]) == ("queue", 8)  # 7 + one pod a minute
     assert [(s["name"], s["desiredReplicas"], s["forecastPeak"]) for s in fields["signals"]] == [
         ("web/rps", 3, 300), ("queue", 8, 400)]
+    # each signal's own shadow comparison; the target's (the VS HPA column) is the decider's
+    rps, queue = fields["signals"]
+    assert rps["comparison"]["hpaReplicaSeconds"] != queue["comparison"]["hpaReplicaSeconds"]
+    assert {k: v for k, v in fields["comparison"].items() if k != "simulatedReplicas"} == queue["comparison"]
     by_type = {c["type"]: c for c in conds}
     assert by_type["ForecastAvailable"]["status"] == "True"
     assert by_type["ForecastAvailable"]["message"] == (
@@ -90,3 +94,27 @@ def test_a_scheduled_floor_is_a_limit_in_status():
     assert (d.desired, d.reason) == (9, Reason.SCHEDULED)
     assert fields["schedule"] == {"name": "sale", "minReplicas": 9}
     assert limited_condition(d, s)["reason"] == "Scheduled"
+
+
+def test_each_signals_comparison_is_in_the_crds_status_schema():
+    """The API server prunes status fields its schema does not name: every field a
+    several-signal decision writes, each signal's comparison too, is in deploy/crd.yaml."""
+    import jsonschema
+
+    from tests.deploy.test_manifests import _closed, crd
+
+    state, current = PolicyState(), 2
+    for i in range(5):
+        now = 600.0 + 60 * i
+        fcs = {"web/rps": flat(now - 60, 300), "web/queue": replace(flat(now - 60, 400),
+                                                                     series="web/queue")}
+        obs = {"web/rps": Observation(now - 60, 250), "web/queue": Observation(now - 60, 100)}
+        d, state = decide(two_signal_spec(), state, fcs, obs, current, now)
+        current = d.desired
+    fields, conds = decision_status(d, two_signal_spec(), d.fallback, last_scale_time=None,
+                                    observed_generation=1)
+    assert all("comparison" in s for s in fields["signals"]) and "comparison" in fields
+    status = {k: v for k, v in fields.items() if v is not None}
+    status["conditions"] = [{**c, "lastTransitionTime": "2026-01-01T00:00:00Z"} for c in conds]
+    schema = crd()["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]["status"]
+    jsonschema.Draft4Validator(_closed(schema)).validate(status)
