@@ -481,6 +481,19 @@ async def _demo(settings: Settings, duration: float, speed: float, serve: bool, 
         await asyncio.to_thread(load.close)
 
 
+def with_free_web_port(settings: Settings) -> Settings:
+    """``settings`` with a free web port where the default one is taken (unless the user chose it)."""
+    if settings.web_port == Settings().web_port and "FORESIGHT_WEB_PORT" not in os.environ:
+        import socket
+
+        try:
+            with socket.socket() as sock:
+                sock.bind((settings.web_host, settings.web_port))
+        except OSError:
+            settings = settings.replace(web_port=free_port(settings.web_host))
+    return settings
+
+
 def run_demo(settings: Settings, duration: float = 300.0, speed: float = 60.0, serve: bool = False,
              quiet: bool = False) -> int:
     """Run the demo; print the JSON summary on stdout; 0 if every check held."""
@@ -488,14 +501,7 @@ def run_demo(settings: Settings, duration: float = 300.0, speed: float = 60.0, s
         settings = settings.replace(window_seconds=60.0)
     if not settings.period_steps:
         settings = settings.replace(period_steps=int(CYCLE / settings.window_seconds))
-    if settings.web_port == Settings().web_port and "FORESIGHT_WEB_PORT" not in os.environ:
-        try:
-            import socket
-
-            with socket.socket() as s:
-                s.bind((settings.web_host, settings.web_port))
-        except OSError:
-            settings = settings.replace(web_port=free_port(settings.web_host))
+    settings = with_free_web_port(settings)
     print(intro(settings, duration, speed), file=sys.stderr, flush=True)
     children = Children()
     broker = None

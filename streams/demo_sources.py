@@ -182,17 +182,9 @@ def _demo_settings(settings: Settings, plan: Plan, local: bool) -> Settings:
     if settings.horizon_seconds < reach or ("FORESIGHT_HORIZON_SECONDS" not in os.environ
                                             and settings.horizon_seconds == Settings().horizon_seconds):
         settings = settings.replace(horizon_seconds=reach)
-    if settings.web_port == Settings().web_port and "FORESIGHT_WEB_PORT" not in os.environ:
-        import socket
+    from streams.demo import with_free_web_port
 
-        from streams.broker import free_port
-
-        try:
-            with socket.socket() as sock:
-                sock.bind((settings.web_host, settings.web_port))
-        except OSError:
-            settings = settings.replace(web_port=free_port(settings.web_host))
-    return settings
+    return with_free_web_port(settings)
 
 
 def intro(plan: Plan, settings: Settings, duration: float, local: bool) -> str:

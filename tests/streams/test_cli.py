@@ -159,6 +159,8 @@ def test_version_and_help_document_the_exit_codes():
 
 
 REQUIRED = {"produce": ["--input", "x.csv"], "detect": ["--input", "a", "--output", "b"]}
+#: a valid value for the string settings that have a format of their own
+EXAMPLES = {"signal_clock": "event=1767225600,wall=1767225600,speed=60"}
 
 
 @pytest.mark.parametrize("command", ["demo", "worker", "scaler", "produce"])
@@ -170,7 +172,8 @@ def test_every_setting_is_a_flag_of_every_command_that_uses_it(command):
         if info.type is bool:
             flag_args, expected = ["--no-" + info.flag[2:]], False
         else:
-            value = info.choices[-1] if info.choices else {int: "7", float: "0.95"}.get(info.type, "x")
+            value = info.choices[-1] if info.choices else EXAMPLES.get(
+                info.name, {int: "7", float: "0.95"}.get(info.type, "x"))
             flag_args, expected = [info.flag, value], info.type(value)
         args = parser.parse_args([command, *REQUIRED.get(command, []), *flag_args])
         assert getattr(settings_from_args(args, env={}), info.name) == expected, info.flag
