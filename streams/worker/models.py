@@ -36,8 +36,9 @@ import numpy as np
 
 from detectors.bank import SeriesBank
 from detectors.defaults import make_series_model
+from detectors.forecast import Forecast, ForecastPoint
 from detectors.series import SeriesModel
-from scaler.inputs import inputs_from_update
+from scaler.inputs import policy_inputs
 from streams import records
 from streams.budget import put_on_partition
 from streams.checkpoint import UntrustedCheckpoint
@@ -299,26 +300,43 @@ class Models:
                 self._update(bank, points, [k], [c], partition, out)
             return
         metrics.model_update_seconds.observe((time.perf_counter() - t0) / n)
+        # the update's columns as Python values in one pass each (no SeriesUpdate, no Interval
+        # per step): the forecasts are SeriesModel.to_forecast's, placed in event time here
+        step = held[0].step  # a bank's series share its step
+        h = u.intervals.shape[1]
+        # flat lists (floats only: no list per series and step for the garbage collector to scan)
+        at = (ts[:, None] + np.arange(1, h + 1) * step).ravel().tolist()
+        yhat, lower, upper = (u.intervals[:, :, j].ravel().tolist() for j in range(3))
+        score, anomalous, untrusted = u.score.tolist(), u.anomalous.tolist(), u.untrusted.tolist()
+        warm, drifting, started = u.warm.tolist(), u.drifting.tolist(), u.drift_started.tolist()
+        error = [None if e != e else e for e in u.error.tolist()]  # NaN: None, as SeriesUpdate's
         learnt = bank.updates(rows).tolist()
+        coverage = bank.template.forecaster.coverage
+        model_name = type(bank.template.forecaster).__name__
         detector = type(bank.template.detector).__name__
         every = ctx.settings.checkpoint_every
         for i, k in enumerate(ks):
             p, cached = points[k], held[i]
             try:
-                su = u.series_update(i)
-                fc, obs, _ = inputs_from_update(bank.template, p.series, p.start, cached.step, p.value, su)
+                fc, obs, _ = policy_inputs(
+                    Forecast(p.series, p.start, step,
+                             tuple(map(ForecastPoint, at[i * h:(i + 1) * h], yhat[i * h:(i + 1) * h],
+                                       lower[i * h:(i + 1) * h], upper[i * h:(i + 1) * h])),
+                             coverage, model_name, warm[i], error[i], drifting[i]),
+                    p.value, anomalous[i] or untrusted[i])
+                assert obs is not None
                 key = p.series.encode()
                 anomaly = None
-                if su.drift_started:
+                if started[i]:
                     metrics.drift_events.inc()
                     log.info("series %s: forecast errors changed regime at %s (drift); acting "
                              "reactively until the model has adapted", p.series, p.start)
-                if su.anomalous:
-                    anomaly = Anomaly(p.start, p.value, su.score, bank.threshold, detector)
+                if anomalous[i]:
+                    anomaly = Anomaly(p.start, p.value, score[i], bank.threshold, detector)
                     out.anomalies.append((key, records.dumps(records.anomaly_to_json(p.series, *anomaly))))
                 if p.series not in store.series and key in tables.series_view:
                     self.restore_view(p.series)
-                view = store.on_window(p.series, p.start, p.value, fc, su.score, su.anomalous, anomaly)
+                view = store.on_window(p.series, p.start, p.value, fc, score[i], anomalous[i], anomaly)
                 store.note_learnt(p.series, learnt[i])
                 cached.since_checkpoint += 1
                 if cached.since_checkpoint >= every:
@@ -327,7 +345,7 @@ class Models:
                     put_on_partition(tables.series_view, partition, key, store.snapshot_series(view))
                     cached.since_checkpoint = 0
                     metrics.checkpoints.inc()
-                out.forecasts[k] = records.dumps(records.forecast_to_json(fc, obs.value, obs.anomalous, su.score))
+                out.forecasts[k] = records.dumps(records.forecast_to_json(fc, obs.value, obs.anomalous, score[i]))
             except Exception as exc:  # noqa: BLE001 - one point never stops the others
                 out.errors[k] = exc
 
