@@ -52,8 +52,8 @@ from streams.worker.deadletters import dead_letter, processing_error
 
 log = logging.getLogger("foresight.worker")
 
-#: rows a bank is created with (it doubles when full, up to what the series budget admits):
-#: allocating the whole series limit up front would make it resident at start-up
+#: rows a bank is created with (it doubles when full): allocating the whole series limit up
+#: front would make it resident at start-up (the bank's arrays are filled when allocated)
 INITIAL_ROWS = 1024
 
 
@@ -110,7 +110,10 @@ class Models:
         except Exception as exc:  # noqa: BLE001 - signed but unloadable (an older version): cold
             self._unloadable(series, exc)
             return None
-        return model if isinstance(model, SeriesModel) else None
+        if not isinstance(model, SeriesModel):
+            self._unloadable(series, TypeError(f"a {type(model).__name__}, not a SeriesModel"))
+            return None
+        return model
 
     def _unloadable(self, series: str, exc: Exception) -> None:
         self.ctx.metrics.untrusted_state.labels("models").inc()
