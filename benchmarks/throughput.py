@@ -9,7 +9,14 @@ Prints JSON:
   series, pickled model size, and window-close -> forecast-published delay
   (p50/p99, from Kafka record timestamps).
 
+- model path (``--model-path``): points written straight to the ``points``
+  topic, ``--warm`` windows first (the models learn them), then a backlog of
+  ``--windows`` windows for every series at once: model updates/s from the
+  first backlog message produced to the last forecast published (the model
+  agent alone, on warm models, without the window agent's ingest in front).
+
 Usage: ``python benchmarks/throughput.py [--series 1000 10000] [--windows 30]``
+       ``python benchmarks/throughput.py --model-path --series 10000 --warm 30 --windows 10``
 """
 
 from __future__ import annotations
@@ -301,6 +308,71 @@ def bench_cardinality(broker: str, workdir: Path, distinct: int, limit: int) -> 
             "rss_before_mb": rss0 / 2**20, "rss_after_mb": rss1 / 2**20}
 
 
+def points_messages(names: list[str], window: int, partitions: int) -> list[tuple[int, bytes]]:
+    """(partition, message) of one window of every series, batched per partition as the worker's
+    window agent publishes them."""
+    from streams.web.cluster import partition_for
+
+    by_part: dict[int, list[records.Point]] = {}
+    start = T0 + window * WINDOW
+    for i, n in enumerate(names):
+        v = 100.0 + 10.0 * ((window + i) % 12) + i % 7
+        by_part.setdefault(partition_for(n, partitions), []).append(
+            records.Point(n, start, start + WINDOW, 1, v, v, v, v))
+    return [(part, body) for part, pts in by_part.items() for _, body in records.points_batches(pts)]
+
+
+def bench_model_path(broker: str, workdir: Path, series: int, warm: int, windows: int) -> dict[str, object]:
+    """The model agent alone: points in, forecasts out, on warm models, draining a backlog."""
+    prefix = f"bm{uuid.uuid4().hex[:6]}"
+    settings = Settings(topic_prefix=prefix)
+    topics = Topics.from_settings(settings)
+    ensure_topics(broker, topics.all(), settings.partitions)
+    names = [f"svc{i:06d}/requests" for i in range(series)]
+    prod = KafkaProducer(bootstrap_servers=broker, linger_ms=5, batch_size=1024 * 1024,
+                         max_request_size=8 * 1024 * 1024)
+
+    def produce(first: int, last: int) -> None:
+        for w in range(first, last):
+            for part, body in points_messages(names, w, settings.partitions):
+                prod.send(topics.points, value=body, partition=part)
+        prod.flush()
+
+    w = Worker(broker, prefix, workdir)
+    try:
+        rss0 = w.rss()
+        t = time.monotonic()
+        produce(0, warm)
+        w.wait_counter("foresight_forecasts_out_total", warm * series, timeout=1800)
+        warm_secs = time.monotonic() - t
+        rss1 = w.rss()
+        upd0 = metric(w.port, "foresight_model_update_seconds_sum")
+        n0 = metric(w.port, "foresight_model_update_seconds_count")
+        t0 = time.monotonic()
+        produce(warm, warm + windows)
+        produced = time.monotonic() - t0
+        secs, got, _ = w.wait_counter("foresight_forecasts_out_total", (warm + windows) * series,
+                                      timeout=1800, start=t0)
+        upd = metric(w.port, "foresight_model_update_seconds_sum") - upd0
+        updn = metric(w.port, "foresight_model_update_seconds_count") - n0
+        checkpoints = metric(w.port, "foresight_checkpoints_total")
+    finally:
+        w.stop()
+        prod.close()
+    done = got - warm * series
+    return {
+        "series": series, "warm_windows": warm, "backlog_windows": windows,
+        "warmup_updates_per_s": warm * series / warm_secs,
+        "backlog_produced_s": produced,
+        "model_updates_per_s": done / secs if secs else None,
+        "model_updates": done,
+        # seconds per update inside the bank's vectorised call (observed once per call)
+        "bank_update_mean_us": 1e6 * upd / updn if updn else None,
+        "checkpoints": checkpoints,
+        "rss_per_series_bytes": (rss1 - rss0) / series,
+    }
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--series", type=int, nargs="+", default=[1000, 10000])
@@ -308,12 +380,20 @@ def main() -> None:
     ap.add_argument("--single-messages", type=int, default=50000)
     ap.add_argument("--cardinality", type=int, nargs=2, metavar=("DISTINCT", "LIMIT"),
                     help="only the cardinality probe: DISTINCT series ids to a worker limited to LIMIT")
+    ap.add_argument("--model-path", action="store_true",
+                    help="only the model path: points straight to the points topic (see above)")
+    ap.add_argument("--warm", type=int, default=30, help="--model-path: windows learnt before measuring")
     args = ap.parse_args()
     import tempfile
 
     workdir = Path(tempfile.mkdtemp(prefix="foresight-bench-"))
     out: dict[str, object] = {"window_seconds": WINDOW, "cpu_count": os.cpu_count()}
     with EmbeddedBroker(log_path=str(workdir / "broker.log")) as b:
+        if args.model_path:
+            out["model_path"] = [bench_model_path(b.bootstrap, workdir, n, args.warm, args.windows)
+                                 for n in args.series]
+            print(json.dumps(out, indent=2))
+            return
         if args.cardinality:
             out["cardinality"] = bench_cardinality(b.bootstrap, workdir, *args.cardinality)
             print(json.dumps(out, indent=2))

@@ -124,11 +124,13 @@ class HistoryLearner:
 
     Parameters are the worker's collaborators (see :mod:`streams.worker.models`):
     ``model_for(series, t, value)`` gives the cached model that learns the window at ``t``
-    (``.model``; ``.step``, the series' own step; ``.since_checkpoint``): the same call the
-    model agent makes for a live point, so history is modelled at the series' own step too.
-    ``store`` is the :class:`~streams.web.readmodel.ViewStore`, ``save(series, model, view)``
-    checkpoints both, ``restore_view(series)`` restores a series' view from its table.
-    ``current(series)`` gives the series' cached model without learning anything: what the
+    (``.model``, a :class:`~detectors.series.SeriesModel`; ``.step``, the series' own step;
+    ``.since_checkpoint``), at the series' own step as the model agent's for a live point, so
+    history is modelled at the series' own step too (the worker's is checked out of its model
+    bank). ``store`` is the :class:`~streams.web.readmodel.ViewStore`, ``save(series, model,
+    view)`` checkpoints both (the worker's checks the model back into its bank first),
+    ``restore_view(series)`` restores a series' view from its table.
+    ``current(series)`` gives the series' model (a copy) without learning anything: what the
     receipt of a message whose windows were all skipped reports (warm, updates).
     ``step`` is the window length: history is windowed at it.
     """
@@ -199,14 +201,14 @@ class HistoryLearner:
         self.metrics.points.labels("skipped").inc(r.skipped)
         self.metrics.points.labels("rejected").inc(rejected)
         cached = current[0] if current else None
-        if r.learnt and cached is not None:
+        model = cached.model if cached is not None else None  # before save, which may check it in
+        if r.learnt and cached is not None and model is not None:
             self.store.note_kind(series, "metrics")
-            self.store.note_learnt(series, cached.model.updates, r.learnt)
-            self.save(series, cached.model, self.store.series[series])
+            self.store.note_learnt(series, model.updates, r.learnt)
+            self.save(series, model, self.store.series[series])
             cached.since_checkpoint = 0
-        if cached is None and self.current is not None:  # nothing learnt: still, how far the model is
-            cached = self.current(series)
-        model = cached.model if cached is not None else None
+        if model is None and self.current is not None:  # nothing learnt: still, how far the model is
+            model = self.current(series)
         return HistoryReceipt(series, pts[0].start, pts[-1].start, r.first, r.last, r.learnt,
                               r.skipped, rejected, bool(model is not None and model.forecaster.warm),
                               model.updates if model is not None else 0, partition, offset)

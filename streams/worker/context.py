@@ -18,6 +18,7 @@ from typing import Any
 
 import faust
 
+from detectors.bank import SeriesBank
 from detectors.series import SeriesModel
 from streams import kafka_config
 from streams.budget import SeriesBudget
@@ -41,12 +42,31 @@ def horizon_steps(settings: Settings) -> int:
     return settings.forecast_horizon_steps()
 
 
-@dataclass
+#: a bank's key: (step seconds, seasonal period in steps or None, horizon in steps)
+BankKey = tuple[float, int | None, int]
+
+
+@dataclass(slots=True)
 class Cached:
-    model: SeriesModel
+    """Where a series' model lives: row ``row`` of ``bank`` (a :class:`~detectors.bank.SeriesBank`
+    of the series' step), or, while the history learner holds it, the object ``model``."""
+
+    bank: SeriesBank
+    row: int
     #: the step the series is modelled at (its natural step: streams/steps.py)
     step: float
     since_checkpoint: int = 0
+    #: the model checked out of the bank as an object (history learning): the row is stale
+    #: until it is checked back in (streams/worker/models.py)
+    model: SeriesModel | None = None
+
+    def export(self) -> SeriesModel:
+        """The series' model as a :class:`~detectors.series.SeriesModel` (e.g. to checkpoint)."""
+        return self.model if self.model is not None else self.bank.export(self.row)
+
+    def release(self) -> None:
+        """Free the series' row (export it first to keep it)."""
+        self.bank.remove(self.row)
 
 
 @dataclass
@@ -63,7 +83,10 @@ class WorkerState:
     next_offset: dict[Source, int] = field(default_factory=dict)
     #: the window agent's (manual-ack) stream
     input_stream: Any = None
+    #: per series: its row in a bank (models are restored from the ``models`` table on demand)
     models: dict[str, Cached] = field(default_factory=dict)
+    #: the model banks, one per configuration (streams/worker/models.py)
+    banks: dict[BankKey, SeriesBank] = field(default_factory=dict)
     #: per series: the estimate of its natural step (rebuilt after a rebalance)
     steps: dict[str, StepEstimator] = field(default_factory=dict)
 
@@ -73,6 +96,12 @@ class WorkerState:
         self.unacked.pop(source, None)
         self.last_input.pop(source, None)
         self.next_offset.pop(source, None)
+
+    def drop_models(self) -> None:
+        """Forget every series' model (restored from the ``models`` table on demand)."""
+        self.models.clear()
+        self.banks.clear()
+        self.steps.clear()
 
 
 @dataclass

@@ -2,7 +2,7 @@
 
 Which series may come in and which have gone idle is :mod:`streams.budget`'s
 (pure); this is the worker's side: windows closed, models and views
-checkpointed, then dropped.
+checkpointed, then dropped (a model's bank row freed).
 """
 
 from __future__ import annotations
@@ -45,11 +45,16 @@ def install(ctx: WorkerContext, windows: Windows) -> None:
                 key, part = series.encode(), partition_for(series, settings.partitions)
                 cached = state.models.pop(series, None)
                 view = store.series.get(series)
-                if cached is not None and cached.since_checkpoint:
-                    put_on_partition(ctx.tables.models, part, key, ctx.checkpointer.dumps(cached.model))
-                    metrics.checkpoints.inc()
-                    if view is not None:
-                        put_on_partition(ctx.tables.series_view, part, key, store.snapshot_series(view))
+                if cached is not None:
+                    try:
+                        if cached.since_checkpoint:
+                            put_on_partition(ctx.tables.models, part, key,
+                                             ctx.checkpointer.dumps(cached.export()))
+                            metrics.checkpoints.inc()
+                            if view is not None:
+                                put_on_partition(ctx.tables.series_view, part, key, store.snapshot_series(view))
+                    finally:
+                        cached.release()  # its bank row is free for another series
                 store.evict(series)
                 state.steps.pop(series, None)
         except Exception:  # noqa: BLE001 - a timer never dies; what is held stays until next time

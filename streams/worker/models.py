@@ -1,68 +1,182 @@
 """The model agent and the history agent: closed windows -> per-series models.
 
-- model agent: ``points`` -> per-series :class:`~detectors.series.SeriesModel`
-  -> ``forecasts`` and ``anomalies`` (models checkpointed, signed, to the
-  ``models`` table every N updates, the series' view to ``series_view``);
+- model agent: ``points`` -> the series' models -> ``forecasts`` and
+  ``anomalies`` (models checkpointed, signed, to the ``models`` table every N
+  updates, the series' view to ``series_view``);
 - history agent: ``history`` -> backfilled windows learnt in event time
   (:mod:`streams.history`), receipts to ``history.learnt``.
 
-Each series is modelled at its natural step (:mod:`streams.steps`).
+Models live in banks (:class:`~detectors.bank.SeriesBank`): one per
+configuration (the series' step, its seasonal period and horizon in that step),
+one row per series. A points message's points are grouped by bank and each
+bank is updated in one vectorised call; a series with two windows in one
+message goes into successive calls, in window order. The bank reproduces
+:class:`~detectors.series.SeriesModel` per series (tests/detectors/test_bank.py),
+and a row leaves and enters as a ``SeriesModel``: checkpoints stay the signed
+per-series record (``bank.export(row)``), restored with ``bank.load`` (after a
+rebalance, a message's series together with ``bank.load_many``). The history
+learner works on the objects: a row is checked out (exported), taught, and
+checked back in.
+
+Each series is modelled at its natural step (:mod:`streams.steps`): when it
+changes, a ``SeriesModel`` at the new step learns the kept points again and
+moves into the bank of that step.
 """
 
 from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Iterable
+from dataclasses import dataclass, field
 from typing import Any
 
 import faust
+import numpy as np
 
+from detectors.bank import SeriesBank
 from detectors.defaults import make_series_model
+from detectors.forecast import Forecast, ForecastPoint
 from detectors.series import SeriesModel
-from scaler.inputs import inputs_from_update
+from scaler.inputs import policy_inputs
 from streams import records
+from streams.budget import put_on_partition
 from streams.checkpoint import UntrustedCheckpoint
 from streams.history import HistoryLearner, HistoryMetrics
 from streams.lifecycle import delivered
 from streams.records import Point
 from streams.steps import StepEstimator, model_shape
 from streams.web.readmodel import Anomaly
-from streams.worker.context import Cached, WorkerContext, horizon_steps
+from streams.worker.context import BankKey, Cached, WorkerContext
 from streams.worker.deadletters import dead_letter, processing_error
 
 log = logging.getLogger("foresight.worker")
 
+#: rows a bank is created with (it doubles when full): allocating the whole series limit up
+#: front would make it resident at start-up (the bank's arrays are filled when allocated)
+INITIAL_ROWS = 1024
+
+
+@dataclass
+class Learnt:
+    """What a batch of points did, per point in batch order: its forecast message element, or
+    the exception its processing raised; and the anomaly messages (key, body) to send."""
+
+    forecasts: list[bytes | None]
+    errors: dict[int, Exception] = field(default_factory=dict)
+    anomalies: list[tuple[bytes, bytes]] = field(default_factory=list)
+
 
 class Models:
-    """The cache of per-series models over the ``models`` table, and what updates them."""
+    """The series' rows in the model banks, over the ``models`` table, and what updates them."""
 
     def __init__(self, ctx: WorkerContext) -> None:
         self.ctx = ctx
-        self.horizon = horizon_steps(ctx.settings)
-        self.period = ctx.settings.period_steps or None
         self.anomalies_delivered = delivered(ctx.metrics.anomalies_out)
+        self._warned: set[BankKey] = set()
+
+    # -- banks and rows ----------------------------------------------------
+    def bank_for(self, step: float) -> SeriesBank:
+        """The bank of series modelled at ``step`` (created on first use)."""
+        ctx = self.ctx
+        period, horizon = model_shape(ctx.settings, step)
+        key: BankKey = (step, period, horizon)
+        bank = ctx.state.banks.get(key)
+        if bank is None:
+            threshold = ctx.settings.anomaly_threshold
+            bank = ctx.state.banks[key] = SeriesBank(
+                lambda: make_series_model(step, period, horizon, threshold),
+                capacity=min(INITIAL_ROWS, ctx.budget.limit))
+            if not bank.detector.vectorised and key not in self._warned:
+                self._warned.add(key)
+                log.warning("the model bank of step %gs does not vectorise the detector %s: one "
+                            "detector object per series (exact, slower)", step,
+                            type(bank.template.detector).__name__)
+        return bank
+
+    def _checkpoint(self, series: str) -> SeriesModel | None:
+        """The series' model from its signed checkpoint; None (logged, counted) if it has none
+        or it is refused or unloadable."""
+        ctx = self.ctx
+        blob = ctx.tables.models.get(series.encode())
+        if not blob:
+            return None
+        try:
+            model = ctx.checkpointer.loads(blob)
+        except UntrustedCheckpoint as exc:
+            ctx.metrics.untrusted_checkpoints.inc()
+            log.warning("series %s: refusing model checkpoint (%s); starting cold", series, exc)
+            return None
+        except Exception as exc:  # noqa: BLE001 - signed but unloadable (an older version): cold
+            self._unloadable(series, exc)
+            return None
+        if not isinstance(model, SeriesModel):
+            self._unloadable(series, TypeError(f"a {type(model).__name__}, not a SeriesModel"))
+            return None
+        return model
+
+    def _unloadable(self, series: str, exc: Exception) -> None:
+        self.ctx.metrics.untrusted_state.labels("models").inc()
+        log.warning("series %s: unloadable model checkpoint (%s: %s); starting cold",
+                    series, type(exc).__name__, exc)
+
+    def restore(self, names: Iterable[str]) -> None:
+        """Give every series of ``names`` not held yet a row: restored from its checkpoint (one
+        ``load_many`` per bank), else cold at the worker's window."""
+        ctx = self.ctx
+        held = ctx.state.models
+        groups: dict[int, tuple[SeriesBank, float, list[str], list[SeriesModel]]] = {}
+        for series in names:
+            if series in held:
+                continue
+            model = self._checkpoint(series)
+            if model is None:
+                bank = self.bank_for(ctx.step)
+                held[series] = Cached(bank, bank.add(), ctx.step)
+                continue
+            step = float(getattr(model.forecaster, "step_seconds", ctx.step))
+            bank = self.bank_for(step)
+            g = groups.setdefault(id(bank), (bank, step, [], []))
+            g[2].append(series)
+            g[3].append(model)
+        for bank, step, group, models in groups.values():
+            rows = [bank.add() for _ in group]
+            try:
+                bank.load_many(rows, models)
+                restored = len(rows)
+            except Exception:  # noqa: BLE001 - one does not fit: each on its own, the rest cold
+                restored = 0
+                for i, (series, model) in enumerate(zip(group, models, strict=True)):
+                    try:
+                        bank.load(rows[i], model)
+                        restored += 1
+                    except Exception as exc:  # noqa: BLE001 - another configuration or version: cold
+                        self._unloadable(series, exc)
+                        bank.remove(rows[i])
+                        rows[i] = bank.add()  # reset: cold
+            for series, row in zip(group, rows, strict=True):
+                held[series] = Cached(bank, row, step)
+            ctx.metrics.restored_checkpoints.inc(restored)
 
     def model_for(self, series: str) -> Cached:
-        ctx = self.ctx
-        cached = ctx.state.models.get(series)
+        """The series' row (restored from its checkpoint, or cold, if not held)."""
+        cached = self.ctx.state.models.get(series)
         if cached is None:
-            blob = ctx.tables.models.get(series.encode())
-            model = None
-            if blob:
-                try:
-                    model = ctx.checkpointer.loads(blob)
-                    ctx.metrics.restored_checkpoints.inc()
-                except UntrustedCheckpoint as exc:
-                    ctx.metrics.untrusted_checkpoints.inc()
-                    log.warning("series %s: refusing model checkpoint (%s); starting cold", series, exc)
-                except Exception as exc:  # noqa: BLE001 - signed but unloadable (an older version): cold
-                    ctx.metrics.untrusted_state.labels("models").inc()
-                    log.warning("series %s: unloadable model checkpoint (%s: %s); starting cold",
-                                series, type(exc).__name__, exc)
-            if model is None:
-                model = make_series_model(ctx.step, self.period, self.horizon, ctx.settings.anomaly_threshold)
-            cached = ctx.state.models[series] = Cached(model, getattr(model.forecaster, "step_seconds", ctx.step))
+            self.restore((series,))
+            cached = self.ctx.state.models[series]
         return cached
+
+    def _move(self, cached: Cached, step: float, model: SeriesModel) -> None:
+        """Put ``model`` (at ``step``) in the bank of that step, freeing the series' old row."""
+        bank = self.bank_for(step)
+        row = bank.add()
+        try:
+            bank.load(row, model)
+        except Exception:
+            bank.remove(row)
+            raise
+        cached.release()
+        cached.bank, cached.row, cached.step = bank, row, step
 
     def at_own_step(self, series: str, cached: Cached, t: float, value: float) -> Cached:
         """The series' model at its natural step (streams/steps.py): when the estimate of the
@@ -70,7 +184,8 @@ class Models:
         ctx = self.ctx
         est = ctx.state.steps.get(series)
         if est is None:  # a restored model keeps its step unless the recent intervals disagree
-            est = ctx.state.steps[series] = StepEstimator(ctx.step, step=cached.step if cached.model.updates else None)
+            learnt = cached.model.updates if cached.model is not None else cached.bank.updates([cached.row])[0]
+            est = ctx.state.steps[series] = StepEstimator(ctx.step, step=cached.step if learnt else None)
         new_step = est.observe(t, value)
         if new_step is None or new_step == cached.step:
             return cached
@@ -80,12 +195,49 @@ class Models:
             model.update(v, ts)
         log.info("series %s: a point every %gs: modelled at that step from now on (was %gs)",
                  series, new_step, cached.step)
-        cached = ctx.state.models[series] = Cached(model, new_step)
+        if cached.model is not None:  # checked out (history): moves when checked in
+            cached.model, cached.step = model, new_step
+        else:
+            self._move(cached, new_step, model)
         return cached
 
-    def learner_model(self, series: str, t: float, value: float) -> Cached:
-        """The model that learns ``series``' window at ``t`` (live or from history)."""
-        return self.at_own_step(series, self.model_for(series), t, value)
+    # -- history: objects checked out of the banks ---------------------------
+    def history_model(self, series: str, t: float, value: float) -> Cached:
+        """The series' model checked out of its bank as an object (``.model``), at its own step,
+        to learn the window at ``t`` from history; :meth:`checkin` puts it back."""
+        cached = self.model_for(series)
+        if cached.model is None:
+            cached.model = cached.bank.export(cached.row)
+        return self.at_own_step(series, cached, t, value)
+
+    def current_model(self, series: str) -> SeriesModel:
+        """A copy of the series' model as it is (restored if not held), learning nothing."""
+        return self.model_for(series).export()
+
+    def checkin(self, series: str) -> None:
+        """Put a checked-out model back into its bank row (the bank of its step)."""
+        cached = self.ctx.state.models.get(series)
+        if cached is None or cached.model is None:
+            return
+        model, cached.model = cached.model, None
+        bank = self.bank_for(cached.step)
+        if bank is cached.bank:
+            bank.load(cached.row, model)
+        else:
+            self._move(cached, cached.step, model)
+
+    def checkin_all(self) -> None:
+        for series in [s for s, c in self.ctx.state.models.items() if c.model is not None]:
+            self.checkin(series)
+
+    def save_history(self, series: str, model: SeriesModel, view: Any) -> None:
+        """Check a series' model back in and checkpoint it and its view after a history
+        message taught it."""
+        ctx = self.ctx
+        self.checkin(series)
+        ctx.tables.models[series.encode()] = ctx.checkpointer.dumps(model)
+        ctx.tables.series_view[series.encode()] = ctx.store.snapshot_series(view)
+        ctx.metrics.checkpoints.inc()
 
     def restore_view(self, series: str) -> None:
         """Restore a series' view from its ``series_view`` record, if it has one."""
@@ -93,66 +245,136 @@ class Models:
         if raw:
             self.ctx.store.restore_series(series, raw)  # a forged or unreadable snapshot is skipped and counted
 
+    # -- live points -----------------------------------------------------
+    def learn(self, points: list[Point], partition: int) -> Learnt:
+        """Update the models with ``points`` (closed windows of series of the points partition
+        ``partition``); never awaits, so a rebalance cannot drop a bank under it."""
+        held = self.ctx.state.models
+        out = Learnt([None] * len(points))
+        missing = [p.series for p in points if p.series not in held]
+        if missing:
+            self.restore(dict.fromkeys(missing))
+        # a series' k-th point in the batch goes into the k-th round of bank updates
+        rounds: list[list[int]] = [[]]
+        seen: dict[str, int] = {}
+        for k, p in enumerate(points):
+            r = seen.get(p.series, 0)
+            seen[p.series] = r + 1
+            if r == len(rounds):
+                rounds.append([])
+            rounds[r].append(k)
+        for ks in rounds:
+            self._round(points, ks, partition, out)
+        return out
+
+    def _round(self, points: list[Point], ks: list[int], partition: int, out: Learnt) -> None:
+        """Points ``ks`` (one per series) grouped by bank, each group one bank update."""
+        held = self.ctx.state.models
+        groups: dict[int, tuple[SeriesBank, list[int], list[Cached]]] = {}
+        for k in ks:
+            p = points[k]
+            try:
+                cached = held.get(p.series) or self.model_for(p.series)
+                if cached.model is not None:
+                    self.checkin(p.series)
+                cached = self.at_own_step(p.series, cached, p.start, p.value)
+            except Exception as exc:  # noqa: BLE001 - one point never stops the others
+                out.errors[k] = exc
+                continue
+            g = groups.get(id(cached.bank))
+            if g is None:
+                g = groups[id(cached.bank)] = (cached.bank, [], [])
+            g[1].append(k)
+            g[2].append(cached)
+        for bank, gk, gc in groups.values():
+            self._update(bank, points, gk, gc, partition, out)
+
+    def _update(self, bank: SeriesBank, points: list[Point], ks: list[int], held: list[Cached],
+                partition: int, out: Learnt) -> None:
+        ctx, metrics, store, tables = self.ctx, self.ctx.metrics, self.ctx.store, self.ctx.tables
+        n = len(ks)
+        rows = np.fromiter((c.row for c in held), np.int64, n)
+        values = np.fromiter((points[k].value for k in ks), np.float64, n)
+        ts = np.fromiter((points[k].start for k in ks), np.float64, n)
+        t0 = time.perf_counter()
+        try:
+            u = bank.update(rows, values, ts)
+        except Exception as exc:  # noqa: BLE001 - refused as a whole (nothing changed): one by one
+            if n == 1:
+                out.errors[ks[0]] = exc
+                return
+            for k, c in zip(ks, held, strict=True):
+                self._update(bank, points, [k], [c], partition, out)
+            return
+        metrics.model_update_seconds.observe((time.perf_counter() - t0) / n)
+        # the update's columns as Python values in one pass each (no SeriesUpdate, no Interval
+        # per step): the forecasts are SeriesModel.to_forecast's, placed in event time here
+        step = held[0].step  # a bank's series share its step
+        h = u.intervals.shape[1]
+        # flat lists (floats only: no list per series and step for the garbage collector to scan)
+        at = (ts[:, None] + np.arange(1, h + 1) * step).ravel().tolist()
+        yhat, lower, upper = (u.intervals[:, :, j].ravel().tolist() for j in range(3))
+        score, anomalous, untrusted = u.score.tolist(), u.anomalous.tolist(), u.untrusted.tolist()
+        warm, drifting, started = u.warm.tolist(), u.drifting.tolist(), u.drift_started.tolist()
+        error = [None if e != e else e for e in u.error.tolist()]  # NaN: None, as SeriesUpdate's
+        learnt = bank.updates(rows).tolist()
+        coverage = bank.template.forecaster.coverage
+        model_name = type(bank.template.forecaster).__name__
+        detector = type(bank.template.detector).__name__
+        every = ctx.settings.checkpoint_every
+        for i, k in enumerate(ks):
+            p, cached = points[k], held[i]
+            try:
+                fc, obs, _ = policy_inputs(
+                    Forecast(p.series, p.start, step,
+                             tuple(map(ForecastPoint, at[i * h:(i + 1) * h], yhat[i * h:(i + 1) * h],
+                                       lower[i * h:(i + 1) * h], upper[i * h:(i + 1) * h])),
+                             coverage, model_name, warm[i], error[i], drifting[i]),
+                    p.value, anomalous[i] or untrusted[i])
+                assert obs is not None
+                key = p.series.encode()
+                anomaly = None
+                if started[i]:
+                    metrics.drift_events.inc()
+                    log.info("series %s: forecast errors changed regime at %s (drift); acting "
+                             "reactively until the model has adapted", p.series, p.start)
+                if anomalous[i]:
+                    anomaly = Anomaly(p.start, p.value, score[i], bank.threshold, detector)
+                    out.anomalies.append((key, records.dumps(records.anomaly_to_json(p.series, *anomaly))))
+                if p.series not in store.series and key in tables.series_view:
+                    self.restore_view(p.series)
+                view = store.on_window(p.series, p.start, p.value, fc, score[i], anomalous[i], anomaly)
+                store.note_learnt(p.series, learnt[i])
+                cached.since_checkpoint += 1
+                if cached.since_checkpoint >= every:
+                    put_on_partition(tables.models, partition, key,
+                                     ctx.checkpointer.dumps(bank.export(cached.row)))
+                    put_on_partition(tables.series_view, partition, key, store.snapshot_series(view))
+                    cached.since_checkpoint = 0
+                    metrics.checkpoints.inc()
+                out.forecasts[k] = records.dumps(records.forecast_to_json(fc, obs.value, obs.anomalous, score[i]))
+            except Exception as exc:  # noqa: BLE001 - one point never stops the others
+                out.errors[k] = exc
+
     async def model_message(self, msg: Any) -> None:
-        """A points message (one point or a batch): every point updates its series' models, the
+        """A points message (one point or a batch): its points update their series' models, the
         forecasts go out as one message (batches) on the same partition; a point whose processing
         raises goes, with any unreadable one, into the message's one dead letter."""
         ctx = self.ctx
         parsed = records.parse_points(msg.value or b"")
-        forecasts: list[bytes] = []
-        for k, point in enumerate(parsed.items):
-            try:
-                forecasts.append(await self.model_point(point))
-            except Exception as exc:  # noqa: BLE001 - one point never stops the others
-                ctx.metrics.processing_errors.labels("model").inc()
-                log.warning("model: %s in %s[%d]@%d raised %s: %s (dead-lettered)", point.series[:100],
-                            msg.topic, msg.partition, msg.offset, type(exc).__name__, exc)
-                parsed.reject(k, "processing_error", f"{type(exc).__name__}: {exc}")
-        for n, body in records.batches(forecasts):
+        out = self.learn(parsed.items, msg.partition)
+        for k, exc in sorted(out.errors.items()):
+            ctx.metrics.processing_errors.labels("model").inc()
+            log.warning("model: %s in %s[%d]@%d raised %s: %s (dead-lettered)", parsed.items[k].series[:100],
+                        msg.topic, msg.partition, msg.offset, type(exc).__name__, exc)
+            parsed.reject(k, "processing_error", f"{type(exc).__name__}: {exc}")
+        for key, body in out.anomalies:
+            await ctx.out[ctx.topics.anomalies].send(key=key, value=body, callback=self.anomalies_delivered)
+        for n, body in records.batches([f for f in out.forecasts if f is not None]):
             await ctx.out[ctx.topics.forecasts].send(key=None, value=body, partition=msg.partition,
                                                      callback=delivered(ctx.metrics.forecasts_out, n))
         if parsed.dead is not None:
             await dead_letter(ctx, ctx.topics.points, msg, parsed.dead)
-
-    async def model_point(self, point: Point) -> bytes:
-        """Update one series' models with one closed window; its forecast message element."""
-        ctx, metrics, store, tables = self.ctx, self.ctx.metrics, self.ctx.store, self.ctx.tables
-        cached = self.learner_model(point.series, point.start, point.value)
-        t0 = time.perf_counter()
-        u = cached.model.update(point.value, point.start)
-        metrics.model_update_seconds.observe(time.perf_counter() - t0)
-        fc, obs, _ = inputs_from_update(cached.model, point.series, point.start, cached.step,
-                                        point.value, u)
-        key = point.series.encode()
-        anomaly = None
-        if u.drift_started:
-            metrics.drift_events.inc()
-            log.info("series %s: forecast errors changed regime at %s (drift); acting "
-                     "reactively until the model has adapted", point.series, point.start)
-        if u.anomalous:
-            anomaly = Anomaly(point.start, point.value, u.score, cached.model.threshold,
-                              type(cached.model.detector).__name__)
-            body = records.anomaly_to_json(point.series, *anomaly)
-            await ctx.out[ctx.topics.anomalies].send(key=key, value=records.dumps(body),
-                                                     callback=self.anomalies_delivered)
-        if point.series not in store.series and key in tables.series_view:
-            self.restore_view(point.series)
-        view = store.on_window(point.series, point.start, point.value, fc, u.score, u.anomalous, anomaly)
-        store.note_learnt(point.series, cached.model.updates)
-        cached.since_checkpoint += 1
-        if cached.since_checkpoint >= ctx.settings.checkpoint_every:
-            tables.models[key] = ctx.checkpointer.dumps(cached.model)
-            tables.series_view[key] = store.snapshot_series(view)
-            cached.since_checkpoint = 0
-            metrics.checkpoints.inc()
-        return records.dumps(records.forecast_to_json(fc, obs.value, obs.anomalous, u.score))
-
-    def save_history(self, series: str, model: SeriesModel, view: Any) -> None:
-        """Checkpoint a series' model and view after a history message taught it."""
-        ctx = self.ctx
-        ctx.tables.models[series.encode()] = ctx.checkpointer.dumps(model)
-        ctx.tables.series_view[series.encode()] = ctx.store.snapshot_series(view)
-        ctx.metrics.checkpoints.inc()
 
 
 def install(ctx: WorkerContext) -> Models:
@@ -172,9 +394,9 @@ def install(ctx: WorkerContext) -> Models:
 
 def install_history(ctx: WorkerContext, models: Models) -> None:
     """The history agent on ``history`` (streams.history): backfilled windows learnt in
-    event time, its own path, with the model agent's models."""
-    learner = HistoryLearner(ctx.step, models.learner_model, ctx.store, models.save_history,
-                             models.restore_view, HistoryMetrics(ctx.metrics.registry), models.model_for)
+    event time, its own path, with the model agent's models (checked out of their banks)."""
+    learner = HistoryLearner(ctx.step, models.history_model, ctx.store, models.save_history,
+                             models.restore_view, HistoryMetrics(ctx.metrics.registry), models.current_model)
     topics = ctx.topics
 
     @ctx.app.agent(ctx.raw_topic(topics.history), name="history-agent")
@@ -182,7 +404,10 @@ def install_history(ctx: WorkerContext, models: Models) -> None:
         async for event in stream.events():
             msg = event.message
             try:
-                receipts, dead = learner.learn_message(msg.value or b"", msg.partition, msg.offset)
+                try:
+                    receipts, dead = learner.learn_message(msg.value or b"", msg.partition, msg.offset)
+                finally:
+                    models.checkin_all()  # what was learnt before a failure stays learnt
                 if dead is not None:
                     await dead_letter(ctx, topics.history, msg, dead)
                 for r in receipts:

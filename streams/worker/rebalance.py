@@ -3,8 +3,8 @@
 Open windows are not checkpointed: the messages behind them are not
 acknowledged until their windows close, so whoever owns an input partition
 next re-reads them from the last committed offset and rebuilds them. Models
-are reloaded from the (changelog-backed) ``models`` table on demand; the read
-model keeps what this worker still owns.
+(rows of the model banks) are dropped and reloaded from the (changelog-backed)
+``models`` table on demand; the read model keeps what this worker still owns.
 """
 
 from __future__ import annotations
@@ -32,8 +32,10 @@ def install(ctx: WorkerContext) -> None:
         for tp in revoked:
             if ctx.is_input(tp.topic):
                 state.drop_input((tp.topic, tp.partition))
-        state.models.clear()  # reloaded from the (changelog-backed) table on demand
-        state.steps.clear()
+        # models are restored from the (changelog-backed) table on demand, into new bank rows;
+        # updates since a series' last checkpoint are not written here (a rebalance must be
+        # quick): at most checkpoint_every - 1 windows per series are not in its restored model
+        state.drop_models()
 
     @app.on_partitions_assigned.connect
     async def _assigned(app_: faust.App, assigned: set[Any], **kwargs: Any) -> None:

@@ -1,0 +1,169 @@
+"""The model agent's banks against the per-series reference, on a real worker and broker.
+
+The worker keeps its series' models as rows of :class:`~detectors.bank.SeriesBank`
+(issue 14, item 2). Its forecasts must be, number for number, those of the
+readable reference, a :class:`~detectors.series.SeriesModel` per series fed the
+same windows offline; and after a restart the rows come back from the signed
+per-series checkpoints (several series at once) and carry on exactly.
+"""
+
+from __future__ import annotations
+
+import math
+import signal
+
+import orjson
+import pytest
+
+from detectors.defaults import make_series_model
+from scaler.inputs import inputs_from_update
+from streams import records
+from streams.admin import ensure_topics
+from streams.records import Point
+from streams.settings import Settings
+from streams.steps import model_shape
+from streams.topics import Topics
+from streams.web import partition_for
+from tests.conftest import read_topic
+from tests.streams.test_app import send
+from tests.waiting import wait_for
+
+pytestmark = pytest.mark.integration
+
+T0 = 1_700_000_000.0
+WINDOW = 10.0
+ENV = dict(FORESIGHT_WINDOW_SECONDS="10", FORESIGHT_PERIOD_STEPS="12", FORESIGHT_HORIZON_STEPS="3",
+           FORESIGHT_CHECKPOINT_EVERY="1")
+SETTINGS = Settings(window_seconds=WINDOW, period_steps=12, horizon_steps=3)
+#: a point every window (modelled at the window) ...
+FAST = [f"svc{i}/rps" for i in range(8)]
+#: ... and one every three windows (its step found after three intervals: the model moves bank)
+SLOW = "db/cpu"
+
+
+def value(series: str, w: int) -> float:
+    k = int(series[3]) if series.startswith("svc") else 9
+    v = 100.0 + 10.0 * k + 20.0 * math.sin(2 * math.pi * w / 12) + (w * 7 + k) % 5
+    return v * 4 if (series, w) == (FAST[2], 130) else v  # a spike (a drift)
+
+
+def points(first: int, last: int) -> list[Point]:
+    """Windows ``first..last-1`` of every series, in window order."""
+    out = []
+    for w in range(first, last):
+        names = FAST + ([SLOW] if w % 3 == 0 else [])
+        for s in names:
+            v = value(s, w)
+            out.append(Point(s, T0 + w * WINDOW, T0 + (w + 1) * WINDOW, 1, v, v, v, v))
+    return out
+
+
+def send_points(broker: str, prefix: str, pts: list[Point], per_message: int = 2) -> None:
+    """Every series' points on its own partition, ``per_message`` windows to a message (so one
+    message holds two windows of a series: successive bank updates, in window order)."""
+    n = SETTINGS.partitions
+    by_part: dict[int, list[Point]] = {}
+    for p in pts:
+        by_part.setdefault(partition_for(p.series, n), []).append(p)
+    for part, ps in by_part.items():
+        starts = sorted({p.start for p in ps})
+        for i in range(0, len(starts), per_message):
+            chunk = set(starts[i:i + per_message])
+            msg = [orjson.dumps(p.to_json()) for p in ps if p.start in chunk]
+            send(broker, f"{prefix}.points", [b"[" + b",".join(msg) + b"]"], partition=part)
+
+
+def reference(pts: list[Point]) -> dict[tuple[str, float], dict]:
+    """The forecasts message of every point, from one SeriesModel per series (at its own step:
+    the slow series' model at 30 s learns its first points again once its step is known)."""
+    th = SETTINGS.anomaly_threshold
+    out = {}
+    by_series: dict[str, list[Point]] = {}
+    for p in pts:
+        by_series.setdefault(p.series, []).append(p)
+    for series, ps in by_series.items():
+        m = make_series_model(WINDOW, *model_shape(SETTINGS, WINDOW), th)
+        step = WINDOW
+        for i, p in enumerate(ps):
+            if series == SLOW and i == 3:
+                step = 3 * WINDOW
+                m = make_series_model(step, *model_shape(SETTINGS, step), th)
+                for q in ps[:3]:
+                    m.update(q.value, q.start)
+            u = m.update(p.value, p.start)
+            fc, obs, _ = inputs_from_update(m, series, p.start, step, p.value, u)
+            out[(series, p.start)] = orjson.loads(orjson.dumps(
+                records.forecast_to_json(fc, obs.value, obs.anomalous, u.score)))
+    return out
+
+
+def same(got: object, want: object) -> bool:
+    """Equal, numbers to 1e-9."""
+    if isinstance(want, dict):
+        return isinstance(got, dict) and got.keys() == want.keys() and all(same(got[k], want[k]) for k in want)
+    if isinstance(want, list):
+        return isinstance(got, list) and len(got) == len(want) and all(map(same, got, want))
+    if isinstance(want, float) and not isinstance(want, bool) and isinstance(got, int | float):
+        return math.isclose(got, want, rel_tol=1e-9, abs_tol=1e-9)
+    return got == want
+
+
+def committed_all(broker: str, group: str, topic: str) -> bool:
+    """Whether ``group`` has committed every message of ``topic`` (nothing would be re-read)."""
+    from kafka import KafkaConsumer, TopicPartition
+
+    c = KafkaConsumer(bootstrap_servers=broker, group_id=group, enable_auto_commit=False)
+    try:
+        tps = [TopicPartition(topic, p) for p in c.partitions_for_topic(topic) or ()]
+        end = c.end_offsets(tps)
+        return bool(tps) and all((c.committed(tp) or 0) >= end[tp] for tp in tps)
+    finally:
+        c.close()
+
+
+def metric(port: int, name: str) -> float:
+    import urllib.request
+
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as r:  # noqa: S310
+        text = r.read().decode()
+    return sum(float(line.split()[-1]) for line in text.splitlines() if line.startswith(name + " "))
+
+
+def test_the_workers_forecasts_are_the_per_series_models_and_a_restart_restores_the_rows(
+        broker, prefix, start_worker):
+    ensure_topics(broker, Topics.from_settings(Settings(topic_prefix=prefix)).all(), SETTINGS.partitions)
+    first, last = points(0, 100), points(100, 150)
+    want = reference(first + last)
+
+    def forecasts(pts: list[Point]) -> dict[tuple[str, float], list[dict]]:
+        keys = {(p.series, p.start) for p in pts}
+        ms = read_topic(broker, f"{prefix}.forecasts",
+                        lambda ms: keys <= {(m["series"], m["issued"]) for m in ms}, timeout=120)
+        out: dict[tuple[str, float], list[dict]] = {}
+        for m in ms:
+            out.setdefault((m["series"], m["issued"]), []).append(m)
+        return out
+
+    a = start_worker(prefix, **ENV)
+    send_points(broker, prefix, first)
+    got = forecasts(first)
+    assert set(got) == {(p.series, p.start) for p in first}
+    wrong = [k for k, ms in got.items() if not all(same(m, want[k]) for m in ms)]
+    assert not wrong, f"forecasts unlike the per-series reference: {wrong[:5]}"
+    assert any(m["warm"] for ms in got.values() for m in ms), "the models got warm"
+    assert {m["step"] for (s, _), ms in got.items() for m in ms if s == SLOW} == {WINDOW, 3 * WINDOW}
+    # nothing left to re-read: the successor's models are exactly the checkpoints
+    assert wait_for(lambda: committed_all(broker, f"{prefix}-app", f"{prefix}.points"), 60)
+    a.stop(signal.SIGTERM)
+
+    b = start_worker(prefix, **ENV)
+    send_points(broker, prefix, last)
+    got = forecasts(first + last)
+    later = {k: ms for k, ms in got.items() if k[1] >= T0 + 100 * WINDOW}
+    assert set(later) == {(p.series, p.start) for p in last}
+    wrong = [k for k, ms in later.items() if not all(same(m, want[k]) for m in ms)]
+    assert not wrong, f"after the restart, forecasts unlike the reference: {wrong[:5]}"
+    assert any(m["drifting"] for ms in later.values() for m in ms), "the spike made a drift"
+    assert metric(b.port, "foresight_restored_checkpoints_total") == len(FAST) + 1, \
+        "every series' row came back from its checkpoint"
+    assert metric(b.port, "foresight_untrusted_checkpoints_total") == 0
