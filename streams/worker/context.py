@@ -89,6 +89,9 @@ class WorkerState:
     banks: dict[BankKey, SeriesBank] = field(default_factory=dict)
     #: per series: the estimate of its natural step (rebuilt after a rebalance)
     steps: dict[str, StepEstimator] = field(default_factory=dict)
+    #: per points (topic, partition): the offset the model agent's next message must have (its
+    #: models have learnt every message before it; rebuilt after a rebalance)
+    points_next: dict[Source, int] = field(default_factory=dict)
 
     def drop_input(self, source: Source) -> None:
         """Forget an input partition's windows and acknowledgement state (it is re-read)."""
@@ -102,6 +105,7 @@ class WorkerState:
         self.models.clear()
         self.banks.clear()
         self.steps.clear()
+        self.points_next.clear()
 
 
 @dataclass

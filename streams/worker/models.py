@@ -55,6 +55,10 @@ log = logging.getLogger("foresight.worker")
 #: rows a bank is created with (it doubles when full): allocating the whole series limit up
 #: front would make it resident at start-up (the bank's arrays are filled when allocated)
 INITIAL_ROWS = 1024
+#: seconds a re-read of the points partition waits for its offset before seeking again
+REWIND_RETRY_SECONDS = 1.0
+#: seeks back over the same gap before it is taken for offsets without records
+REWIND_TRIES = 3
 
 
 @dataclass
@@ -74,6 +78,10 @@ class Models:
         self.ctx = ctx
         self.anomalies_delivered = delivered(ctx.metrics.anomalies_out)
         self._warned: set[BankKey] = set()
+        #: points partitions sought back to their expected offset (monotonic time of the seek)
+        self._rewinding: dict[tuple[str, int], tuple[Any, float]] = {}
+        #: gaps (partition, expected, offset) sought back over, and how many times
+        self._gaps_seen: dict[tuple[tuple[str, int], int, int], int] = {}
 
     # -- banks and rows ----------------------------------------------------
     def bank_for(self, step: float) -> SeriesBank:
@@ -356,6 +364,64 @@ class Models:
             except Exception as exc:  # noqa: BLE001 - one point never stops the others
                 out.errors[k] = exc
 
+    async def in_sequence(self, msg: Any) -> bool:
+        """Whether ``msg`` continues its points partition without a gap (or a repeat).
+
+        The models are state: a points message learnt twice, or never, leaves them unlike the
+        per-series reference. Faust drops records fetched while its flow is stopped (the
+        recovery after a restart, a rebalance) and can hand a partition's records again after
+        its seek to the committed offset (streams/worker/windows.py meets the same on the
+        inputs). The first message expected is the committed offset; one below the expected
+        offset was learnt already and is skipped; past it, the partition is sought back to it
+        (messages until it arrives are stale: they come again)."""
+        source = (msg.topic, msg.partition)
+        state = self.ctx.state
+        expected = state.points_next.get(source)
+        if expected is None:
+            expected = getattr(self.ctx.app.consumer, "_committed_offset", {}).get(msg.tp)
+        if expected is None or msg.offset == expected:
+            state.points_next[source] = msg.offset + 1
+            self._rewinding.pop(source, None)
+            return True
+        if msg.offset < expected:
+            return False  # delivered again: already learnt
+        state.points_next[source] = expected
+        gap = (source, expected, msg.offset)
+        if self._gaps_seen.get(gap, 0) >= REWIND_TRIES:
+            # the same gap after re-reads: offsets without records, not a lost message
+            self._gaps_seen.pop(gap, None)
+            self._rewinding.pop(source, None)
+            state.points_next[source] = msg.offset + 1
+            return True
+        now = time.monotonic()
+        since = self._rewinding.get(source, (None, None))[1]
+        if since is None or now - since >= REWIND_RETRY_SECONDS:
+            if since is None:
+                log.warning("model: %s[%d]: offsets %d..%d never arrived: re-reading from %d",
+                            *source, expected, msg.offset - 1, expected)
+            if len(self._gaps_seen) > 10_000:
+                self._gaps_seen.clear()
+            self._gaps_seen[gap] = self._gaps_seen.get(gap, 0) + 1
+            self._rewinding[source] = (msg.tp, now)
+            await self.ctx.app.consumer.seek(msg.tp, expected)
+        return False
+
+    async def reseek_if_stuck(self) -> None:
+        """A seek issued while the consumer repositions itself (recovery) can be overridden: a
+        points partition whose expected offset has not come within a second is sought again."""
+        now = time.monotonic()
+        for source, (tp, since) in list(self._rewinding.items()):
+            expected = self.ctx.state.points_next.get(source)
+            if expected is None:  # a rebalance since: read from the committed offset
+                self._rewinding.pop(source, None)
+                continue
+            if now - since < REWIND_RETRY_SECONDS:
+                continue
+            log.warning("model: %s[%d]: still waiting for offset %d after a re-read: seeking again",
+                        *source, expected)
+            self._rewinding[source] = (tp, now)
+            await self.ctx.app.consumer.seek(tp, expected)
+
     async def model_message(self, msg: Any) -> None:
         """A points message (one point or a batch): its points update their series' models, the
         forecasts go out as one message (batches) on the same partition; a point whose processing
@@ -385,9 +451,18 @@ def install(ctx: WorkerContext) -> Models:
     async def model_agent(stream: faust.StreamT) -> None:
         async for event in stream.events():
             try:
+                if not await models.in_sequence(event.message):
+                    continue
                 await models.model_message(event.message)
             except Exception as exc:  # noqa: BLE001 - an agent never crash-loops on data
                 await processing_error(ctx, "model", ctx.topics.points, event.message, exc)
+
+    @ctx.app.timer(interval=REWIND_RETRY_SECONDS)
+    async def reseek_points() -> None:
+        try:
+            await models.reseek_if_stuck()
+        except Exception:  # noqa: BLE001 - a timer never dies
+            log.exception("model: seeking a points partition again failed")
 
     return models
 
