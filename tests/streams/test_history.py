@@ -29,7 +29,7 @@ def _learner() -> tuple[HistoryLearner, dict, list, CollectorRegistry, web.ViewS
     store = web.ViewStore(50, Metrics())
     learner = HistoryLearner(STEP, lambda s, t, v: models.setdefault(s, _Cached()), store,
                              lambda s, m, v: saved.append((s, m.updates, v.latest)), lambda s: None,
-                             HistoryMetrics(registry), models.get)
+                             HistoryMetrics(registry), lambda s: models[s].model if s in models else None)
     return learner, models, saved, registry, store
 
 
