@@ -529,25 +529,6 @@ def _parse_elements(raw: bytes, one: Any) -> Parsed:
         msg.dead.add_whole("malformed_json", str(exc)[:300], raw)
         return msg
     return _elements(msg, obj, one)
-    msg.batch = isinstance(obj, list)
-    for i, item in enumerate(obj if msg.batch else [obj]):
-        try:
-            parsed = one(item)
-        except InvalidRecord as exc:
-            reason, error = exc.reason, exc.error
-        except Exception as exc:  # noqa: BLE001 - total: a parser bug is a dead letter, not a crash
-            reason, error = "processing_error", f"{type(exc).__name__}: {exc}"
-        else:
-            msg.items.append(parsed)
-            msg.index.append(i)
-            msg.source.append(item)
-            continue
-        msg.dead = msg.dead or DeadLetter()
-        if msg.batch:
-            msg.dead.add(i, reason, error, item)
-        else:
-            msg.dead.add_whole(reason, error, raw)
-    return msg
 
 
 def parse_points(raw: bytes) -> Parsed:
