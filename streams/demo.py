@@ -10,6 +10,7 @@ Everything it started is stopped on exit and on Ctrl-C.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import os
@@ -504,19 +505,27 @@ def run_demo(settings: Settings, duration: float = 300.0, speed: float = 60.0, s
     settings = with_free_web_port(settings)
     print(intro(settings, duration, speed), file=sys.stderr, flush=True)
     children = Children()
-    broker = None
     workdir = Path(tempfile.mkdtemp(prefix="foresight-demo-"))
-    try:
-        if not settings.broker:
-            broker = EmbeddedBroker(log_path=str(workdir / "broker.log")).start()
-            settings = settings.replace(broker=broker.bootstrap)
-            print(f"embedded broker on {broker.bootstrap}", file=sys.stderr, flush=True)
+    with contextlib.ExitStack() as stack:
+        stack.callback(children.close)
+        settings = with_broker(settings, workdir, stack)
         summary = asyncio.run(_demo(settings, duration, speed, serve, quiet, children, workdir))
-    finally:
-        children.close()
-        if broker is not None:
-            broker.stop()
+    return finish(summary)
+
+
+def with_broker(settings: Settings, workdir: Path, stack: contextlib.ExitStack) -> Settings:
+    """``settings`` with a broker: the configured one, else an embedded broker on a free loopback
+    port (log in ``workdir``), stopped when ``stack`` closes."""
+    if settings.broker:
+        return settings
+    broker = EmbeddedBroker(log_path=str(workdir / "broker.log")).start()
+    stack.callback(broker.stop)
+    print(f"embedded broker on {broker.bootstrap}", file=sys.stderr, flush=True)
+    return settings.replace(broker=broker.bootstrap)
+
+
+def finish(summary: dict[str, Any]) -> int:
+    """Print a demo's JSON summary (unless its progress already did); 0 if no check failed."""
     if not summary.pop("_printed", False):
         print(json.dumps(summary, indent=2), flush=True)
-    failed = [k for k, v in summary["checks"].items() if v is False]
-    return 1 if failed else 0
+    return 1 if any(v is False for v in summary["checks"].values()) else 0

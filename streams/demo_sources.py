@@ -25,6 +25,7 @@ PredictiveScaler ``demo/taxi-dispatch`` (Active, simulated cluster) scales on it
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import math
 import os
@@ -428,15 +429,13 @@ def run_sources_demo(settings: Settings, *, sources: str | None = None, scalers:
     when it cannot run as asked, e.g. ``local`` without the binaries.
     """
     from streams import localprom
-    from streams.broker import EmbeddedBroker
-    from streams.demo import Children
+    from streams.demo import Children, finish, with_broker
     from streams.prometheus import PrometheusSettings
 
     workdir = Path(tempfile.mkdtemp(prefix="foresight-demo-prometheus-"))
-    server = None
-    broker = None
     children = Children()
-    try:
+    with contextlib.ExitStack() as stack:
+        stack.callback(children.close)
         if local:
             if localprom.binaries() is None:
                 raise DemoError(f"--local-prometheus: {localprom.MISSING}; or run 'foresight demo "
@@ -449,6 +448,7 @@ def run_sources_demo(settings: Settings, *, sources: str | None = None, scalers:
                   f"(promtool builds its storage; a few seconds)", file=sys.stderr, flush=True)
             server = localprom.start_local_prometheus(workdir / "prometheus", SAMPLE_METRIC, sample_value(rows),
                                                       len(rows) * ROW_SECONDS)
+            stack.callback(server.close)
             plan = Plan([Source(SAMPLE_SERIES, f"sum({SAMPLE_METRIC})", float(ROW_SECONDS))],
                         [sample_scaler()], server.url, float(SAMPLE_LEAD_SECONDS))
         else:
@@ -456,17 +456,6 @@ def run_sources_demo(settings: Settings, *, sources: str | None = None, scalers:
             plan = _user_plan(sources, scalers, prom)
         settings = _demo_settings(settings, plan, local)
         print(intro(plan, settings, duration, local), file=sys.stderr, flush=True)
-        if not settings.broker:
-            broker = EmbeddedBroker(log_path=str(workdir / "broker.log")).start()
-            settings = settings.replace(broker=broker.bootstrap)
-            print(f"embedded broker on {broker.bootstrap}", file=sys.stderr, flush=True)
+        settings = with_broker(settings, workdir, stack)
         summary = asyncio.run(_run(settings, plan, workdir, children, duration, serve, quiet))
-    finally:
-        children.close()
-        if broker is not None:
-            broker.stop()
-        if server is not None:
-            server.close()
-    if not summary.pop("_printed", False):
-        print(json.dumps(summary, indent=2), flush=True)
-    return 0 if all(summary["checks"].values()) else 1
+    return finish(summary)
