@@ -166,6 +166,8 @@ class FusionBank:
             "dev_sum": ((), np.float64, 0.0),
             "dev_bins": ((), np.int64, 0),
             "mad": ((), np.float64, 0.0),
+            "visit_points": ((), np.int64, 0),  # points so far in the current bin visit
+            "per_visit": ((), np.int64, 1),  # points in the last complete one
             "last_bin": ((), np.int64, -1),
             "since": ((), np.int64, d.hold),
             "parts": ((len(COMPONENTS),), np.float64, np.nan),  # last_parts, NaN = None
@@ -447,10 +449,14 @@ class FusionBank:
             c["last_bin"][r] = bb
             k = c["visits"][r, bb]
             c["dev_bins"][r] += moved & (k == 2)
+            vp, per = c["visit_points"][r], c["per_visit"][r]
+            per = np.where(moved & (vp > 0), vp, per)
+            c["visit_points"][r] = np.where(moved, 0, vp) + 1
+            c["per_visit"][r] = per
             pa = p["profile_alpha"]
             a = np.where(pa * k > 1.0, pa, 1.0 / k)
             mb = c["mean"][r, bb]
-            dv = a * (np.abs(xv - mb) - c["dev"][r, bb])
+            dv = a / per * (np.abs(xv - mb) - c["dev"][r, bb])  # per visit, not per point
             dv = np.where(k > 1, dv, 0.0)
             c["dev"][r, bb] += dv
             c["dev_sum"][r] += dv
@@ -475,6 +481,7 @@ class FusionBank:
         d._dev = array("d", c["dev"][row].tolist())
         d._dev_sum, d._dev_bins = float(c["dev_sum"][row]), int(c["dev_bins"][row])
         d._mad = float(c["mad"][row])
+        d._visit_points, d._per_visit = int(c["visit_points"][row]), int(c["per_visit"][row])
         d._last_bin = int(c["last_bin"][row])
         f = d._flat
         f._last = float(c["fl_last"][row]) if c["fl_has"][row] else None
@@ -514,6 +521,7 @@ class FusionBank:
             "s_old": d._s_old, "s_new": d._s_new,
             "dev": np.frombuffer(d._dev, np.float64), "dev_sum": d._dev_sum,
             "dev_bins": d._dev_bins, "mad": d._mad,
+            "visit_points": d._visit_points, "per_visit": d._per_visit,
         }
         for k, rec in (("lv", d._level_rec), ("pr", d._profile_rec), ("vo", d._vol_rec),
                        ("st", d._step_rec), ("pl", d._local_rec)):
