@@ -135,6 +135,15 @@ CANDIDATES: dict[str, dict] = {
     "step2_gain0.8": {"step": 2, "step_gain": 0.8},
     "step4_gain0.8": {"step": 4, "step_gain": 0.8},
     "step4_gain0.7": {"step": 4, "step_gain": 0.7},
+    # the profile's local scale (the residual also in units of its bin's own mean absolute
+    # deviation, where the bins' deviations are below ``profile_local`` times the series'):
+    # off, and the shares looked at (shipped 0.7, the protocol's choice with nothing held out)
+    "local_off": {"profile_local": 0.0},
+    "local0.5": {"profile_local": 0.5},
+    "local0.6": {"profile_local": 0.6},
+    "local0.8": {"profile_local": 0.8},
+    "local0.9": {"profile_local": 0.9},
+    "local1": {"profile_local": 1.0},
 }
 
 

@@ -41,7 +41,8 @@ from detectors.records import RecordScaler
 MIRRORED = frozenset({
     "warmup", "record_warmup", "fast", "slow", "level_decay", "range_decay", "period", "bins",
     "profile_alpha", "profile_visits", "profile_gain", "volatility_alpha", "flat_factor",
-    "flat_min_run", "hold", "margin", "relax", "quiet", "step", "step_gain", "components",
+    "flat_min_run", "hold", "margin", "relax", "quiet", "step", "step_gain", "profile_local",
+    "components",
 })
 
 
@@ -142,7 +143,8 @@ class FusionBank:
         self.p = {k: getattr(d, k) for k in MIRRORED}
         self.use = tuple(c in d.components for c in COMPONENTS)
         self.fl = (d._flat.factor, d._flat.min_run, d._flat.warmup)
-        recs = {"lv": d._level_rec, "pr": d._profile_rec, "vo": d._vol_rec, "st": d._step_rec}
+        recs = {"lv": d._level_rec, "pr": d._profile_rec, "vo": d._vol_rec, "st": d._step_rec,
+                "pl": d._local_rec}
         self.rec = {k: (r.warmup, r.decay, r.gain, r.relax, r.quiet) for k, r in recs.items()}
         B = d.bins
         spec = {
@@ -158,6 +160,14 @@ class FusionBank:
             "vol": ((), np.float64, 0.0),
             "mean": ((B,), np.float64, 0.0),
             "visits": ((B,), np.int64, 0),
+            # the profile's local scale: each bin's mean absolute deviation, their sum over
+            # the bins visited twice, and the series' mean absolute deviation
+            "dev": ((B,), np.float64, 0.0),
+            "dev_sum": ((), np.float64, 0.0),
+            "dev_bins": ((), np.int64, 0),
+            "mad": ((), np.float64, 0.0),
+            "visit_points": ((), np.int64, 0),  # points so far in the current bin visit
+            "per_visit": ((), np.int64, 1),  # points in the last complete one
             "last_bin": ((), np.int64, -1),
             "since": ((), np.int64, d.hold),
             "parts": ((len(COMPONENTS),), np.float64, np.nan),  # last_parts, NaN = None
@@ -234,7 +244,7 @@ class FusionBank:
         return out
 
     def _compute(self, rows: np.ndarray, x: np.ndarray, t: np.ndarray) -> tuple:
-        """``_compute``: (fast mean, level, profile, volatility, bin, step); -1 = n/a."""
+        """``_compute``: (fast mean, level, profile, volatility, bin, step, local profile); -1 = n/a."""
         p, c = self.p, self.cols
         period, bins, pv = p["period"], p["bins"], p["profile_visits"]
         # _bin(t)
@@ -263,6 +273,13 @@ class FusionBank:
         w = u - fu
         r = np.abs(x - (1.0 - w) * mean[ar, i] - w * mean[ar, j])
         prof = np.where(both & (r < prof), r, prof)
+        # the same residual in units of the bin's own scale, where the profile explains the
+        # series (its bins' deviations are small beside the series')
+        d = c["dev"][rows][ar, bb] + vol0
+        nb = c["dev_bins"][rows]
+        local = (seen & (d > 0.0) & (nb > 0)
+                 & (c["dev_sum"][rows] < p["profile_local"] * c["mad"][rows] * nb))
+        loc = np.where(local, prof / d, -1.0)
         # the step view: the mean of the last k values (x included) minus that of the k
         # before, in mean absolute steps so far
         k = p["step"]
@@ -280,12 +297,13 @@ class FusionBank:
         prof = np.where(has, prof, -1.0)
         vol = np.where(has, vol, -1.0)
         st = np.where(has, st, -1.0)
-        return fm, level, prof, vol, b, st
+        loc = np.where(has, loc, -1.0)
+        return fm, level, prof, vol, b, st, loc
 
     def _score(self, rows: np.ndarray, x: np.ndarray, stats: tuple) -> tuple[np.ndarray, np.ndarray]:
         """``score_one``: the output scores and the parts (NaN: None) for ``learn_one``."""
         p, c = self.p, self.cols
-        _, level, prof, vol, _, st = stats
+        _, level, prof, vol, _, st, loc = stats
         use_s, use_l, use_p, use_v, use_f, use_st = self.use
         m = len(rows)
         nan = np.full(m, np.nan)
@@ -301,7 +319,11 @@ class FusionBank:
             sp = np.where(out <= 0.0, 0.0, np.where(hi > lo, np.where(e > 0.5, 1.0, 0.5 + e), 1.0))
             s_sp = np.where(has, sp, np.nan)
         s_l = np.where(level >= 0.0, self._rec_score("lv", rows, level), np.nan) if use_l else nan
-        s_p = np.where(prof >= 0.0, self._rec_score("pr", rows, prof), np.nan) if use_p else nan
+        s_p = nan
+        if use_p:  # the larger of the residual's score and its local scale's
+            s_p = np.where(prof >= 0.0, self._rec_score("pr", rows, prof), np.nan)
+            s_loc = self._rec_score("pl", rows, loc)
+            s_p = np.where((prof >= 0.0) & (loc >= 0.0) & (s_loc > s_p), s_loc, s_p)
         s_v = np.where(vol >= 0.0, self._rec_score("vo", rows, vol), np.nan) if use_v else nan
         s_f = self._flat_score(rows, x) if use_f else nan
         s_st = np.where(st >= 0.0, self._rec_score("st", rows, st), np.nan) if use_st else nan
@@ -346,7 +368,7 @@ class FusionBank:
     def _learn(self, rows: np.ndarray, x: np.ndarray, stats: tuple, raw_parts: np.ndarray) -> None:
         """``learn_one`` (after ``score_one`` with the same point)."""
         p, c = self.p, self.cols
-        fm, level, prof, vol, b, st = stats
+        fm, level, prof, vol, b, st, loc = stats
         hold, quiet, relax, margin = p["hold"], p["quiet"], p["relax"], p["margin"]
         n = c["n"][rows]
         raw = np.where(n >= p["warmup"], raw_parts, 0.0)
@@ -356,7 +378,7 @@ class FusionBank:
                          np.where((since < hold) & (raw < 0.5 * quiet), hold, since + 1))
         c["since"][rows] = since
         inc = since < hold  # within an incident, the views raise their peaks, not their records
-        for k, u in (("lv", level), ("pr", prof), ("vo", vol)):
+        for k, u in (("lv", level), ("pr", prof), ("pl", loc), ("vo", vol)):
             ok = u >= 0.0
             if ok.any():
                 self._rec_learn(k, rows[ok], u[ok], inc[ok])
@@ -414,6 +436,8 @@ class FusionBank:
         slow_a = p["slow"]
         a = np.where(slow_a * n > 1.0, slow_a, 1.0 / n)
         c["fast_mean"][rows] = np.where(has, fm, x)
+        mad = c["mad"][rows]
+        c["mad"][rows] = np.where(has, mad + a * (np.abs(x - slow) - mad), mad)
         c["slow_mean"][rows] = np.where(has, slow + a * (x - slow), x)
         c["prev"][rows] = x
         c["has_prev"][rows] = True
@@ -424,9 +448,18 @@ class FusionBank:
             c["visits"][r[moved], bb[moved]] += 1
             c["last_bin"][r] = bb
             k = c["visits"][r, bb]
+            c["dev_bins"][r] += moved & (k == 2)
+            vp, per = c["visit_points"][r], c["per_visit"][r]
+            per = np.where(moved & (vp > 0), vp, per)
+            c["visit_points"][r] = np.where(moved, 0, vp) + 1
+            c["per_visit"][r] = per
             pa = p["profile_alpha"]
             a = np.where(pa * k > 1.0, pa, 1.0 / k)
             mb = c["mean"][r, bb]
+            dv = a / per * (np.abs(xv - mb) - c["dev"][r, bb])  # per visit, not per point
+            dv = np.where(k > 1, dv, 0.0)
+            c["dev"][r, bb] += dv
+            c["dev_sum"][r] += dv
             c["mean"][r, bb] = mb + a * (xv - mb)
 
     # -- rows <-> objects -------------------------------------------------------
@@ -440,11 +473,15 @@ class FusionBank:
         d._fast_mean, d._slow_mean = float(c["fast_mean"][row]), float(c["slow_mean"][row])
         d._vol = float(c["vol"][row])
         for k, rec in (("lv", d._level_rec), ("pr", d._profile_rec), ("vo", d._vol_rec),
-                       ("st", d._step_rec)):
+                       ("st", d._step_rec), ("pl", d._local_rec)):
             rec.record, rec.n, rec.peak = (float(c[f"{k}_record"][row]), int(c[f"{k}_n"][row]),
                                            float(c[f"{k}_peak"][row]))
         d._mean = array("d", c["mean"][row].tolist())
         d._visits = array("l", c["visits"][row].tolist())
+        d._dev = array("d", c["dev"][row].tolist())
+        d._dev_sum, d._dev_bins = float(c["dev_sum"][row]), int(c["dev_bins"][row])
+        d._mad = float(c["mad"][row])
+        d._visit_points, d._per_visit = int(c["visit_points"][row]), int(c["per_visit"][row])
         d._last_bin = int(c["last_bin"][row])
         f = d._flat
         f._last = float(c["fl_last"][row]) if c["fl_has"][row] else None
@@ -482,9 +519,12 @@ class FusionBank:
             "fl_run": f._run, "fl_longest": f._longest, "fl_changes": f._changes,
             "ring": np.frombuffer(d._ring, np.float64), "ri": d._ri, "n_step": d._n_step,
             "s_old": d._s_old, "s_new": d._s_new,
+            "dev": np.frombuffer(d._dev, np.float64), "dev_sum": d._dev_sum,
+            "dev_bins": d._dev_bins, "mad": d._mad,
+            "visit_points": d._visit_points, "per_visit": d._per_visit,
         }
         for k, rec in (("lv", d._level_rec), ("pr", d._profile_rec), ("vo", d._vol_rec),
-                       ("st", d._step_rec)):
+                       ("st", d._step_rec), ("pl", d._local_rec)):
             out[f"{k}_record"], out[f"{k}_n"], out[f"{k}_peak"] = rec.record, rec.n, rec.peak
         return out
 
@@ -531,4 +571,5 @@ def make_detector_bank(template: AnomalyDetector, capacity: int = 0,
 
 def _state_is_plain(d: RecordFusionDetector) -> bool:
     # the records are RecordScalers as FusionBank knows them
-    return all(type(r) is RecordScaler for r in (d._level_rec, d._profile_rec, d._vol_rec, d._step_rec))
+    return all(type(r) is RecordScaler
+               for r in (d._level_rec, d._profile_rec, d._vol_rec, d._step_rec, d._local_rec))

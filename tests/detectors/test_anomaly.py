@@ -390,3 +390,85 @@ def test_a_checkpoint_from_before_the_step_view_restores_and_learns_it():
     assert all(0.0 <= s <= 1.0 for s in scores)
     # the step view warmed up on the new points only (its ring started empty)
     assert old._step_rec.n == 2000 - 2 * old.step
+
+
+def cycle_with_quiet_nights(seed: int, at: int, size: float) -> list[float]:
+    """A daily cycle, noisy by day (sd 3) and quiet by night (sd 0.3), with a ramp of
+    ``size`` for 20 points from ``at``: smaller than the day's noise, inside the range."""
+    rng = random.Random(seed)
+    v = []
+    for i in range(5000):
+        ph = math.sin(2 * math.pi * i / 288)
+        v.append(50 + 20 * ph + rng.gauss(0, 3.0 if ph > -0.3 else 0.3))
+    for i in range(at, at + 20):
+        v[i] += size * min(1.0, (i - at + 1) / 5)
+    return v
+
+
+def test_a_deviation_in_a_quiet_phase_is_flagged_by_the_profile_local_scale():
+    # the residual from the time-of-day profile, in units of its bin's own deviation:
+    # a night-time deviation far smaller than the day's noise. Without the local scale
+    # (profile_local=0) no view sees it
+    at = 4000 + 216 - 4000 % 288  # the bottom of the cycle
+    local = plain = 0
+    for seed in range(10):
+        values = cycle_with_quiet_nights(seed, at, 6.0)
+        local += first_alarm(run(values, default_detector())[: at + 20], at) is not None
+        plain += first_alarm(run(values, RecordFusionDetector(profile_local=0.0))[: at + 20], at) is not None
+    assert plain == 0
+    assert local >= 8
+
+
+@pytest.mark.parametrize("noise", sorted(NOISES))
+def test_the_profile_local_scale_is_rarely_used_on_pure_noise(noise):
+    # on noise the bins' deviations are the series' own (the profile explains
+    # nothing): the local residual is off once they are learnt, and computed for a
+    # few per cent of the points at most (early, while few bins are)
+    rng = random.Random(0)
+    det = default_detector()
+    for i in range(20000):
+        x = NOISES[noise](rng)
+        det.score_one(x, i * 60.0)
+        det.learn_one(x, i * 60.0)
+    assert det._dev_bins == det.bins
+    assert det._dev_sum >= det.profile_local * det._mad * det._dev_bins
+    assert det._local_rec.n < 1000
+
+
+def test_a_checkpoint_from_before_the_profile_local_scale_restores_and_learns_it():
+    values = noisy_cycle(6000)
+    det = default_detector()
+    run(values[:3000], det)
+    state = dict(det.__dict__)
+    for k in ("profile_local", "_dev", "_dev_sum", "_dev_bins", "_mad", "_local_rec"):
+        del state[k]
+    state["_stats"] = state["_stats"][:6]
+    old = RecordFusionDetector.__new__(RecordFusionDetector)
+    old.__setstate__(pickle.loads(pickle.dumps(state)))
+    assert old.profile_local == default_detector().profile_local
+    assert old._dev_bins == sum(1 for v in old._visits if v >= 2)
+    scores = run(values[3000:], old, t0=3000 * STEP)
+    assert all(0.0 <= s <= 1.0 for s in scores)
+    assert old._local_rec.n > 0  # the cycle's profile explains it: the local view learns
+
+
+def test_the_bins_deviations_are_learnt_per_visit_not_per_point():
+    # a 1-minute series visits a half-hour bin for 30 points a day: each visit weighs
+    # as much as a 1-hour series' single point, so the bins' deviations average over
+    # days of the noise (mean absolute deviation of N(0, 1): 0.80), not over the last
+    # few points of the last visit (per point, they spread by 0.16 across the bins)
+    rng = random.Random(0)
+    det = default_detector()
+    day, step = 86400.0, 60.0
+    for i in range(int(20 * day / step)):
+        t = i * step
+        x = 50 + 20 * math.sin(2 * math.pi * t / day) + rng.gauss(0, 1)
+        det.score_one(x, t)
+        det.learn_one(x, t)
+    assert det._per_visit == 30
+    devs = [d for d, v in zip(det._dev, det._visits, strict=True) if v >= 2]
+    mean = sum(devs) / len(devs)
+    spread = math.sqrt(sum((d - mean) ** 2 for d in devs) / len(devs))
+    assert len(devs) == det.bins
+    assert 0.7 < mean < 1.0
+    assert spread < 0.1
