@@ -764,6 +764,12 @@ def _why_acting(adaptive: Adaptive) -> str:
     return "recently left the least load unserved for its cost, relative to the HPA's"
 
 
+def stale_after(spec: ScalerSpec, forecast: Forecast | None) -> float:
+    """Seconds after which a signal's forecast or observation is stale: the spec's
+    ``staleAfterSeconds``, else :data:`STALE_STEPS` windows of the forecast's step."""
+    return _stale_after(spec, forecast)
+
+
 def _stale_after(spec: ScalerSpec, forecast: Forecast | None) -> float:
     if spec.stale_after_seconds:
         return spec.stale_after_seconds

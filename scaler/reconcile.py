@@ -26,7 +26,8 @@ from dataclasses import replace
 from detectors.forecast import Forecast
 from scaler.actuator import Actuator
 from scaler.decision import Decision
-from scaler.policy import Observation, PolicyState, decide
+from scaler.policy import Observation, PolicyState, decide, stale_after
+from scaler.schedule import scheduled_floor
 from scaler.spec import ScalerSpec
 
 
@@ -91,8 +92,41 @@ class Reconciler:
         return decision
 
     def reconcile_series(self, series: str, now: float) -> list[Decision]:
-        """Reconcile every target one of whose signals reads ``series``."""
-        return [self.reconcile(s, now) for s in self.driven_by(series)]
+        """Reconcile every target one of whose signals reads ``series``, each at the time of
+        its signals' inputs (:meth:`decision_time`)."""
+        return [self.reconcile(s, self.decision_time(s, now)) for s in self.driven_by(series)]
+
+    def _time(self, series: str) -> float | None:
+        """How far ``series`` is known: the end of the window its latest forecast was issued
+        after (None before its first forecast)."""
+        f = self.forecasts.get(series)
+        return None if f is None else f.issued + f.step
+
+    def decision_time(self, spec: ScalerSpec, now: float) -> float:
+        """When an input arriving at ``now`` is decided for ``spec``: at the newest time of its
+        signals' own series (what each signal forecasts), not later.
+
+        A Kafka topic signal also reads its consumer group's lag and the topic's partition
+        count, series of their own that a model batch may bring a few windows before or
+        after the rate: decided at their time, the rate's forecast would look older than it
+        is (stale, its lead window cut short) or newer (its lead window starting before its
+        first point), and the decision would be stamped at a time its forecast was not made
+        for. So they are read at the signals' time and never move the target's clock --
+        unless the signals' series have gone quiet (further behind the newest series than a
+        forecast stays fresh): then the newest input's time, so the policy holds on the stale
+        signal and the lag still acts. A one-series target decides at ``now``.
+        """
+        times = [t for sig in spec.signals if (t := self._time(sig.series)) is not None]
+        if not times:
+            return now
+        t = max(times)
+        newest = max(x for s in spec.all_series if (x := self._time(s)) is not None)
+        if newest - t > stale_after(spec, self._any_forecast(spec)):
+            return now
+        return min(now, t)
+
+    def _any_forecast(self, spec: ScalerSpec) -> Forecast | None:
+        return next((f for s in spec.all_series if (f := self.forecasts.get(s)) is not None), None)
 
     def driven_by(self, series: str) -> list[ScalerSpec]:
         """The specs one of whose signals reads ``series``."""
@@ -118,10 +152,27 @@ class Reconciler:
                                               current, now)
 
     def resync(self, now: float, period: float) -> list[Decision]:
-        """Reconcile every target without a decision in the last ``period`` seconds."""
-        due = [s for s in list(self.specs.values())
-               if (last := self.last.get(s.key)) is None or now - last.ts >= period]
+        """Reconcile, at ``now``, every target without a decision in the last ``period``
+        seconds whose series have all been quiet for longer than a forecast stays fresh (or
+        that never had one), or whose scheduled minimum changed since its last decision.
+
+        A target whose inputs are merely behind the others' (a model batch still on its way)
+        is left to be decided when they arrive, at their time: decided at ``now``, ahead of
+        them, its forecast would look stale, and time never runs back for a target.
+        """
+        due = [s for s in list(self.specs.values()) if self._due(s, now, period)]
         return [self.reconcile(s, now) for s in due]
+
+    def _due(self, spec: ScalerSpec, now: float, period: float) -> bool:
+        last = self.last.get(spec.key)
+        if last is None:
+            return True
+        if now - last.ts < period:
+            return False
+        times = [t for s in spec.all_series if (t := self._time(s)) is not None]
+        if not times or now - max(times) > stale_after(spec, self._any_forecast(spec)):
+            return True
+        return scheduled_floor(spec.schedules, now) != scheduled_floor(spec.schedules, last.ts)
 
     def remember(self, key: str, replicas: int, ts: float) -> None:
         """Start a target's policy memory from a recorded count, if it has none yet

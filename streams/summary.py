@@ -138,9 +138,13 @@ def summarize(obs: Observed, workload: Workload, namespace: str, window: float,
 
 
 #: the Kafka target's first judged cycle: its topic has no history (the other targets start with
-#: HISTORY_CYCLES backfilled), so its first bursts are the forecaster's only lessons; at the
-#: tests' 240x replay the third burst was anticipated in two runs of three, the fourth in every
-#: run measured (issue 15 asks for the third: not met)
+#: HISTORY_CYCLES backfilled), so its first bursts are the forecaster's only lessons. At the
+#: tests' 240x replay, once decisions are made at the rate's own time (scaler/reconcile.py),
+#: the third burst was anticipated in seven runs of eight (240-300 s ahead); the
+#: eighth's acting contender (90 % utilisation) needed more than the forecast, which after two
+#: cycles still gives the burst's ramp about 70 % of its height. Issue 15 asks for the third:
+#: not met (and a model batch of the topic's series held up for several windows, 1-2 wall
+#: seconds at 240x, makes any burst late now and then: the fourth in one run of eight)
 KAFKA_FIRST_JUDGED = 4
 
 

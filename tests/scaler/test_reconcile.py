@@ -6,7 +6,7 @@ from detectors.forecast import Forecast, ForecastPoint
 from scaler.policy import Observation
 from scaler.reconcile import Reconciler
 from scaler.simulated import SimulatedCluster
-from scaler.spec import ScalerSpec, TargetRef
+from scaler.spec import KafkaTopicSource, ScalerSpec, Signal, TargetRef, kafka_topic_series
 
 SPEC = ScalerSpec("web", "web/rps", capacity_per_replica=100, min_replicas=2, max_replicas=20,
                   lead_time_seconds=120, target=TargetRef("apps/v1", "Deployment", "web"))
@@ -70,3 +70,64 @@ def test_a_decision_names_the_fallback_it_took_even_when_the_floor_drives_it():
     assert (d.reason.value, d.fallback.value) == ("ReactiveFloor", "StaleForecast"), d
     r.observe(forecast(600, 150), Observation(600, 150))
     assert r.reconcile(SPEC, 660).fallback is None
+
+
+SRC = KafkaTopicSource("orders", "billing", lag_threshold=100)
+RATE, LAG, PARTS = kafka_topic_series("orders", "billing")
+ORDERS = ScalerSpec("orders", "", 0, min_replicas=2, max_replicas=16, lead_time_seconds=120,
+                    target=TargetRef("apps/v1", "Deployment", "orders"),
+                    signals=(Signal(RATE, 1.0, source=SRC),))
+
+
+def fc(series, issued, upper):
+    return Forecast(series, issued, 60, tuple(ForecastPoint(issued + 60 * i, upper, upper / 2, upper)
+                                              for i in range(1, 5)), 0.9, "m", True)
+
+
+def observe(r, series, t, value, upper=None):
+    r.observe(fc(series, t, value if upper is None else upper), Observation(t, value))
+    return r.reconcile_series(series, t + 60)
+
+
+def test_a_kafka_signal_decides_at_its_rates_time_whatever_its_lag_and_partitions_say():
+    r = Reconciler(SimulatedCluster(180), [ORDERS])
+    for s, v in ((RATE, 1.5), (LAG, 10), (PARTS, 16)):
+        assert [d.ts for d in observe(r, s, 0, v)] == [60]
+    # the lag and the partitions run two windows ahead of the rate (another model batch)
+    for t in (60, 120):
+        for s, v in ((LAG, 10), (PARTS, 16)):
+            assert [d.ts for d in observe(r, s, t, v)] == [60], "not ahead of the rate"
+    # the rate's next window: decided at its own time, its forecast fresh, its lead window whole
+    (d,) = observe(r, RATE, 60, 2.0, upper=9.5)
+    assert d.ts == 120 and d.signals[0].fallback is None and d.forecast_peak == 9.5 and d.desired > 2, d
+    # and behind the rate: still decided at the rate's time, not before it
+    (d,) = observe(r, RATE, 120, 2.0, upper=9.5)
+    assert d.ts == 180 and r.decision_time(ORDERS, 180) == 180
+    assert [d.ts for d in observe(r, LAG, 180, 10)] == [180]
+
+
+def test_a_rate_gone_quiet_holds_no_target_back():
+    r = Reconciler(SimulatedCluster(180), [ORDERS])
+    observe(r, RATE, 0, 1.5)
+    observe(r, PARTS, 600, 16)
+    # the rate stopped ten windows ago: the target follows its other series, the rate is stale
+    (d,) = observe(r, LAG, 600, 10)
+    assert d.ts == 660 and d.signals[0].fallback is not None and d.signals[0].fallback.value == "StaleForecast"
+
+
+def test_the_sweep_re_decides_quiet_targets_and_leaves_those_whose_inputs_are_on_their_way():
+    r = Reconciler(SimulatedCluster(180), [SPEC])
+    r.observe(forecast(0, 150), Observation(0, 150))
+    r.reconcile_series("web/rps", 60)
+    # the low watermark is two windows ahead of web/rps: its next windows are still on their way
+    assert r.resync(180, 60) == []
+    r.observe(forecast(60, 150), Observation(60, 150))
+    assert [d.ts for d in r.reconcile_series("web/rps", 120)] == [120]
+    # quiet for longer than its forecast stays fresh: re-decided at the watermark
+    (d,) = r.resync(120 + 181, 60)
+    assert d.ts == 301 and d.reason.value == "StaleForecast"
+    assert r.resync(320, 60) == [], "decided 19 s ago: not due"
+    # a target that never had an input is decided at once
+    r.set_spec(dataclasses.replace(SPEC, name="ghost", series="ghost/rps",
+                                   signals=(Signal("ghost/rps", 100),)))
+    assert [d.target for d in r.resync(330, 60)] == ["default/ghost"]
