@@ -196,7 +196,7 @@ def bench_batched(broker: str, workdir: Path, series: int, windows: int) -> dict
         fsecs, fgot, _ = w.wait_counter("foresight_forecasts_out_total", closed, start=t_start)
         rss1 = w.rss()
         upd = metric(w.port, "foresight_model_update_seconds_sum")
-        updn = metric(w.port, "foresight_model_update_seconds_count")
+        updn = metric(w.port, "foresight_model_updates_total")
         backlog_delays = [d for _, d in forecast_delays(broker, topics, closed)]
         # steady state: the next windows produced at wall-clock pace
         paced = 4
@@ -347,14 +347,14 @@ def bench_model_path(broker: str, workdir: Path, series: int, warm: int, windows
         warm_secs = time.monotonic() - t
         rss1 = w.rss()
         upd0 = metric(w.port, "foresight_model_update_seconds_sum")
-        n0 = metric(w.port, "foresight_model_update_seconds_count")
+        n0 = metric(w.port, "foresight_model_updates_total")
         t0 = time.monotonic()
         produce(warm, warm + windows)
         produced = time.monotonic() - t0
         secs, got, _ = w.wait_counter("foresight_forecasts_out_total", (warm + windows) * series,
                                       timeout=1800, start=t0)
         upd = metric(w.port, "foresight_model_update_seconds_sum") - upd0
-        updn = metric(w.port, "foresight_model_update_seconds_count") - n0
+        updn = metric(w.port, "foresight_model_updates_total") - n0
         checkpoints = metric(w.port, "foresight_checkpoints_total")
     finally:
         w.stop()
