@@ -193,7 +193,6 @@ def test_a_bad_element_of_a_points_batch_is_its_only_dead_letter_element():
 
 
 def _columns(n: int, h: int = 5) -> records.ForecastColumns:
-
     rng = np.random.default_rng(3)
     yhat = 100.0 + rng.normal(size=(n, h)) * 10
     iv = np.stack([yhat, yhat - 1.0 - rng.random((n, h)), yhat + 1.0 + rng.random((n, h))], axis=2)
