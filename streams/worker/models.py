@@ -67,6 +67,8 @@ class Learnt:
     raised, if any; and the anomaly messages (key, body) to send."""
 
     forecasts: list[records.ForecastColumns] = field(default_factory=list)
+    #: series due for a checkpoint (written once the forecasts are sent: :meth:`Models.checkpoint_due`)
+    due: dict[str, Cached] = field(default_factory=dict)
     errors: dict[int, Exception] = field(default_factory=dict)
     anomalies: list[tuple[bytes, bytes]] = field(default_factory=list)
 
@@ -346,7 +348,6 @@ class Models:
         every = ctx.settings.checkpoint_every
         names = [points[k].series for k in ks]
         ok = np.ones(n, np.bool_)
-        due: list[tuple[int, bytes, Any]] = []
         for i, (k, series, cached) in enumerate(zip(ks, names, held, strict=True)):
             p = points[k]
             try:
@@ -362,7 +363,7 @@ class Models:
                 if series not in store.series and key in tables.series_view:
                     self.restore_view(series)
                 e = error[i]
-                view = store.on_window_arrays(
+                store.on_window_arrays(
                     series, p.start, p.value, step, fc_points[i].copy(),
                     (p.start, coverage, model_name, warm[i], None if e != e else e),  # NaN: None
                     score[i], anomalous[i], drifting[i], anomaly, learnt[i])
@@ -370,15 +371,30 @@ class Models:
                 # every `every` updates, staggered by row so that a bank's series do not all
                 # checkpoint in the same window (a latency spike every `every` windows)
                 if cached.since_checkpoint >= every or (learnt[i] + cached.row) % every == 0:
-                    due.append((i, key, view))
+                    out.due[series] = cached
             except Exception as exc:  # noqa: BLE001 - one point never stops the others
                 out.errors[k] = exc
                 ok[i] = False
-        if due:
-            self._save(bank, step, [held[i] for i, _, _ in due], [(k, v) for _, k, v in due], partition)
         fc = records.ForecastColumns(names, ts, step, u.intervals, coverage, model_name, u.warm,
                                      u.error, u.drifting, values, untrusted, u.score)
         out.forecasts.append(fc if ok.all() else fc.take(ok))
+
+    def checkpoint_due(self, out: Learnt, partition: int) -> None:
+        """Checkpoint the models and views of the series ``learn`` found due, as they are now:
+        called once the message's forecasts are sent, so that the checkpoints' cost (and their
+        bytes) never delays a forecast. A series no longer held as it was (a rebalance, an
+        eviction or the history learner since) is skipped: it is checkpointed by whoever holds
+        it, or at its next update (its count is not reset)."""
+        held = self.ctx.state.models
+        groups: dict[int, tuple[SeriesBank, float, list[Cached], list[tuple[bytes, Any]]]] = {}
+        for series, cached in out.due.items():
+            if held.get(series) is not cached or cached.model is not None or not cached.since_checkpoint:
+                continue
+            g = groups.setdefault(id(cached.bank), (cached.bank, cached.step, [], []))
+            g[2].append(cached)
+            g[3].append((series.encode(), self.ctx.store.series.get(series)))
+        for bank, step, cacheds, views in groups.values():
+            self._save(bank, step, cacheds, views, partition)
 
     def _save(self, bank: SeriesBank, step: float, held: list[Cached], views: list[tuple[bytes, Any]],
               partition: int) -> None:
@@ -392,7 +408,8 @@ class Models:
                  else [ctx.checkpointer.dumps(bank.export(c.row)) for c in held])
         for cached, (key, view), blob in zip(held, views, blobs, strict=True):
             put_on_partition(tables.models, partition, key, blob)
-            put_on_partition(tables.series_view, partition, key, store.snapshot_series(view))
+            if view is not None:
+                put_on_partition(tables.series_view, partition, key, store.snapshot_series(view))
             cached.since_checkpoint = 0
         ctx.metrics.checkpoints.inc(len(held))
 
@@ -471,6 +488,12 @@ class Models:
         for n, body in records.forecast_batches(out.forecasts):
             await ctx.out[ctx.topics.forecasts].send(key=None, value=body, partition=msg.partition,
                                                      callback=delivered(ctx.metrics.forecasts_out, n))
+        try:
+            self.checkpoint_due(out, msg.partition)
+        except Exception:  # noqa: BLE001 - the forecasts are out: the checkpoints come at the next update
+            ctx.metrics.processing_errors.labels("model").inc()
+            log.exception("model: checkpointing the series of %s[%d]@%d failed", msg.topic, msg.partition,
+                          msg.offset)
         if parsed.dead is not None:
             await dead_letter(ctx, ctx.topics.points, msg, parsed.dead)
 
