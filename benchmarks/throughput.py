@@ -13,7 +13,9 @@ Prints JSON:
   topic, ``--warm`` windows first (the models learn them), then a backlog of
   ``--windows`` windows for every series at once: model updates/s from the
   first backlog message produced to the last forecast published (the model
-  agent alone, on warm models, without the window agent's ingest in front).
+  agent alone, on warm models, without the window agent's ingest in front);
+  then ``--paced`` windows published one per window length: window close (the
+  points message) -> forecast published, p50/p99 (steady).
 
 Usage: ``python benchmarks/throughput.py [--series 1000 10000] [--windows 30]``
        ``python benchmarks/throughput.py --model-path --series 10000 --warm 30 --windows 10``
@@ -196,7 +198,7 @@ def bench_batched(broker: str, workdir: Path, series: int, windows: int) -> dict
         fsecs, fgot, _ = w.wait_counter("foresight_forecasts_out_total", closed, start=t_start)
         rss1 = w.rss()
         upd = metric(w.port, "foresight_model_update_seconds_sum")
-        updn = metric(w.port, "foresight_model_update_seconds_count")
+        updn = metric(w.port, "foresight_model_updates_total")
         backlog_delays = [d for _, d in forecast_delays(broker, topics, closed)]
         # steady state: the next windows produced at wall-clock pace
         paced = 4
@@ -322,7 +324,44 @@ def points_messages(names: list[str], window: int, partitions: int) -> list[tupl
     return [(part, body) for part, pts in by_part.items() for _, body in records.points_batches(pts)]
 
 
-def bench_model_path(broker: str, workdir: Path, series: int, warm: int, windows: int) -> dict[str, object]:
+def point_to_forecast_delays(broker: str, topics: Topics) -> list[tuple[float, float]]:
+    """(window start, seconds from its point's publication to its forecast's publication) of
+    every forecast on the topic, reading only the series and window of each element (a strict
+    parse of 100,000s of forecasts would take minutes)."""
+
+    def keys(obj: object) -> list[tuple[str, float]]:
+        if isinstance(obj, dict) and isinstance(obj.get("series"), list):  # a columnar batch
+            return list(zip(obj["series"], obj["issued"], strict=True))
+        items = obj if isinstance(obj, list) else [obj]
+        return [(o["series"], o["issued"] if "issued" in o else o["start"]) for o in items]
+
+    async def run() -> list[tuple[float, float]]:
+        c = AIOKafkaConsumer(bootstrap_servers=broker, enable_auto_commit=False, auto_offset_reset="earliest",
+                             max_partition_fetch_bytes=8 * 1024 * 1024)
+        await c.start()
+        tps = [TopicPartition(t, p) for t in (topics.points, topics.forecasts)
+               for p in c.partitions_for_topic(t) or []]
+        c.assign(tps)
+        end = await c.end_offsets(tps)
+        pts: dict[tuple[str, float], int] = {}
+        fcs: dict[tuple[str, float], int] = {}
+        async def behind() -> bool:
+            return any([await c.position(tp) < end[tp] for tp in tps])
+
+        while await behind():
+            for tp, msgs in (await c.getmany(timeout_ms=500, max_records=20000)).items():
+                into = pts if tp.topic == topics.points else fcs
+                for m in msgs:
+                    for k in keys(orjson.loads(m.value)):
+                        into[k] = m.timestamp
+        await c.stop()
+        return [(k[1], (fcs[k] - pts[k]) / 1000) for k in fcs if k in pts]
+
+    return asyncio.run(run())
+
+
+def bench_model_path(broker: str, workdir: Path, series: int, warm: int, windows: int,
+                     paced: int = 3, **extra: str) -> dict[str, object]:
     """The model agent alone: points in, forecasts out, on warm models, draining a backlog."""
     prefix = f"bm{uuid.uuid4().hex[:6]}"
     settings = Settings(topic_prefix=prefix)
@@ -338,7 +377,7 @@ def bench_model_path(broker: str, workdir: Path, series: int, warm: int, windows
                 prod.send(topics.points, value=body, partition=part)
         prod.flush()
 
-    w = Worker(broker, prefix, workdir)
+    w = Worker(broker, prefix, workdir, **extra)
     try:
         rss0 = w.rss()
         t = time.monotonic()
@@ -347,15 +386,27 @@ def bench_model_path(broker: str, workdir: Path, series: int, warm: int, windows
         warm_secs = time.monotonic() - t
         rss1 = w.rss()
         upd0 = metric(w.port, "foresight_model_update_seconds_sum")
-        n0 = metric(w.port, "foresight_model_update_seconds_count")
+        n0 = metric(w.port, "foresight_model_updates_total")
         t0 = time.monotonic()
         produce(warm, warm + windows)
         produced = time.monotonic() - t0
         secs, got, _ = w.wait_counter("foresight_forecasts_out_total", (warm + windows) * series,
                                       timeout=1800, start=t0)
         upd = metric(w.port, "foresight_model_update_seconds_sum") - upd0
-        updn = metric(w.port, "foresight_model_update_seconds_count") - n0
+        updn = metric(w.port, "foresight_model_updates_total") - n0
+        calls = metric(w.port, "foresight_model_update_seconds_count")
         checkpoints = metric(w.port, "foresight_checkpoints_total")
+        # steady state: the next windows published at wall-clock pace, one every window length
+        # (as the window agent publishes every series' point when a window closes)
+        first_paced = warm + windows
+        for k in range(paced):
+            tick = time.monotonic()
+            produce(first_paced + k, first_paced + k + 1)
+            if k < paced - 1:
+                time.sleep(max(0.0, WINDOW - (time.monotonic() - tick)))
+        w.wait_counter("foresight_forecasts_out_total", (first_paced + paced) * series, timeout=300)
+        steady = [d for start, d in point_to_forecast_delays(broker, topics)
+                  if start >= T0 + first_paced * WINDOW]
     finally:
         w.stop()
         prod.close()
@@ -366,9 +417,13 @@ def bench_model_path(broker: str, workdir: Path, series: int, warm: int, windows
         "backlog_produced_s": produced,
         "model_updates_per_s": done / secs if secs else None,
         "model_updates": done,
-        # seconds per update inside the bank's vectorised call (observed once per call)
+        # seconds per series update inside the bank's vectorised calls (observed once per call)
         "bank_update_mean_us": 1e6 * upd / updn if updn else None,
+        "bank_calls": calls,
         "checkpoints": checkpoints,
+        # window close (the points message's publication) -> its forecast's publication
+        "window_close_to_forecast_s_steady": {
+            "p50": pct(steady, 0.5), "p99": pct(steady, 0.99), "n": len(steady), "windows": paced},
         "rss_per_series_bytes": (rss1 - rss0) / series,
     }
 
@@ -383,6 +438,10 @@ def main() -> None:
     ap.add_argument("--model-path", action="store_true",
                     help="only the model path: points straight to the points topic (see above)")
     ap.add_argument("--warm", type=int, default=30, help="--model-path: windows learnt before measuring")
+    ap.add_argument("--checkpoint-every", type=int, default=10,
+                    help="--model-path: the worker's FORESIGHT_CHECKPOINT_EVERY")
+    ap.add_argument("--paced", type=int, default=3,
+                    help="--model-path: windows then published one per window length (steady latency)")
     args = ap.parse_args()
     import tempfile
 
@@ -390,8 +449,9 @@ def main() -> None:
     out: dict[str, object] = {"window_seconds": WINDOW, "cpu_count": os.cpu_count()}
     with EmbeddedBroker(log_path=str(workdir / "broker.log")) as b:
         if args.model_path:
-            out["model_path"] = [bench_model_path(b.bootstrap, workdir, n, args.warm, args.windows)
-                                 for n in args.series]
+            extra = {"FORESIGHT_CHECKPOINT_EVERY": str(args.checkpoint_every)}
+            out["model_path"] = [bench_model_path(b.bootstrap, workdir, n, args.warm, args.windows,
+                                                  args.paced, **extra) for n in args.series]
             print(json.dumps(out, indent=2))
             return
         if args.cardinality:

@@ -56,6 +56,7 @@ True
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -192,6 +193,7 @@ class SeriesBank:
         self._free: list[int] = []
         self._used = np.zeros(self.cols.capacity, np.bool_)
         self._top = 0  # rows below it have been handed out at least once
+        self._layout: bytes | None = None
 
     @classmethod
     def for_config(cls, step_seconds: float, period_steps: int | None = None, horizon: int = 6,
@@ -350,6 +352,77 @@ class SeriesBank:
         self.cols.put(rows, shard["model"])
         self.forecaster.cols.put(rows, shard["forecaster"])
         self.detector.put(rows, shard["detector"])
+
+    # -- rows <-> bytes (cheap per-series checkpoints) ------------------------
+    def _row_columns(self) -> list[Columns] | None:
+        """Every column store of a row, in a fixed order; None if the detector is not arrays."""
+        det = getattr(self.detector, "cols", None)
+        return [self.cols, self.forecaster.cols, det] if isinstance(det, Columns) else None
+
+    @property
+    def layout(self) -> bytes | None:
+        """16 bytes naming the bank's configuration and the byte layout of :meth:`row_bytes_of`
+        (None when rows are not all arrays: a per-series detector object)."""
+        if self._layout is None:
+            cols = self._row_columns()
+            if cols is None:
+                return None
+            spec = [(k, shape, np.dtype(dt).str) for c in cols for k, (shape, dt, _) in c.spec.items()]
+            self._layout = hashlib.blake2b(repr((self._config, spec)).encode(), digest_size=16).digest()
+        return self._layout
+
+    def row_bytes_of(self, rows: Sequence[int] | np.ndarray) -> list[bytes] | None:
+        """Each row's state as bytes (every field, fixed layout: :attr:`layout`), e.g. to
+        checkpoint many series at once without a ``SeriesModel`` per row (one gather per field,
+        one copy per row); None when the bank cannot (see :attr:`layout`).
+        :meth:`load_row_bytes` puts them back, in this bank or another of the same layout.
+
+        >>> a = SeriesBank.for_config(step_seconds=60.0, horizon=3)
+        >>> rows = np.array([a.add(), a.add()])
+        >>> _ = a.update(rows, np.array([1.0, 2.0]), np.array([0.0, 0.0]))
+        >>> blobs = a.row_bytes_of(rows)
+        >>> b = SeriesBank.for_config(step_seconds=60.0, horizon=3)
+        >>> r = [b.add(), b.add(), b.add()]
+        >>> b.load_row_bytes(r[1:], blobs)
+        >>> b.export(r[2]).stuck._last, [int(n) for n in b.updates(r)], len(blobs[0]) == a.row_bytes()
+        (2.0, [0, 1, 1], True)
+        """
+        cols = self._row_columns()
+        if cols is None:
+            return None
+        rows = np.asarray(rows, np.int64)
+        for r in rows.tolist():
+            self._check(r)
+        m = len(rows)
+        parts = [c[k][rows].reshape(m, -1).view(np.uint8) for c in cols for k in c.spec]
+        table = np.concatenate(parts, axis=1) if parts else np.empty((m, 0), np.uint8)
+        return [table[i].tobytes() for i in range(m)]
+
+    def load_row_bytes(self, rows: Sequence[int] | np.ndarray, blobs: Sequence[bytes]) -> None:
+        """Set ``rows`` to :meth:`row_bytes_of` records (one assignment per field). Raises
+        ``ValueError`` when a record is not of this bank's size (nothing is loaded then); the
+        caller checks the :attr:`layout` the records were written with."""
+        cols = self._row_columns()
+        if cols is None:
+            raise ValueError("this bank's rows are not all arrays")
+        rows = np.asarray(rows, np.int64)
+        if len(rows) != len(blobs):
+            raise ValueError("rows and records must have the same length")
+        for r in rows.tolist():
+            self._check(r)
+        if len(np.unique(rows)) != len(rows):
+            raise ValueError("a row appears twice")
+        size = self.row_bytes()
+        if any(len(b) != size for b in blobs):
+            raise ValueError(f"a row record is not {size} bytes")
+        m = len(rows)
+        table = np.frombuffer(b"".join(blobs), np.uint8).reshape(m, size)
+        at = 0
+        for c in cols:
+            for k, (shape, dt, _) in c.spec.items():
+                n = int(np.prod(shape, dtype=np.int64)) * np.dtype(dt).itemsize
+                c[k][rows] = table[:, at:at + n].copy().view(dt).reshape(m, *shape)
+                at += n
 
     def _check(self, row: int) -> None:
         if not (0 <= row < self._top and self._used[row]):

@@ -28,6 +28,8 @@ import hmac
 import os
 import pickle
 import secrets
+import struct
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -39,7 +41,37 @@ class UntrustedCheckpoint(ValueError):
     pass
 
 
+#: a bank-row checkpoint: raw array state, never unpickled
+ROW_MAGIC = b"FSB1"
+_ROW_HEAD = struct.Struct("<d16s")
+
+
+@dataclass(frozen=True, slots=True)
+class RowCheckpoint:
+    """A verified bank-row checkpoint (:meth:`Checkpointer.dumps_rows`): the series' step, the
+    layout of the bank that wrote it and the row's bytes (``SeriesBank.row_bytes_of``)."""
+
+    step: float
+    layout: bytes
+    state: bytes
+
+
 class Checkpointer:
+    """Signs and verifies model checkpoints: pickled objects (``FSM1``) and raw bank rows
+    (``FSB1``, :class:`RowCheckpoint`: the model agent's cheap per-series checkpoint, a copy of
+    the row's arrays with no object built or unpickled). The MAC covers the format's magic, so
+    one format's record never verifies as the other's.
+
+    >>> c = Checkpointer(b"k" * 32)
+    >>> [blob] = c.dumps_rows(60.0, b"L" * 16, [b"state"])
+    >>> c.loads(blob)
+    RowCheckpoint(step=60.0, layout=b'LLLLLLLLLLLLLLLL', state=b'state')
+    >>> c.loads(blob[:-1] + b"X")
+    Traceback (most recent call last):
+    ...
+    streams.checkpoint.UntrustedCheckpoint: checkpoint signature does not verify
+    """
+
     def __init__(self, key: bytes) -> None:
         if len(key) < 16:
             raise ValueError("model signing key must be at least 16 bytes")
@@ -49,10 +81,33 @@ class Checkpointer:
         body = pickle.dumps(obj, protocol=pickle.HIGHEST_PROTOCOL)
         return MAGIC + hmac.new(self._key, body, hashlib.sha256).digest() + body
 
+    def dumps_rows(self, step: float, layout: bytes, states: list[bytes]) -> list[bytes]:
+        """One signed :class:`RowCheckpoint` record per row state (rows of one bank)."""
+        head = _ROW_HEAD.pack(step, layout)
+        out = []
+        for state in states:
+            h = hmac.new(self._key, ROW_MAGIC, hashlib.sha256)
+            h.update(head)
+            h.update(state)
+            out.append(b"".join((ROW_MAGIC, h.digest(), head, state)))
+        return out
+
     def loads(self, blob: bytes) -> Any:
-        if not isinstance(blob, bytes | bytearray) or blob[:4] != MAGIC or len(blob) < 4 + _SIG:
+        """The checkpoint's object (a pickle) or :class:`RowCheckpoint`, once its signature
+        verifies; raises :class:`UntrustedCheckpoint` otherwise (nothing unpickled)."""
+        if not isinstance(blob, bytes | bytearray) or len(blob) < 4 + _SIG:
             raise UntrustedCheckpoint("not a Foresight checkpoint")
-        sig, body = blob[4 : 4 + _SIG], blob[4 + _SIG :]
+        magic, sig, body = bytes(blob[:4]), blob[4 : 4 + _SIG], blob[4 + _SIG :]
+        if magic == ROW_MAGIC:
+            if len(body) < _ROW_HEAD.size:
+                raise UntrustedCheckpoint("not a Foresight checkpoint")
+            want = hmac.new(self._key, ROW_MAGIC + bytes(body), hashlib.sha256).digest()
+            if not hmac.compare_digest(sig, want):
+                raise UntrustedCheckpoint("checkpoint signature does not verify")
+            step, layout = _ROW_HEAD.unpack_from(body)
+            return RowCheckpoint(step, layout, bytes(body[_ROW_HEAD.size :]))
+        if magic != MAGIC:
+            raise UntrustedCheckpoint("not a Foresight checkpoint")
         if not hmac.compare_digest(sig, hmac.new(self._key, body, hashlib.sha256).digest()):
             raise UntrustedCheckpoint("checkpoint signature does not verify")
         return pickle.loads(body)  # noqa: S301 - authenticated above

@@ -96,11 +96,16 @@ class Metrics:
             "Times the broker was found unreachable, emptied or replaced (topics missing)", registry=r,
         )
         self.checkpoints = Counter("foresight_checkpoints", "Model checkpoints written", registry=r)
+        # one observation per vectorised bank call (many series at once: the model agent's hot
+        # path); the series updates it made are counted in foresight_model_updates_total
         self.model_update_seconds = Histogram(
             "foresight_model_update_seconds",
-            "Time to update one series' models with one window",
-            buckets=(1e-5, 5e-5, 1e-4, 2.5e-4, 5e-4, 1e-3, 2.5e-3, 5e-3, 1e-2, 5e-2),
+            "Time of one vectorised model-bank update (every series of a bank that closed a window)",
+            buckets=(1e-4, 5e-4, 1e-3, 2.5e-3, 5e-3, 1e-2, 2.5e-2, 5e-2, 0.1, 0.25, 1.0),
             registry=r,
+        )
+        self.model_updates = Counter(
+            "foresight_model_updates", "Series model updates (one closed window of one series)", registry=r
         )
         self.bad_decisions = Counter(
             "foresight_bad_decisions", "Unreadable messages on the decisions topic (skipped)", registry=r

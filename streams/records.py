@@ -30,6 +30,7 @@ from array import array
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
 import orjson
 
 from detectors.forecast import Forecast, ForecastPoint
@@ -489,7 +490,8 @@ class Point:
 #
 # ``points`` and ``forecasts`` carry many series per message: a JSON array of the
 # single-record objects (a point as in :meth:`Point.to_json`, a forecast as in
-# :func:`forecast_to_json`), one message per partition per window flush, cut at
+# :func:`forecast_to_json`; the model agent writes ``forecasts`` as columnar batches
+# instead, see "columnar forecasts" below), one message per partition per window flush, cut at
 # MAX_BATCH_BYTES. Every element is a series of the message's partition (the
 # partition of its id, as if it were keyed by it). The single-record format (one
 # object, keyed by the series id) stays accepted on input.
@@ -542,15 +544,201 @@ def parse_points(raw: bytes) -> Parsed:
 
 
 def parse_forecasts(raw: bytes) -> Parsed:
-    """A ``forecasts`` message: one forecast or a batch (array) of them, each parsed as strictly
-    as by :func:`parse_forecast`; items are :class:`ForecastMessage`.
+    """A ``forecasts`` message: one forecast, a batch (array) of them, or a columnar batch
+    (:class:`ForecastColumns`), each forecast parsed as strictly as by :func:`parse_forecast`;
+    items are :class:`ForecastMessage`. A columnar batch's elements are numbered by their
+    position in its columns; its dead letter holds the bad ones as single-record objects.
 
     >>> one = b'{"series": "a", "issued": 0, "step": 60, "points": []}'
     >>> m = parse_forecasts(b"[" + one + b"," + one.replace(b'"step": 60', b'"step": 0') + b"]")
     >>> [f.forecast.series for f in m.items], m.dead.reason, m.dead.ranges
     (['a'], 'bad_value', [[1, 1]])
+    >>> cols = b'{"series": ["a", "b"], "issued": [0, 60], "step": 60, "yhat": [[5], [6]], ' \\
+    ...        b'"lower": [[4], [9]], "upper": [[7], [8]]}'
+    >>> m = parse_forecasts(cols)
+    >>> [(f.forecast.series, f.forecast.points[0].ts) for f in m.items], m.dead.ranges
+    ([('a', 60.0)], [[1, 1]])
     """
-    return _parse_elements(raw, _forecast_obj)
+    msg = Parsed([], [], [], False, raw)
+    try:
+        obj = orjson.loads(raw)
+    except (orjson.JSONDecodeError, RecursionError) as exc:
+        msg.dead = DeadLetter()
+        msg.dead.add_whole("malformed_json", str(exc)[:300], raw)
+        return msg
+    if isinstance(obj, dict) and isinstance(obj.get("series"), list):
+        try:
+            obj = _forecast_rows(obj)
+        except InvalidRecord as exc:
+            msg.dead = DeadLetter()
+            msg.dead.add_whole(exc.reason, exc.error, raw)
+            return msg
+    return _elements(msg, obj, _forecast_obj)
+
+
+# -- columnar forecasts ---------------------------------------------------------
+#
+# The model agent writes ``forecasts`` as columnar batches: one JSON object per
+# message whose ``series`` is an array (one entry per forecast) and whose other
+# fields are arrays of the same length, one per field of :func:`forecast_to_json`:
+#
+#   {"series": ["a", "b"], "issued": [t_a, t_b], "step": 60, "coverage": 0.8,
+#    "model": "SeasonalEnsemble", "warm": [true, false], "error": [0.1, null],
+#    "drifting": [false, false], "observed": [5.0, 7.0], "anomalous": [false, false],
+#    "score": [0.1, 0.0], "yhat": [[...], [...]], "lower": [[...], [...]], "upper": [[...], [...]]}
+#
+# A field the same for every forecast may be given once, as a scalar (the writer
+# does so for ``step``, ``coverage`` and ``model``: one bank's series share them).
+# ``yhat``/``lower``/``upper`` hold, per forecast, its points' values; a point's
+# ``ts`` is ``issued + (k + 1) * step`` for the k-th point (the forecasts are on the
+# series' step grid), unless a ``ts`` array of arrays gives them. The parser
+# expands a columnar batch into the single-record objects and checks each as
+# strictly as :func:`parse_forecast`; the single-record formats stay accepted.
+
+#: the per-forecast fields of a columnar batch besides series and the points' columns
+_FORECAST_SCALARS = ("issued", "step", "coverage", "model", "warm", "error", "drifting", "observed",
+                     "anomalous", "score")
+_FORECAST_POINT_COLUMNS = ("ts", "yhat", "lower", "upper")
+
+
+@dataclass(slots=True)
+class ForecastColumns:
+    """Forecasts of many series issued after one bank update, as arrays (one entry per series):
+    what :func:`forecast_batches` writes as columnar ``forecasts`` messages.
+
+    ``intervals[i, k]`` is ``(yhat, lower, upper)`` of the k-th point of forecast ``i``, at
+    ``issued[i] + (k + 1) * step``; ``error`` is NaN where there is none.
+    """
+
+    series: list[str]
+    issued: np.ndarray
+    step: float
+    intervals: np.ndarray
+    coverage: float
+    model: str
+    warm: np.ndarray
+    error: np.ndarray
+    drifting: np.ndarray
+    observed: np.ndarray
+    anomalous: np.ndarray
+    score: np.ndarray
+
+    def __len__(self) -> int:
+        return len(self.series)
+
+    def take(self, rows: np.ndarray) -> ForecastColumns:
+        """The forecasts at ``rows`` (indices or a boolean mask)."""
+        idx = np.flatnonzero(rows) if rows.dtype == np.bool_ else rows
+        return ForecastColumns([self.series[i] for i in idx.tolist()], self.issued[idx], self.step,
+                               self.intervals[idx], self.coverage, self.model, self.warm[idx],
+                               self.error[idx], self.drifting[idx], self.observed[idx],
+                               self.anomalous[idx], self.score[idx])
+
+    def to_json(self) -> dict[str, Any]:
+        """The columnar message (numpy arrays: dump with ``OPT_SERIALIZE_NUMPY``; NaN is null)."""
+        iv = self.intervals
+        return {"series": self.series, "issued": self.issued, "step": self.step,
+                "coverage": self.coverage, "model": self.model, "warm": self.warm,
+                "error": self.error, "drifting": self.drifting, "observed": self.observed,
+                "anomalous": self.anomalous, "score": self.score,
+                "yhat": np.ascontiguousarray(iv[:, :, 0]), "lower": np.ascontiguousarray(iv[:, :, 1]),
+                "upper": np.ascontiguousarray(iv[:, :, 2])}
+
+
+def forecast_batches(columns: list[ForecastColumns],
+                     max_bytes: int = MAX_BATCH_BYTES) -> list[tuple[int, bytes]]:
+    """Columnar ``forecasts`` messages of at most ``max_bytes`` (a single forecast larger than
+    that alone), one or more per :class:`ForecastColumns`: (forecasts in it, message) pairs.
+
+    >>> f = ForecastColumns(["a", "b"], np.array([0.0, 0.0]), 60.0, np.array([[[5.0, 4.0, 7.0]]] * 2),
+    ...                     0.8, "m", np.array([True] * 2), np.array([np.nan, 0.5]),
+    ...                     np.array([False] * 2), np.array([5.0, 6.0]), np.array([False] * 2),
+    ...                     np.array([0.1, 0.2]))
+    >>> [(n, len(parse_forecasts(b).items)) for n, b in forecast_batches([f])]
+    [(2, 2)]
+    >>> [n for n, _ in forecast_batches([f], max_bytes=50)]
+    [1, 1]
+    """
+    out: list[tuple[int, bytes]] = []
+    for c in columns:
+        _cut_columns(c, max_bytes, out)
+    return out
+
+
+def _cut_columns(c: ForecastColumns, max_bytes: int, out: list[tuple[int, bytes]]) -> None:
+    n = len(c)
+    if not n:
+        return
+    body = orjson.dumps(c.to_json(), option=orjson.OPT_SERIALIZE_NUMPY)
+    if len(body) <= max_bytes or n == 1:
+        out.append((n, body))
+        return
+    parts = min(n, -(-len(body) * 10 // (9 * max_bytes)))  # ~90% full: the next cut rarely overflows
+    for rows in np.array_split(np.arange(n), parts):
+        _cut_columns(c.take(rows), max_bytes, out)
+
+
+def forecast_elements(obj: Any) -> list[Any]:
+    """The single-record objects of a decoded ``forecasts`` message (one object, an array, or a
+    columnar batch expanded), unchecked: e.g. to read the topic as per-series records.
+
+    >>> forecast_elements({"series": ["a"], "issued": [0.0], "step": 60.0, "yhat": [[5.0]],
+    ...                    "lower": [[4.0]], "upper": [[7.0]]})[0]["points"]
+    [{'ts': 60.0, 'yhat': 5.0, 'lower': 4.0, 'upper': 7.0}]
+    """
+    if isinstance(obj, dict) and isinstance(obj.get("series"), list):
+        return _forecast_rows(obj)
+    return obj if isinstance(obj, list) else [obj]
+
+
+def _forecast_rows(o: dict[str, Any]) -> list[Any]:
+    """A columnar batch as the single-record objects it holds (each checked later on its own);
+    raises :class:`InvalidRecord` if its columns are not arrays of one length."""
+    names = o["series"]
+    n = len(names)
+    cols: dict[str, list[Any]] = {}
+    for k in _FORECAST_SCALARS:
+        v = o.get(k)
+        if isinstance(v, list):
+            if len(v) != n:
+                raise InvalidRecord("bad_type", f"column {k!r} has {len(v)} entries, not {n}")
+            cols[k] = v
+        elif k in o:
+            cols[k] = [v] * n
+    points: dict[str, list[Any]] = {}
+    for k in _FORECAST_POINT_COLUMNS:
+        v = o.get(k)
+        if v is None:
+            continue
+        if not isinstance(v, list) or len(v) != n or not all(isinstance(x, list) for x in v):
+            raise InvalidRecord("bad_type", f"column {k!r} must be {n} arrays of point values")
+        points[k] = v
+    for k in ("yhat", "lower", "upper"):
+        if k not in points:
+            raise InvalidRecord("missing_field", f"column {k!r} is required")
+    rows: list[Any] = []
+    for i in range(n):
+        row: dict[str, Any] = {"series": names[i]}
+        for k, v in cols.items():
+            row[k] = v[i]
+        yhat, lower, upper = points["yhat"][i], points["lower"][i], points["upper"][i]
+        h = len(yhat)
+        if len(lower) != h or len(upper) != h:
+            rows.append({**row, "points": None})  # refused on its own (missing_field)
+            continue
+        if "ts" in points:
+            ts = points["ts"][i]
+        else:
+            issued, step = row.get("issued"), row.get("step")
+            ok = all(isinstance(x, int | float) and not isinstance(x, bool) for x in (issued, step))
+            ts = [issued + (j + 1) * step for j in range(h)] if ok else [None] * h  # type: ignore[operator]
+        if len(ts) != h:
+            rows.append({**row, "points": None})
+            continue
+        row["points"] = [{"ts": a, "yhat": b, "lower": c, "upper": d}
+                         for a, b, c, d in zip(ts, yhat, lower, upper, strict=True)]
+        rows.append(row)
+    return rows
 
 
 def points_batches(points: list[Point]) -> list[tuple[int, bytes]]:

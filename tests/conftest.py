@@ -15,6 +15,7 @@ from pathlib import Path
 import orjson
 import pytest
 
+from streams import records
 from streams.broker import EmbeddedBroker, free_port, wait_for_port
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -116,6 +117,8 @@ def read_topic(bootstrap: str, topic: str, until: Callable[[list[dict]], bool], 
                 for msgs in batch.values():
                     for m in msgs:  # a batch message (points, forecasts) is its elements
                         v = orjson.loads(m.value)
+                        if split and isinstance(v, dict) and isinstance(v.get("series"), list):
+                            v = records.forecast_elements(v)  # a columnar forecasts batch
                         out.extend(v if split and isinstance(v, list) else [v])
         finally:
             await c.stop()

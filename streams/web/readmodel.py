@@ -113,12 +113,27 @@ class SeriesView:
             anomalous: bool, anomaly: Anomaly | None) -> bool:
         """Record a closed window and the forecast issued after it; False if
         the window is not newer than the newest held (a replay)."""
+        points = np.array([[p.ts, p.yhat, p.lower, p.upper] for p in forecast.points],
+                          dtype=float).reshape(-1, 4)
+        err = forecast.error
+        return self.add_arrays(ts, value, float(forecast.step or 0.0), points,
+                               (float(forecast.issued), float(forecast.coverage or 0.0),
+                                str(forecast.model or ""), bool(forecast.warm),
+                                None if err is None else float(err)),
+                               score, anomalous, bool(forecast.drifting), anomaly)
+
+    def add_arrays(self, ts: float, value: float, step: float, points: np.ndarray,
+                   meta: tuple[float, float, str, bool, float | None], score: float | None,
+                   anomalous: bool, drifting: bool, anomaly: Anomaly | None) -> bool:
+        """:meth:`add` with the forecast as arrays (the model agent's, without a
+        :class:`Forecast`): ``points`` its ``(ts, yhat, lower, upper)`` rows (kept, not
+        copied), ``meta`` its ``(issued, coverage, model, warm, error)``."""
         if not self.step:
-            self.step = float(forecast.step or 0.0)
+            self.step = step
             if self.step <= 0:
                 return False
-        elif float(forecast.step or self.step) != self.step:
-            self._rebase(float(forecast.step))  # the series is modelled at a new step
+        elif (step or self.step) != self.step:
+            self._rebase(step)  # the series is modelled at a new step
         k = self._index(ts)
         if k <= self.hi:
             return False
@@ -134,13 +149,10 @@ class SeriesView:
         if self.fc_meta is not None and len(self.fc_points) and self._index(self.fc_points[0, 0]) == k:
             row[1:] = self.fc_points[0, 1:]
         self.hi = k
-        self.fc_points = np.array([[p.ts, p.yhat, p.lower, p.upper] for p in forecast.points],
-                                  dtype=float).reshape(-1, 4)
-        err = forecast.error
-        self.fc_meta = (float(forecast.issued), self.step, float(forecast.coverage or 0.0),
-                        str(forecast.model or ""), bool(forecast.warm), None if err is None else float(err))
+        self.fc_points = points
+        issued, coverage, model, warm, error = meta
+        self.fc_meta = (issued, self.step, coverage, model, warm, error)
         self.score, self.anomalous = score, anomalous
-        drifting = bool(forecast.drifting)
         if drifting and not self.drifting:
             self.drifts.append(ts)
         self.drifting = drifting
@@ -236,7 +248,10 @@ class SeriesView:
 
     def dumps(self) -> bytes:
         """Snapshot for the ``series_view`` table: JSON header + raw float64 rows."""
-        held = np.array([r for _, r in self._held()], dtype="<f8").reshape(-1, 4)
+        if self.hi < 0:
+            held = np.empty((0, 4), "<f8")
+        else:  # the rows of windows max(0, hi - size + 1) .. hi, in window order (as _held)
+            held = self.rows[np.arange(max(0, self.hi - self.size + 1), self.hi + 1) % self.size].astype("<f8")
         meta = orjson.dumps({
             "v": 1, "kind": self.kind, "step": self.step, "hi": self.hi, "rows": len(held),
             "fc_meta": self.fc_meta, "fc_points": self.fc_points.tolist(),
@@ -374,6 +389,22 @@ class ViewStore:
             first = (pts[0].yhat, pts[0].lower, pts[0].upper) if pts else None
             peak = max((p.upper for p in pts), default=None)
             self.selector.observe(series, value, score, first, peak)
+        return v
+
+    def on_window_arrays(self, series: str, ts: float, value: float, step: float, points: np.ndarray,
+                         meta: tuple[float, float, str, bool, float | None], score: float | None,
+                         anomalous: bool, drifting: bool, anomaly: Anomaly | None,
+                         learnt: int) -> SeriesView:
+        """:meth:`on_window` and :meth:`note_learnt` with the forecast as arrays (the model
+        agent's, see :meth:`SeriesView.add_arrays`)."""
+        v = self.view(series)
+        v.learnt = learnt
+        if not v.add_arrays(ts, value, step, points, meta, score, anomalous, drifting, anomaly):
+            return v  # a window replayed after a rebalance or restart: already shown
+        if self.selector is not None:
+            first = tuple(points[0, 1:].tolist()) if len(points) else None
+            self.selector.observe(series, value, score, first,  # type: ignore[arg-type]
+                                  max(points[:, 3].tolist(), default=None))
         return v
 
     def note_learnt(self, series: str, updates: int, history: int = 0) -> None:

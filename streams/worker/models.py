@@ -26,6 +26,7 @@ moves into the bank of that step.
 from __future__ import annotations
 
 import logging
+import math
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -36,12 +37,10 @@ import numpy as np
 
 from detectors.bank import SeriesBank
 from detectors.defaults import make_series_model
-from detectors.forecast import Forecast, ForecastPoint
 from detectors.series import SeriesModel
-from scaler.inputs import policy_inputs
 from streams import records
 from streams.budget import put_on_partition
-from streams.checkpoint import UntrustedCheckpoint
+from streams.checkpoint import RowCheckpoint, UntrustedCheckpoint
 from streams.history import HistoryLearner, HistoryMetrics
 from streams.lifecycle import delivered
 from streams.records import Point
@@ -63,10 +62,13 @@ REWIND_TRIES = 3
 
 @dataclass
 class Learnt:
-    """What a batch of points did, per point in batch order: its forecast message element, or
-    the exception its processing raised; and the anomaly messages (key, body) to send."""
+    """What a batch of points did: the forecasts issued (one :class:`~streams.records.ForecastColumns`
+    per bank update, in update order), per point in batch order the exception its processing
+    raised, if any; and the anomaly messages (key, body) to send."""
 
-    forecasts: list[bytes | None]
+    forecasts: list[records.ForecastColumns] = field(default_factory=list)
+    #: series due for a checkpoint (written once the forecasts are sent: :meth:`Models.checkpoint_due`)
+    due: dict[str, Cached] = field(default_factory=dict)
     errors: dict[int, Exception] = field(default_factory=dict)
     anomalies: list[tuple[bytes, bytes]] = field(default_factory=list)
 
@@ -102,9 +104,9 @@ class Models:
                             type(bank.template.detector).__name__)
         return bank
 
-    def _checkpoint(self, series: str) -> SeriesModel | None:
-        """The series' model from its signed checkpoint; None (logged, counted) if it has none
-        or it is refused or unloadable."""
+    def _checkpoint(self, series: str) -> SeriesModel | RowCheckpoint | None:
+        """The series' model from its signed checkpoint (a ``SeriesModel``, or a bank row's
+        state); None (logged, counted) if it has none or it is refused or unloadable."""
         ctx = self.ctx
         blob = ctx.tables.models.get(series.encode())
         if not blob:
@@ -118,7 +120,7 @@ class Models:
         except Exception as exc:  # noqa: BLE001 - signed but unloadable (an older version): cold
             self._unloadable(series, exc)
             return None
-        if not isinstance(model, SeriesModel):
+        if not isinstance(model, SeriesModel | RowCheckpoint):
             self._unloadable(series, TypeError(f"a {type(model).__name__}, not a SeriesModel"))
             return None
         return model
@@ -130,33 +132,45 @@ class Models:
 
     def restore(self, names: Iterable[str]) -> None:
         """Give every series of ``names`` not held yet a row: restored from its checkpoint (one
-        ``load_many`` per bank), else cold at the worker's window."""
+        ``load_many`` / ``load_row_bytes`` per bank), else cold at the worker's window."""
         ctx = self.ctx
         held = ctx.state.models
-        groups: dict[int, tuple[SeriesBank, float, list[str], list[SeriesModel]]] = {}
+        groups: dict[tuple[int, bool], tuple[SeriesBank, float, list[str], list[Any]]] = {}
         for series in names:
             if series in held:
                 continue
             model = self._checkpoint(series)
+            if isinstance(model, RowCheckpoint):
+                step = model.step
+                bank = self.bank_for(step) if math.isfinite(step) and step > 0 else None
+                if bank is None or model.layout != bank.layout:
+                    self._unloadable(series, ValueError("a bank row of another configuration"))
+                    model = None
             if model is None:
                 bank = self.bank_for(ctx.step)
                 held[series] = Cached(bank, bank.add(), ctx.step)
                 continue
-            step = float(getattr(model.forecaster, "step_seconds", ctx.step))
-            bank = self.bank_for(step)
-            g = groups.setdefault(id(bank), (bank, step, [], []))
+            if isinstance(model, SeriesModel):
+                step = float(getattr(model.forecaster, "step_seconds", ctx.step))
+                bank = self.bank_for(step)
+            g = groups.setdefault((id(bank), isinstance(model, RowCheckpoint)), (bank, step, [], []))
             g[2].append(series)
             g[3].append(model)
-        for bank, step, group, models in groups.values():
+        for (_, raw), (bank, step, group, models) in groups.items():
             rows = [bank.add() for _ in group]
+            load_one: Any = ((lambda r, m: bank.load_row_bytes([r], [m.state])) if raw  # noqa: B023
+                             else bank.load)
             try:
-                bank.load_many(rows, models)
+                if raw:
+                    bank.load_row_bytes(rows, [m.state for m in models])
+                else:
+                    bank.load_many(rows, models)
                 restored = len(rows)
             except Exception:  # noqa: BLE001 - one does not fit: each on its own, the rest cold
                 restored = 0
                 for i, (series, model) in enumerate(zip(group, models, strict=True)):
                     try:
-                        bank.load(rows[i], model)
+                        load_one(rows[i], model)
                         restored += 1
                     except Exception as exc:  # noqa: BLE001 - another configuration or version: cold
                         self._unloadable(series, exc)
@@ -258,7 +272,7 @@ class Models:
         """Update the models with ``points`` (closed windows of series of the points partition
         ``partition``); never awaits, so a rebalance cannot drop a bank under it."""
         held = self.ctx.state.models
-        out = Learnt([None] * len(points))
+        out = Learnt()
         missing = [p.series for p in points if p.series not in held]
         if missing:
             self.restore(dict.fromkeys(missing))
@@ -314,57 +328,90 @@ class Models:
             for k, c in zip(ks, held, strict=True):
                 self._update(bank, points, [k], [c], partition, out)
             return
-        per = (time.perf_counter() - t0) / n
-        for _ in range(n):  # one observation per series update, as before the banks
-            metrics.model_update_seconds.observe(per)
-        # the update's columns as Python values in one pass each (no SeriesUpdate, no Interval
-        # per step): the forecasts are SeriesModel.to_forecast's, placed in event time here
+        metrics.model_update_seconds.observe(time.perf_counter() - t0)  # one bank call
+        metrics.model_updates.inc(n)
+        # the forecasts as arrays (SeriesModel.to_forecast's, placed in event time here): no
+        # Forecast object per series; the read model and the forecasts message take the arrays
         step = held[0].step  # a bank's series share its step
         h = u.intervals.shape[1]
-        # flat lists (floats only: no list per series and step for the garbage collector to scan)
-        at = (ts[:, None] + np.arange(1, h + 1) * step).ravel().tolist()
-        yhat, lower, upper = (u.intervals[:, :, j].ravel().tolist() for j in range(3))
-        score, anomalous, untrusted = u.score.tolist(), u.anomalous.tolist(), u.untrusted.tolist()
+        fc_points = np.empty((n, h, 4))
+        fc_points[:, :, 0] = ts[:, None] + np.arange(1, h + 1) * step
+        fc_points[:, :, 1:] = u.intervals
+        untrusted = u.anomalous | u.untrusted  # the observation the controller's safety rule reads
+        error = u.error.tolist()
+        score, anomalous = u.score.tolist(), u.anomalous.tolist()
         warm, drifting, started = u.warm.tolist(), u.drifting.tolist(), u.drift_started.tolist()
-        error = [None if e != e else e for e in u.error.tolist()]  # NaN: None, as SeriesUpdate's
         learnt = bank.updates(rows).tolist()
         coverage = bank.template.forecaster.coverage
         model_name = type(bank.template.forecaster).__name__
         detector = type(bank.template.detector).__name__
         every = ctx.settings.checkpoint_every
-        for i, k in enumerate(ks):
-            p, cached = points[k], held[i]
+        names = [points[k].series for k in ks]
+        ok = np.ones(n, np.bool_)
+        for i, (k, series, cached) in enumerate(zip(ks, names, held, strict=True)):
+            p = points[k]
             try:
-                fc, obs, _ = policy_inputs(
-                    Forecast(p.series, p.start, step,
-                             tuple(map(ForecastPoint, at[i * h:(i + 1) * h], yhat[i * h:(i + 1) * h],
-                                       lower[i * h:(i + 1) * h], upper[i * h:(i + 1) * h])),
-                             coverage, model_name, warm[i], error[i], drifting[i]),
-                    p.value, anomalous[i] or untrusted[i])
-                assert obs is not None
-                key = p.series.encode()
+                key = series.encode()
                 anomaly = None
                 if started[i]:
                     metrics.drift_events.inc()
                     log.info("series %s: forecast errors changed regime at %s (drift); acting "
-                             "reactively until the model has adapted", p.series, p.start)
+                             "reactively until the model has adapted", series, p.start)
                 if anomalous[i]:
                     anomaly = Anomaly(p.start, p.value, score[i], bank.threshold, detector)
-                    out.anomalies.append((key, records.dumps(records.anomaly_to_json(p.series, *anomaly))))
-                if p.series not in store.series and key in tables.series_view:
-                    self.restore_view(p.series)
-                view = store.on_window(p.series, p.start, p.value, fc, score[i], anomalous[i], anomaly)
-                store.note_learnt(p.series, learnt[i])
+                    out.anomalies.append((key, records.dumps(records.anomaly_to_json(series, *anomaly))))
+                if series not in store.series and key in tables.series_view:
+                    self.restore_view(series)
+                e = error[i]
+                store.on_window_arrays(
+                    series, p.start, p.value, step, fc_points[i].copy(),
+                    (p.start, coverage, model_name, warm[i], None if e != e else e),  # NaN: None
+                    score[i], anomalous[i], drifting[i], anomaly, learnt[i])
                 cached.since_checkpoint += 1
-                if cached.since_checkpoint >= every:
-                    put_on_partition(tables.models, partition, key,
-                                     ctx.checkpointer.dumps(bank.export(cached.row)))
-                    put_on_partition(tables.series_view, partition, key, store.snapshot_series(view))
-                    cached.since_checkpoint = 0
-                    metrics.checkpoints.inc()
-                out.forecasts[k] = records.dumps(records.forecast_to_json(fc, obs.value, obs.anomalous, score[i]))
+                # every `every` updates, staggered by row so that a bank's series do not all
+                # checkpoint in the same window (a latency spike every `every` windows)
+                if cached.since_checkpoint >= every or (learnt[i] + cached.row) % every == 0:
+                    out.due[series] = cached
             except Exception as exc:  # noqa: BLE001 - one point never stops the others
                 out.errors[k] = exc
+                ok[i] = False
+        fc = records.ForecastColumns(names, ts, step, u.intervals, coverage, model_name, u.warm,
+                                     u.error, u.drifting, values, untrusted, u.score)
+        out.forecasts.append(fc if ok.all() else fc.take(ok))
+
+    def checkpoint_due(self, out: Learnt, partition: int) -> None:
+        """Checkpoint the models and views of the series ``learn`` found due, as they are now:
+        called once the message's forecasts are sent, so that the checkpoints' cost (and their
+        bytes) never delays a forecast. A series no longer held as it was (a rebalance, an
+        eviction or the history learner since) is skipped: it is checkpointed by whoever holds
+        it, or at its next update (its count is not reset)."""
+        held = self.ctx.state.models
+        groups: dict[int, tuple[SeriesBank, float, list[Cached], list[tuple[bytes, Any]]]] = {}
+        for series, cached in out.due.items():
+            if held.get(series) is not cached or cached.model is not None or not cached.since_checkpoint:
+                continue
+            g = groups.setdefault(id(cached.bank), (cached.bank, cached.step, [], []))
+            g[2].append(cached)
+            g[3].append((series.encode(), self.ctx.store.series.get(series)))
+        for bank, step, cacheds, views in groups.values():
+            self._save(bank, step, cacheds, views, partition)
+
+    def _save(self, bank: SeriesBank, step: float, held: list[Cached], views: list[tuple[bytes, Any]],
+              partition: int) -> None:
+        """Checkpoint the models of ``held`` (rows of ``bank``, at ``step``) and their views: the
+        rows' state as signed raw records (one gather for all: ``SeriesBank.row_bytes_of``), or
+        signed ``SeriesModel`` pickles where the bank cannot give bytes."""
+        ctx, tables, store = self.ctx, self.ctx.tables, self.ctx.store
+        layout = bank.layout
+        states = bank.row_bytes_of([c.row for c in held]) if layout is not None else None
+        blobs = (ctx.checkpointer.dumps_rows(step, layout, states) if states is not None and layout
+                 else [ctx.checkpointer.dumps(bank.export(c.row)) for c in held])
+        for cached, (key, view), blob in zip(held, views, blobs, strict=True):
+            put_on_partition(tables.models, partition, key, blob)
+            if view is not None:
+                put_on_partition(tables.series_view, partition, key, store.snapshot_series(view))
+            cached.since_checkpoint = 0
+        ctx.metrics.checkpoints.inc(len(held))
 
     async def in_sequence(self, msg: Any) -> bool:
         """Whether ``msg`` continues its points partition without a gap (or a repeat).
@@ -438,9 +485,15 @@ class Models:
             parsed.reject(k, "processing_error", f"{type(exc).__name__}: {exc}")
         for key, body in out.anomalies:
             await ctx.out[ctx.topics.anomalies].send(key=key, value=body, callback=self.anomalies_delivered)
-        for n, body in records.batches([f for f in out.forecasts if f is not None]):
+        for n, body in records.forecast_batches(out.forecasts):
             await ctx.out[ctx.topics.forecasts].send(key=None, value=body, partition=msg.partition,
                                                      callback=delivered(ctx.metrics.forecasts_out, n))
+        try:
+            self.checkpoint_due(out, msg.partition)
+        except Exception:  # noqa: BLE001 - the forecasts are out: the checkpoints come at the next update
+            ctx.metrics.processing_errors.labels("model").inc()
+            log.exception("model: checkpointing the series of %s[%d]@%d failed", msg.topic, msg.partition,
+                          msg.offset)
         if parsed.dead is not None:
             await dead_letter(ctx, ctx.topics.points, msg, parsed.dead)
 

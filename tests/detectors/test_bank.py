@@ -363,3 +363,37 @@ def test_a_detector_the_bank_does_not_mirror_runs_as_objects_with_the_same_numbe
     dest = [other.add() for _ in rows]
     other.load_shard(dest, pickle.loads(pickle.dumps(bank.shard(rows))))
     assert pickle.dumps(other.export(dest[3]).detector) == pickle.dumps(models[rows[3]].detector)
+
+
+def test_row_bytes_restore_rows_exactly_elsewhere_and_name_their_layout() -> None:
+    """Rows as bytes (the model agent's cheap checkpoint) put at other rows of another bank of
+    the same configuration go on exactly as the per-series models; a bank of another
+    configuration has another layout, and a record of the wrong size is refused."""
+    bank, rows, models, series = trained_bank()
+    blobs = bank.row_bytes_of(rows[1:])
+    assert blobs is not None and all(len(b) == bank.row_bytes() for b in blobs)
+    other = SeriesBank.for_config(1800.0, horizon=6)
+    spare = [other.add() for _ in range(2)]
+    dest = [other.add() for _ in rows[1:]]
+    assert other.layout == bank.layout
+    other.load_row_bytes(dest, blobs)
+    for i in range(900, 1000):
+        ks = range(1, len(rows))
+        xs = np.array([series[k][i][1] for k in ks])
+        ts = np.array([series[k][i][0] for k in ks])
+        v = other.update(np.array(dest), xs, ts)
+        for j, k in enumerate(ks):
+            assert_same(v.series_update(j), models[rows[k]].update(float(xs[j]), float(ts[j])),
+                        f"row bytes {k} at {i}")
+    assert not other.updates(spare).any()
+    assert SeriesBank.for_config(1800.0, horizon=7).layout != bank.layout
+    with pytest.raises(ValueError, match="bytes"):
+        other.load_row_bytes(spare[:1], [blobs[0][:-1]])
+
+
+def test_a_bank_of_detector_objects_gives_no_row_bytes() -> None:
+    bank = SeriesBank(lambda: SeriesModel(FlatlineDetector(min_run=4), default_forecaster(60.0, 10), 0.5, 6))
+    row = bank.add()
+    assert bank.layout is None and bank.row_bytes_of([row]) is None
+    with pytest.raises(ValueError):
+        bank.load_row_bytes([row], [b""])

@@ -30,3 +30,26 @@ def test_forged_or_plain_pickles_are_refused(tmp_path):
     key = load_or_create_key("", tmp_path)
     assert key == load_or_create_key("", tmp_path) and len(key) >= 32
     assert (tmp_path / "model.key").stat().st_mode & 0o077 == 0
+
+
+def test_bank_row_checkpoints_verify_and_forged_ones_are_refused():
+    """A raw bank-row checkpoint is signed over its format, step, layout and bytes: any change,
+    or a pickle checkpoint's body passed off as a row record (and back), does not verify."""
+    from streams.checkpoint import ROW_MAGIC, RowCheckpoint
+
+    c = Checkpointer(b"0123456789abcdef0123")
+    blobs = c.dumps_rows(60.0, b"L" * 16, [b"row-0", b"row-1"])
+    assert [c.loads(b) for b in blobs] == [RowCheckpoint(60.0, b"L" * 16, b"row-0"),
+                                           RowCheckpoint(60.0, b"L" * 16, b"row-1")]
+    for i in range(4, len(blobs[0])):
+        forged = bytearray(blobs[0])
+        forged[i] ^= 1
+        with pytest.raises(UntrustedCheckpoint):
+            c.loads(bytes(forged))
+    with pytest.raises(UntrustedCheckpoint):
+        Checkpointer(b"another-key-0123456789").loads(blobs[0])
+    pickled = c.dumps({"x": 1})
+    with pytest.raises(UntrustedCheckpoint):
+        c.loads(ROW_MAGIC + pickled[4:])  # a signed pickle is not a signed row record
+    with pytest.raises(UntrustedCheckpoint):
+        c.loads(b"FSM1" + blobs[0][4:])  # nor the other way round: never unpickled

@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import orjson
 import pytest
 
@@ -189,3 +190,58 @@ def test_a_bad_element_of_a_points_batch_is_its_only_dead_letter_element():
     m = records.parse_points(b"[" + good + b"," + good + b"]")
     m.reject(1, "processing_error", "boom")
     assert m.dead.ranges == [[1, 1]] and m.dead.reason == "processing_error"
+
+
+def _columns(n: int, h: int = 5) -> records.ForecastColumns:
+    rng = np.random.default_rng(3)
+    yhat = 100.0 + rng.normal(size=(n, h)) * 10
+    iv = np.stack([yhat, yhat - 1.0 - rng.random((n, h)), yhat + 1.0 + rng.random((n, h))], axis=2)
+    error = rng.random(n)
+    error[::3] = np.nan  # no error yet: null, as None in the single-record form
+    return records.ForecastColumns([f"svc{i}/rps" for i in range(n)], 1_700_000_000.0 + 60.0 * np.arange(n),
+                                   60.0, iv, 0.8, "SeasonalEnsemble", np.arange(n) % 2 == 0, error,
+                                   np.arange(n) % 5 == 0, yhat[:, 0] + 0.5, np.arange(n) % 7 == 0,
+                                   rng.random(n))
+
+
+def test_columnar_forecasts_are_the_single_records_number_for_number():
+    """A columnar batch parses into exactly the forecasts its single-record form carries."""
+    c = _columns(40)
+    msgs = records.forecast_batches([c])
+    assert [n for n, _ in msgs] == [40]
+    got = records.parse_forecasts(msgs[0][1])
+    assert got.dead is None and got.batch
+    for i, fm in enumerate(got.items):
+        e = float(c.error[i])
+        f = Forecast(c.series[i], float(c.issued[i]), 60.0,
+                     tuple(ForecastPoint(float(c.issued[i]) + (k + 1) * 60.0, *map(float, c.intervals[i, k]))
+                           for k in range(c.intervals.shape[1])),
+                     0.8, "SeasonalEnsemble", bool(c.warm[i]), None if math.isnan(e) else e, bool(c.drifting[i]))
+        one = records.dumps(records.forecast_to_json(f, float(c.observed[i]), bool(c.anomalous[i]),
+                                                     float(c.score[i])))
+        assert fm == records.parse_forecast(one)
+        assert records.forecast_elements(orjson.loads(msgs[0][1]))[i] == orjson.loads(one)
+
+
+def test_columnar_forecasts_are_cut_under_the_batch_size_in_order():
+    c = _columns(200, h=30)
+    msgs = records.forecast_batches([c, c.take(np.arange(3))], max_bytes=20_000)
+    assert len(msgs) > 2 and all(len(b) <= 20_000 for _, b in msgs)
+    assert sum(n for n, _ in msgs) == 203
+    series = [f.forecast.series for _, b in msgs for f in records.parse_forecasts(b).items]
+    assert series == c.series + c.series[:3]
+
+
+def test_a_bad_forecast_of_a_columnar_batch_is_its_only_dead_letter_element():
+    c = _columns(6)
+    c.intervals[2, 1, 1] = c.intervals[2, 1, 0] + 5.0  # lower above yhat
+    c.issued[4] = -1.0
+    m = records.parse_forecasts(records.forecast_batches([c])[0][1])
+    assert [f.forecast.series for f in m.items] == [c.series[i] for i in (0, 1, 3, 5)]
+    assert m.dead.ranges == [[2, 2], [4, 4]] and m.dead.reasons == {"bad_value": 1, "bad_timestamp": 1}
+    replay = records.parse_forecasts(m.dead.raw())  # the bad ones, as single records
+    assert replay.items == [] and replay.dead.count == 2
+    o = orjson.loads(records.forecast_batches([c])[0][1])
+    o["score"] = o["score"][:-1]  # columns of different lengths: the message is bad as a whole
+    whole = records.parse_forecasts(orjson.dumps(o))
+    assert whole.items == [] and whole.dead.reason == "bad_type" and whole.dead.whole is not None
