@@ -112,7 +112,8 @@ def test_a_skewed_clock_sends_only_its_own_series_to_the_dlq(broker, prefix, sta
 
 
 def committed(broker: str, group: str, topic: str, partition: int) -> int | None:
-    """The group's committed offset (an OffsetFetch; this client never joins the group)."""
+    """The input group's committed offset (an OffsetFetch; this client never joins the group):
+    the window agent reads the input topics in its own group, ``<app id>-input``."""
     from kafka import KafkaConsumer, TopicPartition
 
     c = KafkaConsumer(bootstrap_servers=broker, group_id=group, enable_auto_commit=False)
@@ -134,10 +135,10 @@ def test_an_acked_bad_message_never_lets_the_commit_pass_an_open_window(broker, 
     points_of(broker, prefix, "svc/other", 3)
     read_topic(broker, f"{topic}.dlq", lambda ms: len(ms) >= 1)
     deadline = time.monotonic() + 60
-    while (committed(broker, f"{prefix}-app", topic, PART + 1) or 0) < 10:
+    while (committed(broker, f"{prefix}-app-input", topic, PART + 1) or 0) < 10:
         assert time.monotonic() < deadline, "the worker never committed"
         time.sleep(POLL_SECONDS)  # between polls, under the deadline
-    held = committed(broker, f"{prefix}-app", topic, PART)
+    held = committed(broker, f"{prefix}-app-input", topic, PART)
     assert held is None or held == 0, f"committed offset {held} passes events held in an open window"
     a.stop(signal.SIGKILL)
 
