@@ -378,7 +378,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--series", type=int, nargs="+", default=[1000, 10000])
     ap.add_argument("--windows", type=int, default=20, help="windows of event time per run")
-    ap.add_argument("--single-messages", type=int, default=50000)
+    ap.add_argument("--single-messages", type=int, default=200000)
     ap.add_argument("--cardinality", type=int, nargs=2, metavar=("DISTINCT", "LIMIT"),
                     help="only the cardinality probe: DISTINCT series ids to a worker limited to LIMIT")
     ap.add_argument("--model-path", action="store_true",

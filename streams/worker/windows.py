@@ -45,6 +45,8 @@ REWIND_RETRY_SECONDS = 1.0
 UNDELIVERED_AFTER_SECONDS = 2.0
 #: most records one ``getmany`` of the input consumer returns (one batch of the window agent)
 FETCH_RECORDS = 20_000
+#: elements (and messages) the window agent handles before it lets the event loop run
+YIELD_EVERY = 2_000
 #: seconds between offset commits of the input partitions (each flushes the producer first)
 COMMIT_SECONDS = 1.0
 
@@ -267,31 +269,36 @@ class Windows:
         ctx, state = self.ctx, self.ctx.state
         source = (topic, partition)
         kind = "events" if topic == ctx.topics.events else "metrics"
-        admit, parse = ctx.budget.admit, records.parse_input
+        admit, parse = ctx.budget.admit, records.parse_input_rows
         now_m = time.monotonic()
         state.last_input[source] = now_m
         dead: list[tuple[Any, records.DeadLetter]] = []
         n_msgs = accepted = 0
         w = state.windowers.get(source)
         counter = self.messages_in[kind]
+        counted = work = 0
         for msg in msgs:
+            if work >= YIELD_EVERY:
+                # let the web API, the scrape and the model agent in (the window lock stays held)
+                counter.inc(n_msgs - counted)
+                counted, work = n_msgs, 0
+                await asyncio.sleep(0)
             if not self.in_sequence(source, msg):
                 continue
-            if n_msgs == 0:
-                counter.inc()  # at once: the counter moves when a batch starts, not when it ends
             n_msgs += 1
             try:
                 if w is None or state.windowers.get(source) is not w:
                     w = self.windower_for(topic, partition)
-                add = w.add
+                add = w.add_row
                 parsed = parse(msg.value or b"")
                 offset = msg.offset
-                for k, item in enumerate(parsed.items):
-                    if not admit(item.series, now_m):
-                        parsed.reject(k, "series_limit", self.over_limit(item.series))
+                work += len(parsed.items) + 1
+                for k, row in enumerate(parsed.items):  # (series, ts, interval, count, sum, min, max)
+                    if not admit(row[0], now_m):
+                        parsed.reject(k, "series_limit", self.over_limit(row[0]))
                         continue
                     try:
-                        add(item, kind, offset)
+                        add(row, kind, offset)
                     except InvalidRecord as exc:
                         parsed.reject(k, exc.reason, exc.error)
                         continue
@@ -299,13 +306,13 @@ class Windows:
                         ctx.metrics.processing_errors.labels("window").inc()
                         parsed.reject(k, "processing_error", f"{type(exc).__name__}: {exc}")
                         continue
-                    accepted += item.count
+                    accepted += row[3]
                 if parsed.dead is not None:
                     dead.append((msg, parsed.dead))
             except Exception as exc:  # noqa: BLE001 - an agent never crash-loops on data
                 await processing_error(ctx, "window", topic, msg, exc)
-        if n_msgs > 1:
-            counter.inc(n_msgs - 1)
+        if n_msgs > counted:
+            counter.inc(n_msgs - counted)
         self.events_in[kind].inc(accepted)
         for msg, d in dead:
             await dead_letter(ctx, topic, msg, d)
