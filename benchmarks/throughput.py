@@ -192,6 +192,7 @@ def bench_batched(broker: str, workdir: Path, series: int, windows: int) -> dict
     try:
         rss0 = w.rss()
         secs, got, t_start = w.wait_counter("foresight_messages_in_total", msgs)
+        busy = metric(w.port, "foresight_window_agent_seconds_total")
         closed = (windows - 3) * series
         # the whole backlog: from the first message read to the last forecast published
         fsecs, fgot, _ = w.wait_counter("foresight_forecasts_out_total", closed, start=t_start)
@@ -233,6 +234,12 @@ def bench_batched(broker: str, workdir: Path, series: int, windows: int) -> dict
         # the issue's ratios (issue 14): aggregates/s through the worker vs the raw loop's
         "ratio_worker_vs_raw_aggregates": ((aggs / secs) / (aggs / raw["seconds"])
                                            if secs and raw["seconds"] else None),
+        # the window agent's own time parsing and windowing (not the fetch, not publishing, not the
+        # model agent that shares its event loop; GIL and CPU contention included)
+        "window_agent_busy_s": busy,
+        "window_agent_aggregates_per_busy_s": aggs / busy if busy else None,
+        "ratio_window_agent_busy_vs_raw_aggregates": ((aggs / busy) / (aggs / raw["seconds"])
+                                                      if busy and raw["seconds"] else None),
         # end to end, points in to forecasts out, draining the backlog
         "model_updates_per_s": fgot / fsecs if fsecs else None,
         "model_updates": fgot,
@@ -263,6 +270,7 @@ def bench_single(broker: str, workdir: Path, messages: int) -> dict[str, object]
     w = Worker(broker, prefix, workdir)
     try:
         secs, got, _ = w.wait_counter("foresight_messages_in_total", messages)
+        busy = metric(w.port, "foresight_window_agent_seconds_total")
     finally:
         w.stop()
     return {
@@ -270,6 +278,10 @@ def bench_single(broker: str, workdir: Path, messages: int) -> dict[str, object]
         "worker_messages_per_s": got / secs if secs else None,
         "raw_messages_per_s": raw["messages_per_s"],
         "ratio_worker_vs_raw": (got / secs) / raw["messages_per_s"] if secs else None,
+        # the window agent's own time (see bench_batched)
+        "window_agent_busy_s": busy,
+        "window_agent_messages_per_busy_s": got / busy if busy else None,
+        "ratio_window_agent_busy_vs_raw": (got / busy) / raw["messages_per_s"] if busy else None,
     }
 
 

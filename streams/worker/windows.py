@@ -92,7 +92,8 @@ class _Rebalance(ConsumerRebalanceListener):
     async def on_partitions_assigned(self, assigned: Any) -> None:
         await self.windows.partitions_changed(set(assigned), commit=False)
         names = sorted(f"{tp.topic}[{tp.partition}]" for tp in assigned)
-        log.info("input partitions assigned: %s", ", ".join(names) or "none")
+        log.info("input partitions assigned (group %s): %s", input_group(self.windows.ctx.settings),
+                 ", ".join(names) or "none")
 
 
 class Windows:
@@ -104,6 +105,7 @@ class Windows:
         # label children bound once, not looked up per message
         self.messages_in = {k: metrics.messages_in.labels(k) for k in ("events", "metrics")}
         self.events_in = {k: metrics.events_in.labels(k) for k in ("events", "metrics")}
+        self.busy = metrics.window_agent_seconds
         self.limit_log = RateLimitedLog(log, interval=60.0)
         #: partitions being re-read: (topic-partition, when the seek was issued)
         self.rewinding: dict[Source, tuple[Any, float]] = {}
@@ -277,12 +279,15 @@ class Windows:
         w = state.windowers.get(source)
         counter = self.messages_in[kind]
         counted = work = 0
+        busy, t0 = 0.0, time.perf_counter()
         for msg in msgs:
             if work >= YIELD_EVERY:
                 # let the web API, the scrape and the model agent in (the window lock stays held)
                 counter.inc(n_msgs - counted)
                 counted, work = n_msgs, 0
+                busy += time.perf_counter() - t0
                 await asyncio.sleep(0)
+                t0 = time.perf_counter()
             if not self.in_sequence(source, msg):
                 continue
             n_msgs += 1
@@ -311,6 +316,7 @@ class Windows:
                     dead.append((msg, parsed.dead))
             except Exception as exc:  # noqa: BLE001 - an agent never crash-loops on data
                 await processing_error(ctx, "window", topic, msg, exc)
+        self.busy.inc(busy + time.perf_counter() - t0)
         if n_msgs > counted:
             counter.inc(n_msgs - counted)
         self.events_in[kind].inc(accepted)
