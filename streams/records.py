@@ -477,6 +477,23 @@ def _row(o: Any) -> Row:
     return (a.series, a.ts, a.interval, a.count, a.sum, a.min, a.max)
 
 
+def single_row(raw: bytes) -> Row | None:
+    """The row of a message that is one well-formed object of the common shapes (a single event,
+    sample or aggregate); None for anything else, which :func:`parse_input_rows` then reads
+    (this is its result for such a message, without the :class:`Parsed` around it).
+
+    >>> single_row(b'{"series": "a", "ts": 5, "value": 2}'), single_row(b'[{"series": "a", "ts": 5}]')
+    (('a', 5.0, 0.0, 1, 2.0, 2.0, 2.0), None)
+    """
+    if raw[:1] != b"{" or len(raw) > MAX_MESSAGE_BYTES:
+        return None
+    try:
+        obj = orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        return None
+    return _fast_row(obj) if obj.__class__ is dict else None
+
+
 def parse_input_rows(raw: bytes) -> Parsed:
     """:func:`parse_input` with each item a :data:`Row` tuple instead of an :class:`Aggregate`
     (the window agent's path: the common shapes are read without the field-by-field

@@ -271,7 +271,7 @@ class Windows:
         ctx, state = self.ctx, self.ctx.state
         source = (topic, partition)
         kind = "events" if topic == ctx.topics.events else "metrics"
-        admit, parse = ctx.budget.admit, records.parse_input_rows
+        admit, parse, single = ctx.budget.admit, records.parse_input_rows, records.single_row
         now_m = time.monotonic()
         state.last_input[source] = now_m
         dead: list[tuple[Any, records.DeadLetter]] = []
@@ -295,24 +295,32 @@ class Windows:
                 if w is None or state.windowers.get(source) is not w:
                     w = self.windower_for(topic, partition)
                 add = w.add_row
-                parsed = parse(msg.value or b"")
+                raw = msg.value or b""
                 offset = msg.offset
-                work += len(parsed.items) + 1
-                for k, row in enumerate(parsed.items):  # (series, ts, interval, count, sum, min, max)
+                # one well-formed object (a single event) is read without a Parsed around it; one
+                # is made (the same item) only if the element is rejected below
+                row = single(raw)
+                parsed = None if row is not None else parse(raw)
+                rows = (row,) if parsed is None else parsed.items
+                work += len(rows) + 1
+                for k, row in enumerate(rows):  # (series, ts, interval, count, sum, min, max)
                     if not admit(row[0], now_m):
-                        parsed.reject(k, "series_limit", self.over_limit(row[0]))
-                        continue
-                    try:
-                        add(row, kind, offset)
-                    except InvalidRecord as exc:
-                        parsed.reject(k, exc.reason, exc.error)
-                        continue
-                    except Exception as exc:  # noqa: BLE001 - one element never stops the stream
-                        ctx.metrics.processing_errors.labels("window").inc()
-                        parsed.reject(k, "processing_error", f"{type(exc).__name__}: {exc}")
-                        continue
-                    accepted += row[3]
-                if parsed.dead is not None:
+                        reason, error = "series_limit", self.over_limit(row[0])
+                    else:
+                        try:
+                            add(row, kind, offset)
+                        except InvalidRecord as exc:
+                            reason, error = exc.reason, exc.error
+                        except Exception as exc:  # noqa: BLE001 - one element never stops the stream
+                            ctx.metrics.processing_errors.labels("window").inc()
+                            reason, error = "processing_error", f"{type(exc).__name__}: {exc}"
+                        else:
+                            accepted += row[3]
+                            continue
+                    if parsed is None:
+                        parsed = parse(raw)
+                    parsed.reject(k, reason, error)
+                if parsed is not None and parsed.dead is not None:
                     dead.append((msg, parsed.dead))
             except Exception as exc:  # noqa: BLE001 - an agent never crash-loops on data
                 await processing_error(ctx, "window", topic, msg, exc)

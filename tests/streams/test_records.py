@@ -106,6 +106,15 @@ def test_rows_parse_as_aggregates_element_for_element():
                 a.dead.reasons, a.dead.ranges, a.dead.raw(), a.dead.error), raw
     accepted = records.parse_input_rows(messages[0])
     assert 0 < len(accepted.items) < len(_EDGE_ELEMENTS) and accepted.dead.count > 10, "both kinds exercised"
+    # single_row: a message of one well-formed object of the common shapes is that one row (None:
+    # parse_input_rows reads it, e.g. a count written 2.0, a batch or anything rejected)
+    fast = 0
+    for raw in messages:
+        row, r = records.single_row(raw), records.parse_input_rows(raw)
+        if row is not None:
+            fast += 1
+            assert (r.items, r.dead, r.batch) == ([row], None, False), raw
+    assert fast >= 8, "the common shapes take the single-object path"
 
 
 def test_three_shapes_parse():
