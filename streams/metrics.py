@@ -66,7 +66,13 @@ class Metrics:
         )
         self.input_rereads = Counter(
             "foresight_input_rereads",
-            "Input partitions sought back to re-read records the consumer fetched but never delivered",
+            "Input partitions sought back to re-read them (a gap in their offsets)",
+            registry=r,
+        )
+        self.window_agent_seconds = Counter(
+            "foresight_window_agent_seconds",
+            "Seconds the window agent spent parsing and windowing input (not publishing points or "
+            "dead letters; the event loop's turns to other tasks excluded)",
             registry=r,
         )
         self.forecasts_out = Counter("foresight_forecasts_out", "Forecasts published", registry=r)

@@ -50,7 +50,7 @@ import heapq
 import math
 from collections import OrderedDict
 
-from streams.records import MAX_COUNT, Aggregate, InvalidRecord, Point
+from streams.records import MAX_COUNT, Aggregate, InvalidRecord, Point, Row
 
 #: windows after an event series' last event that still get a zero-rate point
 GAP_FILL_WINDOWS = 30
@@ -166,7 +166,12 @@ class Windower:
         the window closes. Raise ``InvalidRecord`` (``future``, ``late``,
         ``bad_value`` or ``out_of_range``) if it cannot be merged.
         """
-        series, ts = agg.series, agg.ts
+        return self.add_row((agg.series, agg.ts, agg.interval, agg.count, agg.sum, agg.min, agg.max),
+                            kind, ref)
+
+    def add_row(self, row: Row, kind: str, ref: int | None = None) -> float:
+        """:meth:`add` of an aggregate given as a row (``streams.records.parse_input_rows``)."""
+        series, ts, interval, count, total, lo, hi = row
         self._claim(series, ts)
         if ts > self.typical + self.max_future:
             # Windows this series opened while it set the pace (alone on the
@@ -184,13 +189,13 @@ class Windower:
                 f"window [{start:g}, {start + self.step:g}) of {series!r} is closed (series time "
                 f"{max(self.wm.get(series, -math.inf), self.progress):g}, lateness {self.lateness} windows)",
             )
-        if agg.interval > self.step:
+        if interval > self.step:
             raise InvalidRecord(
-                "bad_value", f"aggregate interval {agg.interval:g}s is longer than the {self.step:g}s window"
+                "bad_value", f"aggregate interval {interval:g}s is longer than the {self.step:g}s window"
             )
         wins = self.open.get(series)
         acc = wins.get(start) if wins is not None else None
-        if acc is not None and acc[0] + agg.count > MAX_COUNT:
+        if acc is not None and acc[0] + count > MAX_COUNT:
             raise InvalidRecord("out_of_range", f"window count of {series!r} would exceed {MAX_COUNT}")
         if series not in self.closed_until:
             self.closed_until[series] = closed
@@ -198,17 +203,17 @@ class Windower:
         if wins is None:
             wins = self.open[series] = {}
         if acc is None:
-            wins[start] = [agg.count, agg.sum, agg.min, agg.max, -1 if ref is None else ref]
+            wins[start] = [count, total, lo, hi, -1 if ref is None else ref]
             heapq.heappush(self._heap, (start, series))
             if ref is not None:
                 heapq.heappush(self._refs, (ref, series, start))
         else:
-            acc[0] += agg.count
-            acc[1] += agg.sum
-            if agg.min < acc[2]:
-                acc[2] = agg.min
-            if agg.max > acc[3]:
-                acc[3] = agg.max
+            acc[0] += count
+            acc[1] += total
+            if lo < acc[2]:
+                acc[2] = lo
+            if hi > acc[3]:
+                acc[3] = hi
         wm = self.wm.get(series, -math.inf)
         if ts > wm:
             self.wm[series] = wm = ts

@@ -4,7 +4,8 @@
   every agent and timer shares (settings, topics, tables, read model, series
   budget, checkpointer, in-memory state, the window lock);
 - :mod:`~streams.worker.windows`: the window agent (``events`` + ``metrics`` ->
-  ``points``, acknowledgements held until windows close) and its wall-clock timer;
+  ``points``, read in batches by its own consumer, offsets committed only below
+  open windows) and its wall-clock timer;
 - :mod:`~streams.worker.rebalance`: partitions revoked and assigned;
 - :mod:`~streams.worker.kafka_signals`: the leader's kafkaTopic signal sampler;
 - :mod:`~streams.worker.models`: the model agent (``points`` -> ``forecasts`` and
@@ -33,10 +34,11 @@ def build_worker(settings: Settings, metrics: Metrics | None = None) -> WorkerCo
     app = faust_app(settings)
     ctx = build(app, settings, metrics)
     topics = ctx.topics
-    metrics.watch_consumer_lag(consumer_lag(
-        app, [topics.events, topics.metrics, topics.points, topics.decisions]))
     rebalance.install(ctx)
     window_agent = windows.install(ctx)
+    # the input topics are read by the window agent's own consumer (streams/worker/windows.py)
+    faust_lag = consumer_lag(app, [topics.points, topics.decisions])
+    metrics.watch_consumer_lag(lambda: {**faust_lag(), **window_agent.input_lag()})
     kafka_signals.install(ctx)
     model_agent = models.install(ctx)
     eviction.install(ctx, window_agent)

@@ -49,8 +49,6 @@ def install(ctx: WorkerContext) -> None:
         for tp in assigned:
             if ctx.is_input(tp.topic):
                 state.drop_input((tp.topic, tp.partition))
-        inputs_p = sorted(f"{tp.topic}[{tp.partition}]" for tp in assigned if ctx.is_input(tp.topic))
-        log.info("input partitions assigned: %s", ", ".join(inputs_p) or "none")
         points_p = {tp.partition for tp in assigned if tp.topic == topics.points}
         decisions_p = {tp.partition for tp in assigned if tp.topic == topics.decisions}
         n = settings.partitions

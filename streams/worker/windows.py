@@ -1,29 +1,37 @@
 """The window agent: ``events`` + ``metrics`` -> event-time windows -> ``points``.
 
-Acknowledgements are tracked here, not left to Faust's gap logic: per input
-partition, messages are acknowledged strictly in offset order and only below
-the lowest offset that still feeds an open window, so the committed offset
-never passes accepted data (a dead-lettered or empty message waits its turn).
-After a crash or a rebalance the open windows are rebuilt by re-reading the
-input: nothing accepted is lost, and no per-message state write is needed.
-Idle live partitions close their windows on the wall clock (a timer), which
-also re-seeks a re-read that no message answers and re-reads records fetched
-but never delivered (:func:`undelivered`).
+The input topics are read by a plain aiokafka consumer of their own group
+(:func:`input_group`: ``<app id>-input``), not through Faust's per-message
+delivery: one ``getmany`` returns up to :data:`FETCH_RECORDS` records and the
+batch is parsed and windowed in one pass per partition, under the window lock
+(issue 14: Faust's delivery cost more than the parsing and the windowing
+together; see the README's Benchmarks).
+
+Offsets are committed here, per input partition, only below the lowest offset
+that still feeds an open window (and never past a message not yet processed),
+after the producer has flushed the points and dead letters sent so far, so the
+committed offset never passes accepted data (a dead-lettered or empty message
+waits its turn). After a crash or a rebalance the next owner of a partition
+re-reads it from the committed offset and rebuilds the open windows: nothing
+accepted is lost, and no per-message state write is needed. Idle live
+partitions close their windows on the wall clock (a timer).
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
-from collections import deque
 from typing import Any
 
-import faust
+from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
+from aiokafka.errors import CommitFailedError, KafkaError
 
-from streams import records
+from streams import kafka_config, records
 from streams.lifecycle import delivered
 from streams.ratelog import RateLimitedLog
 from streams.records import InvalidRecord, Point
+from streams.settings import Settings
 from streams.web.cluster import partition_for
 from streams.windowing import Windower
 from streams.worker.context import Source, WorkerContext
@@ -31,10 +39,21 @@ from streams.worker.deadletters import dead_letter, processing_error
 
 log = logging.getLogger("foresight.worker")
 #: a re-read partition that has not come back to its offset this long after the seek is
-#: sought again (a seek during recovery or a rebalance can be overridden)
+#: sought again
 REWIND_RETRY_SECONDS = 1.0
-#: an input partition with no delivery this long is checked for records fetched but never delivered
+#: (kept for :func:`undelivered`'s callers; the input consumer does not drop fetched records)
 UNDELIVERED_AFTER_SECONDS = 2.0
+#: most records one ``getmany`` of the input consumer returns (one batch of the window agent)
+FETCH_RECORDS = 20_000
+#: elements (and messages) the window agent handles before it lets the event loop run
+YIELD_EVERY = 2_000
+#: seconds between offset commits of the input partitions (each flushes the producer first)
+COMMIT_SECONDS = 1.0
+
+
+def input_group(settings: Settings) -> str:
+    """The consumer group of the input topics (``events``, ``metrics``): the app id + ``-input``."""
+    return f"{settings.app_id}-input"
 
 
 def undelivered(expected: int, end: int | None, handed: int | None) -> bool:
@@ -60,6 +79,23 @@ def undelivered(expected: int, end: int | None, handed: int | None) -> bool:
     return handed is None or handed < expected
 
 
+class _Rebalance(ConsumerRebalanceListener):
+    """The input consumer's rebalances: commit what is safe, then forget the partitions'
+    windows (whoever owns a partition next re-reads it from the committed offset)."""
+
+    def __init__(self, windows: Windows) -> None:
+        self.windows = windows
+
+    async def on_partitions_revoked(self, revoked: Any) -> None:
+        await self.windows.partitions_changed(set(revoked), commit=True)
+
+    async def on_partitions_assigned(self, assigned: Any) -> None:
+        await self.windows.partitions_changed(set(assigned), commit=False)
+        names = sorted(f"{tp.topic}[{tp.partition}]" for tp in assigned)
+        log.info("input partitions assigned (group %s): %s", input_group(self.windows.ctx.settings),
+                 ", ".join(names) or "none")
+
+
 class Windows:
     """The window agent's state beyond :class:`~streams.worker.context.WorkerState` and its steps."""
 
@@ -69,13 +105,20 @@ class Windows:
         # label children bound once, not looked up per message
         self.messages_in = {k: metrics.messages_in.labels(k) for k in ("events", "metrics")}
         self.events_in = {k: metrics.events_in.labels(k) for k in ("events", "metrics")}
+        self.busy = metrics.window_agent_seconds
         self.limit_log = RateLimitedLog(log, interval=60.0)
         #: partitions being re-read: (topic-partition, when the seek was issued)
         self.rewinding: dict[Source, tuple[Any, float]] = {}
         self.gaps_seen: set[tuple[Source, int, int]] = set()
-        #: input partitions seen with undelivered records: (offset expected, when first seen)
-        self.suspects: dict[Source, tuple[int, float]] = {}
         self.idle_after = max(1.0, ctx.step)
+        #: the input consumer (None until the agent's task starts it)
+        self.consumer: AIOKafkaConsumer | None = None
+        #: bumped by every rebalance of the input consumer: a batch fetched before it is stale
+        self.generation = 0
+        #: per input partition: the offset last committed by this worker (or where it started
+        #: reading): a re-read after a gap starts there
+        self.committed: dict[Source, int] = {}
+        self._last_commit = 0.0
 
     def over_limit(self, series: str) -> str:
         """The error text of a series refused by the limit (logged at most once a minute)."""
@@ -97,181 +140,266 @@ class Windows:
         return w
 
     async def publish_closed(self, source: Source, w: Windower) -> None:
-        """Send the points of closed windows, then acknowledge, in offset order,
-        every message below the lowest offset an open window still needs."""
+        """Send the points of closed windows (their input offsets are committed by
+        :meth:`commit`, below the lowest offset an open window still needs)."""
         ctx = self.ctx
+        ready = w.close_ready()
+        if not ready:
+            return
         # one message per points partition (the partition of each series' id) per flush
         by_partition: dict[int, list[Point]] = {}
-        for point in w.close_ready():
-            by_partition.setdefault(partition_for(point.series, ctx.settings.partitions), []).append(point)
-            ctx.store.note_kind(point.series, w.kinds.get(point.series, "events"))
+        n_parts, kinds, note = ctx.settings.partitions, w.kinds, ctx.store.note_kind
+        for point in ready:
+            by_partition.setdefault(partition_for(point.series, n_parts), []).append(point)
+            note(point.series, kinds.get(point.series, "events"))
         for partition, pts in by_partition.items():
             for n, body in records.points_batches(pts):
                 await ctx.out[ctx.topics.points].send(key=None, value=body, partition=partition,
                                                       callback=delivered(ctx.metrics.points_out, n))  # when acknowledged
-        pending = ctx.state.unacked.get(source)
-        stream = ctx.state.input_stream
-        if not pending or stream is None:
-            return
-        low = w.min_needed()
-        while pending and (low is None or pending[0].message.offset < low):
-            await stream.ack(pending.popleft())
 
-    async def in_sequence(self, source: Source, msg: Any) -> bool:
+    def safe_offset(self, source: Source) -> int | None:
+        """The offset a commit of ``source`` may name: every message below it is processed
+        and none of them feeds an open window (None: nothing read yet)."""
+        state = self.ctx.state
+        nxt = state.next_offset.get(source)
+        if nxt is None or source in self.rewinding:
+            return None
+        w = state.windowers.get(source)
+        low = w.min_needed() if w is not None else None
+        return nxt if low is None else min(low, nxt)
+
+    async def commit(self, only: set[Source] | None = None, force: bool = False) -> None:
+        """Commit the input partitions' safe offsets (at most every :data:`COMMIT_SECONDS`
+        unless ``force``), after the producer has flushed what was sent for them."""
+        consumer = self.consumer
+        now = time.monotonic()
+        if consumer is None or (not force and now - self._last_commit < COMMIT_SECONDS):
+            return
+        self._last_commit = now
+        offsets: dict[TopicPartition, int] = {}
+        for source in list(self.ctx.state.next_offset):
+            if only is not None and source not in only:
+                continue
+            safe = self.safe_offset(source)
+            if safe is not None and safe > self.committed.get(source, -1):
+                offsets[TopicPartition(*source)] = safe
+        if not offsets:
+            return
+        await self.ctx.app.producer.flush()  # the points and dead letters of what is committed
+        try:
+            await consumer.commit(offsets)
+        except (CommitFailedError, KafkaError) as exc:  # a rebalance: the next owner re-reads
+            log.info("input offsets not committed (%s): they are read again", type(exc).__name__)
+            return
+        for tp, offset in offsets.items():
+            self.committed[(tp.topic, tp.partition)] = offset
+
+    async def partitions_changed(self, tps: set[Any], commit: bool) -> None:
+        """Partitions revoked (``commit``: their safe offsets are committed first) or
+        assigned: their windows and offsets are forgotten; they are read from the committed offset."""
+        self.generation += 1
+        sources = {(tp.topic, tp.partition) for tp in tps}
+        if commit:
+            try:
+                await self.commit(only=sources, force=True)
+            except Exception:  # noqa: BLE001 - the next owner re-reads what is not committed
+                log.exception("committing revoked input partitions failed")
+        async with self.ctx.window_lock:
+            self.generation += 1
+            for source in sources:
+                self.ctx.state.drop_input(source)
+                self.rewinding.pop(source, None)
+                self.committed.pop(source, None)
+
+    def in_sequence(self, source: Source, msg: Any) -> bool:
         """Whether ``msg`` continues its partition without a gap.
 
-        Offsets of an input partition are consecutive. A gap means a message
-        never reached this agent (Faust drops messages fetched before a
-        rebalance or recovery that it does not re-deliver), so the open
-        windows are incomplete: they are dropped and the partition is re-read
-        from its lowest unacknowledged offset. Messages before that offset
-        arrives are stale and skipped (they come again). A message below the
-        expected offset was delivered again: it is already in the windows, and
-        is skipped."""
+        Offsets of an input partition are consecutive but for offsets without a
+        record (transaction markers, compaction). A gap seen for the first time
+        drops the partition's open windows and re-reads it from its committed
+        offset; the same gap seen again after that re-read is taken as offsets
+        without records. Messages before the sought offset arrives are stale
+        and skipped (they come again). A message below the expected offset was
+        delivered again: it is already in the windows, and is skipped."""
         state = self.ctx.state
         expected = state.next_offset.get(source)
-        if expected is None:
-            log.info("%s[%d]: reading from offset %d", *source, msg.offset)
-        if expected is None or msg.offset == expected:
-            state.next_offset[source] = msg.offset + 1
+        offset = msg.offset
+        if expected is None or offset == expected:
+            if expected is None:
+                log.info("%s[%d]: reading from offset %d", *source, offset)
+                self.committed.setdefault(source, offset)  # where a re-read starts
+            state.next_offset[source] = offset + 1
+            if self.rewinding:
+                self.rewinding.pop(source, None)
             return True
-        if source in self.rewinding and msg.offset != expected:
-            await self.reseek_if_stuck(source)
-            return False  # stale, buffered before the seek: it comes again
-        if msg.offset < expected:
-            # delivered again (a re-read raced a fetch in flight, or the consumer went
-            # back on its own): it is already in this partition's windows, skip it
-            return False
-        gap = (source, expected, msg.offset)
-        if msg.offset > expected and gap in self.gaps_seen:
-            # the same gap after a re-read: offsets without records (e.g.
-            # transaction markers), not a lost message
-            state.next_offset[source] = msg.offset + 1
+        if source in self.rewinding or offset < expected:
+            return False  # stale (fetched before the seek), or delivered again
+        gap = (source, expected, offset)
+        if gap in self.gaps_seen:
+            # the same gap after a re-read: offsets without records, not a lost message
+            state.next_offset[source] = offset + 1
             return True
         if len(self.gaps_seen) > 10_000:
             self.gaps_seen.clear()
         self.gaps_seen.add(gap)
-        pending = state.unacked.pop(source, None)
         state.windowers.pop(source, None)
-        start = pending[0].message.offset if pending else expected
+        start = min(self.committed.get(source, expected), expected)
         log.warning("%s[%d]: offsets %d..%d never arrived: re-reading from %d",
-                    *source, expected, msg.offset - 1, start)
+                    *source, expected, offset - 1, start)
         state.next_offset[source] = start
-        self.rewinding[source] = (msg.tp, time.monotonic())
-        await self.ctx.app.consumer.seek(msg.tp, start)
+        tp = TopicPartition(*source)
+        self.rewinding[source] = (tp, time.monotonic())
+        if self.consumer is not None:
+            self.consumer.seek(tp, start)
         return False
 
-    async def reseek_if_stuck(self, source: Source) -> None:
-        """A seek issued while the consumer repositions itself (recovery, rebalance) can be
-        overridden: if the partition has not come back to its offset within a second, seek
-        again, so a partition never waits forever for a message that does not come."""
+    def reseek_if_stuck(self, source: Source) -> None:
+        """A partition being re-read that has not come back to its offset within
+        :data:`REWIND_RETRY_SECONDS` is sought again."""
         tp, since = self.rewinding[source]
-        if time.monotonic() - since < REWIND_RETRY_SECONDS:
+        if time.monotonic() - since < REWIND_RETRY_SECONDS or self.consumer is None:
             return
         start = self.ctx.state.next_offset[source]
         log.warning("%s[%d]: still waiting for offset %d after a re-read: seeking again", *source, start)
         self.rewinding[source] = (tp, time.monotonic())
-        await self.ctx.app.consumer.seek(tp, start)
+        self.ctx.metrics.input_rereads.inc()
+        self.consumer.seek(tp, start)
 
-    async def fetch_undelivered(self) -> None:
-        """Re-read a partition whose records were fetched but never handed to the agent.
-
-        Faust drops the records of a fetch that completes while the flow is stopped
-        (recovery, a rebalance) and relies on its seek to the committed offset to fetch
-        them again, but that seek leaves a partition with no committed offset where the
-        dropped fetch left it. The gap check in :meth:`in_sequence` notices the loss at the
-        next message; this notices it when no next message comes (the end of a backlog):
-        a partition idle for :data:`UNDELIVERED_AFTER_SECONDS` with records at or after the
-        offset the agent expects, none of which reached the stream, and still so at a check
-        :data:`UNDELIVERED_AFTER_SECONDS` later (a fetch in flight is not a lost one), is
-        sought back to it.
-        """
-        ctx, state, suspects = self.ctx, self.ctx.state, self.suspects
-        consumer = ctx.app.consumer
-        now_m = time.monotonic()
-        idle = []
-        for tp in consumer.assignment():
-            source = (tp.topic, tp.partition)
-            if not ctx.is_input(tp.topic) or source in self.rewinding:
-                continue
-            if now_m - state.last_input.get(source, now_m) >= UNDELIVERED_AFTER_SECONDS:
-                idle.append(tp)
-        if not idle:
-            return
-        ends = await consumer.highwaters(*idle)
-        committed = getattr(consumer, "_committed_offset", {})
-        handed = getattr(consumer, "_read_offset", {})
-        for tp in idle:
-            source = (tp.topic, tp.partition)
-            expected = state.next_offset.get(source)
-            if expected is None:
-                expected = committed.get(tp)
-            if expected is None:
-                expected = (await consumer.earliest_offsets(tp)).get(tp) or 0
-            if not undelivered(expected, ends.get(tp), handed.get(tp)):
-                suspects.pop(source, None)
-                continue
-            seen = suspects.get(source)
-            if seen is None or seen[0] != expected:
-                suspects[source] = (expected, now_m)
-                continue
-            if now_m - seen[1] < UNDELIVERED_AFTER_SECONDS:
-                continue
-            suspects.pop(source, None)
-            log.warning("%s[%d]: offsets %d..%d were fetched but never delivered: re-reading from %d",
-                        *source, expected, ends[tp] - 1, expected)
-            ctx.metrics.input_rereads.inc()
-            state.last_input[source] = now_m
-            await consumer.seek(tp, expected)
-
-    async def window_message(self, event: Any) -> None:
+    async def window_batch(self, topic: str, partition: int, msgs: list[Any]) -> None:
+        """Parse and window one partition's part of a fetch, dead-letter its bad elements
+        (one dead letter per message) and publish the windows it closed."""
         ctx, state = self.ctx, self.ctx.state
-        msg = event.message
-        topic = msg.topic
-        source = (topic, msg.partition)
-        if not await self.in_sequence(source, msg):
-            return
-        self.rewinding.pop(source, None)
-        # queued first: whatever happens below, it is acknowledged in its turn
-        state.unacked.setdefault(source, deque()).append(event)
-        state.last_input[source] = now_m = time.monotonic()
+        source = (topic, partition)
         kind = "events" if topic == ctx.topics.events else "metrics"
-        self.messages_in[kind].inc()
-        w = self.windower_for(topic, msg.partition)
-        parsed = records.parse_input(msg.value or b"")
-        accepted = 0
-        for k, item in enumerate(parsed.items):
-            if not ctx.budget.admit(item.series, now_m):
-                parsed.reject(k, "series_limit", self.over_limit(item.series))
+        admit, parse, single = ctx.budget.admit, records.parse_input_rows, records.single_row
+        now_m = time.monotonic()
+        state.last_input[source] = now_m
+        dead: list[tuple[Any, records.DeadLetter]] = []
+        n_msgs = accepted = 0
+        w = state.windowers.get(source)
+        counter = self.messages_in[kind]
+        counted = work = 0
+        busy, t0 = 0.0, time.perf_counter()
+        for msg in msgs:
+            if work >= YIELD_EVERY:
+                # let the web API, the scrape and the model agent in (the window lock stays held)
+                counter.inc(n_msgs - counted)
+                counted, work = n_msgs, 0
+                busy += time.perf_counter() - t0
+                await asyncio.sleep(0)
+                t0 = time.perf_counter()
+            if not self.in_sequence(source, msg):
                 continue
+            n_msgs += 1
             try:
-                w.add(item, kind, msg.offset)
-            except InvalidRecord as exc:
-                parsed.reject(k, exc.reason, exc.error)
-                continue
-            except Exception as exc:  # noqa: BLE001 - one element never stops the stream
-                ctx.metrics.processing_errors.labels("window").inc()
-                parsed.reject(k, "processing_error", f"{type(exc).__name__}: {exc}")
-                continue
-            accepted += item.count
-        self.events_in[kind].inc(accepted)
-        if parsed.dead is not None:
-            await dead_letter(ctx, topic, msg, parsed.dead)
-        await self.publish_closed(source, w)
-
-    async def run(self, stream: faust.StreamT) -> None:
-        """The agent's loop: one message at a time under the window lock, acknowledged in its turn."""
-        ctx, state = self.ctx, self.ctx.state
-        manual = state.input_stream = stream.noack()
-        async for event in manual.events():
-            try:
-                async with ctx.window_lock:
-                    await self.window_message(event)
+                if w is None or state.windowers.get(source) is not w:
+                    w = self.windower_for(topic, partition)
+                add = w.add_row
+                raw = msg.value or b""
+                offset = msg.offset
+                # one well-formed object (a single event) is read without a Parsed around it; one
+                # is made (the same item) only if the element is rejected below
+                row = single(raw)
+                parsed = None if row is not None else parse(raw)
+                rows = (row,) if parsed is None else parsed.items
+                work += len(rows) + 1
+                for k, row in enumerate(rows):  # (series, ts, interval, count, sum, min, max)
+                    if not admit(row[0], now_m):
+                        reason, error = "series_limit", self.over_limit(row[0])
+                    else:
+                        try:
+                            add(row, kind, offset)
+                        except InvalidRecord as exc:
+                            reason, error = exc.reason, exc.error
+                        except Exception as exc:  # noqa: BLE001 - one element never stops the stream
+                            ctx.metrics.processing_errors.labels("window").inc()
+                            reason, error = "processing_error", f"{type(exc).__name__}: {exc}"
+                        else:
+                            accepted += row[3]
+                            continue
+                    if parsed is None:
+                        parsed = parse(raw)
+                    parsed.reject(k, reason, error)
+                if parsed is not None and parsed.dead is not None:
+                    dead.append((msg, parsed.dead))
             except Exception as exc:  # noqa: BLE001 - an agent never crash-loops on data
-                await processing_error(ctx, "window", event.message.topic, event.message, exc)
-                queue = state.unacked.setdefault((event.message.topic, event.message.partition), deque())
-                if not queue or queue[-1] is not event:
-                    queue.append(event)  # acknowledged in its turn, never a hole in the commits
+                await processing_error(ctx, "window", topic, msg, exc)
+        self.busy.inc(busy + time.perf_counter() - t0)
+        if n_msgs > counted:
+            counter.inc(n_msgs - counted)
+        self.events_in[kind].inc(accepted)
+        for msg, d in dead:
+            await dead_letter(ctx, topic, msg, d)
+        w = state.windowers.get(source)
+        if w is not None:
+            await self.publish_closed(source, w)
+
+    def input_consumer(self) -> AIOKafkaConsumer:
+        """The input topics' consumer: its own group, offsets committed by :meth:`commit`."""
+        ctx = self.ctx
+        conf = ctx.app.conf
+        return AIOKafkaConsumer(
+            **kafka_config.client_kwargs(ctx.settings),
+            group_id=input_group(ctx.settings),
+            client_id=f"{ctx.settings.app_id}-input",
+            enable_auto_commit=False,
+            auto_offset_reset="earliest",
+            session_timeout_ms=int(conf.broker_session_timeout * 1000),
+            heartbeat_interval_ms=int(conf.broker_heartbeat_interval * 1000),
+            rebalance_timeout_ms=int(conf.broker_rebalance_timeout * 1000),
+            max_partition_fetch_bytes=4 * 1024 * 1024,
+        )
+
+    async def run(self) -> None:
+        """The agent's loop: ``getmany``, then each partition's records in one batch under the
+        window lock; offsets committed every :data:`COMMIT_SECONDS`."""
+        ctx = self.ctx
+        consumer = self.consumer = self.input_consumer()
+        consumer.subscribe([ctx.topics.events, ctx.topics.metrics], listener=_Rebalance(self))
+        await consumer.start()
+        try:
+            while True:
+                generation = self.generation
+                batch = await consumer.getmany(timeout_ms=500, max_records=FETCH_RECORDS)
+                if batch:
+                    async with ctx.window_lock:
+                        if generation != self.generation:
+                            # a rebalance since the fetch: its partitions start afresh from the
+                            # committed offset (their windows were dropped), this batch is stale
+                            await self.reread_from_committed(set(batch))
+                            continue
+                        for tp, msgs in batch.items():
+                            await self.window_batch(tp.topic, tp.partition, msgs)
+                await self.commit()
+        finally:
+            self.consumer = None
+            await consumer.stop()
+
+    async def reread_from_committed(self, tps: set[TopicPartition]) -> None:
+        """Seek the assigned ``tps`` back to their committed offsets (the earliest if none)."""
+        consumer = self.consumer
+        if consumer is None:
+            return
+        for tp in tps & consumer.assignment():
+            offset = await consumer.committed(tp)
+            if offset is None:
+                await consumer.seek_to_beginning(tp)
+            else:
+                consumer.seek(tp, offset)
+            self.ctx.state.drop_input((tp.topic, tp.partition))
+            self.committed.pop((tp.topic, tp.partition), None)
+
+    def input_lag(self) -> dict[tuple[str, int], int]:
+        """Per input partition: records after the next one this worker reads (read at scrape time)."""
+        consumer, out = self.consumer, {}
+        if consumer is None:
+            return {}
+        for tp in consumer.assignment():
+            hw = consumer.highwater(tp)
+            nxt = self.ctx.state.next_offset.get((tp.topic, tp.partition))
+            if hw is not None:
+                out[(tp.topic, tp.partition)] = max(0, hw - (nxt if nxt is not None else hw))
+        return out
 
     async def close_idle_partitions(self) -> None:
         """Live partitions with no input for a window close on the wall clock (and a
@@ -279,13 +407,9 @@ class Windows:
         ctx, state = self.ctx, self.ctx.state
         for source in list(self.rewinding):
             try:
-                await self.reseek_if_stuck(source)
+                self.reseek_if_stuck(source)
             except Exception:  # noqa: BLE001 - a timer never dies on one partition
                 log.exception("seeking %s[%d] again failed", *source)
-        try:
-            await self.fetch_undelivered()
-        except Exception:  # noqa: BLE001 - a timer never dies on a broker hiccup
-            log.exception("checking for undelivered input failed")
         now_m, now = time.monotonic(), time.time()
         for source, w in list(state.windowers.items()):
             if now_m - state.last_input.get(source, now_m) < self.idle_after:
@@ -300,14 +424,24 @@ class Windows:
 
 
 def install(ctx: WorkerContext) -> Windows:
-    """The window agent on the input topics and its wall-clock timer."""
-    app, topics, windows = ctx.app, ctx.topics, Windows(ctx)
-    inputs = app.topic(topics.events, topics.metrics, key_type=bytes, value_type=bytes,
-                       key_serializer="raw", value_serializer="raw")
+    """The window agent on the input topics (a task with its own consumer) and its wall-clock timer."""
+    app, windows = ctx.app, Windows(ctx)
 
-    @app.agent(inputs, name="window-agent")
-    async def window_agent(stream: faust.StreamT) -> None:
-        await windows.run(stream)
+    @app.task
+    async def window_agent() -> None:
+        while True:
+            try:
+                await windows.run()
+            except asyncio.CancelledError:
+                raise
+            except Exception:  # noqa: BLE001 - the agent restarts (its input is re-read from the commit)
+                log.exception("the window agent's input consumer failed: restarting it")
+                async with ctx.window_lock:
+                    for source in set(ctx.state.windowers) | set(ctx.state.next_offset):
+                        ctx.state.drop_input(source)
+                    windows.rewinding.clear()
+                    windows.committed.clear()
+                await asyncio.sleep(1.0)
 
     @app.timer(interval=max(0.5, min(5.0, ctx.step / 4)))
     async def close_idle_partitions() -> None:

@@ -112,7 +112,8 @@ def test_a_skewed_clock_sends_only_its_own_series_to_the_dlq(broker, prefix, sta
 
 
 def committed(broker: str, group: str, topic: str, partition: int) -> int | None:
-    """The group's committed offset (an OffsetFetch; this client never joins the group)."""
+    """The input group's committed offset (an OffsetFetch; this client never joins the group):
+    the window agent reads the input topics in its own group, ``<app id>-input``."""
     from kafka import KafkaConsumer, TopicPartition
 
     c = KafkaConsumer(bootstrap_servers=broker, group_id=group, enable_auto_commit=False)
@@ -134,10 +135,10 @@ def test_an_acked_bad_message_never_lets_the_commit_pass_an_open_window(broker, 
     points_of(broker, prefix, "svc/other", 3)
     read_topic(broker, f"{topic}.dlq", lambda ms: len(ms) >= 1)
     deadline = time.monotonic() + 60
-    while (committed(broker, f"{prefix}-app", topic, PART + 1) or 0) < 10:
+    while (committed(broker, f"{prefix}-app-input", topic, PART + 1) or 0) < 10:
         assert time.monotonic() < deadline, "the worker never committed"
         time.sleep(POLL_SECONDS)  # between polls, under the deadline
-    held = committed(broker, f"{prefix}-app", topic, PART)
+    held = committed(broker, f"{prefix}-app-input", topic, PART)
     assert held is None or held == 0, f"committed offset {held} passes events held in an open window"
     a.stop(signal.SIGKILL)
 
@@ -199,3 +200,42 @@ def _get(url: str) -> str:
 
     with urllib.request.urlopen(url, timeout=10) as r:  # noqa: S310 - loopback test server
         return r.read().decode()
+
+
+def test_a_second_worker_takes_input_partitions_without_losing_or_splitting_a_window(
+        broker, prefix, start_worker):
+    """The input topics' own group (``<app id>-input``) rebalances when a second worker joins:
+    the first commits what is safe and forgets the partitions it gives up, the second rebuilds
+    their open windows from the committed offset. Every closed window of every partition's
+    series is published whole (a duplicate is allowed, a partial window is not)."""
+    from tests.waiting import wait_for
+
+    topic = f"{prefix}.events"
+    series = {part: f"svc/part{part}" for part in range(4)}  # one series on each input partition
+
+    def produce(first: int, last: int) -> None:
+        for part, name in series.items():
+            send(broker, topic, good(name, first, last), partition=part)
+
+    start_worker(prefix)
+    produce(0, 300)
+    for name in series.values():
+        points_of(broker, prefix, name, 20)  # the first worker is well into every partition
+    b = start_worker(prefix)
+
+    def b_assigned() -> bool:
+        text = b.log.read_text(errors="replace")
+        return any("input partitions assigned" in ln and f"{topic}[" in ln for ln in text.splitlines())
+
+    assert wait_for(b_assigned, timeout=60), "the second worker never got an input partition"
+    produce(300, 600)
+    closed = 57  # windows 0..56 close once every series is in window 59
+    for name in series.values():
+        got = read_topic(broker, f"{prefix}.points",
+                         lambda ms, name=name: {m["start"] for m in ms if m["series"] == name}
+                         >= {T0 + w * WINDOW for w in range(closed)}, timeout=120)
+        mine = [m for m in got if m["series"] == name]
+        missing = [w for w in range(closed) if T0 + w * WINDOW not in {m["start"] for m in mine}]
+        assert not missing, f"{name}: windows lost across the rebalance: {missing}"
+        partial = [(m["start"], m["count"]) for m in mine if m["count"] != 100]
+        assert not partial, f"{name}: partial windows across the rebalance: {partial}"

@@ -39,6 +39,85 @@ def test_invalid_inputs_have_a_reason(raw, reason):
     assert m.dead.raw() == raw and m.dead.count == 1
 
 
+#: elements of every shape the fast path reads, and of every edge it must leave to the full parser
+_EDGE_ELEMENTS = [
+    {"series": "a/b", "ts": 1700000000, "interval": 1.0, "count": 100, "sum": 0.0},
+    {"series": "a/b", "ts": 1700000000.5, "count": 3, "sum": 6, "min": 1, "max": 3},
+    {"series": "a/b", "ts": 1, "count": 0},
+    {"series": "a/b", "ts": 1, "count": 2, "interval": None, "sum": None, "min": None},
+    {"series": "a/b", "ts": 1, "count": 2, "min": 5.0, "max": 4.0},  # min > max
+    {"series": "a/b", "ts": 1, "count": 2.0},  # a whole float: the full parser's
+    {"series": "a/b", "ts": 1, "count": 2.5},
+    {"series": "a/b", "ts": 1, "count": -1},
+    {"series": "a/b", "ts": 1, "count": 2**53 + 1},
+    {"series": "a/b", "ts": 1, "count": True},
+    {"series": "a/b", "ts": 1, "count": 1, "interval": 86401},
+    {"series": "a/b", "ts": 1, "count": 1, "interval": -1},
+    {"series": "a/b", "ts": 1, "count": 1, "sum": 1e31},
+    {"series": "a/b", "ts": 1, "count": 1, "sum": -1e30, "min": -1e30, "max": 1e30},
+    {"series": "a/b", "ts": 1, "count": 1, "sum": 2**60},
+    {"series": "a/b", "ts": 1, "count": 1, "sum": "1"},
+    {"series": "a/b", "ts": 1, "count": 1, "value": 3},  # value beside count: ignored
+    {"series": "a/b", "ts": 1, "count": 1, "tags": {"a": [1]}},
+    {"series": "a/b", "ts": 1, "count": 1, "extra": "x"},
+    {"series": "a/b", "ts": 1},
+    {"series": "a/b", "ts": 1, "value": 2},
+    {"series": "a/b", "ts": 1, "value": -2.5},
+    {"series": "a/b", "ts": 1, "value": None},
+    {"series": "a/b", "ts": 1, "value": False},
+    {"series": "a/b", "ts": 1, "value": 1e31},
+    {"series": "a/b", "ts": 1, "value": [1]},
+    {"series": "a/b", "ts": 0},
+    {"series": "a/b", "ts": 4102444800},
+    {"series": "a/b", "ts": 4102444800.5},
+    {"series": "a/b", "ts": -1},
+    {"series": "a/b", "ts": True},
+    {"series": "a/b", "ts": "2024-01-01T00:00:00Z"},
+    {"series": "a/b", "ts": "5"},
+    {"series": "a/b", "ts": None},
+    {"series": "a/b"},
+    {"series": "", "ts": 1},
+    {"series": "bad\nid", "ts": 1},
+    {"series": 7, "ts": 1},
+    {"series": None, "ts": 1},
+    {"ts": 1},
+    {"series": "x" * 257, "ts": 1},
+    {"series": "a/b", "ts": 1, "value": 1, "other": 1},
+    [1, 2],
+    "text",
+    None,
+]
+
+
+def test_rows_parse_as_aggregates_element_for_element():
+    """parse_input_rows (the window agent's) accepts, rejects and explains exactly as parse_input."""
+    fields = ("series", "ts", "interval", "count", "sum", "min", "max")
+    messages = [orjson.dumps(_EDGE_ELEMENTS)] + [orjson.dumps(e) for e in _EDGE_ELEMENTS]
+    messages += [b'[{"series": "a", "ts": 1, "value": NaN}, {"series": "a", "ts": 1, "count": 1, "sum": Infinity}]',
+                 b"{nope", b"[]", b"{}"]
+    for raw in messages:
+        a, r = parse_input(raw), records.parse_input_rows(raw)
+        assert r.items == [tuple(getattr(x, f) for f in fields) for x in a.items], raw
+        assert all(type(v) is type(getattr(x, f)) for row, x in zip(r.items, a.items, strict=True)
+                   for v, f in zip(row, fields, strict=True)), raw
+        assert (r.index, r.batch) == (a.index, a.batch), raw
+        assert (a.dead is None) == (r.dead is None), raw
+        if a.dead is not None:
+            assert (r.dead.reasons, r.dead.ranges, r.dead.raw(), r.dead.error) == (
+                a.dead.reasons, a.dead.ranges, a.dead.raw(), a.dead.error), raw
+    accepted = records.parse_input_rows(messages[0])
+    assert 0 < len(accepted.items) < len(_EDGE_ELEMENTS) and accepted.dead.count > 10, "both kinds exercised"
+    # single_row: a message of one well-formed object of the common shapes is that one row (None:
+    # parse_input_rows reads it, e.g. a count written 2.0, a batch or anything rejected)
+    fast = 0
+    for raw in messages:
+        row, r = records.single_row(raw), records.parse_input_rows(raw)
+        if row is not None:
+            fast += 1
+            assert (r.items, r.dead, r.batch) == ([row], None, False), raw
+    assert fast >= 8, "the common shapes take the single-object path"
+
+
 def test_three_shapes_parse():
     m = parse_input(orjson.dumps([
         {"series": "s", "ts": 10.0, "interval": 1.0, "count": 4, "sum": 8.0, "min": 1.0, "max": 3.0},
