@@ -47,6 +47,10 @@ def test_backfill_from_prometheus_and_a_csv_trains_the_worker(broker, prefix, st
     # from a minute before the fixture's history (the session's server may be live for a while
     # already): both runs below read all of it, however long apart they start
     days = f"{(time.time() - prometheus.history_start + 60) / 86400!r}"
+    # the backfill reads up to the last whole step before now (streams/sources_cli.py), and the
+    # fixture returns as soon as the history's end has been scraped: all of the history is in
+    # that range only once a whole step has passed after its end
+    assert wait_for(lambda: time.time() >= prometheus.history_end + 2 * STEP, timeout=30)
 
     r = backfill(broker, prefix, "--series", "prom/hist", "--query", QUERY, "--days", days,
                  FORESIGHT_PROMETHEUS_URL=prometheus.url)
