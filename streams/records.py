@@ -639,14 +639,20 @@ def batches(elements: list[bytes], max_bytes: int = MAX_BATCH_BYTES) -> list[tup
 
 def _parse_elements(raw: bytes, one: Any) -> Parsed:
     """A single object or an array of objects, each parsed by ``one``; never raises."""
+    msg, obj = _loads(raw)
+    return msg if msg.dead is not None else _elements(msg, obj, one)
+
+
+def _loads(raw: bytes) -> tuple[Parsed, Any]:
+    """An empty :class:`Parsed` for ``raw`` and its JSON; or, if it is not JSON, the
+    :class:`Parsed` holding it whole as a ``malformed_json`` dead letter (and None)."""
     msg = Parsed([], [], [], False, raw)
     try:
-        obj = orjson.loads(raw)
+        return msg, orjson.loads(raw)
     except (orjson.JSONDecodeError, RecursionError) as exc:
         msg.dead = DeadLetter()
         msg.dead.add_whole("malformed_json", str(exc)[:300], raw)
-        return msg
-    return _elements(msg, obj, one)
+        return msg, None
 
 
 def parse_points(raw: bytes) -> Parsed:
@@ -675,12 +681,8 @@ def parse_forecasts(raw: bytes) -> Parsed:
     >>> [(f.forecast.series, f.forecast.points[0].ts) for f in m.items], m.dead.ranges
     ([('a', 60.0)], [[1, 1]])
     """
-    msg = Parsed([], [], [], False, raw)
-    try:
-        obj = orjson.loads(raw)
-    except (orjson.JSONDecodeError, RecursionError) as exc:
-        msg.dead = DeadLetter()
-        msg.dead.add_whole("malformed_json", str(exc)[:300], raw)
+    msg, obj = _loads(raw)
+    if msg.dead is not None:
         return msg
     if isinstance(obj, dict) and isinstance(obj.get("series"), list):
         try:
