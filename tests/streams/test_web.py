@@ -225,8 +225,9 @@ def test_api_returns_what_was_produced(broker, prefix, start_worker):
     windows, spike = 200, 180
     produce(broker, prefix, ["web/req"], windows, spike=("web/req", spike), metric="web/cpu")
     closed = windows - 3
+    # the two series come from two topics, windowed independently: wait for both
     points = read_topic(broker, f"{prefix}.points",
-                        lambda ms: sum(m["series"] == "web/req" for m in ms) >= closed)
+                        lambda ms: min(sum(m["series"] == s for m in ms) for s in ("web/req", "web/cpu")) >= closed)
     forecasts = read_topic(broker, f"{prefix}.forecasts",
                            lambda ms: sum(m["series"] == "web/req" for m in ms) >= closed)
     anomalies = read_topic(broker, f"{prefix}.anomalies",
