@@ -286,16 +286,22 @@ class SeriesBank:
         """
         self.load_many([row], [model])
 
-    def load_many(self, rows: Sequence[int] | np.ndarray, models: Sequence[SeriesModel]) -> None:
-        """:meth:`load` for many rows at once (one array assignment per field: a rebalance's
-        restored checkpoints go in together). Nothing is loaded if one model does not fit."""
+    def _distinct_rows(self, rows: Sequence[int] | np.ndarray, n: int, what: str) -> np.ndarray:
+        """``rows`` as an index array, checked: ``n`` of them (one per item of ``what``), each a
+        row of this bank, none twice; else ``ValueError``."""
         rows = np.asarray(rows, np.int64)
-        if len(rows) != len(models):
-            raise ValueError("rows and models must have the same length")
+        if len(rows) != n:
+            raise ValueError(f"rows and {what} must have the same length")
         for r in rows.tolist():
             self._check(r)
         if len(np.unique(rows)) != len(rows):
             raise ValueError("a row appears twice")
+        return rows
+
+    def load_many(self, rows: Sequence[int] | np.ndarray, models: Sequence[SeriesModel]) -> None:
+        """:meth:`load` for many rows at once (one array assignment per field: a rebalance's
+        restored checkpoints go in together). Nothing is loaded if one model does not fit."""
+        rows = self._distinct_rows(rows, len(models), "models")
         for m in models:
             if _config(m) != self._config:
                 raise ValueError("the model's configuration is not this bank's")
@@ -405,13 +411,7 @@ class SeriesBank:
         cols = self._row_columns()
         if cols is None:
             raise ValueError("this bank's rows are not all arrays")
-        rows = np.asarray(rows, np.int64)
-        if len(rows) != len(blobs):
-            raise ValueError("rows and records must have the same length")
-        for r in rows.tolist():
-            self._check(r)
-        if len(np.unique(rows)) != len(rows):
-            raise ValueError("a row appears twice")
+        rows = self._distinct_rows(rows, len(blobs), "records")
         size = self.row_bytes()
         if any(len(b) != size for b in blobs):
             raise ValueError(f"a row record is not {size} bytes")
