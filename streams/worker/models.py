@@ -158,19 +158,14 @@ class Models:
             g[3].append(model)
         for (_, raw), (bank, step, group, models) in groups.items():
             rows = [bank.add() for _ in group]
-            load_one: Any = ((lambda r, m: bank.load_row_bytes([r], [m.state])) if raw  # noqa: B023
-                             else bank.load)
             try:
-                if raw:
-                    bank.load_row_bytes(rows, [m.state for m in models])
-                else:
-                    bank.load_many(rows, models)
+                _load(bank, raw, rows, models)
                 restored = len(rows)
             except Exception:  # noqa: BLE001 - one does not fit: each on its own, the rest cold
                 restored = 0
                 for i, (series, model) in enumerate(zip(group, models, strict=True)):
                     try:
-                        load_one(rows[i], model)
+                        _load(bank, raw, [rows[i]], [model])
                         restored += 1
                     except Exception as exc:  # noqa: BLE001 - another configuration or version: cold
                         self._unloadable(series, exc)
@@ -545,3 +540,12 @@ def install_history(ctx: WorkerContext, models: Models) -> None:
                                                               value=records.dumps(r.to_json()))
             except Exception as exc:  # noqa: BLE001 - an agent never crash-loops on data
                 await processing_error(ctx, "history", topics.history, msg, exc)
+
+
+def _load(bank: SeriesBank, raw: bool, rows: list[int], models: list[Any]) -> None:
+    """Load restored checkpoints into ``rows`` of ``bank``: raw row records
+    (:class:`~streams.checkpoint.RowCheckpoint`) if ``raw``, else ``SeriesModel`` objects."""
+    if raw:
+        bank.load_row_bytes(rows, [m.state for m in models])
+    else:
+        bank.load_many(rows, models)
