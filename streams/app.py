@@ -38,10 +38,9 @@ from streams.topics import Topics
 from streams.web.cluster import advertised_host
 from streams.worker import build_worker
 from streams.worker.context import Cached, WorkerState, horizon_steps
-from streams.worker.windows import REWIND_RETRY_SECONDS, UNDELIVERED_AFTER_SECONDS, undelivered
+from streams.worker.windows import REWIND_RETRY_SECONDS
 
-__all__ = ["REWIND_RETRY_SECONDS", "UNDELIVERED_AFTER_SECONDS", "Cached", "WorkerState", "create_app",
-           "horizon_steps", "run_worker", "undelivered"]
+__all__ = ["REWIND_RETRY_SECONDS", "Cached", "WorkerState", "create_app", "horizon_steps", "run_worker"]
 
 
 def create_app(settings: Settings, metrics: Metrics | None = None) -> faust.App:

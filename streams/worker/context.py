@@ -10,11 +10,9 @@ installs its agents and timers on the context's app.
 from __future__ import annotations
 
 import asyncio
-from collections import deque
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 import faust
 
@@ -75,14 +73,10 @@ class WorkerState:
     the re-read input, models from the changelog-backed table)."""
 
     windowers: dict[Source, Windower] = field(default_factory=dict)
-    #: per input (topic, partition): events not yet acknowledged, in offset order
-    unacked: dict[Source, deque[Any]] = field(default_factory=dict)
     #: per input (topic, partition): monotonic time of its last message
     last_input: dict[Source, float] = field(default_factory=dict)
     #: per input (topic, partition): the offset its next message must have
     next_offset: dict[Source, int] = field(default_factory=dict)
-    #: the window agent's (manual-ack) stream
-    input_stream: Any = None
     #: per series: its row in a bank (models are restored from the ``models`` table on demand)
     models: dict[str, Cached] = field(default_factory=dict)
     #: the model banks, one per configuration (streams/worker/models.py)
@@ -96,7 +90,6 @@ class WorkerState:
     def drop_input(self, source: Source) -> None:
         """Forget an input partition's windows and acknowledgement state (it is re-read)."""
         self.windowers.pop(source, None)
-        self.unacked.pop(source, None)
         self.last_input.pop(source, None)
         self.next_offset.pop(source, None)
 

@@ -41,8 +41,6 @@ log = logging.getLogger("foresight.worker")
 #: a re-read partition that has not come back to its offset this long after the seek is
 #: sought again
 REWIND_RETRY_SECONDS = 1.0
-#: (kept for :func:`undelivered`'s callers; the input consumer does not drop fetched records)
-UNDELIVERED_AFTER_SECONDS = 2.0
 #: most records one ``getmany`` of the input consumer returns (one batch of the window agent)
 FETCH_RECORDS = 20_000
 #: elements (and messages) the window agent handles before it lets the event loop run
@@ -54,29 +52,6 @@ COMMIT_SECONDS = 1.0
 def input_group(settings: Settings) -> str:
     """The consumer group of the input topics (``events``, ``metrics``): the app id + ``-input``."""
     return f"{settings.app_id}-input"
-
-
-def undelivered(expected: int, end: int | None, handed: int | None) -> bool:
-    """Whether a partition has records the agent never saw and never will unless sought.
-
-    ``expected`` is the offset the agent needs next, ``end`` the partition's end offset
-    and ``handed`` the last offset the consumer handed to the stream (None: none yet).
-    Records exist at ``expected`` (``end > expected``) yet none from there on was handed
-    over: they were fetched and dropped. (A record handed over but not yet processed is
-    queued, and not re-read.)
-
-    >>> undelivered(0, 100, None)       # fetched during recovery, dropped: re-read
-    True
-    >>> undelivered(40, 100, 60)        # queued for the agent: wait
-    False
-    >>> undelivered(100, 100, 99)       # at the end: nothing to read
-    False
-    >>> undelivered(40, None, None)     # end unknown: no guess
-    False
-    """
-    if end is None or end <= expected:
-        return False
-    return handed is None or handed < expected
 
 
 class _Rebalance(ConsumerRebalanceListener):
