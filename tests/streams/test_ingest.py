@@ -33,7 +33,11 @@ def series_detail(port: int, series: str) -> dict | None:
         return None
 
 
-def is_recent_value(ts: float, value: float, within: float = 20.0) -> bool:
+#: how old a live sample may be (scrapes run late on a busy machine)
+LATE_SECONDS = 20
+
+
+def is_recent_value(ts: float, value: float, within: float = LATE_SECONDS) -> bool:
     """``value`` is one the known series had at most ``within`` s before ``ts``: what an instant
     query at ``ts`` answers (the latest scrape within Prometheus' lookback; scrapes run late
     on a busy machine, and after an outage the last one before it is the latest)."""
@@ -116,9 +120,14 @@ def test_ingest_backfills_then_feeds_a_warm_live_series(broker, prefix, start_wo
         first = min((m for m in forecasts if m["series"] == "prom/load"), key=lambda m: m["issued"])
         assert first["warm"] is True, first
         assert first["issued"] >= live_from - 10, "no forecast was published for history windows"
+        # it follows the known cycle, as late as the samples may be (late scrapes on a busy machine
+        # make the live values up to LATE_SECONDS old: the forecast continues from them); within 12
+        # of a cycle that spans 100 +- 55
         peak = max(p["yhat"] for p in first["points"])
-        expect = max(known_value(first["issued"] + k * STEP) for k in range(1, len(first["points"]) + 1))
-        assert peak == pytest.approx(expect, rel=0.2), "the forecast follows the known cycle"
+        misses = [abs(peak - max(known_value(first["issued"] + k * STEP - late)
+                                 for k in range(1, len(first["points"]) + 1)))
+                  for late in range(LATE_SECONDS + 1)]
+        assert min(misses) < 12, ("the forecast follows the known cycle", peak, misses)
 
         detail = series_detail(w.port, "prom/load")
         assert detail is not None and detail["warm"] is True

@@ -104,7 +104,8 @@ def test_forecast_only_never_patches_then_switch_to_active(emu, setup_api):
         client.CustomObjectsApi(setup_api).patch_namespaced_custom_object(
             GROUP, VERSION, "shop", PLURAL, "cart", {"spec": {"mode": "Active"}})
         wait_for(lambda: replicas(setup_api, "Deployment", "shop", "cart") == 15)
-        assert conditions(get_scaler(setup_api, "shop", "cart"))["ScalingActive"] == ("True", "Active")
+        # the status follows the scale patch (written after it)
+        wait_for(lambda: conditions(get_scaler(setup_api, "shop", "cart"))["ScalingActive"] == ("True", "Active"))
     finally:
         op.stop()
 
