@@ -160,19 +160,21 @@ class Reconciler:
         is left to be decided when they arrive, at their time: decided at ``now``, ahead of
         them, its forecast would look stale, and time never runs back for a target.
         """
-        due = [s for s in list(self.specs.values()) if self._due(s, now, period)]
+        due = [s for s in list(self.specs.values())
+               if self.due(s, now, period, d.ts if (d := self.last.get(s.key)) is not None else None)]
         return [self.reconcile(s, now) for s in due]
 
-    def _due(self, spec: ScalerSpec, now: float, period: float) -> bool:
-        last = self.last.get(spec.key)
+    def due(self, spec: ScalerSpec, now: float, period: float, last: float | None) -> bool:
+        """Whether the sweep at ``now`` re-decides ``spec``, last decided at ``last`` (None:
+        never): the rule of :meth:`resync`, shared by every controller."""
         if last is None:
             return True
-        if now - last.ts < period:
+        if now - last < period:
             return False
         times = [t for s in spec.all_series if (t := self._time(s)) is not None]
         if not times or now - max(times) > stale_after(spec, self._any_forecast(spec)):
             return True
-        return scheduled_floor(spec.schedules, now) != scheduled_floor(spec.schedules, last.ts)
+        return scheduled_floor(spec.schedules, now) != scheduled_floor(spec.schedules, last)
 
     def remember(self, key: str, replicas: int, ts: float) -> None:
         """Start a target's policy memory from a recorded count, if it has none yet

@@ -200,8 +200,9 @@ class Operator:
             if not self.is_leader():
                 self.reconciler.learn_series(series, now)  # a standby stays warm
                 return []
-            keys = [s.key for s in self.reconciler.driven_by(series)]
-            return [d for k in keys if (d := self._reconcile(k, now)) is not None]
+            specs = self.reconciler.driven_by(series)
+            return [d for s in specs if (d := self._reconcile(s.key, self.reconciler.decision_time(s, now)))
+                    is not None]
 
     def learn_series(self, series: str, now: float) -> None:
         """Learn without acting (replaying history after a restart)."""
@@ -209,8 +210,9 @@ class Operator:
             self.reconciler.learn_series(series, now)
 
     def resync(self, now: float, period: float) -> list[Decision]:
-        """Reconcile every target not reconciled for ``period`` (event time); after winning
-        the Lease every target, and report invalid specs learnt as a follower."""
+        """Reconcile the targets :meth:`Reconciler.resync` would (not reconciled for ``period``
+        of event time, and their series quiet); after winning the Lease every target, and
+        report invalid specs learnt as a follower."""
         with self._lock:
             self._advance(now)
             if not self.is_leader():
@@ -223,9 +225,8 @@ class Operator:
                 if t.invalid is not None and t.problem != Reason.INVALID_SPEC:
                     self.step.report_problem(t, Reason.INVALID_SPEC, t.invalid)
             out = []
-            for key in list(self.reconciler.specs):
-                last = self._targets[key].last_reconciled
-                if last is None or now - last >= period:
+            for key, spec in list(self.reconciler.specs.items()):
+                if self.reconciler.due(spec, now, period, self._targets[key].last_reconciled):
                     d = self._reconcile(key, now)
                     if d is not None:
                         out.append(d)
@@ -287,4 +288,5 @@ class Operator:
             self.actuator.forget(key)
         self.reconciler.set_spec(spec)
         if self.is_leader():
-            self._reconcile(key, self._now if self._now is not None else self.clock())
+            now = self._now if self._now is not None else self.clock()
+            self._reconcile(key, self.reconciler.decision_time(spec, now))

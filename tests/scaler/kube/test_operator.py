@@ -32,7 +32,7 @@ from detectors.forecast import ForecastPoint
 from scaler.decision import Reason
 from scaler.kube import GROUP, PLURAL, VERSION, LeaderElector
 from scaler.kube.status import rfc3339
-from scaler.spec import prometheus_series
+from scaler.spec import kafka_topic_series, prometheus_series
 
 pytestmark = pytest.mark.integration
 
@@ -407,9 +407,12 @@ def test_reconciling_interface_resync_and_health_probes(emu, setup_api):
         [d] = op.reconcile_series("feed/requests", t)
         assert d.applied and op.last["shop/feed"] == d and pending[-1] == d
         assert op.resync(t + 10, 30) == [], "reconciled 10 s ago: not due"
-        [again] = op.resync(t + 31, 30)
-        assert again.target == "shop/feed"
-        [now_due] = op.resync(t + 32, 0)  # a period of 0: every target is due
+        # the sweep is the plain controller's (Reconciler.due): only once the series is quiet
+        assert op.resync(t + 31, 30) == [], "its next window is on its way: not due"
+        quiet = t + 60 + 181  # the forecast's window end + longer than it stays fresh
+        [again] = op.resync(quiet, 30)
+        assert again.target == "shop/feed" and again.ts == quiet
+        [now_due] = op.resync(quiet + 1, 0)  # a period of 0: every quiet target is due
         assert now_due.target == "shop/feed"
     finally:
         op.stop()
@@ -640,5 +643,44 @@ def test_bad_signals_and_schedules_are_invalid_specs(emu, setup_api):
                      == ("False", "InvalidSpec"))
             assert text in get_scaler(setup_api, "shop", name)["status"]["message"]
         assert replicas(setup_api, "Deployment", "shop", "orders") == 2
+    finally:
+        op.stop()
+
+
+def test_a_kafka_signal_decides_at_its_rates_time_and_the_sweep_waits_for_it(emu, setup_api):
+    """The decision time of scaler/reconcile.py (Reconciler.decision_time, Reconciler.due),
+    as streams.controller's plain reconciler has it: one code path for every controller."""
+    workload(setup_api, "Deployment", "shop", "orders", 2)
+    op = operator(emu)
+    op.start()
+    try:
+        wait_for(op.is_leader)
+        m = scaler_manifest("shop", "orders")
+        del m["spec"]["series"], m["spec"]["capacityPerReplica"]
+        m["spec"]["signals"] = [{"kafkaTopic": {"topic": "orders", "consumerGroup": "billing",
+                                                "lagThreshold": 100}, "capacityPerReplica": 1}]
+        create_scaler(setup_api, m)
+        wait_for(lambda: "shop/orders" in op.specs)
+        rate, lag, parts = kafka_topic_series("orders", "billing")
+        t = now()
+        [d] = op.resync(t, 60)  # the new leader's sweep of every target, before any input
+        assert d.reason == Reason.NO_FORECAST
+        for s, v in ((rate, 1.5), (lag, 10), (parts, 16)):
+            assert [d.ts for d in drive(op, forecast(s, t, v), observation(t, v), t + 60)] == [t + 60]
+        # the lag and the partitions run two windows ahead of the rate (another model batch)
+        for w in (60, 120):
+            for s, v in ((lag, 10), (parts, 16)):
+                got = drive(op, forecast(s, t + w, v), observation(t + w, v), t + w + 60)
+                assert [d.ts for d in got] == [t + 60], "never ahead of the rate"
+        assert op.resync(t + 180, 60) == [], "the rate's windows are on their way: not due"
+        # the rate's next window: decided at its own time, its forecast fresh, the lead whole
+        [d] = drive(op, forecast(rate, t + 60, 9.5), observation(t + 60, 2.0), t + 120)
+        assert d.ts == t + 120 and d.signals[0].fallback is None, d.message
+        assert (d.desired, d.applied, d.reason) == (10, True, Reason.FORECAST_PEAK), d.message
+        assert replicas(setup_api, "Deployment", "shop", "orders") == 10
+        # every series quiet for longer than a forecast stays fresh: the sweep decides, and holds
+        quiet = t + 180 + 181
+        [d] = op.resync(quiet, 60)
+        assert d.ts == quiet and d.desired == 10 and d.signals[0].fallback is not None, d.message
     finally:
         op.stop()
