@@ -172,9 +172,11 @@ def faust_app(settings: Settings) -> faust.App:
         web_port=settings.web_port,
         producer_linger_ms=5,
         consumer_auto_offset_reset="earliest",
-        # the window agent holds acks until windows close, so waiting for
-        # every message to be acked would block a rebalance forever; the
-        # unacked input is re-read by the partition's next owner instead
+        # a rebalance does not wait for the Faust agents (model, history,
+        # decisions) to drain what they have buffered: what they have not
+        # acked is re-read by the partition's next owner; the input topics are
+        # not Faust streams (streams/worker/windows.py reads them with a plain
+        # aiokafka loop that commits its own offsets)
         stream_wait_empty=False,
         # bounded stop: SIGTERM stops the worker within lifecycle.STOP_GRACE_SECONDS
         Worker=ForesightWorker,
