@@ -409,6 +409,8 @@ def _source_commands(command: Any) -> None:
 
 def _demo_source_flags(p: argparse.ArgumentParser) -> None:
     """``foresight demo --sources FILE`` / ``--local-prometheus`` (see streams.demo_sources)."""
+    from streams.sources_cli import add_prometheus_url_flag
+
     g = p.add_argument_group("from Prometheus (instead of the synthetic workload; --speed does not apply)")
     g.add_argument("--sources", metavar="FILE",
                    help="ingest these sources ('foresight ingest --sources' format) from the Prometheus at "
@@ -420,9 +422,7 @@ def _demo_source_flags(p: argparse.ArgumentParser) -> None:
     g.add_argument("--local-prometheus", action="store_true",
                    help="start a local Prometheus (Debian's prometheus and promtool) holding four weeks of "
                         "NYC taxi demand, a day every 4 minutes, and run the demo from it (make demo-prometheus)")
-    g.add_argument("--prometheus-url", metavar="URL",
-                   help="with --sources: the Prometheus HTTP API [FORESIGHT_PROMETHEUS_URL; default: "
-                        "http://127.0.0.1:9090]")
+    add_prometheus_url_flag(g, "with --sources: the ")
 
 
 def _demo_from_prometheus(args: argparse.Namespace, settings: Settings) -> int:

@@ -54,11 +54,16 @@ def add_backfill_flags(p: argparse.ArgumentParser) -> None:
     _common(p)
 
 
-def _common(p: argparse.ArgumentParser) -> None:
+def add_prometheus_url_flag(p: argparse.ArgumentParser | argparse._ArgumentGroup, when: str = "") -> None:
+    """``--prometheus-url`` (ingest, backfill, ``demo --sources``), ``when`` prefixing its help."""
     p.add_argument("--prometheus-url", metavar="URL",
-                   help="Prometheus HTTP API base URL [FORESIGHT_PROMETHEUS_URL; default: "
+                   help=f"{when}Prometheus HTTP API base URL [FORESIGHT_PROMETHEUS_URL; default: "
                         "http://127.0.0.1:9090]; credentials only from FORESIGHT_PROMETHEUS_* "
                         "variables or *_FILE files")
+
+
+def _common(p: argparse.ArgumentParser) -> None:
+    add_prometheus_url_flag(p)
     p.add_argument("--days", type=float, metavar="N",
                    help="days of history to read [FORESIGHT_BACKFILL_DAYS; default: 14]")
     p.add_argument("--wait-seconds", type=float, metavar="S",
