@@ -118,16 +118,22 @@ class OffsetSampler:
 class KafkaOffsets:
     """Reads end offsets and committed offsets from a Kafka cluster (aiokafka).
 
-    A group's committed offsets are read by a consumer of that ``group_id``
-    that never subscribes (so it never joins the group nor disturbs its
-    members) and never commits: one per group, kept between samples.
+    Two requests per topic and one per group, whatever the partition count: the
+    end offsets by a consumer that never subscribes (after a metadata refresh,
+    so added partitions count), and each group's committed offsets in one
+    offset fetch of an admin client, from the group's coordinator (looked up
+    once, again after a failed fetch). Nothing joins a group, disturbs its
+    members or commits. A sample on a busy event loop waits behind other work at
+    every request, so the requests are few: one per partition, a sample of 16
+    partitions took longer than its timer's period and skipped windows.
     """
 
     def __init__(self, bootstrap_servers: str, **client: Any) -> None:
         #: connection settings (TLS, SASL) of every client, as :func:`streams.kafka_config.client_kwargs`
         self.client = {**client, "bootstrap_servers": bootstrap_servers}
         self._consumer: Any = None
-        self._groups: dict[str, Any] = {}
+        self._admin: Any = None
+        self._coordinators: dict[str, int] = {}
 
     @property
     def started(self) -> bool:
@@ -135,18 +141,21 @@ class KafkaOffsets:
 
     async def start(self) -> None:
         from aiokafka import AIOKafkaConsumer
+        from aiokafka.admin import AIOKafkaAdminClient
 
         self._consumer = AIOKafkaConsumer(enable_auto_commit=False, **self.client)
         await self._consumer.start()
+        self._admin = AIOKafkaAdminClient(**self.client)
+        await self._admin.start()
 
     async def stop(self) -> None:
         """Close every client (one that fails to close is dropped all the same)."""
-        clients = [self._consumer, *self._groups.values()]
-        self._consumer, self._groups = None, {}
-        for c in clients:
-            if c is not None:
+        consumer, admin = self._consumer, self._admin
+        self._consumer, self._admin, self._coordinators = None, None, {}
+        for stop in (consumer and consumer.stop, admin and admin.close):
+            if stop:
                 with contextlib.suppress(Exception):
-                    await c.stop()
+                    await stop()
 
     async def end_offsets(self, topic: str) -> dict[int, int]:
         """Partition -> end offset (empty if the topic does not exist)."""
@@ -161,29 +170,43 @@ class KafkaOffsets:
 
     async def committed(self, group: str, topic: str, partitions: Iterable[int]) -> dict[int, int | None]:
         """Partition -> the group's committed offset on ``topic`` (None: never committed)."""
-        from aiokafka import AIOKafkaConsumer
         from aiokafka.structs import TopicPartition
 
-        c = self._groups.get(group)
-        if c is None:
-            c = AIOKafkaConsumer(group_id=group, enable_auto_commit=False, **self.client)
-            await c.start()
-            self._groups[group] = c
-        out: dict[int, int | None] = {}
-        for p in partitions:
-            o = await c.committed(TopicPartition(topic, p))
-            out[p] = int(o) if o is not None and o >= 0 else None
+        parts = sorted(partitions)
+        if not parts:
+            return {}
+        coordinator = self._coordinators.get(group)
+        if coordinator is None:
+            coordinator = self._coordinators[group] = await self._admin.find_coordinator(group)
+        try:
+            got = await self._admin.list_consumer_group_offsets(
+                group, coordinator, [TopicPartition(topic, p) for p in parts])
+        except Exception:
+            self._coordinators.pop(group, None)  # it may have moved: looked up again next time
+            raise
+        out: dict[int, int | None] = dict.fromkeys(parts)
+        for tp, meta in got.items():
+            if tp.topic == topic and tp.partition in out and meta.offset >= 0:
+                out[tp.partition] = int(meta.offset)
         return out
 
 
 async def sample(reader: KafkaOffsets, sampler: OffsetSampler, sources: Mapping[str, set[str]],
-                 ts: float) -> list[tuple[str, float, float]]:
+                 now: Callable[[], float]) -> list[tuple[str, float, float]]:
     """One sample of every topic and group; a topic that cannot be read is logged and skipped
-    (its series go quiet, so the policy holds: never a scale-down on missing data)."""
+    (its series go quiet, so the policy holds: never a scale-down on missing data).
+
+    Each topic's points are stamped ``now()`` as its end offsets come back, the time they
+    were true: not when the sample was due. On a busy event loop each request waits behind
+    the worker's other work (model batches, windows), and at ``foresight demo``'s 240x a
+    tenth of a wall second is 24 event seconds, so stamped when due, an interval's messages
+    were divided by the wrong seconds: a burst's first window read a fraction of its rate
+    and the next one the rest, and the forecaster saw the burst late."""
     out: list[tuple[str, float, float]] = []
     for topic, groups in sorted(sources.items()):
         try:
             ends = await reader.end_offsets(topic)
+            ts = now()
             committed = {g: await reader.committed(g, topic, ends) for g in groups}
         except Exception as exc:  # noqa: BLE001 - one topic never stops the others
             log.warning("kafka signal: cannot read the offsets of %s: %s", topic, exc)
@@ -251,13 +274,17 @@ class SignalSampler:
                    wall: float | None = None) -> int:
         """Sample if the clock entered a new window since the last sample; the number of
         points sent. Never raises: a failed read is logged, its series go quiet (hold) and
-        the connections are opened again at the next sample."""
+        the connections are opened again at the next sample. ``wall`` fixes the wall time
+        (tests); else the samples are stamped when their offsets are read."""
+        fixed = wall
         wall = time.time() if wall is None else wall
         if not self.clock.started(wall):
             return 0
         now = self.clock.now(wall)
         window = math.floor(now / self.step)
-        if window == self.last_window:
+        # sampled in this window already (or in the next: a sample the loop held is stamped
+        # when read); a clock set back further samples again
+        if self.last_window is not None and 0 <= self.last_window - window <= 1:
             return 0
         if self.clock.replay and worker_time is not None:
             t = worker_time()
@@ -267,7 +294,10 @@ class SignalSampler:
         try:
             if not self.reader.started:
                 await self.reader.start()
-            points = await sample(self.reader, self.sampler, self.sources, now)
+            points = await sample(self.reader, self.sampler, self.sources,
+                                  self.clock.now if fixed is None else lambda: self.clock.now(fixed))
+            # a sample read in the next window (the loop held it) is that window's sample
+            self.last_window = max([window, *(math.floor(ts / self.step) for _, ts, _ in points)])
             for series, ts, value in points:
                 await send(series, ts, value)
         except Exception:  # noqa: BLE001 - a timer never dies; the series go quiet (hold)

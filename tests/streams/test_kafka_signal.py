@@ -4,6 +4,7 @@ topic's rate and partition count, and the policy's partition cap on them."""
 from __future__ import annotations
 
 import asyncio
+import time
 import uuid
 
 import pytest
@@ -82,9 +83,9 @@ def test_rate_lag_and_partitions_of_a_real_consumer_group(broker: str) -> None:
         reader, sampler = KafkaOffsets(broker), OffsetSampler()
         await reader.start()
         try:
-            first = await sample(reader, sampler, sources, 1000.0)
+            first = await sample(reader, sampler, sources, lambda: 1000.0)
             await asyncio.to_thread(produce, broker, topic, {0: 10, 1: 10, 2: 10})
-            second = await sample(reader, sampler, sources, 1010.0)
+            second = await sample(reader, sampler, sources, lambda: 1010.0)
         finally:
             await reader.stop()
         return first, second
@@ -186,3 +187,42 @@ def test_a_replay_clock_stamps_samples_and_measures_the_rate_in_event_time(broke
     (rate,) = [p for p in second if p[0] == rate_s]
     assert rate[1] == pytest.approx(event0 + 6.0) and rate[2] == pytest.approx(0.5)
     assert [p[:2] for p in second if p[0] == lag_s] == [(lag_s, pytest.approx(event0 + 66.0))]
+
+
+def test_a_sample_the_event_loop_holds_is_stamped_when_its_offsets_are_read(broker: str) -> None:
+    """The leader's sampler shares the worker's event loop: a sample due at one time can read
+    its offsets a good part of a window later (another agent holds the loop; at the demo's
+    240x a tenth of a wall second is 24 event seconds). Stamped when due, an interval's
+    messages were divided by the wrong seconds (a burst's first window read low, the next
+    high); its points are stamped when the end offsets came back."""
+    topic, group = f"orders-{uuid.uuid4().hex[:8]}", f"billing-{uuid.uuid4().hex[:6]}"
+    admin = KafkaAdminClient(bootstrap_servers=broker)
+    try:
+        admin.create_topics([NewTopic(topic, PARTITIONS, 1)])
+    finally:
+        admin.close()
+    produce(broker, topic, FIRST)
+    speed, held = 60.0, 0.3
+    clock = SignalClock(1767240000.0, time.time(), speed)
+    signals = SignalSampler({topic: {group}}, KafkaOffsets(broker), clock, step=60.0, max_ahead=300.0)
+    sent: list[tuple[str, float, float]] = []
+
+    async def send(series: str, ts: float, value: float) -> None:
+        sent.append((series, ts, value))
+
+    def hold_the_loop() -> None:  # another agent's batch, without a yield
+        time.sleep(held)
+
+    async def run() -> tuple[float, int, float]:
+        due = clock.now()
+        asyncio.get_running_loop().call_soon(hold_the_loop)  # runs at the sampler's first await
+        try:
+            n = await signals.tick(send)
+        finally:
+            await signals.reader.stop()
+        return due, n, clock.now()
+
+    due, n, after = asyncio.run(run())
+    assert n == 2, sent
+    for series, ts, _ in sent:
+        assert due + held * speed <= ts <= after, (series, ts - due)
