@@ -40,6 +40,17 @@ def produce(bootstrap: str, topic: str, counts: dict[int, int]) -> None:
         p.close()
 
 
+def new_topic(bootstrap: str, topic: str) -> str:
+    """``topic`` created with :data:`PARTITIONS` partitions and :data:`FIRST` produced to it."""
+    admin = KafkaAdminClient(bootstrap_servers=bootstrap)
+    try:
+        admin.create_topics([NewTopic(topic, PARTITIONS, 1)])
+    finally:
+        admin.close()
+    produce(bootstrap, topic, FIRST)
+    return topic
+
+
 def consume_and_commit(bootstrap: str, topic: str, group: str, upto: dict[int, int]) -> None:
     """A real consumer group member reads partitions up to ``upto`` and commits there."""
     c = KafkaConsumer(bootstrap_servers=bootstrap, group_id=group, enable_auto_commit=False,
@@ -62,13 +73,7 @@ def consume_and_commit(bootstrap: str, topic: str, group: str, upto: dict[int, i
 
 
 def test_rate_lag_and_partitions_of_a_real_consumer_group(broker: str) -> None:
-    topic, group = f"orders-{uuid.uuid4().hex[:8]}", f"billing-{uuid.uuid4().hex[:6]}"
-    admin = KafkaAdminClient(bootstrap_servers=broker)
-    try:
-        admin.create_topics([NewTopic(topic, PARTITIONS, 1)])
-    finally:
-        admin.close()
-    produce(broker, topic, FIRST)
+    topic, group = new_topic(broker, f"orders-{uuid.uuid4().hex[:8]}"), f"billing-{uuid.uuid4().hex[:6]}"
     # the group has read all of partition 0 and 2 records of partition 1; never partition 2
     consume_and_commit(broker, topic, group, {0: 5, 1: 2})
     spec = ScalerSpec("consumer", "", 0, namespace="shop", min_replicas=0, max_replicas=20,
@@ -123,13 +128,7 @@ spec:
 def test_the_worker_leader_publishes_the_kafka_series(broker, prefix, start_worker, tmp_path):
     """A worker with a kafkaTopic signal in its scalers file samples the topic once per window
     (it is the leader) and the lag and partitions come back as series in its API."""
-    topic, group = f"{prefix}-orders", f"{prefix}-billing"
-    admin = KafkaAdminClient(bootstrap_servers=broker)
-    try:
-        admin.create_topics([NewTopic(topic, PARTITIONS, 1)])
-    finally:
-        admin.close()
-    produce(broker, topic, FIRST)
+    topic, group = new_topic(broker, f"{prefix}-orders"), f"{prefix}-billing"
     consume_and_commit(broker, topic, group, {0: 5, 1: 2})
     scalers = tmp_path / "scalers.yaml"
     scalers.write_text(SCALERS.format(topic=topic, group=group))
@@ -147,13 +146,7 @@ def test_a_replay_clock_stamps_samples_and_measures_the_rate_in_event_time(broke
     """The sampler on ``foresight demo``'s clock (60x): nothing before the replay's wall origin,
     one sample per event-time window, the rate per event second (not per wall second), and no
     sample while the worker is too far behind the clock for its windows to take one."""
-    topic, group = f"orders-{uuid.uuid4().hex[:8]}", f"billing-{uuid.uuid4().hex[:6]}"
-    admin = KafkaAdminClient(bootstrap_servers=broker)
-    try:
-        admin.create_topics([NewTopic(topic, PARTITIONS, 1)])
-    finally:
-        admin.close()
-    produce(broker, topic, FIRST)
+    topic, group = new_topic(broker, f"orders-{uuid.uuid4().hex[:8]}"), f"billing-{uuid.uuid4().hex[:6]}"
     event0, wall0 = 1767240000.0, 5000.0
     clock = SignalClock(event0, wall0, 60.0)
     signals = SignalSampler({topic: {group}}, KafkaOffsets(broker), clock, step=60.0, max_ahead=300.0)
@@ -195,13 +188,7 @@ def test_a_sample_the_event_loop_holds_is_stamped_when_its_offsets_are_read(brok
     240x a tenth of a wall second is 24 event seconds). Stamped when due, an interval's
     messages were divided by the wrong seconds (a burst's first window read low, the next
     high); its points are stamped when the end offsets came back."""
-    topic, group = f"orders-{uuid.uuid4().hex[:8]}", f"billing-{uuid.uuid4().hex[:6]}"
-    admin = KafkaAdminClient(bootstrap_servers=broker)
-    try:
-        admin.create_topics([NewTopic(topic, PARTITIONS, 1)])
-    finally:
-        admin.close()
-    produce(broker, topic, FIRST)
+    topic, group = new_topic(broker, f"orders-{uuid.uuid4().hex[:8]}"), f"billing-{uuid.uuid4().hex[:6]}"
     speed, held = 60.0, 0.3
     clock = SignalClock(1767240000.0, time.time(), speed)
     signals = SignalSampler({topic: {group}}, KafkaOffsets(broker), clock, step=60.0, max_ahead=300.0)
