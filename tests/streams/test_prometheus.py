@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
+
 import pytest
 
 from streams.backfill import read_prometheus
@@ -103,18 +106,18 @@ def test_credentials_come_from_files_or_variables_and_never_travel_in_clear_text
         PrometheusSettings.from_env({"FORESIGHT_PROMETHEUS_BEARER_TOKEN_FILE": str(tmp_path / "none")})
 
 
-def test_basic_auth_from_a_password_file_against_a_real_server_that_requires_it(tmp_path):
-    import crypt  # deprecated (gone in 3.13), but the one bcrypt here without a new dependency
+@contextlib.contextmanager
+def _prometheus_serving(tmp_path, web_config: str) -> Iterator[int]:
+    """A real Prometheus with this web config (``--web.config.file``: TLS, basic auth),
+    listening on the port yielded; stopped after."""
     import subprocess
-    import time
 
     from streams.broker import wait_for_port
     from tests.prometheus_fixture import require_prometheus
 
     prom, _ = require_prometheus()
-    hashed = crypt.crypt("pw-123", crypt.mksalt(crypt.METHOD_BLOWFISH))
     web = tmp_path / "web.yml"
-    web.write_text(f"basic_auth_users:\n  foresight: '{hashed}'\n")
+    web.write_text(web_config)
     config = tmp_path / "prometheus.yml"
     config.write_text("global: {scrape_interval: 1m}\n")
     port = free_port()
@@ -124,6 +127,18 @@ def test_basic_auth_from_a_password_file_against_a_real_server_that_requires_it(
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         wait_for_port("127.0.0.1", port, 60, proc)
+        yield port
+    finally:
+        proc.terminate()
+        proc.wait(15)
+
+
+def test_basic_auth_from_a_password_file_against_a_real_server_that_requires_it(tmp_path):
+    import crypt  # deprecated (gone in 3.13), but the one bcrypt here without a new dependency
+    import time
+
+    hashed = crypt.crypt("pw-123", crypt.mksalt(crypt.METHOD_BLOWFISH))
+    with _prometheus_serving(tmp_path, f"basic_auth_users:\n  foresight: '{hashed}'\n") as port:
         password = tmp_path / "password"
         password.write_text("pw-123\n")
         env = {"FORESIGHT_PROMETHEUS_URL": f"http://127.0.0.1:{port}",
@@ -140,9 +155,6 @@ def test_basic_auth_from_a_password_file_against_a_real_server_that_requires_it(
             with pytest.raises(PrometheusError) as e:
                 client.query("vector(42)", time.time())
             assert e.value.reason == "bad_query" and "HTTP 401 (check the credentials)" in str(e.value)
-    finally:
-        proc.terminate()
-        proc.wait(15)
 
 
 def _make_certs(d) -> tuple[str, str, str]:
@@ -166,26 +178,11 @@ def _make_certs(d) -> tuple[str, str, str]:
 
 
 def test_https_with_a_ca_file_against_a_real_tls_server(tmp_path):
-    import subprocess
     import time
 
-    from streams.broker import wait_for_port
-    from tests.prometheus_fixture import require_prometheus
-
-    prom, _ = require_prometheus()
     ca, cert, key = _make_certs(tmp_path)
-    web = tmp_path / "web.yml"
-    web.write_text(f"tls_server_config:\n  cert_file: {cert}\n  key_file: {key}\n")
-    config = tmp_path / "prometheus.yml"
-    config.write_text("global: {scrape_interval: 1m}\n")
-    port = free_port()
-    proc = subprocess.Popen([prom, f"--config.file={config}", f"--web.config.file={web}",
-                             f"--storage.tsdb.path={tmp_path / 'data'}",
-                             f"--web.listen-address=127.0.0.1:{port}"],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    url = f"https://127.0.0.1:{port}"
-    try:
-        wait_for_port("127.0.0.1", port, 60, proc)
+    with _prometheus_serving(tmp_path, f"tls_server_config:\n  cert_file: {cert}\n  key_file: {key}\n") as port:
+        url = f"https://127.0.0.1:{port}"
         trusted = PrometheusClient(PrometheusSettings.from_env({"FORESIGHT_PROMETHEUS_URL": url,
                                                                 "FORESIGHT_PROMETHEUS_CA_FILE": ca}))
         r = retrying(lambda: trusted.query("vector(7)", time.time()), _starting, 30)  # until the engine is ready
@@ -194,9 +191,6 @@ def test_https_with_a_ca_file_against_a_real_tls_server(tmp_path):
         with pytest.raises(PrometheusError) as e:
             untrusted.query("vector(7)", time.time())
         assert e.value.reason == "tls" and "FORESIGHT_PROMETHEUS_CA_FILE" in str(e.value)
-    finally:
-        proc.terminate()
-        proc.wait(15)
 
 
 def test_without_the_binaries_the_fixture_skips_or_in_ci_fails(monkeypatch, tmp_path):
