@@ -24,9 +24,10 @@ partitions (:func:`scaler.policy.consumer_lag`).
 
 Samples are stamped, and the rate's elapsed seconds measured, by the
 sampler's clock (:class:`streams.clock.SignalClock`, ``FORESIGHT_SIGNAL_CLOCK``):
-the wall clock live, the replay's event time in ``foresight demo``. The
-leader's timer ticks four times per window of that clock and samples once in
-each window (:class:`SignalSampler`).
+the wall clock live, the replay's event time in ``foresight demo``, read when
+a topic's end offsets come back (:func:`sample`). The leader's timer ticks
+four times per window of that clock and samples once in each window
+(:class:`SignalSampler`).
 
 The embedded broker's quirk: it reports a partition's end offset as the first
 offset of its newest record batch + 1, not the offset after the last record,
