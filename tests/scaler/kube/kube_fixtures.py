@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import json
 import time
+from collections.abc import Iterator
 from typing import Any
 
-from kube_emulator import EmulatorThread
+from kube_emulator import EmulatorThread, wait_for
 from kubernetes import client
 
 from detectors.forecast import Forecast, ForecastPoint
@@ -108,6 +110,17 @@ def operator(emu: EmulatorThread, *, ua: str = CONTROLLER_UA, sink: list | None 
     )
     options.update(kw)
     return Operator(api, **options)
+
+
+@contextlib.contextmanager
+def leading(op: Operator) -> Iterator[Operator]:
+    """``op`` started and holding the Lease (or running without election); stopped after."""
+    op.start()
+    try:
+        wait_for(op.is_leader)
+        yield op
+    finally:
+        op.stop()
 
 
 def drive(op: Reconciling, f: Forecast, obs: Observation | None, now: float) -> list[Decision]:

@@ -19,6 +19,7 @@ from kube_fixtures import (
     events,
     forecast,
     get_scaler,
+    leading,
     now,
     observation,
     operator,
@@ -44,10 +45,7 @@ def _scale_patches(emu, ua=CONTROLLER_UA):
 def test_cr_created_scales_target_writes_status_and_event(emu, setup_api):
     workload(setup_api, "Deployment", "shop", "checkout", 2)
     sink: list = []
-    op = operator(emu, sink=sink)
-    op.start()
-    try:
-        wait_for(op.is_leader)
+    with leading(operator(emu, sink=sink)) as op:
         create_scaler(setup_api, scaler_manifest("shop", "checkout"))
         wait_for(lambda: "shop/checkout" in op.specs)
         # no forecast yet: the count holds, the fallback is a condition and an Event
@@ -77,16 +75,11 @@ def test_cr_created_scales_target_writes_status_and_event(emu, setup_api):
         [d2] = drive(op, forecast("checkout/requests", t + 10, 950), observation(t + 10, 480), t + 10)
         assert (d2.desired, d2.applied) == (10, False)
         assert len(_scale_patches(emu)) == 1
-    finally:
-        op.stop()
 
 
 def test_forecast_only_never_patches_then_switch_to_active(emu, setup_api):
     workload(setup_api, "Deployment", "shop", "cart", 3)
-    op = operator(emu)
-    op.start()
-    try:
-        wait_for(op.is_leader)
+    with leading(operator(emu)) as op:
         create_scaler(setup_api, scaler_manifest("shop", "cart", mode="ForecastOnly"))
         wait_for(lambda: "shop/cart" in op.specs)
         t = now()
@@ -106,8 +99,6 @@ def test_forecast_only_never_patches_then_switch_to_active(emu, setup_api):
         wait_for(lambda: replicas(setup_api, "Deployment", "shop", "cart") == 15)
         # the status follows the scale patch (written after it)
         wait_for(lambda: conditions(get_scaler(setup_api, "shop", "cart"))["ScalingActive"] == ("True", "Active"))
-    finally:
-        op.stop()
 
 
 def test_conflicting_hpa_or_scaledobject_blocks_scaling(emu, setup_api):
@@ -122,10 +113,7 @@ def test_conflicting_hpa_or_scaledobject_blocks_scaling(emu, setup_api):
     custom.create_namespaced_custom_object("keda.sh", "v1alpha1", "shop", "scaledobjects", {
         "apiVersion": "keda.sh/v1alpha1", "kind": "ScaledObject", "metadata": {"name": "queue"},
         "spec": {"scaleTargetRef": {"kind": "StatefulSet", "name": "queue"}, "triggers": []}})
-    op = operator(emu)
-    op.start()
-    try:
-        wait_for(op.is_leader)
+    with leading(operator(emu)) as op:
         create_scaler(setup_api, scaler_manifest("shop", "search"))
         create_scaler(setup_api, scaler_manifest("shop", "queue", kind="StatefulSet"))
         wait_for(lambda: {"shop/search", "shop/queue"} <= set(op.specs))
@@ -148,8 +136,6 @@ def test_conflicting_hpa_or_scaledobject_blocks_scaling(emu, setup_api):
         [d] = drive(op, forecast("search/requests", t + 10, 1950), observation(t + 10, 400), t + 10)
         assert (d.reason, d.desired, d.applied) == (Reason.FORECAST_PEAK, 20, True)
         assert conditions(get_scaler(setup_api, "shop", "search"))["Ready"] == ("True", "Reconciled")
-    finally:
-        op.stop()
 
 
 def test_forecast_only_beside_an_hpa_is_a_dry_run_with_a_comparison(emu, setup_api):
@@ -161,10 +147,7 @@ def test_forecast_only_beside_an_hpa_is_a_dry_run_with_a_comparison(emu, setup_a
         "metadata": {"name": "search"},
         "spec": {"scaleTargetRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": "search"},
                  "minReplicas": 1, "maxReplicas": 10}})
-    op = operator(emu)
-    op.start()
-    try:
-        wait_for(op.is_leader)
+    with leading(operator(emu)) as op:
         create_scaler(setup_api, scaler_manifest("shop", "search", mode="ForecastOnly"))
         wait_for(lambda: "shop/search" in op.specs)
         t = now()
@@ -181,16 +164,11 @@ def test_forecast_only_beside_an_hpa_is_a_dry_run_with_a_comparison(emu, setup_a
         assert comparison["simulatedReplicas"] == d.simulated_replicas == 20  # what it would have had
         assert comparison["windowSeconds"] > 0 and comparison["short"]
         assert conditions(get_scaler(setup_api, "shop", "search"))["Ready"] == ("True", "Reconciled")
-    finally:
-        op.stop()
 
 
 def test_a_drifting_series_raises_an_event_and_is_scaled_reactively(emu, setup_api):
     workload(setup_api, "Deployment", "shop", "feed", 4)
-    op = operator(emu)
-    op.start()
-    try:
-        wait_for(op.is_leader)
+    with leading(operator(emu)) as op:
         create_scaler(setup_api, scaler_manifest("shop", "feed"))
         wait_for(lambda: "shop/feed" in op.specs)
         t = now()
@@ -202,18 +180,13 @@ def test_a_drifting_series_raises_an_event_and_is_scaled_reactively(emu, setup_a
         [d] = drive(op, forecast("feed/requests", t + 60, 1950), observation(t + 60, 400), t + 60)
         assert not d.drifting and d.desired == 20
         wait_for(lambda: ("Normal", "DriftRecovered") in events(setup_api, "shop", "feed"))
-    finally:
-        op.stop()
 
 
 def test_a_lead_time_beyond_the_forecasts_is_horizon_too_short(emu, setup_api):
     """A spec asking for 600 s ahead fed forecasts reaching 300 s: the condition says so
     (naming both), the count never drops on them, and only the observed load may raise it."""
     workload(setup_api, "Deployment", "shop", "slow", 10)
-    op = operator(emu)
-    op.start()
-    try:
-        wait_for(op.is_leader)
+    with leading(operator(emu)) as op:
         create_scaler(setup_api, scaler_manifest("shop", "slow", leadTimeSeconds=600))
         wait_for(lambda: "shop/slow" in op.specs)
         t = now()
@@ -241,16 +214,11 @@ def test_a_lead_time_beyond_the_forecasts_is_horizon_too_short(emu, setup_api):
         [d] = drive(op, long, observation(t + 120, 1450), t + 120)
         assert (d.reason, d.fallback, d.desired) == (Reason.FORECAST_PEAK, None, 15), d.message
         assert conditions(get_scaler(setup_api, "shop", "slow"))["ForecastAvailable"] == ("True", "ValidForecast")
-    finally:
-        op.stop()
 
 
 def test_invalid_specs_and_missing_target_are_conditions_and_events(emu, setup_api):
     workload(setup_api, "Deployment", "shop", "ok", 2)
-    op = operator(emu)
-    op.start()
-    try:
-        wait_for(op.is_leader)
+    with leading(operator(emu)) as op:
         create_scaler(setup_api, scaler_manifest("shop", "minmax", target="ok", minReplicas=9, maxReplicas=3))
         create_scaler(setup_api, scaler_manifest("shop", "noseries", target="ok", series=""))
         bad_kind = scaler_manifest("shop", "badkind")
@@ -277,8 +245,6 @@ def test_invalid_specs_and_missing_target_are_conditions_and_events(emu, setup_a
         decisions = op.resync(t + 3600, 30)
         assert "shop/ghost" in {x.target for x in decisions}
         assert conditions(get_scaler(setup_api, "shop", "ghost"))["Ready"] == ("True", "Reconciled")
-    finally:
-        op.stop()
 
 
 def test_watch_dropped_mid_stream_resumes_and_410_relists(emu, setup_api):
@@ -439,10 +405,7 @@ def test_mode_override_makes_every_scaler_a_dry_run(emu, setup_api):
 def test_leader_that_cannot_renew_stops_acting(emu, setup_api):
     workload(setup_api, "Deployment", "shop", "mail", 2)
     create_scaler(setup_api, scaler_manifest("shop", "mail"))
-    op = operator(emu)
-    op.start()
-    try:
-        wait_for(op.is_leader)
+    with leading(operator(emu)) as op:
         wait_for(lambda: "shop/mail" in op.specs)
         # the Lease API becomes unreachable (a user-defined kmock reaction wins over the emulator)
         emu.call(lambda: emu.emulator[re.compile(r"/apis/coordination\.k8s\.io/.*")] << 503)
@@ -450,8 +413,6 @@ def test_leader_that_cannot_renew_stops_acting(emu, setup_api):
         t = now()
         assert drive(op, forecast("mail/requests", t, 950), observation(t, 100), t) == []
         assert _scale_patches(emu) == [] and replicas(setup_api, "Deployment", "shop", "mail") == 2
-    finally:
-        op.stop()
 
 
 def test_namespaced_scope_and_deletion(emu, setup_api):
@@ -549,10 +510,7 @@ def _multi_manifest(name: str, **spec):
 
 def test_several_signals_and_a_schedule_in_status(emu, setup_api):
     workload(setup_api, "Deployment", "shop", "orders", 2)
-    op = operator(emu)
-    op.start()
-    try:
-        wait_for(op.is_leader)
+    with leading(operator(emu)) as op:
         create_scaler(setup_api, _multi_manifest("orders"))
         wait_for(lambda: "shop/orders" in op.specs)
         queue = prometheus_series(QUEUE_QUERY)
@@ -616,16 +574,11 @@ def test_several_signals_and_a_schedule_in_status(emu, setup_api):
         wait_for(lambda: not op.specs["shop/orders"].schedules)
         drive(op, forecast(queue, t + 3, 900), observation(t + 3, 400), t + 3)
         assert "schedule" not in get_scaler(setup_api, "shop", "orders")["status"]
-    finally:
-        op.stop()
 
 
 def test_bad_signals_and_schedules_are_invalid_specs(emu, setup_api):
     workload(setup_api, "Deployment", "shop", "orders", 2)
-    op = operator(emu)
-    op.start()
-    try:
-        wait_for(op.is_leader)
+    with leading(operator(emu)):
         both = _multi_manifest("both", target="orders")
         both["spec"]["series"] = "orders/requests"  # the shorthand and the list at once
         create_scaler(setup_api, both)
@@ -643,18 +596,13 @@ def test_bad_signals_and_schedules_are_invalid_specs(emu, setup_api):
                      == ("False", "InvalidSpec"))
             assert text in get_scaler(setup_api, "shop", name)["status"]["message"]
         assert replicas(setup_api, "Deployment", "shop", "orders") == 2
-    finally:
-        op.stop()
 
 
 def test_a_kafka_signal_decides_at_its_rates_time_and_the_sweep_waits_for_it(emu, setup_api):
     """The decision time of scaler/reconcile.py (Reconciler.decision_time, Reconciler.due),
     as streams.controller's plain reconciler has it: one code path for every controller."""
     workload(setup_api, "Deployment", "shop", "orders", 2)
-    op = operator(emu)
-    op.start()
-    try:
-        wait_for(op.is_leader)
+    with leading(operator(emu)) as op:
         m = scaler_manifest("shop", "orders")
         del m["spec"]["series"], m["spec"]["capacityPerReplica"]
         m["spec"]["signals"] = [{"kafkaTopic": {"topic": "orders", "consumerGroup": "billing",
@@ -682,5 +630,3 @@ def test_a_kafka_signal_decides_at_its_rates_time_and_the_sweep_waits_for_it(emu
         quiet = t + 180 + 181
         [d] = op.resync(quiet, 60)
         assert d.ts == quiet and d.desired == 10 and d.signals[0].fallback is not None, d.message
-    finally:
-        op.stop()
