@@ -259,6 +259,7 @@ class ControllerLoop:
         them (the whole message if it was a single forecast); nothing raises.
         """
         parsed = records.parse_forecasts(raw)
+        step = None
         for k, fm in enumerate(parsed.items):
             try:
                 verdict = self.gate.check(fm.forecast.series, fm.forecast.issued + fm.forecast.step,
@@ -275,7 +276,13 @@ class ControllerLoop:
                 parsed.reject(k, "processing_error", f"{type(exc).__name__}: {exc}")
                 continue
             self.accepted += 1
-            self._sweep(fm.forecast.step)
+            step = fm.forecast.step
+        if step is not None:
+            # after the whole message, never between its forecasts: the worker's model batch
+            # holds several windows of each series, series after series, and swept halfway the
+            # series still to come would look quiet, be decided ahead of their own forecasts,
+            # and have those decided at that later time (stale, their lead cut short)
+            self._sweep(step)
         if parsed.dead is not None:
             self._dead_letter_of(parsed.dead, partition, offset, key, raw)
 

@@ -343,3 +343,18 @@ def test_any_forecast_message_is_decided_on_or_dead_lettered_exactly_once():
         del loop._pending[:], loop._dead[:]
         assert r.last["default/a"].ts <= 300.0 + 60 * 31, "no forged time beyond the jump bound"
     assert loop.bad_messages > 1000
+
+
+def test_a_message_is_swept_after_all_its_forecasts_not_between_them():
+    """The worker's model batch is one message with several windows of each series, series
+    after series. Swept halfway, the series still to come looked quiet (the first ones had
+    moved the low watermark several windows on): its target was decided ahead of its own
+    forecasts, stale, and those forecasts were then all decided at that later time."""
+    r = Reconciler(SimulatedCluster(0), [spec("a"), spec("b")])
+    loop = ControllerLoop(Settings(), r, clock=lambda: 1e9)
+    loop._handle(b"[" + message("a/rps", 0.0, 250) + b"," + message("b/rps", 0.0, 250) + b"]", partition=0)
+    batch = [message(s, 60.0 * i, 250) for s in ("a/rps", "b/rps") for i in range(1, 6)]
+    loop._handle(b"[" + b",".join(batch) + b"]", partition=0)
+    b = [(d.ts, d.reason.value) for d in loop._pending if d.target == "default/b"]  # to be published
+    assert [ts for ts, _ in b] == [60.0 * i for i in range(1, 7)], b
+    assert "StaleForecast" not in {reason for _, reason in b}, b
