@@ -47,6 +47,7 @@ class Reconciler:
         self.forecasts: dict[str, Forecast] = {}
         self.observations: dict[str, Observation] = {}
         self.last: dict[str, Decision] = {}
+        self._swept: float | None = None  # the time of the previous sweep
         for s in specs:
             self.set_spec(s)
 
@@ -113,14 +114,18 @@ class Reconciler:
         first point), and the decision would be stamped at a time its forecast was not made
         for. So they are read at the signals' time and never move the target's clock --
         unless the signals' series have gone quiet (further behind the newest series than a
-        forecast stays fresh): then the newest input's time, so the policy holds on the stale
-        signal and the lag still acts. A one-series target decides at ``now``.
+        forecast stays fresh, and behind the last :meth:`sweep` as far: a signal only a model
+        batch behind is on its way, not quiet): then the newest input's time, so the policy
+        holds on the stale signal and the lag still acts. A one-series target decides at
+        ``now``.
         """
         times = [t for sig in spec.signals if (t := self._time(sig.series)) is not None]
         if not times:
             return now
         t = max(times)
         newest = max(x for s in spec.all_series if (x := self._time(s)) is not None)
+        if self._swept is not None:
+            newest = min(newest, self._swept)  # behind at the last sweep: not only a batch apart
         if newest - t > stale_after(spec, self._any_forecast(spec)):
             return now
         return min(now, t)
@@ -152,27 +157,36 @@ class Reconciler:
                                               current, now)
 
     def resync(self, now: float, period: float) -> list[Decision]:
-        """Reconcile, at ``now``, every target without a decision in the last ``period``
-        seconds whose series have all been quiet for longer than a forecast stays fresh (or
-        that never had one), or whose scheduled minimum changed since its last decision.
+        """Reconcile, at ``now``, every target :meth:`sweep` finds due."""
+        due = self.sweep(now, period, lambda key: d.ts if (d := self.last.get(key)) is not None else None)
+        return [self.reconcile(s, now) for s in due]
+
+    def sweep(self, now: float, period: float, last: Callable[[str], float | None]) -> list[ScalerSpec]:
+        """The targets a sweep at ``now`` re-decides (the rule of every controller): those never
+        decided (``last(key)`` None), and those without a decision in the last ``period``
+        seconds whose series have all been quiet for longer than a forecast stays fresh
+        already at the previous sweep (or that never had one), or whose scheduled minimum
+        changed since their last decision.
 
         A target whose inputs are merely behind the others' (a model batch still on its way)
         is left to be decided when they arrive, at their time: decided at ``now``, ahead of
-        them, its forecast would look stale, and time never runs back for a target.
+        them, its forecast would look stale, and time never runs back for a target. Quiet at
+        two sweeps in a row, not one: the forecasts of a model batch come in messages, and a
+        replay at high speed (``foresight demo`` at 240x) moves the low watermark further
+        between two of them than a forecast stays fresh, so series whose message is the next
+        one looked quiet at the sweep between.
         """
-        due = [s for s in list(self.specs.values())
-               if self.due(s, now, period, d.ts if (d := self.last.get(s.key)) is not None else None)]
-        return [self.reconcile(s, now) for s in due]
+        before, self._swept = self._swept, now
+        quiet_at = now if before is None else min(now, before)
+        return [s for s in list(self.specs.values()) if self._due(s, now, period, last(s.key), quiet_at)]
 
-    def due(self, spec: ScalerSpec, now: float, period: float, last: float | None) -> bool:
-        """Whether the sweep at ``now`` re-decides ``spec``, last decided at ``last`` (None:
-        never): the rule of :meth:`resync`, shared by every controller."""
+    def _due(self, spec: ScalerSpec, now: float, period: float, last: float | None, quiet_at: float) -> bool:
         if last is None:
             return True
         if now - last < period:
             return False
         times = [t for s in spec.all_series if (t := self._time(s)) is not None]
-        if not times or now - max(times) > stale_after(spec, self._any_forecast(spec)):
+        if not times or quiet_at - max(times) > stale_after(spec, self._any_forecast(spec)):
             return True
         return scheduled_floor(spec.schedules, now) != scheduled_floor(spec.schedules, last)
 

@@ -210,9 +210,9 @@ class Operator:
             self.reconciler.learn_series(series, now)
 
     def resync(self, now: float, period: float) -> list[Decision]:
-        """Reconcile the targets :meth:`Reconciler.resync` would (not reconciled for ``period``
-        of event time, and their series quiet); after winning the Lease every target, and
-        report invalid specs learnt as a follower."""
+        """Reconcile the targets :meth:`Reconciler.sweep` finds due (not reconciled for
+        ``period`` of event time, and their series quiet); after winning the Lease every
+        target, and report invalid specs learnt as a follower."""
         with self._lock:
             self._advance(now)
             if not self.is_leader():
@@ -225,11 +225,10 @@ class Operator:
                 if t.invalid is not None and t.problem != Reason.INVALID_SPEC:
                     self.step.report_problem(t, Reason.INVALID_SPEC, t.invalid)
             out = []
-            for key, spec in list(self.reconciler.specs.items()):
-                if self.reconciler.due(spec, now, period, self._targets[key].last_reconciled):
-                    d = self._reconcile(key, now)
-                    if d is not None:
-                        out.append(d)
+            for spec in self.reconciler.sweep(now, period, lambda key: self._targets[key].last_reconciled):
+                d = self._reconcile(spec.key, now)
+                if d is not None:
+                    out.append(d)
             return out
 
     def _advance(self, now: float) -> None:

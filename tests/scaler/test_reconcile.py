@@ -123,11 +123,37 @@ def test_the_sweep_re_decides_quiet_targets_and_leaves_those_whose_inputs_are_on
     assert r.resync(180, 60) == []
     r.observe(forecast(60, 150), Observation(60, 150))
     assert [d.ts for d in r.reconcile_series("web/rps", 120)] == [120]
-    # quiet for longer than its forecast stays fresh: re-decided at the watermark
-    (d,) = r.resync(120 + 181, 60)
-    assert d.ts == 301 and d.reason.value == "StaleForecast"
-    assert r.resync(320, 60) == [], "decided 19 s ago: not due"
+    # quiet for longer than its forecast stays fresh at this sweep only: the watermark may have
+    # moved several windows between two messages of one model batch, and web/rps's forecasts
+    # be in the next one
+    assert r.resync(120 + 181, 60) == []
+    # still quiet at the next sweep: re-decided at the watermark
+    (d,) = r.resync(120 + 241, 60)
+    assert d.ts == 361 and d.reason.value == "StaleForecast"
+    assert r.resync(380, 60) == [], "decided 19 s ago: not due"
     # a target that never had an input is decided at once
     r.set_spec(dataclasses.replace(SPEC, name="ghost", series="ghost/rps",
                                    signals=(Signal("ghost/rps", 100),)))
-    assert [d.target for d in r.resync(330, 60)] == ["default/ghost"]
+    assert [d.target for d in r.resync(390, 60)] == ["default/ghost"]
+
+
+def test_a_rate_a_model_batch_behind_its_lag_is_waited_for_not_taken_for_quiet():
+    """The rate, the lag and the partitions are forecast on different partitions, in different
+    model batches: at a fast replay the lag's batch can come several windows (more than a
+    forecast stays fresh) before the rate's. Behind the newest series but not behind the last
+    sweep, the rate is on its way: the target waits at its time instead of jumping to the lag's
+    (where the rate looked stale, and its next forecasts would all have been decided late)."""
+    r = Reconciler(SimulatedCluster(180), [ORDERS])
+    for s, v in ((RATE, 1.5), (LAG, 10), (PARTS, 16)):
+        observe(r, s, 0, v)
+    assert r.resync(60, 60) == [], "the controller's sweep: decided at 60 already"
+    for t in (60, 120, 180, 240):
+        for s, v in ((LAG, 10), (PARTS, 16)):
+            assert [d.ts for d in observe(r, s, t, v)] == [60], f"the lag at {t}: waits for the rate"
+    for t in (60, 120, 180, 240):
+        (d,) = observe(r, RATE, t, 2.0, upper=9.5)
+        assert d.ts == t + 60 and d.signals[0].fallback is None, d
+    # gone quiet by the last sweep's measure: the target follows its other series, the rate stale
+    r.resync(900, 60)
+    (d,) = observe(r, LAG, 900, 10)
+    assert d.ts == 960 and d.signals[0].fallback is not None and d.signals[0].fallback.value == "StaleForecast"

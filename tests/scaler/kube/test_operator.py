@@ -376,9 +376,10 @@ def test_reconciling_interface_resync_and_health_probes(emu, setup_api):
         # the sweep is the plain controller's (Reconciler.due): only once the series is quiet
         assert op.resync(t + 31, 30) == [], "its next window is on its way: not due"
         quiet = t + 60 + 181  # the forecast's window end + longer than it stays fresh
-        [again] = op.resync(quiet, 30)
-        assert again.target == "shop/feed" and again.ts == quiet
-        [now_due] = op.resync(quiet + 1, 0)  # a period of 0: every quiet target is due
+        assert op.resync(quiet, 30) == [], "quiet at this sweep only: not yet"
+        [again] = op.resync(quiet + 30, 30)
+        assert again.target == "shop/feed" and again.ts == quiet + 30
+        [now_due] = op.resync(quiet + 31, 0)  # a period of 0: every quiet target is due
         assert now_due.target == "shop/feed"
     finally:
         op.stop()
@@ -628,5 +629,6 @@ def test_a_kafka_signal_decides_at_its_rates_time_and_the_sweep_waits_for_it(emu
         assert replicas(setup_api, "Deployment", "shop", "orders") == 10
         # every series quiet for longer than a forecast stays fresh: the sweep decides, and holds
         quiet = t + 180 + 181
-        [d] = op.resync(quiet, 60)
-        assert d.ts == quiet and d.desired == 10 and d.signals[0].fallback is not None, d.message
+        assert op.resync(quiet, 60) == [], "quiet at one sweep: its next message may be on its way"
+        [d] = op.resync(quiet + 60, 60)
+        assert d.ts == quiet + 60 and d.desired == 10 and d.signals[0].fallback is not None, d.message
