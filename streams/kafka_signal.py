@@ -24,8 +24,8 @@ partitions (:func:`scaler.policy.consumer_lag`).
 
 Samples are stamped, and the rate's elapsed seconds measured, by the
 sampler's clock (:class:`streams.clock.SignalClock`, ``FORESIGHT_SIGNAL_CLOCK``):
-the wall clock live, the replay's event time in ``foresight demo``, read when
-a topic's end offsets come back (:func:`sample`). The leader's timer ticks
+the wall clock live, the replay's event time in ``foresight demo``, read as
+a topic's end offsets are asked for (:func:`sample`). The leader's timer ticks
 four times per window of that clock and samples once in each window
 (:class:`SignalSampler`).
 
@@ -158,16 +158,19 @@ class KafkaOffsets:
                 with contextlib.suppress(Exception):
                     await stop()
 
-    async def end_offsets(self, topic: str) -> dict[int, int]:
-        """Partition -> end offset (empty if the topic does not exist)."""
+    async def end_offsets(self, topic: str, now: Callable[[], float]) -> tuple[dict[int, int], float]:
+        """Partition -> end offset (empty if the topic does not exist), and ``now()`` read as
+        the offsets request goes out: the broker answers at once, while the reply may wait
+        behind other work on a busy event loop before this coroutine sees it."""
         from aiokafka.structs import TopicPartition
 
         await self._consumer.topics()  # refresh the metadata
         parts = self._consumer.partitions_for_topic(topic) or set()
+        ts = now()
         if not parts:
-            return {}
+            return {}, ts
         ends = await self._consumer.end_offsets([TopicPartition(topic, p) for p in sorted(parts)])
-        return {tp.partition: int(o) for tp, o in ends.items()}
+        return {tp.partition: int(o) for tp, o in ends.items()}, ts
 
     async def committed(self, group: str, topic: str, partitions: Iterable[int]) -> dict[int, int | None]:
         """Partition -> the group's committed offset on ``topic`` (None: never committed)."""
@@ -197,17 +200,17 @@ async def sample(reader: KafkaOffsets, sampler: OffsetSampler, sources: Mapping[
     """One sample of every topic and group; a topic that cannot be read is logged and skipped
     (its series go quiet, so the policy holds: never a scale-down on missing data).
 
-    Each topic's points are stamped ``now()`` as its end offsets come back, the time they
-    were true: not when the sample was due. On a busy event loop each request waits behind
-    the worker's other work (model batches, windows), and at ``foresight demo``'s 240x a
-    tenth of a wall second is 24 event seconds, so stamped when due, an interval's messages
-    were divided by the wrong seconds: a burst's first window read a fraction of its rate
-    and the next one the rest, and the forecaster saw the burst late."""
+    Each topic's points are stamped ``now()`` as its end offsets are asked for, the time they
+    are true: not when the sample was due, nor when the reply is seen. On a busy event loop
+    each await waits behind the worker's other work (model batches, windows), and at
+    ``foresight demo``'s 240x a tenth of a wall second is 24 event seconds, so stamped when
+    due, an interval's messages were divided by the wrong seconds: a burst's first window
+    read a fraction of its rate and the next one the rest, and the forecaster saw the burst
+    late."""
     out: list[tuple[str, float, float]] = []
     for topic, groups in sorted(sources.items()):
         try:
-            ends = await reader.end_offsets(topic)
-            ts = now()
+            ends, ts = await reader.end_offsets(topic, now)
             committed = {g: await reader.committed(g, topic, ends) for g in groups}
         except Exception as exc:  # noqa: BLE001 - one topic never stops the others
             log.warning("kafka signal: cannot read the offsets of %s: %s", topic, exc)

@@ -187,7 +187,7 @@ def test_a_sample_the_event_loop_holds_is_stamped_when_its_offsets_are_read(brok
     its offsets a good part of a window later (another agent holds the loop; at the demo's
     240x a tenth of a wall second is 24 event seconds). Stamped when due, an interval's
     messages were divided by the wrong seconds (a burst's first window read low, the next
-    high); its points are stamped when the end offsets came back."""
+    high); its points are stamped as the end offsets are asked for."""
     topic, group = new_topic(broker, f"orders-{uuid.uuid4().hex[:8]}"), f"billing-{uuid.uuid4().hex[:6]}"
     speed, held = 60.0, 0.3
     clock = SignalClock(1767240000.0, time.time(), speed)
