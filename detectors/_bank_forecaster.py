@@ -145,21 +145,22 @@ class EnsembleBank:
         mse = self.cols["mse"][rows]
         num = np.zeros((len(rows), self.H))
         den = np.zeros((len(rows), self.H))
+        use = ~(mse < 0.0) & ~np.isnan(members)  # (m, K, H)
         if self.phase_bins:  # each member's error at each forecast step's phase
             b = self._phase(idx[:, None] + np.arange(1, self.H + 1), self.phase_period,
                             self.phase_width, self.phase_bins)
             perr = self.cols["perr"][rows[:, None, None], np.arange(self.K)[:, None], b[:, None, :]]
             perr = perr.astype(np.float64)  # (m, K, H)
+            # the weights use them where every member with a forecast has one at the phase
+            by_phase = use.any(axis=1) & ~(use & np.isnan(perr)).any(axis=1)  # (m, H)
         with np.errstate(divide="ignore", invalid="ignore"):
             for k in range(self.K):
-                m, v = mse[:, k, :], members[:, k, :]
-                use = ~(m < 0.0) & ~np.isnan(v)
-                if self.phase_bins:  # the phase's error, or (no history there) the recent one again
-                    pe = perr[:, k, :]
-                    m = m + np.where(np.isnan(pe), m, pe)
-                w = 1.0 / (m + 1e-12)
-                num = np.where(use, num + w * v, num)
-                den = np.where(use, den + w, den)
+                v = members[:, k, :]
+                w = 1.0 / (mse[:, k, :] + 1e-12)
+                if self.phase_bins:
+                    w = np.where(by_phase, w / (perr[:, k, :] + 1e-12), w)
+                num = np.where(use[:, k, :], num + w * v, num)
+                den = np.where(use[:, k, :], den + w, den)
             return np.where(den > 0.0, num / den, members[:, 0, :])
 
     def _group(self, rows: np.ndarray) -> np.ndarray:

@@ -20,11 +20,13 @@ So each member also keeps its squared error per phase of the shortest period
 (at most :data:`PHASE_BINS` bins; smoothed over the phase's visits with
 ``phase_alpha``, as a :class:`~detectors.seasonal.SeasonalProfile`; one value
 per member and bin, pooled over the horizons), and a member's weight for a
-step is the inverse of the sum of its recent error at the horizon and its
-error at the step's phase (its recent error again where the phase has no
-history yet). A member that fails at the ramp every cycle (the level) loses
-its weight there, and only there; where errors do not depend on the phase the
-weights are those of the recent errors.
+step is the inverse of the product of its recent error at the horizon and its
+error at the step's phase: two independent pieces of evidence of its skill,
+each relative to the other members' (a factor common to all members, such as
+a spike that every member missed, cancels out). A member that fails at the
+ramp every cycle (the level) loses its weight there, and only there. Where a
+member has no error yet at the step's phase, the weights are the recent
+errors' alone.
 
 Prediction intervals come from :class:`~detectors.conformal.ConformalBand`:
 empirical quantiles of the ensemble's own out-of-sample errors per horizon,
@@ -309,16 +311,16 @@ class SeasonalEnsemble(Forecaster):
         phase_err = getattr(self, "_phase_err", [])  # checkpoints from before the phase errors
         out = []
         for h in range(self.horizon):
+            # the members with a forecast and a recent error at this horizon
+            use = [k for k, row in enumerate(members) if not (self._mse[k][h] < 0.0 or math.isnan(row[h]))]
+            pe = [phase_err[k].value(idx + h + 1) for k in use] if phase_err else []
+            by_phase = bool(pe) and all(p is not None for p in pe)  # each has one at this phase
             num = den = 0.0
-            for k, row in enumerate(members):
-                m = self._mse[k][h]
-                if m < 0.0 or math.isnan(row[h]):  # not scored yet, or no value
-                    continue
-                if phase_err:  # the phase's error, or (no history there) the recent one again
-                    pe = phase_err[k].value(idx + h + 1)
-                    m = m + (m if pe is None else pe)
-                w = 1.0 / (m + 1e-12)
-                num += w * row[h]
+            for i, k in enumerate(use):
+                w = 1.0 / (self._mse[k][h] + 1e-12)
+                if by_phase:
+                    w /= pe[i] + 1e-12  # type: ignore[operator]
+                num += w * members[k][h]
                 den += w
             out.append(num / den if den > 0.0 else members[0][h])
         return out
