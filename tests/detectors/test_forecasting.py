@@ -12,6 +12,9 @@ from detectors.defaults import make_series_model
 from detectors.forecasting import SeasonalEnsemble, default_forecaster, seasonal_periods
 from scaler.policy import Observation, PolicyState, decide, replicas_for
 from scaler.spec import ScalerSpec, TargetRef
+from streams.workload import KAFKA_PLAN, Workload
+
+DEMO = Workload(start=0.0)
 
 
 def cycle(i: int, period: int = 60, peak_at: int = 40, rng: random.Random | None = None) -> float:
@@ -144,15 +147,8 @@ def test_seasonal_periods() -> None:
 def burst(i: int, rng: random.Random) -> float:
     """The demo's Kafka topic (streams/workload.py), one-minute windows of a 60-minute cycle: a
     gentle wave around 3.5 messages/s, a burst to 12 ramping over minutes 10-15, a plateau, back
-    down by minute 25; Poisson noise of a minute's count."""
-    m = i % 60
-    base = 3.5 * (1 + 0.1 * math.sin(2 * math.pi * m / 60))
-    if 10 <= m < 15:
-        base += (m - 10) / 5 * (12.0 - base)
-    elif 15 <= m < 20:
-        base = 12.0
-    elif 20 <= m < 25:
-        base = 12.0 + (m - 20) / 5 * (base - 12.0)
+    down by minute 25; the noise of a minute's Poisson count."""
+    base = DEMO.rate(KAFKA_PLAN.name, 60.0 * i)
     return max(0.0, rng.gauss(base, math.sqrt(base / 60)))
 
 
