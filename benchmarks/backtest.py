@@ -16,6 +16,13 @@ traces above 1.0x the equal-cost HPA or over the HPA-at-40 % budget, then the
 lowest geometric mean) and scored on the one left out. Then the JSON of every
 summary.
 
+``python benchmarks/backtest.py --phase [TRACES_DIR]``: the same protocol for the
+forecaster's ``phase_alpha`` (:data:`detectors.forecasting.PHASE_ALPHA`, the
+smoothing of the members' errors per phase of the cycle; 0 is off, the forecaster
+before it), at the shipped policy settings: each candidate's table (unserved vs
+the HPA and MASE per trace), then per trace the held-out figure (the candidate
+chosen on the other traces) beside the in-sample one and the figure with it off.
+
 Columns: unserved load vs the HPA at equal replica-hours (goal <= 1 on every
 trace, geometric mean <= 0.30, ratios floored at 0.02), predictive and
 equal-cost HPA unserved fractions, replica-hours vs the HPA at 100 % and at 40 %
@@ -41,6 +48,7 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+import detectors.forecasting  # noqa: E402
 import scaler.adaptive  # noqa: E402
 from scaler.backtest import read_trace, run_backtest  # noqa: E402
 
@@ -53,6 +61,8 @@ GRID: dict[str, tuple[float, ...]] = {
     "MEMORY_SECONDS": (3 * 86_400.0, 10 * 86_400.0),
     "SWITCH_MARGIN": (0.2, 0.5),
 }
+#: ``--phase``: the values of the forecaster's ``phase_alpha`` tried (0: off)
+PHASE_GRID = (0.0, 0.1, 0.2, 0.35, 0.5)
 #: what ships (scaler.spec / scaler.adaptive defaults)
 SHIPPED = {
     "budget_utilization": 0.6,
@@ -98,6 +108,7 @@ def run_one(args: tuple[str, list[float], list[float], dict[str, float]]) -> dic
     name, ts, load, setting = args
     scaler.adaptive.MEMORY_SECONDS = setting["MEMORY_SECONDS"]
     scaler.adaptive.SWITCH_MARGIN = setting["SWITCH_MARGIN"]
+    detectors.forecasting.PHASE_ALPHA = setting.get("PHASE_ALPHA", detectors.forecasting.PHASE_ALPHA)
     t0 = time.perf_counter()
     bt = run_backtest(ts, load, p99(load) / 20.0, lead_steps=LEAD_STEPS, name=name,
                       budget_utilization=setting["budget_utilization"])
@@ -149,10 +160,66 @@ def print_table(rows: list[dict[str, Any]]) -> None:
     print("-" * len(head))
 
 
+def run_all(traces: dict[str, tuple[list[float], list[float]]],
+            settings: list[dict[str, float]]) -> dict[tuple[int, str], dict[str, Any]]:
+    """Every trace at every setting: (setting's index, trace) -> summary."""
+    names = sorted(traces)
+    jobs = [(n, *traces[n], st) for st in settings for n in names]
+    with ProcessPoolExecutor(max_workers=min(2, os.cpu_count() or 1)) as pool:
+        results = list(pool.map(run_one, jobs))
+    return {(i // len(names), s["input"]): s for i, s in enumerate(results)}
+
+
+def held_out(by: dict[tuple[int, str], dict[str, Any]], n_settings: int,
+             names: list[str]) -> list[tuple[int, dict[str, Any]]]:
+    """Per trace: the setting chosen on the other traces (by :func:`objective`) and its summary."""
+    out = []
+    for n in names:
+        others = [m for m in names if m != n]
+        best = min(range(n_settings), key=lambda i: objective([by[(i, m)] for m in others]))
+        out.append((best, by[(best, n)]))
+    return out
+
+
+def phase(traces: dict[str, tuple[list[float], list[float]]]) -> int:
+    """``--phase``: leave-one-trace-out choice of the forecaster's ``phase_alpha``."""
+    names = sorted(traces)
+    settings = [dict(SHIPPED, PHASE_ALPHA=a) for a in PHASE_GRID]
+    t0 = time.perf_counter()
+    by = run_all(traces, settings)
+    for i, a in enumerate(PHASE_GRID):
+        rows = [by[(i, n)] for n in names]
+        print(f"\nphase_alpha {a:g}{' (off)' if not a else ''}: excess over 1.0, geometric mean "
+              f"{objective(rows)}")
+        print_table(rows)
+    off = PHASE_GRID.index(0.0)
+    shipped = PHASE_GRID.index(detectors.forecasting.PHASE_ALPHA)
+    best_all = min(range(len(settings)), key=lambda i: objective([by[(i, m)] for m in names]))
+    print(f"\nchosen on all traces: phase_alpha {PHASE_GRID[best_all]:g}; ships "
+          f"{PHASE_GRID[shipped]:g}")
+    print("leave-one-trace-out (unserved vs the equal-cost HPA; MASE at the lead time):")
+    print(f"  {'trace':32} {'off':>15} {'in-sample':>15} {'held-out':>15}  chosen")
+    loo = held_out(by, len(settings), names)
+    for n, (best, s) in zip(names, loo, strict=True):
+        cells = [by[(off, n)], by[(shipped, n)], s]
+        print(f"  {n:32} " + " ".join(f"{c['unserved_vs_hpa_equal_cost']:7.3f}/{c['mase'] or 0:6.3f}"
+                                      for c in cells) + f"  {PHASE_GRID[best]:g}")
+    for label, rows in (("off", [by[(off, n)] for n in names]),
+                        ("in-sample (shipped)", [by[(shipped, n)] for n in names]),
+                        ("held-out", [s for _, s in loo])):
+        print(f"  {label:32} excess over 1.0, geometric mean {objective(rows)}")
+    print(f"({len(settings) * len(names)} backtests in {time.perf_counter() - t0:.0f} s)")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
+    phase_mode = "--phase" in argv
+    argv = [a for a in argv if a != "--phase"]
     folder = Path(argv[0]) if argv else DEFAULT_DIR
     traces = load_traces(folder)
+    if phase_mode:
+        return phase(traces)
     names = sorted(traces)
     keys = list(GRID)
     settings = [dict(zip(keys, vals, strict=True)) for vals in itertools.product(*GRID.values())]
@@ -160,11 +227,7 @@ def main(argv: list[str] | None = None) -> int:
         settings.append(dict(SHIPPED))
     jobs = [(n, *traces[n], st) for st in settings for n in names]
     t0 = time.perf_counter()
-    with ProcessPoolExecutor(max_workers=min(2, os.cpu_count() or 1)) as pool:
-        results = list(pool.map(run_one, jobs))
-    by: dict[tuple[int, str], dict[str, Any]] = {}
-    for i, s in enumerate(results):
-        by[(i // len(names), s["input"])] = s
+    by = run_all(traces, settings)
 
     shipped = settings.index(SHIPPED)
     rows = [by[(shipped, n)] for n in names]
@@ -184,11 +247,7 @@ def main(argv: list[str] | None = None) -> int:
 
     print("\nleave-one-trace-out: settings chosen on the other traces, scored on this one")
     loo = []
-    for n in names:
-        others = [m for m in names if m != n]
-        best = min(range(len(settings)),
-                   key=lambda i: objective([by[(i, m)] for m in others]))
-        s = by[(best, n)]
+    for n, (best, s) in zip(names, held_out(by, len(settings), names), strict=True):
         loo.append(s)
         print(f"  {n:32} {s['unserved_vs_hpa_equal_cost']:7.3f} "
               f"{'OVER BUDGET ' if s['over_budget'] else ''}chosen {settings[best]}")

@@ -64,6 +64,12 @@ class EnsembleBank:
         self.damp_arr = np.array(self.damp)
         self.prof_bins = [p._bins for p in f._profiles]
         self.prof_width = [p._width for p in f._profiles]
+        # the members' errors per phase (none: off)
+        pe = f._phase_err
+        self.phase_alpha = pe[0].alpha if pe else 0.0
+        self.phase_period = pe[0].period if pe else 1
+        self.phase_bins = pe[0]._bins if pe else 0
+        self.phase_width = pe[0]._width if pe else 1.0
         # the band
         self.coverage = band.coverage
         self.window = band.window
@@ -102,6 +108,8 @@ class EnsembleBank:
         }
         for j, bins in enumerate(self.prof_bins):
             spec[f"prof{j}"] = ((bins,), np.float32, np.nan)
+        if self.phase_bins:
+            spec["perr"] = ((K, self.phase_bins), np.float32, np.nan)
         if self.G:
             spec["zg"] = ((self.G, H, self.group_window), np.float32, np.inf)
             spec["zg_n"] = ((self.G, H), np.int32, 0)
@@ -110,9 +118,12 @@ class EnsembleBank:
 
     # -- helpers ------------------------------------------------------------
     def _bin(self, j: int, idx: np.ndarray) -> np.ndarray:
-        p = self.periods[j]
-        b = ((idx % p) / self.prof_width[j]).astype(np.int64)
-        return np.minimum(b, self.prof_bins[j] - 1)
+        return self._phase(idx, self.periods[j], self.prof_width[j], self.prof_bins[j])
+
+    @staticmethod
+    def _phase(idx: np.ndarray, period: int, width: float, bins: int) -> np.ndarray:
+        """``SeasonalProfile._bin``: the bin of step ``idx``."""
+        return np.minimum(((idx % period) / width).astype(np.int64), bins - 1)
 
     def _unit(self, yhat: np.ndarray, mean: np.ndarray) -> np.ndarray:
         if not self.power:
@@ -130,17 +141,26 @@ class EnsembleBank:
             out[:, 1 + j, :] = s + dev[:, None] * self.damp_arr  # NaN where never seen
         return out
 
-    def _combine(self, rows: np.ndarray, members: np.ndarray) -> np.ndarray:
+    def _combine(self, rows: np.ndarray, idx: np.ndarray, members: np.ndarray) -> np.ndarray:
         mse = self.cols["mse"][rows]
         num = np.zeros((len(rows), self.H))
         den = np.zeros((len(rows), self.H))
+        use = ~(mse < 0.0) & ~np.isnan(members)  # (m, K, H)
+        if self.phase_bins:  # each member's error at each forecast step's phase
+            b = self._phase(idx[:, None] + np.arange(1, self.H + 1), self.phase_period,
+                            self.phase_width, self.phase_bins)
+            perr = self.cols["perr"][rows[:, None, None], np.arange(self.K)[:, None], b[:, None, :]]
+            perr = perr.astype(np.float64)  # (m, K, H)
+            # the weights use them where every member with a forecast has one at the phase
+            by_phase = use.any(axis=1) & ~(use & np.isnan(perr)).any(axis=1)  # (m, H)
         with np.errstate(divide="ignore", invalid="ignore"):
             for k in range(self.K):
-                m, v = mse[:, k, :], members[:, k, :]
-                use = ~(m < 0.0) & ~np.isnan(v)
-                w = 1.0 / (m + 1e-12)
-                num = np.where(use, num + w * v, num)
-                den = np.where(use, den + w, den)
+                v = members[:, k, :]
+                w = 1.0 / (mse[:, k, :] + 1e-12)
+                if self.phase_bins:
+                    w = np.where(by_phase, w / (perr[:, k, :] + 1e-12), w)
+                num = np.where(use[:, k, :], num + w * v, num)
+                den = np.where(use[:, k, :], den + w, den)
             return np.where(den > 0.0, num / den, members[:, 0, :])
 
     def _group(self, rows: np.ndarray) -> np.ndarray:
@@ -272,7 +292,7 @@ class EnsembleBank:
         if len(ended):
             c["palpha"][ended] = self.season_alpha
         members = self._members(rows, idx)
-        yhat = self._combine(rows, members)
+        yhat = self._combine(rows, idx, members)
         group = self._group(rows)
         c["yhat"][rows] = yhat
         c["group"][rows] = group
@@ -298,7 +318,35 @@ class EnsembleBank:
         m = c["mse"][r, :, hi]
         new = np.where(m < 0.0, e2, m + self.error_alpha * (e2 - m))
         c["mse"][r, :, hi] = np.where(np.isnan(v), m, new)
+        if self.phase_bins:
+            self._learn_phase(rows, idx, ri, hi, e2)
         self._band_learn(r, hi, c["pend_ens"][r, sl, hi], yy, c["pend_grp"][r, sl])
+
+    def _learn_phase(self, rows: np.ndarray, idx: np.ndarray, ri: np.ndarray, hi: np.ndarray,
+                     e2: np.ndarray) -> None:
+        """Each member's mean squared error over the horizons scored now (pairs ``ri``, ``hi``,
+        summed in the order of the horizons, as the reference), learnt at the phase of now."""
+        n = len(rows)
+        esum = np.zeros((n, self.K, self.H))
+        cnt = np.zeros((n, self.K, self.H), np.int64)
+        valid = ~np.isnan(e2)
+        esum[ri, :, hi] = np.where(valid, e2, 0.0)
+        cnt[ri, :, hi] = valid
+        tot = np.zeros((n, self.K))
+        for h in range(self.H):  # in horizon order: the reference's sum, operation for operation
+            tot = tot + esum[:, :, h]
+        cnt_k = cnt.sum(axis=-1)
+        have = cnt_k > 0
+        if not have.any():
+            return
+        with np.errstate(divide="ignore", invalid="ignore"):
+            sample = tot / cnt_k
+        b = self._phase(idx, self.phase_period, self.phase_width, self.phase_bins)
+        perr = self.cols["perr"]
+        old = perr[rows, :, b].astype(np.float64)  # (n, K)
+        rate = self.phase_alpha / self.phase_width
+        new = np.where(np.isnan(old), sample, old + rate * (sample - old))
+        perr[rows, :, b] = np.where(have, new, old).astype(np.float32)
 
     def adapt(self, rows: np.ndarray) -> None:
         """``adapt()`` (no offset) for each row: re-base after a drift."""
@@ -319,7 +367,8 @@ class EnsembleBank:
         c["pend_idx"][rows] = NO_ISSUE
         have = rows[idx >= 0]
         if len(have):
-            c["yhat"][have] = self._combine(have, self._members(have, c["idx"][have]))
+            i = c["idx"][have]
+            c["yhat"][have] = self._combine(have, i, self._members(have, i))
 
     def forecast(self, rows: np.ndarray) -> np.ndarray:
         """``forecast(H)`` for each row: (m, H, 3) of (yhat, lower, upper)."""
@@ -370,6 +419,8 @@ class EnsembleBank:
         f._level = float(c["level"][row]) if learnt else None
         f._idx = int(c["idx"][row])
         f._mse = [[float(v) for v in r] for r in c["mse"][row]]
+        for k, prof in enumerate(f._phase_err):
+            prof._values = array("f", c["perr"][row, k].tobytes())
         pend: list = []
         for s in range(self.H):
             issue = int(c["pend_idx"][row, s])
@@ -423,6 +474,10 @@ class EnsembleBank:
         }
         for j, prof in enumerate(f._profiles):
             out[f"prof{j}"] = np.frombuffer(prof._values, np.float32)
+        if self.phase_bins:  # a forecaster from before the phase errors: none learnt yet
+            pe = getattr(f, "_phase_err", [])
+            out["perr"] = ([np.frombuffer(p._values, np.float32) for p in pe] if pe
+                           else np.full((self.K, self.phase_bins), np.nan, np.float32))
 
         def ring(bufs: list, window: int) -> np.ndarray:
             z = np.full((H, window), np.inf, np.float32)
@@ -445,4 +500,5 @@ def config(f: SeasonalEnsemble) -> tuple:
     """What must be equal for two forecasters to share a bank."""
     band: ConformalBand = f._band
     return (type(f), params(f), type(band), params(band),
-            tuple((p.period, p.max_bins, p._bins) for p in f._profiles))
+            tuple((p.period, p.max_bins, p._bins) for p in f._profiles),
+            tuple((p.period, p.max_bins, p._bins) for p in getattr(f, "_phase_err", [])))

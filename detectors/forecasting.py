@@ -2,7 +2,8 @@
 
 :class:`SeasonalEnsemble` runs a few cheap forecasters side by side on one
 series and combines them, per horizon, with weights inversely proportional to
-each one's recent squared error at that horizon:
+each one's recent squared error at that horizon, scaled by how that member
+usually fares at the forecast step's phase of the cycle:
 
 - ``level``: an exponentially weighted level, flat over the horizon (wins on
   noisy, weakly seasonal series);
@@ -10,6 +11,22 @@ each one's recent squared error at that horizon:
   :class:`~detectors.seasonal.SeasonalProfile` value at the target phase plus
   the current deviation from the profile, decaying with the horizon (wins on
   cyclic traffic, and follows a level shift within a few steps).
+
+The recent error alone forgets what happens once a cycle: through a long quiet
+part the level is as good as a profile, so at a burst's ramp the ensemble was
+a blend of both and forecast the ramp at a fraction of its height (after two
+cycles of a burst every hour, about 70 %): too low, too late for a scaler.
+So each member also keeps its squared error per phase of the shortest period
+(at most :data:`PHASE_BINS` bins; smoothed over the phase's visits with
+``phase_alpha``, as a :class:`~detectors.seasonal.SeasonalProfile`; one value
+per member and bin, pooled over the horizons), and a member's weight for a
+step is the inverse of the product of its recent error at the horizon and its
+error at the step's phase: two independent pieces of evidence of its skill,
+each relative to the other members' (a factor common to all members, such as
+a spike that every member missed, cancels out). A member that fails at the
+ramp every cycle (the level) loses its weight there, and only there. Where a
+member has no error yet at the step's phase, the weights are the recent
+errors' alone.
 
 Prediction intervals come from :class:`~detectors.conformal.ConformalBand`:
 empirical quantiles of the ensemble's own out-of-sample errors per horizon,
@@ -37,6 +54,14 @@ DAY = 86_400.0
 WEEK = 7 * DAY
 #: after a drift, profiles learn this many times faster for one period
 ADAPT_RATE = 2.0
+#: most phase bins of the members' errors (of the shortest period): a day in 15-minute
+#: bins; fixed for memory (4 bytes per member and bin), not tuned
+PHASE_BINS = 96
+#: the default ``phase_alpha``: chosen leave-one-trace-out on the backtest's 11 shared traces
+#: (``python benchmarks/backtest.py --phase``; candidates 0 (off), 0.1, 0.2, 0.35, 0.5; at the
+#: shipped policy settings, by the backtest's objective): 0.1 in 10 of 11 folds (off in the
+#: 11th), and 0.1 on all 11 (the only candidate with no trace above the equal-cost HPA)
+PHASE_ALPHA = 0.1
 
 
 class SeasonalEnsemble(Forecaster):
@@ -62,6 +87,10 @@ class SeasonalEnsemble(Forecaster):
         Per-step decay of a deviation from the profile over the horizon.
     error_alpha
         Smoothing of the members' squared errors (ensemble weights).
+    phase_alpha
+        Smoothing, per visit of a phase, of each member's squared error at
+        that phase of the shortest period (0: weights from the recent errors
+        only).
     window
         Errors kept per horizon for the conformal band.
     min_samples
@@ -116,6 +145,7 @@ class SeasonalEnsemble(Forecaster):
         season_alpha: float = 0.35,
         damping: float = 0.8,
         error_alpha: float = 0.15,
+        phase_alpha: float = 0.0,
         window: int = 256,
         min_samples: int = 30,
         max_bins: int = 2016,
@@ -133,6 +163,7 @@ class SeasonalEnsemble(Forecaster):
         self.season_alpha = season_alpha
         self.damping = damping
         self.error_alpha = error_alpha
+        self.phase_alpha = phase_alpha
         self.window = window
         self.min_samples = min_samples
         self.max_bins = max_bins
@@ -151,6 +182,11 @@ class SeasonalEnsemble(Forecaster):
         self._idx = -1
         k = 1 + len(self.periods)
         self._mse = [[-1.0] * horizon for _ in range(k)]  # -1: not scored yet
+        # per member: its squared error at each phase of the shortest period (none: off)
+        self._phase_err = (
+            [SeasonalProfile(min(self.periods), phase_alpha, PHASE_BINS) for _ in range(k)]
+            if self.periods and phase_alpha > 0.0 else []
+        )
         self._band = ConformalBand(
             horizon, coverage, window, scale_alpha, scale_clip, band_power, self.band_edges
         )
@@ -191,7 +227,7 @@ class SeasonalEnsemble(Forecaster):
                 for prof in self._profiles:
                     prof.alpha = self.season_alpha
         members = self._members(idx)
-        self._yhat = self._combine(members)
+        self._yhat = self._combine(idx, members)
         self._group = self._band.group()
         self._pending[idx % self.horizon] = (idx, members, self._yhat, self._group)
 
@@ -256,7 +292,7 @@ class SeasonalEnsemble(Forecaster):
             self._level = last
         self._pending = [None] * self.horizon
         if self._idx >= 0:
-            self._yhat = self._combine(self._members(self._idx))
+            self._yhat = self._combine(self._idx, self._members(self._idx))
 
     # -- internals ------------------------------------------------------
     def _members(self, idx: int) -> list[list[float]]:
@@ -273,22 +309,29 @@ class SeasonalEnsemble(Forecaster):
             out.append(row)
         return out
 
-    def _combine(self, members: list[list[float]]) -> list[float]:
+    def _combine(self, idx: int, members: list[list[float]]) -> list[float]:
+        phase_err = getattr(self, "_phase_err", [])  # checkpoints from before the phase errors
         out = []
         for h in range(self.horizon):
+            # the members with a forecast and a recent error at this horizon
+            use = [k for k, row in enumerate(members) if not (self._mse[k][h] < 0.0 or math.isnan(row[h]))]
+            pe = [phase_err[k].value(idx + h + 1) for k in use] if phase_err else []
+            by_phase = bool(pe) and all(p is not None for p in pe)  # each has one at this phase
             num = den = 0.0
-            for k, row in enumerate(members):
-                m = self._mse[k][h]
-                if m < 0.0 or math.isnan(row[h]):  # not scored yet, or no value
-                    continue
-                w = 1.0 / (m + 1e-12)
-                num += w * row[h]
+            for i, k in enumerate(use):
+                w = 1.0 / (self._mse[k][h] + 1e-12)
+                if by_phase:
+                    w /= pe[i] + 1e-12  # type: ignore[operator]
+                num += w * members[k][h]
                 den += w
             out.append(num / den if den > 0.0 else members[0][h])
         return out
 
     def _score_pending(self, idx: int, y: float) -> None:
         b = self.error_alpha
+        phase_err = getattr(self, "_phase_err", [])
+        k_ = len(phase_err)
+        esum, en = [0.0] * k_, [0] * k_  # each member's squared errors at this step, over horizons
         for h in range(1, self.horizon + 1):
             p = self._pending[(idx - h) % self.horizon]
             if p is None or p[0] != idx - h:
@@ -300,8 +343,14 @@ class SeasonalEnsemble(Forecaster):
                     continue
                 e2 = (y - v) ** 2
                 m = self._mse[k][h - 1]
+                if k_:
+                    esum[k] += e2
+                    en[k] += 1
                 self._mse[k][h - 1] = e2 if m < 0.0 else m + b * (e2 - m)
             self._band.learn_one(h, ens[h - 1], y, group)
+        for k in range(k_):
+            if en[k]:
+                phase_err[k].learn_one(idx, esum[k] / en[k])
 
 
 def seasonal_periods(step_seconds: float, max_period: int = 20_160) -> tuple[int, ...]:
@@ -333,4 +382,4 @@ def default_forecaster(step_seconds: float, period_steps: int | None = None) -> 
     (288, 2016)
     """
     periods = (period_steps,) if period_steps else seasonal_periods(step_seconds)
-    return SeasonalEnsemble(step_seconds=step_seconds, periods=periods)
+    return SeasonalEnsemble(step_seconds=step_seconds, periods=periods, phase_alpha=PHASE_ALPHA)

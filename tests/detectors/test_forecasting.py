@@ -12,6 +12,9 @@ from detectors.defaults import make_series_model
 from detectors.forecasting import SeasonalEnsemble, default_forecaster, seasonal_periods
 from scaler.policy import Observation, PolicyState, decide, replicas_for
 from scaler.spec import ScalerSpec, TargetRef
+from streams.workload import KAFKA_PLAN, Workload
+
+DEMO = Workload(start=0.0)
 
 
 def cycle(i: int, period: int = 60, peak_at: int = 40, rng: random.Random | None = None) -> float:
@@ -139,3 +142,64 @@ def test_seasonal_periods() -> None:
     assert seasonal_periods(3600) == (24, 168)
     assert seasonal_periods(10) == (8640,)  # a week of 10 s windows is too long to profile
     assert seasonal_periods(7) == ()
+
+
+def burst(i: int, rng: random.Random) -> float:
+    """The demo's Kafka topic (streams/workload.py), one-minute windows of a 60-minute cycle: a
+    gentle wave around 3.5 messages/s, a burst to 12 ramping over minutes 10-15, a plateau, back
+    down by minute 25; the noise of a minute's Poisson count."""
+    base = DEMO.rate(KAFKA_PLAN.name, 60.0 * i)
+    return max(0.0, rng.gauss(base, math.sqrt(base / 60)))
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_a_burst_ramp_is_forecast_at_its_height_after_two_cycles(seed: int) -> None:
+    """After two cycles, the forecast issued at the third burst's ramp start gives the ramp
+    nearly its full height, and its upper bound passes the capacity in place (9 consumers
+    of 1 message/s) a lead time (3 windows) before the load does (at minute 14). Weighted by
+    their recent errors alone, the level (as good as the profile through the quiet 50
+    minutes) and the profile were blended at the ramp: about 70 % of its height."""
+    rng = random.Random(seed)
+    new = default_forecaster(60.0, period_steps=60)
+    old = SeasonalEnsemble(step_seconds=60.0, periods=(60,), phase_alpha=0.0)
+    for i in range(120 + 11):  # two cycles, then the third's minutes 0 .. 10
+        v = burst(i, rng)
+        new.learn_one(v, t=60.0 * i)
+        old.learn_one(v, t=60.0 * i)
+    lead = new.forecast(6)[:4]  # the windows of minutes 11 .. 14, decided at minute 11
+    want = 3.5 * (1 + 0.1 * math.sin(2 * math.pi * 14 / 60))
+    want += 4 / 5 * (12.0 - want)  # minute 14 of the ramp, without noise: 10.4
+    assert lead[3].yhat >= 0.9 * want, (lead[3], want)
+    assert max(iv.upper for iv in lead) > 9.0
+    assert old.forecast(6)[3].yhat < 0.85 * want  # what the phase errors change
+
+
+def test_phase_errors_only_change_the_weights_where_a_phase_has_history() -> None:
+    """Within the first cycle no forecast step's phase has been seen: the weights are the
+    recent errors' alone, and the forecast is the one without phase errors."""
+    rng = random.Random(1)
+    on = SeasonalEnsemble(step_seconds=60.0, periods=(60,), phase_alpha=0.2, min_samples=5)
+    off = SeasonalEnsemble(step_seconds=60.0, periods=(60,), phase_alpha=0.0, min_samples=5)
+    diverged = False
+    for i in range(120):
+        v = burst(i, rng)
+        on.learn_one(v, t=60.0 * i)
+        off.learn_one(v, t=60.0 * i)
+        a, b = on.forecast(6), off.forecast(6)
+        if i < 60 - 6:  # every step forecast is in the first cycle, ahead of what was seen
+            assert [iv.yhat for iv in a] == pytest.approx([iv.yhat for iv in b], rel=1e-9)
+        elif any(abs(x.yhat - y.yhat) > 1e-6 for x, y in zip(a, b, strict=True)):
+            diverged = True
+    assert diverged
+
+
+def test_phase_errors_are_compact_and_off_at_zero() -> None:
+    """One 4-byte error per member and phase bin (at most PHASE_BINS bins of the shortest
+    period), whatever the horizon; none with ``phase_alpha`` 0 or without a period."""
+    from detectors.forecasting import PHASE_BINS
+
+    f = default_forecaster(10.0)  # a daily profile of 10 s windows: 8,640 phases
+    assert f.phase_alpha > 0 and len(f._phase_err) == 2
+    assert all(len(p._values) * p._values.itemsize == 4 * PHASE_BINS for p in f._phase_err)
+    assert SeasonalEnsemble(periods=(60,), phase_alpha=0.0)._phase_err == []
+    assert SeasonalEnsemble(periods=(), phase_alpha=0.2)._phase_err == []
