@@ -56,7 +56,7 @@ def test_demo_scales_ahead_of_the_peak_and_safely(tmp_path):
     stuck = summary["targets"]["demo/inventory"]["stuck_sensor"]
     assert stuck["scale_downs_while_stuck"] == 0 and stuck["min_desired_while_stuck"] >= stuck["replicas_before"], stuck
     assert checks["no_scale_down_from_stuck_sensor"] is True
-    # 4. a target scaled on a real Kafka topic: from the topic's fourth cycle on (it has no
+    # 4. a target scaled on a real Kafka topic: from the topic's third cycle on (it has no
     # history: streams/summary.py KAFKA_FIRST_JUDGED), the scale-up
     # before its burst decided >= leadTimeSeconds before the sampled rate exceeded capacity
     orders = summary["targets"]["demo/orders"]
@@ -74,7 +74,9 @@ def test_demo_scales_ahead_of_the_peak_and_safely(tmp_path):
     live_minutes = 75 * 240 / 60
     assert min(orders["windows"].values()) > 0.8 * live_minutes, orders["windows"]
     assert orders["partitions"] == 16
-    assert 9.0 < orders["max_rate"] < 18.0, orders["max_rate"]
+    # (a window's Poisson count of a 12/s burst, read a little late or early, strays above 18 now
+    # and then on a busy machine; per wall second it would read ~2,900)
+    assert 9.0 < orders["max_rate"] < 24.0, orders["max_rate"]
     assert orders["max_lag"] > 0
     assert 0 < counts["kafka_consumed"] <= counts["kafka_messages"], counts
     assert proc.returncode == 0, proc.stderr[-3000:]
