@@ -2,7 +2,8 @@
 
 - model agent: ``points`` -> the series' models -> ``forecasts`` and
   ``anomalies`` (models checkpointed, signed, to the ``models`` table every N
-  updates, the series' view to ``series_view``);
+  updates and at most every :data:`CHECKPOINT_MIN_SECONDS`, the series' view to
+  ``series_view``);
 - history agent: ``history`` -> backfilled windows learnt in event time
   (:mod:`streams.history`), receipts to ``history.learnt``.
 
@@ -54,6 +55,16 @@ log = logging.getLogger("foresight.worker")
 #: rows a bank is created with (it doubles when full): allocating the whole series limit up
 #: front would make it resident at start-up (the bank's arrays are filled when allocated)
 INITIAL_ROWS = 1024
+#: seconds between two checkpoints of a series at least (wall clock), besides its
+#: ``checkpoint_every`` updates (when that is above 1): draining a backlog, a series learns a
+#: window every fraction of a second, and a checkpoint (a bank row of ~30 KB, signed, to the
+#: changelog) every ``checkpoint_every`` of them costs about as much as the updates; live, with a
+#: window every 10 s or more, ``checkpoint_every`` updates take longer than this anyway. A series'
+#: first checkpoint by this worker is never held back, nor is any with ``checkpoint_every`` 1
+#: (every update checkpointed: a successor's models are exactly the ones it took over). A series
+#: held back is checkpointed at its next staggered turn once free (within ``checkpoint_every``
+#: updates), so the series of a backlog are not all checkpointed in one window after it.
+CHECKPOINT_MIN_SECONDS = 30.0
 #: seconds a re-read of the points partition waits for its offset before seeking again
 REWIND_RETRY_SECONDS = 1.0
 #: seeks back over the same gap before it is taken for offsets without records
@@ -341,6 +352,8 @@ class Models:
         model_name = type(bank.template.forecaster).__name__
         detector = type(bank.template.detector).__name__
         every = ctx.settings.checkpoint_every
+        # checkpointed since: not due yet (never with every 1); -inf: never checkpointed
+        held_back = time.monotonic() - CHECKPOINT_MIN_SECONDS if every > 1 else math.inf
         names = [points[k].series for k in ks]
         ok = np.ones(n, np.bool_)
         for i, (k, series, cached) in enumerate(zip(ks, names, held, strict=True)):
@@ -363,9 +376,14 @@ class Models:
                     (p.start, coverage, model_name, warm[i], None if e != e else e),  # NaN: None
                     score[i], anomalous[i], drifting[i], anomaly, learnt[i])
                 cached.since_checkpoint += 1
+                since = cached.since_checkpoint
                 # every `every` updates, staggered by row so that a bank's series do not all
-                # checkpoint in the same window (a latency spike every `every` windows)
-                if cached.since_checkpoint >= every or (learnt[i] + cached.row) % every == 0:
+                # checkpoint in the same window (a latency spike every `every` windows); a series
+                # past its turn (held back, or its count or row changed) at its next turn by its
+                # own count, so that series held back together are not all due when free again
+                turn = (learnt[i] + cached.row) % every == 0 or (
+                    since >= every and (since + cached.row) % every == 0)
+                if turn and cached.checkpointed < held_back:
                     out.due[series] = cached
             except Exception as exc:  # noqa: BLE001 - one point never stops the others
                 out.errors[k] = exc
@@ -397,7 +415,7 @@ class Models:
         rows' state as signed raw records (one gather for all: ``SeriesBank.row_bytes_of``), or
         signed ``SeriesModel`` pickles where the bank cannot give bytes."""
         ctx, tables, store = self.ctx, self.ctx.tables, self.ctx.store
-        layout = bank.layout
+        layout, now = bank.layout, time.monotonic()
         states = bank.row_bytes_of([c.row for c in held]) if layout is not None else None
         blobs = (ctx.checkpointer.dumps_rows(step, layout, states) if states is not None and layout
                  else [ctx.checkpointer.dumps(bank.export(c.row)) for c in held])
@@ -406,6 +424,7 @@ class Models:
             if view is not None:
                 put_on_partition(tables.series_view, partition, key, store.snapshot_series(view))
             cached.since_checkpoint = 0
+            cached.checkpointed = now
         ctx.metrics.checkpoints.inc(len(held))
 
     async def in_sequence(self, msg: Any) -> bool:
