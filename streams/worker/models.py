@@ -3,7 +3,8 @@
 - model agent: ``points`` -> the series' models -> ``forecasts`` and
   ``anomalies`` (models checkpointed, signed, to the ``models`` table every N
   updates and at most every :data:`CHECKPOINT_MIN_SECONDS`, the series' view to
-  ``series_view``);
+  ``series_view``; the checkpoints are handed to the producer before the points
+  message is acknowledged);
 - history agent: ``history`` -> backfilled windows learnt in event time
   (:mod:`streams.history`), receipts to ``history.learnt``.
 
@@ -40,7 +41,6 @@ from detectors.bank import SeriesBank
 from detectors.defaults import make_series_model
 from detectors.series import SeriesModel
 from streams import records
-from streams.budget import put_on_partition
 from streams.checkpoint import RowCheckpoint, UntrustedCheckpoint
 from streams.history import HistoryLearner, HistoryMetrics
 from streams.lifecycle import delivered
@@ -392,7 +392,7 @@ class Models:
                                      u.error, u.drifting, values, untrusted, u.score)
         out.forecasts.append(fc if ok.all() else fc.take(ok))
 
-    def checkpoint_due(self, out: Learnt, partition: int) -> None:
+    async def checkpoint_due(self, out: Learnt, partition: int) -> None:
         """Checkpoint the models and views of the series ``learn`` found due, as they are now:
         called once the message's forecasts are sent, so that the checkpoints' cost (and their
         bytes) never delays a forecast. A series no longer held as it was (a rebalance, an
@@ -407,9 +407,9 @@ class Models:
             g[2].append(cached)
             g[3].append((series.encode(), self.ctx.store.series.get(series)))
         for bank, step, cacheds, views in groups.values():
-            self._save(bank, step, cacheds, views, partition)
+            await self._save(bank, step, cacheds, views, partition)
 
-    def _save(self, bank: SeriesBank, step: float, held: list[Cached], views: list[tuple[bytes, Any]],
+    async def _save(self, bank: SeriesBank, step: float, held: list[Cached], views: list[tuple[bytes, Any]],
               partition: int) -> None:
         """Checkpoint the models of ``held`` (rows of ``bank``, at ``step``) and their views: the
         rows' state as signed raw records (one gather for all: ``SeriesBank.row_bytes_of``), or
@@ -420,9 +420,9 @@ class Models:
         blobs = (ctx.checkpointer.dumps_rows(step, layout, states) if states is not None and layout
                  else [ctx.checkpointer.dumps(bank.export(c.row)) for c in held])
         for cached, (key, view), blob in zip(held, views, blobs, strict=True):
-            put_on_partition(tables.models, partition, key, blob)
+            await _put(tables.models, partition, key, blob)
             if view is not None:
-                put_on_partition(tables.series_view, partition, key, store.snapshot_series(view))
+                await _put(tables.series_view, partition, key, store.snapshot_series(view))
             cached.since_checkpoint = 0
             cached.checkpointed = now
         ctx.metrics.checkpoints.inc(len(held))
@@ -503,7 +503,7 @@ class Models:
             await ctx.out[ctx.topics.forecasts].send(key=None, value=body, partition=msg.partition,
                                                      callback=delivered(ctx.metrics.forecasts_out, n))
         try:
-            self.checkpoint_due(out, msg.partition)
+            await self.checkpoint_due(out, msg.partition)
         except Exception:  # noqa: BLE001 - the forecasts are out: the checkpoints come at the next update
             ctx.metrics.processing_errors.labels("model").inc()
             log.exception("model: checkpointing the series of %s[%d]@%d failed", msg.topic, msg.partition,
@@ -559,6 +559,19 @@ def install_history(ctx: WorkerContext, models: Models) -> None:
                                                               value=records.dumps(r.to_json()))
             except Exception as exc:  # noqa: BLE001 - an agent never crash-loops on data
                 await processing_error(ctx, "history", topics.history, msg, exc)
+
+
+async def _put(table: Any, partition: int, key: bytes, value: bytes) -> None:
+    """``table[key] = value`` with its changelog record on ``partition``, handed to the producer
+    before this returns (:func:`streams.budget.put_on_partition` queues it in Faust's producer
+    buffer instead: one task sends the buffer's records one at a time and the agent's flow stops
+    while it holds more than 100, and the commit's flush of it gives up after 0.1 s without a
+    send, so a points offset could be committed before its checkpoints were sent). The commit
+    flushes the producer, so the points message's offset is committed after its checkpoints."""
+    await table.changelog_topic.send(key=key, value=value, partition=partition,
+                                     key_serializer=table.key_serializer,
+                                     value_serializer=table.value_serializer)
+    table.data[key] = value
 
 
 def _load(bank: SeriesBank, raw: bool, rows: list[int], models: list[Any]) -> None:
