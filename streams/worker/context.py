@@ -10,6 +10,7 @@ installs its agents and timers on the context's app.
 from __future__ import annotations
 
 import asyncio
+import math
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -54,6 +55,8 @@ class Cached:
     #: the step the series is modelled at (its natural step: streams/steps.py)
     step: float
     since_checkpoint: int = 0
+    #: monotonic time of the series' last checkpoint by this worker (-inf: none yet)
+    checkpointed: float = -math.inf
     #: the model checked out of the bank as an object (history learning): the row is stale
     #: until it is checked back in (streams/worker/models.py)
     model: SeriesModel | None = None

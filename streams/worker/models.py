@@ -2,7 +2,9 @@
 
 - model agent: ``points`` -> the series' models -> ``forecasts`` and
   ``anomalies`` (models checkpointed, signed, to the ``models`` table every N
-  updates, the series' view to ``series_view``);
+  updates and at most every :data:`CHECKPOINT_MIN_SECONDS`, the series' view to
+  ``series_view``; the checkpoints are handed to the producer before the points
+  message is acknowledged);
 - history agent: ``history`` -> backfilled windows learnt in event time
   (:mod:`streams.history`), receipts to ``history.learnt``.
 
@@ -39,7 +41,6 @@ from detectors.bank import SeriesBank
 from detectors.defaults import make_series_model
 from detectors.series import SeriesModel
 from streams import records
-from streams.budget import put_on_partition
 from streams.checkpoint import RowCheckpoint, UntrustedCheckpoint
 from streams.history import HistoryLearner, HistoryMetrics
 from streams.lifecycle import delivered
@@ -54,6 +55,16 @@ log = logging.getLogger("foresight.worker")
 #: rows a bank is created with (it doubles when full): allocating the whole series limit up
 #: front would make it resident at start-up (the bank's arrays are filled when allocated)
 INITIAL_ROWS = 1024
+#: seconds between two checkpoints of a series at least (wall clock), besides its
+#: ``checkpoint_every`` updates (when that is above 1): draining a backlog, a series learns a
+#: window every fraction of a second, and a checkpoint (a bank row of ~30 KB, signed, to the
+#: changelog) every ``checkpoint_every`` of them costs about as much as the updates; live, with a
+#: window every 10 s or more, ``checkpoint_every`` updates take longer than this anyway. A series'
+#: first checkpoint by this worker is never held back, nor is any with ``checkpoint_every`` 1
+#: (every update checkpointed: a successor's models are exactly the ones it took over). A series
+#: held back is checkpointed at its next staggered turn once free (within ``checkpoint_every``
+#: updates), so the series of a backlog are not all checkpointed in one window after it.
+CHECKPOINT_MIN_SECONDS = 30.0
 #: seconds a re-read of the points partition waits for its offset before seeking again
 REWIND_RETRY_SECONDS = 1.0
 #: seeks back over the same gap before it is taken for offsets without records
@@ -341,6 +352,8 @@ class Models:
         model_name = type(bank.template.forecaster).__name__
         detector = type(bank.template.detector).__name__
         every = ctx.settings.checkpoint_every
+        # checkpointed since: not due yet (never with every 1); -inf: never checkpointed
+        held_back = time.monotonic() - CHECKPOINT_MIN_SECONDS if every > 1 else math.inf
         names = [points[k].series for k in ks]
         ok = np.ones(n, np.bool_)
         for i, (k, series, cached) in enumerate(zip(ks, names, held, strict=True)):
@@ -363,9 +376,14 @@ class Models:
                     (p.start, coverage, model_name, warm[i], None if e != e else e),  # NaN: None
                     score[i], anomalous[i], drifting[i], anomaly, learnt[i])
                 cached.since_checkpoint += 1
+                since = cached.since_checkpoint
                 # every `every` updates, staggered by row so that a bank's series do not all
-                # checkpoint in the same window (a latency spike every `every` windows)
-                if cached.since_checkpoint >= every or (learnt[i] + cached.row) % every == 0:
+                # checkpoint in the same window (a latency spike every `every` windows); a series
+                # past its turn (held back, or its count or row changed) at its next turn by its
+                # own count, so that series held back together are not all due when free again
+                turn = (learnt[i] + cached.row) % every == 0 or (
+                    since >= every and (since + cached.row) % every == 0)
+                if turn and cached.checkpointed < held_back:
                     out.due[series] = cached
             except Exception as exc:  # noqa: BLE001 - one point never stops the others
                 out.errors[k] = exc
@@ -374,7 +392,7 @@ class Models:
                                      u.error, u.drifting, values, untrusted, u.score)
         out.forecasts.append(fc if ok.all() else fc.take(ok))
 
-    def checkpoint_due(self, out: Learnt, partition: int) -> None:
+    async def checkpoint_due(self, out: Learnt, partition: int) -> None:
         """Checkpoint the models and views of the series ``learn`` found due, as they are now:
         called once the message's forecasts are sent, so that the checkpoints' cost (and their
         bytes) never delays a forecast. A series no longer held as it was (a rebalance, an
@@ -389,23 +407,24 @@ class Models:
             g[2].append(cached)
             g[3].append((series.encode(), self.ctx.store.series.get(series)))
         for bank, step, cacheds, views in groups.values():
-            self._save(bank, step, cacheds, views, partition)
+            await self._save(bank, step, cacheds, views, partition)
 
-    def _save(self, bank: SeriesBank, step: float, held: list[Cached], views: list[tuple[bytes, Any]],
+    async def _save(self, bank: SeriesBank, step: float, held: list[Cached], views: list[tuple[bytes, Any]],
               partition: int) -> None:
         """Checkpoint the models of ``held`` (rows of ``bank``, at ``step``) and their views: the
         rows' state as signed raw records (one gather for all: ``SeriesBank.row_bytes_of``), or
         signed ``SeriesModel`` pickles where the bank cannot give bytes."""
         ctx, tables, store = self.ctx, self.ctx.tables, self.ctx.store
-        layout = bank.layout
+        layout, now = bank.layout, time.monotonic()
         states = bank.row_bytes_of([c.row for c in held]) if layout is not None else None
         blobs = (ctx.checkpointer.dumps_rows(step, layout, states) if states is not None and layout
                  else [ctx.checkpointer.dumps(bank.export(c.row)) for c in held])
         for cached, (key, view), blob in zip(held, views, blobs, strict=True):
-            put_on_partition(tables.models, partition, key, blob)
+            await _put(tables.models, partition, key, blob)
             if view is not None:
-                put_on_partition(tables.series_view, partition, key, store.snapshot_series(view))
+                await _put(tables.series_view, partition, key, store.snapshot_series(view))
             cached.since_checkpoint = 0
+            cached.checkpointed = now
         ctx.metrics.checkpoints.inc(len(held))
 
     async def in_sequence(self, msg: Any) -> bool:
@@ -484,7 +503,7 @@ class Models:
             await ctx.out[ctx.topics.forecasts].send(key=None, value=body, partition=msg.partition,
                                                      callback=delivered(ctx.metrics.forecasts_out, n))
         try:
-            self.checkpoint_due(out, msg.partition)
+            await self.checkpoint_due(out, msg.partition)
         except Exception:  # noqa: BLE001 - the forecasts are out: the checkpoints come at the next update
             ctx.metrics.processing_errors.labels("model").inc()
             log.exception("model: checkpointing the series of %s[%d]@%d failed", msg.topic, msg.partition,
@@ -540,6 +559,19 @@ def install_history(ctx: WorkerContext, models: Models) -> None:
                                                               value=records.dumps(r.to_json()))
             except Exception as exc:  # noqa: BLE001 - an agent never crash-loops on data
                 await processing_error(ctx, "history", topics.history, msg, exc)
+
+
+async def _put(table: Any, partition: int, key: bytes, value: bytes) -> None:
+    """``table[key] = value`` with its changelog record on ``partition``, handed to the producer
+    before this returns (:func:`streams.budget.put_on_partition` queues it in Faust's producer
+    buffer instead: one task sends the buffer's records one at a time and the agent's flow stops
+    while it holds more than 100, and the commit's flush of it gives up after 0.1 s without a
+    send, so a points offset could be committed before its checkpoints were sent). The commit
+    flushes the producer, so the points message's offset is committed after its checkpoints."""
+    await table.changelog_topic.send(key=key, value=value, partition=partition,
+                                     key_serializer=table.key_serializer,
+                                     value_serializer=table.value_serializer)
+    table.data[key] = value
 
 
 def _load(bank: SeriesBank, raw: bool, rows: list[int], models: list[Any]) -> None:
