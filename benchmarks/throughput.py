@@ -655,55 +655,66 @@ def main() -> None:
 
     workdir = Path(tempfile.mkdtemp(prefix="foresight-bench-"))
     out: dict[str, object] = {"window_seconds": WINDOW, "cpu_count": os.cpu_count()}
+    if args.model_path or args.cardinality:
+        with EmbeddedBroker(log_path=str(workdir / "broker.log")) as b:
+            if args.model_path:
+                extra = {"FORESIGHT_CHECKPOINT_EVERY": str(args.checkpoint_every)}
+                # a seeded worker reads its checkpoints back as it starts: its own RSS then is no baseline
+                base = baseline_rss(b.bootstrap, workdir) if args.seeded else None
+                out["model_path"] = [bench_model_path(b.bootstrap, workdir, n, args.warm, args.windows,
+                                                      args.paced, args.tracemalloc, args.seeded, base, **extra)
+                                     for n in args.series]
+                print(json.dumps(out, indent=2))
+                return
+            if args.cardinality:
+                out["cardinality"] = bench_cardinality(b.bootstrap, workdir, *args.cardinality)
+                print(json.dumps(out, indent=2))
+                return
+    # the default run: each step on a fresh broker (the embedded broker keeps every topic in memory:
+    # a step's data would otherwise stay in it for the next)
     with EmbeddedBroker(log_path=str(workdir / "broker.log")) as b:
-        if args.model_path:
-            extra = {"FORESIGHT_CHECKPOINT_EVERY": str(args.checkpoint_every)}
-            # a seeded worker reads its checkpoints back as it starts: its own RSS then is no baseline
-            base = baseline_rss(b.bootstrap, workdir) if args.seeded else None
-            out["model_path"] = [bench_model_path(b.bootstrap, workdir, n, args.warm, args.windows,
-                                                  args.paced, args.tracemalloc, args.seeded, base, **extra)
-                                 for n in args.series]
-            print(json.dumps(out, indent=2))
-            return
-        if args.cardinality:
-            out["cardinality"] = bench_cardinality(b.bootstrap, workdir, *args.cardinality)
-            print(json.dumps(out, indent=2))
-            return
         out["single_event_messages"] = bench_single(b.bootstrap, workdir, args.single_messages)
         print(json.dumps(out["single_event_messages"]), file=sys.stderr, flush=True)
         base = baseline_rss(b.bootstrap, workdir)
-        out["worker_baseline_rss_mb"] = base / 2**20
-        runs, model_runs, summary = [], [], []
-        per_series = 150_000.0  # a guess of a series' bytes until the first run measures it
-        for n in args.series:
-            need = n * per_series * 1.1 + 1.5 * 2**30
-            free = psutil.virtual_memory().available
-            if free < need:
-                summary.append({"series": n, "skipped": f"needs ~{need / 2**30:.1f} GiB free, "
-                                                        f"{free / 2**30:.1f} GiB available"})
-                print(json.dumps(summary[-1]), file=sys.stderr, flush=True)
-                continue
-            windows = args.windows if n <= 1000 else max(6, args.windows // 3)
+    out["worker_baseline_rss_mb"] = base / 2**20
+    runs, model_runs, summary = [], [], []
+    # bytes a series costs the worker and the broker (its topics' data) in the model path's step,
+    # a guess until a step measures it
+    per_series = 300_000.0
+    for n in args.series:
+        need = n * per_series * 1.1 + 1.5 * 2**30
+        free = psutil.virtual_memory().available
+        if free < need:
+            summary.append({"series": n, "skipped": (
+                f"needs ~{need / 2**30:.1f} GiB free (the worker and the in-memory broker's data, "
+                f"measured at the previous step), {free / 2**30:.1f} GiB available")})
+            print(json.dumps(summary[-1]), file=sys.stderr, flush=True)
+            continue
+        windows = args.windows if n <= 1000 else max(6, args.windows // 3)
+        with EmbeddedBroker(log_path=str(workdir / f"broker-{n}.log")) as b:
             runs.append(bench_batched(b.bootstrap, workdir, n, windows, steady=False))
-            print(json.dumps(runs[-1]), file=sys.stderr, flush=True)
-            model_runs.append(bench_model_path(b.bootstrap, workdir, n, args.warm, args.backlog, args.paced,
-                                               seeded=args.seeded, rss_base=base))
-            print(json.dumps(model_runs[-1]), file=sys.stderr, flush=True)
-            m = model_runs[-1]
-            per_series = max(per_series / 2, float(m["rss_per_series_bytes"]))  # type: ignore[arg-type]
-            summary.append({
-                "series": n,
-                "ratio_worker_vs_raw_aggregates": runs[-1]["ratio_worker_vs_raw_aggregates"],
-                "model_updates_per_s": m["model_updates_per_s"],
-                "window_close_to_forecast_s_steady": m["window_close_to_forecast_s_steady"],
-                "rss_per_series_bytes": m["rss_per_series_bytes"],
-                "warm": (f"restored from checkpoints trained on {args.seeded} windows, then "
-                         f"{args.warm} windows learnt ({m['restored_checkpoints']:.0f} restored)"),
-            })
-        out["batched"] = runs
-        out["model_path"] = model_runs
-        out["summary"] = {"ratio_worker_vs_raw": out["single_event_messages"]["ratio_worker_vs_raw"],  # type: ignore[index]
-                          "per_series_count": summary}
+        print(json.dumps(runs[-1]), file=sys.stderr, flush=True)
+        with EmbeddedBroker(log_path=str(workdir / f"broker-{n}-m.log")) as b:
+            m = bench_model_path(b.bootstrap, workdir, n, args.warm, args.backlog, args.paced,
+                                 seeded=args.seeded, rss_base=base)
+            broker_rss = psutil.Process(b.proc.pid).memory_info().rss if b.proc else 0
+        m["broker_rss_per_series_bytes"] = broker_rss / n
+        model_runs.append(m)
+        print(json.dumps(m), file=sys.stderr, flush=True)
+        per_series = max(per_series / 2, float(m["rss_per_series_bytes"]) + broker_rss / n)  # type: ignore[arg-type]
+        summary.append({
+            "series": n,
+            "ratio_worker_vs_raw_aggregates": runs[-1]["ratio_worker_vs_raw_aggregates"],
+            "model_updates_per_s": m["model_updates_per_s"],
+            "window_close_to_forecast_s_steady": m["window_close_to_forecast_s_steady"],
+            "rss_per_series_bytes": m["rss_per_series_bytes"],
+            "warm": (f"restored from checkpoints trained on {args.seeded} windows, then "
+                     f"{args.warm} windows learnt ({m['restored_checkpoints']:.0f} restored)"),
+        })
+    out["batched"] = runs
+    out["model_path"] = model_runs
+    out["summary"] = {"ratio_worker_vs_raw": out["single_event_messages"]["ratio_worker_vs_raw"],  # type: ignore[index]
+                      "per_series_count": summary}
     print(json.dumps(out, indent=2))
 
 
