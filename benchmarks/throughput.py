@@ -520,6 +520,20 @@ def seed_checkpoints(broker: str, settings: Settings, names: list[str], windows:
     return time.monotonic() - t, sum(len(blobs[n % PROTOTYPES]) for n in range(len(names)))
 
 
+#: bytes a series costs the worker and the in-memory broker in the ingest step (cold models)
+BATCHED_BYTES = 150_000
+
+
+def memory_short(need: float) -> str | None:
+    """Why a step needing ``need`` bytes (worker and broker) is skipped, or None if it fits."""
+    need = need * 1.1 + 1.5 * 2**30
+    free = psutil.virtual_memory().available
+    if free >= need:
+        return None
+    return (f"needs ~{need / 2**30:.1f} GiB free (the worker and the in-memory broker's data), "
+            f"{free / 2**30:.1f} GiB available")
+
+
 def baseline_rss(broker: str, workdir: Path) -> int:
     """Resident bytes of a worker that holds no series (started, given a few seconds, stopped)."""
     prefix = f"b0{uuid.uuid4().hex[:6]}"
@@ -682,18 +696,22 @@ def main() -> None:
     # a guess until a step measures it
     per_series = 300_000.0
     for n in args.series:
-        need = n * per_series * 1.1 + 1.5 * 2**30
-        free = psutil.virtual_memory().available
-        if free < need:
-            summary.append({"series": n, "skipped": (
-                f"needs ~{need / 2**30:.1f} GiB free (the worker and the in-memory broker's data, "
-                f"measured at the previous step), {free / 2**30:.1f} GiB available")})
-            print(json.dumps(summary[-1]), file=sys.stderr, flush=True)
+        row: dict[str, object] = {"series": n}
+        summary.append(row)
+        # the ingest step holds cold models and no checkpoints yet: about half the model step's
+        if short := memory_short(n * BATCHED_BYTES):
+            row["skipped"] = short
+            print(json.dumps(row), file=sys.stderr, flush=True)
             continue
         windows = args.windows if n <= 1000 else max(6, args.windows // 3)
         with EmbeddedBroker(log_path=str(workdir / f"broker-{n}.log")) as b:
             runs.append(bench_batched(b.bootstrap, workdir, n, windows, steady=False))
         print(json.dumps(runs[-1]), file=sys.stderr, flush=True)
+        row["ratio_worker_vs_raw_aggregates"] = runs[-1]["ratio_worker_vs_raw_aggregates"]
+        if short := memory_short(n * per_series):
+            row["model_path_skipped"] = short
+            print(json.dumps(row), file=sys.stderr, flush=True)
+            continue
         with EmbeddedBroker(log_path=str(workdir / f"broker-{n}-m.log")) as b:
             m = bench_model_path(b.bootstrap, workdir, n, args.warm, args.backlog, args.paced,
                                  seeded=args.seeded, rss_base=base)
@@ -702,9 +720,7 @@ def main() -> None:
         model_runs.append(m)
         print(json.dumps(m), file=sys.stderr, flush=True)
         per_series = max(per_series / 2, float(m["rss_per_series_bytes"]) + broker_rss / n)  # type: ignore[arg-type]
-        summary.append({
-            "series": n,
-            "ratio_worker_vs_raw_aggregates": runs[-1]["ratio_worker_vs_raw_aggregates"],
+        row.update({
             "model_updates_per_s": m["model_updates_per_s"],
             "window_close_to_forecast_s_steady": m["window_close_to_forecast_s_steady"],
             "rss_per_series_bytes": m["rss_per_series_bytes"],
