@@ -41,7 +41,7 @@ chaos: $(STAMP)
 	FORESIGHT_FUZZ_EXAMPLES=$${FUZZ:-20000} $(PY) -m pytest -q -p no:cacheprovider tests/streams/test_windowing.py -k property
 	nice $(PY) benchmarks/chaos.py --duration $${DURATION:-90} --seed $${SEED:-1}
 
-## issue 14's figures in one run (~15-20 min on 2 cores, ~10 GB free memory for 100,000 series):
+## issue 14's figures in one run (~15-20 min on 2 cores; 100,000 warm series need ~25 GB, else skipped):
 ## single-event ratio; per series count the aggregates ratio, then on warm models (restored from
 ## checkpoints trained on 100 windows, then 10 windows learnt) updates/s, steady close->forecast, RSS
 bench: $(STAMP)
