@@ -41,8 +41,11 @@ chaos: $(STAMP)
 	FORESIGHT_FUZZ_EXAMPLES=$${FUZZ:-20000} $(PY) -m pytest -q -p no:cacheprovider tests/streams/test_windowing.py -k property
 	nice $(PY) benchmarks/chaos.py --duration $${DURATION:-90} --seed $${SEED:-1}
 
+## issue 14's figures in one run (~15-20 min on 2 cores; 100,000 warm series need ~25 GB, else skipped):
+## single-event ratio; per series count the aggregates ratio, then on warm models (restored from
+## checkpoints trained on 100 windows, then 10 windows learnt) updates/s, steady close->forecast, RSS
 bench: $(STAMP)
-	$(PY) benchmarks/throughput.py
+	$(PY) benchmarks/throughput.py --series 1000 10000 100000 --windows 20 --seeded 100 --warm 10 --backlog 3 --paced 3
 
 bench-nab: $(STAMP)
 	$(PY) benchmarks/nab.py

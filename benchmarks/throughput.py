@@ -1,24 +1,34 @@
 """Throughput of the worker on the embedded broker, against a raw consumer, in one run.
 
-Prints JSON:
-- batched: events/s and aggregates/s through the window + model path when
-  producers use the aggregating helper, vs a raw aiokafka ``getmany`` +
-  ``orjson.loads`` loop (the worker's parser) over the same topic (ratio);
-- single: messages/s for single-event messages, vs the same raw loop;
-- per series count (1,000 and 10,000): model updates/s, resident memory per
-  series, pickled model size, and window-close -> forecast-published delay
-  (p50/p99, from Kafka record timestamps).
+The default run (``make bench``: ``--series 1000 10000 100000 --seeded 100 --warm 10``) prints
+JSON with, under ``summary``, issue 14's figures:
 
-- model path (``--model-path``): points written straight to the ``points``
-  topic, ``--warm`` windows first (the models learn them), then a backlog of
-  ``--windows`` windows for every series at once: model updates/s from the
-  first backlog message produced to the last forecast published (the model
-  agent alone, on warm models, without the window agent's ingest in front);
-  then ``--paced`` windows published one per window length: window close (the
-  points message) -> forecast published, p50/p99 (steady).
+- ``ratio_worker_vs_raw``: single-event messages/s through the worker vs a raw aiokafka
+  ``getmany`` + ``orjson.loads`` loop (the worker's parser) over the same topic;
+- per series count:
+  ``ratio_worker_vs_raw_aggregates``: client-aggregated ingest (the producer helper, 1-s
+  aggregates) through the worker vs the same raw loop (``batched``);
+  ``model_updates_per_s``: points in to forecasts out, draining a backlog of ``--backlog``
+  windows of every series, on warm models (``model_path``);
+  ``window_close_to_forecast_s_steady``: p50/p99 from a window's points message to its forecast,
+  ``--paced`` windows published one per window length (Kafka record timestamps);
+  ``rss_per_series_bytes``: the worker's RSS after the warm windows minus an idle worker's, per
+  series (everything: models, views, tables' copies of the checkpoints).
 
-Usage: ``python benchmarks/throughput.py [--series 1000 10000] [--windows 30]``
-       ``python benchmarks/throughput.py --model-path --series 10000 --warm 30 --windows 10``
+Warm models: every series' model is restored from a signed checkpoint trained in-process on
+``--seeded`` windows (:func:`seed_checkpoints`, written to the ``models`` table's changelog as
+the model agent writes them), then ``--warm`` windows are learnt through the worker (every series
+checkpoints its model and view once in them). A series count whose need exceeds the machine's
+free memory is skipped, and says so.
+
+- model path only (``--model-path``): points written straight to the ``points`` topic, ``--warm``
+  windows first (after ``--seeded``), then a backlog of ``--windows`` windows, then ``--paced``;
+  ``--tracemalloc``: the worker's heap after the warm windows by file and allocation site.
+- cardinality probe only (``--cardinality DISTINCT LIMIT``).
+
+Usage: ``python benchmarks/throughput.py --series 1000 10000 100000 --seeded 100 --warm 10``
+       ``python benchmarks/throughput.py --model-path --series 10000 --seeded 100 --warm 10 --windows 3``
+       ``python benchmarks/throughput.py --cardinality 200000 50000``
 """
 
 from __future__ import annotations
@@ -35,6 +45,7 @@ import urllib.request
 import uuid
 from pathlib import Path
 
+import numpy as np
 import orjson
 import psutil
 from aiokafka import AIOKafkaConsumer, TopicPartition
@@ -55,10 +66,11 @@ from streams.topics import Topics  # noqa: E402
 
 WINDOW = 10.0
 T0 = 1_700_000_000.0
+BENCH_KEY = b"bench-key-0123456789abcdef"
 
 
 def metric(port: int, name: str) -> float:
-    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as r:  # noqa: S310
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=120) as r:  # noqa: S310 (a traced worker is slow)
         text = r.read().decode()
     total = 0.0
     for fam in text_string_to_metric_families(text):
@@ -68,21 +80,83 @@ def metric(port: int, name: str) -> float:
     return total
 
 
+#: a worker under tracemalloc (``--tracemalloc``): writes its heap grouped by file and by
+#: allocation site to ``$FORESIGHT_BENCH_TRACE.json`` whenever ``$FORESIGHT_BENCH_TRACE.go`` appears
+TRACED_WORKER = """
+import json, os, sys, threading, time, tracemalloc
+tracemalloc.start(4)
+path = os.environ["FORESIGHT_BENCH_TRACE"]
+root = os.getcwd() + os.sep
+
+def where(frame):
+    return frame.filename.replace(root, "")
+
+def dump():
+    snap = tracemalloc.take_snapshot().filter_traces([tracemalloc.Filter(False, tracemalloc.__file__)])
+    by_file = {}
+    for st in snap.statistics("traceback"):
+        # the innermost frame in the repository (else the innermost): numpy's and Faust's
+        # allocations are charged to the line of ours that asked for them
+        ours = [f for f in st.traceback if f.filename.startswith(root) and ".venv" not in f.filename]
+        f = ours[-1] if ours else st.traceback[-1]
+        by_file[where(f)] = by_file.get(where(f), 0) + st.size
+    lines = [{"bytes": st.size, "blocks": st.count,
+              "at": " < ".join(f"{where(f)}:{f.lineno}" for f in reversed(st.traceback))}
+             for st in snap.statistics("traceback")[:40]]
+    total = sum(st.size for st in snap.statistics("filename"))
+    with open(path + ".json", "w") as f:
+        json.dump({"traced_bytes": total, "by_file": dict(sorted(by_file.items(), key=lambda kv: -kv[1])[:40]),
+                   "by_line": lines}, f, indent=1)
+
+def watch():
+    while True:
+        if os.path.exists(path + ".go"):
+            os.remove(path + ".go")
+            dump()
+        time.sleep(0.2)
+
+threading.Thread(target=watch, daemon=True).start()
+from streams.cli import main
+sys.argv = ["foresight", "worker"]
+sys.exit(main())
+"""
+
+
 class Worker:
-    def __init__(self, broker: str, prefix: str, workdir: Path, **extra: str) -> None:
+    def __init__(self, broker: str, prefix: str, workdir: Path, trace: bool = False, **extra: str) -> None:
         self.port = free_port()
+        self.trace = str(workdir / f"{prefix}.trace") if trace else None
         env = {**os.environ, "FORESIGHT_BROKER": broker, "FORESIGHT_TOPIC_PREFIX": prefix,
                "FORESIGHT_APP_ID": f"{prefix}-app", "FORESIGHT_WEB_PORT": str(self.port),
                "FORESIGHT_WINDOW_SECONDS": str(WINDOW), "FORESIGHT_DATA_DIR": str(workdir / prefix),
-               "FORESIGHT_MODEL_KEY": "bench-key-0123456789abcdef", "FORESIGHT_LOG_LEVEL": "warning",
+               "FORESIGHT_MODEL_KEY": BENCH_KEY.decode(), "FORESIGHT_MAX_SERIES": "1000000", "FORESIGHT_LOG_LEVEL": "warning",
                "FORESIGHT_CHECKPOINT_EVERY": "10", **extra}
+        cmd = [sys.executable, "-m", "streams", "worker"]
+        if self.trace:
+            env["FORESIGHT_BENCH_TRACE"] = self.trace
+            cmd = [sys.executable, "-c", TRACED_WORKER]
         self.log = open(workdir / f"{prefix}.log", "wb")  # noqa: SIM115
-        self.proc = subprocess.Popen([sys.executable, "-m", "streams", "worker"], env=env, cwd=ROOT,
+        self.proc = subprocess.Popen(cmd, env=env, cwd=ROOT,
                                      stdout=self.log, stderr=subprocess.STDOUT, start_new_session=True)
         wait_for_port("127.0.0.1", self.port, 60, self.proc)
 
     def rss(self) -> int:
         return psutil.Process(self.proc.pid).memory_info().rss
+
+    def heap(self, timeout: float = 300) -> dict[str, object] | None:
+        """The traced worker's heap by file and by line (None unless started with ``trace``)."""
+        if not self.trace:
+            return None
+        out = Path(self.trace + ".json")
+        out.unlink(missing_ok=True)
+        Path(self.trace + ".go").touch()
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if out.exists():
+                time.sleep(0.5)  # written in one go; let it finish
+                return json.loads(out.read_text())
+            time.sleep(0.5)
+        return None
 
     def wait_counter(self, name: str, target: float, timeout: float = 900,
                      start: float | None = None) -> tuple[float, float, float]:
@@ -175,7 +249,10 @@ def pct(xs: list[float], q: float) -> float | None:
     return xs[min(len(xs) - 1, int(q * len(xs)))]
 
 
-def bench_batched(broker: str, workdir: Path, series: int, windows: int) -> dict[str, object]:
+def bench_batched(broker: str, workdir: Path, series: int, windows: int, steady: bool = True) -> dict[str, object]:
+    """Client-aggregated ingest through the whole worker; ``steady``: then 4 windows at wall-clock
+    pace for the window close -> forecast delay (``make bench`` takes that, and the model path's
+    figures, from :func:`bench_model_path` on warm models instead)."""
     prefix = f"bb{uuid.uuid4().hex[:6]}"
     settings = Settings(topic_prefix=prefix)
     topics = Topics.from_settings(settings)
@@ -201,9 +278,9 @@ def bench_batched(broker: str, workdir: Path, series: int, windows: int) -> dict
         rss1 = w.rss()
         upd = metric(w.port, "foresight_model_update_seconds_sum")
         updn = metric(w.port, "foresight_model_updates_total")
-        backlog_delays = [d for _, d in forecast_delays(broker, topics, closed)]
+        backlog_delays = [d for _, d in forecast_delays(broker, topics, closed)] if steady else []
         # steady state: the next windows produced at wall-clock pace
-        paced = 4
+        paced = 4 if steady else 0
         with AggregatingProducer(broker, interval=1.0, flush_every=0, settings=settings) as p:
             for s in range(int(windows * WINDOW), int((windows + paced) * WINDOW)):
                 tick = time.monotonic()
@@ -212,9 +289,10 @@ def bench_batched(broker: str, workdir: Path, series: int, windows: int) -> dict
                 p.flush()
                 time.sleep(max(0.0, 1.0 - (time.monotonic() - tick)))
         total = (windows + paced - 3) * series
-        w.wait_counter("foresight_forecasts_out_total", total, timeout=120)
         first_paced = T0 + (windows - 3) * WINDOW
-        steady = [d for start, d in forecast_delays(broker, topics, total) if start >= first_paced]
+        if paced:
+            w.wait_counter("foresight_forecasts_out_total", total, timeout=120)
+        delays = [d for start, d in forecast_delays(broker, topics, total) if start >= first_paced] if paced else []
     finally:
         w.stop()
     events = aggs * 100
@@ -253,7 +331,7 @@ def bench_batched(broker: str, workdir: Path, series: int, windows: int) -> dict
         "window_close_to_forecast_s_backlog": {
             "p50": pct(backlog_delays, 0.5), "p99": pct(backlog_delays, 0.99), "n": len(backlog_delays)},
         "window_close_to_forecast_s_steady": {
-            "p50": pct(steady, 0.5), "p99": pct(steady, 0.99), "n": len(steady)},
+            "p50": pct(delays, 0.5), "p99": pct(delays, 0.99), "n": len(delays)},
     }
 
 
@@ -318,9 +396,14 @@ def bench_cardinality(broker: str, workdir: Path, distinct: int, limit: int) -> 
         held = metric(w.port, "foresight_series_held")
     finally:
         w.stop()
+    from streams.settings import MEMORY_HEADROOM, SERIES_BYTES, WORKER_BASE_MB
+
+    # the memory limit the documented sizing (README "Sizing a worker") gives ``limit`` series
+    sized = (WORKER_BASE_MB + limit * SERIES_BYTES / 2**20) / (1 - MEMORY_HEADROOM)
     return {"distinct_series": distinct, "limit": limit, "messages": msgs, "seconds": secs,
-            "dead_lettered_elements": refused, "series_held_gauge": held,
-            "rss_before_mb": rss0 / 2**20, "rss_after_mb": rss1 / 2**20}
+            "dead_lettered_elements": refused, "expected_dead_lettered_elements": 4 * (distinct - limit),
+            "series_held_gauge": held, "rss_before_mb": rss0 / 2**20, "rss_after_mb": rss1 / 2**20,
+            "sized_memory_limit_mb": sized, "within_sizing": rss1 / 2**20 <= sized}
 
 
 def points_messages(names: list[str], window: int, partitions: int) -> list[tuple[int, bytes]]:
@@ -337,10 +420,24 @@ def points_messages(names: list[str], window: int, partitions: int) -> list[tupl
     return [(part, body) for part, pts in by_part.items() for _, body in records.points_batches(pts)]
 
 
-def point_to_forecast_delays(broker: str, topics: Topics) -> list[tuple[float, float]]:
+def end_offsets(broker: str, topics: list[str]) -> dict[TopicPartition, int]:
+    async def run() -> dict[TopicPartition, int]:
+        c = AIOKafkaConsumer(bootstrap_servers=broker, enable_auto_commit=False)
+        await c.start()
+        try:
+            return await c.end_offsets([TopicPartition(t, p) for t in topics
+                                        for p in c.partitions_for_topic(t) or []])
+        finally:
+            await c.stop()
+
+    return asyncio.run(run())
+
+
+def point_to_forecast_delays(broker: str, topics: Topics,
+                             start: dict[TopicPartition, int] | None = None) -> list[tuple[float, float]]:
     """(window start, seconds from its point's publication to its forecast's publication) of
-    every forecast on the topic, reading only the series and window of each element (a strict
-    parse of 100,000s of forecasts would take minutes)."""
+    every forecast on the topic (from the ``start`` offsets if given), reading only the series
+    and window of each element (a strict parse of 100,000s of forecasts would take minutes)."""
 
     def keys(obj: object) -> list[tuple[str, float]]:
         if isinstance(obj, dict) and isinstance(obj.get("series"), list):  # a columnar batch
@@ -356,6 +453,8 @@ def point_to_forecast_delays(broker: str, topics: Topics) -> list[tuple[float, f
                for p in c.partitions_for_topic(t) or []]
         c.assign(tps)
         end = await c.end_offsets(tps)
+        for tp, off in (start or {}).items():
+            c.seek(tp, off)
         pts: dict[tuple[str, float], int] = {}
         fcs: dict[tuple[str, float], int] = {}
         async def behind() -> bool:
@@ -373,11 +472,91 @@ def point_to_forecast_delays(broker: str, topics: Topics) -> list[tuple[float, f
     return asyncio.run(run())
 
 
-def bench_model_path(broker: str, workdir: Path, series: int, warm: int, windows: int,
-                     paced: int = 3, **extra: str) -> dict[str, object]:
-    """The model agent alone: points in, forecasts out, on warm models, draining a backlog."""
-    prefix = f"bm{uuid.uuid4().hex[:6]}"
+#: the benchmark's values repeat every 84 series (``points_messages``: a 12-window cycle shifted by
+#: the series' number, plus its number mod 7), so 84 trained rows are every series' trained state
+PROTOTYPES = 84
+
+
+def seed_checkpoints(broker: str, settings: Settings, names: list[str], windows: int,
+                     key: bytes) -> tuple[float, int]:
+    """Warm models without running ``windows`` windows of every series through a worker: a
+    bank of the worker's configuration learns the benchmark's first ``windows`` windows of
+    :data:`PROTOTYPES` series in-process, and every series' signed raw row record (as the model
+    agent writes them, ``FSB1``) goes to the ``models`` table's changelog, on the partition the
+    worker's own checkpoint would. The worker restores them as any other worker restores its
+    partitions' checkpoints. Returns the seconds it took and the bytes written."""
+    from detectors.bank import SeriesBank
+    from streams.steps import model_shape
+    from streams.web.cluster import partition_for
+
+    t = time.monotonic()
+    period, horizon = model_shape(settings, WINDOW)
+    bank = SeriesBank.for_config(WINDOW, period, horizon, settings.anomaly_threshold, capacity=PROTOTYPES)
+    rows = np.array([bank.add() for _ in range(PROTOTYPES)])
+    i = np.arange(PROTOTYPES)
+    for w in range(windows):  # the values of points_messages, window by window
+        bank.update(rows, 100.0 + 10.0 * ((w + i) % 12) + i % 7, np.full(PROTOTYPES, T0 + w * WINDOW))
+    states, layout = bank.row_bytes_of(rows), bank.layout
+    assert states is not None and layout is not None, "the default configuration's bank gives raw rows"
+    blobs = Checkpointer(key).dumps_rows(WINDOW, layout, states)
+    changelog = f"{settings.app_id}-models-changelog"
+    ensure_topics(broker, [changelog], settings.partitions)
+
+    async def send() -> None:  # aiokafka: its record batches are built (and CRC'd) in C
+        from aiokafka import AIOKafkaProducer
+
+        prod = AIOKafkaProducer(bootstrap_servers=broker, linger_ms=20, max_batch_size=1024 * 1024,
+                                max_request_size=8 * 1024 * 1024)
+        await prod.start()
+        try:
+            for n, name in enumerate(names):
+                await prod.send(changelog, key=name.encode(), value=blobs[n % PROTOTYPES],
+                                partition=partition_for(name, settings.partitions))
+            await prod.flush()
+        finally:
+            await prod.stop()
+
+    asyncio.run(send())
+    return time.monotonic() - t, sum(len(blobs[n % PROTOTYPES]) for n in range(len(names)))
+
+
+#: bytes a series costs the worker and the in-memory broker in the ingest step (cold models)
+BATCHED_BYTES = 150_000
+
+
+def memory_short(need: float) -> str | None:
+    """Why a step needing ``need`` bytes (worker and broker) is skipped, or None if it fits."""
+    need = need * 1.1 + 1.5 * 2**30
+    free = psutil.virtual_memory().available
+    if free >= need:
+        return None
+    return (f"needs ~{need / 2**30:.1f} GiB free (the worker and the in-memory broker's data), "
+            f"{free / 2**30:.1f} GiB available")
+
+
+def baseline_rss(broker: str, workdir: Path) -> int:
+    """Resident bytes of a worker that holds no series (started, given a few seconds, stopped)."""
+    prefix = f"b0{uuid.uuid4().hex[:6]}"
     settings = Settings(topic_prefix=prefix)
+    ensure_topics(broker, Topics.from_settings(settings).all(), settings.partitions)
+    w = Worker(broker, prefix, workdir)
+    try:
+        time.sleep(5)
+        return w.rss()
+    finally:
+        w.stop()
+
+
+def bench_model_path(broker: str, workdir: Path, series: int, warm: int, windows: int,
+                     paced: int = 3, trace: bool = False, seeded: int = 0, rss_base: int | None = None,
+                     **extra: str) -> dict[str, object]:
+    """The model agent alone: points in, forecasts out, on warm models, draining a backlog.
+    ``trace``: the worker runs under tracemalloc and its heap after the warm-up is returned too.
+    ``seeded``: the models first restored from checkpoints trained on that many windows
+    (:func:`seed_checkpoints`), then ``warm`` windows learnt through the worker.
+    ``rss_base``: resident bytes of a worker holding nothing (else the worker's own at start)."""
+    prefix = f"bm{uuid.uuid4().hex[:6]}"
+    settings = Settings(topic_prefix=prefix, app_id=f"{prefix}-app")
     topics = Topics.from_settings(settings)
     ensure_topics(broker, topics.all(), settings.partitions)
     names = [f"svc{i:06d}/requests" for i in range(series)]
@@ -390,18 +569,36 @@ def bench_model_path(broker: str, workdir: Path, series: int, warm: int, windows
                 prod.send(topics.points, value=body, partition=part)
         prod.flush()
 
-    w = Worker(broker, prefix, workdir, **extra)
+    seed_secs, seed_bytes = seed_checkpoints(broker, settings, names, seeded, BENCH_KEY) if seeded else (0.0, 0)
+    first = seeded  # the worker learns the windows after those its checkpoints were trained on
+    w = Worker(broker, prefix, workdir, trace=trace, **extra)
+    heap = None
     try:
-        rss0 = w.rss()
+        rss0 = w.rss() if rss_base is None else rss_base
+        if seed_bytes:
+            # points only once the worker has read the checkpoints back (its table holds them:
+            # its RSS has grown by their size and stopped growing). A points message Faust drops
+            # while it recovers a table at start-up is never learnt when the group has no
+            # committed offset yet (streams/worker/models.py in_sequence takes the first message
+            # it sees as the partition's start): the benchmark would wait for it forever.
+            start, last, deadline = w.rss(), -1, time.monotonic() + 900
+            while time.monotonic() < deadline:
+                now = w.rss()
+                if now - start >= seed_bytes and now - last < 2**20:
+                    break
+                last = now
+                time.sleep(1.0)
         t = time.monotonic()
-        produce(0, warm)
+        produce(first, first + warm)
         w.wait_counter("foresight_forecasts_out_total", warm * series, timeout=1800)
         warm_secs = time.monotonic() - t
+        restored = metric(w.port, "foresight_restored_checkpoints_total")
         rss1 = w.rss()
+        heap = w.heap()
         upd0 = metric(w.port, "foresight_model_update_seconds_sum")
         n0 = metric(w.port, "foresight_model_updates_total")
         t0 = time.monotonic()
-        produce(warm, warm + windows)
+        produce(first + warm, first + warm + windows)
         produced = time.monotonic() - t0
         secs, got, _ = w.wait_counter("foresight_forecasts_out_total", (warm + windows) * series,
                                       timeout=1800, start=t0)
@@ -411,14 +608,15 @@ def bench_model_path(broker: str, workdir: Path, series: int, warm: int, windows
         checkpoints = metric(w.port, "foresight_checkpoints_total")
         # steady state: the next windows published at wall-clock pace, one every window length
         # (as the window agent publishes every series' point when a window closes)
-        first_paced = warm + windows
+        first_paced = first + warm + windows
+        paced_from = end_offsets(broker, [topics.points, topics.forecasts])
         for k in range(paced):
             tick = time.monotonic()
             produce(first_paced + k, first_paced + k + 1)
             if k < paced - 1:
                 time.sleep(max(0.0, WINDOW - (time.monotonic() - tick)))
-        w.wait_counter("foresight_forecasts_out_total", (first_paced + paced) * series, timeout=300)
-        steady = [d for start, d in point_to_forecast_delays(broker, topics)
+        w.wait_counter("foresight_forecasts_out_total", (warm + windows + paced) * series, timeout=300)
+        steady = [d for start, d in point_to_forecast_delays(broker, topics, paced_from)
                   if start >= T0 + first_paced * WINDOW]
     finally:
         w.stop()
@@ -426,6 +624,8 @@ def bench_model_path(broker: str, workdir: Path, series: int, warm: int, windows
     done = got - warm * series
     return {
         "series": series, "warm_windows": warm, "backlog_windows": windows,
+        # models restored from checkpoints trained on this many windows before the warm windows
+        "seeded_windows": seeded, "seed_s": seed_secs, "restored_checkpoints": restored,
         "warmup_updates_per_s": warm * series / warm_secs,
         "backlog_produced_s": produced,
         "model_updates_per_s": done / secs if secs else None,
@@ -438,6 +638,7 @@ def bench_model_path(broker: str, workdir: Path, series: int, warm: int, windows
         "window_close_to_forecast_s_steady": {
             "p50": pct(steady, 0.5), "p99": pct(steady, 0.99), "n": len(steady), "windows": paced},
         "rss_per_series_bytes": (rss1 - rss0) / series,
+        **({"heap_after_warm": heap} if heap else {}),
     }
 
 
@@ -450,35 +651,86 @@ def main() -> None:
                     help="only the cardinality probe: DISTINCT series ids to a worker limited to LIMIT")
     ap.add_argument("--model-path", action="store_true",
                     help="only the model path: points straight to the points topic (see above)")
-    ap.add_argument("--warm", type=int, default=30, help="--model-path: windows learnt before measuring")
+    ap.add_argument("--warm", type=int, default=30,
+                    help="model path: windows learnt through the worker before measuring")
+    ap.add_argument("--backlog", type=int, default=3,
+                    help="the default run's model path: backlog windows drained (--model-path: --windows)")
     ap.add_argument("--checkpoint-every", type=int, default=10,
                     help="--model-path: the worker's FORESIGHT_CHECKPOINT_EVERY")
+    ap.add_argument("--seeded", type=int, default=0,
+                    help="model path: restore every series' model from a checkpoint trained on this many "
+                         "windows first (in-process, see seed_checkpoints), then learn --warm windows")
+    ap.add_argument("--tracemalloc", action="store_true",
+                    help="--model-path: the worker under tracemalloc; its heap after the warm-up by file")
     ap.add_argument("--paced", type=int, default=3,
-                    help="--model-path: windows then published one per window length (steady latency)")
+                    help="model path: windows then published one per window length (steady latency)")
     args = ap.parse_args()
     import tempfile
 
     workdir = Path(tempfile.mkdtemp(prefix="foresight-bench-"))
     out: dict[str, object] = {"window_seconds": WINDOW, "cpu_count": os.cpu_count()}
+    if args.model_path or args.cardinality:
+        with EmbeddedBroker(log_path=str(workdir / "broker.log")) as b:
+            if args.model_path:
+                extra = {"FORESIGHT_CHECKPOINT_EVERY": str(args.checkpoint_every)}
+                # a seeded worker reads its checkpoints back as it starts: its own RSS then is no baseline
+                base = baseline_rss(b.bootstrap, workdir) if args.seeded else None
+                out["model_path"] = [bench_model_path(b.bootstrap, workdir, n, args.warm, args.windows,
+                                                      args.paced, args.tracemalloc, args.seeded, base, **extra)
+                                     for n in args.series]
+                print(json.dumps(out, indent=2))
+                return
+            if args.cardinality:
+                out["cardinality"] = bench_cardinality(b.bootstrap, workdir, *args.cardinality)
+                print(json.dumps(out, indent=2))
+                return
+    # the default run: each step on a fresh broker (the embedded broker keeps every topic in memory:
+    # a step's data would otherwise stay in it for the next)
     with EmbeddedBroker(log_path=str(workdir / "broker.log")) as b:
-        if args.model_path:
-            extra = {"FORESIGHT_CHECKPOINT_EVERY": str(args.checkpoint_every)}
-            out["model_path"] = [bench_model_path(b.bootstrap, workdir, n, args.warm, args.windows,
-                                                  args.paced, **extra) for n in args.series]
-            print(json.dumps(out, indent=2))
-            return
-        if args.cardinality:
-            out["cardinality"] = bench_cardinality(b.bootstrap, workdir, *args.cardinality)
-            print(json.dumps(out, indent=2))
-            return
         out["single_event_messages"] = bench_single(b.bootstrap, workdir, args.single_messages)
         print(json.dumps(out["single_event_messages"]), file=sys.stderr, flush=True)
-        runs = []
-        for n in args.series:
-            windows = args.windows if n <= 1000 else max(6, args.windows // 3)
-            runs.append(bench_batched(b.bootstrap, workdir, n, windows))
-            print(json.dumps(runs[-1]), file=sys.stderr, flush=True)
-        out["batched"] = runs
+        base = baseline_rss(b.bootstrap, workdir)
+    out["worker_baseline_rss_mb"] = base / 2**20
+    runs, model_runs, summary = [], [], []
+    # bytes a series costs the worker and the broker (its topics' data) in the model path's step,
+    # a guess until a step measures it
+    per_series = 300_000.0
+    for n in args.series:
+        row: dict[str, object] = {"series": n}
+        summary.append(row)
+        # the ingest step holds cold models and no checkpoints yet: about half the model step's
+        if short := memory_short(n * BATCHED_BYTES):
+            row["skipped"] = short
+            print(json.dumps(row), file=sys.stderr, flush=True)
+            continue
+        windows = args.windows if n <= 1000 else max(6, args.windows // 3)
+        with EmbeddedBroker(log_path=str(workdir / f"broker-{n}.log")) as b:
+            runs.append(bench_batched(b.bootstrap, workdir, n, windows, steady=False))
+        print(json.dumps(runs[-1]), file=sys.stderr, flush=True)
+        row["ratio_worker_vs_raw_aggregates"] = runs[-1]["ratio_worker_vs_raw_aggregates"]
+        if short := memory_short(n * per_series):
+            row["model_path_skipped"] = short
+            print(json.dumps(row), file=sys.stderr, flush=True)
+            continue
+        with EmbeddedBroker(log_path=str(workdir / f"broker-{n}-m.log")) as b:
+            m = bench_model_path(b.bootstrap, workdir, n, args.warm, args.backlog, args.paced,
+                                 seeded=args.seeded, rss_base=base)
+            broker_rss = psutil.Process(b.proc.pid).memory_info().rss if b.proc else 0
+        m["broker_rss_per_series_bytes"] = broker_rss / n
+        model_runs.append(m)
+        print(json.dumps(m), file=sys.stderr, flush=True)
+        per_series = max(per_series / 2, float(m["rss_per_series_bytes"]) + broker_rss / n)  # type: ignore[arg-type]
+        row.update({
+            "model_updates_per_s": m["model_updates_per_s"],
+            "window_close_to_forecast_s_steady": m["window_close_to_forecast_s_steady"],
+            "rss_per_series_bytes": m["rss_per_series_bytes"],
+            "warm": (f"restored from checkpoints trained on {args.seeded} windows, then "
+                     f"{args.warm} windows learnt ({m['restored_checkpoints']:.0f} restored)"),
+        })
+    out["batched"] = runs
+    out["model_path"] = model_runs
+    out["summary"] = {"ratio_worker_vs_raw": out["single_event_messages"]["ratio_worker_vs_raw"],  # type: ignore[index]
+                      "per_series_count": summary}
     print(json.dumps(out, indent=2))
 
 
