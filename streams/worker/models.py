@@ -27,6 +27,7 @@ moves into the bank of that step.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import math
 import time
@@ -40,7 +41,7 @@ import numpy as np
 from detectors.bank import SeriesBank
 from detectors.defaults import make_series_model
 from detectors.series import SeriesModel
-from streams import records
+from streams import kafka_config, records
 from streams.checkpoint import RowCheckpoint, UntrustedCheckpoint
 from streams.history import HistoryLearner, HistoryMetrics
 from streams.lifecycle import delivered
@@ -69,6 +70,8 @@ CHECKPOINT_MIN_SECONDS = 30.0
 REWIND_RETRY_SECONDS = 1.0
 #: seeks back over the same gap before it is taken for offsets without records
 REWIND_TRIES = 3
+#: how long the first look at a points partition waits for where it starts
+START_OFFSET_TIMEOUT_SECONDS = 10.0
 
 
 @dataclass
@@ -434,14 +437,15 @@ class Models:
         per-series reference. Faust drops records fetched while its flow is stopped (the
         recovery after a restart, a rebalance) and can hand a partition's records again after
         its seek to the committed offset (streams/worker/windows.py meets the same on the
-        inputs). The first message expected is the committed offset; one below the expected
+        inputs). The first message expected is the committed offset (with none, a new group's,
+        the partition's first offset: a backlog is learnt whole); one below the expected
         offset was learnt already and is skipped; past it, the partition is sought back to it
         (messages until it arrives are stale: they come again)."""
         source = (msg.topic, msg.partition)
         state = self.ctx.state
         expected = state.points_next.get(source)
         if expected is None:
-            expected = getattr(self.ctx.app.consumer, "_committed_offset", {}).get(msg.tp)
+            expected = await self._start_offset(msg.tp)
         if expected is None or msg.offset == expected:
             state.points_next[source] = msg.offset + 1
             self._rewinding.pop(source, None)
@@ -468,6 +472,31 @@ class Models:
             self._rewinding[source] = (msg.tp, now)
             await self.ctx.app.consumer.seek(msg.tp, expected)
         return False
+
+    async def _start_offset(self, tp: Any) -> int | None:
+        """Where ``tp`` starts for this worker: the group's committed offset, or with none (a new
+        group) the first offset the broker still holds; None if the broker cannot say within
+        :data:`START_OFFSET_TIMEOUT_SECONDS`. Asked by a client of its own (Faust's consumer
+        thread does not answer while its agents wait on it, and its own record of committed
+        offsets can be empty right after an assignment)."""
+        from aiokafka import AIOKafkaConsumer, TopicPartition
+
+        client = AIOKafkaConsumer(**kafka_config.client_kwargs(self.ctx.settings),
+                                  group_id=self.ctx.app.conf.id, enable_auto_commit=False)
+        part = TopicPartition(tp.topic, tp.partition)
+        try:
+            async with asyncio.timeout(START_OFFSET_TIMEOUT_SECONDS):
+                await client.start()
+                committed = await client.committed(part)
+                if committed is not None:
+                    return committed
+                return (await client.beginning_offsets([part]))[part]
+        except Exception:  # noqa: BLE001 - then the first message seen starts the partition
+            log.warning("model: where %s[%d] starts is unknown: starting at the first message seen",
+                        tp.topic, tp.partition, exc_info=True)
+            return None
+        finally:
+            await client.stop()
 
     async def reseek_if_stuck(self) -> None:
         """A seek issued while the consumer repositions itself (recovery) can be overridden: a

@@ -167,3 +167,38 @@ def test_the_workers_forecasts_are_the_per_series_models_and_a_restart_restores_
     assert metric(b.port, "foresight_restored_checkpoints_total") == len(FAST) + 1, \
         "every series' row came back from its checkpoint"
     assert metric(b.port, "foresight_untrusted_checkpoints_total") == 0
+
+
+#: changelog entries the fresh worker recovers before it runs
+RECOVERED = 20_000
+
+
+def test_a_fresh_worker_learns_a_backlog_from_the_partitions_start(broker, prefix, start_worker):
+    """A worker of a new group (no committed offset) starting on a points backlog learns every
+    message from each partition's first offset: records Faust drops while its flow is stopped
+    at start-up (the tables' recovery) are read again, not taken as never sent."""
+    ensure_topics(broker, Topics.from_settings(Settings(topic_prefix=prefix)).all(), SETTINGS.partitions)
+    backlog = points(0, 120)
+    want = reference(backlog)
+    send_points(broker, prefix, backlog, per_message=1)
+    # a models changelog to recover (other series' entries: the worker's start-up takes a while,
+    # and the points fetched meanwhile are dropped by Faust)
+    changelog = f"{prefix}-app-models-changelog"
+    ensure_topics(broker, [changelog], SETTINGS.partitions)
+    from kafka import KafkaProducer
+
+    producer = KafkaProducer(bootstrap_servers=broker, acks=1, linger_ms=20)
+    for i in range(RECOVERED):
+        producer.send(changelog, key=f"other{i}".encode(), value=b"x" * 2000, partition=i % SETTINGS.partitions)
+    producer.flush()
+    producer.close()
+    start_worker(prefix, **ENV)
+    keys = {(p.series, p.start) for p in backlog}
+    ms = read_topic(broker, f"{prefix}.forecasts",
+                    lambda ms: keys <= {(m["series"], m["issued"]) for m in ms}, timeout=60)
+    got: dict[tuple[str, float], list[dict]] = {}
+    for m in ms:
+        got.setdefault((m["series"], m["issued"]), []).append(m)
+    assert set(got) == keys, f"points never learnt: {sorted(keys - set(got))[:5]}"
+    wrong = [k for k, ms in got.items() if not all(same(m, want[k]) for m in ms)]
+    assert not wrong, f"forecasts unlike the per-series reference: {wrong[:5]}"
