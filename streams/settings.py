@@ -201,7 +201,7 @@ class Settings:
         :data:`MEMORY_HEADROOM` of it free (at least 100).
 
         >>> Settings().max_series_limit(), Settings(memory_limit_mb=1024).max_series_limit()
-        (15291, 6553)
+        (10794, 4626)
         >>> Settings(max_series=50).max_series_limit()
         50
         """
@@ -317,12 +317,12 @@ MINIMUM: dict[str, tuple[float, str]] = {
     "series_idle_seconds": (0, ">= 0 (0: never evict)"),
 }
 
-#: resident memory of one tracked, warm series (bytes): its models (about 36 KiB), view history
-#: (360 windows, about 12 KiB), window and step state, and the table copies of its signed
-#: checkpoint (about 22 KiB) and view snapshot (about 12 KiB). Measured with warm models
-#: (200 windows each) at 2,000 series: 73 KiB resident for models + view + checkpoint; rounded
-#: up with the view snapshot and window state.
-SERIES_BYTES = 96 * 1024
+#: resident memory of one tracked, warm series (bytes): its model bank row (about 30 KiB, and
+#: up to as much again unused while the bank doubles its rows), view history (360 windows and
+#: the latest forecast, about 9.5 KiB), window and step state, and the table copies of its signed
+#: checkpoint (about 29 KiB) and view snapshot (about 9.5 KiB). Measured by ``make bench`` with
+#: warm models: 124-136 KB a series at 10,000 to 50,000 series; the largest, rounded up.
+SERIES_BYTES = 136 * 1024
 #: resident memory of a worker with no series (Python, Faust, River, numpy, aiohttp, buffers), MiB
 WORKER_BASE_MB = 256
 #: share of the budget left free for bursts (a backlog's buffers, garbage not yet collected)
