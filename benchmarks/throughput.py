@@ -482,7 +482,7 @@ def seed_checkpoints(broker: str, settings: Settings, names: list[str], windows:
     """Warm models without running ``windows`` windows of every series through a worker: a
     bank of the worker's configuration learns the benchmark's first ``windows`` windows of
     :data:`PROTOTYPES` series in-process, and every series' signed raw row record (as the model
-    agent writes them, ``FSB1``) goes to the ``models`` table's changelog, on the partition the
+    agent writes them, ``FSB2``, signed for that series) goes to the ``models`` table's changelog, on the partition the
     worker's own checkpoint would. The worker restores them as any other worker restores its
     partitions' checkpoints. Returns the seconds it took and the bytes written."""
     from detectors.bank import SeriesBank
@@ -498,7 +498,7 @@ def seed_checkpoints(broker: str, settings: Settings, names: list[str], windows:
         bank.update(rows, 100.0 + 10.0 * ((w + i) % 12) + i % 7, np.full(PROTOTYPES, T0 + w * WINDOW))
     states, layout = bank.row_bytes_of(rows), bank.layout
     assert states is not None and layout is not None, "the default configuration's bank gives raw rows"
-    blobs = Checkpointer(key).dumps_rows(WINDOW, layout, states)
+    signer = Checkpointer(key)  # each series' copy signed for it: a checkpoint is bound to its series
     changelog = f"{settings.app_id}-models-changelog"
     ensure_topics(broker, [changelog], settings.partitions)
 
@@ -510,14 +510,17 @@ def seed_checkpoints(broker: str, settings: Settings, names: list[str], windows:
         await prod.start()
         try:
             for n, name in enumerate(names):
-                await prod.send(changelog, key=name.encode(), value=blobs[n % PROTOTYPES],
+                [blob] = signer.dumps_rows(WINDOW, layout, [name.encode()], [states[n % PROTOTYPES]])
+                sent[0] += len(blob)
+                await prod.send(changelog, key=name.encode(), value=blob,
                                 partition=partition_for(name, settings.partitions))
             await prod.flush()
         finally:
             await prod.stop()
 
+    sent = [0]
     asyncio.run(send())
-    return time.monotonic() - t, sum(len(blobs[n % PROTOTYPES]) for n in range(len(names)))
+    return time.monotonic() - t, sent[0]
 
 
 #: bytes a series costs the worker and the in-memory broker in the ingest step (cold models)

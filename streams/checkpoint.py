@@ -11,11 +11,18 @@ could otherwise feed the worker any shape of data: their records are signed
 too, by a :class:`Signer` bound to the table and the record's key (a record
 copied to another key or table does not verify).
 
+Model checkpoints are bound to their series too: a checkpoint copied to another series' key
+does not verify (it would otherwise give that series another's model).
+
 >>> c = Checkpointer(b"k" * 32)
->>> blob = c.dumps({"a": 1})
->>> c.loads(blob)
+>>> blob = c.dumps({"a": 1}, b"a/rps")
+>>> c.loads(blob, b"a/rps")
 {'a': 1}
->>> Checkpointer(b"x" * 32).loads(blob)
+>>> Checkpointer(b"x" * 32).loads(blob, b"a/rps")
+Traceback (most recent call last):
+...
+streams.checkpoint.UntrustedCheckpoint: checkpoint signature does not verify
+>>> c.loads(blob, b"b/rps")
 Traceback (most recent call last):
 ...
 streams.checkpoint.UntrustedCheckpoint: checkpoint signature does not verify
@@ -33,7 +40,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-MAGIC = b"FSM1"
+MAGIC = b"FSM2"
+#: formats of earlier versions, whose signature did not cover the series: refused (cold start)
+OLD_MAGICS = (b"FSM1", b"FSB1")
 _SIG = hashlib.sha256().digest_size
 
 
@@ -42,7 +51,7 @@ class UntrustedCheckpoint(ValueError):
 
 
 #: a bank-row checkpoint: raw array state, never unpickled
-ROW_MAGIC = b"FSB1"
+ROW_MAGIC = b"FSB2"
 _ROW_HEAD = struct.Struct("<d16s")
 
 
@@ -57,16 +66,17 @@ class RowCheckpoint:
 
 
 class Checkpointer:
-    """Signs and verifies model checkpoints: pickled objects (``FSM1``) and raw bank rows
-    (``FSB1``, :class:`RowCheckpoint`: the model agent's cheap per-series checkpoint, a copy of
-    the row's arrays with no object built or unpickled). The MAC covers the format's magic, so
-    one format's record never verifies as the other's.
+    """Signs and verifies model checkpoints: pickled objects (``FSM2``) and raw bank rows
+    (``FSB2``, :class:`RowCheckpoint`: the model agent's cheap per-series checkpoint, a copy of
+    the row's arrays with no object built or unpickled). The MAC covers the format's magic and
+    the series' key, so one format's record never verifies as the other's, nor one series'
+    checkpoint as another's.
 
     >>> c = Checkpointer(b"k" * 32)
-    >>> [blob] = c.dumps_rows(60.0, b"L" * 16, [b"state"])
-    >>> c.loads(blob)
+    >>> [blob] = c.dumps_rows(60.0, b"L" * 16, [b"a/rps"], [b"state"])
+    >>> c.loads(blob, b"a/rps")
     RowCheckpoint(step=60.0, layout=b'LLLLLLLLLLLLLLLL', state=b'state')
-    >>> c.loads(blob[:-1] + b"X")
+    >>> c.loads(blob[:-1] + b"X", b"a/rps")
     Traceback (most recent call last):
     ...
     streams.checkpoint.UntrustedCheckpoint: checkpoint signature does not verify
@@ -77,39 +87,41 @@ class Checkpointer:
             raise ValueError("model signing key must be at least 16 bytes")
         self._key = key
 
-    def dumps(self, obj: Any) -> bytes:
+    def _mac(self, magic: bytes, key: bytes, *parts: bytes) -> bytes:
+        h = hmac.new(self._key, magic, hashlib.sha256)
+        h.update(len(key).to_bytes(4, "big") + key)
+        for part in parts:
+            h.update(part)
+        return h.digest()
+
+    def dumps(self, obj: Any, key: bytes) -> bytes:
+        """``obj`` pickled and signed for the series ``key``."""
         body = pickle.dumps(obj, protocol=pickle.HIGHEST_PROTOCOL)
-        return MAGIC + hmac.new(self._key, body, hashlib.sha256).digest() + body
+        return MAGIC + self._mac(MAGIC, key, body) + body
 
-    def dumps_rows(self, step: float, layout: bytes, states: list[bytes]) -> list[bytes]:
-        """One signed :class:`RowCheckpoint` record per row state (rows of one bank)."""
+    def dumps_rows(self, step: float, layout: bytes, keys: list[bytes], states: list[bytes]) -> list[bytes]:
+        """One signed :class:`RowCheckpoint` record per row state (rows of one bank), each for its
+        series' key."""
         head = _ROW_HEAD.pack(step, layout)
-        out = []
-        for state in states:
-            h = hmac.new(self._key, ROW_MAGIC, hashlib.sha256)
-            h.update(head)
-            h.update(state)
-            out.append(b"".join((ROW_MAGIC, h.digest(), head, state)))
-        return out
+        return [b"".join((ROW_MAGIC, self._mac(ROW_MAGIC, key, head, state), head, state))
+                for key, state in zip(keys, states, strict=True)]
 
-    def loads(self, blob: bytes) -> Any:
+    def loads(self, blob: bytes, key: bytes) -> Any:
         """The checkpoint's object (a pickle) or :class:`RowCheckpoint`, once its signature
-        verifies; raises :class:`UntrustedCheckpoint` otherwise (nothing unpickled)."""
+        verifies for the series ``key``; raises :class:`UntrustedCheckpoint` otherwise (nothing
+        unpickled)."""
         if not isinstance(blob, bytes | bytearray) or len(blob) < 4 + _SIG:
             raise UntrustedCheckpoint("not a Foresight checkpoint")
-        magic, sig, body = bytes(blob[:4]), blob[4 : 4 + _SIG], blob[4 + _SIG :]
-        if magic == ROW_MAGIC:
-            if len(body) < _ROW_HEAD.size:
-                raise UntrustedCheckpoint("not a Foresight checkpoint")
-            want = hmac.new(self._key, ROW_MAGIC + bytes(body), hashlib.sha256).digest()
-            if not hmac.compare_digest(sig, want):
-                raise UntrustedCheckpoint("checkpoint signature does not verify")
-            step, layout = _ROW_HEAD.unpack_from(body)
-            return RowCheckpoint(step, layout, bytes(body[_ROW_HEAD.size :]))
-        if magic != MAGIC:
+        magic, sig, body = bytes(blob[:4]), blob[4 : 4 + _SIG], bytes(blob[4 + _SIG :])
+        if magic in OLD_MAGICS:
+            raise UntrustedCheckpoint("a checkpoint of an earlier version, not bound to its series")
+        if magic not in (MAGIC, ROW_MAGIC) or (magic == ROW_MAGIC and len(body) < _ROW_HEAD.size):
             raise UntrustedCheckpoint("not a Foresight checkpoint")
-        if not hmac.compare_digest(sig, hmac.new(self._key, body, hashlib.sha256).digest()):
+        if not hmac.compare_digest(sig, self._mac(magic, key, body)):
             raise UntrustedCheckpoint("checkpoint signature does not verify")
+        if magic == ROW_MAGIC:
+            step, layout = _ROW_HEAD.unpack_from(body)
+            return RowCheckpoint(step, layout, body[_ROW_HEAD.size :])
         return pickle.loads(body)  # noqa: S301 - authenticated above
 
 

@@ -68,7 +68,7 @@ def install(ctx: WorkerContext, windows: Windows) -> None:
         if cached is not None:
             try:
                 if cached.since_checkpoint:
-                    put_on_partition(ctx.tables.models, part, key, ctx.checkpointer.dumps(cached.export()))
+                    put_on_partition(ctx.tables.models, part, key, ctx.checkpointer.dumps(cached.export(), key))
                     metrics.checkpoints.inc()
                     if view is not None:
                         put_on_partition(ctx.tables.series_view, part, key, store.snapshot_series(view))

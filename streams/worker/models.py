@@ -126,7 +126,7 @@ class Models:
         if not blob:
             return None
         try:
-            model = ctx.checkpointer.loads(blob)
+            model = ctx.checkpointer.loads(blob, series.encode())
         except UntrustedCheckpoint as exc:
             ctx.metrics.untrusted_checkpoints.inc()
             log.warning("series %s: refusing model checkpoint (%s); starting cold", series, exc)
@@ -266,7 +266,7 @@ class Models:
         message taught it."""
         ctx = self.ctx
         self.checkin(series)
-        ctx.tables.models[series.encode()] = ctx.checkpointer.dumps(model)
+        ctx.tables.models[series.encode()] = ctx.checkpointer.dumps(model, series.encode())
         ctx.tables.series_view[series.encode()] = ctx.store.snapshot_series(view)
         ctx.metrics.checkpoints.inc()
 
@@ -420,8 +420,9 @@ class Models:
         ctx, tables, store = self.ctx, self.ctx.tables, self.ctx.store
         layout, now = bank.layout, time.monotonic()
         states = bank.row_bytes_of([c.row for c in held]) if layout is not None else None
-        blobs = (ctx.checkpointer.dumps_rows(step, layout, states) if states is not None and layout
-                 else [ctx.checkpointer.dumps(bank.export(c.row)) for c in held])
+        keys = [key for key, _ in views]
+        blobs = (ctx.checkpointer.dumps_rows(step, layout, keys, states) if states is not None and layout
+                 else [ctx.checkpointer.dumps(bank.export(c.row), key) for c, key in zip(held, keys, strict=True)])
         for cached, (key, view), blob in zip(held, views, blobs, strict=True):
             await _put(tables.models, partition, key, blob)
             if view is not None:
