@@ -61,10 +61,12 @@ def unit_of(kind: str) -> str:
 class SeriesView:
     """Recent history of one series, compact: a ring of the last ``size``
     windows indexed by window number (window starts are epoch-aligned
-    multiples of the step), one float64 row per window (observed value and
-    the one-step-ahead forecast made for it: yhat, lower, upper; NaN where
-    missing), about 32 bytes per window. The latest forecast is kept as an
-    array too, anomalies (rare) as a short deque.
+    multiples of the step). Per window the observed value (float64, exactly
+    what went on the ``points`` topic) and the one-step-ahead forecast made
+    for it (yhat, lower, upper as float32: a view, 7 significant digits); NaN
+    where missing: 20 bytes a window. The latest forecast is kept as the model
+    agent's array (float64, as published), anomalies and drift starts (rare) in
+    short deques made on the first one.
 
     >>> from dataclasses import replace
     >>> from detectors.forecast import Forecast, ForecastPoint
@@ -75,15 +77,24 @@ class SeriesView:
     >>> d = v.detail()
     >>> d["points"], d["fitted"], d["unit"]
     ([{'ts': 20.0, 'value': 6.5}], [{'ts': 30.0, 'yhat': 7.0, 'lower': 6.0, 'upper': 8.0}], 'events/s')
-    >>> v.add(30.0, 7.5, replace(fc, issued=30.0, points=(ForecastPoint(40.0, 8.0, 7.0, 9.0),)),
+    >>> v.add(30.0, 7.5, replace(fc, issued=30.0, points=(ForecastPoint(40.0, 8.1, 7.0, 9.0),)),
     ...       0.2, False, None)
     True
     >>> [f["ts"] for f in v.detail()["fitted"]], v.add(20.0, 1.0, fc, 0.0, False, None)
     ([30.0, 40.0], False)
+
+    A fitted value is shown at float32's precision, by its shortest decimal form (8.1, not
+    8.100000381469727); the latest forecast exactly as published:
+
+    >>> v.add(40.0, 8.0, replace(fc, issued=40.0, points=(ForecastPoint(50.0, 9.0, 8.0, 10.0),)),
+    ...       0.2, False, None)
+    True
+    >>> v.detail()["fitted"][1]
+    {'ts': 40.0, 'yhat': 8.1, 'lower': 7.0, 'upper': 9.0}
     """
 
-    __slots__ = ("series", "size", "kind", "step", "hi", "rows", "fc_meta", "fc_points", "anomalies",
-                 "score", "anomalous", "drifting", "drifts", "learnt", "history")
+    __slots__ = ("series", "size", "kind", "step", "hi", "values", "fitted", "fc_meta", "fc_points",
+                 "anomalies", "score", "anomalous", "drifting", "drifts", "learnt", "history")
 
     def __init__(self, series: str, size: int, kind: str = "") -> None:
         self.series = series
@@ -91,17 +102,20 @@ class SeriesView:
         self.kind = kind
         self.step = 0.0
         self.hi = -1  # newest window number held (-1: none)
-        self.rows = np.full((self.size, 4), np.nan)
+        #: per window: the observed value, and the one-step-ahead (yhat, lower, upper) made for it
+        self.values = np.full(self.size, np.nan)
+        self.fitted = np.full((self.size, 3), np.nan, dtype=np.float32)
         #: latest forecast: (issued, step, coverage, model, warm, error) and its points (H x 4)
         self.fc_meta: tuple[float, float, float, str, bool, float | None] | None = None
-        self.fc_points = np.empty((0, 4))
-        #: (ts, value, score, threshold, detector)
-        self.anomalies: deque[tuple[float, float, float, float, str]] = deque(maxlen=ANOMALY_HISTORY)
+        self.fc_points = _NO_POINTS
+        #: (ts, value, score, threshold, detector); None until the first
+        self.anomalies: deque[tuple[float, float, float, float, str]] | None = None
         self.score: float | None = None
         self.anomalous = False
-        #: the model says its errors changed regime; ``drifts``: when each spell started
+        #: the model says its errors changed regime; ``drifts``: when each spell started (None
+        #: until the first)
         self.drifting = False
-        self.drifts: deque[float] = deque(maxlen=ANOMALY_HISTORY)
+        self.drifts: deque[float] | None = None
         #: windows the series' model has learnt in all, and of those from a history backfill
         self.learnt = 0
         self.history = 0
@@ -139,24 +153,31 @@ class SeriesView:
             return False
         n = self.size
         if self.hi >= 0 and k - self.hi < n:
-            for j in range(self.hi + 1, k):  # windows with no point: gaps
-                self.rows[j % n] = np.nan
+            gaps = np.arange(self.hi + 1, k) % n  # windows with no point
+            self.values[gaps] = np.nan
+            self.fitted[gaps] = np.nan
         else:
-            self.rows[:] = np.nan
-        row = self.rows[k % n]
-        row[:] = np.nan
-        row[0] = value
+            self.values[:] = np.nan
+            self.fitted[:] = np.nan
+        i = k % n
+        self.values[i] = value
         if self.fc_meta is not None and len(self.fc_points) and self._index(self.fc_points[0, 0]) == k:
-            row[1:] = self.fc_points[0, 1:]
+            self.fitted[i] = self.fc_points[0, 1:]
+        else:
+            self.fitted[i] = np.nan
         self.hi = k
         self.fc_points = points
         issued, coverage, model, warm, error = meta
         self.fc_meta = (issued, self.step, coverage, model, warm, error)
         self.score, self.anomalous = score, anomalous
         if drifting and not self.drifting:
+            if self.drifts is None:
+                self.drifts = deque(maxlen=ANOMALY_HISTORY)
             self.drifts.append(ts)
         self.drifting = drifting
         if anomaly is not None:
+            if self.anomalies is None:
+                self.anomalies = deque(maxlen=ANOMALY_HISTORY)
             self.anomalies.append((float(anomaly.ts), float(anomaly.value), float(anomaly.score),
                                    float(anomaly.threshold), str(anomaly.detector)))
         return True
@@ -175,26 +196,35 @@ class SeriesView:
         >>> [p["ts"] for p in v.detail()["points"]], v.detail()["step"]
         ([0.0, 300.0, 600.0, 900.0], 300.0)
         """
-        held = [(t, row.copy()) for t, row in self._held() if row[0] == row[0]]  # windows with a point
+        held = [(k * self.step, self.values[i], self.fitted[i].copy())
+                for k, i in self._held() if self.values[i] == self.values[i]]  # windows with a point
         self.step = step
-        self.rows[:] = np.nan
-        self.hi = max((self._index(t) for t, _ in held), default=-1)
-        for t, row in held:
+        self.values[:] = np.nan
+        self.fitted[:] = np.nan
+        self.hi = max((self._index(t) for t, _, _ in held), default=-1)
+        for t, value, fitted in held:
             k = self._index(t)
             if k > self.hi - self.size:  # older ones no longer fit the ring
-                self.rows[k % self.size] = row
+                self.values[k % self.size] = value
+                self.fitted[k % self.size] = fitted
 
-    def _held(self) -> list[tuple[float, np.ndarray]]:
+    def _held(self) -> list[tuple[int, int]]:
+        """(window number, ring index) of the windows held, oldest first."""
         if self.hi < 0:
             return []
-        lo = max(0, self.hi - self.size + 1)
-        return [(k * self.step, self.rows[k % self.size]) for k in range(lo, self.hi + 1)]
+        return [(k, k % self.size) for k in range(max(0, self.hi - self.size + 1), self.hi + 1)]
+
+    def _order(self) -> np.ndarray:
+        """Ring indices of the windows held, oldest first."""
+        if self.hi < 0:
+            return np.empty(0, np.intp)
+        return np.arange(max(0, self.hi - self.size + 1), self.hi + 1) % self.size
 
     @property
     def latest(self) -> tuple[float, float] | None:
         if self.hi < 0:
             return None
-        return self.hi * self.step, float(self.rows[self.hi % self.size, 0])
+        return self.hi * self.step, float(self.values[self.hi % self.size])
 
     def forecast(self) -> dict[str, Any] | None:
         if self.fc_meta is None:
@@ -218,7 +248,7 @@ class SeriesView:
             "error": meta[5] if meta else None,
             "warm": meta[4] if meta else None,
             "model": meta[3] if meta else None,
-            "anomalies": len(self.anomalies),
+            "anomalies": len(self.anomalies or ()),
             "drifting": self.drifting,
             # the step the series is modelled at: its sampling interval, rounded up to whole windows
             "step": self.step or None,
@@ -233,59 +263,91 @@ class SeriesView:
         lo = -math.inf if since is None else since
         out = self.summary()
         out["step"] = self.step or None
-        held = [(t, r.tolist()) for t, r in self._held() if t > lo]
-        out["points"] = [{"ts": t, "value": r[0]} for t, r in held if r[0] == r[0]]
-        fitted = [{"ts": t, "yhat": r[1], "lower": r[2], "upper": r[3]} for t, r in held if r[1] == r[1]]
+        held = [(k * self.step, i) for k, i in self._held() if k * self.step > lo]
+        values = self.values.tolist()
+        fitted = _shortest(self.fitted)
+        out["points"] = [{"ts": t, "value": values[i]} for t, i in held if values[i] == values[i]]
+        shown = [{"ts": t, "yhat": fitted[i][0], "lower": fitted[i][1], "upper": fitted[i][2]}
+                 for t, i in held if fitted[i][0] == fitted[i][0]]
         if len(self.fc_points) and self.fc_points[0, 0] > lo:
             t, y, a, b = self.fc_points[0].tolist()
-            fitted.append({"ts": t, "yhat": y, "lower": a, "upper": b})
-        out["fitted"] = fitted
+            shown.append({"ts": t, "yhat": y, "lower": a, "upper": b})
+        out["fitted"] = shown
         out["anomalies"] = [{"ts": t, "value": v, "score": s, "threshold": th, "detector": d}
-                            for t, v, s, th, d in self.anomalies if t > lo]
+                            for t, v, s, th, d in self.anomalies or () if t > lo]
         out["forecast"] = self.forecast()
-        out["drift"] = {"drifting": self.drifting, "started": [t for t in self.drifts if t > lo]}
+        out["drift"] = {"drifting": self.drifting, "started": [t for t in self.drifts or () if t > lo]}
         return out
 
     def dumps(self) -> bytes:
-        """Snapshot for the ``series_view`` table: JSON header + raw float64 rows."""
-        if self.hi < 0:
-            held = np.empty((0, 4), "<f8")
-        else:  # the rows of windows max(0, hi - size + 1) .. hi, in window order (as _held)
-            held = self.rows[np.arange(max(0, self.hi - self.size + 1), self.hi + 1) % self.size].astype("<f8")
+        """Snapshot for the ``series_view`` table: a JSON header, then the held windows' values
+        (float64), their one-step-ahead forecasts (float32 x 3) and the latest forecast's points
+        (float64 x 4), raw, little-endian (about 9.5 KB for 360 windows and 62 points; version 1
+        kept four float64 a window and the points as JSON, about 16 KB)."""
+        order = self._order()
+        points = np.ascontiguousarray(self.fc_points, dtype="<f8")
         meta = orjson.dumps({
-            "v": 1, "kind": self.kind, "step": self.step, "hi": self.hi, "rows": len(held),
-            "fc_meta": self.fc_meta, "fc_points": self.fc_points.tolist(),
-            "anomalies": list(self.anomalies), "score": self.score, "anomalous": self.anomalous,
-            "drifting": self.drifting, "drifts": list(self.drifts),
+            "v": 2, "kind": self.kind, "step": self.step, "hi": self.hi, "rows": len(order),
+            "points": len(points), "fc_meta": self.fc_meta,
+            "anomalies": list(self.anomalies or ()), "score": self.score, "anomalous": self.anomalous,
+            "drifting": self.drifting, "drifts": list(self.drifts or ()),
             "learnt": self.learnt, "history": self.history,
         })
-        return len(meta).to_bytes(4, "big") + meta + held.tobytes()
+        return b"".join((len(meta).to_bytes(4, "big"), meta, self.values[order].astype("<f8").tobytes(),
+                         self.fitted[order].astype("<f4").tobytes(), points.tobytes()))
 
     @classmethod
     def loads(cls, series: str, size: int, raw: bytes) -> SeriesView:
+        """A view from :meth:`dumps` (version 2, or version 1 as written before it)."""
         n = int.from_bytes(raw[:4], "big")
         o = orjson.loads(raw[4:4 + n])
-        if o.get("v") != 1:
+        body, rows = memoryview(raw)[4 + n:], int(o["rows"])
+        if o.get("v") == 1:
+            if len(body) != rows * 32:
+                raise ValueError("truncated view snapshot")
+            held = np.frombuffer(body, dtype="<f8").reshape(-1, 4)
+            values, fitted = held[:, 0], held[:, 1:]
+            points = np.array(o.get("fc_points") or [], dtype=float).reshape(-1, 4)
+        elif o.get("v") == 2:
+            h = int(o["points"])
+            if len(body) != rows * 8 + rows * 12 + h * 32:
+                raise ValueError("truncated view snapshot")
+            values = np.frombuffer(body, "<f8", rows)
+            fitted = np.frombuffer(body, "<f4", rows * 3, rows * 8).reshape(rows, 3)
+            points = np.frombuffer(body, "<f8", h * 4, rows * 20).reshape(h, 4).astype(float)
+        else:
             raise ValueError(f"unknown view snapshot version {o.get('v')!r}")
-        held = np.frombuffer(raw[4 + n:], dtype="<f8").reshape(-1, 4)
-        if len(held) != int(o["rows"]):
-            raise ValueError("truncated view snapshot")
         v = cls(series, size, kind=str(o.get("kind", "")))
         v.step, v.hi = float(o["step"]), int(o["hi"])
-        for i, row in enumerate(held[-v.size:]):
-            k = v.hi - (len(held[-v.size:]) - 1 - i)
-            v.rows[k % v.size] = row
+        keep = min(rows, v.size)
+        if keep:
+            at = np.arange(v.hi - keep + 1, v.hi + 1) % v.size
+            v.values[at] = values[rows - keep:]
+            v.fitted[at] = fitted[rows - keep:]
         meta = o.get("fc_meta")
         v.fc_meta = None if meta is None else (float(meta[0]), float(meta[1]), float(meta[2]), str(meta[3]),
                                                 bool(meta[4]), None if meta[5] is None else float(meta[5]))
-        v.fc_points = np.array(o.get("fc_points") or [], dtype=float).reshape(-1, 4)
-        v.anomalies.extend((float(a[0]), float(a[1]), float(a[2]), float(a[3]), str(a[4]))
-                           for a in o.get("anomalies", []))
+        v.fc_points = points if len(points) else _NO_POINTS
+        if o.get("anomalies"):
+            v.anomalies = deque(((float(a[0]), float(a[1]), float(a[2]), float(a[3]), str(a[4]))
+                                 for a in o["anomalies"]), maxlen=ANOMALY_HISTORY)
         v.score, v.anomalous = o.get("score"), bool(o.get("anomalous"))
         v.drifting = bool(o.get("drifting"))
-        v.drifts.extend(float(t) for t in o.get("drifts", []))
+        if o.get("drifts"):
+            v.drifts = deque((float(t) for t in o["drifts"]), maxlen=ANOMALY_HISTORY)
         v.learnt, v.history = int(o.get("learnt", 0)), int(o.get("history", 0))
         return v
+
+
+#: the latest forecast of a view that has none (shared: never written to)
+_NO_POINTS = np.empty((0, 4))
+_NO_POINTS.flags.writeable = False
+
+
+def _shortest(a: np.ndarray) -> list[list[float]]:
+    """A float32 array as Python floats by their shortest decimal form (what the float32 holds
+    to its 7 digits: 8.1, not 8.100000381469727); NaN stays NaN."""
+    return a.astype(str).astype(float).tolist()
 
 
 @dataclass
@@ -362,6 +424,9 @@ class ViewStore:
         self.series: dict[str, SeriesView] = {}
         self.targets: dict[str, TargetView] = {}
         self.kinds: dict[str, str] = {}
+        #: series evicted as idle and not back since: the API's sync from the ``series_view``
+        #: table leaves them there (they come back when the series does, see :meth:`wanted`)
+        self.evicted: set[str] = set()
 
     # -- feeding (called by the agents) ----------------------------------
     def note_kind(self, series: str, kind: str) -> None:
@@ -375,8 +440,13 @@ class ViewStore:
         v = self.series.get(series)
         if v is None:
             v = self.series[series] = SeriesView(series, self.size, kind=self.kinds.get(series, ""))
+            self.evicted.discard(series)
             self.metrics.series_tracked.set(len(self.series))
         return v
+
+    def wanted(self, series: str) -> bool:
+        """Whether the API should restore ``series``' view from the table (not evicted as idle)."""
+        return series not in self.evicted
 
     def on_window(self, series: str, ts: float, value: float, forecast: Forecast,
                   score: float | None, anomalous: bool, anomaly: Anomaly | None) -> SeriesView:
@@ -488,6 +558,7 @@ class ViewStore:
             self._refused("series_view", series, f"unreadable: {type(exc).__name__}: {exc}", raw)
             return None
         self.series[series] = v
+        self.evicted.discard(series)
         if series in self.kinds:
             v.kind = self.kinds[series]
         self.metrics.series_tracked.set(len(self.series))
@@ -512,6 +583,7 @@ class ViewStore:
         gauges go too. It comes back from its ``series_view`` record when the series does."""
         v = self.series.pop(series, None)
         self.kinds.pop(series, None)
+        self.evicted.add(series)
         if self.selector is not None:
             self.selector.forget(series)
         self.metrics.series_tracked.set(len(self.series))
@@ -519,6 +591,7 @@ class ViewStore:
 
     def forget(self, keep_series: Callable[[str], bool], keep_target: Callable[[str], bool]) -> None:
         """Drop what this worker no longer owns (called with each new assignment)."""
+        self.evicted = {s for s in self.evicted if keep_series(s)}
         for s in [s for s in self.series if not keep_series(s)]:
             del self.series[s]
             self.kinds.pop(s, None)

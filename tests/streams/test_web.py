@@ -10,6 +10,7 @@ import urllib.request
 from collections.abc import Callable
 from typing import Any, TypeVar
 
+import numpy as np
 import orjson
 import pytest
 
@@ -202,6 +203,73 @@ def test_the_view_serves_the_forecasts_and_anomalies_the_model_agent_publishes()
     assert anomalies and d["anomalies"] == anomalies
 
 
+def _fed_view(size: int, windows: int, horizon: int = 62) -> Any:
+    """A view fed ``windows`` windows through the model agent's path (arrays), with a gap, two
+    anomalies and a drift spell."""
+    from streams.web import Anomaly, SeriesView
+
+    v = SeriesView("a/rps", size, kind="events")
+    for i in range(windows):
+        if i == windows - 7:
+            continue  # a window with no point
+        t = T0 + WINDOW * i
+        value = 100 + 30 * math.sin(i / 5) + i / 3
+        pts = np.empty((horizon, 4))
+        pts[:, 0] = t + np.arange(1, horizon + 1) * WINDOW
+        pts[:, 1] = value + np.arange(horizon) / 7
+        pts[:, 2], pts[:, 3] = pts[:, 1] - 3.3, pts[:, 1] + 3.3
+        anomaly = Anomaly(t, value, 0.95, 0.9, "D") if i in (windows - 20, windows - 3) else None
+        v.add_arrays(t, value, WINDOW, pts, (t, 0.8, "M", i > 30, 0.1 * i), 0.5, anomaly is not None,
+                     windows - 30 < i < windows - 25, anomaly)
+    return v
+
+
+def test_a_view_holds_its_history_in_20_bytes_a_window_and_python_objects_only_when_needed():
+    from streams.web import SeriesView
+
+    v = _fed_view(360, 400)
+    assert v.values.nbytes + v.fitted.nbytes == 360 * 20
+    d = v.detail()
+    assert len(d["points"]) == 359 and len(d["fitted"]) == 359 + 1 - 1  # the gap has neither
+    # observed values exactly as fed; fitted ones to float32's 7 digits
+    fed = _fed_view(360, 400)
+    assert [p["value"] for p in d["points"]] == [p["value"] for p in fed.detail()["points"]]
+    last = T0 + WINDOW * 399
+    assert d["points"][-1] == {"ts": last, "value": 100 + 30 * math.sin(399 / 5) + 399 / 3}
+    assert d["fitted"][-2]["yhat"] == pytest.approx(100 + 30 * math.sin(398 / 5) + 398 / 3, rel=1e-7)
+    assert len(d["anomalies"]) == 2 and d["drift"]["started"] == [T0 + WINDOW * 371]
+    quiet = SeriesView("b", 360)
+    quiet.add_arrays(T0, 1.0, WINDOW, np.zeros((62, 4)), (T0, 0.8, "M", True, None), 0.1, False, False, None)
+    assert quiet.anomalies is None and quiet.drifts is None, "no deque until there is something in it"
+    assert quiet.detail()["anomalies"] == [] and quiet.summary()["anomalies"] == 0
+
+
+def test_a_view_snapshot_round_trips_and_an_old_snapshot_still_loads():
+    from streams.web import SeriesView
+
+    v = _fed_view(50, 120)
+    raw = v.dumps()
+    assert len(raw) < 50 * 20 + 62 * 32 + 600, len(raw)
+    back = SeriesView.loads("a/rps", 50, raw)
+    assert back.detail() == v.detail() and back.summary() == v.summary()
+    # into a smaller ring: the newest windows
+    small = SeriesView.loads("a/rps", 10, raw).detail()
+    assert small["points"] == [p for p in v.detail()["points"] if p["ts"] > T0 + WINDOW * 109]
+    # version 1 (four float64 a window, the forecast's points as JSON), as written before
+    order = v._order()
+    rows = np.column_stack([v.values[order], v.fitted[order].astype(float)])
+    meta = orjson.dumps({"v": 1, "kind": v.kind, "step": v.step, "hi": v.hi, "rows": len(rows),
+                         "fc_meta": v.fc_meta, "fc_points": v.fc_points.tolist(),
+                         "anomalies": list(v.anomalies), "score": v.score, "anomalous": v.anomalous,
+                         "drifting": v.drifting, "drifts": list(v.drifts), "learnt": v.learnt,
+                         "history": v.history})
+    old = len(meta).to_bytes(4, "big") + meta + rows.astype("<f8").tobytes()
+    assert SeriesView.loads("a/rps", 50, old).detail() == v.detail()
+    for bad in (raw[:-8], old[:-8]):
+        with pytest.raises(ValueError, match="truncated"):
+            SeriesView.loads("a/rps", 50, bad)
+
+
 def test_select_rows_filters_sorts_and_counts():
     rows = [{"series": f"svc{i % 3}/r{i}", "score": i / 10, "error": None, "value": i} for i in range(10)]
     top, total = select_rows(rows, "SVC1", "score", 2)
@@ -250,7 +318,9 @@ def test_api_returns_what_was_produced(broker, prefix, start_worker):
     # one-step-ahead forecasts: the first point of every forecast, by the window it forecast
     firsts = {m["points"][0]["ts"]: m["points"][0] for m in forecasts if m["series"] == "web/req"}
     assert len(detail["fitted"]) == closed
-    assert all(f == firsts[f["ts"]] for f in detail["fitted"])
+    # the newest exactly as published, the older ones as the view keeps them (float32)
+    assert detail["fitted"][-1] == firsts[detail["fitted"][-1]["ts"]]
+    assert all(f == pytest.approx(firsts[f["ts"]], rel=1e-6) for f in detail["fitted"])
 
     # the same series with its id spelled raw (a catch-all route), and since=
     status, raw = get(port, "/api/series/web/req")
