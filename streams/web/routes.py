@@ -52,7 +52,9 @@ class Api:
     # -- restoring from the tables -----------------------------------------
     def sync_series(self) -> None:
         """Restore every series this worker owns from the ``series_view`` table that it does not hold."""
-        self._sync("series_view", self.series_table, self.store.series, self.cluster.owns(self.topics.points),
+        owns = self.cluster.owns(self.topics.points)
+        self._sync("series_view", self.series_table, self.store.series,
+                   lambda s: owns(s) and self.store.wanted(s),  # evicted as idle: stays in the table
                    self.store.restore_series)
 
     def sync_targets(self) -> None:

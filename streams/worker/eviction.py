@@ -16,19 +16,29 @@ from streams.worker.context import WorkerContext
 from streams.worker.windows import Windows
 
 log = logging.getLogger("foresight.worker")
+#: seconds an evicted series' model and view are still dropped if a late point (one of the
+#: windows its eviction closed, on its way through the points topic) brings them back
+LATE_SECONDS = 120.0
 
 
 def install(ctx: WorkerContext, windows: Windows) -> None:
     """The eviction timer."""
     settings, state, budget, store, metrics = ctx.settings, ctx.state, ctx.budget, ctx.store, ctx.metrics
+    #: series this timer took out of the budget (monotonic time): their models and views are
+    #: dropped, and again if a late point brings one back, until the series is admitted again or
+    #: has stayed gone for LATE_SECONDS. Only those: a worker also models series
+    #: whose input another worker windows (the points and input partitions are assigned apart),
+    #: which were never in this worker's budget and are not idle.
+    evicted: dict[str, float] = {}
 
     @ctx.app.timer(interval=max(0.5, min(30.0, settings.series_idle_seconds / 4 or 30.0)))
     async def evict_idle_series() -> None:
         """Series idle for FORESIGHT_SERIES_IDLE_SECONDS leave memory: their windows are closed
-        (points published, input acknowledged) and their place is freed; then every model and
-        view held for a series no longer tracked (those, and any brought back by a late point)
-        is checkpointed to the tables first, so it comes back warm if the series does."""
-        idle = budget.idle(time.monotonic())[:EVICT_BATCH]
+        (points published, input acknowledged) and their place is freed; then the model and
+        view held for each (and for one a late point brought back since) is checkpointed to
+        the tables first, so it comes back warm if the series does."""
+        now = time.monotonic()
+        idle = budget.idle(now)[:EVICT_BATCH]
         try:
             if idle:
                 async with ctx.window_lock:
@@ -37,25 +47,32 @@ def install(ctx: WorkerContext, windows: Windows) -> None:
                             await windows.publish_closed(source, w)
                 for series in idle:
                     budget.forget(series)
+                    evicted[series] = now
                 metrics.series_evicted.inc(len(idle))
-            held = [s for s in state.models if s not in budget and s not in budget.protected]
-            held += [s for s in store.series if s not in budget and s not in budget.protected
-                     and s not in state.models]
+            for series, at in list(evicted.items()):
+                if series in budget or series in budget.protected or (
+                        now - at > LATE_SECONDS and series not in state.models and series not in store.series):
+                    del evicted[series]
+            held = [s for s in evicted if s in state.models or s in store.series]
             for series in held[:EVICT_BATCH]:
-                key, part = series.encode(), partition_for(series, settings.partitions)
-                cached = state.models.pop(series, None)
-                view = store.series.get(series)
-                if cached is not None:
-                    try:
-                        if cached.since_checkpoint:
-                            put_on_partition(ctx.tables.models, part, key,
-                                             ctx.checkpointer.dumps(cached.export(), key))
-                            metrics.checkpoints.inc()
-                            if view is not None:
-                                put_on_partition(ctx.tables.series_view, part, key, store.snapshot_series(view))
-                    finally:
-                        cached.release()  # its bank row is free for another series
-                store.evict(series)
-                state.steps.pop(series, None)
+                drop(series)
         except Exception:  # noqa: BLE001 - a timer never dies; what is held stays until next time
             log.exception("evicting idle series failed")
+
+    def drop(series: str) -> None:
+        """Checkpoint the series' model and view (if not saved since its last update), then
+        free them."""
+        key, part = series.encode(), partition_for(series, settings.partitions)
+        cached = state.models.pop(series, None)
+        view = store.series.get(series)
+        if cached is not None:
+            try:
+                if cached.since_checkpoint:
+                    put_on_partition(ctx.tables.models, part, key, ctx.checkpointer.dumps(cached.export(), key))
+                    metrics.checkpoints.inc()
+                    if view is not None:
+                        put_on_partition(ctx.tables.series_view, part, key, store.snapshot_series(view))
+            finally:
+                cached.release()  # its bank row is free for another series
+        store.evict(series)
+        state.steps.pop(series, None)

@@ -102,3 +102,30 @@ def test_idle_series_are_evicted_and_come_back_warm_while_new_ones_take_their_pl
     assert wait_metric(worker.port, "foresight_restored_checkpoints_total", restored + 1) > restored, \
         "the evicted series came back from its checkpoint"
     assert metric(worker.port, "foresight_dead_letters_total", reason="series_limit") == 0
+
+
+def test_a_series_modelled_from_points_another_worker_windows_is_not_evicted_as_idle(
+        broker, prefix, start_worker):
+    """The points and the input partitions are assigned apart, so a worker also models series
+    whose input another worker windows: never in its series budget, and not idle. Only series
+    that went idle in its own budget leave its memory."""
+    import json
+    import urllib.request
+
+    from streams import records
+
+    worker = start_worker(prefix, FORESIGHT_MAX_SERIES="2", FORESIGHT_SERIES_IDLE_SECONDS="2")
+    pts = [records.Point("other/rps", T0 + 10 * w, T0 + 10 * w + 10, 1, 5.0, 5.0, 5.0, 5.0) for w in range(5)]
+    send(broker, f"{prefix}.points", [body for _, body in records.points_batches(pts)])
+    assert wait_metric(worker.port, "foresight_forecasts_out_total", 5) >= 5
+    send(broker, f"{prefix}.events", good("svc/a", 0, 40))
+    assert wait_metric(worker.port, "foresight_series_evicted_total", 1, timeout=60) >= 1
+
+    def listed() -> list[str]:
+        with urllib.request.urlopen(f"http://127.0.0.1:{worker.port}/api/series?limit=50",  # noqa: S310
+                                    timeout=10) as r:
+            return sorted(i["series"] for i in json.loads(r.read())["items"])
+
+    assert wait_for(lambda: listed() == ["other/rps"], 30), \
+        f"the idle series' view left, the other worker's series stayed: {listed()}"
+    assert metric(worker.port, "foresight_series_evicted_total") == 1
