@@ -423,7 +423,12 @@ class Models:
         keys = [key for key, _ in views]
         blobs = (ctx.checkpointer.dumps_rows(step, layout, keys, states) if states is not None and layout
                  else [ctx.checkpointer.dumps(bank.export(c.row), key) for c, key in zip(held, keys, strict=True)])
-        for cached, (key, view), blob in zip(held, views, blobs, strict=True):
+        # the newest model and view checkpoints each start a producer batch (all before them
+        # sent first): see seal_before
+        seal = {len(held) - 1, max((i for i, (_, v) in enumerate(views) if v is not None), default=-1)}
+        for i, (cached, (key, view), blob) in enumerate(zip(held, views, blobs, strict=True)):
+            if i in seal:
+                await seal_before(ctx.app.producer)
             await _put(tables.models, partition, key, blob)
             if view is not None:
                 await _put(tables.series_view, partition, key, store.snapshot_series(view))
@@ -589,6 +594,23 @@ def install_history(ctx: WorkerContext, models: Models) -> None:
                                                               value=records.dumps(r.to_json()))
             except Exception as exc:  # noqa: BLE001 - an agent never crash-loops on data
                 await processing_error(ctx, "history", topics.history, msg, exc)
+
+
+async def seal_before(producer: Any) -> None:
+    """Send every record handed to the producer before the next one (which then starts a
+    record batch of its own in its partition).
+
+    The embedded broker (Tansu) reports a partition's end offset as the first offset of its
+    newest record batch + 1 (README, "The embedded broker"), and a table's changelog recovery
+    reads to that end: records after the first of a batch at the end of a changelog partition
+    are not restored. A worker taking a partition over then held an older model or view of
+    the series checkpointed last, or none: it built the view afresh from windows replayed
+    after the move (a history with its oldest windows missing) and showed them again. Views
+    of ~7.5 KB (two to a 16 KB producer batch) met it where ~12 KB ones did not. With the last
+    checkpoints of each round written after this, the newest batch of every changelog
+    partition starts with its newest record. Kafka reports the offset after the last record:
+    there this only waits for what was sent."""
+    await producer.flush()
 
 
 async def _put(table: Any, partition: int, key: bytes, value: bytes) -> None:

@@ -450,6 +450,61 @@ def test_a_worker_joining_later_serves_the_history_it_took_over(broker, prefix, 
     assert len(owners) == 2, "the second worker serves the series it took over"
 
 
+
+def changelog_ends(broker: str, topic: str, partitions: int) -> dict[int, tuple[int, int]]:
+    """Per partition of ``topic``: (the offset after its last record, as read; the end offset
+    the broker reports, which a table's changelog recovery reads to)."""
+    import asyncio
+
+    from aiokafka import AIOKafkaConsumer, TopicPartition
+
+    async def run() -> dict[int, tuple[int, int]]:
+        c = AIOKafkaConsumer(bootstrap_servers=broker, enable_auto_commit=False)
+        await c.start()
+        try:
+            tps = [TopicPartition(topic, p) for p in range(partitions)]
+            c.assign(tps)
+            await c.seek_to_beginning(*tps)
+            read = dict.fromkeys(range(partitions), 0)
+            while True:
+                batch = await c.getmany(timeout_ms=1000)
+                if not batch:
+                    break
+                for tp, msgs in batch.items():
+                    read[tp.partition] = max(read[tp.partition], msgs[-1].offset + 1)
+            ends = await c.end_offsets(tps)
+            return {p: (read[p], ends[tps[p]]) for p in range(partitions)}
+        finally:
+            await c.stop()
+
+    return asyncio.run(run())
+
+
+@pytest.mark.integration
+def test_a_successor_recovers_every_checkpoint_written_last(broker, prefix, start_worker):
+    """The newest checkpoints of a changelog partition are within the end offset the broker
+    reports, which a worker taking the partition over recovers to. The embedded broker reports
+    the first offset of the newest record batch + 1: checkpoints written back to back share a
+    batch, and those after its first would be lost to a successor (it then rebuilt a view from
+    the windows replayed after the move: tests/streams/test_web.py's joining-later test)."""
+    env = {"FORESIGHT_WINDOW_SECONDS": "10", "FORESIGHT_PERIOD_STEPS": "12", "FORESIGHT_HORIZON_STEPS": "3",
+           "FORESIGHT_PARTITIONS": "4", "FORESIGHT_CHECKPOINT_EVERY": "1"}
+    a = start_worker(prefix, **env)
+    series = [f"svc{i:02d}/requests" for i in range(16)]
+    produce(broker, prefix, series, 12)
+    last = T0 + 8 * WINDOW
+    poll(a.port, "/api/series?limit=500",
+         lambda b: b["total"] == len(series) and all(r["ts"] == last for r in b["items"]), "every series")
+    for table in ("series_view", "models"):
+        def written(topic: str = f"{prefix}-app-{table}-changelog") -> dict[int, tuple[int, int]] | None:
+            ends = changelog_ends(broker, topic, 4)
+            return ends if sum(read for read, _ in ends.values()) >= len(series) else None
+
+        ends = wait_until(written, f"a {table} checkpoint of every series")
+        assert all(end == read for read, end in ends.values()), \
+            f"{table}: (offset after the last record, end offset) per partition: {ends}"
+
+
 # -- restored state is verified ----------------------------------------------
 
 
