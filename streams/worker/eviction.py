@@ -13,6 +13,7 @@ import time
 from streams.budget import EVICT_BATCH, put_on_partition
 from streams.web.cluster import partition_for
 from streams.worker.context import WorkerContext
+from streams.worker.models import seal_before
 from streams.worker.windows import Windows
 
 log = logging.getLogger("foresight.worker")
@@ -53,8 +54,10 @@ def install(ctx: WorkerContext, windows: Windows) -> None:
                 if series in budget or series in budget.protected or (
                         now - at > LATE_SECONDS and series not in state.models and series not in store.series):
                     del evicted[series]
-            held = [s for s in evicted if s in state.models or s in store.series]
-            for series in held[:EVICT_BATCH]:
+            held = [s for s in evicted if s in state.models or s in store.series][:EVICT_BATCH]
+            for i, series in enumerate(held):
+                if i == len(held) - 1:  # its checkpoints start producer batches: see seal_before
+                    await seal_before(ctx.app.producer)
                 drop(series)
         except Exception:  # noqa: BLE001 - a timer never dies; what is held stays until next time
             log.exception("evicting idle series failed")
@@ -68,7 +71,8 @@ def install(ctx: WorkerContext, windows: Windows) -> None:
         if cached is not None:
             try:
                 if cached.since_checkpoint:
-                    put_on_partition(ctx.tables.models, part, key, ctx.checkpointer.dumps(cached.export(), key))
+                    put_on_partition(ctx.tables.models, part, key,
+                                     ctx.checkpointer.dumps(cached.export(), key))
                     metrics.checkpoints.inc()
                     if view is not None:
                         put_on_partition(ctx.tables.series_view, part, key, store.snapshot_series(view))
