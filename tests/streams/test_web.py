@@ -495,14 +495,20 @@ def test_a_successor_recovers_every_checkpoint_written_last(broker, prefix, star
     last = T0 + 8 * WINDOW
     poll(a.port, "/api/series?limit=500",
          lambda b: b["total"] == len(series) and all(r["ts"] == last for r in b["items"]), "every series")
+    seen: list[Any] = []
     for table in ("series_view", "models"):
-        def written(topic: str = f"{prefix}-app-{table}-changelog") -> dict[int, tuple[int, int]] | None:
+        def covered(topic: str = f"{prefix}-app-{table}-changelog") -> dict[int, tuple[int, int]] | None:
+            # a round of checkpoints being written can be read half-sent: waited out
             ends = changelog_ends(broker, topic, 4)
-            return ends if sum(read for read, _ in ends.values()) >= len(series) else None
+            seen[:] = [ends]
+            written = sum(read for read, _ in ends.values()) >= len(series)
+            return ends if written and all(end == read for read, end in ends.values()) else None
 
-        ends = wait_until(written, f"a {table} checkpoint of every series")
-        assert all(end == read for read, end in ends.values()), \
-            f"{table}: (offset after the last record, end offset) per partition: {ends}"
+        try:
+            wait_until(covered, f"the end offsets of {table} to cover every checkpoint", timeout=30)
+        except AssertionError as exc:
+            raise AssertionError(f"{exc}: (offset after the last record, end offset) per partition: "
+                                 f"{seen}") from None
 
 
 # -- restored state is verified ----------------------------------------------
