@@ -98,6 +98,9 @@ class Models:
         self._rewinding: dict[tuple[str, int], tuple[Any, float]] = {}
         #: gaps (partition, expected, offset) sought back over, and how many times
         self._gaps_seen: dict[tuple[tuple[str, int], int, int], int] = {}
+        #: where points partitions of the assignment start (:meth:`_start_offset`), until used
+        self._starts: dict[tuple[str, int], int | None] = {}
+        self._revocations = 0
 
     # -- banks and rows ----------------------------------------------------
     def bank_for(self, step: float) -> SeriesBank:
@@ -477,27 +480,53 @@ class Models:
     async def _start_offset(self, tp: Any) -> int | None:
         """Where ``tp`` starts for this worker: the group's committed offset, or with none (a new
         group) the first offset the broker still holds; None if the broker cannot say within
-        :data:`START_OFFSET_TIMEOUT_SECONDS`. Asked by a client of its own (Faust's consumer
-        thread does not answer while its agents wait on it, and its own record of committed
-        offsets can be empty right after an assignment)."""
+        :data:`START_OFFSET_TIMEOUT_SECONDS`. Looked up once for every points partition of the
+        assignment not started yet (:meth:`_look_up_starts`); a revocation forgets the answers."""
+        source = (tp.topic, tp.partition)
+        if source not in self._starts:
+            await self._look_up_starts(tp)
+        return self._starts.pop(source, None)
+
+    async def _look_up_starts(self, tp: Any) -> None:
+        """Where ``tp`` and every other partition of its topic assigned to this worker (and not
+        started yet) start, asked in one go by a client of its own (Faust's consumer thread does
+        not answer while its agents wait on it, and its own record of committed offsets can be
+        empty right after an assignment): one client, its committed offsets, then the first
+        offsets of those without one. Kept in ``_starts`` unless a revocation came meanwhile."""
         from aiokafka import AIOKafkaConsumer, TopicPartition
 
-        client = AIOKafkaConsumer(**kafka_config.client_kwargs(self.ctx.settings),
-                                  group_id=self.ctx.app.conf.id, enable_auto_commit=False)
-        part = TopicPartition(tp.topic, tp.partition)
+        ctx = self.ctx
+        try:
+            assigned = {p.partition for p in ctx.app.consumer.assignment() if p.topic == tp.topic}
+        except Exception:  # noqa: BLE001 - no assignment to read: this partition alone
+            assigned = set()
+        parts = [TopicPartition(tp.topic, p) for p in sorted(assigned | {tp.partition})
+                 if p == tp.partition or (tp.topic, p) not in ctx.state.points_next]
+        revocations = self._revocations
+        client = AIOKafkaConsumer(**kafka_config.client_kwargs(ctx.settings),
+                                  group_id=ctx.app.conf.id, enable_auto_commit=False)
+        starts: dict[tuple[str, int], int | None] = {}
         try:
             async with asyncio.timeout(START_OFFSET_TIMEOUT_SECONDS):
                 await client.start()
-                committed = await client.committed(part)
-                if committed is not None:
-                    return committed
-                return (await client.beginning_offsets([part]))[part]
+                committed = await asyncio.gather(*(client.committed(p) for p in parts))
+                fresh = [p for p, c in zip(parts, committed, strict=True) if c is None]
+                first = await client.beginning_offsets(fresh) if fresh else {}
+                for p, c in zip(parts, committed, strict=True):
+                    starts[(p.topic, p.partition)] = first[p] if c is None else c
         except Exception:  # noqa: BLE001 - then the first message seen starts the partition
-            log.warning("model: where %s[%d] starts is unknown: starting at the first message seen",
-                        tp.topic, tp.partition, exc_info=True)
-            return None
+            log.warning("model: where %s[%s] start is unknown: starting at the first message seen",
+                        tp.topic, ",".join(str(p.partition) for p in parts), exc_info=True)
+            starts = {(p.topic, p.partition): None for p in parts}
         finally:
             await client.stop()
+        if revocations == self._revocations:  # else: asked again under the new assignment
+            self._starts.update(starts)
+
+    def revoked(self) -> None:
+        """Partitions were revoked: start offsets looked up before are stale."""
+        self._revocations += 1
+        self._starts.clear()
 
     async def reseek_if_stuck(self) -> None:
         """A seek issued while the consumer repositions itself (recovery) can be overridden: a
@@ -555,6 +584,10 @@ def install(ctx: WorkerContext) -> Models:
                 await models.model_message(event.message)
             except Exception as exc:  # noqa: BLE001 - an agent never crash-loops on data
                 await processing_error(ctx, "model", ctx.topics.points, event.message, exc)
+
+    @ctx.app.on_partitions_revoked.connect
+    async def _revoked(app_: faust.App, revoked: set[Any], **kwargs: Any) -> None:
+        models.revoked()
 
     @ctx.app.timer(interval=REWIND_RETRY_SECONDS)
     async def reseek_points() -> None:
