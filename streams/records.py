@@ -785,6 +785,18 @@ class ForecastColumns:
                 "yhat": _b64(packed[:, :, 0]), "lower": _b64(packed[:, :, 1]), "upper": _b64(packed[:, :, 2])}
 
 
+def wire_values(values: np.ndarray) -> np.ndarray:
+    """``values`` (float64) as a packed ``forecasts`` message carries them: rounded to float32,
+    as float64 again (beyond float32's range: infinite). What a worker shows of a forecast
+    (its read model) is then exactly what it published.
+
+    >>> wire_values(np.array([0.1, 415.2])).tolist()
+    [0.10000000149011612, 415.20001220703125]
+    """
+    with np.errstate(over="ignore", invalid="ignore"):
+        return values.astype(_F32LE).astype(np.float64)
+
+
 def _b64(a: np.ndarray) -> str:
     return base64.b64encode(np.ascontiguousarray(a).tobytes()).decode("ascii")
 

@@ -346,9 +346,10 @@ class Models:
         # Forecast object per series; the read model and the forecasts message take the arrays
         step = held[0].step  # a bank's series share its step
         h = u.intervals.shape[1]
+        intervals = records.wire_values(u.intervals)  # as published: the read model shows the same
         fc_points = np.empty((n, h, 4))
         fc_points[:, :, 0] = ts[:, None] + np.arange(1, h + 1) * step
-        fc_points[:, :, 1:] = u.intervals
+        fc_points[:, :, 1:] = intervals
         untrusted = u.anomalous | u.untrusted  # the observation the controller's safety rule reads
         error = u.error.tolist()
         score, anomalous = u.score.tolist(), u.anomalous.tolist()
@@ -396,7 +397,7 @@ class Models:
             except Exception as exc:  # noqa: BLE001 - one point never stops the others
                 out.errors[ks[i]] = exc
                 ok[i] = False
-        fc = records.ForecastColumns(names, ts, step, u.intervals, coverage, model_name, u.warm,
+        fc = records.ForecastColumns(names, ts, step, intervals, coverage, model_name, u.warm,
                                      u.error, u.drifting, values, untrusted, u.score)
         out.forecasts.append(fc if ok.all() else fc.take(ok))
 
