@@ -97,14 +97,21 @@ def reference(pts: list[Point]) -> dict[tuple[str, float], dict]:
     return out
 
 
-def same(got: object, want: object) -> bool:
-    """Equal, numbers to 1e-9."""
+#: a forecast's point values travel as float32 (streams/records.py, packed columnar forecasts):
+#: equal to the reference's to float32 rounding (one unit in the last place of a float32)
+F32 = 2.0**-23
+
+
+def same(got: object, want: object, tol: float = 1e-9) -> bool:
+    """Equal, numbers to 1e-9 (a forecast point's yhat, lower and upper to float32 rounding)."""
     if isinstance(want, dict):
-        return isinstance(got, dict) and got.keys() == want.keys() and all(same(got[k], want[k]) for k in want)
+        return isinstance(got, dict) and got.keys() == want.keys() and all(
+            same(got[k], want[k], F32 if k in ("yhat", "lower", "upper") else tol) for k in want)
     if isinstance(want, list):
-        return isinstance(got, list) and len(got) == len(want) and all(map(same, got, want))
+        return isinstance(got, list) and len(got) == len(want) and all(
+            same(g, w, tol) for g, w in zip(got, want, strict=True))
     if isinstance(want, float) and not isinstance(want, bool) and isinstance(got, int | float):
-        return math.isclose(got, want, rel_tol=1e-9, abs_tol=1e-9)
+        return math.isclose(got, want, rel_tol=tol, abs_tol=1e-9)
     return got == want
 
 

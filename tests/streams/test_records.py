@@ -290,16 +290,68 @@ def test_columnar_forecasts_are_the_single_records_number_for_number():
     assert [n for n, _ in msgs] == [40]
     got = records.parse_forecasts(msgs[0][1])
     assert got.dead is None and got.batch
+    iv32 = c.intervals.astype(np.float32)  # the point values travel as float32 (encoding f32le)
     for i, fm in enumerate(got.items):
         e = float(c.error[i])
         f = Forecast(c.series[i], float(c.issued[i]), 60.0,
-                     tuple(ForecastPoint(float(c.issued[i]) + (k + 1) * 60.0, *map(float, c.intervals[i, k]))
+                     tuple(ForecastPoint(float(c.issued[i]) + (k + 1) * 60.0, *map(float, iv32[i, k]))
                            for k in range(c.intervals.shape[1])),
                      0.8, "SeasonalEnsemble", bool(c.warm[i]), None if math.isnan(e) else e, bool(c.drifting[i]))
         one = records.dumps(records.forecast_to_json(f, float(c.observed[i]), bool(c.anomalous[i]),
                                                      float(c.score[i])))
         assert fm == records.parse_forecast(one)
         assert records.forecast_elements(orjson.loads(msgs[0][1]))[i] == orjson.loads(one)
+
+
+def test_packed_forecast_values_are_float32_of_the_models_values_and_the_lists_stay_accepted():
+    c = _columns(30, h=62)
+    o = orjson.loads(records.forecast_batches([c])[0][1])
+    assert o["encoding"] == "f32le" and o["horizon"] == 62 and isinstance(o["yhat"], str)
+    got = np.array([[(p.yhat, p.lower, p.upper) for p in fm.forecast.points]
+                    for fm in records.parse_forecasts(records.forecast_batches([c])[0][1]).items])
+    assert got.shape == c.intervals.shape
+    assert np.allclose(got, c.intervals, rtol=6e-8, atol=0), "rounded to float32, no further"
+    iv = c.intervals
+    lists = {**o, "yhat": iv[:, :, 0].tolist(), "lower": iv[:, :, 1].tolist(), "upper": iv[:, :, 2].tolist()}
+    del lists["encoding"], lists["horizon"]
+    m = records.parse_forecasts(orjson.dumps(lists))
+    assert m.dead is None and len(m.items) == 30, "the columnar arrays of arrays stay accepted"
+    assert m.items[4].forecast.points[7].yhat == iv[4, 7, 0], "at full precision"
+
+
+def test_a_packed_columnar_batch_is_checked_as_strictly_as_the_lists():
+    c = _columns(6, h=4)
+    c.intervals[1, 2, 0] = np.nan  # a NaN travels as a float32 NaN: that forecast alone is refused
+    c.intervals[3, 0, 2] = c.intervals[3, 0, 0] - 5.0  # upper below yhat
+    c.intervals[5, 1, :] = 3e15  # beyond MAX_FORECAST_VALUE
+    raw = records.forecast_batches([c])[0][1]
+    m = records.parse_forecasts(raw)
+    assert [f.forecast.series for f in m.items] == [c.series[i] for i in (0, 2, 4)]
+    assert m.dead.ranges == [[1, 1], [3, 3], [5, 5]]
+    assert m.dead.reasons == {"non_finite": 1, "bad_value": 2}
+    c.intervals[5, 1, :] = 1e39  # beyond float32: infinite on the wire
+    assert records.parse_forecasts(records.forecast_batches([c])[0][1]).dead.reasons["non_finite"] == 2
+    o = orjson.loads(raw)
+    for change, reason in (
+        ({"yhat": o["yhat"][:-8]}, "bad_value"),              # too few bytes for 6 x 4 float32
+        ({"lower": o["lower"][:-1]}, "bad_value"),            # not base64 (padding)
+        ({"upper": "*" * len(o["upper"])}, "bad_value"),      # not the base64 alphabet
+        ({"encoding": "f64le"}, "bad_value"),                 # an encoding not defined
+        ({"horizon": 5}, "bad_value"),                        # the byte count does not match
+        ({"horizon": "4"}, "bad_value"),
+        ({"horizon": True}, "bad_value"),
+        ({"horizon": None}, "bad_value"),
+        ({"upper": None}, "missing_field"),
+        ({"lower": [[1.0] * 4] * 6}, "bad_type"),             # packed and lists mixed
+        ({"ts": [[1.0] * 4] * 6}, "bad_type"),
+        ({"series": o["series"][:-1]}, "bad_type"),           # 5 series, columns of 6
+    ):
+        bad = {**o, **change}
+        whole = records.parse_forecasts(orjson.dumps({k: v for k, v in bad.items() if v is not None}))
+        assert whole.items == [] and whole.dead.whole is not None, change
+        assert whole.dead.reason == reason, change
+    no_enc = {k: v for k, v in o.items() if k != "encoding"}
+    assert records.parse_forecasts(orjson.dumps(no_enc)).dead.reason == "bad_value", "strings need the encoding"
 
 
 def test_columnar_forecasts_are_cut_under_the_batch_size_in_order():
