@@ -22,6 +22,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Iterable
 from operator import itemgetter
 from typing import Any
 
@@ -123,25 +124,29 @@ class Windows:
         return w
 
     async def publish_closed(self, source: Source, w: Windower) -> None:
-        """Send the points of closed windows (their input offsets are committed by
-        :meth:`commit`, below the lowest offset an open window still needs)."""
+        """Send the points of the closed windows of ``source`` (:meth:`publish_points`)."""
+        await self.publish_points([w])
+
+    async def publish_points(self, windowers: Iterable[Windower]) -> None:
+        """Send the points of the closed windows of ``windowers`` (e.g. every input partition of
+        a fetch): one message per points partition (the partition of each series' id), so the
+        model agent updates many series at once. Their input offsets are committed by
+        :meth:`commit`, below the lowest offset an open window still needs."""
         ctx = self.ctx
-        ready = w.close_ready()
-        if not ready:
-            return
-        # one message per points partition (the partition of each series' id) per flush
         by_partition: dict[int, list[Point]] = {}
-        n_parts, kinds, note = ctx.settings.partitions, w.kinds, ctx.store.note_kind
+        n_parts, note = ctx.settings.partitions, ctx.store.note_kind
         cache = self.points_partition
         if len(cache) > max(POINTS_PARTITIONS_CACHED, 2 * len(ctx.budget)):
             cache.clear()
-        for point in ready:
-            series = point.series
-            part = cache.get(series)
-            if part is None:
-                part = cache[series] = partition_for(series, n_parts)
-            by_partition.setdefault(part, []).append(point)
-            note(series, kinds.get(series, "events"))
+        for w in windowers:
+            kinds = w.kinds
+            for point in w.close_ready():
+                series = point.series
+                part = cache.get(series)
+                if part is None:
+                    part = cache[series] = partition_for(series, n_parts)
+                by_partition.setdefault(part, []).append(point)
+                note(series, kinds.get(series, "events"))
         for partition, pts in by_partition.items():
             for n, body in records.points_batches(pts):
                 await ctx.out[ctx.topics.points].send(key=None, value=body, partition=partition,
@@ -256,8 +261,9 @@ class Windows:
         self.consumer.seek(tp, start)
 
     async def window_batch(self, topic: str, partition: int, msgs: list[Any]) -> None:
-        """Parse and window one partition's part of a fetch, dead-letter its bad elements
-        (one dead letter per message) and publish the windows it closed.
+        """Parse and window one partition's part of a fetch and dead-letter its bad elements (one
+        dead letter per message); the windows it closed are published with the fetch's
+        (:meth:`publish_points`).
 
         The elements of consecutive messages are windowed together (:meth:`Windower.add_rows`,
         each with its message's offset), at most :data:`YIELD_EVERY` at a time; a message out
@@ -366,9 +372,6 @@ class Windows:
         self.events_in[kind].inc(accepted)
         for msg, d in dead:
             await dead_letter(ctx, topic, msg, d)
-        w = state.windowers.get(source)
-        if w is not None:
-            await self.publish_closed(source, w)
 
     def input_consumer(self) -> AIOKafkaConsumer:
         """The input topics' consumer: its own group, offsets committed by :meth:`commit`."""
@@ -406,6 +409,10 @@ class Windows:
                             continue
                         for tp, msgs in batch.items():
                             await self.window_batch(tp.topic, tp.partition, msgs)
+                        # the fetch's closed windows, every partition's together
+                        windowers = ctx.state.windowers
+                        await self.publish_points([w for tp in batch
+                                                   if (w := windowers.get((tp.topic, tp.partition))) is not None])
                 await self.commit()
         finally:
             self.consumer = None
