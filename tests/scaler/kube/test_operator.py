@@ -462,15 +462,21 @@ def test_new_leader_keeps_the_scale_down_window(emu, setup_api):
         op.stop()
 
 
+def _other_leader(emu) -> LeaderElector:
+    """Another controller holding the Lease (``stop(release=True)`` hands it over)."""
+    elector = LeaderElector(emu.api_client("foresight-controller/old"), identity="old",
+                            namespace=LEASE_NS, lease_duration=4, renew_deadline=3, retry_period=0.2)
+    elector.start()
+    wait_for(elector.is_leader)
+    return elector
+
+
 def test_new_leader_resyncs_every_target_and_reports_what_it_learnt_as_a_follower(emu, setup_api):
     """Paths only ``resync`` runs, driven as ControllerLoop drives them (scaler.reconciling)."""
     workload(setup_api, "Deployment", "shop", "fresh", 2)
     create_scaler(setup_api, scaler_manifest("shop", "bad", target="fresh", minReplicas=9, maxReplicas=3))
     create_scaler(setup_api, scaler_manifest("shop", "fresh"))
-    old_leader = LeaderElector(emu.api_client("foresight-controller/old"), identity="old",
-                               namespace=LEASE_NS, lease_duration=4, renew_deadline=3, retry_period=0.2)
-    old_leader.start()
-    wait_for(old_leader.is_leader)
+    old_leader = _other_leader(emu)
     op = operator(emu)
     try:
         op.start()  # the initial list, as a follower: both objects known, nothing written
@@ -659,10 +665,7 @@ def test_a_new_leaders_first_sweep_decides_at_the_signals_time(emu, setup_api):
     """The sweep after winning the Lease decides a target at Reconciler.decision_time, as its
     next input would: not at the sweep's time, ahead of the rate (its forecast stale)."""
     rate, lag, parts = _kafka_scaler(setup_api, "orders")
-    old_leader = LeaderElector(emu.api_client("foresight-controller/old"), identity="old",
-                               namespace=LEASE_NS, lease_duration=4, renew_deadline=3, retry_period=0.2)
-    old_leader.start()
-    wait_for(old_leader.is_leader)
+    old_leader = _other_leader(emu)
     op = operator(emu)
     try:
         op.start()
