@@ -327,7 +327,7 @@ def bench_batched(broker: str, workdir: Path, series: int, windows: int, steady:
         "model_update_mean_us": 1e6 * upd / updn if updn else None,
         "model_updates_per_s_per_core": updn / upd if upd else None,
         "rss_per_series_bytes": (rss1 - rss0) / series,
-        "pickled_model_bytes": len(Checkpointer(b"x" * 32).dumps(model)),
+        "pickled_model_bytes": len(Checkpointer(b"x" * 32).dumps(model, names[0].encode())),
         "window_close_to_forecast_s_backlog": {
             "p50": pct(backlog_delays, 0.5), "p99": pct(backlog_delays, 0.99), "n": len(backlog_delays)},
         "window_close_to_forecast_s_steady": {
@@ -665,6 +665,8 @@ def main() -> None:
                          "windows first (in-process, see seed_checkpoints), then learn --warm windows")
     ap.add_argument("--tracemalloc", action="store_true",
                     help="--model-path: the worker under tracemalloc; its heap after the warm-up by file")
+    ap.add_argument("--ingest", action="store_true",
+                    help="only the ingest steps: single events and client aggregates (no model path step)")
     ap.add_argument("--paced", type=int, default=3,
                     help="model path: windows then published one per window length (steady latency)")
     args = ap.parse_args()
@@ -711,6 +713,9 @@ def main() -> None:
             runs.append(bench_batched(b.bootstrap, workdir, n, windows, steady=False))
         print(json.dumps(runs[-1]), file=sys.stderr, flush=True)
         row["ratio_worker_vs_raw_aggregates"] = runs[-1]["ratio_worker_vs_raw_aggregates"]
+        row["ratio_window_agent_busy_vs_raw_aggregates"] = runs[-1]["ratio_window_agent_busy_vs_raw_aggregates"]
+        if args.ingest:
+            continue
         if short := memory_short(n * per_series):
             row["model_path_skipped"] = short
             print(json.dumps(row), file=sys.stderr, flush=True)
@@ -732,7 +737,9 @@ def main() -> None:
         })
     out["batched"] = runs
     out["model_path"] = model_runs
-    out["summary"] = {"ratio_worker_vs_raw": out["single_event_messages"]["ratio_worker_vs_raw"],  # type: ignore[index]
+    single = out["single_event_messages"]
+    out["summary"] = {"ratio_worker_vs_raw": single["ratio_worker_vs_raw"],  # type: ignore[index]
+                      "ratio_window_agent_busy_vs_raw": single["ratio_window_agent_busy_vs_raw"],  # type: ignore[index]
                       "per_series_count": summary}
     print(json.dumps(out, indent=2))
 

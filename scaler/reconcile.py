@@ -20,6 +20,7 @@ reconciler writes, and only when the count changes (never in ForecastOnly).
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Iterable
 from dataclasses import replace
 
@@ -48,6 +49,7 @@ class Reconciler:
         self.observations: dict[str, Observation] = {}
         self.last: dict[str, Decision] = {}
         self._swept: float | None = None  # the time of the previous sweep
+        self._learnt: dict[str, float] = {}  # per target: the time it was last learnt at
         for s in specs:
             self.set_spec(s)
 
@@ -59,6 +61,7 @@ class Reconciler:
         self.specs.pop(key, None)
         self.states.pop(key, None)
         self.last.pop(key, None)
+        self._learnt.pop(key, None)
 
     def observe(self, forecast: Forecast | None, observation: Observation | None, series: str | None = None) -> None:
         """Record the latest forecast and/or observation of a series."""
@@ -141,7 +144,8 @@ class Reconciler:
         return [self.reconcile(s, now) for s in list(self.specs.values())]
 
     def learn_series(self, series: str, now: float) -> None:
-        """Learn from a series' latest forecast and observation without acting.
+        """Learn from a series' latest forecast and observation without acting, each target at
+        the time :meth:`reconcile_series` would decide it (:meth:`decision_time`).
 
         The policy decides as if its decisions had been applied to a simulated
         cluster (its shadow follower), so the adaptive policy's contenders and
@@ -150,16 +154,21 @@ class Reconciler:
         by a standby controller to stay warm.
         """
         for spec in self.driven_by(series):
+            # at the time the leader decides it (reconcile_series), never running backwards
+            at = max(self.decision_time(spec, now), self._learnt.get(spec.key, -math.inf))
+            self._learnt[spec.key] = at
             state = self.states.get(spec.key, PolicyState())
             a = state.adaptive
             current = a.follower.replicas if a is not None and a.follower.started else spec.min_replicas
             _, self.states[spec.key] = decide(spec, state, self.forecasts, self.observations,
-                                              current, now)
+                                              current, at)
 
     def resync(self, now: float, period: float) -> list[Decision]:
-        """Reconcile, at ``now``, every target :meth:`sweep` finds due."""
-        due = self.sweep(now, period, lambda key: d.ts if (d := self.last.get(key)) is not None else None)
-        return [self.reconcile(s, now) for s in due]
+        """Reconcile every target :meth:`sweep` finds due, at :meth:`sweep_time`."""
+        def last(key: str) -> float | None:
+            return d.ts if (d := self.last.get(key)) is not None else None
+
+        return [self.reconcile(s, self.sweep_time(s, now, last(s.key))) for s in self.sweep(now, period, last)]
 
     def sweep(self, now: float, period: float, last: Callable[[str], float | None]) -> list[ScalerSpec]:
         """The targets a sweep at ``now`` re-decides (the rule of every controller): those never
@@ -179,6 +188,14 @@ class Reconciler:
         before, self._swept = self._swept, now
         quiet_at = now if before is None else min(now, before)
         return [s for s in list(self.specs.values()) if self._due(s, now, period, last(s.key), quiet_at)]
+
+    def sweep_time(self, spec: ScalerSpec, now: float, last: float | None) -> float:
+        """When a sweep at ``now`` decides ``spec``, one of the targets :meth:`sweep` found due
+        (``last``: its last decision's time): a target never decided (new, or every target
+        after a controller wins its Lease) at its signals' time (:meth:`decision_time`), as
+        its next input would have it decided; one due for being quiet, or for its scheduled
+        minimum, at ``now``."""
+        return self.decision_time(spec, now) if last is None else now
 
     def _due(self, spec: ScalerSpec, now: float, period: float, last: float | None, quiet_at: float) -> bool:
         if last is None:

@@ -478,21 +478,35 @@ def _row(o: Any) -> Row:
     return (a.series, a.ts, a.interval, a.count, a.sum, a.min, a.max)
 
 
-def single_row(raw: bytes) -> Row | None:
-    """The row of a message that is one well-formed object of the common shapes (a single event,
-    sample or aggregate); None for anything else, which :func:`parse_input_rows` then reads
-    (this is its result for such a message, without the :class:`Parsed` around it).
+def fast_rows(raw: bytes) -> list[Row] | None:
+    """The rows of a message that is one well-formed object of the common shapes (a single
+    event, sample or aggregate) or an array of only such objects; None for anything else, which
+    :func:`parse_input_rows` then reads (this is its result for such a message, without the
+    :class:`Parsed` around it).
 
-    >>> single_row(b'{"series": "a", "ts": 5, "value": 2}'), single_row(b'[{"series": "a", "ts": 5}]')
-    (('a', 5.0, 0.0, 1, 2.0, 2.0, 2.0), None)
+    >>> fast_rows(b'{"series": "a", "ts": 5, "value": 2}'), fast_rows(b'[{"series": "a", "ts": 5}]')
+    ([('a', 5.0, 0.0, 1, 2.0, 2.0, 2.0)], [('a', 5.0, 0.0, 1, 0.0, inf, -inf)])
+    >>> fast_rows(b'[{"series": "a", "ts": 5}, {"series": "a"}]') is None
+    True
     """
-    if raw[:1] != b"{" or len(raw) > MAX_MESSAGE_BYTES:
+    if len(raw) > MAX_MESSAGE_BYTES:
         return None
     try:
         obj = orjson.loads(raw)
     except orjson.JSONDecodeError:
         return None
-    return _fast_row(obj) if obj.__class__ is dict else None
+    if obj.__class__ is dict:
+        row = _fast_row(obj)
+        return None if row is None else [row]
+    if obj.__class__ is not list:
+        return None
+    rows = []
+    append, fast, d = rows.append, _fast_row, dict
+    for o in obj:
+        if o.__class__ is not d or (row := fast(o)) is None:
+            return None
+        append(row)
+    return rows
 
 
 def parse_input_rows(raw: bytes) -> Parsed:

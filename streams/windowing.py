@@ -49,6 +49,8 @@ from __future__ import annotations
 import heapq
 import math
 from collections import OrderedDict
+from collections.abc import Callable, Sequence
+from operator import itemgetter
 
 from streams.records import MAX_COUNT, Aggregate, InvalidRecord, Point, Row
 
@@ -62,6 +64,9 @@ RECENT_ADDS = 256
 
 #: per open window: [count, sum, min, max, lowest ref that fed it (-1: none)]
 Acc = list[float]
+
+
+_first = itemgetter(0)
 
 
 def _median_low(values: list[float]) -> float:
@@ -113,26 +118,15 @@ class Windower:
         return self.window_start(t) - self.lateness * self.step if t > -math.inf else -math.inf
 
     # -- time -------------------------------------------------------------
-    def _claim(self, series: str, ts: float) -> None:
-        self.adds += 1
-        r = self.recent.get(series)
-        if r is None:
-            self.recent[series] = [ts, self.adds]
-        else:
-            if ts > r[0]:
-                r[0] = ts
-            r[1] = self.adds
-            self.recent.move_to_end(series)
-        if not self.adds & 31:  # forget series that stopped (amortised)
-            horizon = self.adds - max(RECENT_ADDS, 2 * len(self.recent))
-            while self.recent:
-                oldest = next(iter(self.recent.values()))
-                if oldest[1] >= horizon:
-                    break
-                self.recent.popitem(last=False)
-        if self.adds - self._typical_at > len(self.recent) // 8:
-            self.typical = _median_low([r[0] for r in self.recent.values()])
-            self._typical_at = self.adds
+    def _forget_stopped(self) -> None:
+        """Forget the series that stopped counting towards the typical time."""
+        horizon = self.adds - max(RECENT_ADDS, 2 * len(self.recent))
+        recent = self.recent
+        while recent:
+            oldest = next(iter(recent.values()))
+            if oldest[1] >= horizon:
+                break
+            recent.popitem(last=False)
 
     def _advance(self, t: float) -> None:
         if t <= self.progress:
@@ -171,63 +165,127 @@ class Windower:
 
     def add_row(self, row: Row, kind: str, ref: int | None = None) -> float:
         """:meth:`add` of an aggregate given as a row (``streams.records.parse_input_rows``)."""
-        series, ts, interval, count, total, lo, hi = row
-        self._claim(series, ts)
-        if ts > self.typical + self.max_future:
-            # Windows this series opened while it set the pace (alone on the
-            # partition) would hold commits until the others catch up: close them.
-            if self.open.get(series):
-                self._close_series(series, max(self.open[series]) + self.step)
-            raise InvalidRecord(
-                "future", f"{ts:g} is {ts - self.typical:g}s ahead of the partition's typical "
-                f"series time {self.typical:g} (max {self.max_future:g}s)")
-        start = math.floor(ts / self.step) * self.step
-        closed = self.closed_until.get(series, self.floor)
-        if start < closed:
-            raise InvalidRecord(
-                "late",
-                f"window [{start:g}, {start + self.step:g}) of {series!r} is closed (series time "
-                f"{max(self.wm.get(series, -math.inf), self.progress):g}, lateness {self.lateness} windows)",
-            )
-        if interval > self.step:
-            raise InvalidRecord(
-                "bad_value", f"aggregate interval {interval:g}s is longer than the {self.step:g}s window"
-            )
-        wins = self.open.get(series)
-        acc = wins.get(start) if wins is not None else None
-        if acc is not None and acc[0] + count > MAX_COUNT:
-            raise InvalidRecord("out_of_range", f"window count of {series!r} would exceed {MAX_COUNT}")
-        if series not in self.closed_until:
-            self.closed_until[series] = closed
-            self.kinds[series] = kind
-        if wins is None:
-            wins = self.open[series] = {}
-        if acc is None:
-            wins[start] = [count, total, lo, hi, -1 if ref is None else ref]
-            heapq.heappush(self._heap, (start, series))
-            if ref is not None:
-                heapq.heappush(self._refs, (ref, series, start))
-        else:
-            acc[0] += count
-            acc[1] += total
-            if lo < acc[2]:
-                acc[2] = lo
-            if hi > acc[3]:
-                acc[3] = hi
-        wm = self.wm.get(series, -math.inf)
-        if ts > wm:
-            self.wm[series] = wm = ts
-        t = wm if wm > self.progress else self.progress
-        limit = math.floor(t / self.step) * self.step - self.lateness * self.step
-        if limit > self.closed_until[series]:
-            self._close_series(series, limit)
-        if self.typical > self.progress and (len(self.recent) > 1 or self.progress > -math.inf):
-            # (the first series alone closes its windows on its own time: were
-            # it to set the partition's progress, a skewed clock that happens
-            # to come first, e.g. when a partition is re-read, would make
-            # everybody else late)
-            self._advance(self.typical)
-        return start
+        bad = self.add_rows((row,), kind, (ref,))
+        if bad:
+            raise bad[0][1]
+        return math.floor(row[1] / self.step) * self.step
+
+    def add_rows(self, rows: Sequence[Row], kind: str, refs: Sequence[int | None],
+                 admit: Callable[[str], bool] | None = None) -> list[tuple[int, Exception | None]]:
+        """:meth:`add_row` of each of ``rows`` in turn, row ``k`` with the reference ``refs[k]``
+        (e.g. messages' elements: one loop, not a call per row); return the rejected ones as
+        (position, error), in order: an
+        :class:`InvalidRecord`, or any other exception one row raised (the next rows are still
+        added). ``admit`` (e.g. the series budget) is asked first for each row (once per series
+        it admits: asking again must answer the same): a series it refuses is not touched
+        here, and its error is None.
+
+        >>> w = Windower(step=10, lateness_windows=0)
+        >>> [(k, e and e.reason) for k, e in w.add_rows([("a", 1.0, 0.0, 1, 0.0, 1.0, 1.0),
+        ...     ("a", 12.0, 0.0, 1, 0.0, 1.0, 1.0), ("a", 3.0, 0.0, 1, 0.0, 1.0, 1.0),
+        ...     ("b", 4.0, 0.0, 1, 0.0, 1.0, 1.0)], "events", [7, 8, 8, 9], admit=lambda s: s != "b")]
+        [(2, 'late'), (3, None)]
+        >>> w.min_needed()
+        8
+        """
+        bad: list[tuple[int, Exception | None]] = []
+        step, lateness_s, max_future = self.step, self.lateness * self.step, self.max_future
+        recent, open_, wms, closed_until = self.recent, self.open, self.wm, self.closed_until
+        recent_get, open_get, wm_get, move = recent.get, open_.get, wms.get, recent.move_to_end
+        floor, inf = math.floor, math.inf
+        admitted: set[str] = set()  # admit is asked once per series per call
+        # the partition's time, kept in locals (written back before any method that reads it)
+        adds, typical_at, typical, progress = self.adds, self._typical_at, self.typical, self.progress
+        for k, row in enumerate(rows):
+            try:
+                series, ts, interval, count, total, lo, hi = row
+                if admit is not None and series not in admitted:
+                    if not admit(series):
+                        bad.append((k, None))
+                        continue
+                    admitted.add(series)
+                # the series' claim on the partition's typical time (rejected timestamps count too)
+                adds += 1
+                r = recent_get(series)
+                if r is None:
+                    recent[series] = [ts, adds]
+                else:
+                    if ts > r[0]:
+                        r[0] = ts
+                    r[1] = adds
+                    move(series)
+                if not adds & 31:  # forget series that stopped (amortised)
+                    self.adds = adds
+                    self._forget_stopped()
+                if adds - typical_at > len(recent) >> 3:
+                    self.typical = typical = _median_low(list(map(_first, recent.values())))
+                    self._typical_at = typical_at = adds
+                if ts > typical + max_future:
+                    # Windows this series opened while it set the pace (alone on the
+                    # partition) would hold commits until the others catch up: close them.
+                    if open_get(series):
+                        self._close_series(series, max(open_[series]) + step)
+                    bad.append((k, InvalidRecord(
+                        "future", f"{ts:g} is {ts - typical:g}s ahead of the partition's typical "
+                        f"series time {typical:g} (max {max_future:g}s)")))
+                    continue
+                start = floor(ts / step) * step
+                wins = open_get(series)
+                acc = wins.get(start) if wins is not None else None
+                if acc is None:
+                    # a window not open yet (an open window is never below its series' closed bound)
+                    closed = closed_until.get(series, self.floor)
+                    if start < closed:
+                        bad.append((k, InvalidRecord(
+                            "late",
+                            f"window [{start:g}, {start + step:g}) of {series!r} is closed (series time "
+                            f"{max(wm_get(series, -inf), progress):g}, lateness {self.lateness} windows)",
+                        )))
+                        continue
+                if interval > step:
+                    bad.append((k, InvalidRecord(
+                        "bad_value", f"aggregate interval {interval:g}s is longer than the {step:g}s window")))
+                    continue
+                if acc is not None:
+                    if acc[0] + count > MAX_COUNT:
+                        bad.append((k, InvalidRecord(
+                            "out_of_range", f"window count of {series!r} would exceed {MAX_COUNT}")))
+                        continue
+                    acc[0] += count
+                    acc[1] += total
+                    if lo < acc[2]:
+                        acc[2] = lo
+                    if hi > acc[3]:
+                        acc[3] = hi
+                else:
+                    if series not in closed_until:
+                        closed_until[series] = closed
+                        self.kinds[series] = kind
+                    if wins is None:
+                        wins = open_[series] = {}
+                    ref = refs[k]
+                    wins[start] = [count, total, lo, hi, -1 if ref is None else ref]
+                    heapq.heappush(self._heap, (start, series))
+                    if ref is not None:
+                        heapq.heappush(self._refs, (ref, series, start))
+                wm = wm_get(series, -inf)
+                if ts > wm:
+                    wms[series] = wm = ts
+                limit = floor((wm if wm > progress else progress) / step) * step - lateness_s
+                if limit > closed_until[series]:
+                    self._close_series(series, limit)
+                if typical > progress and (len(recent) > 1 or progress > -inf):
+                    # (the first series alone closes its windows on its own time: were
+                    # it to set the partition's progress, a skewed clock that happens
+                    # to come first, e.g. when a partition is re-read, would make
+                    # everybody else late)
+                    self._advance(typical)
+                    progress = self.progress
+            except Exception as exc:  # noqa: BLE001 - one element never stops the others
+                bad.append((k, exc))
+                progress = self.progress
+        self.adds = adds
+        return bad
 
     def close_all(self) -> list[Point]:
         """Close every open window now (the end of a replay) and return the points."""

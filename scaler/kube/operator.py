@@ -225,8 +225,12 @@ class Operator:
                 if t.invalid is not None and t.problem != Reason.INVALID_SPEC:
                     self.step.report_problem(t, Reason.INVALID_SPEC, t.invalid)
             out = []
-            for spec in self.reconciler.sweep(now, period, lambda key: self._targets[key].last_reconciled):
-                d = self._reconcile(spec.key, now)
+
+            def last(key: str) -> float | None:
+                return self._targets[key].last_reconciled
+
+            for spec in self.reconciler.sweep(now, period, last):
+                d = self._reconcile(spec.key, self.reconciler.sweep_time(spec, now, last(spec.key)))
                 if d is not None:
                     out.append(d)
             return out

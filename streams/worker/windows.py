@@ -22,6 +22,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Iterable
+from operator import itemgetter
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
@@ -45,6 +47,10 @@ REWIND_RETRY_SECONDS = 1.0
 FETCH_RECORDS = 20_000
 #: elements (and messages) the window agent handles before it lets the event loop run
 YIELD_EVERY = 2_000
+#: series whose points partition is remembered, at least (or twice the series tracked)
+POINTS_PARTITIONS_CACHED = 100_000
+#: an input row's event count
+_COUNT = itemgetter(3)
 #: seconds between offset commits of the input partitions (each flushes the producer first)
 COMMIT_SECONDS = 1.0
 
@@ -93,6 +99,9 @@ class Windows:
         #: per input partition: the offset last committed by this worker (or where it started
         #: reading): a re-read after a gap starts there
         self.committed: dict[Source, int] = {}
+        #: per series: its points partition (murmur2 is pure Python); cleared when it outgrows
+        #: the series tracked
+        self.points_partition: dict[str, int] = {}
         self._last_commit = 0.0
 
     def over_limit(self, series: str) -> str:
@@ -115,18 +124,29 @@ class Windows:
         return w
 
     async def publish_closed(self, source: Source, w: Windower) -> None:
-        """Send the points of closed windows (their input offsets are committed by
-        :meth:`commit`, below the lowest offset an open window still needs)."""
+        """Send the points of the closed windows of ``source`` (:meth:`publish_points`)."""
+        await self.publish_points([w])
+
+    async def publish_points(self, windowers: Iterable[Windower]) -> None:
+        """Send the points of the closed windows of ``windowers`` (e.g. every input partition of
+        a fetch): one message per points partition (the partition of each series' id), so the
+        model agent updates many series at once. Their input offsets are committed by
+        :meth:`commit`, below the lowest offset an open window still needs."""
         ctx = self.ctx
-        ready = w.close_ready()
-        if not ready:
-            return
-        # one message per points partition (the partition of each series' id) per flush
         by_partition: dict[int, list[Point]] = {}
-        n_parts, kinds, note = ctx.settings.partitions, w.kinds, ctx.store.note_kind
-        for point in ready:
-            by_partition.setdefault(partition_for(point.series, n_parts), []).append(point)
-            note(point.series, kinds.get(point.series, "events"))
+        n_parts, note = ctx.settings.partitions, ctx.store.note_kind
+        cache = self.points_partition
+        if len(cache) > max(POINTS_PARTITIONS_CACHED, 2 * len(ctx.budget)):
+            cache.clear()
+        for w in windowers:
+            kinds = w.kinds
+            for point in w.close_ready():
+                series = point.series
+                part = cache.get(series)
+                if part is None:
+                    part = cache[series] = partition_for(series, n_parts)
+                by_partition.setdefault(part, []).append(point)
+                note(series, kinds.get(series, "events"))
         for partition, pts in by_partition.items():
             for n, body in records.points_batches(pts):
                 await ctx.out[ctx.topics.points].send(key=None, value=body, partition=partition,
@@ -241,73 +261,117 @@ class Windows:
         self.consumer.seek(tp, start)
 
     async def window_batch(self, topic: str, partition: int, msgs: list[Any]) -> None:
-        """Parse and window one partition's part of a fetch, dead-letter its bad elements
-        (one dead letter per message) and publish the windows it closed."""
+        """Parse and window one partition's part of a fetch and dead-letter its bad elements (one
+        dead letter per message); the windows it closed are published with the fetch's
+        (:meth:`publish_points`).
+
+        The elements of consecutive messages are windowed together (:meth:`Windower.add_rows`,
+        each with its message's offset), at most :data:`YIELD_EVERY` at a time; a message out
+        of sequence first has those before it windowed (a gap drops the partition's windows)."""
         ctx, state = self.ctx, self.ctx.state
         source = (topic, partition)
         kind = "events" if topic == ctx.topics.events else "metrics"
-        admit, parse, single = ctx.budget.admit, records.parse_input_rows, records.single_row
         now_m = time.monotonic()
+        budget_admit = ctx.budget.admit
+
+        def admit(series: str) -> bool:
+            return budget_admit(series, now_m)
+
+        parse, fast = records.parse_input_rows, records.fast_rows
         state.last_input[source] = now_m
         dead: list[tuple[Any, records.DeadLetter]] = []
-        n_msgs = accepted = 0
-        w = state.windowers.get(source)
         counter = self.messages_in[kind]
-        counted = work = 0
+        #: the messages parsed, not windowed yet: (message, raw, its Parsed if it needed one, its
+        #: first row's position in rows); their rows, and per row its message's offset
+        pending: list[tuple[Any, bytes, records.Parsed | None, int]] = []
+        rows: list[records.Row] = []
+        refs: list[int] = []
+        #: the positions in pending of the messages with a Parsed (the only ones with dead letters)
+        slow: list[int] = []
+        accepted = 0
         busy, t0 = 0.0, time.perf_counter()
+
+        def window() -> None:
+            nonlocal accepted, rows, refs
+            w = self.windower_for(topic, partition)
+            bad = w.add_rows(rows, kind, refs, admit)
+            accepted += sum(map(_COUNT, rows))
+            m = 0
+            for k, exc in bad:
+                accepted -= rows[k][3]
+                while m + 1 < len(pending) and pending[m + 1][3] <= k:
+                    m += 1
+                msg, raw, parsed, first = pending[m]
+                if exc is None:
+                    reason, error = "series_limit", self.over_limit(rows[k][0])
+                elif isinstance(exc, InvalidRecord):
+                    reason, error = exc.reason, exc.error
+                else:
+                    ctx.metrics.processing_errors.labels("window").inc()
+                    reason, error = "processing_error", f"{type(exc).__name__}: {exc}"
+                if parsed is None:  # the same items as the fast read
+                    parsed = parse(raw)
+                    pending[m] = (msg, raw, parsed, first)
+                    if not slow or slow[-1] != m:
+                        slow.append(m)
+                parsed.reject(k - first, reason, error)
+            dead.extend((msg, parsed.dead) for msg, _, parsed, _ in (pending[m] for m in sorted(slow))
+                        if parsed is not None and parsed.dead is not None)
+            counter.inc(len(pending))
+            slow.clear()
+            pending.clear()
+            rows, refs = [], []
+
+        next_offset = state.next_offset
+        expected = next_offset.get(source)  # kept here while messages follow each other
         for msg in msgs:
-            if work >= YIELD_EVERY:
+            offset = msg.offset
+            if pending and len(rows) + len(pending) >= YIELD_EVERY:
+                window()
+                next_offset[source] = expected
                 # let the web API, the scrape and the model agent in (the window lock stays held)
-                counter.inc(n_msgs - counted)
-                counted, work = n_msgs, 0
                 busy += time.perf_counter() - t0
                 await asyncio.sleep(0)
                 t0 = time.perf_counter()
-            if not self.in_sequence(source, msg):
-                continue
-            n_msgs += 1
+            if offset == expected and not self.rewinding:
+                expected += 1  # in sequence (Windows.in_sequence's common case)
+            else:
+                if pending:  # before a gap drops the partition's windows
+                    window()
+                if expected is not None:
+                    next_offset[source] = expected
+                ok = self.in_sequence(source, msg)
+                expected = next_offset.get(source)
+                if not ok:
+                    continue
             try:
-                if w is None or state.windowers.get(source) is not w:
-                    w = self.windower_for(topic, partition)
-                add = w.add_row
                 raw = msg.value or b""
-                offset = msg.offset
-                # one well-formed object (a single event) is read without a Parsed around it; one
-                # is made (the same item) only if the element is rejected below
-                row = single(raw)
-                parsed = None if row is not None else parse(raw)
-                rows = (row,) if parsed is None else parsed.items
-                work += len(rows) + 1
-                for k, row in enumerate(rows):  # (series, ts, interval, count, sum, min, max)
-                    if not admit(row[0], now_m):
-                        reason, error = "series_limit", self.over_limit(row[0])
-                    else:
-                        try:
-                            add(row, kind, offset)
-                        except InvalidRecord as exc:
-                            reason, error = exc.reason, exc.error
-                        except Exception as exc:  # noqa: BLE001 - one element never stops the stream
-                            ctx.metrics.processing_errors.labels("window").inc()
-                            reason, error = "processing_error", f"{type(exc).__name__}: {exc}"
-                        else:
-                            accepted += row[3]
-                            continue
-                    if parsed is None:
-                        parsed = parse(raw)
-                    parsed.reject(k, reason, error)
-                if parsed is not None and parsed.dead is not None:
-                    dead.append((msg, parsed.dead))
+                # the common well-formed shapes are read without a Parsed around them; one is made
+                # (the same items) only if an element is rejected
+                got = fast(raw)
+                parsed = None if got is not None else parse(raw)
+                if parsed is not None:
+                    got = parsed.items
             except Exception as exc:  # noqa: BLE001 - an agent never crash-loops on data
+                counter.inc()
+                next_offset[source] = expected
+                busy += time.perf_counter() - t0
                 await processing_error(ctx, "window", topic, msg, exc)
+                t0 = time.perf_counter()
+                continue
+            if parsed is not None:
+                slow.append(len(pending))
+            pending.append((msg, raw, parsed, len(rows)))
+            rows += got
+            refs += [msg.offset] * len(got)
+        if pending:
+            window()
+        if expected is not None:
+            next_offset[source] = expected
         self.busy.inc(busy + time.perf_counter() - t0)
-        if n_msgs > counted:
-            counter.inc(n_msgs - counted)
         self.events_in[kind].inc(accepted)
         for msg, d in dead:
             await dead_letter(ctx, topic, msg, d)
-        w = state.windowers.get(source)
-        if w is not None:
-            await self.publish_closed(source, w)
 
     def input_consumer(self) -> AIOKafkaConsumer:
         """The input topics' consumer: its own group, offsets committed by :meth:`commit`."""
@@ -345,6 +409,10 @@ class Windows:
                             continue
                         for tp, msgs in batch.items():
                             await self.window_batch(tp.topic, tp.partition, msgs)
+                        # the fetch's closed windows, every partition's together
+                        windowers = ctx.state.windowers
+                        await self.publish_points([w for tp in batch
+                                                   if (w := windowers.get((tp.topic, tp.partition))) is not None])
                 await self.commit()
         finally:
             self.consumer = None

@@ -115,6 +115,18 @@ def same(got: object, want: object, tol: float = 1e-9) -> bool:
     return got == want
 
 
+def forecasts_of(broker: str, prefix: str, pts: list[Point],
+                 timeout: float) -> dict[tuple[str, float], list[dict]]:
+    """The ``forecasts`` messages by (series, issued), read until every point of ``pts`` has one."""
+    keys = {(p.series, p.start) for p in pts}
+    ms = read_topic(broker, f"{prefix}.forecasts",
+                    lambda ms: keys <= {(m["series"], m["issued"]) for m in ms}, timeout=timeout)
+    out: dict[tuple[str, float], list[dict]] = {}
+    for m in ms:
+        out.setdefault((m["series"], m["issued"]), []).append(m)
+    return out
+
+
 def committed_all(broker: str, group: str, topic: str) -> bool:
     """Whether ``group`` has committed every message of ``topic`` (nothing would be re-read)."""
     from kafka import KafkaConsumer, TopicPartition
@@ -142,18 +154,9 @@ def test_the_workers_forecasts_are_the_per_series_models_and_a_restart_restores_
     first, last = points(0, 100), points(100, 150)
     want = reference(first + last)
 
-    def forecasts(pts: list[Point]) -> dict[tuple[str, float], list[dict]]:
-        keys = {(p.series, p.start) for p in pts}
-        ms = read_topic(broker, f"{prefix}.forecasts",
-                        lambda ms: keys <= {(m["series"], m["issued"]) for m in ms}, timeout=120)
-        out: dict[tuple[str, float], list[dict]] = {}
-        for m in ms:
-            out.setdefault((m["series"], m["issued"]), []).append(m)
-        return out
-
     a = start_worker(prefix, **ENV)
     send_points(broker, prefix, first)
-    got = forecasts(first)
+    got = forecasts_of(broker, prefix, first, timeout=120)
     assert set(got) == {(p.series, p.start) for p in first}
     wrong = [k for k, ms in got.items() if not all(same(m, want[k]) for m in ms)]
     assert not wrong, f"forecasts unlike the per-series reference: {wrong[:5]}"
@@ -165,7 +168,7 @@ def test_the_workers_forecasts_are_the_per_series_models_and_a_restart_restores_
 
     b = start_worker(prefix, **ENV)
     send_points(broker, prefix, last)
-    got = forecasts(first + last)
+    got = forecasts_of(broker, prefix, first + last, timeout=120)
     later = {k: ms for k, ms in got.items() if k[1] >= T0 + 100 * WINDOW}
     assert set(later) == {(p.series, p.start) for p in last}
     wrong = [k for k, ms in later.items() if not all(same(m, want[k]) for m in ms)]
@@ -201,11 +204,7 @@ def test_a_fresh_worker_learns_a_backlog_from_the_partitions_start(broker, prefi
     producer.close()
     start_worker(prefix, **ENV)
     keys = {(p.series, p.start) for p in backlog}
-    ms = read_topic(broker, f"{prefix}.forecasts",
-                    lambda ms: keys <= {(m["series"], m["issued"]) for m in ms}, timeout=60)
-    got: dict[tuple[str, float], list[dict]] = {}
-    for m in ms:
-        got.setdefault((m["series"], m["issued"]), []).append(m)
+    got = forecasts_of(broker, prefix, backlog, timeout=60)
     assert set(got) == keys, f"points never learnt: {sorted(keys - set(got))[:5]}"
     wrong = [k for k, ms in got.items() if not all(same(m, want[k]) for m in ms)]
     assert not wrong, f"forecasts unlike the per-series reference: {wrong[:5]}"

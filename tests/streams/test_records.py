@@ -107,15 +107,19 @@ def test_rows_parse_as_aggregates_element_for_element():
                 a.dead.reasons, a.dead.ranges, a.dead.raw(), a.dead.error), raw
     accepted = records.parse_input_rows(messages[0])
     assert 0 < len(accepted.items) < len(_EDGE_ELEMENTS) and accepted.dead.count > 10, "both kinds exercised"
-    # single_row: a message of one well-formed object of the common shapes is that one row (None:
-    # parse_input_rows reads it, e.g. a count written 2.0, a batch or anything rejected)
+    # fast_rows: a message of one well-formed object of the common shapes, or an array of only
+    # such objects, is those rows (None: parse_input_rows reads it, e.g. a count written 2.0 or
+    # anything rejected)
+    good = [e for e in _EDGE_ELEMENTS if records.fast_rows(orjson.dumps(e)) is not None]
+    messages += [orjson.dumps(good), orjson.dumps(good[:1]), orjson.dumps(good + [None])]
     fast = 0
     for raw in messages:
-        row, r = records.single_row(raw), records.parse_input_rows(raw)
-        if row is not None:
+        rows, r = records.fast_rows(raw), records.parse_input_rows(raw)
+        if rows is not None:
             fast += 1
-            assert (r.items, r.dead, r.batch) == ([row], None, False), raw
-    assert fast >= 8, "the common shapes take the single-object path"
+            assert (rows, r.dead) == (r.items, None), raw
+    assert fast >= 10 and len(good) >= 8, "the common shapes and arrays of them take the fast path"
+    assert records.fast_rows(orjson.dumps(good)) is not None and records.fast_rows(messages[-1]) is None
 
 
 def test_three_shapes_parse():

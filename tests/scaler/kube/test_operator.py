@@ -462,15 +462,21 @@ def test_new_leader_keeps_the_scale_down_window(emu, setup_api):
         op.stop()
 
 
+def _other_leader(emu) -> LeaderElector:
+    """Another controller holding the Lease (``stop(release=True)`` hands it over)."""
+    elector = LeaderElector(emu.api_client("foresight-controller/old"), identity="old",
+                            namespace=LEASE_NS, lease_duration=4, renew_deadline=3, retry_period=0.2)
+    elector.start()
+    wait_for(elector.is_leader)
+    return elector
+
+
 def test_new_leader_resyncs_every_target_and_reports_what_it_learnt_as_a_follower(emu, setup_api):
     """Paths only ``resync`` runs, driven as ControllerLoop drives them (scaler.reconciling)."""
     workload(setup_api, "Deployment", "shop", "fresh", 2)
     create_scaler(setup_api, scaler_manifest("shop", "bad", target="fresh", minReplicas=9, maxReplicas=3))
     create_scaler(setup_api, scaler_manifest("shop", "fresh"))
-    old_leader = LeaderElector(emu.api_client("foresight-controller/old"), identity="old",
-                               namespace=LEASE_NS, lease_duration=4, renew_deadline=3, retry_period=0.2)
-    old_leader.start()
-    wait_for(old_leader.is_leader)
+    old_leader = _other_leader(emu)
     op = operator(emu)
     try:
         op.start()  # the initial list, as a follower: both objects known, nothing written
@@ -632,3 +638,66 @@ def test_a_kafka_signal_decides_at_its_rates_time_and_the_sweep_waits_for_it(emu
         assert op.resync(quiet, 60) == [], "quiet at one sweep: its next message may be on its way"
         [d] = op.resync(quiet + 60, 60)
         assert d.ts == quiet + 60 and d.desired == 10 and d.signals[0].fallback is not None, d.message
+
+
+def _kafka_scaler(setup_api, name: str) -> tuple[str, str, str]:
+    """A PredictiveScaler on ``shop/<name>`` with one Kafka signal; its rate, lag and partitions series."""
+    workload(setup_api, "Deployment", "shop", name, 2)
+    m = scaler_manifest("shop", name)
+    del m["spec"]["series"], m["spec"]["capacityPerReplica"]
+    m["spec"]["signals"] = [{"kafkaTopic": {"topic": name, "consumerGroup": "billing",
+                                            "lagThreshold": 100}, "capacityPerReplica": 1}]
+    create_scaler(setup_api, m)
+    return kafka_topic_series(name, "billing")
+
+
+def _rate_behind(ops, rate: str, lag: str, parts: str, t: float) -> None:
+    """The rate's first window, then the lag and the partitions three windows ahead of it."""
+    for op in ops:
+        drive(op, forecast(rate, t, 9.5), observation(t, 2.0), t + 60)
+    for w in (0, 60, 120, 180):
+        for op in ops:
+            for s, v in ((lag, 10), (parts, 16)):
+                drive(op, forecast(s, t + w, v), observation(t + w, v), t + w + 60)
+
+
+def test_a_new_leaders_first_sweep_decides_at_the_signals_time(emu, setup_api):
+    """The sweep after winning the Lease decides a target at Reconciler.decision_time, as its
+    next input would: not at the sweep's time, ahead of the rate (its forecast stale)."""
+    rate, lag, parts = _kafka_scaler(setup_api, "orders")
+    old_leader = _other_leader(emu)
+    op = operator(emu)
+    try:
+        op.start()
+        wait_for(lambda: "shop/orders" in op.specs)
+        t = now()
+        _rate_behind([op], rate, lag, parts, t)
+        old_leader.stop(release=True)
+        wait_for(op.is_leader)
+        [d] = op.resync(t + 240, 60)
+        assert d.ts == t + 60 and d.signals[0].fallback is None, d.message
+        assert (d.desired, d.applied, d.reason) == (10, True, Reason.FORECAST_PEAK), d.message
+    finally:
+        op.stop()
+        old_leader.stop()
+
+
+def test_a_standby_learns_at_the_times_the_leader_decides(emu, setup_api):
+    """A standby's policy memory (learn_series) is the leader's, stamped at the same decision
+    times (a takeover keeps the leader's stabilisation windows, not later ones)."""
+    rate, lag, parts = _kafka_scaler(setup_api, "orders")
+    a, b = operator(emu, ua="foresight-controller/a"), operator(emu, ua="foresight-controller/b")
+    a.start()
+    wait_for(a.is_leader)
+    b.start()
+    try:
+        wait_for(lambda: "shop/orders" in a.specs and "shop/orders" in b.specs)
+        wait_for(lambda: b.elector.holder == a.identity)
+        t = now()
+        _rate_behind([a, b], rate, lag, parts, t)
+        led = a.reconciler.states["shop/orders"].recommendations
+        assert led and max(ts for ts, _ in led) == t + 60, "the leader decided at the rate's time"
+        assert b.reconciler.states["shop/orders"].recommendations == led
+    finally:
+        a.stop()
+        b.stop()
