@@ -142,6 +142,11 @@ class Settings:
     #: wall seconds without input after which a series is evicted from memory (windows closed,
     #: model and view checkpointed first: it comes back warm); 0 = never
     series_idle_seconds: float = 900.0
+    #: where the worker's changelog-backed tables (model checkpoints, view snapshots, targets)
+    #: keep their copy: disk (a sqlite file in data_dir, deleted with the process; rebuilt from
+    #: the changelogs at every start, as memory is) or memory (a dict: about 40 KiB more
+    #: resident a series)
+    table_store: str = "disk"
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None, **overrides: Any) -> Settings:
@@ -280,6 +285,7 @@ COMMANDS: dict[str, tuple[str, ...]] = {
     "max_series": WORKER_COMMANDS,
     "memory_limit_mb": WORKER_COMMANDS,
     "series_idle_seconds": WORKER_COMMANDS,
+    "table_store": WORKER_COMMANDS,
     **{name: KAFKA_COMMANDS for name in (
         "kafka_security_protocol", "kafka_sasl_mechanism", "kafka_sasl_username",
         "kafka_sasl_password_file", "kafka_ssl_cafile", "kafka_ssl_certfile", "kafka_ssl_keyfile",
@@ -293,6 +299,7 @@ COMMANDS: dict[str, tuple[str, ...]] = {
 CHOICES: dict[str, tuple[str, ...]] = {
     "mode": ("", "Active", "ForecastOnly"),
     "log_level": ("debug", "info", "warning", "error"),
+    "table_store": ("disk", "memory"),
     "kafka_security_protocol": ("PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"),
     "kafka_sasl_mechanism": ("PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"),
 }
