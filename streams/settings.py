@@ -339,7 +339,7 @@ MINIMUM: dict[str, tuple[float, str]] = {
 #: (``table_store`` disk): its model bank row (about 30 KiB, and up to a quarter of that again
 #: unused while the bank grows), view history (360 windows and the latest forecast, about 12 KiB),
 #: window and step state, and the allocator's share. Measured by ``make bench`` with warm models:
-#: 68 KB a series at 10,000 series (busy machine; 84 KB under tracemalloc), its bank then
+#: 66-68 KB a series at 10,000 series (busy machine; 84 KB under tracemalloc), its bank then
 #: 19 % unused (a quarter at worst: +2 KB), rounded up with room for run-to-run spread.
 SERIES_BYTES = 80 * 1024
 #: what a series adds when the tables keep their copy in memory (``table_store`` memory): its
