@@ -13,7 +13,8 @@ JSON with, under ``summary``, issue 14's figures:
   ``window_close_to_forecast_s_steady``: p50/p99 from a window's points message to its forecast,
   ``--paced`` windows published one per window length (Kafka record timestamps);
   ``rss_per_series_bytes``: the worker's RSS after the warm windows minus an idle worker's, per
-  series (everything: models, views, tables' copies of the checkpoints).
+  series (everything: models, views, and with ``FORESIGHT_TABLE_STORE=memory`` the tables' copies
+  of the checkpoints; on disk, their file is ``table_file_bytes_per_series``).
 
 Warm models: every series' model is restored from a signed checkpoint trained in-process on
 ``--seeded`` windows (:func:`seed_checkpoints`, written to the ``models`` table's changelog as
@@ -142,6 +143,19 @@ class Worker:
 
     def rss(self) -> int:
         return psutil.Process(self.proc.pid).memory_info().rss
+
+    def table_file_bytes(self) -> int:
+        """Bytes of the worker's table files (``FORESIGHT_TABLE_STORE=disk``: sqlite files it
+        keeps open, already unlinked: found through its open descriptors)."""
+        fds = Path(f"/proc/{self.proc.pid}/fd")
+        total = 0
+        for fd in fds.iterdir():
+            try:
+                if "/table-" in os.readlink(fd):
+                    total += fd.stat().st_size
+            except OSError:  # closed meanwhile
+                continue
+        return total
 
     def heap(self, timeout: float = 300) -> dict[str, object] | None:
         """The traced worker's heap by file and by line (None unless started with ``trace``)."""
@@ -396,10 +410,12 @@ def bench_cardinality(broker: str, workdir: Path, distinct: int, limit: int) -> 
         held = metric(w.port, "foresight_series_held")
     finally:
         w.stop()
-    from streams.settings import MEMORY_HEADROOM, SERIES_BYTES, WORKER_BASE_MB
+    from streams.settings import MEMORY_HEADROOM, WORKER_BASE_MB
 
     # the memory limit the documented sizing (README "Sizing a worker") gives ``limit`` series
-    sized = (WORKER_BASE_MB + limit * SERIES_BYTES / 2**20) / (1 - MEMORY_HEADROOM)
+    # (the worker's table store is the environment's, as the worker's own settings)
+    series_bytes = Settings.from_env().series_bytes()
+    sized = (WORKER_BASE_MB + limit * series_bytes / 2**20) / (1 - MEMORY_HEADROOM)
     return {"distinct_series": distinct, "limit": limit, "messages": msgs, "seconds": secs,
             "dead_lettered_elements": refused, "expected_dead_lettered_elements": 4 * (distinct - limit),
             "series_held_gauge": held, "rss_before_mb": rss0 / 2**20, "rss_after_mb": rss1 / 2**20,
@@ -584,9 +600,10 @@ def bench_model_path(broker: str, workdir: Path, series: int, warm: int, windows
             # while it recovers a table at start-up is never learnt when the group has no
             # committed offset yet (streams/worker/models.py in_sequence takes the first message
             # it sees as the partition's start): the benchmark would wait for it forever.
-            start, last, deadline = w.rss(), -1, time.monotonic() + 900
+            # With FORESIGHT_TABLE_STORE=disk the table holds them in its file, not in the RSS.
+            start, last, deadline = w.rss() + w.table_file_bytes(), -1, time.monotonic() + 900
             while time.monotonic() < deadline:
-                now = w.rss()
+                now = w.rss() + w.table_file_bytes()
                 if now - start >= seed_bytes and now - last < 2**20:
                     break
                 last = now
@@ -597,6 +614,7 @@ def bench_model_path(broker: str, workdir: Path, series: int, warm: int, windows
         warm_secs = time.monotonic() - t
         restored = metric(w.port, "foresight_restored_checkpoints_total")
         rss1 = w.rss()
+        table_file = w.table_file_bytes()
         heap = w.heap()
         upd0 = metric(w.port, "foresight_model_update_seconds_sum")
         n0 = metric(w.port, "foresight_model_updates_total")
@@ -641,6 +659,8 @@ def bench_model_path(broker: str, workdir: Path, series: int, warm: int, windows
         "window_close_to_forecast_s_steady": {
             "p50": pct(steady, 0.5), "p99": pct(steady, 0.99), "n": len(steady), "windows": paced},
         "rss_per_series_bytes": (rss1 - rss0) / series,
+        # on disk, not resident: the tables' copy of the changelogs (FORESIGHT_TABLE_STORE=disk)
+        "table_file_bytes_per_series": table_file / series,
         **({"heap_after_warm": heap} if heap else {}),
     }
 

@@ -1,14 +1,15 @@
 """Column storage shared by the banks: one numpy array per state field, one row per series.
 
 Rows are allocated by the owning bank; :class:`Columns` only knows each
-field's shape, dtype and initial value, grows every field together (by
-doubling) and resets rows to their initial value when they are reused.
+field's shape, dtype and initial value, grows every field together (by a
+quarter, :func:`grown`) and resets rows to their initial value when they are
+reused.
 
 >>> import numpy as np
 >>> c = Columns({"n": ((), np.int64, 0), "buf": ((3,), np.float32, np.inf)}, capacity=2)
->>> c.grow(3)  # doubles: 4 rows
->>> c.capacity, c["buf"].shape
-(4, (4, 3))
+>>> c.grow(3)  # by a quarter, at least GROW_MIN rows
+>>> c.capacity, c["buf"].shape, bool(np.isinf(c["buf"]).all())
+(18, (18, 3), True)
 >>> c["n"][1] = 4
 >>> c.reset(np.array([1]))
 >>> int(c["n"][1]), c.row_bytes()
@@ -26,6 +27,22 @@ import numpy as np
 #: (shape of one row, dtype, initial value) of a field
 Field = tuple[tuple[int, ...], Any, Any]
 
+#: a full bank grows by this share of its rows (at least :data:`GROW_MIN` rows): the rows
+#: allocated but not used are at most a quarter of those used (doubling: up to as many again)
+GROWTH = 0.25
+GROW_MIN = 16
+
+
+def grown(capacity: int, need: int) -> int:
+    """The capacity a bank of ``capacity`` rows grows to when it needs ``need`` rows.
+
+    >>> grown(1024, 1025), grown(0, 1), grown(100, 1000)
+    (1280, 16, 1000)
+    """
+    if need <= capacity:
+        return capacity
+    return max(need, capacity + max(GROW_MIN, int(capacity * GROWTH)))
+
 
 class Columns:
     """Struct of arrays: ``self[name]`` is the ``(capacity, *shape)`` array of a field."""
@@ -36,20 +53,29 @@ class Columns:
         self._a: dict[str, np.ndarray] = {
             k: np.full((0, *shape), init, dtype) for k, (shape, dtype, init) in self.spec.items()
         }
-        self.grow(capacity)
+        self._resize(capacity)
 
     def __getitem__(self, name: str) -> np.ndarray:
         return self._a[name]
 
     def grow(self, need: int) -> None:
-        """Make room for at least ``need`` rows (capacity doubles; new rows initialised)."""
-        if need <= self.capacity:
-            return
-        cap = max(need, 2 * self.capacity, 1)
+        """Make room for at least ``need`` rows (capacity :func:`grown`; new rows initialised)."""
+        if need > self.capacity:
+            self._resize(grown(self.capacity, need))
+
+    def _resize(self, cap: int) -> None:
+        old = self.capacity
         for k, (shape, dtype, init) in self.spec.items():
-            new = np.full((cap, *shape), init, dtype)
-            new[: self.capacity] = self._a[k]
-            self._a[k] = new
+            try:
+                # in place (realloc: a large array is moved by the kernel, not copied, so the old
+                # and the new arrays are not both resident); refused while a view of it exists
+                self._a[k].resize((cap, *shape), refcheck=True)
+            except ValueError:
+                new = np.full((cap, *shape), init, dtype)
+                new[:old] = self._a[k]
+                self._a[k] = new
+            else:
+                self._a[k][old:] = init
         self.capacity = cap
 
     def reset(self, rows: np.ndarray) -> None:

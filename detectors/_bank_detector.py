@@ -32,7 +32,7 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from detectors._bank_columns import Columns, py_max
+from detectors._bank_columns import Columns, grown, py_max
 from detectors.anomaly import COMPONENTS, RecordFusionDetector
 from detectors.base import AnomalyDetector
 from detectors.records import RecordScaler
@@ -100,8 +100,7 @@ class ObjectBank:
         return out
 
     def grow(self, need: int) -> None:
-        if need > len(self.objs):
-            self.objs.extend([None] * (max(need, 2 * len(self.objs)) - len(self.objs)))
+        self.objs.extend([None] * (grown(len(self.objs), need) - len(self.objs)))
 
     def reset(self, rows: np.ndarray) -> None:
         for r in rows.tolist():

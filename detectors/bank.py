@@ -18,9 +18,10 @@ classes stay the readable reference; the bank mirrors them step by step:
   :class:`~detectors.drift.ErrorDrift`).
 
 Rows come and go: :meth:`SeriesBank.add` takes a free row (reused rows start
-cold), :meth:`SeriesBank.remove` frees one; the arrays grow by doubling (give
-``capacity`` up front to avoid the slack and the copy: growing holds the old
-and the new arrays at once). :meth:`SeriesBank.export` turns a row into a
+cold), :meth:`SeriesBank.remove` frees one; the arrays grow by a quarter
+(``detectors/_bank_columns.py``: at most a quarter of the rows unused; give
+``capacity`` up front to avoid the slack and the growing, which moves the
+arrays in place where the allocator can, else holds the old and the new at once). :meth:`SeriesBank.export` turns a row into a
 ``SeriesModel`` and :meth:`SeriesBank.load` / :meth:`SeriesBank.load_many` a
 ``SeriesModel`` into a row, exactly, so per-series signed checkpoints
 (``streams/checkpoint.py``) are written and restored as before, and a bank is

@@ -142,6 +142,11 @@ class Settings:
     #: wall seconds without input after which a series is evicted from memory (windows closed,
     #: model and view checkpointed first: it comes back warm); 0 = never
     series_idle_seconds: float = 900.0
+    #: where the worker's changelog-backed tables (model checkpoints, view snapshots, targets)
+    #: keep their copy: disk (a sqlite file in data_dir, deleted with the process; rebuilt from
+    #: the changelogs at every start, as memory is) or memory (a dict: about 40 KiB more
+    #: resident a series)
+    table_store: str = "disk"
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None, **overrides: Any) -> Settings:
@@ -195,20 +200,31 @@ class Settings:
                 out.append(f"--{port.replace('_', '-')} / FORESIGHT_{port.upper()} must be <= 65535")
         return out
 
+    def series_bytes(self) -> int:
+        """Resident bytes of one warm series: :data:`SERIES_BYTES`, plus
+        :data:`MEMORY_TABLE_BYTES` when the tables keep their copy in memory (``table_store``).
+
+        >>> Settings().series_bytes() // 1024, Settings(table_store="memory").series_bytes() // 1024
+        (80, 152)
+        """
+        return SERIES_BYTES + (MEMORY_TABLE_BYTES if self.table_store == "memory" else 0)
+
     def max_series_limit(self) -> int:
         """Series one worker tracks: ``max_series`` if set, else what ``memory_limit_mb`` holds
-        after the worker's own :data:`WORKER_BASE_MB`, at :data:`SERIES_BYTES` a series, keeping
+        after the worker's own :data:`WORKER_BASE_MB`, at :meth:`series_bytes` a series, keeping
         :data:`MEMORY_HEADROOM` of it free (at least 100).
 
         >>> Settings().max_series_limit(), Settings(memory_limit_mb=1024).max_series_limit()
-        (10794, 4626)
+        (18350, 7864)
+        >>> Settings(table_store="memory").max_series_limit()
+        9657
         >>> Settings(max_series=50).max_series_limit()
         50
         """
         if self.max_series > 0:
             return self.max_series
         usable = max(0, self.memory_limit_mb - WORKER_BASE_MB) * 2**20 * (1 - MEMORY_HEADROOM)
-        return max(100, int(usable // SERIES_BYTES))
+        return max(100, int(usable // self.series_bytes()))
 
     def forecast_horizon_steps(self) -> int:
         """Windows each forecast covers: ``horizon_steps`` if set, else enough for a lead time
@@ -280,6 +296,7 @@ COMMANDS: dict[str, tuple[str, ...]] = {
     "max_series": WORKER_COMMANDS,
     "memory_limit_mb": WORKER_COMMANDS,
     "series_idle_seconds": WORKER_COMMANDS,
+    "table_store": WORKER_COMMANDS,
     **{name: KAFKA_COMMANDS for name in (
         "kafka_security_protocol", "kafka_sasl_mechanism", "kafka_sasl_username",
         "kafka_sasl_password_file", "kafka_ssl_cafile", "kafka_ssl_certfile", "kafka_ssl_keyfile",
@@ -293,6 +310,7 @@ COMMANDS: dict[str, tuple[str, ...]] = {
 CHOICES: dict[str, tuple[str, ...]] = {
     "mode": ("", "Active", "ForecastOnly"),
     "log_level": ("debug", "info", "warning", "error"),
+    "table_store": ("disk", "memory"),
     "kafka_security_protocol": ("PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"),
     "kafka_sasl_mechanism": ("PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"),
 }
@@ -317,12 +335,18 @@ MINIMUM: dict[str, tuple[float, str]] = {
     "series_idle_seconds": (0, ">= 0 (0: never evict)"),
 }
 
-#: resident memory of one tracked, warm series (bytes): its model bank row (about 30 KiB, and
-#: up to as much again unused while the bank doubles its rows), view history (360 windows and
-#: the latest forecast, about 9.5 KiB), window and step state, and the table copies of its signed
-#: checkpoint (about 29 KiB) and view snapshot (about 9.5 KiB). Measured by ``make bench`` with
-#: warm models: 124-136 KB a series at 10,000 to 50,000 series; the largest, rounded up.
-SERIES_BYTES = 136 * 1024
+#: resident memory of one tracked, warm series (bytes), its tables' copies on disk
+#: (``table_store`` disk): its model bank row (about 30 KiB, and up to a quarter of that again
+#: unused while the bank grows), view history (360 windows and the latest forecast, about 12 KiB),
+#: window and step state, and the allocator's share. Measured by ``make bench`` with warm models:
+#: 66-68 KB a series at 10,000 series (busy machine; 84 KB under tracemalloc), its bank then
+#: 19 % unused (a quarter at worst: +2 KB), rounded up with room for run-to-run spread.
+SERIES_BYTES = 80 * 1024
+#: what a series adds when the tables keep their copy in memory (``table_store`` memory): its
+#: signed checkpoint (about 29 KiB) and view snapshot (about 9.5 KiB) as bytes, and the heap
+#: they fragment. Measured by ``make bench`` as the difference of the two stores at 10,000
+#: series: 138 - 68 = 70 KB, rounded up.
+MEMORY_TABLE_BYTES = 72 * 1024
 #: resident memory of a worker with no series (Python, Faust, River, numpy, aiohttp, buffers), MiB
 WORKER_BASE_MB = 256
 #: share of the budget left free for bursts (a backlog's buffers, garbage not yet collected)

@@ -64,14 +64,18 @@ class Api:
 
     def _sync(self, name: str, table: faust.Table, held: Mapping[str, Any], keep: Callable[[str], bool],
               restore: Callable[[str, Any], Any]) -> None:
-        for k, v in list(table.items()):
+        # keys first, then only the values restored: the table's values may be on disk
+        # (streams/tablestore.py), and most are held already
+        for k in list(table.keys()):
             key = _table_key(k)
             if key is None:
-                self.store._refused(name, repr(k)[:100], "key is not UTF-8", v)
+                self.store._refused(name, repr(k)[:100], "key is not UTF-8", table.get(k))
                 continue
-            if v is None or key in held or not keep(key):
+            if key in held or not keep(key):
                 continue
-            restore(key, v)  # a bad snapshot is skipped and counted
+            v = table.get(k)
+            if v is not None:
+                restore(key, v)  # a bad snapshot is skipped and counted
 
     def with_spec(self, summary: dict[str, Any]) -> dict[str, Any]:
         """A target's summary plus its spec (capacity, min, max: to check a count by eye) and unit."""

@@ -26,6 +26,7 @@ from streams.lifecycle import ForesightWorker
 from streams.metrics import Metrics
 from streams.settings import Settings
 from streams.steps import StepEstimator
+from streams.tablestore import store_url
 from streams.topics import Topics
 from streams.web.cluster import advertised_host
 from streams.web.readmodel import ViewStore, view_points
@@ -158,7 +159,8 @@ def faust_app(settings: Settings) -> faust.App:
     return faust.App(
         settings.app_id,
         broker=f"kafka://{settings.broker}",
-        store="memory://",
+        # the tables' copy of their changelogs: a sqlite file in data_dir, or a dict (streams/tablestore.py)
+        store=store_url(settings.table_store),
         datadir=f"{settings.data_dir}/faust",
         topic_partitions=settings.partitions,
         # security and replication as every other client (streams/kafka_config.py, streams/admin.py):

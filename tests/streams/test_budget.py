@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from streams.budget import SeriesBudget
-from streams.settings import SERIES_BYTES, WORKER_BASE_MB, Settings
+from streams.settings import MEMORY_TABLE_BYTES, SERIES_BYTES, WORKER_BASE_MB, Settings
 
 
 def test_new_series_beyond_the_limit_are_refused_and_counted_tracked_ones_never():
@@ -65,7 +65,9 @@ def test_the_default_limit_follows_the_memory_budget():
     assert Settings(max_series=7).max_series_limit() == 7, "set explicitly: as set"
     small, big = Settings(memory_limit_mb=1024), Settings(memory_limit_mb=4096)
     assert big.max_series_limit() > 3 * small.max_series_limit()
-    for s in (small, big):  # what the limit holds fits in the budget
-        assert WORKER_BASE_MB * 2**20 + s.max_series_limit() * SERIES_BYTES <= s.memory_limit_mb * 2**20
+    for s in (small, big, Settings(table_store="memory")):  # what the limit holds fits in the budget
+        assert WORKER_BASE_MB * 2**20 + s.max_series_limit() * s.series_bytes() <= s.memory_limit_mb * 2**20
+    assert Settings(table_store="memory").series_bytes() == SERIES_BYTES + MEMORY_TABLE_BYTES
+    assert Settings(table_store="memory").max_series_limit() < Settings().max_series_limit()
     assert Settings(memory_limit_mb=100).max_series_limit() == 100, "never below 100"
     assert Settings(max_series=-1).problems() and Settings(series_idle_seconds=-1).problems()
