@@ -1,9 +1,9 @@
 """What the worker's agents and timers share: one :class:`WorkerContext`.
 
 :func:`faust_app` builds the Faust app, :func:`build` the context around it
-(topics, the three changelog-backed tables, the read model, the series
-budget, the checkpointer, the in-memory :class:`WorkerState` and the lock the
-window agent and its timers take). Each module of :mod:`streams.worker`
+(topics, the three changelog-backed tables and their writer, the read model,
+the series budget, the checkpointer, the in-memory :class:`WorkerState` and the
+lock the window agent and its timers take). Each module of :mod:`streams.worker`
 installs its agents and timers on the context's app.
 """
 
@@ -31,6 +31,7 @@ from streams.web.cluster import advertised_host
 from streams.web.readmodel import ViewStore, view_points
 from streams.web.specs import load_selector, scaler_series
 from streams.windowing import Windower
+from streams.worker.changelog import ChangelogWriter
 
 #: the input topics' (topic, partition)
 Source = tuple[str, int]
@@ -132,6 +133,8 @@ class WorkerContext:
     state: WorkerState = field(default_factory=WorkerState)
     #: the window agent and the wall-clock timers share the windowers
     window_lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+    #: every write to the tables' changelogs (streams/worker/changelog.py)
+    changelog: ChangelogWriter = field(default_factory=ChangelogWriter)
 
     @property
     def step(self) -> float:
