@@ -35,6 +35,16 @@ from streams.worker.changelog import ChangelogWriter
 
 #: the input topics' (topic, partition)
 Source = tuple[str, int]
+#: the producer's record batch (bytes a partition's batch holds). Faust's default, 16 KiB, is
+#: smaller than a checkpoint's records (a ~30 KB bank row, a ~7.5 KB view) and a forecasts
+#: message, and aiokafka holds the next record of a partition whose batch is full until that
+#: batch is drained, which waits for the request in flight to the broker (one at a time): a
+#: broker round trip per checkpointed series, the forecasts queued behind them (README,
+#: "Why p99 stays over 1 s"). In batches of this size a round's records go out together. Safe
+#: on the embedded broker, whose end offset misses all but the first record of a partition's
+#: newest batch, only because every table write ends its changelog partitions with a batch of
+#: one record (streams/worker/changelog.py).
+PRODUCER_MAX_BATCH_BYTES = 512 * 1024
 
 
 def horizon_steps(settings: Settings) -> int:
@@ -177,6 +187,7 @@ def faust_app(settings: Settings) -> faust.App:
         web_host=advertised_host(settings),
         web_port=settings.web_port,
         producer_linger_ms=5,
+        producer_max_batch_size=PRODUCER_MAX_BATCH_BYTES,
         consumer_auto_offset_reset="earliest",
         # a rebalance does not wait for the Faust agents (model, history,
         # decisions) to drain what they have buffered: what they have not
