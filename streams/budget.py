@@ -32,7 +32,6 @@ True
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
-from typing import Any
 
 #: most series evicted per timer tick (each one pickles and signs a model: about 1 ms)
 EVICT_BATCH = 500
@@ -113,16 +112,3 @@ class SeriesBudget:
         """Keep only the series for which ``keep`` is true (after a rebalance)."""
         for s in [s for s in self.last if not keep(s)]:
             self.forget(s)
-
-
-def put_on_partition(table: Any, partition: int, key: bytes, value: bytes) -> None:
-    """Set ``table[key] = value`` with its changelog record on ``partition``.
-
-    Faust's ``table[key] = value`` takes the changelog partition from the event
-    being processed, so it only works inside an agent; an eviction runs in a
-    timer, so it names the key's partition itself (the partition of the key
-    in the source topic, as the agent's writes do). Uses Faust's public
-    ``send_changelog`` and the table's store, as ``__setitem__`` does.
-    """
-    table.send_changelog(partition, key, value)
-    table.data[key] = value

@@ -12,6 +12,7 @@ import faust
 
 from streams import records
 from streams.records import InvalidRecord
+from streams.worker.changelog import Put
 from streams.worker.context import WorkerContext
 from streams.worker.deadletters import processing_error, rejected
 
@@ -29,7 +30,7 @@ async def decision_message(ctx: WorkerContext, msg: Any) -> None:
         store.restore_target(d["target"], targets[key])  # a bad snapshot is skipped and counted
     target, logged = store.on_decision(d)
     if logged or target.decisions % 10 == 0:
-        targets[key] = store.snapshot_target(target)
+        await ctx.changelog.write(ctx.app.producer, [Put(targets, msg.partition, key, store.snapshot_target(target))])
 
 
 def install(ctx: WorkerContext) -> None:

@@ -10,10 +10,10 @@ from __future__ import annotations
 import logging
 import time
 
-from streams.budget import EVICT_BATCH, put_on_partition
+from streams.budget import EVICT_BATCH
 from streams.web.cluster import partition_for
+from streams.worker.changelog import Put
 from streams.worker.context import WorkerContext
-from streams.worker.models import seal_before
 from streams.worker.windows import Windows
 
 log = logging.getLogger("foresight.worker")
@@ -55,27 +55,26 @@ def install(ctx: WorkerContext, windows: Windows) -> None:
                         now - at > LATE_SECONDS and series not in state.models and series not in store.series):
                     del evicted[series]
             held = [s for s in evicted if s in state.models or s in store.series][:EVICT_BATCH]
-            for i, series in enumerate(held):
-                if i == len(held) - 1:  # its checkpoints start producer batches: see seal_before
-                    await seal_before(ctx.app.producer)
-                drop(series)
+            puts: list[Put] = []
+            for series in held:
+                drop(series, puts)
+            await ctx.changelog.write(ctx.app.producer, puts)
         except Exception:  # noqa: BLE001 - a timer never dies; what is held stays until next time
             log.exception("evicting idle series failed")
 
-    def drop(series: str) -> None:
-        """Checkpoint the series' model and view (if not saved since its last update), then
-        free them."""
+    def drop(series: str, puts: list[Put]) -> None:
+        """Checkpoint the series' model and view (if not saved since its last update: to
+        ``puts``), then free them."""
         key, part = series.encode(), partition_for(series, settings.partitions)
         cached = state.models.pop(series, None)
         view = store.series.get(series)
         if cached is not None:
             try:
                 if cached.since_checkpoint:
-                    put_on_partition(ctx.tables.models, part, key,
-                                     ctx.checkpointer.dumps(cached.export(), key))
+                    puts.append(Put(ctx.tables.models, part, key, ctx.checkpointer.dumps(cached.export(), key)))
                     metrics.checkpoints.inc()
                     if view is not None:
-                        put_on_partition(ctx.tables.series_view, part, key, store.snapshot_series(view))
+                        puts.append(Put(ctx.tables.series_view, part, key, store.snapshot_series(view)))
             finally:
                 cached.release()  # its bank row is free for another series
         store.evict(series)

@@ -48,6 +48,7 @@ from streams.lifecycle import delivered
 from streams.records import Point
 from streams.steps import StepEstimator, model_shape
 from streams.web.readmodel import Anomaly
+from streams.worker.changelog import Put
 from streams.worker.context import BankKey, Cached, WorkerContext
 from streams.worker.deadletters import dead_letter, processing_error
 
@@ -101,6 +102,8 @@ class Models:
         #: where points partitions of the assignment start (:meth:`_start_offset`), until used
         self._starts: dict[tuple[str, int], int | None] = {}
         self._revocations = 0
+        #: checkpoints the history learner took, to write (:meth:`write_history`)
+        self._history_puts: list[tuple[bytes, bytes, bytes]] = []
 
     # -- banks and rows ----------------------------------------------------
     def _factory(self, step: float) -> tuple[BankKey, Any]:
@@ -275,12 +278,19 @@ class Models:
 
     def save_history(self, series: str, model: SeriesModel, view: Any) -> None:
         """Check a series' model back in and checkpoint it and its view after a history
-        message taught it."""
-        ctx = self.ctx
+        message taught it (to the changelogs by :meth:`write_history`, once the message is learnt)."""
+        ctx, key = self.ctx, series.encode()
         self.checkin(series)
-        ctx.tables.models[series.encode()] = ctx.checkpointer.dumps(model, series.encode())
-        ctx.tables.series_view[series.encode()] = ctx.store.snapshot_series(view)
+        self._history_puts.append((key, ctx.checkpointer.dumps(model, key), ctx.store.snapshot_series(view)))
         ctx.metrics.checkpoints.inc()
+
+    async def write_history(self, partition: int) -> None:
+        """Write the checkpoints :meth:`save_history` took, on ``partition`` (the history
+        message's, as a Faust table's own write in its agent would)."""
+        tables, saved, self._history_puts = self.ctx.tables, self._history_puts, []
+        puts = [p for key, model, view in saved
+                for p in (Put(tables.models, partition, key, model), Put(tables.series_view, partition, key, view))]
+        await self.ctx.changelog.write(self.ctx.app.producer, puts)
 
     def restore_view(self, series: str) -> None:
         """Restore a series' view from its ``series_view`` record, if it has one."""
@@ -424,13 +434,14 @@ class Models:
             g = groups.setdefault(id(cached.bank), (cached.bank, cached.step, [], []))
             g[2].append(cached)
             g[3].append((series.encode(), self.ctx.store.series.get(series)))
-        for bank, step, cacheds, views in groups.values():
-            await self._save(bank, step, cacheds, views, partition)
+        puts = [p for bank, step, cacheds, views in groups.values()
+                for p in self._save(bank, step, cacheds, views, partition)]
+        await self.ctx.changelog.write(self.ctx.app.producer, puts)
 
-    async def _save(self, bank: SeriesBank, step: float, held: list[Cached], views: list[tuple[bytes, Any]],
-              partition: int) -> None:
-        """Checkpoint the models of ``held`` (rows of ``bank``, at ``step``) and their views: the
-        rows' state as signed raw records (one gather for all: ``SeriesBank.row_bytes_of``), or
+    def _save(self, bank: SeriesBank, step: float, held: list[Cached], views: list[tuple[bytes, Any]],
+              partition: int) -> list[Put]:
+        """The checkpoints of the models of ``held`` (rows of ``bank``, at ``step``) and their views:
+        the rows' state as signed raw records (one gather for all: ``SeriesBank.row_bytes_of``), or
         signed ``SeriesModel`` pickles where the bank cannot give bytes."""
         ctx, tables, store = self.ctx, self.ctx.tables, self.ctx.store
         layout, now = bank.layout, time.monotonic()
@@ -438,19 +449,15 @@ class Models:
         keys = [key for key, _ in views]
         blobs = (ctx.checkpointer.dumps_rows(step, layout, keys, states) if states is not None and layout
                  else [ctx.checkpointer.dumps(bank.export(c.row), key) for c, key in zip(held, keys, strict=True)])
-        # the newest model and view checkpoints each start a producer batch (all before them
-        # sent first): see seal_before
-        seal = {len(held) - 1, max((i for i, (_, v) in enumerate(views) if v is not None), default=-1)}
-        producer = ctx.app.producer
-        for i, (cached, (key, view), blob) in enumerate(zip(held, views, blobs, strict=True)):
-            if i in seal:
-                await seal_before(producer)
-            await _put(producer, tables.models, partition, key, blob)
+        puts = []
+        for cached, (key, view), blob in zip(held, views, blobs, strict=True):
+            puts.append(Put(tables.models, partition, key, blob))
             if view is not None:
-                await _put(producer, tables.series_view, partition, key, store.snapshot_series(view))
+                puts.append(Put(tables.series_view, partition, key, store.snapshot_series(view)))
             cached.since_checkpoint = 0
             cached.checkpointed = now
         ctx.metrics.checkpoints.inc(len(held))
+        return puts
 
     async def in_sequence(self, msg: Any) -> bool:
         """Whether ``msg`` continues its points partition without a gap (or a repeat).
@@ -634,6 +641,7 @@ def install_history(ctx: WorkerContext, models: Models) -> None:
                     receipts, dead = learner.learn_message(msg.value or b"", msg.partition, msg.offset)
                 finally:
                     models.checkin_all()  # what was learnt before a failure stays learnt
+                    await models.write_history(msg.partition)
                 if dead is not None:
                     await dead_letter(ctx, topics.history, msg, dead)
                 for r in receipts:
@@ -641,38 +649,6 @@ def install_history(ctx: WorkerContext, models: Models) -> None:
                                                               value=records.dumps(r.to_json()))
             except Exception as exc:  # noqa: BLE001 - an agent never crash-loops on data
                 await processing_error(ctx, "history", topics.history, msg, exc)
-
-
-async def seal_before(producer: Any) -> None:
-    """Send every record handed to the producer before the next one (which then starts a
-    record batch of its own in its partition).
-
-    The embedded broker (Tansu) reports a partition's end offset as the first offset of its
-    newest record batch + 1 (README, "The embedded broker"), and a table's changelog recovery
-    reads to that end: records after the first of a batch at the end of a changelog partition
-    are not restored. A worker taking a partition over then held an older model or view of
-    the series checkpointed last, or none: it built the view afresh from windows replayed
-    after the move (a history with its oldest windows missing) and showed them again. Views
-    of ~7.5 KB (two to a 16 KB producer batch) met it where ~12 KB ones did not. With the last
-    checkpoints of each round written after this, the newest batch of every changelog
-    partition starts with its newest record. Kafka reports the offset after the last record:
-    there this only waits for what was sent."""
-    await producer.flush()
-
-
-async def _put(producer: Any, table: Any, partition: int, key: bytes, value: bytes) -> None:
-    """``table[key] = value`` with its changelog record on ``partition``, handed to the producer
-    before this returns (:func:`streams.budget.put_on_partition` queues it in Faust's producer
-    buffer instead: one task sends the buffer's records one at a time and the agent's flow stops
-    while it holds more than 100, and the commit's flush of it gives up after 0.1 s without a
-    send, so a points offset could be committed before its checkpoints were sent). The commit
-    flushes the producer, so the points message's offset is committed after its checkpoints.
-
-    Straight to the app's producer (the tables' keys and values are raw bytes): a changelog
-    topic's ``send`` builds a Faust message, its future and a debug log line per record, about
-    half the cost of a checkpoint's two records in a profile of the model path."""
-    await producer.send(table.changelog_topic.get_topic_name(), key, value, partition, None, None)
-    table.data[key] = value
 
 
 def _load(bank: SeriesBank, raw: bool, rows: list[int], models: list[Any]) -> None:

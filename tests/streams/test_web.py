@@ -482,30 +482,39 @@ def changelog_ends(broker: str, topic: str, partitions: int) -> dict[int, tuple[
 
 @pytest.mark.integration
 def test_a_successor_recovers_every_checkpoint_written_last(broker, prefix, start_worker):
-    """The newest checkpoints of a changelog partition are within the end offset the broker
-    reports, which a worker taking the partition over recovers to. The embedded broker reports
-    the first offset of the newest record batch + 1: checkpoints written back to back share a
-    batch, and those after its first would be lost to a successor (it then rebuilt a view from
-    the windows replayed after the move: tests/streams/test_web.py's joining-later test)."""
+    """The newest records of every changelog partition (checkpoints, views, targets' snapshots)
+    are within the end offset the broker reports, which a worker taking the partition over
+    recovers to. The embedded broker reports the first offset of the newest record batch + 1:
+    records written back to back share a batch (the more, the larger the producer's batches:
+    streams/worker/context.py PRODUCER_MAX_BATCH_BYTES), and those after its first would be lost
+    to a successor (it then rebuilt a view from the windows replayed after the move:
+    tests/streams/test_web.py's joining-later test). streams/worker/changelog.py ends each
+    partition with a batch holding just its last record."""
     env = {"FORESIGHT_WINDOW_SECONDS": "10", "FORESIGHT_PERIOD_STEPS": "12", "FORESIGHT_HORIZON_STEPS": "3",
            "FORESIGHT_PARTITIONS": "4", "FORESIGHT_CHECKPOINT_EVERY": "1"}
     a = start_worker(prefix, **env)
     series = [f"svc{i:02d}/requests" for i in range(16)]
+    targets = [f"shop/t{i:02d}" for i in range(24)]
     produce(broker, prefix, series, 12)
+    # every decision changes the replicas: logged, each one a snapshot of its target
+    send_raw(broker, f"{prefix}.decisions",
+             [decision(t, T0 + 10 * k, 2 + k, 3 + k) for k in range(3) for t in targets])
     last = T0 + 8 * WINDOW
     poll(a.port, "/api/series?limit=500",
          lambda b: b["total"] == len(series) and all(r["ts"] == last for r in b["items"]), "every series")
+    poll(a.port, "/api/targets?limit=500", lambda b: len(b["items"]) == len(targets), "every target")
     seen: list[Any] = []
-    for table in ("series_view", "models"):
-        def covered(topic: str = f"{prefix}-app-{table}-changelog") -> dict[int, tuple[int, int]] | None:
-            # a round of checkpoints being written can be read half-sent: waited out
+    for table, keys in (("series_view", series), ("models", series), ("targets", targets)):
+        def covered(topic: str = f"{prefix}-app-{table}-changelog", n: int = len(keys)
+                    ) -> dict[int, tuple[int, int]] | None:
+            # a round of records being written can be read half-sent: waited out
             ends = changelog_ends(broker, topic, 4)
             seen[:] = [ends]
-            written = sum(read for read, _ in ends.values()) >= len(series)
+            written = sum(read for read, _ in ends.values()) >= n
             return ends if written and all(end == read for read, end in ends.values()) else None
 
         try:
-            wait_until(covered, f"the end offsets of {table} to cover every checkpoint", timeout=30)
+            wait_until(covered, f"the end offsets of {table} to cover every record", timeout=30)
         except AssertionError as exc:
             raise AssertionError(f"{exc}: (offset after the last record, end offset) per partition: "
                                  f"{seen}") from None
