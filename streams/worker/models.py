@@ -49,7 +49,7 @@ from streams.records import Point
 from streams.steps import StepEstimator, model_shape
 from streams.web.readmodel import Anomaly
 from streams.worker.changelog import Put
-from streams.worker.context import BankKey, Cached, WorkerContext
+from streams.worker.context import REWIND_RETRY_SECONDS, BankKey, Cached, WorkerContext
 from streams.worker.deadletters import dead_letter, processing_error
 
 log = logging.getLogger("foresight.worker")
@@ -67,8 +67,6 @@ INITIAL_ROWS = 1024
 #: held back is checkpointed at its next staggered turn once free (within ``checkpoint_every``
 #: updates), so the series of a backlog are not all checkpointed in one window after it.
 CHECKPOINT_MIN_SECONDS = 30.0
-#: seconds a re-read of the points partition waits for its offset before seeking again
-REWIND_RETRY_SECONDS = 1.0
 #: seeks back over the same gap before it is taken for offsets without records
 REWIND_TRIES = 3
 #: how long the first look at a points partition waits for where it starts

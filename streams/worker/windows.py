@@ -36,13 +36,10 @@ from streams.records import InvalidRecord, Point
 from streams.settings import Settings
 from streams.web.cluster import partition_for
 from streams.windowing import Windower
-from streams.worker.context import Source, WorkerContext
+from streams.worker.context import REWIND_RETRY_SECONDS, Source, WorkerContext
 from streams.worker.deadletters import dead_letter, processing_error
 
 log = logging.getLogger("foresight.worker")
-#: a re-read partition that has not come back to its offset this long after the seek is
-#: sought again
-REWIND_RETRY_SECONDS = 1.0
 #: most records one ``getmany`` of the input consumer returns (one batch of the window agent)
 FETCH_RECORDS = 20_000
 #: elements (and messages) the window agent handles before it lets the event loop run
