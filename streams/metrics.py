@@ -113,6 +113,12 @@ class Metrics:
         self.model_updates = Counter(
             "foresight_model_updates", "Series model updates (one closed window of one series)", registry=r
         )
+        self.relearn_skipped = Counter(
+            "foresight_points_relearn_skipped",
+            "Points not learnt because their series' model has learnt their window (or a later one) "
+            "already: a window published or delivered again after a rebalance or a crash",
+            registry=r,
+        )
         self.bad_decisions = Counter(
             "foresight_bad_decisions", "Unreadable messages on the decisions topic (skipped)", registry=r
         )

@@ -31,6 +31,7 @@ import asyncio
 import logging
 import math
 import time
+import weakref
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
@@ -45,9 +46,10 @@ from streams import kafka_config, records
 from streams.checkpoint import RowCheckpoint, UntrustedCheckpoint
 from streams.history import HistoryLearner, HistoryMetrics
 from streams.lifecycle import delivered
+from streams.ratelog import RateLimitedLog
 from streams.records import Point
 from streams.steps import StepEstimator, model_shape
-from streams.web.readmodel import Anomaly
+from streams.web.readmodel import Anomaly, SeriesView
 from streams.worker.changelog import Put
 from streams.worker.context import REWIND_RETRY_SECONDS, BankKey, Cached, WorkerContext
 from streams.worker.deadletters import dead_letter, processing_error
@@ -102,6 +104,10 @@ class Models:
         self._revocations = 0
         #: checkpoints the history learner took, to write (:meth:`write_history`)
         self._history_puts: list[tuple[bytes, bytes, bytes]] = []
+        #: per bank, per row: the start of the newest window the row's model has learnt (-inf:
+        #: none known); a point not after it is not learnt again (:meth:`_update`)
+        self._learnt: weakref.WeakKeyDictionary[SeriesBank, np.ndarray] = weakref.WeakKeyDictionary()
+        self._rl = RateLimitedLog(log, interval=60.0)
 
     # -- banks and rows ----------------------------------------------------
     def _factory(self, step: float) -> tuple[BankKey, Any]:
@@ -130,6 +136,54 @@ class Models:
                             "detector object per series (exact, slower)", step,
                             type(bank.template.detector).__name__)
         return bank
+
+    def learnt_of(self, bank: SeriesBank) -> np.ndarray:
+        """Per row of ``bank``: the start of the newest window its series' model has learnt
+        (-inf: none known, everything is learnt)."""
+        marks = self._learnt.get(bank)
+        if marks is None or len(marks) < bank.capacity:
+            grown = np.full(max(bank.capacity, 1), -np.inf)
+            if marks is not None:
+                grown[:len(marks)] = marks
+            marks = self._learnt[bank] = grown
+        return marks
+
+    def _add_row(self, bank: SeriesBank, learnt: float = -math.inf) -> int:
+        """A free row of ``bank`` for a model that has learnt the windows up to ``learnt``."""
+        row = bank.add()
+        self.learnt_of(bank)[row] = learnt
+        return row
+
+    def learnt_until(self, series: str) -> float:
+        """The start of the newest window the series' model has learnt (-inf: none known)."""
+        cached = self.model_for(series)
+        return float(self.learnt_of(cached.bank)[cached.row])
+
+    def _checkpointed_until(self, series: str) -> float:
+        """The start of the newest window of the series' ``series_view`` record: the last window
+        its checkpointed model learnt (the view is written with each model checkpoint, in the
+        same changelog write, :meth:`_save`). -inf if it has none or it does not verify or parse
+        (then the restored model learns every point it is given, as before this guard).
+
+        A view this worker holds is not asked: after a rebalance it can be newer than the
+        checkpoint the model is restored from (the models are dropped, the view is kept); one it
+        does not hold is restored from the record (as :meth:`_update` would on the series'
+        first point)."""
+        store, key = self.ctx.store, series.encode()
+        raw = self.ctx.tables.series_view.get(key)
+        if not raw:
+            return -math.inf
+        if series in store.series:
+            try:
+                signer = store.signers.get("series_view")
+                view: SeriesView | None = SeriesView.loads(
+                    series, store.size, raw if signer is None else signer.verify(key, raw))
+            except Exception:  # noqa: BLE001 - refused or unreadable: no mark (the store counts it)
+                return -math.inf
+        else:
+            view = store.restore_series(series, raw)  # a bad one is counted and skipped
+        meta = view.fc_meta if view is not None else None
+        return float(meta[0]) if meta is not None else -math.inf
 
     def _checkpoint(self, series: str) -> SeriesModel | RowCheckpoint | None:
         """The series' model from its signed checkpoint (a ``SeriesModel``, or a bank row's
@@ -175,7 +229,7 @@ class Models:
                     model = None
             if model is None:
                 bank = self.bank_for(ctx.step)
-                held[series] = Cached(bank, bank.add(), ctx.step)
+                held[series] = Cached(bank, self._add_row(bank), ctx.step)
                 continue
             if isinstance(model, SeriesModel):
                 step = float(getattr(model.forecaster, "step_seconds", ctx.step))
@@ -184,7 +238,7 @@ class Models:
             g[2].append(series)
             g[3].append(model)
         for (_, raw), (bank, step, group, models) in groups.items():
-            rows = [bank.add() for _ in group]
+            rows = [self._add_row(bank, self._checkpointed_until(series)) for series in group]
             try:
                 _load(bank, raw, rows, models)
                 restored = len(rows)
@@ -197,7 +251,7 @@ class Models:
                     except Exception as exc:  # noqa: BLE001 - another configuration or version: cold
                         self._unloadable(series, exc)
                         bank.remove(rows[i])
-                        rows[i] = bank.add()  # reset: cold
+                        rows[i] = self._add_row(bank)  # reset: cold
             for series, row in zip(group, rows, strict=True):
                 held[series] = Cached(bank, row, step)
             ctx.metrics.restored_checkpoints.inc(restored)
@@ -213,7 +267,7 @@ class Models:
     def _move(self, cached: Cached, step: float, model: SeriesModel) -> None:
         """Put ``model`` (at ``step``) in the bank of that step, freeing the series' old row."""
         bank = self.bank_for(step)
-        row = bank.add()
+        row = self._add_row(bank, float(self.learnt_of(cached.bank)[cached.row]))
         try:
             bank.load(row, model)
         except Exception:
@@ -252,7 +306,12 @@ class Models:
         cached = self.model_for(series)
         if cached.model is None:
             cached.model = cached.bank.export(cached.row)
-        return self.at_own_step(series, cached, t, value)
+        cached = self.at_own_step(series, cached, t, value)
+        # learnt now (in event time: the history learner skips windows not after the view's
+        # newest): a live point of that window or an older one is not learnt again
+        marks = self.learnt_of(cached.bank)
+        marks[cached.row] = max(marks[cached.row], t)
+        return cached
 
     def current_model(self, series: str) -> SeriesModel:
         """A copy of the series' model as it is (restored if not held), learning nothing."""
@@ -345,8 +404,16 @@ class Models:
         ctx, metrics, store, tables = self.ctx, self.ctx.metrics, self.ctx.store, self.ctx.tables
         n = len(ks)
         rows = np.fromiter((c.row for c in held), np.int64, n)
-        values = np.fromiter((points[k].value for k in ks), np.float64, n)
         ts = np.fromiter((points[k].start for k in ks), np.float64, n)
+        marks = self.learnt_of(bank)
+        fresh = ~(ts <= marks[rows])  # NaN: on to the bank, which refuses it (a dead letter)
+        if not fresh.all():
+            keep = np.flatnonzero(fresh)
+            self._skip_learnt(points, [k for i, k in enumerate(ks) if not fresh[i]], marks, rows[~fresh])
+            if not len(keep):
+                return
+            ks, held, rows, ts, n = [ks[i] for i in keep], [held[i] for i in keep], rows[keep], ts[keep], len(keep)
+        values = np.fromiter((points[k].value for k in ks), np.float64, n)
         t0 = time.perf_counter()
         try:
             u = bank.update(rows, values, ts)
@@ -359,6 +426,7 @@ class Models:
             return
         metrics.model_update_seconds.observe(time.perf_counter() - t0)  # one bank call
         metrics.model_updates.inc(n)
+        marks[rows] = ts
         # the forecasts as arrays (SeriesModel.to_forecast's, placed in event time here): no
         # Forecast object per series; the read model and the forecasts message take the arrays
         step = held[0].step  # a bank's series share its step
@@ -417,6 +485,17 @@ class Models:
         fc = records.ForecastColumns(names, ts, step, intervals, coverage, model_name, u.warm,
                                      u.error, u.drifting, values, untrusted, u.score)
         out.forecasts.append(fc if ok.all() else fc.take(ok))
+
+    def _skip_learnt(self, points: list[Point], ks: list[int], marks: np.ndarray, rows: np.ndarray) -> None:
+        """Points ``ks`` are of windows their series' models have learnt (or older ones): not
+        learnt again, counted, logged at most once a minute. Not dead letters: nothing is wrong
+        with them (a window published again by an input partition's next owner, a points
+        message delivered again after a crash); their forecasts went out when they were learnt."""
+        self.ctx.metrics.relearn_skipped.inc(len(ks))
+        p = points[ks[0]]
+        self._rl.log(logging.INFO, "relearn", "model: %d point(s) of windows already learnt not learnt "
+                     "again (at-least-once delivery), e.g. series %s window %s (learnt up to %s)",
+                     len(ks), p.series[:100], p.start, float(marks[rows[0]]))
 
     async def checkpoint_due(self, out: Learnt, partition: int) -> None:
         """Checkpoint the models and views of the series ``learn`` found due, as they are now:

@@ -208,3 +208,86 @@ def test_a_fresh_worker_learns_a_backlog_from_the_partitions_start(broker, prefi
     assert set(got) == keys, f"points never learnt: {sorted(keys - set(got))[:5]}"
     wrong = [k for k, ms in got.items() if not all(same(m, want[k]) for m in ms)]
     assert not wrong, f"forecasts unlike the per-series reference: {wrong[:5]}"
+
+
+def rewind(broker: str, group: str, topic: str) -> None:
+    """Set ``group``'s committed offsets of ``topic`` back to each partition's start, as if its
+    last consumer had crashed after learning every message but before committing any: a member
+    of the (stopped) group commits them (``kafka-consumer-groups --reset-offsets``)."""
+    from kafka import KafkaConsumer
+    from kafka.coordinator.assignors.range import RangePartitionAssignor
+    from kafka.errors import KafkaError
+    from kafka.structs import OffsetAndMetadata
+
+    class SameProtocol(RangePartitionAssignor):
+        # the embedded broker refuses commits from outside the group and keeps an empty group's
+        # protocol: join it under the workers' (Faust's) protocol name, as their only member
+        name = "faust"
+
+    def rewound() -> bool:
+        c = KafkaConsumer(topic, bootstrap_servers=broker, group_id=group, enable_auto_commit=False,
+                          partition_assignment_strategy=(SameProtocol,))
+        try:
+            for _ in range(25):
+                c.poll(timeout_ms=200)
+                tps = sorted(c.assignment())
+                if tps:
+                    c.commit({tp: OffsetAndMetadata(o, "", -1) for tp, o in c.beginning_offsets(tps).items()})
+                    return True
+        except KafkaError:  # the stopped worker is still a member (its protocol), until its session ends
+            return False
+        finally:
+            c.close()
+        return False
+
+    assert wait_for(rewound, 60), f"could not rewind {group}'s offsets of {topic}"
+    assert wait_for(lambda: not members(broker, group), 60), f"{group} still has members"
+
+
+def members(broker: str, group: str) -> list[object]:
+    """The members of consumer group ``group``."""
+    import asyncio
+
+    from aiokafka.admin import AIOKafkaAdminClient
+
+    async def run() -> list[object]:
+        admin = AIOKafkaAdminClient(bootstrap_servers=broker)
+        await admin.start()
+        try:
+            return [m for resp in await admin.describe_consumer_groups([group])
+                    for g in resp.groups for m in g[5]]  # (error, group, state, type, protocol, members)
+        finally:
+            await admin.close()
+
+    return asyncio.run(run())
+
+
+def test_points_delivered_again_after_a_crash_are_not_learnt_again(broker, prefix, start_worker):
+    """At-least-once: a points message can come again (its offset not committed when its worker
+    stopped, or its windows published again by the input's next owner). The models learnt those
+    windows already (their checkpoints say so): they are skipped, counted, and the series carry
+    on exactly as models that learnt each window once, the reference."""
+    ensure_topics(broker, Topics.from_settings(Settings(topic_prefix=prefix)).all(), SETTINGS.partitions)
+    first, last = points(0, 60), points(60, 90)
+    want = reference(first + last)
+    a = start_worker(prefix, **ENV)
+    send_points(broker, prefix, first)
+    forecasts_of(broker, prefix, first, timeout=120)
+    assert wait_for(lambda: committed_all(broker, f"{prefix}-app", f"{prefix}.points"), 60)
+    a.stop(signal.SIGTERM)
+
+    rewind(broker, f"{prefix}-app", f"{prefix}.points")  # every message learnt is delivered again
+    again = points(40, 60)  # and the last 20 windows are published again (a takeover's re-close)
+    send_points(broker, prefix, again + last)
+    b = start_worker(prefix, **ENV)
+    got = forecasts_of(broker, prefix, first + last, timeout=120)
+    later = {k: ms for k, ms in got.items() if k[1] >= T0 + 60 * WINDOW}
+    assert set(later) == {(p.series, p.start) for p in last}
+    wrong = [k for k, ms in later.items() if not all(same(m, want[k]) for m in ms)]
+    assert not wrong, f"windows learnt twice: forecasts unlike the reference: {wrong[:5]}"
+    twice = [k for k, ms in got.items() if k[1] < T0 + 60 * WINDOW and len(ms) > 1]
+    assert not twice, f"windows learnt again published forecasts again: {twice[:5]}"
+    assert wait_for(lambda: metric(b.port, "foresight_points_relearn_skipped_total") == len(first) + len(again),
+                    30), metric(b.port, "foresight_points_relearn_skipped_total")
+    assert metric(b.port, "foresight_model_updates_total") == len(last)
+    assert metric(b.port, "foresight_restored_checkpoints_total") == len(FAST) + 1
