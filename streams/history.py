@@ -11,7 +11,9 @@ format, keyed by series, and the worker's history agent (wired in :mod:`streams.
   live windows;
 - learns the windows, in event time, into the series' model, the one the model agent
   updates on live points; windows not newer than what the model has already learnt are
-  skipped and counted (so a backfill sent twice, or after live data, is harmless);
+  skipped and counted (so a backfill sent twice, or after live data, is harmless), and the
+  model agent does not learn a live point of a window history taught (or an older one) again
+  (:mod:`streams.worker.models`);
 - checkpoints the model (signed) and the series' view, and answers with one
   :class:`~streams.records.HistoryReceipt` per message on ``<prefix>.history.learnt``,
   naming the message it answers (its partition and offset: the sender's key for it).

@@ -23,6 +23,27 @@ checked back in.
 Each series is modelled at its natural step (:mod:`streams.steps`): when it
 changes, a ``SeriesModel`` at the new step learns the kept points again and
 moves into the bank of that step.
+
+Each window is learnt once. Delivery is at-least-once: after a rebalance or a
+crash, an input partition's next owner publishes again the windows closed since
+its committed offset, and a points message whose offset was not committed is
+delivered again. A model does not learn a point whose window starts at or before
+the newest window it has learnt (its forecaster would take the repeated window as
+the next step and run that many steps ahead of event time from then on, and its
+counts, drift and detector statistics would count it twice): the point is skipped,
+counted in ``foresight_points_relearn_skipped_total`` and logged at most once a
+minute; it publishes no forecast or anomaly (those went out when the window was
+learnt) and is no dead letter (nothing is wrong with it). The same holds for a
+window older than the newest learnt that was never learnt (live there is none: a
+series' windows close in order; before, it was learnt as the next step, out of place). Per bank row, in memory, the newest window learnt (one comparison per bank
+update); a restored model's is the newest window of the series' ``series_view``
+record, which is written with every model checkpoint in the same changelog write
+(:meth:`Models._save`, eviction, history), so it is the checkpointed model's: the
+windows the old owner learnt after its last checkpoint are learnt again (its
+forecasts again, the same numbers), those before are not. No checkpoint format
+changed: without a usable view record (none, refused) a restored model learns what
+it is given, as before. Windows learnt from history (in event time) count too: a
+live point of a window history taught is not learnt again.
 """
 
 from __future__ import annotations
@@ -153,11 +174,6 @@ class Models:
         row = bank.add()
         self.learnt_of(bank)[row] = learnt
         return row
-
-    def learnt_until(self, series: str) -> float:
-        """The start of the newest window the series' model has learnt (-inf: none known)."""
-        cached = self.model_for(series)
-        return float(self.learnt_of(cached.bank)[cached.row])
 
     def _checkpointed_until(self, series: str) -> float:
         """The start of the newest window of the series' ``series_view`` record: the last window
