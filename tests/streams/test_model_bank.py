@@ -291,3 +291,30 @@ def test_points_delivered_again_after_a_crash_are_not_learnt_again(broker, prefi
                     30), metric(b.port, "foresight_points_relearn_skipped_total")
     assert metric(b.port, "foresight_model_updates_total") == len(last)
     assert metric(b.port, "foresight_restored_checkpoints_total") == len(FAST) + 1
+
+
+def test_live_points_of_windows_history_taught_are_not_learnt_again(broker, prefix, start_worker):
+    """History is learnt in event time into the model the live points update: a live point of a
+    window history taught (a backfill that overlaps the live stream's start) is not learnt again."""
+    from streams.records import Aggregate, history_message
+    from tests.streams.test_app import send as send_to
+
+    ensure_topics(broker, Topics.from_settings(Settings(topic_prefix=prefix)).all(), SETTINGS.partitions)
+    s = FAST[0]
+    history = [p for p in points(0, 60) if p.series == s]
+    live = [p for p in points(50, 80) if p.series == s]  # windows 50..59 history taught already
+    learnt = history + live[10:]
+    want = reference(learnt)
+    b = start_worker(prefix, **ENV)
+    send_to(broker, f"{prefix}.history", [history_message([Aggregate(s, p.start + 1, 0.0, 1, p.value, p.value, p.value)
+                                                           for p in history])], partition_for(s, SETTINGS.partitions),
+            s.encode())
+    [receipt] = read_topic(broker, f"{prefix}.history.learnt", lambda ms: len(ms) >= 1, timeout=60)
+    assert receipt["learnt"] == len(history)
+    send_points(broker, prefix, live)
+    got = forecasts_of(broker, prefix, live[10:], timeout=120)
+    assert set(got) == {(s, p.start) for p in live[10:]}, "no forecast for a window history taught"
+    wrong = sorted(k for k, ms in got.items() if not all(same(m, want[k]) for m in ms))
+    assert not wrong, f"forecasts unlike a model that learnt each window once: {wrong[:5]}"
+    assert metric(b.port, "foresight_points_relearn_skipped_total") == 10
+    assert metric(b.port, "foresight_model_updates_total") == len(live) - 10
