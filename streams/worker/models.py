@@ -35,7 +35,8 @@ counted in ``foresight_points_relearn_skipped_total`` and logged at most once a
 minute; it publishes no forecast or anomaly (those went out when the window was
 learnt) and is no dead letter (nothing is wrong with it). The same holds for a
 window older than the newest learnt that was never learnt (live there is none: a
-series' windows close in order; before, it was learnt as the next step, out of place). Per bank row, in memory, the newest window learnt (one comparison per bank
+series' windows close in order; before, it was learnt as the next step, out of
+place). Per bank row, in memory, the newest window learnt (one comparison per bank
 update); a restored model's is the newest window of the series' ``series_view``
 record, which is written with every model checkpoint in the same changelog write
 (:meth:`Models._save`, eviction, history), so it is the checkpointed model's: the
