@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import json
 import math
 import os
@@ -274,6 +275,40 @@ def test_a_view_snapshot_round_trips_and_an_old_snapshot_still_loads():
     for bad in (raw[:-8], old[:-8]):
         with pytest.raises(ValueError, match="truncated"):
             SeriesView.loads("a/rps", 50, bad)
+
+
+#: a ``series_view`` snapshot (version 2) as the read model wrote it before its history moved
+#: out of the heap: 8 windows, one missing, an anomaly, a drift start, a 3-point forecast
+V2_SNAPSHOT = base64.b64decode(
+    "AAABA3sidiI6Miwia2luZCI6ImV2ZW50cyIsInN0ZXAiOjEwLjAsImhpIjoxNzAwMDAwMTEsInJvd3MiOjgsInBvaW50cyI6MywiZmNf"
+    "bWV0YSI6WzE3MDAwMDAxMTAuMCwxMC4wLDAuOCwiTSIsdHJ1ZSwwLjVdLCJhbm9tYWxpZXMiOltbMTcwMDAwMDEwMC4wLDExMC4wLDAu"
+    "OSwwLjgsIkQiXV0sInNjb3JlIjowLjI1LCJhbm9tYWxvdXMiOmZhbHNlLCJkcmlmdGluZyI6ZmFsc2UsImRyaWZ0cyI6WzE3MDAwMDAw"
+    "NzAuMF0sImxlYXJudCI6MCwiaGlzdG9yeSI6MH0AAAAAAEBZQAAAAAAAUFlAAAAAAABgWUAAAAAAAHBZQAAAAAAAgFlAAAAAAAAA+H8A"
+    "AAAAAKBZQAAAAAAAsFlAAADOQgAAykIAANJCAADQQgAAzEIAANRCAADSQgAAzkIAANZCAADUQgAA0EIAANhCAADWQgAA0kIAANpCAADA"
+    "fwAAwH8AAMB/AADAfwAAwH8AAMB/AADcQgAA2EIAAOBCAAAAXvxU2UEAAAAAAMBbQAAAAAAAQFtAAAAAAABAXEAAAIBg/FTZQQAAAAAA"
+    "wFtAAAAAAABAW0AAAAAAAEBcQAAAAGP8VNlBAAAAAADAW0AAAAAAAEBbQAAAAAAAQFxA")
+
+
+def test_snapshots_written_before_load_and_the_same_windows_write_the_same_bytes(tmp_path: Path):
+    from streams.web import Anomaly, SeriesView
+    from streams.web.readmodel import Rings
+
+    t0 = 1_700_000_000.0
+    for rings in (None, Rings(8, tmp_path)):
+        v = SeriesView("a/rps", 8, kind="events", rings=rings)
+        for i in range(12):
+            if i == 9:
+                continue
+            t = t0 + 10 * i
+            pts = np.float32(100 + i) + np.array([[0, -2, 2]] * 3, np.float32)
+            an = Anomaly(t, 100.0 + i, 0.9, 0.8, "D") if i == 10 else None
+            v.add_arrays(t, 100.0 + i / 4, 10.0, pts, (t, 0.8, "M", True, 0.5), 0.25, an is not None, i == 7, an)
+        assert v.dumps() == V2_SNAPSHOT
+        back = SeriesView.loads("a/rps", 8, V2_SNAPSHOT, rings=rings)
+        assert back.detail() == v.detail() and back.dumps() == V2_SNAPSHOT
+        d = back.detail()
+        assert [p["value"] for p in d["points"]] == [101.0, 101.25, 101.5, 101.75, 102.0, 102.5, 102.75]
+        assert [f["yhat"] for f in d["fitted"]] == [103.0, 104.0, 105.0, 106.0, 107.0, 110.0, 111.0]
 
 
 def test_a_store_with_a_directory_keeps_the_views_history_in_a_file_not_the_heap(tmp_path: Path):
