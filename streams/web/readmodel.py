@@ -106,6 +106,7 @@ class Rings:
         self._free: list[int] = []
         self._rows = 0
         self._fd: int | None = None
+        self._warned = False
         if directory is not None:
             Path(directory).mkdir(parents=True, exist_ok=True)
             fd, path = tempfile.mkstemp(prefix="views-", suffix=".rings", dir=directory)
@@ -146,17 +147,26 @@ class Rings:
         return self._tail_v[b][i], self._tail_f[b][i]
 
     def read(self, row: int) -> tuple[bytes | memoryview, bytes | memoryview]:
-        """The row's ring as bytes: its values (``size`` float64), its forecasts (``size`` x 3 float32)."""
+        """The row's ring as bytes: its values (``size`` float64), its forecasts (``size`` x 3
+        float32); all missing (NaN) if the file cannot be read."""
         if self._fd is None:
             b, i = divmod(row, self.block)
             return self._mem_v[b][i].data.cast("B"), self._mem_f[b][i].data.cast("B")
         n = self.size * WINDOW_BYTES
-        raw = memoryview(os.pread(self._fd, n, row * n))
-        return raw[:self.size * 8], raw[self.size * 8:]
+        try:
+            raw = os.pread(self._fd, n, row * n)
+        except OSError as exc:
+            self._failed("read", exc)
+            raw = b""
+        if len(raw) < n:
+            raw = _NAN8 * self.size + _NAN12 * self.size
+        mv = memoryview(raw)
+        return mv[:self.size * 8], mv[self.size * 8:]
 
-    def write(self, row: int, at: int, values: np.ndarray, fitted: np.ndarray) -> None:
+    def write(self, row: int, at: int, values: np.ndarray, fitted: np.ndarray) -> bool:
         """Write windows (``values``, float64, and ``fitted``, float32 x 3; at most ``size``) into
-        the row's ring from position ``at`` on, wrapping."""
+        the row's ring from position ``at`` on, wrapping; False (logged) if the file refused them
+        (the view then holds its tail only: the API shows missing windows, never wrong ones)."""
         n, size = len(values), self.size
         first = min(n, size - at)
         if self._fd is None:
@@ -164,12 +174,23 @@ class Rings:
             for ring, w in ((self._mem_v[b][i], values), (self._mem_f[b][i], fitted)):
                 ring[at:at + first] = w[:first]
                 ring[:n - first] = w[first:]
-            return
+            return True
         base = row * size * WINDOW_BYTES
-        for offset, w, width in ((base, values, 8), (base + size * 8, fitted, 12)):
-            os.pwrite(self._fd, w[:first].tobytes(), offset + at * width)
-            if n > first:
-                os.pwrite(self._fd, w[first:].tobytes(), offset)
+        try:
+            for offset, w, width in ((base, values, 8), (base + size * 8, fitted, 12)):
+                os.pwrite(self._fd, w[:first].tobytes(), offset + at * width)
+                if n > first:
+                    os.pwrite(self._fd, w[first:].tobytes(), offset)
+        except OSError as exc:
+            self._failed("write", exc)
+            return False
+        return True
+
+    def _failed(self, what: str, exc: OSError) -> None:
+        if not self._warned:
+            self._warned = True
+            log.warning("views: cannot %s the views' history file (%s); the views concerned show "
+                        "their newest windows only", what, exc)
 
 
 def _segment(ring: bytes | memoryview, width: int, size: int, lo: int, hi: int) -> list[bytes | memoryview]:
@@ -348,10 +369,12 @@ class SeriesView:
         if self.hi >= a:
             values[a - lo:self.hi - lo + 1] = tail_v[a - self.base:self.hi - self.base + 1]
             fitted[a - lo:self.hi - lo + 1] = tail_f[a - self.base:self.hi - self.base + 1]
-        self._rings.write(self._row, lo % self.size, values, fitted)
+        written = self._rings.write(self._row, lo % self.size, values, fitted)
         tail_v.fill(np.nan)
         tail_f.fill(np.nan)
         self.base = k
+        if not written:
+            self.since = k  # what the ring holds is not these windows: missing
 
     def _held(self) -> tuple[int, bytes, bytes]:
         """(the oldest window number held, the held windows' values as float64 bytes, their
@@ -412,8 +435,8 @@ class SeriesView:
         keep = ks > self.hi - self.size
         ring_v[ks[keep] % self.size] = values[keep]
         ring_f[ks[keep] % self.size] = fitted[keep]
-        self._rings.write(self._row, 0, ring_v, ring_f)
-        self.since = self.hi - self.size + 1
+        written = self._rings.write(self._row, 0, ring_v, ring_f)
+        self.since = self.hi - self.size + 1 if written else self.hi
         self.base = self.hi
         tail_v[0], tail_f[0] = values[-1], fitted[-1]
 

@@ -348,6 +348,28 @@ def test_a_store_with_a_directory_keeps_the_views_history_in_a_file_not_the_heap
     assert on_disk.restore_series("svc0/rps", raw).detail() == in_memory.series["svc0/rps"].detail()
 
 
+def test_a_history_file_that_fails_shows_missing_windows_never_wrong_ones(tmp_path: Path, caplog):
+    from streams.web import SeriesView
+    from streams.web.readmodel import Rings
+
+    rings = Rings(50, tmp_path)
+    v = SeriesView("a/rps", 50, kind="events", rings=rings)
+    pts = np.zeros((3, 3), np.float32)
+    for i in range(40):
+        v.add_arrays(T0 + WINDOW * i, float(i), WINDOW, pts, (T0 + WINDOW * i, 0.8, "M", True, None),
+                     None, False, False, None)
+    assert [p["value"] for p in v.detail()["points"]] == [float(i) for i in range(40)]
+    os.close(rings._fd)
+    rings._fd = os.open(os.devnull, os.O_RDONLY)  # writes refused, reads empty
+    for i in range(40, 60):
+        v.add_arrays(T0 + WINDOW * i, float(i), WINDOW, pts, (T0 + WINDOW * i, 0.8, "M", True, None),
+                     None, False, False, None)
+    shown = [p["value"] for p in v.detail()["points"]]
+    assert shown and shown == [float(i) for i in range(60 - len(shown), 60)], shown
+    assert SeriesView.loads("a/rps", 50, v.dumps()).detail()["points"] == v.detail()["points"]
+    assert "cannot write the views' history file" in caplog.text
+
+
 def test_select_rows_filters_sorts_and_counts():
     rows = [{"series": f"svc{i % 3}/r{i}", "score": i / 10, "error": None, "value": i} for i in range(10)]
     top, total = select_rows(rows, "SVC1", "score", 2)
