@@ -89,6 +89,7 @@ class Rings:
 
     >>> r = Rings(4, block=2)
     >>> a = r.alloc(); r.write(a, 3, np.array([1.0, 5.0]), np.full((2, 3), 2.0, np.float32))
+    True
     >>> values, fitted = r.read(a)
     >>> np.frombuffer(values)[[3, 0]].tolist(), len(fitted)   # from position 3 on, wrapping
     ([1.0, 5.0], 48)
