@@ -33,7 +33,7 @@ then starts again at the new step from those points.
 from __future__ import annotations
 
 import math
-from collections import deque
+from array import array
 
 from streams.settings import Settings
 
@@ -68,9 +68,21 @@ class StepEstimator:
     ``observe`` returns the new step when the model should be (re)built at it,
     else None; :meth:`replay` then gives the kept points, oldest first, the
     current one last.
+
+    One is held per series a worker models, so it is small: the last ``keep + 1``
+    points' starts and values in one ring of doubles (an ``array``, about 330 bytes
+    with the object; the intervals are the differences of the starts), not deques of
+    tuples (about 2.4 KB).
+
+    >>> import sys
+    >>> e = StepEstimator(10.0)
+    >>> for t in range(30):
+    ...     _ = e.observe(10.0 * t, 1.0)
+    >>> sys.getsizeof(e) + sys.getsizeof(e._ring) < 400, e.gaps[-3:], e.replay()[-1]
+    (True, [10.0, 10.0, 10.0], (290.0, 1.0))
     """
 
-    __slots__ = ("window", "first_after", "keep", "step", "gaps", "points")
+    __slots__ = ("window", "first_after", "keep", "step", "_ring", "_n", "_head", "_settled")
 
     def __init__(self, window: float, first_after: int = FIRST_ESTIMATE_GAPS, keep: int = KEEP_GAPS,
                  step: float | None = None) -> None:
@@ -79,21 +91,52 @@ class StepEstimator:
         self.keep = keep
         #: the decided step (None: not yet)
         self.step = step
-        self.gaps: deque[float] = deque(maxlen=keep)
-        self.points: deque[tuple[float, float]] = deque(maxlen=keep + 1)
+        #: the kept points: starts at [0, keep + 1), values at [keep + 1, 2 (keep + 1)), a ring
+        #: whose oldest point is at ``_head``; ``_n`` points held
+        self._ring = array("d", [0.0]) * (2 * (keep + 1))
+        self._n = 0
+        self._head = 0
+        #: the median of the last ``keep`` intervals (all kept) gave ``step``
+        self._settled = False
+
+    def _starts(self) -> list[float]:
+        """The kept points' starts, oldest first."""
+        size, ring, head = self.keep + 1, self._ring, self._head
+        return [ring[(head + i) % size] for i in range(self._n)]
+
+    @property
+    def gaps(self) -> list[float]:
+        """The intervals between the kept points, oldest first."""
+        t = self._starts()
+        return [t[i + 1] - t[i] for i in range(len(t) - 1)]
 
     def observe(self, t: float, value: float) -> float | None:
         """Note the point starting at ``t``; the step to rebuild the model at, if it changed."""
-        if self.points and t <= self.points[-1][0]:
-            return None  # a replayed or out-of-order point: it says nothing about the interval
-        if self.points:
-            self.gaps.append(t - self.points[-1][0])
-        self.points.append((t, value))
-        needed = self.first_after if self.step is None else self.keep
-        if len(self.gaps) < needed:
+        size, ring, n = self.keep + 1, self._ring, self._n
+        if n:
+            gap = t - ring[(self._head + n - 1) % size]
+            if gap <= 0:
+                return None  # a replayed or out-of-order point: it says nothing about the interval
+        if n < size:
+            at = (self._head + n) % size
+            self._n = n = n + 1
+        else:  # full: the newest takes the oldest's place
+            at = self._head
+            self._head = (at + 1) % size
+        ring[at] = t
+        ring[size + at] = value
+        if self._settled and round_up_to_window(gap, self.window) == self.step:
+            # the median of the last ``keep`` intervals was the step's; one of them replaced by an
+            # interval of that step leaves the median between the two: the same step (the common
+            # case, every point, checked without sorting)
             return None
-        recent = sorted(list(self.gaps)[-needed:])
+        needed = self.first_after if self.step is None else self.keep
+        self._settled = False
+        if n - 1 < needed:
+            return None
+        recent = sorted(self.gaps[-needed:])
         estimate = round_up_to_window(recent[(len(recent) - 1) // 2], self.window)
+        self._settled = needed == self.keep and n - 1 == needed and estimate == self.step
         if estimate == self.step:
             return None
         self.step = estimate
@@ -101,7 +144,8 @@ class StepEstimator:
 
     def replay(self) -> list[tuple[float, float]]:
         """The kept points (start, value), oldest first: what a model built now learns first."""
-        return list(self.points)
+        size, ring, head = self.keep + 1, self._ring, self._head
+        return [(ring[(head + i) % size], ring[size + (head + i) % size]) for i in range(self._n)]
 
 
 def model_shape(settings: Settings, step: float) -> tuple[int | None, int]:

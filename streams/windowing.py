@@ -62,6 +62,9 @@ DEFAULT_MAX_FUTURE_SECONDS = 600.0
 #: last max(RECENT_ADDS, 2 x active series) aggregates of its partition
 RECENT_ADDS = 256
 
+#: window starts a windower shares one float object of at most (then it starts again)
+MAX_SHARED_STARTS = 1024
+
 #: per open window: [count, sum, min, max, lowest ref that fed it (-1: none)]
 Acc = list[float]
 
@@ -89,7 +92,7 @@ class Windower:
 
     __slots__ = ("step", "lateness", "max_future", "open", "kinds", "wm", "closed_until",
                  "last_data", "recent", "adds", "typical", "_typical_at", "progress", "floor",
-                 "_heap", "_refs", "_ready")
+                 "_heap", "_refs", "_ready", "_starts")
 
     def __init__(self, step: float, lateness_windows: int = 2,
                  max_future: float = DEFAULT_MAX_FUTURE_SECONDS) -> None:
@@ -110,6 +113,9 @@ class Windower:
         self._heap: list[tuple[float, str]] = []  # (next window start to close, series)
         self._refs: list[tuple[int, str, float]] = []  # (lowest ref, series, window start)
         self._ready: list[Point] = []
+        #: one float object per window start, shared by every series' open window and heap
+        #: entries (a series' own copies of the same few starts were ~190 bytes of it)
+        self._starts: dict[float, float] = {}
 
     def window_start(self, ts: float) -> float:
         return math.floor(ts / self.step) * self.step
@@ -190,7 +196,7 @@ class Windower:
         """
         bad: list[tuple[int, Exception | None]] = []
         step, lateness_s, max_future = self.step, self.lateness * self.step, self.max_future
-        recent, open_, wms, closed_until = self.recent, self.open, self.wm, self.closed_until
+        recent, open_, wms, closed_until, starts = self.recent, self.open, self.wm, self.closed_until, self._starts
         recent_get, open_get, wm_get, move = recent.get, open_.get, wms.get, recent.move_to_end
         floor, inf = math.floor, math.inf
         admitted: set[str] = set()  # admit is asked once per series per call
@@ -263,6 +269,9 @@ class Windower:
                         self.kinds[series] = kind
                     if wins is None:
                         wins = open_[series] = {}
+                    start = starts.setdefault(start, start)
+                    if len(starts) > MAX_SHARED_STARTS:
+                        starts.clear()  # long gone windows' (the open ones keep theirs)
                     ref = refs[k]
                     wins[start] = [count, total, lo, hi, -1 if ref is None else ref]
                     heapq.heappush(self._heap, (start, series))

@@ -14,9 +14,12 @@ from __future__ import annotations
 import hashlib
 import logging
 import math
+import os
+import tempfile
 from collections import deque
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, NamedTuple
 
 import numpy as np
@@ -58,15 +61,160 @@ def unit_of(kind: str) -> str:
     return "events/s" if kind == "events" else ""
 
 
+#: the newest windows of a view held in memory (its tail); the older ones are in its ring in
+#: :class:`Rings` (a file of the worker's data directory, or memory)
+TAIL = 16
+#: views a block of tails (and of in-memory rings) holds: a store allocates a block at a time
+BLOCK = 1024
+#: bytes of a window: its observed value (float64) and the one-step-ahead forecast made for it
+#: (yhat, lower, upper as float32)
+WINDOW_BYTES = 20
+_NAN8 = np.array(np.nan).tobytes()
+_NAN12 = np.full(3, np.nan, np.float32).tobytes()
+
+
+class Rings:
+    """The history of many views, one row each: per row a ring of ``size`` windows (window
+    number ``k`` at ``k % size``: its observed value, float64, and the one-step-ahead forecast
+    made for it, float32 x 3; the values of the ring first, then the forecasts) and a tail of
+    the newest :data:`TAIL` windows (by ``k`` minus where the tail starts).
+
+    ``directory``: the rings are kept in a fresh file there, unlinked as soon as it is open
+    (as the tables' copy, streams/tablestore.py: it never outlives the process), read and
+    written with ``pread``/``pwrite``: they are in the operating system's page cache, not in
+    the worker's heap. ``None``: in memory, in blocks of ``block`` rows. The tails are always
+    in memory (in blocks): a view writes its tail to its ring every :data:`TAIL` windows. What
+    a row holds is undefined until its view writes it (a view knows which windows it wrote);
+    rows are reused once freed.
+
+    >>> r = Rings(4, block=2)
+    >>> a = r.alloc(); r.write(a, 3, np.array([1.0, 5.0]), np.full((2, 3), 2.0, np.float32))
+    True
+    >>> values, fitted = r.read(a)
+    >>> np.frombuffer(values)[[3, 0]].tolist(), len(fitted)   # from position 3 on, wrapping
+    ([1.0, 5.0], 48)
+    >>> r.free(a); r.alloc() == a
+    True
+    """
+
+    def __init__(self, size: int, directory: str | Path | None = None, block: int = BLOCK) -> None:
+        self.size = int(size)
+        self.block = int(block)
+        self._tail_v: list[np.ndarray] = []
+        self._tail_f: list[np.ndarray] = []
+        self._mem_v: list[np.ndarray] = []
+        self._mem_f: list[np.ndarray] = []
+        self._free: list[int] = []
+        self._rows = 0
+        self._fd: int | None = None
+        self._warned = False
+        if directory is not None:
+            Path(directory).mkdir(parents=True, exist_ok=True)
+            fd, path = tempfile.mkstemp(prefix="views-", suffix=".rings", dir=directory)
+            os.unlink(path)
+            self._fd = fd
+
+    def close(self) -> None:
+        """Close the file (its space goes with it)."""
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None
+
+    def __del__(self) -> None:
+        self.close()
+
+    def alloc(self) -> int:
+        """A free row."""
+        if self._free:
+            return self._free.pop()
+        row, self._rows = self._rows, self._rows + 1
+        if row // self.block == len(self._tail_v):
+            b = self.block
+            self._tail_v.append(np.empty((b, TAIL)))
+            self._tail_f.append(np.empty((b, TAIL, 3), np.float32))
+            if self._fd is None:  # np.empty: not resident until written
+                self._mem_v.append(np.empty((b, self.size)))
+                self._mem_f.append(np.empty((b, self.size, 3), np.float32))
+            else:  # a sparse file: no space until written
+                os.ftruncate(self._fd, len(self._tail_v) * b * self.size * WINDOW_BYTES)
+        return row
+
+    def free(self, row: int) -> None:
+        self._free.append(row)
+
+    def tail(self, row: int) -> tuple[np.ndarray, np.ndarray]:
+        """The row's tail: values (:data:`TAIL`) and forecasts (:data:`TAIL` x 3), written in place."""
+        b, i = divmod(row, self.block)
+        return self._tail_v[b][i], self._tail_f[b][i]
+
+    def read(self, row: int) -> tuple[bytes | memoryview, bytes | memoryview]:
+        """The row's ring as bytes: its values (``size`` float64), its forecasts (``size`` x 3
+        float32); all missing (NaN) if the file cannot be read."""
+        if self._fd is None:
+            b, i = divmod(row, self.block)
+            return self._mem_v[b][i].data.cast("B"), self._mem_f[b][i].data.cast("B")
+        n = self.size * WINDOW_BYTES
+        try:
+            raw = os.pread(self._fd, n, row * n)
+        except OSError as exc:
+            self._failed("read", exc)
+            raw = b""
+        if len(raw) < n:
+            raw = _NAN8 * self.size + _NAN12 * self.size
+        mv = memoryview(raw)
+        return mv[:self.size * 8], mv[self.size * 8:]
+
+    def write(self, row: int, at: int, values: np.ndarray, fitted: np.ndarray) -> bool:
+        """Write windows (``values``, float64, and ``fitted``, float32 x 3; at most ``size``) into
+        the row's ring from position ``at`` on, wrapping; False (logged) if the file refused them
+        (the view then holds its tail only: the API shows missing windows, never wrong ones)."""
+        n, size = len(values), self.size
+        first = min(n, size - at)
+        if self._fd is None:
+            b, i = divmod(row, self.block)
+            for ring, w in ((self._mem_v[b][i], values), (self._mem_f[b][i], fitted)):
+                ring[at:at + first] = w[:first]
+                ring[:n - first] = w[first:]
+            return True
+        base = row * size * WINDOW_BYTES
+        try:
+            for offset, w, width in ((base, values, 8), (base + size * 8, fitted, 12)):
+                os.pwrite(self._fd, w[:first].tobytes(), offset + at * width)
+                if n > first:
+                    os.pwrite(self._fd, w[first:].tobytes(), offset)
+        except OSError as exc:
+            self._failed("write", exc)
+            return False
+        return True
+
+    def _failed(self, what: str, exc: OSError) -> None:
+        if not self._warned:
+            self._warned = True
+            log.warning("views: cannot %s the views' history file (%s); the views concerned show "
+                        "their newest windows only", what, exc)
+
+
+def _segment(ring: bytes | memoryview, width: int, size: int, lo: int, hi: int) -> list[bytes | memoryview]:
+    """The ring's bytes of window numbers ``lo`` to ``hi`` (excluded), ``width`` bytes each."""
+    if hi <= lo:
+        return []
+    a, n = lo % size, hi - lo
+    if a + n <= size:
+        return [ring[a * width:(a + n) * width]]
+    return [ring[a * width:], ring[:(a + n - size) * width]]
+
+
 class SeriesView:
-    """Recent history of one series, compact: a ring of the last ``size``
-    windows indexed by window number (window starts are epoch-aligned
-    multiples of the step). Per window the observed value (float64, exactly
-    what went on the ``points`` topic) and the one-step-ahead forecast made
-    for it (yhat, lower, upper as float32: a view, 7 significant digits); NaN
-    where missing: 20 bytes a window. The latest forecast is kept as the model
-    agent's array (float64, as published), anomalies and drift starts (rare) in
-    short deques made on the first one.
+    """Recent history of one series, compact: the last ``size`` windows indexed by window
+    number (window starts are epoch-aligned multiples of the step). Per window the observed
+    value (float64, exactly what went on the ``points`` topic) and the one-step-ahead forecast
+    made for it (yhat, lower, upper as float32: a view, 7 significant digits); NaN where
+    missing: 20 bytes a window. The newest :data:`TAIL` windows are in memory, the rest in the
+    view's row of ``rings`` (:class:`Rings`: a file when its store has a directory, else
+    memory; without ``rings``, a ring of its own in memory). The latest forecast is kept as
+    given: the model agent's float32 intervals (as the ``forecasts`` topic carries them, at the
+    times ``issued + k step``), or (ts, yhat, lower, upper) rows; anomalies and drift starts
+    (rare) in short deques made on the first one.
 
     >>> from dataclasses import replace
     >>> from detectors.forecast import Forecast, ForecastPoint
@@ -93,21 +241,27 @@ class SeriesView:
     {'ts': 40.0, 'yhat': 8.1, 'lower': 7.0, 'upper': 9.0}
     """
 
-    __slots__ = ("series", "size", "kind", "step", "hi", "values", "fitted", "fc_meta", "fc_points",
-                 "anomalies", "score", "anomalous", "drifting", "drifts", "learnt", "history")
+    __slots__ = ("series", "size", "kind", "step", "hi", "base", "since", "fc_meta", "_fc", "anomalies",
+                 "score", "anomalous", "drifting", "drifts", "learnt", "history", "_rings", "_row")
 
-    def __init__(self, series: str, size: int, kind: str = "") -> None:
+    def __init__(self, series: str, size: int, kind: str = "", rings: Rings | None = None) -> None:
         self.series = series
         self.size = max(2, int(size))
         self.kind = kind
         self.step = 0.0
         self.hi = -1  # newest window number held (-1: none)
-        #: per window: the observed value, and the one-step-ahead (yhat, lower, upper) made for it
-        self.values = np.full(self.size, np.nan)
-        self.fitted = np.full((self.size, 3), np.nan, dtype=np.float32)
-        #: latest forecast: (issued, step, coverage, model, warm, error) and its points (H x 4)
+        #: windows from ``base`` to ``hi`` are in the tail (at ``k - base``), older ones from
+        #: ``since`` on in the ring; older than ``since``: missing. ``base <= hi`` once one is held
+        self.base = 0
+        self.since = 0
+        if rings is None or rings.size != self.size:
+            rings = Rings(self.size, block=1)
+        self._rings = rings
+        self._row = rings.alloc()
+        #: latest forecast: (issued, step, coverage, model, warm, error) and its points
+        #: (:attr:`fc_points`; kept as float32 intervals, or as (ts, yhat, lower, upper) rows)
         self.fc_meta: tuple[float, float, float, str, bool, float | None] | None = None
-        self.fc_points = _NO_POINTS
+        self._fc = _NO_POINTS
         #: (ts, value, score, threshold, detector); None until the first
         self.anomalies: deque[tuple[float, float, float, float, str]] | None = None
         self.score: float | None = None
@@ -120,8 +274,34 @@ class SeriesView:
         self.learnt = 0
         self.history = 0
 
+    def __del__(self) -> None:
+        rings = getattr(self, "_rings", None)
+        if rings is not None:
+            rings.free(self._row)  # for the next view
+
     def _index(self, ts: float) -> int:
         return int(round(ts / self.step))
+
+    @property
+    def fc_points(self) -> np.ndarray:
+        """The latest forecast's points: (ts, yhat, lower, upper) rows, float64."""
+        fc = self._fc
+        if fc.shape[1] == 4 or self.fc_meta is None:
+            return fc
+        issued, step = self.fc_meta[0], self.fc_meta[1]
+        out = np.empty((len(fc), 4))
+        out[:, 0] = issued + np.arange(1, len(fc) + 1) * step  # as the model agent placed them
+        out[:, 1:] = fc
+        return out
+
+    def _first_forecast(self) -> tuple[float, np.ndarray] | None:
+        """(ts, (yhat, lower, upper)) of the latest forecast's first point."""
+        fc = self._fc
+        if not len(fc) or self.fc_meta is None:
+            return None
+        if fc.shape[1] == 4:
+            return float(fc[0, 0]), fc[0, 1:]
+        return self.fc_meta[0] + self.fc_meta[1], fc[0]
 
     def add(self, ts: float, value: float, forecast: Forecast, score: float | None,
             anomalous: bool, anomaly: Anomaly | None) -> bool:
@@ -140,8 +320,9 @@ class SeriesView:
                    meta: tuple[float, float, str, bool, float | None], score: float | None,
                    anomalous: bool, drifting: bool, anomaly: Anomaly | None) -> bool:
         """:meth:`add` with the forecast as arrays (the model agent's, without a
-        :class:`Forecast`): ``points`` its ``(ts, yhat, lower, upper)`` rows (kept, not
-        copied), ``meta`` its ``(issued, coverage, model, warm, error)``."""
+        :class:`Forecast`): ``points`` (kept, not copied) its ``(ts, yhat, lower, upper)`` rows,
+        or its float32 ``(yhat, lower, upper)`` at ``issued + k step`` (k = 1, 2, ...: as the
+        model agent publishes them); ``meta`` its ``(issued, coverage, model, warm, error)``."""
         if not self.step:
             self.step = step
             if self.step <= 0:
@@ -151,23 +332,20 @@ class SeriesView:
         k = self._index(ts)
         if k <= self.hi:
             return False
-        n = self.size
-        if self.hi >= 0 and k - self.hi < n:
-            gaps = np.arange(self.hi + 1, k) % n  # windows with no point
-            self.values[gaps] = np.nan
-            self.fitted[gaps] = np.nan
-        else:
-            self.values[:] = np.nan
-            self.fitted[:] = np.nan
-        i = k % n
-        self.values[i] = value
-        if self.fc_meta is not None and len(self.fc_points) and self._index(self.fc_points[0, 0]) == k:
-            self.fitted[i] = self.fc_points[0, 1:]
-        else:
-            self.fitted[i] = np.nan
+        tail_v, tail_f = self._rings.tail(self._row)
+        if self.hi < 0 or k - self.hi >= self.size:  # nothing held, or nothing held still fits
+            tail_v.fill(np.nan)
+            tail_f.fill(np.nan)
+            self.base = self.since = k
+        elif k - self.base >= TAIL:  # the tail to the ring, the windows between missing
+            self._flush(tail_v, tail_f, k)
+        at = k - self.base
+        tail_v[at] = value
+        first = self._first_forecast()
+        tail_f[at] = first[1] if first is not None and self._index(first[0]) == k else np.nan
         self.hi = k
-        self.fc_points = points
         issued, coverage, model, warm, error = meta
+        self._fc = points if len(points) else _NO_POINTS
         self.fc_meta = (issued, self.step, coverage, model, warm, error)
         self.score, self.anomalous = score, anomalous
         if drifting and not self.drifting:
@@ -182,9 +360,50 @@ class SeriesView:
                                    float(anomaly.threshold), str(anomaly.detector)))
         return True
 
+    def _flush(self, tail_v: np.ndarray, tail_f: np.ndarray, k: int) -> None:
+        """Write the windows before ``k`` not in the ring yet (from ``base``: the tail's, then
+        missing ones; the newest ``size`` of them) to the ring; the tail then starts at ``k``."""
+        n = min(k - self.base, self.size)
+        lo = k - n  # the first window written
+        values, fitted = np.full(n, np.nan), np.full((n, 3), np.nan, np.float32)
+        a = max(lo, self.base)
+        if self.hi >= a:
+            values[a - lo:self.hi - lo + 1] = tail_v[a - self.base:self.hi - self.base + 1]
+            fitted[a - lo:self.hi - lo + 1] = tail_f[a - self.base:self.hi - self.base + 1]
+        written = self._rings.write(self._row, lo % self.size, values, fitted)
+        tail_v.fill(np.nan)
+        tail_f.fill(np.nan)
+        self.base = k
+        if not written:
+            self.since = k  # what the ring holds is not these windows: missing
+
+    def _held(self) -> tuple[int, bytes, bytes]:
+        """(the oldest window number held, the held windows' values as float64 bytes, their
+        one-step-ahead forecasts as float32 x 3 bytes), oldest first, NaN where missing."""
+        if self.hi < 0:
+            return 0, b"", b""
+        size, hi, base = self.size, self.hi, self.base
+        lo = max(0, hi - size + 1)
+        t0 = max(base, lo)  # the tail's windows shown: t0 .. hi
+        r0 = min(max(lo, self.since), base)  # the ring's: r0 .. base - 1; missing before
+        missing = max(0, min(r0, t0) - lo)
+        ring_v, ring_f = self._rings.read(self._row) if r0 < base else (b"", b"")
+        tail_v, tail_f = self._rings.tail(self._row)
+        values = b"".join((_NAN8 * missing, *_segment(ring_v, 8, size, r0, base),
+                           tail_v[t0 - base:hi - base + 1].tobytes()))
+        fitted = b"".join((_NAN12 * missing, *_segment(ring_f, 12, size, r0, base),
+                           tail_f[t0 - base:hi - base + 1].tobytes()))
+        return lo, values, fitted
+
+    def _windows(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(window numbers, values, one-step-ahead forecasts) held, oldest first."""
+        lo, values, fitted = self._held()
+        v = np.frombuffer(values)
+        return np.arange(lo, lo + len(v)), v, np.frombuffer(fitted, np.float32).reshape(-1, 3)
+
     def _rebase(self, step: float) -> None:
         """Re-index the held windows at ``step`` (the series' own step, streams/steps.py), so the
-        ring holds ``size`` points at that step rather than gaps between them.
+        view holds ``size`` points at that step rather than gaps between them.
 
         >>> from detectors.forecast import Forecast
         >>> v = SeriesView("m", size=100, kind="metrics")
@@ -196,35 +415,37 @@ class SeriesView:
         >>> [p["ts"] for p in v.detail()["points"]], v.detail()["step"]
         ([0.0, 300.0, 600.0, 900.0], 300.0)
         """
-        held = [(k * self.step, self.values[i], self.fitted[i].copy())
-                for k, i in self._held() if self.values[i] == self.values[i]]  # windows with a point
+        ks, values, fitted = self._windows()
+        has = values == values  # windows with a point
+        times = ks[has] * self.step
         self.step = step
-        self.values[:] = np.nan
-        self.fitted[:] = np.nan
-        self.hi = max((self._index(t) for t, _, _ in held), default=-1)
-        for t, value, fitted in held:
-            k = self._index(t)
-            if k > self.hi - self.size:  # older ones no longer fit the ring
-                self.values[k % self.size] = value
-                self.fitted[k % self.size] = fitted
+        self._place(np.array([self._index(t) for t in times.tolist()], np.int64), values[has], fitted[has])
 
-    def _held(self) -> list[tuple[int, int]]:
-        """(window number, ring index) of the windows held, oldest first."""
+    def _place(self, ks: np.ndarray, values: np.ndarray, fitted: np.ndarray) -> None:
+        """Hold the windows ``values``, ``fitted`` at window numbers ``ks`` (increasing) and
+        nothing else (the newest ``size`` of them): the ring written whole, the newest also in
+        the tail."""
+        self.hi = int(ks[-1]) if len(ks) else -1
+        tail_v, tail_f = self._rings.tail(self._row)
+        tail_v.fill(np.nan)
+        tail_f.fill(np.nan)
         if self.hi < 0:
-            return []
-        return [(k, k % self.size) for k in range(max(0, self.hi - self.size + 1), self.hi + 1)]
-
-    def _order(self) -> np.ndarray:
-        """Ring indices of the windows held, oldest first."""
-        if self.hi < 0:
-            return np.empty(0, np.intp)
-        return np.arange(max(0, self.hi - self.size + 1), self.hi + 1) % self.size
+            self.base = self.since = 0
+            return
+        ring_v, ring_f = np.full(self.size, np.nan), np.full((self.size, 3), np.nan, np.float32)
+        keep = ks > self.hi - self.size
+        ring_v[ks[keep] % self.size] = values[keep]
+        ring_f[ks[keep] % self.size] = fitted[keep]
+        written = self._rings.write(self._row, 0, ring_v, ring_f)
+        self.since = self.hi - self.size + 1 if written else self.hi
+        self.base = self.hi
+        tail_v[0], tail_f[0] = values[-1], fitted[-1]
 
     @property
     def latest(self) -> tuple[float, float] | None:
         if self.hi < 0:
             return None
-        return self.hi * self.step, float(self.values[self.hi % self.size])
+        return self.hi * self.step, float(self._rings.tail(self._row)[0][self.hi - self.base])
 
     def forecast(self) -> dict[str, Any] | None:
         if self.fc_meta is None:
@@ -263,15 +484,17 @@ class SeriesView:
         lo = -math.inf if since is None else since
         out = self.summary()
         out["step"] = self.step or None
-        held = [(k * self.step, i) for k, i in self._held() if k * self.step > lo]
-        values = self.values.tolist()
-        fitted = _shortest(self.fitted)
-        out["points"] = [{"ts": t, "value": values[i]} for t, i in held if values[i] == values[i]]
-        shown = [{"ts": t, "yhat": fitted[i][0], "lower": fitted[i][1], "upper": fitted[i][2]}
-                 for t, i in held if fitted[i][0] == fitted[i][0]]
-        if len(self.fc_points) and self.fc_points[0, 0] > lo:
-            t, y, a, b = self.fc_points[0].tolist()
-            shown.append({"ts": t, "yhat": y, "lower": a, "upper": b})
+        ks, values, fitted = self._windows()
+        times = (ks * self.step).tolist()
+        shown_f = _shortest(fitted)
+        out["points"] = [{"ts": t, "value": v} for t, v in zip(times, values.tolist(), strict=True)
+                         if t > lo and v == v]
+        shown = [{"ts": t, "yhat": f[0], "lower": f[1], "upper": f[2]}
+                 for t, f in zip(times, shown_f, strict=True) if t > lo and f[0] == f[0]]
+        first = self._first_forecast()
+        if first is not None and first[0] > lo:
+            y, a, b = first[1].tolist()
+            shown.append({"ts": first[0], "yhat": y, "lower": a, "upper": b})
         out["fitted"] = shown
         out["anomalies"] = [{"ts": t, "value": v, "score": s, "threshold": th, "detector": d}
                             for t, v, s, th, d in self.anomalies or () if t > lo]
@@ -284,20 +507,20 @@ class SeriesView:
         (float64), their one-step-ahead forecasts (float32 x 3) and the latest forecast's points
         (float64 x 4), raw, little-endian (about 9.5 KB for 360 windows and 62 points; version 1
         kept four float64 a window and the points as JSON, about 16 KB)."""
-        order = self._order()
-        points = np.ascontiguousarray(self.fc_points, dtype="<f8")
+        _, values, fitted = self._held()
+        points = self.fc_points
         meta = orjson.dumps({
-            "v": 2, "kind": self.kind, "step": self.step, "hi": self.hi, "rows": len(order),
+            "v": 2, "kind": self.kind, "step": self.step, "hi": self.hi, "rows": len(values) // 8,
             "points": len(points), "fc_meta": self.fc_meta,
             "anomalies": list(self.anomalies or ()), "score": self.score, "anomalous": self.anomalous,
             "drifting": self.drifting, "drifts": list(self.drifts or ()),
             "learnt": self.learnt, "history": self.history,
         })
-        return b"".join((len(meta).to_bytes(4, "big"), meta, self.values[order].astype("<f8").tobytes(),
-                         self.fitted[order].astype("<f4").tobytes(), points.tobytes()))
+        return b"".join((len(meta).to_bytes(4, "big"), meta, values, fitted,
+                         np.ascontiguousarray(points, dtype="<f8").tobytes()))
 
     @classmethod
-    def loads(cls, series: str, size: int, raw: bytes) -> SeriesView:
+    def loads(cls, series: str, size: int, raw: bytes, rings: Rings | None = None) -> SeriesView:
         """A view from :meth:`dumps` (version 2, or version 1 as written before it)."""
         n = int.from_bytes(raw[:4], "big")
         o = orjson.loads(raw[4:4 + n])
@@ -317,17 +540,16 @@ class SeriesView:
             points = np.frombuffer(body, "<f8", h * 4, rows * 20).reshape(h, 4).astype(float)
         else:
             raise ValueError(f"unknown view snapshot version {o.get('v')!r}")
-        v = cls(series, size, kind=str(o.get("kind", "")))
-        v.step, v.hi = float(o["step"]), int(o["hi"])
-        keep = min(rows, v.size)
-        if keep:
-            at = np.arange(v.hi - keep + 1, v.hi + 1) % v.size
-            v.values[at] = values[rows - keep:]
-            v.fitted[at] = fitted[rows - keep:]
         meta = o.get("fc_meta")
+        v = cls(series, size, kind=str(o.get("kind", "")), rings=rings)
+        v.step, hi = float(o["step"]), int(o["hi"])
+        keep = min(rows, v.size)
+        v._place(np.arange(hi - keep + 1, hi + 1), values[rows - keep:], fitted[rows - keep:])
+        if hi >= 0 and not keep:  # no windows, yet a newest one: shown missing
+            v.hi = v.base = v.since = hi
         v.fc_meta = None if meta is None else (float(meta[0]), float(meta[1]), float(meta[2]), str(meta[3]),
                                                 bool(meta[4]), None if meta[5] is None else float(meta[5]))
-        v.fc_points = points if len(points) else _NO_POINTS
+        v._fc = points if len(points) else _NO_POINTS
         if o.get("anomalies"):
             v.anomalies = deque(((float(a[0]), float(a[1]), float(a[2]), float(a[3]), str(a[4]))
                                  for a in o["anomalies"]), maxlen=ANOMALY_HISTORY)
@@ -405,7 +627,11 @@ class TargetView:
 
 
 class ViewStore:
-    """In-memory read model of one worker, mirrored to two tables.
+    """Read model of one worker, mirrored to two tables.
+
+    The series' views keep their newest windows in memory and the rest of their history in
+    :class:`Rings` (``directory``: a file there, in the page cache rather than the heap; None:
+    memory).
 
     Snapshots written to the tables are signed (``signers``: one
     :class:`~streams.checkpoint.Signer` per table) and a snapshot read back is
@@ -414,8 +640,10 @@ class ViewStore:
     """
 
     def __init__(self, size: int, metrics: Metrics, selector: SeriesSelector | None = None,
-                 signers: Mapping[str, Signer] | None = None) -> None:
+                 signers: Mapping[str, Signer] | None = None, directory: str | Path | None = None) -> None:
         self.size = size
+        #: the views' history (:class:`Rings`): in a file in ``directory``, else in memory
+        self.rings = Rings(max(2, int(size)), directory)
         self.metrics = metrics
         self.selector = selector
         self.signers = dict(signers or {})
@@ -439,7 +667,8 @@ class ViewStore:
     def view(self, series: str) -> SeriesView:
         v = self.series.get(series)
         if v is None:
-            v = self.series[series] = SeriesView(series, self.size, kind=self.kinds.get(series, ""))
+            v = self.series[series] = SeriesView(series, self.size, kind=self.kinds.get(series, ""),
+                                                 rings=self.rings)
             self.evicted.discard(series)
             self.metrics.series_tracked.set(len(self.series))
         return v
@@ -472,9 +701,10 @@ class ViewStore:
         if not v.add_arrays(ts, value, step, points, meta, score, anomalous, drifting, anomaly):
             return v  # a window replayed after a rebalance or restart: already shown
         if self.selector is not None:
-            first = tuple(points[0, 1:].tolist()) if len(points) else None
+            intervals = points[:, -3:]  # (yhat, lower, upper), whichever form the points are in
+            first = tuple(intervals[0].tolist()) if len(points) else None
             self.selector.observe(series, value, score, first,  # type: ignore[arg-type]
-                                  max(points[:, 3].tolist(), default=None))
+                                  max(intervals[:, 2].tolist(), default=None))
         return v
 
     def note_learnt(self, series: str, updates: int, history: int = 0) -> None:
@@ -553,7 +783,7 @@ class ViewStore:
         if body is None:
             return None
         try:
-            v = SeriesView.loads(series, self.size, body)
+            v = SeriesView.loads(series, self.size, body, rings=self.rings)
         except Exception as exc:  # noqa: BLE001 - any shape of bad snapshot is skipped, never fatal
             self._refused("series_view", series, f"unreadable: {type(exc).__name__}: {exc}", raw)
             return None

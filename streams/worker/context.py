@@ -221,8 +221,10 @@ def build(app: faust.App, settings: Settings, metrics: Metrics) -> WorkerContext
                  "extra_topic_configs": {"min.insync.replicas": str(settings.min_insync_replicas or 1)}}
     tables = Tables(app.Table("models", **raw_table), app.Table("series_view", **raw_table),
                     app.Table("targets", **raw_table))
+    # the views' history beside the tables' copy: a file in data_dir, or memory (streams/web/readmodel.py)
     store = ViewStore(view_points(settings), metrics, load_selector(settings, metrics),
-                      signers={t: Signer(signing_key, t) for t in ("series_view", "targets")})
+                      signers={t: Signer(signing_key, t) for t in ("series_view", "targets")},
+                      directory=f"{settings.data_dir}/views" if settings.table_store == "disk" else None)
     # bounded memory (streams/budget.py): new series beyond the limit are dead-lettered as
     # series_limit; idle ones are evicted (streams/worker/eviction.py); PredictiveScaler series never are
     budget = SeriesBudget(settings.max_series_limit(), settings.series_idle_seconds,

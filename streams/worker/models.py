@@ -447,11 +447,9 @@ class Models:
         # the forecasts as arrays (SeriesModel.to_forecast's, placed in event time here): no
         # Forecast object per series; the read model and the forecasts message take the arrays
         step = held[0].step  # a bank's series share its step
-        h = u.intervals.shape[1]
         intervals = records.wire_values(u.intervals)  # as published: the read model shows the same
-        fc_points = np.empty((n, h, 4))
-        fc_points[:, :, 0] = ts[:, None] + np.arange(1, h + 1) * step
-        fc_points[:, :, 1:] = intervals
+        # the view keeps them as published (float32), at the times ts + k step
+        fc_points = intervals.astype(np.float32)
         untrusted = u.anomalous | u.untrusted  # the observation the controller's safety rule reads
         error = u.error.tolist()
         score, anomalous = u.score.tolist(), u.anomalous.tolist()

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import base64
 import json
 import math
+import os
 import time
 import urllib.error
 import urllib.request
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any, TypeVar
 
 import numpy as np
@@ -218,6 +221,7 @@ def _fed_view(size: int, windows: int, horizon: int = 62) -> Any:
         pts[:, 0] = t + np.arange(1, horizon + 1) * WINDOW
         pts[:, 1] = value + np.arange(horizon) / 7
         pts[:, 2], pts[:, 3] = pts[:, 1] - 3.3, pts[:, 1] + 3.3
+        pts = pts[:, 1:].astype(np.float32)  # as the model agent publishes them, at t + k step
         anomaly = Anomaly(t, value, 0.95, 0.9, "D") if i in (windows - 20, windows - 3) else None
         v.add_arrays(t, value, WINDOW, pts, (t, 0.8, "M", i > 30, 0.1 * i), 0.5, anomaly is not None,
                      windows - 30 < i < windows - 25, anomaly)
@@ -226,9 +230,12 @@ def _fed_view(size: int, windows: int, horizon: int = 62) -> Any:
 
 def test_a_view_holds_its_history_in_20_bytes_a_window_and_python_objects_only_when_needed():
     from streams.web import SeriesView
+    from streams.web.readmodel import WINDOW_BYTES
 
     v = _fed_view(360, 400)
-    assert v.values.nbytes + v.fitted.nbytes == 360 * 20
+    values, fitted = v._rings.read(v._row)
+    assert WINDOW_BYTES == 20 and len(values) + len(fitted) == 360 * 20
+    assert v._fc.dtype == np.float32 and v._fc.shape == (62, 3), "the latest forecast as published: float32"
     d = v.detail()
     assert len(d["points"]) == 359 and len(d["fitted"]) == 359 + 1 - 1  # the gap has neither
     # observed values exactly as fed; fitted ones to float32's 7 digits
@@ -256,8 +263,8 @@ def test_a_view_snapshot_round_trips_and_an_old_snapshot_still_loads():
     small = SeriesView.loads("a/rps", 10, raw).detail()
     assert small["points"] == [p for p in v.detail()["points"] if p["ts"] > T0 + WINDOW * 109]
     # version 1 (four float64 a window, the forecast's points as JSON), as written before
-    order = v._order()
-    rows = np.column_stack([v.values[order], v.fitted[order].astype(float)])
+    _, values, fitted = v._windows()
+    rows = np.column_stack([values, fitted.astype(float)])
     meta = orjson.dumps({"v": 1, "kind": v.kind, "step": v.step, "hi": v.hi, "rows": len(rows),
                          "fc_meta": v.fc_meta, "fc_points": v.fc_points.tolist(),
                          "anomalies": list(v.anomalies), "score": v.score, "anomalous": v.anomalous,
@@ -268,6 +275,99 @@ def test_a_view_snapshot_round_trips_and_an_old_snapshot_still_loads():
     for bad in (raw[:-8], old[:-8]):
         with pytest.raises(ValueError, match="truncated"):
             SeriesView.loads("a/rps", 50, bad)
+
+
+#: a ``series_view`` snapshot (version 2) as the read model wrote it before its history moved
+#: out of the heap: 8 windows, one missing, an anomaly, a drift start, a 3-point forecast
+V2_SNAPSHOT = base64.b64decode(
+    "AAABA3sidiI6Miwia2luZCI6ImV2ZW50cyIsInN0ZXAiOjEwLjAsImhpIjoxNzAwMDAwMTEsInJvd3MiOjgsInBvaW50cyI6MywiZmNf"
+    "bWV0YSI6WzE3MDAwMDAxMTAuMCwxMC4wLDAuOCwiTSIsdHJ1ZSwwLjVdLCJhbm9tYWxpZXMiOltbMTcwMDAwMDEwMC4wLDExMC4wLDAu"
+    "OSwwLjgsIkQiXV0sInNjb3JlIjowLjI1LCJhbm9tYWxvdXMiOmZhbHNlLCJkcmlmdGluZyI6ZmFsc2UsImRyaWZ0cyI6WzE3MDAwMDAw"
+    "NzAuMF0sImxlYXJudCI6MCwiaGlzdG9yeSI6MH0AAAAAAEBZQAAAAAAAUFlAAAAAAABgWUAAAAAAAHBZQAAAAAAAgFlAAAAAAAAA+H8A"
+    "AAAAAKBZQAAAAAAAsFlAAADOQgAAykIAANJCAADQQgAAzEIAANRCAADSQgAAzkIAANZCAADUQgAA0EIAANhCAADWQgAA0kIAANpCAADA"
+    "fwAAwH8AAMB/AADAfwAAwH8AAMB/AADcQgAA2EIAAOBCAAAAXvxU2UEAAAAAAMBbQAAAAAAAQFtAAAAAAABAXEAAAIBg/FTZQQAAAAAA"
+    "wFtAAAAAAABAW0AAAAAAAEBcQAAAAGP8VNlBAAAAAADAW0AAAAAAAEBbQAAAAAAAQFxA")
+
+
+def test_snapshots_written_before_load_and_the_same_windows_write_the_same_bytes(tmp_path: Path):
+    from streams.web import Anomaly, SeriesView
+    from streams.web.readmodel import Rings
+
+    t0 = 1_700_000_000.0
+    for rings in (None, Rings(8, tmp_path)):
+        v = SeriesView("a/rps", 8, kind="events", rings=rings)
+        for i in range(12):
+            if i == 9:
+                continue
+            t = t0 + 10 * i
+            pts = np.float32(100 + i) + np.array([[0, -2, 2]] * 3, np.float32)
+            an = Anomaly(t, 100.0 + i, 0.9, 0.8, "D") if i == 10 else None
+            v.add_arrays(t, 100.0 + i / 4, 10.0, pts, (t, 0.8, "M", True, 0.5), 0.25, an is not None, i == 7, an)
+        assert v.dumps() == V2_SNAPSHOT
+        back = SeriesView.loads("a/rps", 8, V2_SNAPSHOT, rings=rings)
+        assert back.detail() == v.detail() and back.dumps() == V2_SNAPSHOT
+        d = back.detail()
+        assert [p["value"] for p in d["points"]] == [101.0, 101.25, 101.5, 101.75, 102.0, 102.5, 102.75]
+        assert [f["yhat"] for f in d["fitted"]] == [103.0, 104.0, 105.0, 106.0, 107.0, 110.0, 111.0]
+
+
+def test_a_store_with_a_directory_keeps_the_views_history_in_a_file_not_the_heap(tmp_path: Path):
+    import tracemalloc
+
+    from streams.metrics import Metrics
+    from streams.web import ViewStore
+
+    def feed(store: ViewStore, n: int, windows: int) -> None:
+        pts = np.empty((62, 3), np.float32)
+        for i in range(windows):
+            t = T0 + WINDOW * i
+            pts[:] = 100 + i % 7 + np.arange(62)[:, None] / 8
+            for s in range(n):
+                store.on_window_arrays(f"svc{s}/rps", t, 100.0 + s + math.sin(i), WINDOW, pts.copy(),
+                                       (t, 0.8, "M", True, 0.1), 0.5, False, False, None, i + 1)
+
+    tracemalloc.start()
+    before = tracemalloc.get_traced_memory()[0]
+    on_disk = ViewStore(360, Metrics(), directory=tmp_path / "views")
+    feed(on_disk, 1000, 40)
+    held = (tracemalloc.get_traced_memory()[0] - before) / 1000
+    tracemalloc.stop()
+    assert held < 2500, f"{held:.0f} bytes a view in the heap (its 360 windows alone are 7,200)"
+    assert os.fstat(on_disk.rings._fd).st_size >= 1000 * 360 * 20
+    assert not list((tmp_path / "views").iterdir()), "the file is unlinked: it goes with the process"
+    # what it shows is what a store in memory shows, over rings that wrapped
+    in_memory, on_disk = ViewStore(50, Metrics()), ViewStore(50, Metrics(), directory=tmp_path / "views")
+    feed(in_memory, 5, 130)
+    feed(on_disk, 5, 130)
+    for s in ("svc0/rps", "svc4/rps"):
+        assert on_disk.series[s].detail() == in_memory.series[s].detail()
+        assert on_disk.series[s].dumps() == in_memory.series[s].dumps()
+    # a view dropped frees its row for the next series; a restored one takes a row too
+    raw = on_disk.snapshot_series(on_disk.series["svc0/rps"])
+    on_disk.evict("svc0/rps")
+    assert on_disk.restore_series("svc0/rps", raw).detail() == in_memory.series["svc0/rps"].detail()
+
+
+def test_a_history_file_that_fails_shows_missing_windows_never_wrong_ones(tmp_path: Path, caplog):
+    from streams.web import SeriesView
+    from streams.web.readmodel import Rings
+
+    rings = Rings(50, tmp_path)
+    v = SeriesView("a/rps", 50, kind="events", rings=rings)
+    pts = np.zeros((3, 3), np.float32)
+    for i in range(40):
+        v.add_arrays(T0 + WINDOW * i, float(i), WINDOW, pts, (T0 + WINDOW * i, 0.8, "M", True, None),
+                     None, False, False, None)
+    assert [p["value"] for p in v.detail()["points"]] == [float(i) for i in range(40)]
+    os.close(rings._fd)
+    rings._fd = os.open(os.devnull, os.O_RDONLY)  # writes refused, reads empty
+    for i in range(40, 60):
+        v.add_arrays(T0 + WINDOW * i, float(i), WINDOW, pts, (T0 + WINDOW * i, 0.8, "M", True, None),
+                     None, False, False, None)
+    shown = [p["value"] for p in v.detail()["points"]]
+    assert shown and shown == [float(i) for i in range(60 - len(shown), 60)], shown
+    assert SeriesView.loads("a/rps", 50, v.dumps()).detail()["points"] == v.detail()["points"]
+    assert "cannot write the views' history file" in caplog.text
 
 
 def test_select_rows_filters_sorts_and_counts():

@@ -393,3 +393,19 @@ def test_evicting_a_series_closes_its_windows_and_releases_its_offsets():
     w.add(agg("quiet", 125, count=1), "events", ref=3)  # a later window: the series again
     w.add(agg("quiet", 160, count=1), "events", ref=4)
     assert [(p.start, p.count) for p in w.close_ready()] == [(120.0, 1), (130.0, 0)]
+
+
+def test_series_share_one_float_per_window_start():
+    from streams import windowing
+
+    w = Windower(step=10, lateness_windows=2, max_future=math.inf)
+    for s in ("a", "b", "c"):
+        w.add(agg(s, 101.0 + len(s), count=1), "events", ref=0)
+        w.add(agg(s, 112.0, count=1), "events", ref=1)
+    starts = [list(w.open[s]) for s in ("a", "b", "c")]
+    assert starts[0] == [100.0, 110.0] and all(x is y for s in starts[1:] for x, y in zip(starts[0], s, strict=True))
+    assert all(start is starts[0][0] or start is starts[0][1] for start, _ in w._heap)
+    for i in range(windowing.MAX_SHARED_STARTS + 5):  # bounded: old starts are let go
+        w.add(agg("d", 200.0 + 10 * i, count=1), "events")
+    assert len(w._starts) <= windowing.MAX_SHARED_STARTS + 1
+    assert [(p.start, p.count) for p in w.close_all() if p.series == "a"][:2] == [(100.0, 1), (110.0, 1)]
