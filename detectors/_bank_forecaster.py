@@ -9,7 +9,8 @@ the only Python loops run over horizons, members and periods, in the order the
 reference runs them, so that the arithmetic is the same operation for operation.
 
 Storage matches the reference's: profile bins and conformal errors are 4-byte
-floats (``array("f")`` there), everything else 8-byte. A ring buffer's slots
+floats (``array("f")`` there), other floats 8-byte; a ring's count and position
+(below its length) are 2-byte integers where the length fits, other integers 8-byte. A ring buffer's slots
 are laid out as the reference's (the k-th error pushed lands in slot
 ``k % window``) and unused slots hold ``+inf``, so a sort puts them last.
 
@@ -83,6 +84,8 @@ class EnsembleBank:
         tail = (1.0 - self.coverage) / 2.0
         self.q_lo, self.q_hi = tail, 1.0 - tail
         H, K, P = self.H, self.K, len(self.periods)
+        # a ring's count and position are below its length: 2 bytes where that fits
+        cnt = np.int16 if max(self.window, self.group_window) <= np.iinfo(np.int16).max else np.int32
         spec = {
             "idx": ((), np.int64, -1),
             "level": ((), np.float64, 0.0),
@@ -103,8 +106,8 @@ class EnsembleBank:
             "b_surprise": ((), np.float64, 0.0),
             "b_scale": ((H,), np.float64, 0.0),
             "zp": ((H, self.window), np.float32, np.inf),
-            "zp_n": ((H,), np.int32, 0),
-            "zp_pos": ((H,), np.int32, 0),
+            "zp_n": ((H,), cnt, 0),
+            "zp_pos": ((H,), cnt, 0),
         }
         for j, bins in enumerate(self.prof_bins):
             spec[f"prof{j}"] = ((bins,), np.float32, np.nan)
@@ -112,8 +115,8 @@ class EnsembleBank:
             spec["perr"] = ((K, self.phase_bins), np.float32, np.nan)
         if self.G:
             spec["zg"] = ((self.G, H, self.group_window), np.float32, np.inf)
-            spec["zg_n"] = ((self.G, H), np.int32, 0)
-            spec["zg_pos"] = ((self.G, H), np.int32, 0)
+            spec["zg_n"] = ((self.G, H), cnt, 0)
+            spec["zg_pos"] = ((self.G, H), cnt, 0)
         self.cols = Columns(spec, capacity)
 
     # -- helpers ------------------------------------------------------------
