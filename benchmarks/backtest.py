@@ -27,7 +27,8 @@ chosen on the other traces) beside the in-sample one and the figure with it off.
 forecaster's conformal rings (:data:`detectors.forecasting.TAIL_ERRORS`, the errors beyond
 each bound of the band, :func:`detectors.conformal.ring_length`; ``None`` is the rings before
 it, 256 errors pooled and 128 per group), with the coverage of the upper bound and of the band
-beside each figure: shorter rings for every ring, or for the rings per group only.
+beside each figure: shorter rings for every ring, for the rings per group only, or for the
+pooled ring only.
 ``--bins``: the same for the most values a seasonal profile keeps
 (:data:`detectors.forecasting.MAX_BINS`).
 
@@ -76,7 +77,8 @@ PHASE_GRID = (0.0, 0.1, 0.2, 0.35, 0.5)
 #: of 39, 49, 59, 79, 99, 129 errors at 80 % coverage; None: the ring's length before it, 256
 #: pooled and 128 per group)
 RINGS_GRID: tuple[tuple[int | None, int | None], ...] = (
-    (None, None), (4, 4), (5, 5), (8, 8), (13, 13), (None, 6), (None, 8), (None, 10))
+    (None, None), (4, 4), (5, 5), (8, 8), (13, 13), (None, 6), (None, 8), (None, 10),
+    (4, None), (5, None), (8, None), (13, None))
 #: ``--bins``: the values of the forecaster's ``MAX_BINS`` tried (a week of 5, 7.5, 10, 15 minutes;
 #: 2016: before it)
 BINS_GRID = (2016, 1344, 1008, 672)
