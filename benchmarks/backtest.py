@@ -23,6 +23,15 @@ before it), at the shipped policy settings: each candidate's table (unserved vs
 the HPA and MASE per trace), then per trace the held-out figure (the candidate
 chosen on the other traces) beside the in-sample one and the figure with it off.
 
+``python benchmarks/backtest.py --rings [TRACES_DIR]``: the same for the length of the
+forecaster's conformal rings (:data:`detectors.forecasting.TAIL_ERRORS`, the errors beyond
+each bound of the band, :func:`detectors.conformal.ring_length`; ``None`` is the rings before
+it, 256 errors pooled and 128 per group), with the coverage of the upper bound and of the band
+beside each figure: shorter rings for every ring, for the rings per group only, or for the
+pooled ring only.
+``--bins``: the same for the most values a seasonal profile keeps
+(:data:`detectors.forecasting.MAX_BINS`).
+
 Columns: unserved load vs the HPA at equal replica-hours (goal <= 1 on every
 trace, geometric mean <= 0.30, ratios floored at 0.02), predictive and
 equal-cost HPA unserved fractions, replica-hours vs the HPA at 100 % and at 40 %
@@ -63,6 +72,16 @@ GRID: dict[str, tuple[float, ...]] = {
 }
 #: ``--phase``: the values of the forecaster's ``phase_alpha`` tried (0: off)
 PHASE_GRID = (0.0, 0.1, 0.2, 0.35, 0.5)
+#: ``--rings``: the values of the forecaster's ``TAIL_ERRORS`` tried, (pooled ring, rings per group):
+#: the errors beyond each bound, :func:`detectors.conformal.ring_length` (4, 5, 6, 8, 10, 13: rings
+#: of 39, 49, 59, 79, 99, 129 errors at 80 % coverage; None: the ring's length before it, 256
+#: pooled and 128 per group)
+RINGS_GRID: tuple[tuple[int | None, int | None], ...] = (
+    (None, None), (4, 4), (5, 5), (8, 8), (13, 13), (None, 6), (None, 8), (None, 10),
+    (4, None), (5, None), (8, None), (13, None))
+#: ``--bins``: the values of the forecaster's ``MAX_BINS`` tried (a week of 5, 7.5, 10, 15 minutes;
+#: 2016: before it)
+BINS_GRID = (2016, 1344, 1008, 672)
 #: what ships (scaler.spec / scaler.adaptive defaults)
 SHIPPED = {
     "budget_utilization": 0.6,
@@ -108,7 +127,9 @@ def run_one(args: tuple[str, list[float], list[float], dict[str, float]]) -> dic
     name, ts, load, setting = args
     scaler.adaptive.MEMORY_SECONDS = setting["MEMORY_SECONDS"]
     scaler.adaptive.SWITCH_MARGIN = setting["SWITCH_MARGIN"]
-    detectors.forecasting.PHASE_ALPHA = setting.get("PHASE_ALPHA", detectors.forecasting.PHASE_ALPHA)
+    for const in ("PHASE_ALPHA", "TAIL_ERRORS", "MAX_BINS"):
+        if const in setting:
+            setattr(detectors.forecasting, const, setting[const])
     t0 = time.perf_counter()
     bt = run_backtest(ts, load, p99(load) / 20.0, lead_steps=LEAD_STEPS, name=name,
                       budget_utilization=setting["budget_utilization"])
@@ -181,45 +202,70 @@ def held_out(by: dict[tuple[int, str], dict[str, Any]], n_settings: int,
     return out
 
 
-def phase(traces: dict[str, tuple[list[float], list[float]]]) -> int:
-    """``--phase``: leave-one-trace-out choice of the forecaster's ``phase_alpha``."""
+#: the forecaster settings with a leave-one-trace-out mode: flag -> (module constant, values tried,
+#: the value that is "off" / the forecaster before it)
+FORECASTER_GRIDS: dict[str, tuple[str, tuple[Any, ...], Any]] = {
+    "--phase": ("PHASE_ALPHA", PHASE_GRID, 0.0),
+    "--rings": ("TAIL_ERRORS", RINGS_GRID, (None, None)),
+    "--bins": ("MAX_BINS", BINS_GRID, 2016),
+}
+
+
+def forecaster_loo(traces: dict[str, tuple[list[float], list[float]]], flag: str) -> int:
+    """``--phase`` / ``--rings``: leave-one-trace-out choice of a forecaster setting
+    (:data:`FORECASTER_GRIDS`), at the shipped policy settings."""
+    const, grid, off_value = FORECASTER_GRIDS[flag]
     names = sorted(traces)
-    settings = [dict(SHIPPED, PHASE_ALPHA=a) for a in PHASE_GRID]
+    settings = [dict(SHIPPED, **{const: a}) for a in grid]
     t0 = time.perf_counter()
     by = run_all(traces, settings)
-    for i, a in enumerate(PHASE_GRID):
+    for i, a in enumerate(grid):
         rows = [by[(i, n)] for n in names]
-        print(f"\nphase_alpha {a:g}{' (off)' if not a else ''}: excess over 1.0, geometric mean "
-              f"{objective(rows)}")
+        print(f"\n{const} {a}{' (off / before)' if a == off_value else ''}: excess over 1.0, "
+              f"geometric mean {objective(rows)}, {coverage_line(rows)}")
         print_table(rows)
-    off = PHASE_GRID.index(0.0)
-    shipped = PHASE_GRID.index(detectors.forecasting.PHASE_ALPHA)
+    off = grid.index(off_value)
+    shipped = grid.index(getattr(detectors.forecasting, const))
     best_all = min(range(len(settings)), key=lambda i: objective([by[(i, m)] for m in names]))
-    print(f"\nchosen on all traces: phase_alpha {PHASE_GRID[best_all]:g}; ships "
-          f"{PHASE_GRID[shipped]:g}")
-    print("leave-one-trace-out (unserved vs the equal-cost HPA; MASE at the lead time):")
-    print(f"  {'trace':32} {'off':>15} {'in-sample':>15} {'held-out':>15}  chosen")
+    print(f"\nchosen on all traces: {const} {grid[best_all]}; ships {grid[shipped]}")
+    print("leave-one-trace-out (unserved vs the equal-cost HPA / MASE at the lead time / coverage "
+          "of the upper bound, nominal 0.9, and of the band, nominal 0.8):")
+    print(f"  {'trace':32} {'off / before':>27} {'in-sample (ships)':>27} {'held-out':>27}  chosen")
     loo = held_out(by, len(settings), names)
     for n, (best, s) in zip(names, loo, strict=True):
         cells = [by[(off, n)], by[(shipped, n)], s]
-        print(f"  {n:32} " + " ".join(f"{c['unserved_vs_hpa_equal_cost']:7.3f}/{c['mase'] or 0:6.3f}"
-                                      for c in cells) + f"  {PHASE_GRID[best]:g}")
-    for label, rows in (("off", [by[(off, n)] for n in names]),
-                        ("in-sample (shipped)", [by[(shipped, n)] for n in names]),
+        print(f"  {n:32} " + " ".join(cell(c) for c in cells) + f"  {grid[best]}")
+    for label, rows in ((f"off / before ({off_value})", [by[(off, n)] for n in names]),
+                        (f"in-sample (ships {grid[shipped]})", [by[(shipped, n)] for n in names]),
                         ("held-out", [s for _, s in loo])):
-        print(f"  {label:32} excess over 1.0, geometric mean {objective(rows)}")
+        print(f"  {label:32} excess over 1.0, geometric mean {objective(rows)}; {coverage_line(rows)}")
     print(f"({len(settings) * len(names)} backtests in {time.perf_counter() - t0:.0f} s)")
     return 0
 
 
+def cell(s: dict[str, Any]) -> str:
+    cov = s["coverage"]
+    return (f"{s['unserved_vs_hpa_equal_cost']:7.3f}/{s['mase'] or 0:5.3f}/"
+            f"{cov['empirical_upper'] or 0:5.3f}/{cov['empirical_band'] or 0:5.3f}")
+
+
+def coverage_line(rows: list[dict[str, Any]]) -> str:
+    """Mean MASE and mean empirical coverage of the upper bound and of the band over ``rows``."""
+    def mean(xs: list[float]) -> float:
+        return sum(xs) / len(xs)
+    return (f"mean MASE {mean([s['mase'] or 0.0 for s in rows]):.4f}, mean coverage upper "
+            f"{mean([s['coverage']['empirical_upper'] or 0.0 for s in rows]):.4f} band "
+            f"{mean([s['coverage']['empirical_band'] or 0.0 for s in rows]):.4f}")
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
-    phase_mode = "--phase" in argv
-    argv = [a for a in argv if a != "--phase"]
+    mode = next((a for a in argv if a in FORECASTER_GRIDS), None)
+    argv = [a for a in argv if a not in FORECASTER_GRIDS]
     folder = Path(argv[0]) if argv else DEFAULT_DIR
     traces = load_traces(folder)
-    if phase_mode:
-        return phase(traces)
+    if mode is not None:
+        return forecaster_loo(traces, mode)
     names = sorted(traces)
     keys = list(GRID)
     settings = [dict(zip(keys, vals, strict=True)) for vals in itertools.product(*GRID.values())]

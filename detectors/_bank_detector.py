@@ -158,7 +158,7 @@ class FusionBank:
             "slow_mean": ((), np.float64, 0.0),
             "vol": ((), np.float64, 0.0),
             "mean": ((B,), np.float64, 0.0),
-            "visits": ((B,), np.int64, 0),
+            "visits": ((B,), np.int32, 0),  # one a visit of the bin: 2**31 steps before overflow
             # the profile's local scale: each bin's mean absolute deviation, their sum over
             # the bins visited twice, and the series' mean absolute deviation
             "dev": ((B,), np.float64, 0.0),

@@ -8,8 +8,10 @@ forecasts) is one row of fixed-size arrays; :meth:`EnsembleBank.learn` and
 the only Python loops run over horizons, members and periods, in the order the
 reference runs them, so that the arithmetic is the same operation for operation.
 
-Storage matches the reference's: profile bins and conformal errors are 4-byte
-floats (``array("f")`` there), everything else 8-byte. A ring buffer's slots
+Storage matches the reference's: profile bins are 4-byte floats (``array("f")``
+there), conformal errors 2-byte floats (the reference's :func:`~detectors.conformal.half`),
+other floats 8-byte; a ring's count and position
+(below its length) are 2-byte integers where the length fits, other integers 8-byte. A ring buffer's slots
 are laid out as the reference's (the k-th error pushed lands in slot
 ``k % window``) and unused slots hold ``+inf``, so a sort puts them last.
 
@@ -24,7 +26,7 @@ from typing import Any
 import numpy as np
 
 from detectors._bank_columns import Columns, params, py_max, py_min
-from detectors.conformal import WARMUP, ConformalBand
+from detectors.conformal import WARMUP, Z_MAX, ConformalBand
 from detectors.forecasting import ADAPT_RATE, SeasonalEnsemble
 
 #: a pending slot that holds no forecast (the reference's ``None``)
@@ -83,6 +85,8 @@ class EnsembleBank:
         tail = (1.0 - self.coverage) / 2.0
         self.q_lo, self.q_hi = tail, 1.0 - tail
         H, K, P = self.H, self.K, len(self.periods)
+        # a ring's count and position are below its length: 2 bytes where that fits
+        cnt = np.int16 if max(self.window, self.group_window) <= np.iinfo(np.int16).max else np.int32
         spec = {
             "idx": ((), np.int64, -1),
             "level": ((), np.float64, 0.0),
@@ -102,18 +106,18 @@ class EnsembleBank:
             "b_mean": ((), np.float64, 0.0),
             "b_surprise": ((), np.float64, 0.0),
             "b_scale": ((H,), np.float64, 0.0),
-            "zp": ((H, self.window), np.float32, np.inf),
-            "zp_n": ((H,), np.int32, 0),
-            "zp_pos": ((H,), np.int32, 0),
+            "zp": ((H, self.window), np.float16, np.inf),
+            "zp_n": ((H,), cnt, 0),
+            "zp_pos": ((H,), cnt, 0),
         }
         for j, bins in enumerate(self.prof_bins):
             spec[f"prof{j}"] = ((bins,), np.float32, np.nan)
         if self.phase_bins:
             spec["perr"] = ((K, self.phase_bins), np.float32, np.nan)
         if self.G:
-            spec["zg"] = ((self.G, H, self.group_window), np.float32, np.inf)
-            spec["zg_n"] = ((self.G, H), np.int32, 0)
-            spec["zg_pos"] = ((self.G, H), np.int32, 0)
+            spec["zg"] = ((self.G, H, self.group_window), np.float16, np.inf)
+            spec["zg_n"] = ((self.G, H), cnt, 0)
+            spec["zg_pos"] = ((self.G, H), cnt, 0)
         self.cols = Columns(spec, capacity)
 
     # -- helpers ------------------------------------------------------------
@@ -206,12 +210,12 @@ class EnsembleBank:
             rp, hp, zp, sp, ep = r[pos], hi[pos], z[pos], s[pos], err[pos]
             first = one[pos]
             c["b_surprise"][rp[first]] = zp[first]
-            z32 = zp.astype(np.float32)
+            z16 = py_min(py_max(zp, -Z_MAX), Z_MAX).astype(np.float16)  # conformal.half
             lin = rp * self.H + hp
-            self._push(c["zp"], c["zp_n"], c["zp_pos"], lin, z32, self.window)
+            self._push(c["zp"], c["zp_n"], c["zp_pos"], lin, z16, self.window)
             if self.G:
                 g = group[pos].astype(np.int64)
-                self._push(c["zg"], c["zg_n"], c["zg_pos"], (rp * self.G + g) * self.H + hp, z32,
+                self._push(c["zg"], c["zg_n"], c["zg_pos"], (rp * self.G + g) * self.H + hp, z16,
                            self.group_window)
             n = c["zp_n"].reshape(-1)[lin]
             alpha = py_max(self.scale_alpha, 1.0 / (n + 1))
@@ -441,7 +445,8 @@ class EnsembleBank:
         bufs = [(c["zp"][row], c["zp_n"][row], c["zp_pos"][row])]
         if self.G:
             bufs += [(c["zg"][row, g], c["zg_n"][row, g], c["zg_pos"][row, g]) for g in range(self.G)]
-        b._z = [[array("f", z[i, : n[i]].tobytes()) for i in range(self.H)] for z, n, _ in bufs]
+        b._z = [[array("f", z[i, : n[i]].astype(np.float32).tobytes()) for i in range(self.H)]
+                for z, n, _ in bufs]
         b._pos = [[int(p[i]) for i in range(self.H)] for _, _, p in bufs]
         b._q = [[None] * self.H for _ in bufs]
 
@@ -480,9 +485,9 @@ class EnsembleBank:
                            else np.full((self.K, self.phase_bins), np.nan, np.float32))
 
         def ring(bufs: list, window: int) -> np.ndarray:
-            z = np.full((H, window), np.inf, np.float32)
+            z = np.full((H, window), np.inf, np.float16)
             for i, buf in enumerate(bufs):
-                if len(buf):
+                if len(buf):  # 2-byte floats kept as 4-byte ones: exact
                     z[i, : len(buf)] = np.frombuffer(buf, np.float32)
             return z
 

@@ -46,7 +46,7 @@ from __future__ import annotations
 import math
 
 from detectors.base import Forecaster
-from detectors.conformal import ConformalBand
+from detectors.conformal import ConformalBand, ring_length
 from detectors.forecast import Interval
 from detectors.seasonal import SeasonalProfile
 
@@ -62,6 +62,26 @@ PHASE_BINS = 96
 #: shipped policy settings, by the backtest's objective): 0.1 in 10 of 11 folds (off in the
 #: 11th), and 0.1 on all 11 (the only candidate with no trace above the equal-cost HPA)
 PHASE_ALPHA = 0.1
+#: nominal coverage of the forecast's ``[lower, upper]`` (the scaler's upper bound is its
+#: ``(1 + COVERAGE) / 2`` quantile)
+COVERAGE = 0.8
+#: the default forecaster's conformal rings hold ``ring_length(coverage, m)`` errors per
+#: horizon, ``m`` = TAIL_ERRORS (pooled ring, rings per group): each bound of the band is the
+#: m-th most extreme error (:func:`~detectors.conformal.ring_length`); ``None``: the class's own
+#: length (256 pooled, 128 per group). Chosen leave-one-trace-out on the backtest's 11 shared
+#: traces (``python benchmarks/backtest.py --rings``, at the shipped policy settings; candidates:
+#: every ring of 39, 49, 79 or 129 errors, the rings per group only of 59, 79 or 99, or the pooled
+#: ring only of 39, 49, 79 or 129): the class's lengths in 9 of 11 folds. Shorter rings per group
+#: lowered the upper bound's coverage (mean 0.902 -> 0.895-0.897, nominal 0.9) and raised MASE
+#: (0.564 -> 0.567-0.575) and the cost against the equal-cost HPA; a shorter pooled ring kept
+#: coverage and MASE but raised the cost (geometric mean 0.2795 -> 0.2796-0.2923). So the rings
+#: keep their length; they are stored in 2-byte floats instead (:func:`~detectors.conformal.half`).
+TAIL_ERRORS: tuple[int | None, int | None] = (None, None)
+#: the default forecaster's most values per seasonal profile (``max_bins``; a longer period is
+#: kept in bins of several steps). Chosen leave-one-trace-out (``python benchmarks/backtest.py
+#: --bins``; candidates 2016, 1344, 1008, 672, i.e. a week of 5, 7.5, 10, 15-minute bins): 2016 in
+#: 10 of 11 folds (fewer bins put alibaba_cluster_cpu_1min above the equal-cost HPA)
+MAX_BINS = 2016
 
 
 class SeasonalEnsemble(Forecaster):
@@ -92,7 +112,10 @@ class SeasonalEnsemble(Forecaster):
         that phase of the shortest period (0: weights from the recent errors
         only).
     window
-        Errors kept per horizon for the conformal band.
+        Errors kept per horizon for the conformal band (pooled over its groups; at least
+        ``min_samples``).
+    group_window
+        Errors kept per horizon and group of the band (``ConformalBand.group_window``).
     min_samples
         Errors per horizon before the forecaster calls itself warm.
     max_bins
@@ -140,13 +163,14 @@ class SeasonalEnsemble(Forecaster):
         step_seconds: float = 60.0,
         periods: tuple[int, ...] = (),
         horizon: int = 6,
-        coverage: float = 0.8,
+        coverage: float = COVERAGE,
         level_alpha: float = 0.3,
         season_alpha: float = 0.35,
         damping: float = 0.8,
         error_alpha: float = 0.15,
         phase_alpha: float = 0.0,
         window: int = 256,
+        group_window: int = 128,
         min_samples: int = 30,
         max_bins: int = 2016,
         scale_alpha: float = 0.05,
@@ -165,6 +189,7 @@ class SeasonalEnsemble(Forecaster):
         self.error_alpha = error_alpha
         self.phase_alpha = phase_alpha
         self.window = window
+        self.group_window = group_window
         self.min_samples = min_samples
         self.max_bins = max_bins
         self.scale_alpha = scale_alpha
@@ -173,6 +198,9 @@ class SeasonalEnsemble(Forecaster):
         self.band_edges = tuple(band_edges)
         self.median_point = median_point
 
+        if window < min_samples:
+            raise ValueError(f"a band of {window} errors per horizon is never warm "
+                             f"(min_samples={min_samples})")
         self._profiles = [SeasonalProfile(p, season_alpha, max_bins) for p in self.periods]
         self._dev = [0.0] * len(self.periods)
         self._resid = [0.0] * len(self.periods)  # last value minus its profile
@@ -188,7 +216,8 @@ class SeasonalEnsemble(Forecaster):
             if self.periods and phase_alpha > 0.0 else []
         )
         self._band = ConformalBand(
-            horizon, coverage, window, scale_alpha, scale_clip, band_power, self.band_edges
+            horizon, coverage, window, scale_alpha, scale_clip, band_power, self.band_edges,
+            group_window,
         )
         # forecasts issued at the last `horizon` steps:
         # slot -> (issue idx, members, ensemble, band group)
@@ -373,13 +402,16 @@ def default_forecaster(step_seconds: float, period_steps: int | None = None) -> 
     """The forecaster every series gets.
 
     ``period_steps`` fixes the seasonal period; ``None`` uses the daily and
-    weekly periods implied by the step.
+    weekly periods implied by the step. Its conformal rings' lengths are :data:`TAIL_ERRORS`'.
 
     >>> f = default_forecaster(60.0, period_steps=60)
-    >>> f.periods, f.warm
-    ((60,), False)
+    >>> f.periods, f.warm, f.window, f.group_window
+    ((60,), False, 256, 128)
     >>> default_forecaster(300.0).periods
     (288, 2016)
     """
     periods = (period_steps,) if period_steps else seasonal_periods(step_seconds)
-    return SeasonalEnsemble(step_seconds=step_seconds, periods=periods, phase_alpha=PHASE_ALPHA)
+    rings = {name: ring_length(COVERAGE, m)
+             for name, m in zip(("window", "group_window"), TAIL_ERRORS, strict=True) if m is not None}
+    return SeasonalEnsemble(step_seconds=step_seconds, periods=periods, phase_alpha=PHASE_ALPHA,
+                            max_bins=MAX_BINS, **rings)

@@ -12,6 +12,7 @@ from __future__ import annotations
 import math
 import signal
 
+import numpy as np
 import orjson
 import pytest
 
@@ -333,3 +334,68 @@ def test_live_points_of_windows_history_taught_are_not_learnt_again(broker, pref
     assert not wrong, f"forecasts unlike a model that learnt each window once: {wrong[:5]}"
     assert metric(b.port, "foresight_points_relearn_skipped_total") == 10
     assert metric(b.port, "foresight_model_updates_total") == len(live) - 10
+
+
+def test_a_checkpoint_of_another_row_layout_restores_cold_and_says_so(broker, prefix, start_worker):
+    """A bank-row checkpoint written with another row layout (an older version's fields or
+    types, or another configuration: ``SeriesBank.layout``) is never loaded as bytes: the series
+    starts cold, with a log line and the ``untrusted_state`` count, whether or not the record
+    happens to be of the current row's size."""
+    import hashlib
+
+    from detectors.bank import SeriesBank
+    from streams.checkpoint import Checkpointer
+
+    ensure_topics(broker, Topics.from_settings(Settings(topic_prefix=prefix)).all(), SETTINGS.partitions)
+    changelog = f"{prefix}-app-models-changelog"
+    ensure_topics(broker, [changelog], SETTINGS.partitions)
+    period, horizon = model_shape(SETTINGS, WINDOW)
+    current = SeriesBank.for_config(WINDOW, period, horizon, SETTINGS.anomaly_threshold)
+    other = SeriesBank.for_config(WINDOW, period, horizon + 1, SETTINGS.anomaly_threshold)
+    records_ = {}
+    for bank, series in ((other, FAST[0]), (current, FAST[1])):  # learnt: loaded, they'd be warm
+        row = bank.add()
+        for w in range(60):
+            bank.update(np.array([row]), np.array([value(series, w)]), np.array([T0 + w * WINDOW]))
+        layout = bank.layout
+        if bank is current:  # the current row's size, another layout (e.g. a field's type changed)
+            layout = hashlib.blake2b(b"an older row layout", digest_size=16).digest()
+        assert layout != current.layout
+        records_[series] = Checkpointer(ENV_KEY.encode()).dumps_rows(
+            WINDOW, layout, [series.encode()], bank.row_bytes_of([row]))[0]
+    from kafka import KafkaProducer
+
+    producer = KafkaProducer(bootstrap_servers=broker, acks="all")
+    for series, blob in records_.items():  # a batch of one record each (the embedded broker's end
+        producer.send(changelog, key=series.encode(), value=blob,  # offset: context.py)
+                      partition=partition_for(series, SETTINGS.partitions))
+        producer.flush()
+    producer.close()
+
+    pts = points(0, 40)
+    want = reference(pts)  # every series from a fresh model
+    w = start_worker(prefix, **ENV, FORESIGHT_MODEL_KEY=ENV_KEY)
+    send_points(broker, prefix, pts)
+    got = forecasts_of(broker, prefix, pts, timeout=120)
+    wrong = [k for k, ms in got.items() if not all(same(m, want[k]) for m in ms)]
+    assert not wrong, f"forecasts unlike a cold model's: {wrong[:5]}"
+    assert not any(m["warm"] for s in records_ for m in got[(s, T0)])  # loaded, they'd be warm
+    log = w.log.read_text()  # the first such line (repeats within a minute are counted: RepeatFilter)
+    assert any(f"series {series}: unloadable model checkpoint (ValueError: a bank row of another "
+               "configuration); starting cold" in log for series in records_)
+    assert metric(w.port, "foresight_restored_checkpoints_total") == 0
+    assert labelled(w.port, "foresight_untrusted_state_total", 'table="models"') == len(records_)
+
+
+#: the checkpoint signing key the test workers use (tests/conftest.py)
+ENV_KEY = "test-key-0123456789abcdef"
+
+
+def labelled(port: int, name: str, label: str) -> float:
+    """The value of metric ``name`` with ``label`` (``key="value"``), summed over its other labels."""
+    import urllib.request
+
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as r:  # noqa: S310
+        text = r.read().decode()
+    return sum(float(line.split()[-1]) for line in text.splitlines()
+               if line.startswith(name + "{") and label in line)
