@@ -498,7 +498,7 @@ def seed_checkpoints(broker: str, settings: Settings, names: list[str], windows:
     """Warm models without running ``windows`` windows of every series through a worker: a
     bank of the worker's configuration learns the benchmark's first ``windows`` windows of
     :data:`PROTOTYPES` series in-process, and every series' signed raw row record (as the model
-    agent writes them, ``FSB2``, signed for that series) goes to the ``models`` table's changelog, on the partition the
+    agent writes them, ``FSB3``, signed for that series) goes to the ``models`` table's changelog, on the partition the
     worker's own checkpoint would. The worker restores them as any other worker restores its
     partitions' checkpoints. Returns the seconds it took and the bytes written."""
     from detectors.bank import SeriesBank

@@ -73,3 +73,53 @@ def test_a_checkpoint_is_bound_to_its_series():
     old = b"FSB1" + hmac.new(b"0123456789abcdef0123", b"FSB1" + body, hashlib.sha256).digest() + body
     with pytest.raises(UntrustedCheckpoint, match="earlier version"):
         c.loads(old, b"a/rps")
+
+
+def _signed(key: bytes, magic: bytes, series: bytes, body: bytes) -> bytes:
+    """A record signed as :class:`Checkpointer` signs (magic, series, body), built by hand."""
+    import hashlib
+    import hmac
+
+    h = hmac.new(key, magic, hashlib.sha256)
+    h.update(len(series).to_bytes(4, "big") + series)
+    h.update(body)
+    return magic + h.digest() + body
+
+
+def test_row_checkpoints_are_stored_compressed_and_earlier_uncompressed_ones_still_restore():
+    """A bank row is written LZ4-compressed (``FSB3``) and restored to the same bytes; a row record
+    of the earlier, uncompressed form (``FSB2``, signed the same way) still restores."""
+    import struct
+
+    import numpy as np
+
+    from streams.checkpoint import RAW_ROW_MAGIC, ROW_MAGIC, RowCheckpoint
+
+    key = b"0123456789abcdef0123"
+    c = Checkpointer(key)
+    state = np.concatenate([np.linspace(0.0, 1.0, 2000), np.zeros(2000)]).tobytes()
+    [blob] = c.dumps_rows(60.0, b"L" * 16, [b"a/rps"], [state])
+    assert blob[:4] == ROW_MAGIC and len(blob) < len(state) / 2, "stored compressed"
+    assert c.loads(blob, b"a/rps") == RowCheckpoint(60.0, b"L" * 16, state)
+    old = _signed(key, RAW_ROW_MAGIC, b"a/rps", struct.pack("<d16s", 60.0, b"L" * 16) + state)
+    assert c.loads(old, b"a/rps") == RowCheckpoint(60.0, b"L" * 16, state)
+    with pytest.raises(UntrustedCheckpoint):
+        c.loads(old, b"b/rps")
+
+
+def test_a_signed_row_record_that_does_not_decompress_is_unloadable_not_trusted_blindly():
+    """A compressed row record that verifies but whose block is bad, or declares a state larger
+    than any bank row, is a ValueError (the series starts cold); never a huge allocation."""
+    import struct
+
+    from streams.checkpoint import MAX_ROW_BYTES, ROW_MAGIC
+
+    key = b"0123456789abcdef0123"
+    c = Checkpointer(key)
+    head = struct.pack("<d16s", 60.0, b"L" * 16)
+    for block, why in (((MAX_ROW_BYTES + 1).to_bytes(4, "little") + b"\x00", "declaring"),
+                       ((100).to_bytes(4, "little") + b"\xff" * 8, "decompress"),
+                       (b"\x01", "declaring")):
+        with pytest.raises(ValueError, match=why) as exc:
+            c.loads(_signed(key, ROW_MAGIC, b"a/rps", head + block), b"a/rps")
+        assert not isinstance(exc.value, UntrustedCheckpoint)
