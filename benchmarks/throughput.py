@@ -618,6 +618,7 @@ def bench_model_path(broker: str, workdir: Path, series: int, warm: int, windows
         heap = w.heap()
         upd0 = metric(w.port, "foresight_model_update_seconds_sum")
         n0 = metric(w.port, "foresight_model_updates_total")
+        ckpt0 = metric(w.port, "foresight_checkpoints_total")
         t0 = time.monotonic()
         produce(first + warm, first + warm + windows)
         produced = time.monotonic() - t0
@@ -637,6 +638,7 @@ def bench_model_path(broker: str, workdir: Path, series: int, warm: int, windows
             if k < paced - 1:
                 time.sleep(max(0.0, WINDOW - (time.monotonic() - tick)))
         w.wait_counter("foresight_forecasts_out_total", (warm + windows + paced) * series, timeout=300)
+        ckpt_paced = metric(w.port, "foresight_checkpoints_total") - checkpoints
         steady = [d for start, d in point_to_forecast_delays(broker, topics, paced_from)
                   if start >= T0 + first_paced * WINDOW]
     finally:
@@ -655,6 +657,8 @@ def bench_model_path(broker: str, workdir: Path, series: int, warm: int, windows
         "bank_update_mean_us": 1e6 * upd / updn if updn else None,
         "bank_calls": calls,
         "checkpoints": checkpoints,
+        # series checkpointed in each step (a series' checkpoint: its bank row and its view)
+        "checkpoints_by_step": {"warm": ckpt0, "backlog": checkpoints - ckpt0, "paced": ckpt_paced},
         # window close (the points message's publication) -> its forecast's publication
         "window_close_to_forecast_s_steady": {
             "p50": pct(steady, 0.5), "p99": pct(steady, 0.99), "n": len(steady), "windows": paced},
