@@ -57,30 +57,44 @@ class ChangelogWriter:
 
         Straight to the app's producer (the tables' keys and values are raw bytes): a changelog
         topic's ``send`` builds a Faust message, its future and a debug log line per record,
-        and Faust's ``send_soon`` buffer sends at its own pace, joining any batch."""
+        and Faust's ``send_soon`` buffer sends at its own pace, joining any batch. The tables
+        are set once per table for the records sent (``update``: one transaction of the disk
+        store, streams/tablestore.py), each record's value once it is handed to the producer."""
         if not puts:
             return
+        topics = {id(p.table): p.table.changelog_topic.get_topic_name() for p in puts}
         last: dict[tuple[str, int], int] = {}
         for i, p in enumerate(puts):
-            last[(p.table.changelog_topic.get_topic_name(), p.partition)] = i
+            last[(topics[id(p.table)], p.partition)] = i
         final = set(last.values())
         async with self.lock:
             waits = [f for tp in last if (f := self.pending.pop(tp, None)) is not None]
             if waits:
                 await asyncio.wait(waits)
                 _warn_failed(waits)
-            sent = [await _send(producer, p) for i, p in enumerate(puts) if i not in final]
+            rest = [p for i, p in enumerate(puts) if i not in final]
+            sent = await _send(producer, topics, rest)
             if sent:
                 await asyncio.wait(sent)
                 _warn_failed(sent)
-            for tp, i in last.items():
-                self.pending[tp] = await _send(producer, puts[i])
+            for tp, fut in zip(last, await _send(producer, topics, [puts[i] for i in last.values()]), strict=True):
+                self.pending[tp] = fut
 
 
-async def _send(producer: Any, p: Put) -> asyncio.Future:
-    fut = await producer.send(p.table.changelog_topic.get_topic_name(), p.key, p.value, p.partition, None, None)
-    p.table.data[p.key] = p.value
-    return fut
+async def _send(producer: Any, topics: dict[int, str], puts: list[Put]) -> list[asyncio.Future]:
+    """Hand ``puts`` to ``producer`` in order, then set them in their tables (the values of
+    those handed over, should the producer fail part-way); their deliveries."""
+    futures: list[asyncio.Future] = []
+    try:
+        for p in puts:
+            futures.append(await producer.send(topics[id(p.table)], p.key, p.value, p.partition, None, None))
+    finally:
+        tables: dict[int, tuple[Any, list[tuple[bytes, bytes]]]] = {}
+        for p in puts[: len(futures)]:
+            tables.setdefault(id(p.table), (p.table, []))[1].append((p.key, p.value))
+        for table, pairs in tables.values():
+            table.data.update(pairs)
+    return futures
 
 
 def _warn_failed(futures: list[asyncio.Future]) -> None:
