@@ -144,6 +144,11 @@ class Worker:
     def rss(self) -> int:
         return psutil.Process(self.proc.pid).memory_info().rss
 
+    def cpu_seconds(self) -> float:
+        """The worker's CPU time so far (user + system)."""
+        t = psutil.Process(self.proc.pid).cpu_times()
+        return t.user + t.system
+
     def table_file_bytes(self) -> int:
         """Bytes of the worker's table files (``FORESIGHT_TABLE_STORE=disk``: sqlite files it
         keeps open, already unlinked: found through its open descriptors)."""
@@ -498,7 +503,7 @@ def seed_checkpoints(broker: str, settings: Settings, names: list[str], windows:
     """Warm models without running ``windows`` windows of every series through a worker: a
     bank of the worker's configuration learns the benchmark's first ``windows`` windows of
     :data:`PROTOTYPES` series in-process, and every series' signed raw row record (as the model
-    agent writes them, ``FSB2``, signed for that series) goes to the ``models`` table's changelog, on the partition the
+    agent writes them, ``FSB3``, signed for that series) goes to the ``models`` table's changelog, on the partition the
     worker's own checkpoint would. The worker restores them as any other worker restores its
     partitions' checkpoints. Returns the seconds it took and the bytes written."""
     from detectors.bank import SeriesBank
@@ -618,6 +623,8 @@ def bench_model_path(broker: str, workdir: Path, series: int, warm: int, windows
         heap = w.heap()
         upd0 = metric(w.port, "foresight_model_update_seconds_sum")
         n0 = metric(w.port, "foresight_model_updates_total")
+        ckpt0 = metric(w.port, "foresight_checkpoints_total")
+        cpu0 = w.cpu_seconds()
         t0 = time.monotonic()
         produce(first + warm, first + warm + windows)
         produced = time.monotonic() - t0
@@ -627,6 +634,7 @@ def bench_model_path(broker: str, workdir: Path, series: int, warm: int, windows
         updn = metric(w.port, "foresight_model_updates_total") - n0
         calls = metric(w.port, "foresight_model_update_seconds_count")
         checkpoints = metric(w.port, "foresight_checkpoints_total")
+        cpu1 = w.cpu_seconds()
         # steady state: the next windows published at wall-clock pace, one every window length
         # (as the window agent publishes every series' point when a window closes)
         first_paced = first + warm + windows
@@ -637,6 +645,8 @@ def bench_model_path(broker: str, workdir: Path, series: int, warm: int, windows
             if k < paced - 1:
                 time.sleep(max(0.0, WINDOW - (time.monotonic() - tick)))
         w.wait_counter("foresight_forecasts_out_total", (warm + windows + paced) * series, timeout=300)
+        ckpt_paced = metric(w.port, "foresight_checkpoints_total") - checkpoints
+        cpu2 = w.cpu_seconds()
         steady = [d for start, d in point_to_forecast_delays(broker, topics, paced_from)
                   if start >= T0 + first_paced * WINDOW]
     finally:
@@ -655,6 +665,11 @@ def bench_model_path(broker: str, workdir: Path, series: int, warm: int, windows
         "bank_update_mean_us": 1e6 * upd / updn if updn else None,
         "bank_calls": calls,
         "checkpoints": checkpoints,
+        # series checkpointed in each step (a series' checkpoint: its bank row and its view)
+        "checkpoints_by_step": {"warm": ckpt0, "backlog": checkpoints - ckpt0, "paced": ckpt_paced},
+        # the worker's CPU seconds (user + system) in each step: from its start (restoring the
+        # seeded checkpoints included) to the end of the warm windows, the backlog, the paced windows
+        "worker_cpu_s_by_step": {"warm": cpu0, "backlog": cpu1 - cpu0, "paced": cpu2 - cpu1},
         # window close (the points message's publication) -> its forecast's publication
         "window_close_to_forecast_s_steady": {
             "p50": pct(steady, 0.5), "p99": pct(steady, 0.99), "n": len(steady), "windows": paced},

@@ -40,6 +40,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import cramjam
+
 MAGIC = b"FSM2"
 #: formats of earlier versions, whose signature did not cover the series: refused (cold start)
 OLD_MAGICS = (b"FSM1", b"FSB1")
@@ -50,9 +52,14 @@ class UntrustedCheckpoint(ValueError):
     pass
 
 
-#: a bank-row checkpoint: raw array state, never unpickled
-ROW_MAGIC = b"FSB2"
+#: a bank-row checkpoint: raw array state, LZ4-compressed (a block with its size), never unpickled
+ROW_MAGIC = b"FSB3"
+#: the earlier bank-row form, the same but uncompressed: still restored (signed the same way)
+RAW_ROW_MAGIC = b"FSB2"
 _ROW_HEAD = struct.Struct("<d16s")
+#: the largest row state a compressed row record may declare (a bank row is ~30 KB): a signed
+#: record declaring more is unloadable, never decompressed
+MAX_ROW_BYTES = 64 * 2**20
 
 
 @dataclass(frozen=True, slots=True)
@@ -66,16 +73,23 @@ class RowCheckpoint:
 
 
 class Checkpointer:
-    """Signs and verifies model checkpoints: pickled objects (``FSM2``) and raw bank rows
-    (``FSB2``, :class:`RowCheckpoint`: the model agent's cheap per-series checkpoint, a copy of
-    the row's arrays with no object built or unpickled). The MAC covers the format's magic and
-    the series' key, so one format's record never verifies as the other's, nor one series'
-    checkpoint as another's.
+    """Signs and verifies model checkpoints: pickled objects (``FSM2``) and bank rows (``FSB3``,
+    :class:`RowCheckpoint`: the model agent's cheap per-series checkpoint, a copy of the row's
+    arrays, LZ4-compressed, with no object built or unpickled; ``FSB2``, the same uncompressed,
+    is still restored). The MAC covers the format's magic and the series' key, so one format's
+    record never verifies as another's, nor one series' checkpoint as another's. A row record
+    is signed as stored (compressed) and decompressed only once it verifies.
+
+    A bank row compresses well: to about 0.15 of its ~30 KB in a series a hundred windows old
+    (its buffers are not full), 0.55 in one that has learnt 2,000 windows of a real trace
+    (``../shared/data/traces``). Every byte of it is hashed, sent, kept by the broker and by
+    the worker's table store: LZ4 (8-13 µs a row) costs less than the MAC it saves on a young
+    row and a few µs more on a mature one, for 0.45 of its bytes fewer everywhere after.
 
     >>> c = Checkpointer(b"k" * 32)
-    >>> [blob] = c.dumps_rows(60.0, b"L" * 16, [b"a/rps"], [b"state"])
-    >>> c.loads(blob, b"a/rps")
-    RowCheckpoint(step=60.0, layout=b'LLLLLLLLLLLLLLLL', state=b'state')
+    >>> [blob] = c.dumps_rows(60.0, b"L" * 16, [b"a/rps"], [b"state" * 100])
+    >>> len(blob) < 500, c.loads(blob, b"a/rps") == RowCheckpoint(60.0, b"L" * 16, b"state" * 100)
+    (True, True)
     >>> c.loads(blob[:-1] + b"X", b"a/rps")
     Traceback (most recent call last):
     ...
@@ -86,9 +100,12 @@ class Checkpointer:
         if len(key) < 16:
             raise ValueError("model signing key must be at least 16 bytes")
         self._key = key
+        # the MAC's state once it has taken the key and a format's magic: copied per record
+        # (hmac.new keys a fresh HMAC, two hash blocks and its Python, per call)
+        self._keyed = {m: hmac.new(key, m, hashlib.sha256) for m in (MAGIC, ROW_MAGIC, RAW_ROW_MAGIC)}
 
     def _mac(self, magic: bytes, key: bytes, *parts: bytes) -> bytes:
-        h = hmac.new(self._key, magic, hashlib.sha256)
+        h = self._keyed[magic].copy()
         h.update(len(key).to_bytes(4, "big") + key)
         for part in parts:
             h.update(part)
@@ -101,28 +118,54 @@ class Checkpointer:
 
     def dumps_rows(self, step: float, layout: bytes, keys: list[bytes], states: list[bytes]) -> list[bytes]:
         """One signed :class:`RowCheckpoint` record per row state (rows of one bank), each for its
-        series' key."""
+        series' key: the state LZ4-compressed, then signed as stored."""
         head = _ROW_HEAD.pack(step, layout)
-        return [b"".join((ROW_MAGIC, self._mac(ROW_MAGIC, key, head, state), head, state))
-                for key, state in zip(keys, states, strict=True)]
+        base = self._keyed[ROW_MAGIC]
+        out = []
+        for key, state in zip(keys, states, strict=True):
+            body = cramjam.lz4.compress_block(state)
+            h = base.copy()
+            h.update(len(key).to_bytes(4, "big") + key)
+            h.update(head)
+            h.update(body)
+            out.append(b"".join((ROW_MAGIC, h.digest(), head, body)))
+        return out
 
     def loads(self, blob: bytes, key: bytes) -> Any:
         """The checkpoint's object (a pickle) or :class:`RowCheckpoint`, once its signature
         verifies for the series ``key``; raises :class:`UntrustedCheckpoint` otherwise (nothing
-        unpickled)."""
+        unpickled, nothing decompressed)."""
         if not isinstance(blob, bytes | bytearray) or len(blob) < 4 + _SIG:
             raise UntrustedCheckpoint("not a Foresight checkpoint")
-        magic, sig, body = bytes(blob[:4]), blob[4 : 4 + _SIG], bytes(blob[4 + _SIG :])
+        magic, sig, body = bytes(blob[:4]), blob[4 : 4 + _SIG], memoryview(blob)[4 + _SIG :]
         if magic in OLD_MAGICS:
             raise UntrustedCheckpoint("a checkpoint of an earlier version, not bound to its series")
-        if magic not in (MAGIC, ROW_MAGIC) or (magic == ROW_MAGIC and len(body) < _ROW_HEAD.size):
+        rows = magic in (ROW_MAGIC, RAW_ROW_MAGIC)
+        if (magic != MAGIC and not rows) or (rows and len(body) < _ROW_HEAD.size):
             raise UntrustedCheckpoint("not a Foresight checkpoint")
         if not hmac.compare_digest(sig, self._mac(magic, key, body)):
             raise UntrustedCheckpoint("checkpoint signature does not verify")
-        if magic == ROW_MAGIC:
-            step, layout = _ROW_HEAD.unpack_from(body)
-            return RowCheckpoint(step, layout, body[_ROW_HEAD.size :])
-        return pickle.loads(body)  # noqa: S301 - authenticated above
+        if not rows:
+            return pickle.loads(body)  # noqa: S301 - authenticated above
+        step, layout = _ROW_HEAD.unpack_from(body)
+        state = body[_ROW_HEAD.size :]
+        return RowCheckpoint(step, layout, _decompressed(state) if magic == ROW_MAGIC else bytes(state))
+
+
+def _decompressed(block: memoryview) -> bytes:
+    """A verified row record's state: its LZ4 block (its size first, 4 bytes little-endian)
+    decompressed. A declared size past :data:`MAX_ROW_BYTES`, or a block that does not
+    decompress to it, is a ``ValueError`` (the checkpoint is unloadable: the series starts cold)."""
+    size = int.from_bytes(block[:4], "little") if len(block) >= 4 else -1
+    if not 0 <= size <= MAX_ROW_BYTES:
+        raise ValueError(f"a row record declaring {size} bytes of state")
+    try:
+        out = bytes(cramjam.lz4.decompress_block(block))
+    except cramjam.DecompressionError as exc:
+        raise ValueError(f"a row record whose state does not decompress ({exc})") from None
+    if len(out) != size:
+        raise ValueError(f"a row record whose state decompresses to {len(out)} bytes, not {size}")
+    return out
 
 
 class Signer:
@@ -149,15 +192,17 @@ class Signer:
             raise ValueError("signing key must be at least 16 bytes")
         self._key = key
         self.table = table
+        # the MAC's state once it has taken the key and the table: copied per record
+        self._keyed = hmac.new(key, table.encode() + b"\0", hashlib.sha256)
 
     def _mac(self, key: bytes, body: bytes) -> bytes:
-        h = hmac.new(self._key, self.table.encode() + b"\0", hashlib.sha256)
+        h = self._keyed.copy()
         h.update(len(key).to_bytes(4, "big") + key)
         h.update(body)
         return h.digest()
 
     def sign(self, key: bytes, body: bytes) -> bytes:
-        return self.MAGIC + self._mac(key, body) + body
+        return b"".join((self.MAGIC, self._mac(key, body), body))
 
     def verify(self, key: bytes, blob: Any) -> bytes:
         if not isinstance(blob, bytes | bytearray) or blob[:4] != self.MAGIC or len(blob) < 4 + _SIG:

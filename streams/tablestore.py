@@ -29,7 +29,7 @@ from __future__ import annotations
 import os
 import sqlite3
 import tempfile
-from collections.abc import Iterable, Iterator, MutableMapping
+from collections.abc import Iterable, Iterator, Mapping, MutableMapping
 from pathlib import Path
 from typing import Any
 
@@ -108,6 +108,23 @@ class SqliteMapping(MutableMapping[Key, Value]):
 
     def clear(self) -> None:
         self._db.execute("DELETE FROM kv")
+
+    def update(self, other: Any = (), /, **kwargs: Value) -> None:
+        """``dict.update`` in one transaction (a statement per key is a transaction per key): the
+        changelog writer sets a round's records at once (streams/worker/changelog.py)."""
+        if isinstance(other, Mapping):
+            pairs = list(other.items())
+        elif hasattr(other, "keys"):
+            pairs = [(k, other[k]) for k in other.keys()]
+        else:
+            pairs = list(other)
+        pairs.extend(kwargs.items())
+        self._db.execute("BEGIN")
+        try:
+            self._db.executemany("INSERT INTO kv (k, v) VALUES (?, ?) ON CONFLICT (k) DO UPDATE SET v = excluded.v",
+                                 pairs)
+        finally:
+            self._db.execute("COMMIT")
 
     # -- what the store needs -----------------------------------------------------
     def put_changelog(self, entries: Iterable[tuple[Key, Value, int]]) -> None:

@@ -7,18 +7,24 @@ the first of a batch at the end of a changelog partition are not restored by a w
 taking the partition over (or restarting). So every writer of a changelog (the model
 agent's checkpoints, the history agent's, the eviction timer's, the decisions agent's
 ``targets`` snapshots) hands a round of records to :meth:`ChangelogWriter.write`, which
-ends each changelog partition it writes with a record batch holding just its last record:
+ends each changelog partition it writes with a record batch holding just its last record.
 
-- the round's other records are sent and delivered first (their batches are closed);
-- then the last record of each partition is sent: it starts a batch, and nothing is sent to
-  that partition until that batch is delivered (the next round waits for it, under the
-  same lock: writers are serialised), so no record ever joins it.
+It builds the record batches itself (aiokafka's batch API, ``create_batch`` / ``send_batch``,
+which Faust's producer does not wrap) and seals each before handing it over, so no other
+record ever joins one: per changelog partition, the round's other records in as few batches
+as the producer's batch size allows (``streams/worker/context.py``
+``PRODUCER_MAX_BATCH_BYTES``), then its last record in a batch of its own. The producer
+sends a partition's batches in order, one request in flight per broker, so that batch is
+the partition's newest once the round is delivered, whatever the batch size and whether or
+not the batches are compressed (on the embedded broker a compressed batch is still one
+batch: the same end offset). Rounds are serialised (a lock), so one round's batches of a
+partition never interleave with another's.
 
-The round returns once its last records are handed to the producer, not delivered: the model
-agent's next forecasts need not wait for them (the commit flushes the producer). On Kafka
-this costs a wait for the round's records but the last ones. It holds at any producer batch
-size (``streams/worker/context.py`` ``PRODUCER_MAX_BATCH_BYTES``), where the round's records
-would otherwise share a batch.
+The round returns once its batches are handed to the producer, not delivered: the model
+agent's next forecasts need not wait for them (the commit flushes the producer); a batch
+that is not delivered is logged. A batch rather than a ``send`` per record also saves the
+producer's per-record work (a future, a partition lookup and an accumulator call per
+record).
 """
 
 from __future__ import annotations
@@ -46,45 +52,58 @@ class ChangelogWriter:
     """Writes rounds of table records so that the end offset the broker reports for each
     changelog partition covers its last record (module docstring)."""
 
-    #: one round at a time: a round's last records must not share a batch with another's
+    #: one round at a time: a partition's batches of two rounds never interleave
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
-    #: per changelog (topic, partition): the delivery of its last record, a batch of its own
-    pending: dict[tuple[str, int], asyncio.Future] = field(default_factory=dict)
 
     async def write(self, producer: Any, puts: Sequence[Put]) -> None:
         """Send ``puts`` (in order per partition) to their changelogs and set them in the tables;
-        returns once all are handed to ``producer`` (Faust's), the non-last ones delivered.
+        returns once all are handed to ``producer`` (Faust's, or aiokafka's).
 
-        Straight to the app's producer (the tables' keys and values are raw bytes): a changelog
-        topic's ``send`` builds a Faust message, its future and a debug log line per record,
-        and Faust's ``send_soon`` buffer sends at its own pace, joining any batch."""
+        Each record is set in its table once its batch is handed over (per batch, one
+        ``update`` per table: one transaction of the disk store, streams/tablestore.py)."""
         if not puts:
             return
-        last: dict[tuple[str, int], int] = {}
-        for i, p in enumerate(puts):
-            last[(p.table.changelog_topic.get_topic_name(), p.partition)] = i
-        final = set(last.values())
+        client = _aiokafka(producer)
+        topics = {id(p.table): p.table.changelog_topic.get_topic_name() for p in puts}
+        by_tp: dict[tuple[str, int], list[Put]] = {}
+        for p in puts:
+            by_tp.setdefault((topics[id(p.table)], p.partition), []).append(p)
         async with self.lock:
-            waits = [f for tp in last if (f := self.pending.pop(tp, None)) is not None]
-            if waits:
-                await asyncio.wait(waits)
-                _warn_failed(waits)
-            sent = [await _send(producer, p) for i, p in enumerate(puts) if i not in final]
-            if sent:
-                await asyncio.wait(sent)
-                _warn_failed(sent)
-            for tp, i in last.items():
-                self.pending[tp] = await _send(producer, puts[i])
+            for (topic, partition), group in by_tp.items():
+                batch, first = client.create_batch(), 0
+                for i, p in enumerate(group[:-1]):
+                    if batch.append(key=p.key, value=p.value, timestamp=None) is None:  # full
+                        await _hand_over(client, batch, topic, partition, group[first:i])
+                        batch, first = client.create_batch(), i
+                        batch.append(key=p.key, value=p.value, timestamp=None)  # a batch takes its first
+                if len(group) > 1:
+                    await _hand_over(client, batch, topic, partition, group[first:-1])
+                last = client.create_batch()
+                last.append(key=group[-1].key, value=group[-1].value, timestamp=None)
+                await _hand_over(client, last, topic, partition, group[-1:])
 
 
-async def _send(producer: Any, p: Put) -> asyncio.Future:
-    fut = await producer.send(p.table.changelog_topic.get_topic_name(), p.key, p.value, p.partition, None, None)
-    p.table.data[p.key] = p.value
-    return fut
+def _aiokafka(producer: Any) -> Any:
+    """aiokafka's producer: ``producer`` itself, or the one under Faust's producer."""
+    ensure = getattr(producer, "_ensure_producer", None)  # Faust's: raises NotReady before it starts
+    return ensure() if ensure is not None else producer
 
 
-def _warn_failed(futures: list[asyncio.Future]) -> None:
-    failed = [e for f in futures if not f.cancelled() and (e := f.exception()) is not None]
-    if failed:
-        log.warning("%d of %d changelog records were not delivered (%s: %s)", len(failed), len(futures),
-                    type(failed[0]).__name__, failed[0])
+async def _hand_over(client: Any, batch: Any, topic: str, partition: int, puts: Sequence[Put]) -> None:
+    """Seal ``batch`` (the records of ``puts``), queue it for ``topic``'s ``partition`` and set
+    ``puts`` in their tables; a batch that is not delivered is logged."""
+    batch.close()  # nothing more joins it (not even a ``send`` to the same partition)
+    fut = await client.send_batch(batch, topic, partition=partition)
+    fut.add_done_callback(lambda f: _warn_failed(f, topic, partition, len(puts)))
+    tables: dict[int, tuple[Any, list[tuple[bytes, bytes]]]] = {}
+    for p in puts:
+        tables.setdefault(id(p.table), (p.table, []))[1].append((p.key, p.value))
+    for table, pairs in tables.values():
+        table.data.update(pairs)
+
+
+def _warn_failed(fut: asyncio.Future, topic: str, partition: int, records: int) -> None:
+    exc = None if fut.cancelled() else fut.exception()
+    if exc is not None:
+        log.warning("a batch of %d changelog records to %s[%d] was not delivered (%s: %s)", records, topic,
+                    partition, type(exc).__name__, exc)

@@ -25,9 +25,14 @@ def test_mapping_behaves_as_a_dict_under_random_operations(tmp_path: Path) -> No
     for _ in range(2000):
         k = rng.choice(keys)
         op = rng.random()
-        if op < 0.5:
+        if op < 0.4:
             v = rng.randbytes(rng.choice([0, 5, 40_000]))
             m[k] = d[k] = v
+        elif op < 0.5:  # a batch (pairs, a key perhaps twice: the last wins; or a mapping)
+            batch = [(rng.choice(keys), rng.randbytes(rng.choice([0, 5, 40_000]))) for _ in range(rng.randint(0, 4))]
+            arg = dict(batch) if rng.random() < 0.3 else batch
+            m.update(arg)
+            d.update(arg)
         elif op < 0.7:
             assert (k in m) == (k in d)
             if k in d:
