@@ -57,7 +57,7 @@ ROW_MAGIC = b"FSB3"
 #: the earlier bank-row form, the same but uncompressed: still restored (signed the same way)
 RAW_ROW_MAGIC = b"FSB2"
 _ROW_HEAD = struct.Struct("<d16s")
-#: the largest row state a compressed row record may declare (a bank row is ~30 KB): a signed
+#: the largest row state a compressed row record may declare (a bank row is ~21 KB): a signed
 #: record declaring more is unloadable, never decompressed
 MAX_ROW_BYTES = 64 * 2**20
 
@@ -80,11 +80,12 @@ class Checkpointer:
     record never verifies as another's, nor one series' checkpoint as another's. A row record
     is signed as stored (compressed) and decompressed only once it verifies.
 
-    A bank row compresses well: to about 0.15 of its ~30 KB in a series a hundred windows old
-    (its buffers are not full), 0.55 in one that has learnt 2,000 windows of a real trace
-    (``../shared/data/traces``). Every byte of it is hashed, sent, kept by the broker and by
-    the worker's table store: LZ4 (8-13 µs a row) costs less than the MAC it saves on a young
-    row and a few µs more on a mature one, for 0.45 of its bytes fewer everywhere after.
+    A bank row (~21-27 KB with 2-byte conformal rings) compresses to about 0.13 of its size in
+    a series a hundred windows old (its buffers are not full), 0.6-0.73 in one that has learnt
+    2,000 windows of a real trace (``../shared/data/traces``, horizon 12). Every byte of it is
+    hashed, sent, kept by the broker and by the worker's table store: LZ4 (8-13 µs a row) costs
+    less than the MAC it saves on a young row and a few µs more on a mature one, for 0.3-0.85
+    of its bytes fewer everywhere after.
 
     >>> c = Checkpointer(b"k" * 32)
     >>> [blob] = c.dumps_rows(60.0, b"L" * 16, [b"a/rps"], [b"state" * 100])

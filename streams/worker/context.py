@@ -41,7 +41,7 @@ Source = tuple[str, int]
 #: that has not come back to it this long after the seek is sought again
 REWIND_RETRY_SECONDS = 1.0
 #: the producer's record batch (bytes a partition's batch holds). Faust's default, 16 KiB, is
-#: smaller than a checkpoint's records (a ~30 KB bank row, a ~7.5 KB view) and a forecasts
+#: smaller than a checkpoint's records (a ~21 KB bank row, LZ4-compressed, a ~7.5 KB view) and a forecasts
 #: message, and aiokafka holds the next record of a partition whose batch is full until that
 #: batch is drained, which waits for the request in flight to the broker (one at a time): a
 #: broker round trip per checkpointed series, the forecasts queued behind them (README,

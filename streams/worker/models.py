@@ -83,7 +83,7 @@ log = logging.getLogger("foresight.worker")
 INITIAL_ROWS = 1024
 #: seconds between two checkpoints of a series at least (wall clock), besides its
 #: ``checkpoint_every`` updates (when that is above 1): draining a backlog, a series learns a
-#: window every fraction of a second, and a checkpoint (a bank row of ~30 KB, signed, to the
+#: window every fraction of a second, and a checkpoint (a bank row of ~21 KB, signed, to the
 #: changelog) every ``checkpoint_every`` of them costs about as much as the updates; live, with a
 #: window every 10 s or more, ``checkpoint_every`` updates take longer than this anyway. A series'
 #: first checkpoint by this worker is never held back, nor is any with ``checkpoint_every`` 1
