@@ -603,7 +603,7 @@ def bench_model_path(broker: str, workdir: Path, series: int, warm: int, windows
             # points only once the worker has read the checkpoints back (its table holds them:
             # its RSS has grown by their size and stopped growing). A points message Faust drops
             # while it recovers a table at start-up is never learnt when the group has no
-            # committed offset yet (streams/worker/models.py in_sequence takes the first message
+            # committed offset yet (streams/worker/models.py in_order takes the first message
             # it sees as the partition's start): the benchmark would wait for it forever.
             # With FORESIGHT_TABLE_STORE=disk the table holds them in its file, not in the RSS.
             start, last, deadline = w.rss() + w.table_file_bytes(), -1, time.monotonic() + 900

@@ -37,9 +37,6 @@ from streams.worker.changelog import ChangelogWriter
 #: the input topics' (topic, partition)
 Source = tuple[str, int]
 
-#: a partition sought back to an offset (the window agent's inputs, the model agent's points)
-#: that has not come back to it this long after the seek is sought again
-REWIND_RETRY_SECONDS = 1.0
 #: the producer's record batch (bytes a partition's batch holds). Faust's default, 16 KiB, is
 #: smaller than a checkpoint's records (a ~21 KB bank row, LZ4-compressed, a ~7.5 KB view) and a forecasts
 #: message, and aiokafka holds the next record of a partition whose batch is full until that

@@ -73,7 +73,7 @@ from streams.records import Point
 from streams.steps import StepEstimator, model_shape
 from streams.web.readmodel import Anomaly, SeriesView
 from streams.worker.changelog import Put
-from streams.worker.context import REWIND_RETRY_SECONDS, BankKey, Cached, WorkerContext
+from streams.worker.context import BankKey, Cached, WorkerContext
 from streams.worker.deadletters import dead_letter, processing_error
 
 log = logging.getLogger("foresight.worker")
@@ -91,9 +91,8 @@ INITIAL_ROWS = 1024
 #: held back is checkpointed at its next staggered turn once free (within ``checkpoint_every``
 #: updates), so the series of a backlog are not all checkpointed in one window after it.
 CHECKPOINT_MIN_SECONDS = 30.0
-#: seeks back over the same gap before it is taken for offsets without records
-REWIND_TRIES = 3
-#: how long the first look at a points partition waits for where it starts
+#: how long the first look at a points partition waits for where it starts, and how long
+#: reading the records a gap skipped waits for them (:meth:`Models._read_range`)
 START_OFFSET_TIMEOUT_SECONDS = 10.0
 
 
@@ -117,10 +116,6 @@ class Models:
         self.ctx = ctx
         self.anomalies_delivered = delivered(ctx.metrics.anomalies_out)
         self._warned: set[BankKey] = set()
-        #: points partitions sought back to their expected offset (monotonic time of the seek)
-        self._rewinding: dict[tuple[str, int], tuple[Any, float]] = {}
-        #: gaps (partition, expected, offset) sought back over, and how many times
-        self._gaps_seen: dict[tuple[tuple[str, int], int, int], int] = {}
         #: where points partitions of the assignment start (:meth:`_start_offset`), until used
         self._starts: dict[tuple[str, int], int | None] = {}
         self._revocations = 0
@@ -551,48 +546,65 @@ class Models:
         ctx.metrics.checkpoints.inc(len(held))
         return puts
 
-    async def in_sequence(self, msg: Any) -> bool:
-        """Whether ``msg`` continues its points partition without a gap (or a repeat).
+    async def in_order(self, msg: Any) -> list[Any]:
+        """The points messages to learn for ``msg``, in offset order: none if it was learnt
+        already (delivered again), else ``msg``, preceded by the records between the offset its
+        partition expects and ``msg`` if there is a gap.
 
         The models are state: a points message learnt twice, or never, leaves them unlike the
         per-series reference. Faust drops records fetched while its flow is stopped (the
-        recovery after a restart, a rebalance) and can hand a partition's records again after
-        its seek to the committed offset (streams/worker/windows.py meets the same on the
-        inputs). The first message expected is the committed offset (with none, a new group's,
-        the partition's first offset: a backlog is learnt whole); one below the expected
-        offset was learnt already and is skipped; past it, the partition is sought back to it
-        (messages until it arrives are stale: they come again)."""
+        recovery after a restart, a rebalance), and seeking its consumer back does not bring
+        them reliably (records of the batch in hand, handed over after the seek, move its read
+        offset past the sought one, and it drops the records read again below it). So the
+        records of a gap are read straight from the broker by a client of its own
+        (:meth:`_read_range`); offsets without a record (transaction markers, compaction) are
+        simply not among them. The first message expected is the committed offset (with none,
+        a new group's, the partition's first offset: a backlog is learnt whole). If the broker
+        does not give the gap's records, Faust's consumer is sought back to it and ``msg``
+        waits: the partition's next message tries again."""
         source = (msg.topic, msg.partition)
         state = self.ctx.state
         expected = state.points_next.get(source)
         if expected is None:
             expected = await self._start_offset(msg.tp)
-        if expected is None or msg.offset == expected:
-            state.points_next[source] = msg.offset + 1
-            self._rewinding.pop(source, None)
-            return True
-        if msg.offset < expected:
-            return False  # delivered again: already learnt
-        state.points_next[source] = expected
-        gap = (source, expected, msg.offset)
-        if self._gaps_seen.get(gap, 0) >= REWIND_TRIES:
-            # the same gap after re-reads: offsets without records, not a lost message
-            self._gaps_seen.pop(gap, None)
-            self._rewinding.pop(source, None)
-            state.points_next[source] = msg.offset + 1
-            return True
-        now = time.monotonic()
-        since = self._rewinding.get(source, (None, None))[1]
-        if since is None or now - since >= REWIND_RETRY_SECONDS:
-            if since is None:
-                log.warning("model: %s[%d]: offsets %d..%d never arrived: re-reading from %d",
-                            *source, expected, msg.offset - 1, expected)
-            if len(self._gaps_seen) > 10_000:
-                self._gaps_seen.clear()
-            self._gaps_seen[gap] = self._gaps_seen.get(gap, 0) + 1
-            self._rewinding[source] = (msg.tp, now)
-            await self.ctx.app.consumer.seek(msg.tp, expected)
-        return False
+        if expected is not None and msg.offset < expected:
+            return []  # delivered again: already learnt
+        missed: list[Any] | None = []
+        if expected is not None and msg.offset > expected:
+            log.warning("model: %s[%d]: offsets %d..%d were not delivered: reading them from the broker",
+                        *source, expected, msg.offset - 1)
+            missed = await self._read_range(msg.topic, msg.partition, expected, msg.offset)
+            if missed is None:
+                state.points_next[source] = expected
+                await self.ctx.app.consumer.seek(msg.tp, expected)
+                return []
+        state.points_next[source] = msg.offset + 1
+        return [*missed, msg]
+
+    async def _read_range(self, topic: str, partition: int, start: int, end: int) -> list[Any] | None:
+        """The records of ``topic[partition]`` from offset ``start`` to before ``end``, read by a
+        client of its own (no group); None (logged) if the broker does not give them within
+        :data:`START_OFFSET_TIMEOUT_SECONDS`."""
+        from aiokafka import AIOKafkaConsumer, TopicPartition
+
+        part = TopicPartition(topic, partition)
+        client = AIOKafkaConsumer(**kafka_config.client_kwargs(self.ctx.settings), enable_auto_commit=False)
+        records: list[Any] = []
+        try:
+            async with asyncio.timeout(START_OFFSET_TIMEOUT_SECONDS):
+                await client.start()
+                client.assign([part])
+                client.seek(part, start)
+                while await client.position(part) < end:
+                    got = await client.getmany(part, timeout_ms=500)
+                    records.extend(r for r in got.get(part, ()) if start <= r.offset < end)
+        except Exception:  # noqa: BLE001 - then Faust's consumer is sought back to it
+            log.warning("model: reading %s[%d] offsets %d..%d failed: seeking back to %d",
+                        topic, partition, start, end - 1, start, exc_info=True)
+            return None
+        finally:
+            await client.stop()
+        return records
 
     async def _start_offset(self, tp: Any) -> int | None:
         """Where ``tp`` starts for this worker: the group's committed offset, or with none (a new
@@ -645,22 +657,6 @@ class Models:
         self._revocations += 1
         self._starts.clear()
 
-    async def reseek_if_stuck(self) -> None:
-        """A seek issued while the consumer repositions itself (recovery) can be overridden: a
-        points partition whose expected offset has not come within a second is sought again."""
-        now = time.monotonic()
-        for source, (tp, since) in list(self._rewinding.items()):
-            expected = self.ctx.state.points_next.get(source)
-            if expected is None:  # a rebalance since: read from the committed offset
-                self._rewinding.pop(source, None)
-                continue
-            if now - since < REWIND_RETRY_SECONDS:
-                continue
-            log.warning("model: %s[%d]: still waiting for offset %d after a re-read: seeking again",
-                        *source, expected)
-            self._rewinding[source] = (tp, now)
-            await self.ctx.app.consumer.seek(tp, expected)
-
     async def model_message(self, msg: Any) -> None:
         """A points message (one point or a batch): its points update their series' models, the
         forecasts go out as one message (batches) on the same partition; a point whose processing
@@ -697,22 +693,19 @@ def install(ctx: WorkerContext) -> Models:
     async def model_agent(stream: faust.StreamT) -> None:
         async for event in stream.events():
             try:
-                if not await models.in_sequence(event.message):
-                    continue
-                await models.model_message(event.message)
+                msgs = await models.in_order(event.message)
             except Exception as exc:  # noqa: BLE001 - an agent never crash-loops on data
                 await processing_error(ctx, "model", ctx.topics.points, event.message, exc)
+                continue
+            for msg in msgs:
+                try:
+                    await models.model_message(msg)
+                except Exception as exc:  # noqa: BLE001 - an agent never crash-loops on data
+                    await processing_error(ctx, "model", ctx.topics.points, msg, exc)
 
     @ctx.app.on_partitions_revoked.connect
     async def _revoked(app_: faust.App, revoked: set[Any], **kwargs: Any) -> None:
         models.revoked()
-
-    @ctx.app.timer(interval=REWIND_RETRY_SECONDS)
-    async def reseek_points() -> None:
-        try:
-            await models.reseek_if_stuck()
-        except Exception:  # noqa: BLE001 - a timer never dies
-            log.exception("model: seeking a points partition again failed")
 
     return models
 

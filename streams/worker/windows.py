@@ -36,7 +36,7 @@ from streams.records import InvalidRecord, Point
 from streams.settings import Settings
 from streams.web.cluster import partition_for
 from streams.windowing import Windower
-from streams.worker.context import REWIND_RETRY_SECONDS, Source, WorkerContext
+from streams.worker.context import Source, WorkerContext
 from streams.worker.deadletters import dead_letter, processing_error
 
 log = logging.getLogger("foresight.worker")
@@ -50,6 +50,9 @@ POINTS_PARTITIONS_CACHED = 100_000
 _COUNT = itemgetter(3)
 #: seconds between offset commits of the input partitions (each flushes the producer first)
 COMMIT_SECONDS = 1.0
+#: an input partition sought back to an offset that has not come back to it this long after the
+#: seek is sought again
+REWIND_RETRY_SECONDS = 1.0
 
 
 def input_group(settings: Settings) -> str:
