@@ -121,15 +121,10 @@ class Checkpointer:
         """One signed :class:`RowCheckpoint` record per row state (rows of one bank), each for its
         series' key: the state LZ4-compressed, then signed as stored."""
         head = _ROW_HEAD.pack(step, layout)
-        base = self._keyed[ROW_MAGIC]
         out = []
         for key, state in zip(keys, states, strict=True):
             body = cramjam.lz4.compress_block(state)
-            h = base.copy()
-            h.update(len(key).to_bytes(4, "big") + key)
-            h.update(head)
-            h.update(body)
-            out.append(b"".join((ROW_MAGIC, h.digest(), head, body)))
+            out.append(b"".join((ROW_MAGIC, self._mac(ROW_MAGIC, key, head, body), head, body)))
         return out
 
     def loads(self, blob: bytes, key: bytes) -> Any:

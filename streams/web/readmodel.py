@@ -519,11 +519,17 @@ class SeriesView:
         return b"".join((len(meta).to_bytes(4, "big"), meta, values, fitted,
                          np.ascontiguousarray(points, dtype="<f8").tobytes()))
 
+    @staticmethod
+    def header(raw: bytes) -> tuple[int, dict[str, Any]]:
+        """A :meth:`dumps` record's header: its length and its fields (what :meth:`loads` reads
+        before the windows)."""
+        n = int.from_bytes(raw[:4], "big")
+        return n, orjson.loads(raw[4:4 + n])
+
     @classmethod
     def loads(cls, series: str, size: int, raw: bytes, rings: Rings | None = None) -> SeriesView:
         """A view from :meth:`dumps` (version 2, or version 1 as written before it)."""
-        n = int.from_bytes(raw[:4], "big")
-        o = orjson.loads(raw[4:4 + n])
+        n, o = cls.header(raw)
         body, rows = memoryview(raw)[4 + n:], int(o["rows"])
         if o.get("v") == 1:
             if len(body) != rows * 32:
@@ -776,6 +782,20 @@ class ViewStore:
         self.metrics.untrusted_state.labels(table).inc()
         self._rl.log(logging.WARNING, f"{table}:{key}", "%s: refusing the %s snapshot of %r (%s); starting empty",
                      table, table, key[:100], why)
+
+    def newest_forecast(self, series: str, raw: Any) -> float:
+        """When the latest forecast of a series' ``series_view`` record was issued (the start of
+        the newest window learnt when it was written), from its header alone; -inf if it has
+        none, or if the record is not usable (counted as :meth:`restore_series` counts it)."""
+        body = self._verified("series_view", series, raw)
+        if body is None:
+            return -math.inf
+        try:
+            meta = SeriesView.header(body)[1].get("fc_meta")
+            return -math.inf if meta is None else float(meta[0])
+        except Exception as exc:  # noqa: BLE001 - any shape of bad snapshot is skipped, never fatal
+            self._refused("series_view", series, f"unreadable: {type(exc).__name__}: {exc}", raw)
+            return -math.inf
 
     def restore_series(self, series: str, raw: Any) -> SeriesView | None:
         """Restore a series' view from its ``series_view`` record; None (counted) if it is not usable."""

@@ -71,7 +71,7 @@ from streams.lifecycle import delivered
 from streams.ratelog import RateLimitedLog
 from streams.records import Point
 from streams.steps import StepEstimator, model_shape
-from streams.web.readmodel import Anomaly, SeriesView
+from streams.web.readmodel import Anomaly
 from streams.worker.changelog import Put
 from streams.worker.context import BankKey, Cached, WorkerContext
 from streams.worker.deadletters import dead_letter, processing_error
@@ -177,25 +177,10 @@ class Models:
         same changelog write, :meth:`_save`). -inf if it has none or it does not verify or parse
         (then the restored model learns every point it is given, as before this guard).
 
-        A view this worker holds is not asked: after a rebalance it can be newer than the
-        checkpoint the model is restored from (the models are dropped, the view is kept); one it
-        does not hold is restored from the record (as :meth:`_update` would on the series'
-        first point)."""
-        store, key = self.ctx.store, series.encode()
-        raw = self.ctx.tables.series_view.get(key)
-        if not raw:
-            return -math.inf
-        if series in store.series:
-            try:
-                signer = store.signers.get("series_view")
-                view: SeriesView | None = SeriesView.loads(
-                    series, store.size, raw if signer is None else signer.verify(key, raw))
-            except Exception:  # noqa: BLE001 - refused or unreadable: no mark (the store counts it)
-                return -math.inf
-        else:
-            view = store.restore_series(series, raw)  # a bad one is counted and skipped
-        meta = view.fc_meta if view is not None else None
-        return float(meta[0]) if meta is not None else -math.inf
+        The record, not a view this worker holds: after a rebalance that can be newer than the
+        checkpoint the model is restored from (the models are dropped, the views are kept)."""
+        raw = self.ctx.tables.series_view.get(series.encode())
+        return self.ctx.store.newest_forecast(series, raw) if raw else -math.inf
 
     def _checkpoint(self, series: str) -> SeriesModel | RowCheckpoint | None:
         """The series' model from its signed checkpoint (a ``SeriesModel``, or a bank row's
