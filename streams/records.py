@@ -670,13 +670,256 @@ def _loads(raw: bytes) -> tuple[Parsed, Any]:
 
 
 def parse_points(raw: bytes) -> Parsed:
-    """A ``points`` message: one point or a batch (array) of points; items are :class:`Point`.
+    """A ``points`` message: one point, a batch (array) of points, or a columnar batch
+    (:class:`PointColumns`); items are a :class:`PointColumns` (indexing or iterating it gives
+    :class:`Point` objects). A columnar batch's elements are numbered by their position in its
+    columns and checked as :meth:`Point.from_json` checks one, over whole columns at once; its
+    dead letter holds the bad ones as single-record objects. A message longer than
+    :data:`MAX_MESSAGE_BYTES` is a dead letter (``too_large``) unparsed. Never raises.
 
     >>> m = parse_points(b'[{"series": "a", "start": 0, "end": 10, "value": 1.5}, {"series": 1}]')
     >>> [(p.series, p.value) for p in m.items], m.dead.reason, m.dead.raw()
     ([('a', 1.5)], 'missing_field', b'[{"series":1}]')
+    >>> m = parse_points(b'{"series": ["a", "b", ""], "start": 0, "end": 10, "value": [1.5, "x", 2]}')
+    >>> m.items.series, m.items.value.tolist(), m.dead.reasons, m.dead.ranges
+    (['a'], [1.5], {'bad_type': 1, 'missing_field': 1}, [[1, 2]])
+    >>> m.dead.raw()
+    b'[{"series":"b","start":0,"end":10,"value":"x"},{"series":"","start":0,"end":10,"value":2}]'
+    >>> parse_points(b'{"series": "a", "start": 0, "end": 10, "value": 2}').items[0].value
+    2.0
     """
-    return _parse_elements(raw, Point.from_json)
+    if len(raw) > MAX_MESSAGE_BYTES:
+        msg = Parsed([], [], [], False, raw)
+        msg.dead = DeadLetter()
+        msg.dead.add_whole("too_large", f"message of {len(raw)} bytes is longer than {MAX_MESSAGE_BYTES}", raw)
+        msg.items = PointColumns.empty()
+        return msg
+    msg, obj = _loads(raw)
+    if msg.dead is None and isinstance(obj, dict) and isinstance(obj.get("series"), list):
+        try:
+            return _point_columns(msg, obj)
+        except InvalidRecord as exc:
+            msg.dead = DeadLetter()
+            msg.dead.add_whole(exc.reason, exc.error, raw)
+        except Exception as exc:  # noqa: BLE001 - total: a parser bug is a dead letter, not a crash
+            msg.dead = DeadLetter()
+            msg.dead.add_whole("processing_error", f"{type(exc).__name__}: {exc}"[:300], raw)
+        msg.items = PointColumns.empty()
+        return msg
+    if msg.dead is None:
+        _elements(msg, obj, Point.from_json)
+    msg.items = PointColumns.of(msg.items)
+    return msg
+
+
+# -- columnar points --------------------------------------------------------------
+#
+# The window agent writes ``points`` as columnar batches: one JSON object per message
+# whose ``series`` is an array (one entry per point) and whose other fields are arrays
+# of the same length, one per field of :meth:`Point.to_json` (``mean`` is left out: it is
+# ``sum / count``):
+#
+#   {"series": ["a", "b"], "start": 1700000000.0, "end": 1700000010.0, "count": [3, 0],
+#    "sum": [6.0, 0.0], "min": [1.0, null], "max": [3.0, null], "value": [0.3, 0.0]}
+#
+# ``min``/``max`` are null where a window has no data (``count`` 0), as in a single
+# record. A field the same for every point may be given once, as a scalar (the writer
+# does so for ``start`` and ``end`` when one flush's windows share them). A point is
+# checked as :meth:`Point.from_json` checks a single record (same reasons), whole
+# columns at a time: a bad point is the message's only dead-letter element, written as
+# a single-record object; columns of another length than ``series`` make the whole
+# message a dead letter (``bad_type``). The single-record formats stay accepted.
+
+#: the number fields of a point: (name, required)
+_POINT_NUMBERS = (("start", True), ("end", True), ("value", True), ("count", False),
+                  ("min", False), ("max", False), ("sum", False))
+_NUMBER_TYPES = frozenset((int, float))
+_OPTIONAL_TYPES = frozenset((int, float, type(None)))
+
+
+@dataclass(slots=True)
+class PointColumns:
+    """Points (closed windows) of many series as arrays, one entry per point: what
+    :func:`point_batches` writes as columnar ``points`` messages and :func:`parse_points`
+    gives. ``min``/``max`` are +inf/-inf where a window has no data; ``count`` is int64.
+    Indexing or iterating gives :class:`Point` objects."""
+
+    series: list[str]
+    start: np.ndarray
+    end: np.ndarray
+    count: np.ndarray
+    sum: np.ndarray
+    min: np.ndarray
+    max: np.ndarray
+    value: np.ndarray
+
+    @classmethod
+    def empty(cls) -> PointColumns:
+        z = np.empty(0)
+        return cls([], z, z, np.empty(0, np.int64), z, z, z, z)
+
+    @classmethod
+    def of(cls, points: list[Point]) -> PointColumns:
+        """The columns of ``points`` (in order)."""
+        n = len(points)
+        if not n:
+            return cls.empty()
+        a = np.array([(p.start, p.end, p.sum, p.min, p.max, p.value) for p in points], np.float64).T.copy()
+        count = np.fromiter((p.count for p in points), np.int64, n)
+        return cls([p.series for p in points], a[0], a[1], count, a[2], a[3], a[4], a[5])
+
+    def __len__(self) -> int:
+        return len(self.series)
+
+    def __getitem__(self, k: int) -> Point:
+        return Point(self.series[k], float(self.start[k]), float(self.end[k]), int(self.count[k]),
+                     float(self.sum[k]), float(self.min[k]), float(self.max[k]), float(self.value[k]))
+
+    def __iter__(self) -> Any:
+        return (self[k] for k in range(len(self)))
+
+    def take(self, rows: np.ndarray) -> PointColumns:
+        """The points at ``rows`` (indices or a boolean mask)."""
+        idx = np.flatnonzero(rows) if rows.dtype == np.bool_ else rows
+        return PointColumns([self.series[i] for i in idx.tolist()], self.start[idx], self.end[idx],
+                            self.count[idx], self.sum[idx], self.min[idx], self.max[idx], self.value[idx])
+
+    def to_json(self) -> dict[str, Any]:
+        """The columnar message: numpy arrays, dump with ``OPT_SERIALIZE_NUMPY`` (NaN is null);
+        ``start``/``end`` as scalars when every point shares them."""
+        c = np.ascontiguousarray
+        lo, hi, has = self.min, self.max, self.count != 0
+        start, end = c(self.start), c(self.end)
+        return {"series": self.series,
+                "start": float(start[0]) if len(start) and (start == start[0]).all() else start,
+                "end": float(end[0]) if len(end) and (end == end[0]).all() else end,
+                "count": c(self.count), "sum": c(self.sum),
+                "min": np.where(has & np.isfinite(lo), lo, np.nan),
+                "max": np.where(has & np.isfinite(hi), hi, np.nan), "value": c(self.value)}
+
+
+class _PointSources:
+    """The single-record objects of a columnar batch's accepted points, built when asked
+    (``Parsed.source``: a point rejected later goes into the dead letter as one)."""
+
+    __slots__ = ("cols",)
+
+    def __init__(self, cols: PointColumns) -> None:
+        self.cols = cols
+
+    def __getitem__(self, k: int) -> dict[str, Any]:
+        return self.cols[k].to_json()
+
+    def __len__(self) -> int:
+        return len(self.cols)
+
+
+def _number_column(v: Any, n: int, required: bool) -> tuple[np.ndarray, np.ndarray]:
+    """A number column (an array of ``n`` JSON values, or one value for all) as float64 (NaN
+    where absent) and the mask of entries to check one by one (:meth:`Point.from_json` decides:
+    a wrong type, an absent required value, an int beyond +-MAX_COUNT)."""
+    if not isinstance(v, list):
+        arr, check = _number_column([v], 1, required)
+        return np.full(n, arr[0]), np.full(n, check[0])
+    allowed = _NUMBER_TYPES if required else _OPTIONAL_TYPES
+    types = set(map(type, v))
+    if not types <= allowed:  # some of the wrong type: those are checked on their own
+        ok = np.fromiter((type(x) in allowed for x in v), np.bool_, n)
+        v = [x if o else None for x, o in zip(v, ok.tolist(), strict=True)]
+    else:
+        ok = None
+    arr = np.array(v, np.float64) if n else np.empty(0)
+    check = ~np.isfinite(arr) if required else np.isinf(arr)
+    if ok is not None:
+        check |= ~ok
+    if int in types:
+        check |= np.abs(arr) > MAX_COUNT
+    return arr, check
+
+
+def _point_columns(msg: Parsed, o: dict[str, Any]) -> Parsed:
+    """A columnar ``points`` batch into ``msg``: items a :class:`PointColumns` of the good points;
+    raises :class:`InvalidRecord` if its columns are not arrays of one length."""
+    names: list[Any] = o["series"]
+    n = len(names)
+    raw_cols: dict[str, Any] = {}
+    for k, _ in _POINT_NUMBERS:
+        v = o.get(k)
+        if isinstance(v, list) and len(v) != n:
+            raise InvalidRecord("bad_type", f"column {k!r} has {len(v)} entries, not {n}")
+        if k in o:
+            raw_cols[k] = v
+    cols: dict[str, np.ndarray] = {}
+    check = np.zeros(n, np.bool_)
+    if not (set(map(type, names)) <= {str} and all(names)):
+        check |= np.fromiter((type(s) is not str or not s for s in names), np.bool_, n)
+    for k, required in _POINT_NUMBERS:
+        cols[k], bad = _number_column(raw_cols.get(k), n, required)
+        check |= bad
+    good = ~check
+    dead = None
+    for i in np.flatnonzero(check).tolist():  # each as Point.from_json checks a single record
+        row: dict[str, Any] = {"series": names[i]}
+        for k, v in raw_cols.items():
+            row[k] = v[i] if isinstance(v, list) else v
+        try:
+            p = Point.from_json(row)
+        except InvalidRecord as exc:
+            dead = dead or DeadLetter()
+            dead.add(i, exc.reason, exc.error, row)
+            continue
+        good[i] = True  # e.g. a float above MAX_COUNT: fine
+        for k, x in (("start", p.start), ("end", p.end), ("value", p.value), ("count", p.count),
+                     ("min", p.min), ("max", p.max), ("sum", p.sum)):
+            cols[k][i] = x
+    count = cols["count"]
+    count[np.isnan(count)] = 0.0
+    lo, hi, total = cols["min"], cols["max"], cols["sum"]
+    lo[np.isnan(lo)] = math.inf
+    hi[np.isnan(hi)] = -math.inf
+    total[np.isnan(total)] = 0.0
+    with np.errstate(invalid="ignore"):  # a float count beyond int64: as int() would not, clipped
+        counts = np.clip(np.trunc(count), -2.0**63, 2.0**63 - 1024).astype(np.int64)
+    items = PointColumns(names, cols["start"], cols["end"], counts, total, lo, hi, cols["value"])
+    if not good.all():
+        items = items.take(good)
+    msg.items = items  # type: ignore[assignment]
+    msg.index = np.flatnonzero(good).tolist()
+    msg.source = _PointSources(items)  # type: ignore[assignment]
+    msg.batch = True
+    msg.dead = dead
+    return msg
+
+
+def point_batches(cols: PointColumns, max_bytes: int = MAX_BATCH_BYTES) -> list[tuple[int, bytes]]:
+    """Columnar ``points`` messages of at most ``max_bytes`` (a single point larger than that
+    alone) holding ``cols``: (points in it, message) pairs.
+
+    >>> c = PointColumns.of([Point("a", 0.0, 10.0, 2, 3.0, 1.0, 2.0, 0.2), Point("b", 0.0, 10.0, 0, 0.0,
+    ...                      math.inf, -math.inf, 0.0)])
+    >>> point_batches(c)
+    [(2, b'{"series":["a","b"],"start":0.0,"end":10.0,"count":[2,0],"sum":[3.0,0.0],"min":[1.0,null],"max":[2.0,null],"value":[0.2,0.0]}')]
+    >>> [p == q for p, q in zip(parse_points(point_batches(c)[0][1]).items, c)]
+    [True, True]
+    >>> [n for n, _ in point_batches(c, max_bytes=50)]
+    [1, 1]
+    """
+    out: list[tuple[int, bytes]] = []
+    _cut_points(cols, max_bytes, out)
+    return out
+
+
+def _cut_points(c: PointColumns, max_bytes: int, out: list[tuple[int, bytes]]) -> None:
+    n = len(c)
+    if not n:
+        return
+    body = orjson.dumps(c.to_json(), option=orjson.OPT_SERIALIZE_NUMPY)
+    if len(body) <= max_bytes or n == 1:
+        out.append((n, body))
+        return
+    parts = min(n, -(-len(body) * 10 // (9 * max_bytes)))  # ~90% full: the next cut rarely overflows
+    for rows in np.array_split(np.arange(n), parts):
+        _cut_points(c.take(rows), max_bytes, out)
 
 
 def parse_forecasts(raw: bytes) -> Parsed:
@@ -944,8 +1187,8 @@ def _forecast_rows(o: dict[str, Any]) -> list[Any]:
 
 
 def points_batches(points: list[Point]) -> list[tuple[int, bytes]]:
-    """``points`` messages (JSON arrays) holding ``points``: (points in it, message) pairs."""
-    return batches([orjson.dumps(p.to_json()) for p in points])
+    """Columnar ``points`` messages (:func:`point_batches`) holding ``points``: (points in it, message) pairs."""
+    return point_batches(PointColumns.of(points))
 
 
 def dumps(obj: dict[str, Any]) -> bytes:

@@ -249,7 +249,7 @@ def test_points_and_forecasts_batches_round_trip_and_single_records_stay_accepte
     back = records.parse_points(msgs[0][1])
     assert back.dead is None and [p.to_json() for p in back.items] == [p.to_json() for p in pts]
     single = records.parse_points(records.dumps(pts[3].to_json()))
-    assert single.dead is None and single.items == [pts[3]] and not single.batch
+    assert single.dead is None and list(single.items) == [pts[3]] and not single.batch
     cut = records.batches([records.dumps(p.to_json()) for p in pts], max_bytes=1000)
     assert len(cut) > 1 and all(len(b) <= 1000 for _, b in cut)
     assert [p.series for _, b in cut for p in records.parse_points(b).items] == [p.series for p in pts]
