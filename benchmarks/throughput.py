@@ -462,7 +462,9 @@ def point_to_forecast_delays(broker: str, topics: Topics,
 
     def keys(obj: object) -> list[tuple[str, float]]:
         if isinstance(obj, dict) and isinstance(obj.get("series"), list):  # a columnar batch
-            return list(zip(obj["series"], obj["issued"], strict=True))
+            names = obj["series"]
+            at = obj["issued"] if "issued" in obj else obj["start"]  # forecasts / points
+            return list(zip(names, at if isinstance(at, list) else [at] * len(names), strict=True))
         items = obj if isinstance(obj, list) else [obj]
         return [(o["series"], o["issued"] if "issued" in o else o["start"]) for o in items]
 

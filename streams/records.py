@@ -731,8 +731,8 @@ def parse_points(raw: bytes) -> Parsed:
 # message a dead letter (``bad_type``). The single-record formats stay accepted.
 
 #: the number fields of a point: (name, required)
-_POINT_NUMBERS = (("start", True), ("end", True), ("value", True), ("count", False),
-                  ("min", False), ("max", False), ("sum", False))
+_POINT_NUMBERS = (("start", True), ("end", True), ("count", False), ("sum", False), ("min", False),
+                  ("max", False), ("value", True))
 _NUMBER_TYPES = frozenset((int, float))
 _OPTIONAL_TYPES = frozenset((int, float, type(None)))
 
@@ -889,6 +889,29 @@ def _point_columns(msg: Parsed, o: dict[str, Any]) -> Parsed:
     msg.batch = True
     msg.dead = dead
     return msg
+
+
+def point_elements(obj: Any) -> list[Any]:
+    """The single-record objects of a decoded ``points`` message (one object, an array, or a
+    columnar batch expanded, scalars repeated), unchecked: e.g. to read the topic as per-series
+    records; raises :class:`InvalidRecord` if a columnar batch's columns are not of one length.
+
+    >>> point_elements({"series": ["a", "b"], "start": 0.0, "end": 10.0, "value": [1.0, 2.0]})[1]
+    {'series': 'b', 'start': 0.0, 'end': 10.0, 'value': 2.0}
+    """
+    if not (isinstance(obj, dict) and isinstance(obj.get("series"), list)):
+        return obj if isinstance(obj, list) else [obj]
+    names = obj["series"]
+    n = len(names)
+    cols: dict[str, list[Any]] = {}
+    for k, _ in _POINT_NUMBERS:
+        if k not in obj:
+            continue
+        v = obj[k]
+        if isinstance(v, list) and len(v) != n:
+            raise InvalidRecord("bad_type", f"column {k!r} has {len(v)} entries, not {n}")
+        cols[k] = v if isinstance(v, list) else [v] * n
+    return [{"series": names[i], **{k: v[i] for k, v in cols.items()}} for i in range(n)]
 
 
 def point_batches(cols: PointColumns, max_bytes: int = MAX_BATCH_BYTES) -> list[tuple[int, bytes]]:

@@ -118,7 +118,8 @@ def read_topic(bootstrap: str, topic: str, until: Callable[[list[dict]], bool], 
                     for m in msgs:  # a batch message (points, forecasts) is its elements
                         v = orjson.loads(m.value)
                         if split and isinstance(v, dict) and isinstance(v.get("series"), list):
-                            v = records.forecast_elements(v)  # a columnar forecasts batch
+                            # a columnar points or forecasts batch
+                            v = records.point_elements(v) if "value" in v else records.forecast_elements(v)
                         out.extend(v if split and isinstance(v, list) else [v])
         finally:
             await c.stop()

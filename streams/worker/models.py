@@ -69,7 +69,7 @@ from streams.checkpoint import RowCheckpoint, UntrustedCheckpoint
 from streams.history import HistoryLearner, HistoryMetrics
 from streams.lifecycle import delivered
 from streams.ratelog import RateLimitedLog
-from streams.records import Point
+from streams.records import PointColumns
 from streams.steps import StepEstimator, model_shape
 from streams.web.readmodel import Anomaly
 from streams.worker.changelog import Put
@@ -284,6 +284,12 @@ class Models:
         new_step = est.observe(t, value)
         if new_step is None or new_step == cached.step:
             return cached
+        return self._restep(series, cached, est, new_step)
+
+    def _restep(self, series: str, cached: Cached, est: StepEstimator, new_step: float) -> Cached:
+        """The series' estimator says ``new_step``: a model at that step learns its kept points
+        again and takes over (:meth:`at_own_step`)."""
+        ctx = self.ctx
         p, h = model_shape(ctx.settings, new_step)
         model = make_series_model(new_step, p, h, ctx.settings.anomaly_threshold)
         for ts, v in est.replay()[:-1]:
@@ -353,55 +359,76 @@ class Models:
             self.ctx.store.restore_series(series, raw)  # a forged or unreadable snapshot is skipped and counted
 
     # -- live points -----------------------------------------------------
-    def learn(self, points: list[Point], partition: int) -> Learnt:
+    def learn(self, points: PointColumns, partition: int) -> Learnt:
         """Update the models with ``points`` (closed windows of series of the points partition
-        ``partition``); never awaits, so a rebalance cannot drop a bank under it."""
+        ``partition``, as columns); never awaits, so a rebalance cannot drop a bank under it."""
         held = self.ctx.state.models
         out = Learnt()
-        missing = [p.series for p in points if p.series not in held]
+        names = points.series
+        missing = [s for s in names if s not in held]
         if missing:
             self.restore(dict.fromkeys(missing))
         # a series' k-th point in the batch goes into the k-th round of bank updates
-        rounds: list[list[int]] = [[]]
-        seen: dict[str, int] = {}
-        for k, p in enumerate(points):
-            r = seen.get(p.series, 0)
-            seen[p.series] = r + 1
-            if r == len(rounds):
-                rounds.append([])
-            rounds[r].append(k)
+        n = len(names)
+        if len(set(names)) == n:  # the window agent's batches: every series once, one round
+            rounds: list[list[int]] = [list(range(n))] if n else []
+        else:
+            rounds = [[]]
+            seen: dict[str, int] = {}
+            for k, series in enumerate(names):
+                r = seen.get(series, 0)
+                seen[series] = r + 1
+                if r == len(rounds):
+                    rounds.append([])
+                rounds[r].append(k)
+        starts, values = points.start.tolist(), points.value.tolist()
         for ks in rounds:
-            self._round(points, ks, partition, out)
+            self._round(points, starts, values, ks, partition, out)
         return out
 
-    def _round(self, points: list[Point], ks: list[int], partition: int, out: Learnt) -> None:
-        """Points ``ks`` (one per series) grouped by bank, each group one bank update."""
-        held = self.ctx.state.models
+    def _round(self, points: PointColumns, starts: list[float], values: list[float], ks: list[int],
+               partition: int, out: Learnt) -> None:
+        """Points ``ks`` (one per series) grouped by bank, each group one bank update
+        (``starts``/``values``: the points' columns as lists)."""
+        held, steps, names = self.ctx.state.models, self.ctx.state.steps, points.series
         groups: dict[int, tuple[SeriesBank, list[int], list[Cached]]] = {}
+        bank: SeriesBank | None = None
+        gk: list[int] = []
+        gc: list[Cached] = []
         for k in ks:
-            p = points[k]
+            series = names[k]
             try:
-                cached = held.get(p.series) or self.model_for(p.series)
+                cached = held.get(series) or self.model_for(series)
                 if cached.model is not None:
-                    self.checkin(p.series)
-                cached = self.at_own_step(p.series, cached, p.start, p.value)
+                    self.checkin(series)
+                est = steps.get(series)
+                if est is None:
+                    cached = self.at_own_step(series, cached, starts[k], values[k])
+                else:  # at_own_step's common case inline: the estimator says the same step
+                    new_step = est.observe(starts[k], values[k])
+                    if new_step is not None and new_step != cached.step:
+                        cached = self._restep(series, cached, est, new_step)
             except Exception as exc:  # noqa: BLE001 - one point never stops the others
                 out.errors[k] = exc
                 continue
-            g = groups.get(id(cached.bank))
-            if g is None:
-                g = groups[id(cached.bank)] = (cached.bank, [], [])
-            g[1].append(k)
-            g[2].append(cached)
+            if cached.bank is not bank:
+                bank = cached.bank
+                g = groups.get(id(bank))
+                if g is None:
+                    g = groups[id(bank)] = (bank, [], [])
+                gk, gc = g[1], g[2]
+            gk.append(k)
+            gc.append(cached)
         for bank, gk, gc in groups.values():
             self._update(bank, points, gk, gc, partition, out)
 
-    def _update(self, bank: SeriesBank, points: list[Point], ks: list[int], held: list[Cached],
+    def _update(self, bank: SeriesBank, points: PointColumns, ks: list[int], held: list[Cached],
                 partition: int, out: Learnt) -> None:
         ctx, metrics, store, tables = self.ctx, self.ctx.metrics, self.ctx.store, self.ctx.tables
         n = len(ks)
         rows = np.fromiter((c.row for c in held), np.int64, n)
-        ts = np.fromiter((points[k].start for k in ks), np.float64, n)
+        at = np.asarray(ks, np.int64)
+        ts = points.start[at]
         marks = self.learnt_of(bank)
         fresh = ~(ts <= marks[rows])  # NaN: on to the bank, which refuses it (a dead letter)
         if not fresh.all():
@@ -410,7 +437,8 @@ class Models:
             if not len(keep):
                 return
             ks, held, rows, ts, n = [ks[i] for i in keep], [held[i] for i in keep], rows[keep], ts[keep], len(keep)
-        values = np.fromiter((points[k].value for k in ks), np.float64, n)
+            at = at[keep]
+        values = points.value[at]
         t0 = time.perf_counter()
         try:
             u = bank.update(rows, values, ts)
@@ -442,7 +470,7 @@ class Models:
         every = ctx.settings.checkpoint_every
         # checkpointed since: not due yet (never with every 1); -inf: never checkpointed
         held_back = time.monotonic() - CHECKPOINT_MIN_SECONDS if every > 1 else math.inf
-        names = [points[k].series for k in ks]
+        names = [points.series[k] for k in ks]
         starts, observed = ts.tolist(), values.tolist()
         # every `every` updates, staggered by row so that a bank's series do not all checkpoint in
         # the same window (a latency spike every `every` windows); a series past its turn (held
@@ -481,16 +509,16 @@ class Models:
                                      u.error, u.drifting, values, untrusted, u.score)
         out.forecasts.append(fc if ok.all() else fc.take(ok))
 
-    def _skip_learnt(self, points: list[Point], ks: list[int], marks: np.ndarray, rows: np.ndarray) -> None:
+    def _skip_learnt(self, points: PointColumns, ks: list[int], marks: np.ndarray, rows: np.ndarray) -> None:
         """Points ``ks`` are of windows their series' models have learnt (or older ones): not
         learnt again, counted, logged at most once a minute. Not dead letters: nothing is wrong
         with them (a window published again by an input partition's next owner, a points
         message delivered again after a crash); their forecasts went out when they were learnt."""
         self.ctx.metrics.relearn_skipped.inc(len(ks))
-        p = points[ks[0]]
+        k = ks[0]
         self._rl.log(logging.INFO, "relearn", "model: %d point(s) of windows already learnt not learnt "
                      "again (at-least-once delivery), e.g. series %s window %s (learnt up to %s)",
-                     len(ks), p.series[:100], p.start, float(marks[rows[0]]))
+                     len(ks), points.series[k][:100], float(points.start[k]), float(marks[rows[0]]))
 
     async def checkpoint_due(self, out: Learnt, partition: int) -> None:
         """Checkpoint the models and views of the series ``learn`` found due, as they are now:
@@ -651,7 +679,7 @@ class Models:
         out = self.learn(parsed.items, msg.partition)
         for k, exc in sorted(out.errors.items()):
             ctx.metrics.processing_errors.labels("model").inc()
-            log.warning("model: %s in %s[%d]@%d raised %s: %s (dead-lettered)", parsed.items[k].series[:100],
+            log.warning("model: %s in %s[%d]@%d raised %s: %s (dead-lettered)", parsed.items.series[k][:100],
                         msg.topic, msg.partition, msg.offset, type(exc).__name__, exc)
             parsed.reject(k, "processing_error", f"{type(exc).__name__}: {exc}")
         for key, body in out.anomalies:
