@@ -8,6 +8,8 @@ only dead-letter element.
 
 from __future__ import annotations
 
+import base64
+
 import orjson
 import pytest
 
@@ -73,9 +75,19 @@ def test_the_model_agent_reads_single_records_and_dead_letters_only_bad_points(b
     p2 = partition_for("x/two", 4)
     batch = orjson.dumps([records.Point("x/two", T0, T0 + 10, 5, 5.0, 1.0, 1.0, 0.5).to_json(),
                           {"series": "x/bad", "start": T0}])
+    # a columnar batch (what the window agent writes) with a bad point: that point alone is dead
+    columnar = orjson.dumps({"series": ["x/three", "x/worse"], "start": T0, "end": T0 + 10,
+                             "count": [2, 1], "sum": [2.0, 1.0], "min": [1.0, 1.0], "max": [1.0, 1.0],
+                             "value": [0.2, "high"]})
     send(broker, f"{prefix}.points", [single], partition=partition_for("x/one", 4), key=b"x/one")
     send(broker, f"{prefix}.points", [batch], partition=p2, key=b"")
-    fcs = read_topic(broker, f"{prefix}.forecasts", lambda ms: {m["series"] for m in ms} >= {"x/one", "x/two"})
-    assert {m["series"] for m in fcs} == {"x/one", "x/two"}
-    dlq = read_topic(broker, f"{prefix}.points.dlq", lambda ms: len(ms) >= 1)
-    assert len(dlq) == 1 and dlq[0]["reasons"] == {"missing_field": 1} and dlq[0]["ranges"] == [[1, 1]]
+    send(broker, f"{prefix}.points", [columnar], partition=partition_for("x/three", 4), key=b"")
+    want = {"x/one", "x/two", "x/three"}
+    fcs = read_topic(broker, f"{prefix}.forecasts", lambda ms: {m["series"] for m in ms} >= want)
+    assert {m["series"] for m in fcs} == want
+    dlq = read_topic(broker, f"{prefix}.points.dlq", lambda ms: len(ms) >= 2)
+    assert len(dlq) == 2 and all(d["ranges"] == [[1, 1]] for d in dlq)
+    assert sorted(str(d["reasons"]) for d in dlq) == [str({"bad_type": 1}), str({"missing_field": 1})]
+    bad, = (orjson.loads(base64.b64decode(d["raw_b64"])) for d in dlq if "bad_type" in d["reasons"])
+    assert bad == [{"series": "x/worse", "start": T0, "end": T0 + 10, "count": 1, "sum": 1.0, "min": 1.0,
+                    "max": 1.0, "value": "high"}], "the bad point alone, as a single record"

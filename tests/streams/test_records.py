@@ -380,3 +380,83 @@ def test_a_bad_forecast_of_a_columnar_batch_is_its_only_dead_letter_element():
     o["score"] = o["score"][:-1]  # columns of different lengths: the message is bad as a whole
     whole = records.parse_forecasts(orjson.dumps(o))
     assert whole.items == [] and whole.dead.reason == "bad_type" and whole.dead.whole is not None
+
+
+def test_columnar_points_round_trip_and_cut():
+    from streams.records import Point
+
+    pts = [Point(f"s{i}", 10.0 * i, 10.0 * i + 10, i + 1, float(i), 0.0, float(i), i / 10) for i in range(50)]
+    pts.append(Point("empty", 0.0, 10.0, 0, 0.0, math.inf, -math.inf, 0.0))  # no data: min/max null
+    (n, body), = records.points_batches(pts)
+    assert n == 51 and isinstance(orjson.loads(body)["value"], list), "one columnar message"
+    assert orjson.loads(body)["min"][-1] is None and orjson.loads(body)["max"][-1] is None
+    back = records.parse_points(body)
+    assert back.dead is None and back.batch and list(back.items) == pts
+    assert [p.to_json() for p in back.items] == [p.to_json() for p in pts]
+    assert back.items.value.dtype == np.float64 and back.items.count.dtype == np.int64
+    assert records.point_elements(orjson.loads(body))[-1] == {
+        "series": "empty", "start": 0.0, "end": 10.0, "count": 0, "sum": 0.0, "min": None, "max": None,
+        "value": 0.0}
+    cut = records.point_batches(records.PointColumns.of(pts), max_bytes=400)
+    assert len(cut) > 1 and all(len(b) <= 400 for _, b in cut) and sum(n for n, _ in cut) == 51
+    assert [p for _, b in cut for p in records.parse_points(b).items] == pts, "in order, none lost"
+    one_window = [Point(f"s{i}", 100.0, 110.0, 1, 1.0, 1.0, 1.0, 1.0) for i in range(3)]
+    obj = orjson.loads(records.points_batches(one_window)[0][1])
+    assert obj["start"] == 100.0 and obj["end"] == 110.0, "shared by every point: given once"
+    assert list(records.parse_points(orjson.dumps(obj)).items) == one_window
+
+
+def test_a_columnar_points_batch_dead_letters_exactly_its_bad_points_as_single_records():
+    Point = records.Point
+    cols = {"series": ["a", 7, "", "b", "c", "d", "e", "f", "g"],
+            "start": [0, 0, 0, "x", 0, 0, 0, 0, 2**60],
+            "end": [10, 10, 10, 10, True, 10, 10, 10, 10],
+            "count": [3, 1, 1, 1, 1, None, [1], 2.7, 1],
+            "sum": [3.0, 1, 1, 1, 1, 1, 1, 1, 1], "min": [1, None, None, None, None, None, None, None, None],
+            "max": [1, None, None, None, None, None, None, None, None],
+            "value": [0.3, 1, 1, 1, 1, None, 1, 1e20, 1]}
+    raw = orjson.dumps(cols)
+    m = records.parse_points(raw)
+    # each element judged as Point.from_json judges the single record made of its entries
+    want_dead, want_items = {}, []
+    for i in range(len(cols["series"])):
+        row = {k: v[i] for k, v in cols.items()}
+        try:
+            want_items.append(Point.from_json(row))
+        except InvalidRecord as exc:
+            want_dead[i] = (exc.reason, row)
+    assert list(m.items) == want_items and m.index == [0, 7]
+    assert want_items[1] == Point("f", 0.0, 10.0, 2, 1.0, math.inf, -math.inf, 1e20), "count 2.7 -> 2, as int()"
+    assert m.dead.ranges == [[1, 6], [8, 8]] and m.dead.count == len(want_dead)
+    assert m.dead.reasons == {"missing_field": 3, "bad_type": 3, "out_of_range": 1}
+    assert orjson.loads(m.dead.raw()) == [row for _, row in want_dead.values()], "single records, in order"
+    replayed = records.parse_points(m.dead.raw())
+    assert not replayed.items and replayed.dead.reasons == m.dead.reasons, "the dead letter replays as bad"
+    m.reject(1, "processing_error", "boom")
+    assert m.dead.count == len(want_dead) + 1 and orjson.loads(m.dead.raw())[-2]["series"] == "f"
+
+
+@pytest.mark.parametrize("raw, reason", [
+    (b'{"series": ["a", "b"], "start": [0], "end": 10, "value": [1, 2]}', "bad_type"),  # lengths differ
+    (b'{"series": ["a"], "start": 0, "end": 10, "value": [1], "count": [1, 2]}', "bad_type"),
+    (b'{"series": ["a", "b"], "start": 0, "end": 10, "value": [1, 2' + b", 3" * 200_000 + b"]}", "too_large"),
+    (b'{"series": ["a"], "start": 0, "end": 10, "value": [1e400]}', "malformed_json"),
+    (b'{"series": ["a"]' + b"[" * 2000, "malformed_json"),
+])
+def test_a_badly_shaped_columnar_points_message_is_one_whole_dead_letter(raw, reason):
+    m = records.parse_points(raw)
+    assert not m.items and len(m.items) == 0 and m.dead.reason == reason
+    assert m.dead.raw() == raw[:records.DLQ_RAW_PREFIX]
+
+
+def test_columnar_points_of_wrong_types_are_each_dead_letters_never_exceptions():
+    for cols in ({"series": ["a", "b"], "start": {"x": 1}, "end": 10, "value": [1, 2]},
+                 {"series": ["a", "b"], "start": None, "end": 10, "value": [1, 2]},
+                 {"series": ["a", "b"], "start": 0, "end": 10, "value": "12"},
+                 {"series": [["a"], {"b": 1}], "start": 0, "end": 10, "value": [1, 2]}):
+        m = records.parse_points(orjson.dumps(cols))
+        assert not m.items and m.dead.ranges == [[0, 1]], cols
+    m = records.parse_points(b'{"series": [], "start": [], "end": [], "value": []}')
+    assert not m.items and m.dead is None
+    m = records.parse_points(b'{"series": ["a"], "start": 5, "end": 15, "value": 2, "min": 1}')
+    assert list(m.items) == [records.Point("a", 5.0, 15.0, 0, 0.0, 1.0, -math.inf, 2.0)], "scalars repeated"
