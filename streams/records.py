@@ -620,8 +620,9 @@ class Point:
 #
 # ``points`` and ``forecasts`` carry many series per message: a JSON array of the
 # single-record objects (a point as in :meth:`Point.to_json`, a forecast as in
-# :func:`forecast_to_json`; the model agent writes ``forecasts`` as columnar batches
-# instead, see "columnar forecasts" below), one message per partition per window flush, cut at
+# :func:`forecast_to_json`; the window agent writes ``points`` and the model agent
+# ``forecasts`` as columnar batches instead, see "columnar points" and "columnar forecasts"
+# below), one message per partition per window flush, cut at
 # MAX_BATCH_BYTES. Every element is a series of the message's partition (the
 # partition of its id, as if it were keyed by it). The single-record format (one
 # object, keyed by the series id) stays accepted on input.
