@@ -765,9 +765,11 @@ class PointColumns:
         n = len(points)
         if not n:
             return cls.empty()
-        a = np.array([(p.start, p.end, p.sum, p.min, p.max, p.value) for p in points], np.float64).T.copy()
-        count = np.fromiter((p.count for p in points), np.int64, n)
-        return cls([p.series for p in points], a[0], a[1], count, a[2], a[3], a[4], a[5])
+        f = np.float64
+        return cls([p.series for p in points], np.fromiter((p.start for p in points), f, n),
+                   np.fromiter((p.end for p in points), f, n), np.fromiter((p.count for p in points), np.int64, n),
+                   np.fromiter((p.sum for p in points), f, n), np.fromiter((p.min for p in points), f, n),
+                   np.fromiter((p.max for p in points), f, n), np.fromiter((p.value for p in points), f, n))
 
     def __len__(self) -> int:
         return len(self.series)
