@@ -258,23 +258,23 @@ class FusionBank:
         vol = vol0 + p["volatility_alpha"] * (np.abs(x - prev) - vol0)
         # the profile view: the bin's mean, or the interpolation between bin centres if smaller
         bb = np.maximum(b, 0)
-        visits = c["visits"][rows]
-        mean = c["mean"][rows]
+        # the bins read, not the rows' whole profiles (48 bins of 20 bytes a row)
+        visits, mean = c["visits"], c["mean"]
         ar = np.arange(len(rows))
-        seen = (b >= 0) & (visits[ar, bb] >= pv)
-        prof = np.where(seen, np.abs(x - mean[ar, bb]), -1.0)
+        seen = (b >= 0) & (visits[rows, bb] >= pv)
+        prof = np.where(seen, np.abs(x - mean[rows, bb]), -1.0)
         u = (tt % period) / period * bins - 0.5
         fu = np.floor(u)
         i = fu.astype(np.int64)
         j = (i + 1) % bins
         i %= bins
-        both = seen & (visits[ar, i] >= pv) & (visits[ar, j] >= pv)
+        both = seen & (visits[rows, i] >= pv) & (visits[rows, j] >= pv)
         w = u - fu
-        r = np.abs(x - (1.0 - w) * mean[ar, i] - w * mean[ar, j])
+        r = np.abs(x - (1.0 - w) * mean[rows, i] - w * mean[rows, j])
         prof = np.where(both & (r < prof), r, prof)
         # the same residual in units of the bin's own scale, where the profile explains the
         # series (its bins' deviations are small beside the series')
-        d = c["dev"][rows][ar, bb] + vol0
+        d = c["dev"][rows, bb] + vol0
         nb = c["dev_bins"][rows]
         local = (seen & (d > 0.0) & (nb > 0)
                  & (c["dev_sum"][rows] < p["profile_local"] * c["mad"][rows] * nb))

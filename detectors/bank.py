@@ -170,6 +170,8 @@ class SeriesBank:
         self.drift_params = (d.threshold, d.slack, d.cap, d.alpha, d.warmup)
         self._config = _config(template)
         self.forecaster = EnsembleBank(template.forecaster, capacity)
+        #: the forecaster's horizon giving each of ours (``intervals[:, k]``)
+        self._horizons = np.minimum(np.arange(self.horizon), min(self.horizon, self.forecaster.H) - 1)
         self.detector: DetectorBank = make_detector_bank(template.detector, capacity, vector_detector)
         self.cols = Columns({
             "updates": ((), np.int64, 0),
@@ -193,6 +195,7 @@ class SeriesBank:
         }, capacity)
         self._free: list[int] = []
         self._used = np.zeros(self.cols.capacity, np.bool_)
+        self._slot = np.zeros(self.cols.capacity, np.int64)  # scratch of _distinct (no state)
         self._top = 0  # rows below it have been handed out at least once
         self._layout: bytes | None = None
 
@@ -243,6 +246,15 @@ class SeriesBank:
         used = np.zeros(self.cols.capacity, np.bool_)
         used[: len(self._used)] = self._used
         self._used = used
+        self._slot = np.zeros(self.cols.capacity, np.int64)
+
+    def _distinct(self, rows: np.ndarray) -> bool:
+        """Whether no row of ``rows`` (rows below the capacity) appears twice: each row's
+        position written to a scratch array, read back (a repeated row reads its last
+        position at its first). O(n), where ``np.unique`` sorts."""
+        at = np.arange(len(rows))
+        self._slot[rows] = at
+        return bool((self._slot[rows] == at).all())
 
     def updates(self, rows: np.ndarray) -> np.ndarray:
         """``SeriesModel.updates`` of each row (points learnt)."""
@@ -295,7 +307,7 @@ class SeriesBank:
             raise ValueError(f"rows and {what} must have the same length")
         for r in rows.tolist():
             self._check(r)
-        if len(np.unique(rows)) != len(rows):
+        if not self._distinct(rows):
             raise ValueError("a row appears twice")
         return rows
 
@@ -350,7 +362,7 @@ class SeriesBank:
         rows = np.asarray(rows, np.int64)
         for r in rows.tolist():
             self._check(r)
-        if len(np.unique(rows)) != len(rows):
+        if not self._distinct(rows):
             raise ValueError("a row appears twice")
         if shard.get("config") != self._config:
             raise ValueError("the shard's configuration is not this bank's")
@@ -445,7 +457,7 @@ class SeriesBank:
             raise ValueError("rows, values and ts must have the same length")
         if len(rows) and (rows.min() < 0 or rows.max() >= self._top or not self._used[rows].all()):
             raise KeyError("a row is not in use")
-        if len(np.unique(rows)) != len(rows):
+        if not self._distinct(rows):
             raise ValueError("a row appears twice in one update")
         if not np.isfinite(t).all():  # the reference raises on them too (int(nan // step))
             raise ValueError("timestamps must be finite")
@@ -495,9 +507,9 @@ class SeriesBank:
             error = fc.error(rows)
             c["nxt"][rows] = iv[:, 0, :]
         out.score[part], out.anomalous[part], out.warm[part] = score, anomalous, warm
-        fh = min(self.horizon, fc.H)
-        out.intervals[part, :fh] = iv[:, :fh]
-        out.intervals[part, fh:] = iv[:, fh - 1 : fh]  # beyond the forecaster's: its last, repeated
+        # beyond the forecaster's horizons: its last, repeated (np.take copies whole (yhat, lower,
+        # upper) triples, where a broadcast assignment loops over them: ~3x faster)
+        np.take(iv, self._horizons, axis=1, out=out.intervals[part], mode="clip")
         out.error[part], out.untrusted[part] = error, untrusted
         out.drifting[part], out.drift_started[part] = c["drifting"][rows], started
 

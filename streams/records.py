@@ -23,6 +23,7 @@ sends can raise out of :func:`parse_input`.
 from __future__ import annotations
 
 import base64
+import binascii
 import json
 import math
 import re
@@ -1056,16 +1057,20 @@ class ForecastColumns:
 
     def to_json(self) -> dict[str, Any]:
         """The columnar message, its point values packed (``encoding`` f32le): numpy arrays,
-        dump with ``OPT_SERIALIZE_NUMPY`` (NaN is null)."""
-        iv = self.intervals
-        with np.errstate(over="ignore", invalid="ignore"):  # beyond float32: inf, refused on reading
-            packed = iv.astype(_F32LE)
-        return {"series": self.series, "issued": self.issued, "step": self.step,
-                "coverage": self.coverage, "model": self.model, "warm": self.warm,
-                "error": self.error, "drifting": self.drifting, "observed": self.observed,
-                "anomalous": self.anomalous, "score": self.score,
-                "encoding": FORECAST_ENCODING, "horizon": iv.shape[1],
-                "yhat": _b64(packed[:, :, 0]), "lower": _b64(packed[:, :, 1]), "upper": _b64(packed[:, :, 2])}
+        dump with ``OPT_SERIALIZE_NUMPY`` (NaN is null). :func:`forecast_batches` writes the
+        same bytes without this dict (:meth:`_head`, then the packed columns)."""
+        packed = _packed(self.intervals)
+        return {**self._head(0, len(self)), **{k: _b64(packed[j]) for j, k in enumerate(_PACKED)}}
+
+    def _head(self, a: int, b: int) -> dict[str, Any]:
+        """The message of rows ``a:b`` but its packed columns (which come last, in ``_PACKED``
+        order): every field a slice, no copy."""
+        return {"series": self.series[a:b], "issued": self.issued[a:b], "step": self.step,
+                "coverage": self.coverage, "model": self.model, "warm": self.warm[a:b],
+                "error": self.error[a:b], "drifting": self.drifting[a:b],
+                "observed": self.observed[a:b], "anomalous": self.anomalous[a:b],
+                "score": self.score[a:b], "encoding": FORECAST_ENCODING,
+                "horizon": self.intervals.shape[1]}
 
 
 def wire_values(values: np.ndarray) -> np.ndarray:
@@ -1080,8 +1085,21 @@ def wire_values(values: np.ndarray) -> np.ndarray:
         return values.astype(_F32LE).astype(np.float64)
 
 
+#: the packed point columns, in the order of ``intervals``' last axis (and of the message)
+_PACKED = ("yhat", "lower", "upper")
+
+
+def _packed(intervals: np.ndarray) -> np.ndarray:
+    """``intervals`` (n, h, 3) as the packed columns carry them: (3, n, h) float32, contiguous
+    (column j's rows a:b are one block of bytes), in one pass."""
+    out = np.empty((3, *intervals.shape[:2]), _F32LE)
+    with np.errstate(over="ignore", invalid="ignore"):  # beyond float32: inf, refused on reading
+        np.copyto(out, intervals.transpose(2, 0, 1), casting="unsafe")
+    return out
+
+
 def _b64(a: np.ndarray) -> str:
-    return base64.b64encode(np.ascontiguousarray(a).tobytes()).decode("ascii")
+    return binascii.b2a_base64(np.ascontiguousarray(a), newline=False).decode("ascii")
 
 
 def _unpack(o: dict[str, Any], n: int) -> dict[str, Any]:
@@ -1136,16 +1154,30 @@ def forecast_batches(columns: list[ForecastColumns],
 
 
 def _cut_columns(c: ForecastColumns, max_bytes: int, out: list[tuple[int, bytes]]) -> None:
-    n = len(c)
-    if not n:
+    if len(c):
+        _cut_rows(c, _packed(c.intervals), 0, len(c), max_bytes, out)
+
+
+def _cut_rows(c: ForecastColumns, packed: np.ndarray, a: int, b: int, max_bytes: int,
+              out: list[tuple[int, bytes]]) -> None:
+    """Rows ``a:b`` of ``c`` as messages. A message's size is known before its point values are
+    encoded (its head dumped, base64's length computed): a batch too large is cut, ~90% full
+    (the next cut rarely overflows), each part's head dumped again but every point value
+    encoded once, straight into the message (``packed``: :func:`_packed` of ``c.intervals``)."""
+    n = b - a
+    head = orjson.dumps(c._head(a, b), option=orjson.OPT_SERIALIZE_NUMPY)
+    raw = n * packed.shape[2] * _F32LE.itemsize  # bytes of one packed column
+    size = len(head) + sum(len(k) + 6 + 4 * -(-raw // 3) for k in _PACKED)  # ,"k":"..."
+    if size <= max_bytes or n == 1:
+        parts = [head[:-1]]  # the head's closing brace: the packed columns follow
+        for j, k in enumerate(_PACKED):
+            parts += (b',"', k.encode(), b'":"', binascii.b2a_base64(packed[j, a:b], newline=False), b'"')
+        parts.append(b"}")
+        out.append((n, b"".join(parts)))
         return
-    body = orjson.dumps(c.to_json(), option=orjson.OPT_SERIALIZE_NUMPY)
-    if len(body) <= max_bytes or n == 1:
-        out.append((n, body))
-        return
-    parts = min(n, -(-len(body) * 10 // (9 * max_bytes)))  # ~90% full: the next cut rarely overflows
-    for rows in np.array_split(np.arange(n), parts):
-        _cut_columns(c.take(rows), max_bytes, out)
+    cuts = min(n, -(-size * 10 // (9 * max_bytes)))
+    for rows in np.array_split(np.arange(a, b), cuts):
+        _cut_rows(c, packed, int(rows[0]), int(rows[-1]) + 1, max_bytes, out)
 
 
 def forecast_elements(obj: Any) -> list[Any]:
