@@ -102,6 +102,9 @@ class Rings:
         self.block = int(block)
         self._tail_v: list[np.ndarray] = []
         self._tail_f: list[np.ndarray] = []
+        #: per block, per row: the window number of the first point of the row's forecast in
+        #: :meth:`forecasts` (meaningful while its view holds that row: ``SeriesView._slot``)
+        self._next: list[np.ndarray] = []
         self._mem_v: list[np.ndarray] = []
         self._mem_f: list[np.ndarray] = []
         self._free: list[int] = []
@@ -134,6 +137,7 @@ class Rings:
             b = self.block
             self._tail_v.append(np.empty((b, TAIL)))
             self._tail_f.append(np.empty((b, TAIL, 3), np.float32))
+            self._next.append(np.empty(b, np.int64))
             if self._fd is None:  # np.empty: not resident until written
                 self._mem_v.append(np.empty((b, self.size)))
                 self._mem_f.append(np.empty((b, self.size, 3), np.float32))
@@ -158,6 +162,37 @@ class Rings:
         """The row's tail: values (:data:`TAIL`) and forecasts (:data:`TAIL` x 3), written in place."""
         b, i = divmod(row, self.block)
         return self._tail_v[b][i], self._tail_f[b][i]
+
+    def flush_tails(self, rows: np.ndarray, at: np.ndarray) -> np.ndarray:
+        """Write the rows' whole tails (:data:`TAIL` windows each; at most ``size``) into their
+        rings from positions ``at`` on, wrapping, and empty the tails: :meth:`write` for many
+        rows, the tails read and emptied in a few numpy calls; per row whether its ring took
+        them (False, logged: as :meth:`write`)."""
+        written = np.ones(len(rows), np.bool_)
+        size, width = self.size, TAIL
+        for b, sel in _by_block(rows // self.block):
+            j, pos = rows[sel] % self.block, at[sel]
+            values, fitted = self._tail_v[b][j], self._tail_f[b][j]
+            self._tail_v[b][j] = np.nan
+            self._tail_f[b][j] = np.nan
+            if self._fd is None:
+                cols = (pos[:, None] + np.arange(width)) % size
+                self._mem_v[b][j[:, None], cols] = values
+                self._mem_f[b][j[:, None], cols] = fitted
+                continue
+            vb, fb = memoryview(values).cast("B"), memoryview(fitted).cast("B")
+            for q, (row, p, r) in enumerate(zip((rows[sel]).tolist(), pos.tolist(), sel.tolist(), strict=True)):
+                base, first = row * size * WINDOW_BYTES, min(width, size - p)
+                try:
+                    for w, buf, offset in ((8, vb, base), (12, fb, base + size * 8)):
+                        lo = q * width * w
+                        os.pwrite(self._fd, buf[lo:lo + first * w], offset + p * w)
+                        if first < width:
+                            os.pwrite(self._fd, buf[lo + first * w:lo + width * w], offset)
+                except OSError as exc:
+                    self._failed("write", exc)
+                    written[r] = False
+        return written
 
     def read(self, row: int) -> tuple[bytes | memoryview, bytes | memoryview]:
         """The row's ring as bytes: its values (``size`` float64), its forecasts (``size`` x 3
@@ -791,17 +826,22 @@ class ViewStore:
         a_l, d_l, n_l = anomalous.tolist(), drifting.tolist(), learnt.tolist()
         # the window numbers; None: every row by the view's own code
         ks: list[int] | list[None] = [None] * n
+        k_all = np.zeros(n, np.int64)
         if step > 0 and math.isfinite(step) and fc_points.dtype == np.float32 and fc_points.shape[2:] == (3,):
             with np.errstate(invalid="ignore"):
-                k_all = np.rint(starts / step)
-            if np.isfinite(k_all).all():
-                ks = k_all.astype(np.int64).tolist()
+                k_float = np.rint(starts / step)
+            if np.isfinite(k_float).all():
+                k_all = k_float.astype(np.int64)
+                ks = k_all.tolist()
         fitted = np.full((n, 3), np.nan, np.float32)  # the one-step-ahead forecast of each row's window
         fast: list[int] = []  # the rows whose tails are written below, their ring rows and tail places
         rows: list[int] = []
         places: list[int] = []
-        #: per horizon of the previous forecast: the rows whose window it forecast, and their ring rows
+        #: per horizon of the previous forecast (in the rings' forecasts): the rows, their ring rows
         firsts: dict[int, tuple[list[int], list[int]]] = {}
+        #: views whose full tails go to their rings before this batch's windows (the usual flush)
+        flushed: list[tuple[SeriesView, int]] = []
+        batch_flush = size >= TAIL
         moved: list[SeriesView] = []  # views taking their ring row's forecasts from this batch on
         added: list[int] = []
         for i, name in enumerate(names):
@@ -819,21 +859,23 @@ class ViewStore:
                     continue
                 if k <= hi:
                     continue  # a window replayed after a rebalance or restart: already shown
-                if k - v.base >= TAIL:
-                    v._flush(*rings.tail(v._row), k)
-                m = v.fc_meta
-                if m is not None:
-                    if v._slot:  # its first point is at issued + step
-                        if int(round((m[0] + m[1]) / step)) == k:
-                            f = firsts.get(v._slot)
-                            if f is None:
-                                f = firsts[v._slot] = ([], [])
-                            f[0].append(i)
-                            f[1].append(v._row)
+                at = k - v.base
+                if at >= TAIL:  # the tail to the ring: it starts at k
+                    if at == TAIL and batch_flush:  # full: below, for the batch
+                        flushed.append((v, k))
                     else:
-                        first = v._first_forecast()
-                        if first is not None and v._index(first[0]) == k:
-                            fitted[i] = first[1]
+                        v._flush(*rings.tail(v._row), k)
+                    at = 0
+                if v._slot:  # its forecast's first point (if for window k: below, for the batch)
+                    f = firsts.get(v._slot)
+                    if f is None:
+                        f = firsts[v._slot] = ([], [])
+                    f[0].append(i)
+                    f[1].append(v._row)
+                elif v.fc_meta is not None:
+                    first = v._first_forecast()
+                    if first is not None and v._index(first[0]) == k:
+                        fitted[i] = first[1]
                 v.hi = k
                 v.fc_meta = (ts_l[i], step, coverage, model, w_l[i], e_l[i])
                 v.score, v.anomalous = s_l[i], a_l[i]
@@ -855,13 +897,14 @@ class ViewStore:
                     moved.append(v)
                 fast.append(i)
                 rows.append(v._row)
-                places.append(k - v.base)
+                places.append(at)
                 added.append(i)
             except Exception as exc:  # noqa: BLE001 - one series never stops the others
                 errors[i] = exc
         if fast:
             try:
-                self._write_batch(fast, rows, places, observed, fitted, firsts, fc_points, moved)
+                self._write_batch(fast, rows, places, starts, observed, step, k_all, fitted, firsts, flushed,
+                                  fc_points, moved)
             except Exception as exc:  # noqa: BLE001 - as one row's failure, for each row written here
                 for i in fast:
                     errors[i] = exc
@@ -870,30 +913,44 @@ class ViewStore:
             self.selector.observe_many(names, added, v_l, s_l, fc_points)
         return errors
 
-    def _write_batch(self, fast: list[int], rows: list[int], places: list[int], observed: np.ndarray,
-                     fitted: np.ndarray, firsts: dict[int, tuple[list[int], list[int]]],
-                     fc_points: np.ndarray, moved: list[SeriesView]) -> None:
-        """:meth:`on_windows_arrays`' numpy part: the batch rows ``fast``' windows into their views'
-        tails (ring rows ``rows``, at ``places``), with their one-step-ahead forecasts (``fitted``,
-        and for the rows of ``firsts`` their previous forecast's first point, read before it is
-        overwritten), and their new forecasts into the rings' forecasts; ``moved`` views then
-        hold their row of those."""
+    def _write_batch(self, fast: list[int], rows: list[int], places: list[int], starts: np.ndarray,
+                     observed: np.ndarray, step: float, ks: np.ndarray, fitted: np.ndarray, firsts: dict[int, tuple[list[int], list[int]]],
+                     flushed: list[tuple[SeriesView, int]], fc_points: np.ndarray, moved: list[SeriesView]) -> None:
+        """:meth:`on_windows_arrays`' numpy part. The ``flushed`` views' full tails to their rings
+        (their tails then start at the batch's windows); the batch rows ``fast``' windows (starting at
+        ``starts``, window numbers ``ks``) into their views' tails (ring rows ``rows``, at ``places``) with their
+        one-step-ahead forecasts (``fitted``; for the rows of ``firsts``, their previous forecast's
+        first point if it is for that window, read before it is overwritten); their new forecasts
+        into the rings' forecasts, and the window number of each one's first point. ``moved``
+        views then hold their row of those."""
         rings, block, h = self.rings, self.rings.block, fc_points.shape[1]
+        if flushed:
+            frows = np.array([v._row for v, _ in flushed])
+            written = rings.flush_tails(frows, np.array([v.base for v, _ in flushed]) % rings.size).tolist()
+            for (v, k), ok in zip(flushed, written, strict=True):
+                v.base = k  # as SeriesView._flush leaves it
+                if not ok:
+                    v.since = k
         for hp, (at, prev) in firsts.items():
             pb, pj = np.divmod(np.array(prev), block)
             at_ = np.array(at)
             for b, sel in _by_block(pb):
-                fitted[at_[sel]] = rings.forecasts(hp, b)[pj[sel], 0]
+                j = pj[sel]
+                hit = rings._next[b][j] == ks[at_[sel]]
+                fitted[at_[sel][hit]] = rings.forecasts(hp, b)[j[hit], 0]
         f = np.array(fast)
         rb, rj = np.divmod(np.array(rows), block)
         places_ = np.array(places)
         values, fits = observed[f], fitted[f]
+        if h:  # the window number of each forecast's first point (at issued + step)
+            nxt = np.rint((starts[f] + step) / step).astype(np.int64)
         for b, sel in _by_block(rb):
             j, at = rj[sel], places_[sel]
             rings._tail_v[b][j, at] = values[sel]
             rings._tail_f[b][j, at] = fits[sel]
             if h:
                 rings.forecasts(h, b)[j] = fc_points[f[sel]]
+                rings._next[b][j] = nxt[sel]
         for v in moved:
             b, j = divmod(v._row, block)
             v._fc, v._slot = rings.forecasts(h, b)[j], h

@@ -4,6 +4,7 @@ a time): the same random batches give the same API JSON, snapshots and per-serie
 
 from __future__ import annotations
 
+import os
 import random
 from pathlib import Path
 from typing import Any
@@ -98,14 +99,17 @@ def random_batch(rng: random.Random, nrng: np.random.Generator, pool: list[str],
             drifting, anomalies, learnt)
 
 
-@pytest.mark.parametrize("on_disk", [False, True])
-def test_the_batch_path_serves_and_snapshots_what_the_per_series_path_did(tmp_path: Path, on_disk: bool):
+@pytest.mark.parametrize(("size", "on_disk"), [(24, False), (24, True), (8, False), (8, True)])
+def test_the_batch_path_serves_and_snapshots_what_the_per_series_path_did(tmp_path: Path, size: int, on_disk: bool):
+    """Views of ``size`` windows (8: fewer than a tail's), their history in memory or in a file
+    (which refuses writes after a while: both paths then show the same missing windows, not
+    what the file held)."""
     rng, nrng = random.Random(7), np.random.default_rng(7)
     pool = [f"svc{i}/rps" for i in range(40)] + ["pick/a", "pick/b", "named/x"]
     stores = []
     for which in ("old", "new"):
         m = Metrics()
-        stores.append(ViewStore(24, m, SeriesSelector(m, names={"named/x"}, patterns=["pick/*", "svc1*"], cap=6),
+        stores.append(ViewStore(size, m, SeriesSelector(m, names={"named/x"}, patterns=["pick/*", "svc1*"], cap=6),
                                 directory=tmp_path / which if on_disk else None))
     old, new = stores
     hi: dict[str, int] = {}
@@ -118,6 +122,11 @@ def test_the_batch_path_serves_and_snapshots_what_the_per_series_path_did(tmp_pa
             s = rng.choice(sorted(old.series))
             for store in (old, new):
                 store.restore_series(s, store.snapshot_series(store.series[s]))
+        if on_disk and batch == 300:  # the history file refuses writes from now on (still read)
+            for store in (old, new):
+                fd = store.rings._fd
+                store.rings._fd = os.open(f"/proc/self/fd/{fd}", os.O_RDONLY)
+                os.close(fd)
         if batch % 53 == 52:  # a view evicted, back later
             s = rng.choice(sorted(old.series))
             for store in (old, new):
