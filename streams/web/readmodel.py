@@ -164,7 +164,7 @@ class Rings:
         return self._tail_v[b][i], self._tail_f[b][i]
 
     def flush_tails(self, rows: np.ndarray, at: np.ndarray) -> np.ndarray:
-        """Write the rows' whole tails (:data:`TAIL` windows each; at most ``size``) into their
+        """Write the rows' whole tails (:data:`TAIL` windows each; ``size`` is at least that) into their
         rings from positions ``at`` on, wrapping, and empty the tails: :meth:`write` for many
         rows, the tails read and emptied in a few numpy calls; per row whether its ring took
         them (False, logged: as :meth:`write`)."""
@@ -181,7 +181,7 @@ class Rings:
                 self._mem_f[b][j[:, None], cols] = fitted
                 continue
             vb, fb = memoryview(values).cast("B"), memoryview(fitted).cast("B")
-            for q, (row, p, r) in enumerate(zip((rows[sel]).tolist(), pos.tolist(), sel.tolist(), strict=True)):
+            for q, (row, p, r) in enumerate(zip(rows[sel].tolist(), pos.tolist(), sel.tolist(), strict=True)):
                 base, first = row * size * WINDOW_BYTES, min(width, size - p)
                 try:
                     for w, buf, offset in ((8, vb, base), (12, fb, base + size * 8)):
@@ -260,8 +260,9 @@ class SeriesView:
     view's row of ``rings`` (:class:`Rings`: a file when its store has a directory, else
     memory; without ``rings``, a ring of its own in memory). The latest forecast is kept as
     given: the model agent's float32 intervals (as the ``forecasts`` topic carries them, at the
-    times ``issued + k step``), or (ts, yhat, lower, upper) rows; anomalies and drift starts
-    (rare) in short deques made on the first one.
+    times ``issued + k step``; fed by :meth:`ViewStore.on_windows_arrays`, the view's row of
+    its rings' forecasts, :meth:`Rings.forecasts`), or (ts, yhat, lower, upper) rows; anomalies
+    and drift starts (rare) in short deques made on the first one.
 
     >>> from dataclasses import replace
     >>> from detectors.forecast import Forecast, ForecastPoint

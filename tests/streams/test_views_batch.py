@@ -118,6 +118,8 @@ def test_the_batch_path_serves_and_snapshots_what_the_per_series_path_did(tmp_pa
         args = random_batch(rng, nrng, pool, hi, step, rng.choice([5, 5, 5, 3, 0]))
         assert per_series(old, *args) == {}
         assert new.on_windows_arrays(*args) == {}
+        fc = args[4]
+        assert not any(np.shares_memory(new.series[s]._fc, fc) for s in args[0]), "a view keeps the batch alive"
         if batch % 37 == 36:  # a view restored from its snapshot (its forecast no longer the store's row)
             s = rng.choice(sorted(old.series))
             for store in (old, new):
