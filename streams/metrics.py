@@ -26,8 +26,9 @@ Names follow Prometheus conventions: ``foresight_`` prefix, base units,
 from __future__ import annotations
 
 import fnmatch
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 
+import numpy as np
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
@@ -266,8 +267,45 @@ class SeriesSelector:
     def observe(self, series: str, value: float, score: float | None,
                 forecast: tuple[float, float, float] | None, peak: float | None) -> None:
         """Set the series' gauges if it is admitted."""
-        if not self.admit(series):
+        if self.admit(series):
+            self._set(series, value, score, forecast, peak)
+
+    def observe_many(self, names: Sequence[str], rows: Iterable[int], values: Sequence[float],
+                     scores: Sequence[float | None], intervals: np.ndarray) -> None:
+        """:meth:`observe` for the series ``names[i]`` of a batch, ``i`` in ``rows``: ``values[i]``,
+        ``scores[i]`` and ``intervals[i]`` (horizon x (yhat, lower, upper)) their forecast. The
+        gauges' forecast is its first point, the peak the highest upper bound over the horizon
+        (as Python's ``max`` takes it over the points in order, NaN included: :meth:`observe`'s),
+        reduced in numpy over the admitted series alone; none admitted (as none wanted: the
+        usual case), nothing is computed.
+
+        >>> m = Metrics(); sel = SeriesSelector(m, names={"b"})
+        >>> iv = np.array([[[1, 0, 2], [3, 2, 4]], [[5, 4, 6], [7, 6, np.nan]]], np.float32)
+        >>> sel.observe_many(["a", "b"], [0, 1], [1.0, 2.0], [None, 0.5], iv)
+        >>> m.series_forecast_peak.labels("b")._value.get(), sel.exported
+        (6.0, {'b'})
+        """
+        if not (self.names or self.patterns or self.exported):
+            return  # nothing wanted: none admitted
+        idx = [i for i in rows if self.admit(names[i])]
+        if not idx:
             return
+        sub = intervals[idx]
+        if sub.shape[1]:
+            first = sub[:, 0].tolist()
+            upper = sub[:, :, 2]
+            top = upper.max(axis=1)
+            peaks = top.tolist()
+            for j in np.flatnonzero(top != top).tolist():  # a NaN: as max() takes it, by position
+                peaks[j] = max(upper[j].tolist())
+            for j, i in enumerate(idx):
+                self._set(names[i], values[i], scores[i], tuple(first[j]), peaks[j])
+        else:
+            for i in idx:
+                self._set(names[i], values[i], scores[i], None, None)
+
+    def _set(self, series: str, value: float, score: float | None,
+             forecast: tuple[float, float, float] | None, peak: float | None) -> None:
         m = self.metrics
         m.series_value.labels(series).set(value)
         if score is not None:

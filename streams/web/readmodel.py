@@ -17,7 +17,7 @@ import math
 import os
 import tempfile
 from collections import deque
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -102,9 +102,14 @@ class Rings:
         self.block = int(block)
         self._tail_v: list[np.ndarray] = []
         self._tail_f: list[np.ndarray] = []
+        #: per block, per row: the window number of the first point of the row's forecast in
+        #: :meth:`forecasts` (meaningful while its view holds that row: ``SeriesView._slot``)
+        self._next: list[np.ndarray] = []
         self._mem_v: list[np.ndarray] = []
         self._mem_f: list[np.ndarray] = []
         self._free: list[int] = []
+        #: per horizon, per block: the rows' latest forecasts (:meth:`forecasts`)
+        self._fcs: dict[int, list[np.ndarray]] = {}
         self._rows = 0
         self._fd: int | None = None
         self._warned = False
@@ -132,6 +137,7 @@ class Rings:
             b = self.block
             self._tail_v.append(np.empty((b, TAIL)))
             self._tail_f.append(np.empty((b, TAIL, 3), np.float32))
+            self._next.append(np.empty(b, np.int64))
             if self._fd is None:  # np.empty: not resident until written
                 self._mem_v.append(np.empty((b, self.size)))
                 self._mem_f.append(np.empty((b, self.size, 3), np.float32))
@@ -142,10 +148,51 @@ class Rings:
     def free(self, row: int) -> None:
         self._free.append(row)
 
+    def forecasts(self, horizon: int, block: int) -> np.ndarray:
+        """Block ``block``'s latest forecasts of ``horizon`` points: ``block`` rows x ``horizon`` x
+        (yhat, lower, upper), float32, written in place (:meth:`ViewStore.on_windows_arrays`; a
+        view whose latest forecast is there holds a view of its row: no copy a series, and no
+        batch kept alive by a series). Allocated on first use, not resident until written."""
+        blocks = self._fcs.setdefault(horizon, [])
+        while len(blocks) <= block:
+            blocks.append(np.empty((self.block, horizon, 3), np.float32))
+        return blocks[block]
+
     def tail(self, row: int) -> tuple[np.ndarray, np.ndarray]:
         """The row's tail: values (:data:`TAIL`) and forecasts (:data:`TAIL` x 3), written in place."""
         b, i = divmod(row, self.block)
         return self._tail_v[b][i], self._tail_f[b][i]
+
+    def flush_tails(self, rows: np.ndarray, at: np.ndarray) -> np.ndarray:
+        """Write the rows' whole tails (:data:`TAIL` windows each; ``size`` is at least that) into their
+        rings from positions ``at`` on, wrapping, and empty the tails: :meth:`write` for many
+        rows, the tails read and emptied in a few numpy calls; per row whether its ring took
+        them (False, logged: as :meth:`write`)."""
+        written = np.ones(len(rows), np.bool_)
+        size, width = self.size, TAIL
+        for b, sel in _by_block(rows // self.block):
+            j, pos = rows[sel] % self.block, at[sel]
+            values, fitted = self._tail_v[b][j], self._tail_f[b][j]
+            self._tail_v[b][j] = np.nan
+            self._tail_f[b][j] = np.nan
+            if self._fd is None:
+                cols = (pos[:, None] + np.arange(width)) % size
+                self._mem_v[b][j[:, None], cols] = values
+                self._mem_f[b][j[:, None], cols] = fitted
+                continue
+            vb, fb = memoryview(values).cast("B"), memoryview(fitted).cast("B")
+            for q, (row, p, r) in enumerate(zip(rows[sel].tolist(), pos.tolist(), sel.tolist(), strict=True)):
+                base, first = row * size * WINDOW_BYTES, min(width, size - p)
+                try:
+                    for w, buf, offset in ((8, vb, base), (12, fb, base + size * 8)):
+                        lo = q * width * w
+                        os.pwrite(self._fd, buf[lo:lo + first * w], offset + p * w)
+                        if first < width:
+                            os.pwrite(self._fd, buf[lo + first * w:lo + width * w], offset)
+                except OSError as exc:
+                    self._failed("write", exc)
+                    written[r] = False
+        return written
 
     def read(self, row: int) -> tuple[bytes | memoryview, bytes | memoryview]:
         """The row's ring as bytes: its values (``size`` float64), its forecasts (``size`` x 3
@@ -213,8 +260,9 @@ class SeriesView:
     view's row of ``rings`` (:class:`Rings`: a file when its store has a directory, else
     memory; without ``rings``, a ring of its own in memory). The latest forecast is kept as
     given: the model agent's float32 intervals (as the ``forecasts`` topic carries them, at the
-    times ``issued + k step``), or (ts, yhat, lower, upper) rows; anomalies and drift starts
-    (rare) in short deques made on the first one.
+    times ``issued + k step``; fed by :meth:`ViewStore.on_windows_arrays`, the view's row of
+    its rings' forecasts, :meth:`Rings.forecasts`), or (ts, yhat, lower, upper) rows; anomalies
+    and drift starts (rare) in short deques made on the first one.
 
     >>> from dataclasses import replace
     >>> from detectors.forecast import Forecast, ForecastPoint
@@ -241,7 +289,7 @@ class SeriesView:
     {'ts': 40.0, 'yhat': 8.1, 'lower': 7.0, 'upper': 9.0}
     """
 
-    __slots__ = ("series", "size", "kind", "step", "hi", "base", "since", "fc_meta", "_fc", "anomalies",
+    __slots__ = ("series", "size", "kind", "step", "hi", "base", "since", "fc_meta", "_fc", "_slot", "anomalies",
                  "score", "anomalous", "drifting", "drifts", "learnt", "history", "_rings", "_row")
 
     def __init__(self, series: str, size: int, kind: str = "", rings: Rings | None = None) -> None:
@@ -262,6 +310,9 @@ class SeriesView:
         #: (:attr:`fc_points`; kept as float32 intervals, or as (ts, yhat, lower, upper) rows)
         self.fc_meta: tuple[float, float, float, str, bool, float | None] | None = None
         self._fc = _NO_POINTS
+        #: the horizon of the latest forecast if :attr:`_fc` is the view's row of its rings'
+        #: forecasts (:meth:`Rings.forecasts`, written in place by the store's batches), else 0
+        self._slot = 0
         #: (ts, value, score, threshold, detector); None until the first
         self.anomalies: deque[tuple[float, float, float, float, str]] | None = None
         self.score: float | None = None
@@ -346,6 +397,7 @@ class SeriesView:
         self.hi = k
         issued, coverage, model, warm, error = meta
         self._fc = points if len(points) else _NO_POINTS
+        self._slot = 0
         self.fc_meta = (issued, self.step, coverage, model, warm, error)
         self.score, self.anomalous = score, anomalous
         if drifting and not self.drifting:
@@ -572,6 +624,18 @@ _NO_POINTS = np.empty((0, 4))
 _NO_POINTS.flags.writeable = False
 
 
+def _by_block(b: np.ndarray) -> list[tuple[int, np.ndarray]]:
+    """The positions of ``b`` (block numbers) by block: (block, positions), blocks increasing.
+
+    >>> [(b, p.tolist()) for b, p in _by_block(np.array([1, 0, 1, 2]))]
+    [(0, [1]), (1, [0, 2]), (2, [3])]
+    """
+    order = np.argsort(b, kind="stable")
+    ordered = b[order]
+    cuts = (np.flatnonzero(ordered[1:] != ordered[:-1]) + 1).tolist()
+    return [(int(ordered[lo]), order[lo:hi]) for lo, hi in zip([0, *cuts], [*cuts, len(b)], strict=True)]
+
+
 def _shortest(a: np.ndarray) -> list[list[float]]:
     """A float32 array as Python floats by their shortest decimal form (what the float32 holds
     to its 7 digits: 8.1, not 8.100000381469727); NaN stays NaN."""
@@ -700,18 +764,197 @@ class ViewStore:
                          meta: tuple[float, float, str, bool, float | None], score: float | None,
                          anomalous: bool, drifting: bool, anomaly: Anomaly | None,
                          learnt: int) -> SeriesView:
-        """:meth:`on_window` and :meth:`note_learnt` with the forecast as arrays (the model
-        agent's, see :meth:`SeriesView.add_arrays`)."""
-        v = self.view(series)
-        v.learnt = learnt
-        if not v.add_arrays(ts, value, step, points, meta, score, anomalous, drifting, anomaly):
-            return v  # a window replayed after a rebalance or restart: already shown
-        if self.selector is not None:
-            intervals = points[:, -3:]  # (yhat, lower, upper), whichever form the points are in
-            first = tuple(intervals[0].tolist()) if len(points) else None
-            self.selector.observe(series, value, score, first,  # type: ignore[arg-type]
-                                  max(intervals[:, 2].tolist(), default=None))
-        return v
+        """:meth:`on_window` and :meth:`note_learnt` with the forecast as arrays, as the model
+        agent gives them: a batch of one (:meth:`on_windows_arrays`), so ``points`` are float32
+        ``(yhat, lower, upper)`` rows at ``ts + k step`` (``meta[0]``, when it was issued, is ``ts``)."""
+        issued, coverage, model, warm, error = meta
+        if issued != ts or points.ndim != 2 or points.shape[1] != 3:
+            raise ValueError("on_window_arrays takes float32 (yhat, lower, upper) points issued at ts")
+        errors = self.on_windows_arrays(
+            [series], np.array([ts]), np.array([value], float), step, points[None], coverage, model,
+            np.array([warm]), np.array([np.nan if error is None else error]),
+            [score], np.array([anomalous]), np.array([drifting]), {} if anomaly is None else {0: anomaly},
+            np.array([learnt]))
+        if errors:
+            raise errors[0]
+        return self.series[series]
+
+    def on_windows_arrays(self, names: Sequence[str], starts: np.ndarray, observed: np.ndarray, step: float,
+                          fc_points: np.ndarray, coverage: float, model: str, warm: np.ndarray,
+                          error: np.ndarray, scores: np.ndarray | Sequence[float | None], anomalous: np.ndarray,
+                          drifting: np.ndarray, anomalies: Mapping[int, Anomaly],
+                          learnt: np.ndarray) -> dict[int, Exception]:
+        """A batch of closed windows, one a series (the model agent's bank update): row ``i`` is
+        series ``names[i]``'s window starting at ``starts[i]``, its value ``observed[i]``, modelled
+        at ``step``; the forecast issued after it, ``fc_points[i]`` (horizon x (yhat, lower,
+        upper), float32, at ``starts[i] + k step``, k = 1, 2, ...; ``coverage``, ``model``,
+        ``warm[i]``, ``error[i]``, NaN for none); its score, anomaly flag and drift flag, its
+        anomaly ``anomalies.get(i)`` and the windows its model has learnt in all, ``learnt[i]``.
+
+        Each row does what :meth:`SeriesView.add_arrays` and the selector do for one window
+        (the same views, snapshots and gauges: tests/streams/test_web.py), with the batch's
+        parts done once: the window numbers in one numpy call; per view, Python on its fields
+        only (the window's place in its tail; its previous forecast's first point, if that is
+        for this window); then the tails' new windows, the one-step-ahead forecasts and the new
+        forecasts written in a few numpy calls for the whole batch. A view's latest forecast is
+        its row of ``rings``' forecasts (:meth:`Rings.forecasts`), written in place: no copy
+        a series, and no batch array kept alive by a view. Anomalies and drift starts only for
+        the rows flagged; the selector reduces the forecasts of the series it admits only. A
+        view that starts, jumps past its size or changes step takes
+        :meth:`SeriesView.add_arrays` (its forecast copied).
+
+        Returns the rows whose update raised, with what they raised (a row's failure is its
+        own: the other rows are updated).
+        """
+        n = len(names)
+        errors: dict[int, Exception] = {}
+        if not n:
+            return errors
+        if len(set(names)) < n:  # a series twice: row by row, in order
+            for i in range(n):
+                one = {0: anomalies[i]} if i in anomalies else {}
+                for exc in self.on_windows_arrays(
+                        names[i:i + 1], starts[i:i + 1], observed[i:i + 1], step, fc_points[i:i + 1],
+                        coverage, model, warm[i:i + 1], error[i:i + 1], scores[i:i + 1], anomalous[i:i + 1],
+                        drifting[i:i + 1], one, learnt[i:i + 1]).values():
+                    errors[i] = exc
+            return errors
+        rings, series, size = self.rings, self.series, self.rings.size
+        h = fc_points.shape[1]
+        ts_l, v_l, w_l = starts.tolist(), observed.tolist(), warm.tolist()
+        e_l = [None if e != e else e for e in error.tolist()]  # NaN: none
+        s_l = scores.tolist() if isinstance(scores, np.ndarray) else list(scores)
+        a_l, d_l, n_l = anomalous.tolist(), drifting.tolist(), learnt.tolist()
+        # the window numbers; None: every row by the view's own code
+        ks: list[int] | list[None] = [None] * n
+        k_all = np.zeros(n, np.int64)
+        if step > 0 and math.isfinite(step) and fc_points.dtype == np.float32 and fc_points.shape[2:] == (3,):
+            with np.errstate(invalid="ignore"):
+                k_float = np.rint(starts / step)
+            if np.isfinite(k_float).all():
+                k_all = k_float.astype(np.int64)
+                ks = k_all.tolist()
+        fitted = np.full((n, 3), np.nan, np.float32)  # the one-step-ahead forecast of each row's window
+        fast: list[int] = []  # the rows whose tails are written below, their ring rows and tail places
+        rows: list[int] = []
+        places: list[int] = []
+        #: per horizon of the previous forecast (in the rings' forecasts): the rows, their ring rows
+        firsts: dict[int, tuple[list[int], list[int]]] = {}
+        #: views whose full tails go to their rings before this batch's windows (the usual flush)
+        flushed: list[tuple[SeriesView, int]] = []
+        batch_flush = size >= TAIL
+        moved: list[SeriesView] = []  # views taking their ring row's forecasts from this batch on
+        added: list[int] = []
+        for i, name in enumerate(names):
+            try:
+                v = series.get(name)
+                if v is None:
+                    v = self.view(name)
+                v.learnt = n_l[i]
+                k, hi = ks[i], v.hi
+                if k is None or v.step != step or hi < 0 or k - hi >= size or v._rings is not rings:
+                    if v.add_arrays(ts_l[i], v_l[i], step, fc_points[i].copy(),
+                                    (ts_l[i], coverage, model, w_l[i], e_l[i]), s_l[i], a_l[i], d_l[i],
+                                    anomalies.get(i)):
+                        added.append(i)
+                    continue
+                if k <= hi:
+                    continue  # a window replayed after a rebalance or restart: already shown
+                at = k - v.base
+                if at >= TAIL:  # the tail to the ring: it starts at k
+                    if at == TAIL and batch_flush:  # full: below, for the batch
+                        flushed.append((v, k))
+                    else:
+                        v._flush(*rings.tail(v._row), k)
+                    at = 0
+                if v._slot:  # its forecast's first point (if for window k: below, for the batch)
+                    f = firsts.get(v._slot)
+                    if f is None:
+                        f = firsts[v._slot] = ([], [])
+                    f[0].append(i)
+                    f[1].append(v._row)
+                elif v.fc_meta is not None:
+                    first = v._first_forecast()
+                    if first is not None and v._index(first[0]) == k:
+                        fitted[i] = first[1]
+                v.hi = k
+                v.fc_meta = (ts_l[i], step, coverage, model, w_l[i], e_l[i])
+                v.score, v.anomalous = s_l[i], a_l[i]
+                if d_l[i] and not v.drifting:
+                    if v.drifts is None:
+                        v.drifts = deque(maxlen=ANOMALY_HISTORY)
+                    v.drifts.append(ts_l[i])
+                v.drifting = d_l[i]
+                if anomalies:
+                    anomaly = anomalies.get(i)
+                    if anomaly is not None:
+                        if v.anomalies is None:
+                            v.anomalies = deque(maxlen=ANOMALY_HISTORY)
+                        v.anomalies.append((float(anomaly.ts), float(anomaly.value), float(anomaly.score),
+                                            float(anomaly.threshold), str(anomaly.detector)))
+                if not h:
+                    v._fc, v._slot = _NO_POINTS, 0
+                elif v._slot != h:
+                    moved.append(v)
+                fast.append(i)
+                rows.append(v._row)
+                places.append(at)
+                added.append(i)
+            except Exception as exc:  # noqa: BLE001 - one series never stops the others
+                errors[i] = exc
+        if fast:
+            try:
+                self._write_batch(fast, rows, places, starts, observed, step, k_all, fitted, firsts, flushed,
+                                  fc_points, moved)
+            except Exception as exc:  # noqa: BLE001 - as one row's failure, for each row written here
+                for i in fast:
+                    errors[i] = exc
+                added = [i for i in added if i not in errors]
+        if self.selector is not None and added:
+            self.selector.observe_many(names, added, v_l, s_l, fc_points)
+        return errors
+
+    def _write_batch(self, fast: list[int], rows: list[int], places: list[int], starts: np.ndarray,
+                     observed: np.ndarray, step: float, ks: np.ndarray, fitted: np.ndarray, firsts: dict[int, tuple[list[int], list[int]]],
+                     flushed: list[tuple[SeriesView, int]], fc_points: np.ndarray, moved: list[SeriesView]) -> None:
+        """:meth:`on_windows_arrays`' numpy part. The ``flushed`` views' full tails to their rings
+        (their tails then start at the batch's windows); the batch rows ``fast``' windows (starting at
+        ``starts``, window numbers ``ks``) into their views' tails (ring rows ``rows``, at ``places``) with their
+        one-step-ahead forecasts (``fitted``; for the rows of ``firsts``, their previous forecast's
+        first point if it is for that window, read before it is overwritten); their new forecasts
+        into the rings' forecasts, and the window number of each one's first point. ``moved``
+        views then hold their row of those."""
+        rings, block, h = self.rings, self.rings.block, fc_points.shape[1]
+        if flushed:
+            frows = np.array([v._row for v, _ in flushed])
+            written = rings.flush_tails(frows, np.array([v.base for v, _ in flushed]) % rings.size).tolist()
+            for (v, k), ok in zip(flushed, written, strict=True):
+                v.base = k  # as SeriesView._flush leaves it
+                if not ok:
+                    v.since = k
+        for hp, (at, prev) in firsts.items():
+            pb, pj = np.divmod(np.array(prev), block)
+            at_ = np.array(at)
+            for b, sel in _by_block(pb):
+                j = pj[sel]
+                hit = rings._next[b][j] == ks[at_[sel]]
+                fitted[at_[sel][hit]] = rings.forecasts(hp, b)[j[hit], 0]
+        f = np.array(fast)
+        rb, rj = np.divmod(np.array(rows), block)
+        places_ = np.array(places)
+        values, fits = observed[f], fitted[f]
+        if h:  # the window number of each forecast's first point (at issued + step)
+            nxt = np.rint((starts[f] + step) / step).astype(np.int64)
+        for b, sel in _by_block(rb):
+            j, at = rj[sel], places_[sel]
+            rings._tail_v[b][j, at] = values[sel]
+            rings._tail_f[b][j, at] = fits[sel]
+            if h:
+                rings.forecasts(h, b)[j] = fc_points[f[sel]]
+                rings._next[b][j] = nxt[sel]
+        for v in moved:
+            b, j = divmod(v._row, block)
+            v._fc, v._slot = rings.forecasts(h, b)[j], h
 
     def note_learnt(self, series: str, updates: int, history: int = 0) -> None:
         """The series' model has learnt ``updates`` windows in all, ``history`` more from a backfill."""

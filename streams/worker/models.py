@@ -459,11 +459,7 @@ class Models:
         # the view keeps them as published (float32), at the times ts + k step
         fc_points = intervals.astype(np.float32)
         untrusted = u.anomalous | u.untrusted  # the observation the controller's safety rule reads
-        error = u.error.tolist()
-        score, anomalous = u.score.tolist(), u.anomalous.tolist()
-        warm, drifting, started = u.warm.tolist(), u.drifting.tolist(), u.drift_started.tolist()
         counts = bank.updates(rows)
-        learnt = counts.tolist()
         coverage = bank.template.forecaster.coverage
         model_name = type(bank.template.forecaster).__name__
         detector = type(bank.template.detector).__name__
@@ -471,40 +467,54 @@ class Models:
         # checkpointed since: not due yet (never with every 1); -inf: never checkpointed
         held_back = time.monotonic() - CHECKPOINT_MIN_SECONDS if every > 1 else math.inf
         names = [points.series[k] for k in ks]
-        starts, observed = ts.tolist(), values.tolist()
+        ok = np.ones(n, np.bool_)
+        # drift starts and anomalies: the rows flagged only
+        for i in np.flatnonzero(u.drift_started).tolist():
+            metrics.drift_events.inc()
+            log.info("series %s: forecast errors changed regime at %s (drift); acting "
+                     "reactively until the model has adapted", names[i], float(ts[i]))
+        anomalies: dict[int, Anomaly] = {}
+        for i in np.flatnonzero(u.anomalous).tolist():
+            try:
+                anomaly = anomalies[i] = Anomaly(float(ts[i]), float(values[i]), float(u.score[i]),
+                                                 bank.threshold, detector)
+                out.anomalies.append((names[i].encode(),
+                                      records.dumps(records.anomaly_to_json(names[i], *anomaly))))
+            except Exception as exc:  # noqa: BLE001 - one point never stops the others
+                out.errors[ks[i]] = exc
+                ok[i] = False
+        for i, series in enumerate(names):  # views checkpointed with their models: restored first
+            if series not in store.series:
+                try:
+                    if series.encode() in tables.series_view:
+                        self.restore_view(series)
+                except Exception as exc:  # noqa: BLE001 - one point never stops the others
+                    out.errors[ks[i]] = exc
+                    ok[i] = False
+        # the read model, for the batch at once (a row that fails is out of the forecasts)
+        take = slice(None) if ok.all() else np.flatnonzero(ok)
+        view_rows = np.arange(n)[take]
+        failed = store.on_windows_arrays(
+            names if ok.all() else [names[i] for i in view_rows.tolist()], ts[take], values[take], step,
+            fc_points[take], coverage, model_name, u.warm[take], u.error[take], u.score[take],
+            u.anomalous[take], u.drifting[take],
+            anomalies if ok.all() else {j: anomalies[i] for j, i in enumerate(view_rows.tolist()) if i in anomalies},
+            counts[take])
+        for j, exc in failed.items():
+            i = int(view_rows[j])
+            out.errors[ks[i]] = exc
+            ok[i] = False
         # every `every` updates, staggered by row so that a bank's series do not all checkpoint in
         # the same window (a latency spike every `every` windows); a series past its turn (held
         # back, or its count or row changed) at its next turn by its own count, so that series
         # held back together are not all due when free again
         on_turn = ((counts + rows) % every == 0).tolist()
-        ok = np.ones(n, np.bool_)
-        for i, (series, cached) in enumerate(zip(names, held, strict=True)):
-            start = starts[i]
-            try:
-                anomaly = None
-                if started[i]:
-                    metrics.drift_events.inc()
-                    log.info("series %s: forecast errors changed regime at %s (drift); acting "
-                             "reactively until the model has adapted", series, start)
-                if anomalous[i]:
-                    anomaly = Anomaly(start, observed[i], score[i], bank.threshold, detector)
-                    out.anomalies.append((series.encode(),
-                                          records.dumps(records.anomaly_to_json(series, *anomaly))))
-                if series not in store.series and series.encode() in tables.series_view:
-                    self.restore_view(series)
-                e = error[i]
-                store.on_window_arrays(
-                    series, start, observed[i], step, fc_points[i].copy(),
-                    (start, coverage, model_name, warm[i], None if e != e else e),  # NaN: None
-                    score[i], anomalous[i], drifting[i], anomaly, learnt[i])
-                cached.since_checkpoint += 1
-                since = cached.since_checkpoint
-                turn = on_turn[i] or (since >= every and (since + cached.row) % every == 0)
-                if turn and cached.checkpointed < held_back:
-                    out.due[series] = cached
-            except Exception as exc:  # noqa: BLE001 - one point never stops the others
-                out.errors[ks[i]] = exc
-                ok[i] = False
+        for i in (range(n) if ok.all() else np.flatnonzero(ok).tolist()):
+            cached = held[i]
+            cached.since_checkpoint = since = cached.since_checkpoint + 1
+            if ((on_turn[i] or (since >= every and (since + cached.row) % every == 0))
+                    and cached.checkpointed < held_back):
+                out.due[names[i]] = cached
         fc = records.ForecastColumns(names, ts, step, intervals, coverage, model_name, u.warm,
                                      u.error, u.drifting, values, untrusted, u.score)
         out.forecasts.append(fc if ok.all() else fc.take(ok))
