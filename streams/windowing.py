@@ -372,7 +372,8 @@ class Windower:
                 # series new to the partition: row by row up to the last of their first elements
                 code_of = {s: i for i, s in enumerate(uniq)}
                 codes = np.fromiter(map(code_of.__getitem__, part), np.int64, len(part))
-                cut = int(np.flatnonzero(np.array(new)[codes]).max()) + 1
+                firsts = np.unique(codes, return_index=True)[1]  # by code: in order of appearance
+                cut = int(firsts[np.flatnonzero(new)[-1]]) + 1
             elif not any(new):
                 got = self._merge_columns(part, uniq, pcols, kind)
                 if got is not None:
@@ -530,17 +531,20 @@ class Windower:
         ca = codes[sa]
         rise = np.ones(len(sa), bool)
         rise[1:] = (ca[1:] != ca[:-1]) | (lim_s[1:] > lim_s[:-1])
-        events = [(int(k), 0, uniq[c], float(x)) for k, c, x in
-                  zip(sa[rise].tolist(), ca[rise].tolist(), lim_s[rise].tolist(), strict=True)]
+        rise &= lim_s > cu0[ca]  # (a series' bound only rises: at or below its first, no close)
         adv = acc_idx[typ[acc_idx] > p_before[acc_idx]]
-        events += [(int(k), 1, "", float(typ[k])) for k in adv.tolist()]
-        events.sort()
-        for _, what, s, x in events:
-            if what == 0:
-                if x > closed_until[s]:
-                    self._close_series(s, x)
+        at = np.concatenate([sa[rise], adv])
+        what = np.concatenate([ca[rise], np.full(len(adv), -1)])
+        value = np.concatenate([lim_s[rise], typ[adv]])
+        by_time = np.lexsort((what < 0, at))  # a row's own close, then the progress it brings
+        close, advance = self._close_series, self._advance
+        for c, x in zip(what[by_time].tolist(), value[by_time].tolist(), strict=True):
+            if c < 0:
+                advance(x)
             else:
-                self._advance(x)
+                s = uniq[c]
+                if x > closed_until[s]:
+                    close(s, x)
         return bad
 
     def _limits(self, t: np.ndarray) -> np.ndarray:
