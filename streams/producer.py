@@ -41,7 +41,7 @@ MAX_BATCH = 500
 MAX_COLUMNAR_BATCH = 2000
 #: a columnar message is cut before its series ids and numbers pass this many bytes (the worker
 #: reads messages of up to 512 KiB)
-MAX_COLUMNAR_BYTES = 256 * 1024
+MAX_COLUMNAR_BYTES = 384 * 1024
 #: bytes a columnar aggregate takes besides its series id, at most (ts, count, sum, min, max)
 _COLUMNAR_NUMBERS_BYTES = 5 * 26
 

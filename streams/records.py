@@ -4,7 +4,9 @@ from the domain types. Nothing else in Foresight spells out a message field.
 Inputs are parsed by hand (not by Faust's codecs) and totally: every byte
 string becomes accepted aggregates and/or one :class:`DeadLetter` that
 carries only the bad elements, with a countable reason. Nothing a producer
-sends can raise out of :func:`parse_input`.
+sends can raise out of :func:`parse_input`. An input message may also be a
+columnar batch (one array per field: :class:`InputColumns`), which the window
+agent reads with :func:`read_input` / :func:`parse_input_message`.
 
 >>> m = parse_input(b'{"series": "web/req", "ts": "2024-01-01T00:00:00Z"}')
 >>> m.items[0].series, m.items[0].ts, m.items[0].count

@@ -91,7 +91,7 @@ def test_columnar_batches_carry_the_same_aggregates_on_the_series_partition(brok
                 p.record_event(s, 1000.0 + t + 0.5, count=7)
         p.record_metric("svc0/cpu", 0.25, 1000.0)
         p.record_metric("svc0/cpu", 0.75, 1000.2)
-        sent = p.sent_messages
+    sent = p.sent_messages  # closing flushed everything
 
     async def read():
         c = AIOKafkaConsumer(bootstrap_servers=broker, auto_offset_reset="earliest", enable_auto_commit=False)
