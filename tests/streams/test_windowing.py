@@ -512,3 +512,46 @@ def test_columns_of_steady_traffic_take_the_group_by():
         b = _same_as_rows(batches, 10.0, 1, 600.0, 1000, kind)
         total = sum(len(r) for r, _ in batches)
         assert b.merged >= total - 2 * 50 * 20, "all but the first batch's are merged by the group-by"
+
+
+@pytest.mark.parametrize("seed", range(40))
+def test_columns_window_as_rows_in_large_batches(seed):
+    """Seeded streams of up to 300 series in batches of up to 3,000 elements (the window agent's
+    calls are large): series going quiet and coming back, jumps of the partition's time, rare
+    late, early, bad-interval and new-series elements; events and metrics; a series limit."""
+    import random
+
+    rng = random.Random(seed)
+    names = [f"s{i}" for i in range(rng.choice([2, 10, 50, 300]))]
+    p_bad = rng.choice([0.0, 0.0005, 0.005, 0.05])
+    quiet = set(rng.sample(names, k=len(names) // 5))
+    step = rng.choice([1.0, 5.0, 10.0])
+    t0, rows = 1000.0, []
+    for tick in range(rng.randint(5, 60)):
+        t0 += rng.choice([0.0, 0.5, 1.0, 3.0, 20.0 if rng.random() < 0.05 else 1.0])
+        for s in names:
+            if s in quiet and tick > 10 and (tick // 10) % 2:
+                continue
+            ts, iv, r = t0 + rng.random(), 1.0, rng.random()
+            if r < p_bad:
+                ts -= rng.uniform(0, 10 * step)
+            elif r < 2 * p_bad:
+                ts += rng.choice([200.0, 900.0])
+            elif r < 3 * p_bad:
+                iv = 100.0
+            elif r < 4 * p_bad:
+                s = f"new{rng.randint(0, 50)}"
+            count, lo = rng.randint(0, 5), rng.uniform(-5, 5)
+            rows.append((s, ts, iv, count, lo * count, lo, lo + rng.random()))
+    batches, i, ref = [], 0, 0
+    while i < len(rows):
+        k = rng.choice([1, 50, 500, 3000])
+        part, refs = rows[i:i + k], []
+        for _ in part:
+            refs.append(ref)
+            ref += rng.random() < 0.01
+        ref += 1
+        batches.append((part, refs))
+        i += k
+    _same_as_rows(batches, step, rng.randint(0, 3), rng.choice([60.0, 600.0]), rng.choice([5, 100_000]),
+                  rng.choice(["events", "metrics"]))
