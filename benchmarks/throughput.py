@@ -224,7 +224,12 @@ async def raw_consume(broker: str, topic: str, expected_msgs: int) -> dict[str, 
         for msgs in batch.values():
             for m in msgs:
                 body = orjson.loads(m.value)
-                events += sum(a.get("count", 1) for a in body) if isinstance(body, list) else body.get("count", 1)
+                if isinstance(body, list):
+                    events += sum(a.get("count", 1) for a in body)
+                elif isinstance(body.get("count"), list):  # a columnar batch (records.InputColumns)
+                    events += sum(body["count"])
+                else:
+                    events += body.get("count", 1)
                 n += 1
     dt = time.perf_counter() - t0
     await c.stop()
@@ -268,17 +273,20 @@ def pct(xs: list[float], q: float) -> float | None:
     return xs[min(len(xs) - 1, int(q * len(xs)))]
 
 
-def bench_batched(broker: str, workdir: Path, series: int, windows: int, steady: bool = True) -> dict[str, object]:
+def bench_batched(broker: str, workdir: Path, series: int, windows: int, steady: bool = True,
+                  columnar: bool = False) -> dict[str, object]:
     """Client-aggregated ingest through the whole worker; ``steady``: then 4 windows at wall-clock
     pace for the window close -> forecast delay (``make bench`` takes that, and the model path's
-    figures, from :func:`bench_model_path` on warm models instead)."""
+    figures, from :func:`bench_model_path` on warm models instead). ``columnar``: the producer
+    helper sends columnar batches (``AggregatingProducer(columnar=True)``), the raw loop reads
+    those same messages."""
     prefix = f"bb{uuid.uuid4().hex[:6]}"
     settings = Settings(topic_prefix=prefix)
     topics = Topics.from_settings(settings)
     ensure_topics(broker, topics.all(), settings.partitions)
     names = [f"svc{i:05d}/requests" for i in range(series)]
     # every series: one aggregate per 1-second interval, 100 events each
-    with AggregatingProducer(broker, interval=1.0, flush_every=0, settings=settings) as p:
+    with AggregatingProducer(broker, interval=1.0, flush_every=0, settings=settings, columnar=columnar) as p:
         for s in range(int(windows * WINDOW)):
             for n in names:
                 p.record_event(n, T0 + s, count=100)
@@ -300,7 +308,8 @@ def bench_batched(broker: str, workdir: Path, series: int, windows: int, steady:
         backlog_delays = [d for _, d in forecast_delays(broker, topics, closed)] if steady else []
         # steady state: the next windows produced at wall-clock pace
         paced = 4 if steady else 0
-        with AggregatingProducer(broker, interval=1.0, flush_every=0, settings=settings) as p:
+        with AggregatingProducer(broker, interval=1.0, flush_every=0, settings=settings,
+                                 columnar=columnar) as p:
             for s in range(int(windows * WINDOW), int((windows + paced) * WINDOW)):
                 tick = time.monotonic()
                 for n in names:
@@ -321,6 +330,7 @@ def bench_batched(broker: str, workdir: Path, series: int, windows: int, steady:
     return {
         "series": series,
         "windows": windows,
+        "format": "columnar" if columnar else "rows",
         "messages": msgs,
         "aggregates": aggs,
         "events": events,
@@ -704,6 +714,8 @@ def main() -> None:
                     help="--model-path: the worker under tracemalloc; its heap after the warm-up by file")
     ap.add_argument("--ingest", action="store_true",
                     help="only the ingest steps: single events and client aggregates (no model path step)")
+    ap.add_argument("--columnar", action="store_true",
+                    help="client aggregates as columnar batches (AggregatingProducer(columnar=True))")
     ap.add_argument("--paced", type=int, default=3,
                     help="model path: windows then published one per window length (steady latency)")
     args = ap.parse_args()
@@ -747,7 +759,7 @@ def main() -> None:
             continue
         windows = args.windows if n <= 1000 else max(6, args.windows // 3)
         with EmbeddedBroker(log_path=str(workdir / f"broker-{n}.log")) as b:
-            runs.append(bench_batched(b.bootstrap, workdir, n, windows, steady=False))
+            runs.append(bench_batched(b.bootstrap, workdir, n, windows, steady=False, columnar=args.columnar))
         print(json.dumps(runs[-1]), file=sys.stderr, flush=True)
         row["ratio_worker_vs_raw_aggregates"] = runs[-1]["ratio_worker_vs_raw_aggregates"]
         row["ratio_window_agent_busy_vs_raw_aggregates"] = runs[-1]["ratio_window_agent_busy_vs_raw_aggregates"]

@@ -4,7 +4,9 @@ from the domain types. Nothing else in Foresight spells out a message field.
 Inputs are parsed by hand (not by Faust's codecs) and totally: every byte
 string becomes accepted aggregates and/or one :class:`DeadLetter` that
 carries only the bad elements, with a countable reason. Nothing a producer
-sends can raise out of :func:`parse_input`.
+sends can raise out of :func:`parse_input`. An input message may also be a
+columnar batch (one array per field: :class:`InputColumns`), which the window
+agent reads with :func:`read_input` / :func:`parse_input_message`.
 
 >>> m = parse_input(b'{"series": "web/req", "ts": "2024-01-01T00:00:00Z"}')
 >>> m.items[0].series, m.items[0].ts, m.items[0].count
@@ -496,6 +498,11 @@ def fast_rows(raw: bytes) -> list[Row] | None:
         obj = orjson.loads(raw)
     except orjson.JSONDecodeError:
         return None
+    return _fast_obj_rows(obj)
+
+
+def _fast_obj_rows(obj: Any) -> list[Row] | None:
+    """:func:`fast_rows` of a decoded message."""
     if obj.__class__ is dict:
         row = _fast_row(obj)
         return None if row is None else [row]
@@ -552,6 +559,299 @@ def _load_input(raw: bytes) -> tuple[Parsed, Any]:
             msg.dead.add_whole(reason, error, raw)
             return msg, None
     return msg, obj
+
+
+# -- columnar input batches ----------------------------------------------------
+# An optional producer format (issue 14): many aggregates as one JSON object holding one array per
+# field, e.g. ``{"series": ["a", "b"], "ts": [1700000000, 1700000000], "interval": 1.0,
+# "count": [1840, 7], "sum": [0, 0]}``. An object whose ``series`` is an array is columnar; its
+# element ``i`` is the object made of the ``i``-th entry of every column present (``interval``
+# may also be one number, every element's), and is accepted or dead-lettered exactly as that
+# object would be in the row format (a null entry is a field written null). The fields are the
+# row format's (series, ts, interval, count, sum, min, max, value); other keys are ignored. A
+# column that is not an array of the series' length makes the whole message a dead letter
+# (``bad_type``). A dead letter holds the bad elements as row objects (a valid input message).
+# Well-formed columns are checked with numpy, not a Python object per element; a worker older
+# than this format dead-letters the whole message (``bad_type``: 'series' must be a string).
+
+#: the fields a columnar batch may carry as columns (``series`` first: it marks the format)
+INPUT_COLUMNS = ("series", "ts", "interval", "count", "sum", "min", "max", "value")
+_INPUT_COLUMN_SET = frozenset(INPUT_COLUMNS)
+_NUMBER_TYPES = frozenset((int, float))
+_NUMBER_OR_NULL = frozenset((int, float, type(None)))
+
+
+@dataclass(slots=True)
+class InputColumns:
+    """The accepted elements of one columnar input message, as arrays (one entry per accepted
+    element, in message order), and the dead letter of its bad elements.
+
+    ``index[k]`` is accepted element ``k``'s position in the message; ``interval``, ``sum``,
+    ``min`` and ``max`` hold what a :data:`Row` holds (0.0, 0.0, inf and -inf when absent).
+    """
+
+    series: list[str]
+    ts: np.ndarray
+    interval: np.ndarray
+    count: np.ndarray
+    sum: np.ndarray
+    min: np.ndarray
+    max: np.ndarray
+    index: np.ndarray
+    raw: bytes
+    #: the message's columns as decoded (for a rejected element's bytes); None: the whole is bad
+    columns: dict[str, Any] | None = None
+    dead: DeadLetter | None = None
+
+    def __len__(self) -> int:
+        return len(self.series)
+
+    def element(self, i: int) -> dict[str, Any]:
+        """Element ``i`` of the message as the row object it stands for."""
+        cols = self.columns or {}
+        return {k: (v[i] if isinstance(v, list) else v) for k, v in cols.items()}
+
+    def reject(self, k: int, reason: str, error: str) -> None:
+        """Move accepted element ``k`` to the dead letter (e.g. ``late``, ``series_limit``)."""
+        d = self.dead = self.dead or DeadLetter()
+        i = int(self.index[k])
+        d.add(i, reason, error, self.element(i))
+
+    def rows(self) -> list[Row]:
+        """The accepted elements as rows (:func:`parse_input_rows`' items)."""
+        return list(zip(self.series, self.ts.tolist(), self.interval.tolist(), self.count.tolist(),
+                        self.sum.tolist(), self.min.tolist(), self.max.tolist(), strict=True))
+
+
+def is_columnar(obj: Any) -> bool:
+    """Whether a decoded input message is a columnar batch (an object whose ``series`` is an array)."""
+    return obj.__class__ is dict and obj.get("series").__class__ is list
+
+
+def _empty_columns(raw: bytes) -> InputColumns:
+    e = np.empty(0)
+    return InputColumns([], e, e, np.empty(0, np.int64), e, e, e, np.empty(0, np.int64), raw)
+
+
+def _column_floats(col: list[Any], types: frozenset[type]) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
+    """A column as float64 (nulls and entries not of ``types`` as NaN), per entry whether it is
+    one of ``types``, and whether it is null; None if numpy cannot read it (then every element
+    is read on its own)."""
+    seen = set(map(type, col))
+    n = len(col)
+    if seen <= types:
+        mask = np.ones(n, bool)
+    else:
+        mask = np.fromiter((t in types for t in map(type, col)), bool, n)
+        col = [v if ok and v is not None else None for v, ok in zip(col, mask.tolist(), strict=True)]
+    null = (np.fromiter((v is None for v in col), bool, n) if type(None) in seen or not seen <= types
+            else np.zeros(n, bool))
+    try:
+        f = np.array(col, dtype=np.float64)
+    except (OverflowError, TypeError, ValueError):
+        return None
+    return f, mask, null
+
+
+def parse_input_columns(obj: dict[str, Any], raw: bytes) -> InputColumns:
+    """The accepted elements and the dead letter of a decoded columnar input message (see above).
+    Never raises.
+
+    >>> c = parse_input_columns(orjson.loads(b'{"series": ["a", "b", "a"], "ts": [5, 6, -1], '
+    ...                         b'"interval": 1, "count": [3, 4, 1], "sum": [6, 8, null]}'), b"")
+    >>> c.series, c.ts.tolist(), c.count.tolist(), c.sum.tolist(), c.index.tolist()
+    (['a', 'b'], [5.0, 6.0], [3, 4], [6.0, 8.0], [0, 1])
+    >>> c.dead.reason, c.dead.raw()
+    ('bad_timestamp', b'[{"series":"a","ts":-1,"interval":1,"count":1,"sum":null}]')
+    >>> parse_input_columns({"series": ["a"], "ts": [1, 2]}, b"x").dead.reason
+    'bad_type'
+    """
+    try:
+        return _parse_columns(obj, raw)
+    except Exception as exc:  # noqa: BLE001 - total: a parser bug is a dead letter, not a crash
+        out = _empty_columns(raw)
+        out.dead = DeadLetter()
+        out.dead.add_whole("processing_error", f"{type(exc).__name__}: {exc}", raw)
+        return out
+
+
+def _parse_columns(obj: dict[str, Any], raw: bytes) -> InputColumns:
+    names = obj["series"]
+    n = len(names)
+    cols: dict[str, Any] = {}
+    for k, v in obj.items():  # in the message's order (a rejected element's keys too)
+        if k not in _INPUT_COLUMN_SET:
+            continue
+        if k == "interval" and v.__class__ is not list:
+            cols[k] = v  # one interval, every element's
+            continue
+        if v.__class__ is not list or len(v) != n:
+            out = _empty_columns(raw)
+            out.dead = DeadLetter()
+            what = f"{len(v)} entries" if v.__class__ is list else f"a {type(v).__name__}"
+            out.dead.add_whole("bad_type", f"column {k!r} must be an array of {n} entries (one per series), "
+                                           f"not {what}", raw)
+            return out
+        cols[k] = v
+    # which elements the vectorised checks accept (the common shape: an aggregate of numbers);
+    # every other element is read on its own, exactly as the row format reads it
+    fast = np.zeros(n, bool)
+    ts = np.zeros(n)
+    interval = np.zeros(n)
+    count = np.zeros(n, np.int64)
+    total = np.zeros(n)
+    lo = np.full(n, _INF)
+    hi = np.full(n, -_INF)
+    if n and "count" in cols and "value" not in cols and "ts" in cols:
+        fast[:] = True
+        # series: strings of the grammar (each distinct id checked once: most are known valid)
+        try:
+            unknown = set(names) - _SERIES_OK
+        except TypeError:  # an unhashable entry (an array, an object)
+            unknown = set()
+            fast[:] = False
+        bad_ids: set[Any] = set()
+        for s in unknown:
+            if s.__class__ is not str:
+                bad_ids.add(s)
+                continue
+            try:
+                check_series(s)
+            except InvalidRecord:
+                bad_ids.add(s)
+                continue
+            if len(_SERIES_OK) >= _SERIES_OK_MAX:
+                _SERIES_OK.clear()
+            _SERIES_OK.add(s)
+        if bad_ids:  # (True == 1 == 1.0: a set tells them apart by type too)
+            fast &= np.fromiter((s.__class__ is str and s not in bad_ids for s in names), bool, n)
+        # ts: numbers in [0, MAX_TS]
+        got = _column_floats(cols["ts"], _NUMBER_TYPES)
+        if got is None:
+            fast[:] = False
+        else:
+            ts, ok, _ = got
+            with np.errstate(invalid="ignore"):
+                fast &= ok & (ts >= 0) & (ts <= MAX_TS)
+        # count: integers in [0, 2^53) (2^53 itself: read on its own, a float cannot tell 2^53 + 1)
+        got = _column_floats(cols["count"], frozenset((int,)))
+        if got is None:
+            fast[:] = False
+        else:
+            f, ok, _ = got
+            with np.errstate(invalid="ignore"):
+                ok &= (f >= 0) & (f < MAX_COUNT)
+            fast &= ok
+            count = np.where(ok, f, 0).astype(np.int64)
+        # interval: absent or null (0), else a number in [0, 86400]
+        iv = cols.get("interval")
+        if iv.__class__ is list:
+            got = _column_floats(iv, _NUMBER_OR_NULL)
+            if got is None:
+                fast[:] = False
+            else:
+                f, ok, null = got
+                interval = np.where(null, 0.0, f)
+                with np.errstate(invalid="ignore"):
+                    fast &= ok & (interval >= 0) & (interval <= 86400)
+        elif iv is not None:
+            if iv.__class__ in _NUMBER_TYPES and 0 <= iv <= 86400:
+                interval[:] = float(iv)
+            else:
+                fast[:] = False
+        # sum, min, max: absent or null, else numbers: with integers in the column, of magnitude
+        # below 2^53 (an integer's bound); else floats of magnitude at most MAX_ABS
+        for k, out, absent in (("sum", total, 0.0), ("min", lo, _INF), ("max", hi, -_INF)):
+            col = cols.get(k)
+            if col is None:
+                continue
+            got = _column_floats(col, _NUMBER_OR_NULL)
+            if got is None:
+                fast[:] = False
+                continue
+            f, ok, null = got
+            with np.errstate(invalid="ignore"):
+                if int in set(map(type, col)):
+                    ok &= null | (np.abs(f) < MAX_COUNT)
+                else:
+                    ok &= null | (np.abs(f) <= MAX_ABS)
+            fast &= ok
+            out[:] = np.where(null, absent, f)
+        with np.errstate(invalid="ignore"):  # min > max, both given (an absent one is +-inf)
+            fast &= ~((lo > hi) & np.isfinite(lo) & np.isfinite(hi))
+    result = InputColumns([], ts, interval, count, total, lo, hi, np.empty(0, np.int64), raw, cols)
+    accepted = fast
+    slow = np.flatnonzero(~fast).tolist()
+    if slow:
+        accepted = fast.copy()
+        series_col = list(names)
+        for i in slow:
+            element = result.element(i)
+            try:
+                row = _row(element)
+            except InvalidRecord as exc:
+                reason, error = exc.reason, exc.error
+            except Exception as exc:  # noqa: BLE001 - total, as the row format
+                reason, error = "processing_error", f"{type(exc).__name__}: {exc}"
+            else:
+                accepted[i] = True
+                series_col[i] = row[0]
+                ts[i], interval[i], count[i], total[i], lo[i], hi[i] = row[1:]
+                continue
+            result.dead = result.dead or DeadLetter()
+            result.dead.add(i, reason, error, element)
+        names = series_col
+    idx = np.flatnonzero(accepted)
+    if len(idx) == n:
+        result.series = names if names.__class__ is list else list(names)
+    else:
+        result.series = [names[i] for i in idx.tolist()]
+        result.ts, result.interval, result.count = ts[idx], interval[idx], count[idx]
+        result.sum, result.min, result.max = total[idx], lo[idx], hi[idx]
+    result.index = idx
+    return result
+
+
+def read_input(raw: bytes) -> list[Row] | InputColumns | None:
+    """The window agent's read of an input message: a columnar batch's :class:`InputColumns`,
+    the rows of a message :func:`fast_rows` reads, else None (then :func:`parse_input_rows`)."""
+    if len(raw) > MAX_MESSAGE_BYTES:
+        return None
+    try:
+        obj = orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        return None
+    if is_columnar(obj):
+        return parse_input_columns(obj, raw)
+    return _fast_obj_rows(obj)
+
+
+def parse_input_message(raw: bytes) -> Parsed | InputColumns:
+    """What the window agent reads when :func:`read_input` gave None: a columnar batch (e.g. one
+    with NaN literals, which only Python's json reads) as :class:`InputColumns`, anything else
+    as :func:`parse_input_rows`. Never raises."""
+    msg, obj = _load_input(raw)
+    if msg.dead is None and is_columnar(obj):
+        return parse_input_columns(obj, raw)
+    return msg if msg.dead is not None else _elements(msg, obj, _row)
+
+
+def columnar_message(aggregates: list[dict[str, Any]], interval: float | None = None) -> bytes:
+    """A columnar batch of ``aggregates`` (row objects with series, ts, count, sum and optionally
+    min and max; ``interval``: every element's, else a column of theirs).
+
+    >>> columnar_message([{"series": "a", "ts": 5.0, "count": 3, "sum": 6.0, "min": 1.0, "max": 3.0},
+    ...                   {"series": "b", "ts": 5.0, "count": 1, "sum": 0.0}], interval=1.0)
+    b'{"series":["a","b"],"ts":[5.0,5.0],"interval":1.0,"count":[3,1],"sum":[6.0,0.0],"min":[1.0,null],"max":[3.0,null]}'
+    """
+    out: dict[str, Any] = {"series": [a["series"] for a in aggregates], "ts": [a["ts"] for a in aggregates]}
+    out["interval"] = interval if interval is not None else [a.get("interval") for a in aggregates]
+    for k in ("count", "sum"):
+        out[k] = [a.get(k) for a in aggregates]
+    if any("min" in a or "max" in a for a in aggregates):
+        out["min"] = [a.get("min") for a in aggregates]
+        out["max"] = [a.get("max") for a in aggregates]
+    return orjson.dumps(out)
 
 
 @dataclass(slots=True)

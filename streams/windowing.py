@@ -52,6 +52,8 @@ from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from operator import itemgetter
 
+import numpy as np
+
 from streams.records import MAX_COUNT, Aggregate, InvalidRecord, Point, Row
 
 #: windows after an event series' last event that still get a zero-rate point
@@ -92,7 +94,7 @@ class Windower:
 
     __slots__ = ("step", "lateness", "max_future", "open", "kinds", "wm", "closed_until",
                  "last_data", "recent", "adds", "typical", "_typical_at", "progress", "floor",
-                 "_heap", "_refs", "_ready", "_starts")
+                 "_heap", "_refs", "_ready", "_starts", "merged")
 
     def __init__(self, step: float, lateness_windows: int = 2,
                  max_future: float = DEFAULT_MAX_FUTURE_SECONDS) -> None:
@@ -116,6 +118,8 @@ class Windower:
         #: one float object per window start, shared by every series' open window and heap
         #: entries (a series' own copies of the same few starts were ~190 bytes of it)
         self._starts: dict[float, float] = {}
+        #: elements :meth:`add_columns` merged with its group-by (the others went row by row)
+        self.merged = 0
 
     def window_start(self, ts: float) -> float:
         return math.floor(ts / self.step) * self.step
@@ -295,6 +299,310 @@ class Windower:
                 progress = self.progress
         self.adds = adds
         return bad
+
+    # -- columnar batches ---------------------------------------------------
+    def add_columns(self, series: list[str], ts: np.ndarray, interval: np.ndarray, count: np.ndarray,
+                    total: np.ndarray, lo: np.ndarray, hi: np.ndarray, refs: np.ndarray, kind: str,
+                    admit: Callable[[str], bool] | None = None) -> list[tuple[int, Exception | None]]:
+        """:meth:`add_rows` of aggregates given as columns (element ``k``: ``series[k]``,
+        ``ts[k]``, ... with the reference ``refs[k]``), with the same result: the same windows,
+        points (each series' in the same order), rejections and :meth:`min_needed`.
+
+        Where it can tell the row-by-row semantics from the columns alone (every series already
+        known to the partition, no element late or ahead of the typical time, no series
+        forgotten or dropped midway: the steady state), the elements are merged with one
+        vectorised group-by per (series, window) and only the windows' and the typical time's
+        steps run one by one (:meth:`_merge_columns`); any other part of the batch goes
+        through :meth:`add_rows`.
+
+        >>> w = Windower(step=10, lateness_windows=0)
+        >>> a = np.array
+        >>> bad = w.add_columns(["a", "a", "a", "b"], a([1.0, 12.0, 3.0, 4.0]), a([0.0] * 4),
+        ...     a([1, 1, 1, 1]), a([0.0] * 4), a([1.0] * 4), a([1.0] * 4), a([7, 8, 8, 9]), "events",
+        ...     admit=lambda s: s != "b")
+        >>> [(k, e and e.reason) for k, e in bad], w.min_needed()
+        ([(2, 'late'), (3, None)], 8)
+        """
+        n = len(series)
+        bad: list[tuple[int, Exception | None]] = []
+        if not n:
+            return bad
+        keep: np.ndarray | None = None
+        if admit is not None:
+            refused = {s for s in dict.fromkeys(series) if not admit(s)}
+            if refused:
+                # the rows' path asks again for each element of a refused series (each is a refusal)
+                keep = np.fromiter((s not in refused for s in series), bool, n)
+                seen: set[str] = set()
+                for k in np.flatnonzero(~keep).tolist():
+                    s = series[k]
+                    if s in seen:
+                        admit(s)
+                    seen.add(s)
+                    bad.append((k, None))
+        if keep is not None:
+            pos = np.flatnonzero(keep)
+            series = [series[k] for k in pos.tolist()]
+            ts, interval, count, total = ts[pos], interval[pos], count[pos], total[pos]
+            lo, hi, refs = lo[pos], hi[pos], refs[pos]
+        cols = (ts, interval, count, total, lo, hi, refs)
+        got = self._add_admitted(series, cols, kind)
+        if keep is not None:
+            got = [(int(pos[k]), e) for k, e in got]
+            bad = sorted(bad + got, key=_first)
+        else:
+            bad = got
+        return bad
+
+    def _add_admitted(self, series: list[str], cols: tuple[np.ndarray, ...],
+                      kind: str) -> list[tuple[int, Exception | None]]:
+        n = len(series)
+        out: list[tuple[int, Exception | None]] = []
+        start = 0
+        for attempt in range(2):
+            if start >= n:
+                break
+            part = series[start:] if start else series
+            pcols = tuple(c[start:] for c in cols) if start else cols
+            recent = self.recent
+            uniq = list(dict.fromkeys(part))
+            new = [s not in recent for s in uniq]
+            cut = len(part)
+            if any(new) and attempt == 0:
+                # series new to the partition: row by row up to the last of their first elements
+                code_of = {s: i for i, s in enumerate(uniq)}
+                codes = np.fromiter(map(code_of.__getitem__, part), np.int64, len(part))
+                firsts = np.unique(codes, return_index=True)[1]  # by code: in order of appearance
+                cut = int(firsts[np.flatnonzero(new)[-1]]) + 1
+            elif not any(new):
+                got = self._merge_columns(part, uniq, pcols, kind)
+                if got is not None:
+                    out += [(k + start, e) for k, e in got]
+                    return out
+            got = self._rows(part[:cut], tuple(c[:cut] for c in pcols), kind)
+            out += [(k + start, e) for k, e in got]
+            start += cut
+        return out
+
+    def _rows(self, series: list[str], cols: tuple[np.ndarray, ...],
+              kind: str) -> list[tuple[int, Exception | None]]:
+        ts, interval, count, total, lo, hi, refs = (c.tolist() for c in cols)
+        rows = list(zip(series, ts, interval, count, total, lo, hi, strict=True))
+        return self.add_rows(rows, kind, refs)
+
+    def _merge_columns(self, series: list[str], uniq: list[str], cols: tuple[np.ndarray, ...],
+                       kind: str) -> list[tuple[int, Exception | None]] | None:
+        """The vectorised :meth:`add_rows` of admitted elements of series all in ``recent``, or
+        None (nothing changed) where the columns cannot tell that it gives the same result."""
+        ts, interval, count, total, lo, hi, refs = cols
+        recent, closed_until, open_ = self.recent, self.closed_until, self.open
+        n, u, r_all = len(series), len(uniq), len(recent)
+        if r_all < 2 or any(s not in closed_until for s in uniq):
+            return None
+        step, inf = self.step, math.inf
+        code_of = {s: i for i, s in enumerate(uniq)}
+        codes = np.fromiter(map(code_of.__getitem__, series), np.int64, n)
+        rec = [recent[s] for s in uniq]
+        claim0 = np.array([r[0] for r in rec], float)
+        last0 = np.array([r[1] for r in rec], float)
+        adds0 = self.adds
+        adds = adds0 + 1 + np.arange(n)
+        adds_end = adds0 + n
+        # no series forgotten midway (each one's adds within the horizon of the one before)
+        horizon = max(RECENT_ADDS, 2 * r_all)
+        order = np.argsort(codes, kind="stable")
+        sc = codes[order]
+        first_of = np.ones(n, bool)
+        first_of[1:] = sc[1:] != sc[:-1]
+        last_of = np.ones(n, bool)
+        last_of[:-1] = first_of[1:]
+        prev = np.empty(n)
+        prev[1:] = adds[order][:-1]
+        prev[first_of] = last0[sc[first_of]]
+        if np.any(adds[order] - 1 - prev > horizon) or np.any(adds[order][last_of] < adds_end - horizon):
+            return None
+        for s, r in recent.items():  # the oldest series the batch does not touch
+            if s not in code_of:
+                if r[1] < adds_end - horizon:
+                    return None
+                break
+        # the typical time: recomputed every (len(recent) >> 3) + 1 adds, over every claim
+        others = np.fromiter((r[0] for s, r in recent.items() if s not in code_of), float, r_all - u)
+        claims = np.concatenate([others, claim0])
+        mine = claims[r_all - u:]
+        mid = (r_all - 1) // 2
+        typical, typical_at = self.typical, self._typical_at
+        typ = np.empty(n)
+        every = (r_all >> 3) + 1
+        at = max(adds0 + 1, typical_at + every)
+        done = 0
+        while at <= adds_end:
+            i = at - adds0 - 1
+            typ[done:i] = typical
+            np.maximum.at(mine, codes[done:i + 1], ts[done:i + 1])
+            typical = float(np.partition(claims, mid)[mid])
+            typ[i] = typical
+            typical_at = at
+            done = i + 1
+            at += every
+        typ[done:] = typical
+        if done < n:
+            np.maximum.at(mine, codes[done:], ts[done:])
+        if np.any(ts > typ + self.max_future):
+            return None
+        # the partition's progress and floor before each element's windows are judged
+        ok = interval <= step
+        run = np.maximum.accumulate(np.where(ok, typ, -inf))
+        p_before = np.empty(n)
+        p_before[0] = -inf
+        p_before[1:] = run[:-1]
+        p_before = np.maximum(p_before, self.progress)
+        floor_before = np.maximum(self._limits(p_before), self.floor)
+        # each series' newest accepted timestamp before (and with) each element
+        wm0 = np.array([self.wm.get(s, -inf) for s in uniq])
+        v = np.where(ok, ts, -inf)[order]
+        rank_order = np.argsort(v, kind="stable")
+        rank = np.empty(n, np.int64)
+        rank[rank_order] = np.arange(n)
+        gid = np.cumsum(first_of) - 1
+        incl = v[rank_order][np.maximum.accumulate(gid * (n + 1) + rank) - gid * (n + 1)]
+        excl = np.empty(n)
+        excl[0] = -inf
+        excl[1:] = incl[:-1]
+        excl[first_of] = -inf
+        wm_before, wm_with = np.empty(n), np.empty(n)
+        wm_before[order] = np.maximum(excl, wm0[sc])
+        wm_with[order] = np.maximum(incl, wm0[sc])
+        starts_all = np.floor(ts / step) * step
+        # no element late: each window at or after its series' closed bound at its time, at most
+        cu0 = np.array([closed_until[s] for s in uniq])
+        bound = np.maximum(np.maximum(cu0[codes], self._limits(wm_before)), floor_before)
+        if np.any(starts_all < bound):
+            return None
+        # no series dropped midway: each keeps an open window at or after the floor before each
+        # of its elements (its newest window at the start, or its newest element's before)
+        open0 = np.array([max(open_[s]) if open_.get(s) else -inf for s in uniq])
+        newest = np.empty(n)
+        newest[order] = np.floor(excl / step) * step
+        if np.any(ok & (np.maximum(open0[codes], newest) < floor_before)):
+            return None
+        # one accumulator update per (series, window)
+        acc_idx = np.flatnonzero(ok)
+        bad: list[tuple[int, Exception | None]] = [
+            (k, InvalidRecord("bad_value", f"aggregate interval {interval[k]:g}s is longer than the "
+                                           f"{step:g}s window")) for k in np.flatnonzero(~ok).tolist()]
+        merged = self._group_merge(acc_idx, codes, starts_all, uniq, cols, kind)
+        if merged is None:
+            return None
+        # ... from here on the windower changes
+        for s, start, acc in merged:
+            wins = open_.get(s)
+            if wins is None:
+                wins = open_[s] = {}
+            start = self._starts.setdefault(start, start)
+            if len(self._starts) > MAX_SHARED_STARTS:
+                self._starts.clear()
+            wins[start] = acc
+            heapq.heappush(self._heap, (start, s))
+            if acc[4] >= 0:
+                heapq.heappush(self._refs, (acc[4], s, start))
+        # the series' time
+        wm_final = np.full(u, -inf)
+        np.maximum.at(wm_final, codes[acc_idx], ts[acc_idx])
+        wms = self.wm
+        for s, w in zip(uniq, np.maximum(wm_final, wm0).tolist(), strict=True):
+            if w > -inf:
+                wms[s] = w
+        last_add = adds[order][last_of]
+        move = recent.move_to_end
+        for c in np.argsort(last_add, kind="stable").tolist():
+            s = uniq[c]
+            r = recent[s]
+            r[0] = float(mine[c])
+            r[1] = int(last_add[c])
+            move(s)
+        self.adds = adds_end
+        self.typical, self._typical_at = typical, typical_at
+        self.merged += n
+        # the windows' closes and the partition's progress, in the elements' order
+        lim = self._limits(np.maximum(wm_with, p_before))
+        sa = order[ok[order]]  # accepted elements by series, then order
+        lim_s = lim[sa]
+        ca = codes[sa]
+        rise = np.ones(len(sa), bool)
+        rise[1:] = (ca[1:] != ca[:-1]) | (lim_s[1:] > lim_s[:-1])
+        rise &= lim_s > cu0[ca]  # (a series' bound only rises: at or below its first, no close)
+        adv = acc_idx[typ[acc_idx] > p_before[acc_idx]]
+        at = np.concatenate([sa[rise], adv])
+        what = np.concatenate([ca[rise], np.full(len(adv), -1)])
+        value = np.concatenate([lim_s[rise], typ[adv]])
+        by_time = np.lexsort((what < 0, at))  # a row's own close, then the progress it brings
+        close, advance = self._close_series, self._advance
+        for c, x in zip(what[by_time].tolist(), value[by_time].tolist(), strict=True):
+            if c < 0:
+                advance(x)
+            else:
+                s = uniq[c]
+                if x > closed_until[s]:
+                    close(s, x)
+        return bad
+
+    def _limits(self, t: np.ndarray) -> np.ndarray:
+        """:meth:`_limit` of each of ``t``."""
+        return np.floor(t / self.step) * self.step - self.lateness * self.step
+
+    def _group_merge(self, acc_idx: np.ndarray, codes: np.ndarray, starts: np.ndarray, uniq: list[str],
+                     cols: tuple[np.ndarray, ...], kind: str
+                     ) -> list[tuple[str, float, Acc]] | None:
+        """Merge the accepted elements into their windows, one update per (series, window): the
+        windows open already updated in place, the new ones returned as (series, start, acc); None
+        (nothing changed) if a window's count could pass MAX_COUNT."""
+        ts, interval, count, total, lo, hi, refs = cols
+        if not len(acc_idx):
+            return []
+        c = codes[acc_idx]
+        widx = np.floor(ts[acc_idx] / self.step)
+        w0 = widx.min()
+        width = int(widx.max() - w0) + 1
+        key = c * width + (widx - w0).astype(np.int64)
+        _, first, inv = np.unique(key, return_index=True, return_inverse=True)
+        g = len(first)
+        if np.bincount(inv, weights=count[acc_idx].astype(float), minlength=g).max() > 2.0**52:
+            return None
+        g_series = c[first].tolist()
+        g_start = starts[acc_idx][first].tolist()
+        open_ = self.open
+        found: list[Acc | None] = []
+        for sc, st in zip(g_series, g_start, strict=True):
+            wins = open_.get(uniq[sc])
+            found.append(wins.get(st) if wins is not None else None)
+        have = np.fromiter((a is not None for a in found), bool, g)
+        cnt = np.zeros(g, np.int64)
+        sums = np.full(g, -0.0)
+        mins = np.full(g, math.inf)
+        maxs = np.full(g, -math.inf)
+        if have.any():
+            old = [a for a in found if a is not None]
+            cnt[have] = [a[0] for a in old]
+            if (cnt[have].astype(float) + np.bincount(inv, weights=count[acc_idx].astype(float),
+                                                      minlength=g)[have]).max() > 2.0**52:
+                return None
+            sums[have] = [a[1] for a in old]
+            mins[have] = [a[2] for a in old]
+            maxs[have] = [a[3] for a in old]
+        np.add.at(cnt, inv, count[acc_idx])
+        np.add.at(sums, inv, total[acc_idx])
+        np.minimum.at(mins, inv, lo[acc_idx])
+        np.maximum.at(maxs, inv, hi[acc_idx])
+        g_ref = refs[acc_idx][first].tolist()
+        created: list[tuple[str, float, Acc]] = []
+        for a, sc, st, n_, s_, l_, h_, ref in zip(found, g_series, g_start, cnt.tolist(), sums.tolist(),
+                                                  mins.tolist(), maxs.tolist(), g_ref, strict=True):
+            if a is not None:
+                a[0], a[1], a[2], a[3] = n_, s_, l_, h_
+            else:
+                created.append((uniq[sc], st, [n_, s_, l_, h_, ref]))
+        return created
 
     def close_all(self) -> list[Point]:
         """Close every open window now (the end of a replay) and return the points."""

@@ -70,3 +70,66 @@ def test_batches_respect_the_series_partition(broker, prefix):
         body = orjson.loads(raw)
         for a in body if isinstance(body, list) else [body]:
             assert (murmur2(a["series"].encode()) & 0x7FFFFFFF) % 4 == part
+
+
+def test_columnar_batches_carry_the_same_aggregates_on_the_series_partition(broker, prefix):
+    """columnar=True: the same aggregates as the row format, as columnar batches (read back by the
+    worker's parser), each on its series' partition, several series to a message."""
+    import asyncio
+
+    from aiokafka import AIOKafkaConsumer, TopicPartition
+
+    from streams import records
+
+    settings = Settings(topic_prefix=prefix)
+    topics = Topics.from_settings(settings)
+    ensure_topics(broker, topics.all(), 4)
+    series = [f"svc{i}/requests" for i in range(300)]
+    with AggregatingProducer(broker, interval=1.0, flush_every=0, settings=settings, columnar=True) as p:
+        for t in range(3):
+            for s in series:
+                p.record_event(s, 1000.0 + t + 0.5, count=7)
+        p.record_metric("svc0/cpu", 0.25, 1000.0)
+        p.record_metric("svc0/cpu", 0.75, 1000.2)
+    sent = p.sent_messages  # closing flushed everything
+
+    async def read():
+        c = AIOKafkaConsumer(bootstrap_servers=broker, auto_offset_reset="earliest", enable_auto_commit=False)
+        await c.start()
+        c.assign([TopicPartition(t, q) for t in (topics.events, topics.metrics) for q in range(4)])
+        seen = []
+        for _ in range(40):
+            for tp, ms in (await c.getmany(timeout_ms=300)).items():
+                seen += [(tp.topic, tp.partition, m.value) for m in ms]
+            if len(seen) >= sent:
+                break
+        await c.stop()
+        return seen
+
+    got: dict[tuple[str, float], int] = {}
+    seen = asyncio.run(read())
+    assert len(seen) == sent < 300 * 3 / 2, "several series' aggregates share a message"
+    for topic, part, raw in seen:
+        cols = records.read_input(raw)
+        assert isinstance(cols, records.InputColumns) and cols.dead is None
+        assert (cols.interval == 1.0).all()
+        for s, ts, n in zip(cols.series, cols.ts.tolist(), cols.count.tolist(), strict=True):
+            assert (murmur2(s.encode()) & 0x7FFFFFFF) % 4 == part
+            if topic == topics.metrics:
+                assert (s, n, cols.sum.tolist(), cols.min.tolist(), cols.max.tolist()) == (
+                    "svc0/cpu", 2, [1.0], [0.25], [0.75])
+            got[(s, ts)] = got.get((s, ts), 0) + n
+    assert got == {**{(s, 1000.0 + t): 7 for s in series for t in range(3)}, ("svc0/cpu", 1000.0): 2}
+
+
+def test_columnar_batches_are_cut_by_size():
+    from streams.producer import MAX_COLUMNAR_BATCH, MAX_COLUMNAR_BYTES
+
+    aggs = [{"series": "x" * 1000, "ts": 0.0, "count": 1, "sum": 0.0} for _ in range(300)]
+    chunks = AggregatingProducer._columnar_chunks(aggs)
+    assert sum(map(len, chunks)) == 300 and len(chunks) > 1
+    from streams import records
+
+    assert all(len(records.columnar_message(c, 1.0)) <= MAX_COLUMNAR_BYTES for c in chunks)
+    short = [{"series": "s", "ts": 0.0, "count": 1, "sum": 0.0}] * (MAX_COLUMNAR_BATCH + 1)
+    assert [len(c) for c in AggregatingProducer._columnar_chunks(short)] == [MAX_COLUMNAR_BATCH, 1]

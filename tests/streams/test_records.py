@@ -5,6 +5,8 @@ import math
 import numpy as np
 import orjson
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from detectors.forecast import Forecast, ForecastPoint
 from scaler.decision import Decision, Reason
@@ -460,3 +462,94 @@ def test_columnar_points_of_wrong_types_are_each_dead_letters_never_exceptions()
     assert not m.items and m.dead is None
     m = records.parse_points(b'{"series": ["a"], "start": 5, "end": 15, "value": 2, "min": 1}')
     assert list(m.items) == [records.Point("a", 5.0, 15.0, 0, 0.0, 1.0, -math.inf, 2.0)], "scalars repeated"
+
+
+def _as_columns(elements, interval_scalar=None):
+    """The columnar batch holding ``elements`` (dicts): one column per field any of them has,
+    null where one lacks it; and the row objects the batch's elements stand for."""
+    keys = [k for k in records.INPUT_COLUMNS if any(k in e for e in elements)]
+    if "series" not in keys:
+        keys.insert(0, "series")
+    cols = {k: [e.get(k) for e in elements] for k in keys}
+    if interval_scalar is not None:
+        cols["interval"] = interval_scalar
+    rows = [{k: (v[i] if isinstance(v, list) else v) for k, v in cols.items()} for i in range(len(elements))]
+    return cols, rows
+
+
+def _check_columns_as_rows(cols, rows):
+    import json
+
+    raw = json.dumps(cols).encode()
+    c = records.parse_input_message(raw)
+    assert isinstance(c, records.InputColumns)
+    r = records.parse_input_rows(json.dumps(rows).encode())
+    assert c.rows() == r.items, raw
+    assert all(type(v) is type(x) for a, b in zip(c.rows(), r.items, strict=True)
+               for v, x in zip(a, b, strict=True)), raw
+    assert c.index.tolist() == r.index, raw
+    assert (c.dead is None) == (r.dead is None), raw
+    if r.dead is not None:
+        assert (c.dead.reasons, c.dead.ranges, c.dead.raw(), c.dead.error) == (
+            r.dead.reasons, r.dead.ranges, r.dead.raw(), r.dead.error), raw
+    fast = records.read_input(raw)
+    if fast is not None:  # orjson read it (no NaN literals): the same result
+        assert fast.rows() == c.rows() and fast.index.tolist() == c.index.tolist()
+    return c
+
+
+def test_columnar_batches_parse_as_the_rows_they_stand_for():
+    """A columnar batch's element i is the object of every column's i-th entry: accepted,
+    rejected and explained exactly as that object in the row format."""
+    dicts = [e for e in _EDGE_ELEMENTS if isinstance(e, dict)]
+    aggregates = [e for e in dicts if "count" in e]
+    good = [{"series": f"s{i}", "ts": 1700000000 + i, "count": i, "sum": i * 0.5, "min": 0.0, "max": i}
+            for i in range(50)]
+    cases = [_as_columns(dicts), _as_columns(aggregates), _as_columns(good), _as_columns(good, 1.0),
+             _as_columns(good + aggregates + good, 2), _as_columns(aggregates, 86401),
+             _as_columns([dict(e, sum=float("nan")) for e in good[:3]]),
+             _as_columns([dict(e, ts=True) for e in good[:3]] + good[:2]),
+             _as_columns([{"series": "a", "ts": 5, "count": 2**53, "sum": 2**53}]),
+             _as_columns([{"series": "a", "ts": 5, "count": 3, "sum": 2**53 + 1, "min": 1e30}]),
+             _as_columns([{"series": "a", "ts": 5, "count": 3, "sum": 1e30, "max": 1e30},
+                          {"series": "a", "ts": 5, "count": 3, "sum": 1e31}])]
+    accepted = rejected = 0
+    for cols, rows in cases:
+        c = _check_columns_as_rows(cols, rows)
+        accepted += len(c)
+        rejected += c.dead.count if c.dead else 0
+    assert accepted > 100 and rejected > 20, "both kinds exercised"
+    # the common shape takes the vectorised path whole
+    c = records.read_input(records.columnar_message(good, 1.0))
+    assert isinstance(c, records.InputColumns) and len(c) == 50 and c.dead is None
+
+
+def test_a_columnar_batch_of_ragged_columns_is_dead_lettered_whole():
+    raw = b'{"series": ["a", "b"], "ts": [1, 2], "count": [1]}'
+    c = records.read_input(raw)
+    assert len(c) == 0 and c.dead.reason == "bad_type" and c.dead.raw() == raw
+    assert "column 'count'" in c.dead.error
+    c = records.read_input(b'{"series": ["a"], "ts": 5}')
+    assert len(c) == 0 and c.dead.reason == "bad_type"
+    # an older worker's parser (the row format) refuses the whole batch too: bad_type
+    assert parse_input(b'{"series": ["a"], "ts": [5], "count": [1]}').dead.reason == "bad_type"
+
+
+_col_numbers = st.one_of(st.integers(-(2**53) - 2, 2**53 + 2), st.floats(allow_nan=True, allow_infinity=True),
+                        st.sampled_from([1e30, -1e30, 1e31, 2**60, 0.0, -0.0]), st.none(), st.booleans(),
+                        st.just([1]))
+fuzz_columns = settings(max_examples=300, deadline=None, suppress_health_check=list(HealthCheck))
+
+
+@fuzz_columns
+@given(st.lists(st.fixed_dictionaries(
+    {"series": st.one_of(st.sampled_from(["a", "b/c", "", "x\n", "\ud800"]), st.none(), st.integers(0, 2)),
+     "ts": st.one_of(st.floats(-10, 5e9, allow_nan=False), st.integers(-5, 2**63 - 1), st.none(),
+                     st.booleans(), st.just("2024-01-01T00:00:00Z"))},
+    optional={"count": st.one_of(st.integers(-2, 2**53 + 2), st.floats(0, 10), st.none(), st.booleans()),
+              "interval": st.one_of(st.floats(-1, 90000), st.integers(-1, 90000), st.none(), st.just("1")),
+              "sum": _col_numbers, "min": _col_numbers, "max": _col_numbers}), min_size=1, max_size=12),
+    st.one_of(st.none(), st.sampled_from([0, 1.0, 86400, 86401, -1, True])))
+def test_property_columnar_elements_parse_as_rows(elements, interval):
+    cols, rows = _as_columns(elements, interval)
+    _check_columns_as_rows(cols, rows)

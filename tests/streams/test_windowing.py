@@ -409,3 +409,149 @@ def test_series_share_one_float_per_window_start():
         w.add(agg("d", 200.0 + 10 * i, count=1), "events")
     assert len(w._starts) <= windowing.MAX_SHARED_STARTS + 1
     assert [(p.start, p.count) for p in w.close_all() if p.series == "a"][:2] == [(100.0, 1), (110.0, 1)]
+
+
+# -- columnar batches: Windower.add_columns is add_rows, element for element ----------------
+
+import numpy as np  # noqa: E402
+
+from streams.budget import SeriesBudget  # noqa: E402
+
+
+def _columns(rows):
+    """rows (series, ts, interval, count, sum, min, max) as add_columns' arrays."""
+    if not rows:
+        return [], *(np.empty(0) for _ in range(6))
+    series, ts, iv, count, total, lo, hi = zip(*rows, strict=True)
+    return (list(series), np.array(ts, float), np.array(iv, float), np.array(count, np.int64),
+            np.array(total, float), np.array(lo, float), np.array(hi, float))
+
+
+def _state(w: Windower):
+    return (w.open, w.closed_until, w.wm, w.kinds, w.last_data, list(w.recent.items()), w.adds,
+            w.typical, w._typical_at, w.progress, w.floor, sorted(w._heap), sorted(w._refs))
+
+
+def _same_as_rows(batches, step, lateness, max_future, limit, kind="events"):
+    """Feed the same batches to two windowers, by rows and by columns (each with its own series
+    budget of ``limit``): the same rejections, points, safe offsets and state after every batch."""
+    a = Windower(step, lateness, max_future)
+    b = Windower(step, lateness, max_future)
+    budget_a, budget_b = SeriesBudget(limit), SeriesBudget(limit)
+    for rows, refs in batches:
+        bad_a = a.add_rows(rows, kind, refs, admit=lambda s: budget_a.admit(s, 0.0))
+        bad_b = b.add_columns(*_columns(rows), np.array(refs, np.int64), kind,
+                              admit=lambda s: budget_b.admit(s, 0.0))
+        assert [(k, e and e.reason, e and e.error) for k, e in bad_a] == [
+            (k, e and e.reason, e and e.error) for k, e in bad_b]
+        assert a.close_ready() == b.close_ready()
+        assert a.min_needed() == b.min_needed()
+        assert _state(a) == _state(b)
+        assert budget_a.refused == budget_b.refused and budget_a.last == budget_b.last
+    assert a.close_all() == b.close_all()
+    return b
+
+
+@st.composite
+def column_batches(draw):
+    """Batches of a partition's traffic: many series moving on together (the steady state the
+    group-by takes), with late, early, bad-interval and overflowing elements and new series,
+    cut into batches of messages (each message's elements share an offset)."""
+    n_series = draw(st.integers(2, 12))
+    names = [f"s{i}" for i in range(n_series)]
+    rare = draw(st.sampled_from([8, 30, 300]))  # one perturbation in about rare / 6 elements
+    t = 1000.0
+    rows = []
+    for _ in range(draw(st.integers(1, 40))):
+        t += draw(st.sampled_from([0.0, 1.0, 2.5, 7.0]))
+        for s in names[: draw(st.integers(1, n_series))]:
+            ts = t + draw(st.floats(0, 3))
+            kind = draw(st.integers(0, rare))
+            if kind == 0:
+                ts -= draw(st.floats(0, 80))  # late, or within the lateness
+            elif kind == 1:
+                ts += draw(st.sampled_from([200.0, 900.0, 5000.0]))  # ahead of the typical time
+            elif kind == 2:
+                s = f"new{draw(st.integers(0, 30))}"
+            count = draw(st.integers(0, 5)) if kind != 3 else 2**52 + 1
+            iv = 1.0 if kind != 4 else 100.0
+            lo = draw(st.floats(-5, 5))
+            rows.append((s, ts, iv, count, lo * count, lo, lo + draw(st.floats(0, 2))))
+    batches, i, ref = [], 0, 0
+    while i < len(rows):
+        k = draw(st.integers(1, 60))
+        part = rows[i:i + k]
+        refs = []
+        for _ in part:
+            refs.append(ref)
+            if draw(st.integers(0, 3)) == 0:
+                ref += 1
+        ref += 1
+        batches.append((part, refs))
+        i += k
+    return batches
+
+
+@fuzz
+@given(column_batches(), st.sampled_from([5.0, 10.0]), st.integers(0, 2), st.sampled_from([60.0, 600.0]),
+       st.integers(3, 40))
+def test_property_columns_window_as_rows(batches, step, lateness, max_future, limit):
+    """add_columns gives add_rows' points, dead letters (positions, reasons, texts), safe
+    offsets, series budget and windower state, batch after batch."""
+    _same_as_rows(batches, step, lateness, max_future, limit)
+
+
+def test_columns_of_steady_traffic_take_the_group_by():
+    names = [f"svc{i}" for i in range(50)]
+    batches, ref = [], 0
+    for second in range(0, 200, 20):
+        rows = [(s, 1000.0 + second + j + 0.5, 1.0, 3, 3.0, 1.0, 1.0) for j in range(20) for s in names]
+        batches.append((rows, [ref + k // 100 for k in range(len(rows))]))
+        ref += len(rows)
+    for kind in ("events", "metrics"):
+        b = _same_as_rows(batches, 10.0, 1, 600.0, 1000, kind)
+        total = sum(len(r) for r, _ in batches)
+        assert b.merged >= total - 2 * 50 * 20, "all but the first batch's are merged by the group-by"
+
+
+@pytest.mark.parametrize("seed", range(40))
+def test_columns_window_as_rows_in_large_batches(seed):
+    """Seeded streams of up to 300 series in batches of up to 3,000 elements (the window agent's
+    calls are large): series going quiet and coming back, jumps of the partition's time, rare
+    late, early, bad-interval and new-series elements; events and metrics; a series limit."""
+    import random
+
+    rng = random.Random(seed)
+    names = [f"s{i}" for i in range(rng.choice([2, 10, 50, 300]))]
+    p_bad = rng.choice([0.0, 0.0005, 0.005, 0.05])
+    quiet = set(rng.sample(names, k=len(names) // 5))
+    step = rng.choice([1.0, 5.0, 10.0])
+    t0, rows = 1000.0, []
+    for tick in range(rng.randint(5, 60)):
+        t0 += rng.choice([0.0, 0.5, 1.0, 3.0, 20.0 if rng.random() < 0.05 else 1.0])
+        for s in names:
+            if s in quiet and tick > 10 and (tick // 10) % 2:
+                continue
+            ts, iv, r = t0 + rng.random(), 1.0, rng.random()
+            if r < p_bad:
+                ts -= rng.uniform(0, 10 * step)
+            elif r < 2 * p_bad:
+                ts += rng.choice([200.0, 900.0])
+            elif r < 3 * p_bad:
+                iv = 100.0
+            elif r < 4 * p_bad:
+                s = f"new{rng.randint(0, 50)}"
+            count, lo = rng.randint(0, 5), rng.uniform(-5, 5)
+            rows.append((s, ts, iv, count, lo * count, lo, lo + rng.random()))
+    batches, i, ref = [], 0, 0
+    while i < len(rows):
+        k = rng.choice([1, 50, 500, 3000])
+        part, refs = rows[i:i + k], []
+        for _ in part:
+            refs.append(ref)
+            ref += rng.random() < 0.01
+        ref += 1
+        batches.append((part, refs))
+        i += k
+    _same_as_rows(batches, step, rng.randint(0, 3), rng.choice([60.0, 600.0]), rng.choice([5, 100_000]),
+                  rng.choice(["events", "metrics"]))
