@@ -63,6 +63,8 @@ def test_a_columnar_batch_dead_letters_its_bad_and_late_elements_as_rows(broker,
     assert "bad_value" in mixed_dl["error"] and "bad_series" in mixed_dl["error"] and "late" in mixed_dl["error"]
     rows = orjson.loads(base64.b64decode(mixed_dl["raw_b64"]))
     assert [r["ts"] for r in rows] == [T0 + 61, T0 + 61, T0 + 3], "the bad elements, as row objects"
-    points = read_topic(broker, f"{prefix}.points", lambda ms: any(m["start"] == T0 + 40 for m in ms))
+    # the series' time is at T0 + 62: with two windows of lateness, the windows up to T0 + 30 close
+    points = read_topic(broker, f"{prefix}.points", lambda ms: any(m["start"] == T0 + 30 for m in ms))
     first = {m["start"]: m["count"] for m in points}
+    assert T0 + 30 in first, "the windows the batches closed were published"
     assert first[T0] == 20, "the late element is not merged"
