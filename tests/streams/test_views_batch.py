@@ -134,7 +134,9 @@ def test_the_batch_path_serves_and_snapshots_what_the_per_series_path_did(tmp_pa
             for store in (old, new):
                 store.evict(s)
         assert sorted(new.series) == sorted(old.series)
-        for s in old.series:
+        # the batch's series every batch, every series every 25 batches (a view changes only when
+        # it is updated, evicted, restored, or its history file refuses, checked at batch 300)
+        for s in (old.series if batch % 25 == 0 or batch == 399 else old.series.keys() & set(args[0])):
             assert shown(new, s) == shown(old, s), (batch, s)
         assert gauges(new) == gauges(old)
     assert 0 < len(old.selector.exported) == len(new.selector.exported) == 6

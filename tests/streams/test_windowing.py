@@ -205,6 +205,10 @@ from streams.records import parse_input  # noqa: E402
 
 FUZZ = int(os.environ.get("FORESIGHT_FUZZ_EXAMPLES", "1000"))
 fuzz = settings(max_examples=FUZZ, deadline=None, suppress_health_check=list(HealthCheck))
+#: the columnar property test's examples are ~20 ms each (batches of up to a few hundred
+#: elements, both paths): fewer by default; FORESIGHT_FUZZ_EXAMPLES (make chaos) sets it too
+fuzz_columns = settings(max_examples=int(os.environ.get("FORESIGHT_FUZZ_EXAMPLES", "300")), deadline=None,
+                        suppress_health_check=list(HealthCheck))
 
 
 def ref_series_ok(s) -> bool:
@@ -492,7 +496,7 @@ def column_batches(draw):
     return batches
 
 
-@fuzz
+@fuzz_columns
 @given(column_batches(), st.sampled_from([5.0, 10.0]), st.integers(0, 2), st.sampled_from([60.0, 600.0]),
        st.integers(3, 40))
 def test_property_columns_window_as_rows(batches, step, lateness, max_future, limit):
