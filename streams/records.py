@@ -492,13 +492,23 @@ def fast_rows(raw: bytes) -> list[Row] | None:
     >>> fast_rows(b'[{"series": "a", "ts": 5}, {"series": "a"}]') is None
     True
     """
+    obj = _small_json(raw)
+    return None if obj is _NOT_READ else _fast_obj_rows(obj)
+
+
+#: :func:`_small_json`'s answer for a message too large or not JSON
+_NOT_READ = object()
+
+
+def _small_json(raw: bytes) -> Any:
+    """``raw`` decoded, or :data:`_NOT_READ` if it is over MAX_MESSAGE_BYTES or not JSON (the
+    fast reads leave those to the full parsers, which say why)."""
     if len(raw) > MAX_MESSAGE_BYTES:
-        return None
+        return _NOT_READ
     try:
-        obj = orjson.loads(raw)
+        return orjson.loads(raw)
     except orjson.JSONDecodeError:
-        return None
-    return _fast_obj_rows(obj)
+        return _NOT_READ
 
 
 def _fast_obj_rows(obj: Any) -> list[Row] | None:
@@ -815,11 +825,8 @@ def _parse_columns(obj: dict[str, Any], raw: bytes) -> InputColumns:
 def read_input(raw: bytes) -> list[Row] | InputColumns | None:
     """The window agent's read of an input message: a columnar batch's :class:`InputColumns`,
     the rows of a message :func:`fast_rows` reads, else None (then :func:`parse_input_rows`)."""
-    if len(raw) > MAX_MESSAGE_BYTES:
-        return None
-    try:
-        obj = orjson.loads(raw)
-    except orjson.JSONDecodeError:
+    obj = _small_json(raw)
+    if obj is _NOT_READ:
         return None
     if is_columnar(obj):
         return parse_input_columns(obj, raw)

@@ -284,12 +284,6 @@ class Models:
         new_step = est.observe(t, value)
         if new_step is None or new_step == cached.step:
             return cached
-        return self._restep(series, cached, est, new_step)
-
-    def _restep(self, series: str, cached: Cached, est: StepEstimator, new_step: float) -> Cached:
-        """The series' estimator says ``new_step``: a model at that step learns its kept points
-        again and takes over (:meth:`at_own_step`)."""
-        ctx = self.ctx
         p, h = model_shape(ctx.settings, new_step)
         model = make_series_model(new_step, p, h, ctx.settings.anomaly_threshold)
         for ts, v in est.replay()[:-1]:
@@ -368,19 +362,16 @@ class Models:
         missing = [s for s in names if s not in held]
         if missing:
             self.restore(dict.fromkeys(missing))
-        # a series' k-th point in the batch goes into the k-th round of bank updates
-        n = len(names)
-        if len(set(names)) == n:  # the window agent's batches: every series once, one round
-            rounds: list[list[int]] = [list(range(n))] if n else []
-        else:
-            rounds = [[]]
-            seen: dict[str, int] = {}
-            for k, series in enumerate(names):
-                r = seen.get(series, 0)
-                seen[series] = r + 1
-                if r == len(rounds):
-                    rounds.append([])
-                rounds[r].append(k)
+        # a series' k-th point in the batch goes into the k-th round of bank updates (the window
+        # agent's batches: every series once, one round)
+        rounds: list[list[int]] = [[]]
+        seen: dict[str, int] = {}
+        for k, series in enumerate(names):
+            r = seen.get(series, 0)
+            seen[series] = r + 1
+            if r == len(rounds):
+                rounds.append([])
+            rounds[r].append(k)
         starts, values = points.start.tolist(), points.value.tolist()
         for ks in rounds:
             self._round(points, starts, values, ks, partition, out)
@@ -390,7 +381,7 @@ class Models:
                partition: int, out: Learnt) -> None:
         """Points ``ks`` (one per series) grouped by bank, each group one bank update
         (``starts``/``values``: the points' columns as lists)."""
-        held, steps, names = self.ctx.state.models, self.ctx.state.steps, points.series
+        held, names = self.ctx.state.models, points.series
         groups: dict[int, tuple[SeriesBank, list[int], list[Cached]]] = {}
         bank: SeriesBank | None = None
         gk: list[int] = []
@@ -401,13 +392,7 @@ class Models:
                 cached = held.get(series) or self.model_for(series)
                 if cached.model is not None:
                     self.checkin(series)
-                est = steps.get(series)
-                if est is None:
-                    cached = self.at_own_step(series, cached, starts[k], values[k])
-                else:  # at_own_step's common case inline: the estimator says the same step
-                    new_step = est.observe(starts[k], values[k])
-                    if new_step is not None and new_step != cached.step:
-                        cached = self._restep(series, cached, est, new_step)
+                cached = self.at_own_step(series, cached, starts[k], values[k])
             except Exception as exc:  # noqa: BLE001 - one point never stops the others
                 out.errors[k] = exc
                 continue
