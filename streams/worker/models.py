@@ -4,7 +4,9 @@
   ``anomalies`` (models checkpointed, signed, to the ``models`` table every N
   updates and at most every :data:`CHECKPOINT_MIN_SECONDS`, the series' view to
   ``series_view``; the checkpoints are handed to the producer before the points
-  message is acknowledged);
+  message that made them due is acknowledged, but off the forecasts' path: once
+  the agent is idle, or within :data:`CHECKPOINT_DEFER_SECONDS`, see
+  :class:`PendingCheckpoints`);
 - history agent: ``history`` -> backfilled windows learnt in event time
   (:mod:`streams.history`), receipts to ``history.learnt``.
 
@@ -91,6 +93,17 @@ INITIAL_ROWS = 1024
 #: held back is checkpointed at its next staggered turn once free (within ``checkpoint_every``
 #: updates), so the series of a backlog are not all checkpointed in one window after it.
 CHECKPOINT_MIN_SECONDS = 30.0
+#: seconds the model agent has had no points message to learn before the checkpoints due are
+#: written (:class:`PendingCheckpoints`): a window's points arrive together, and their
+#: forecasts should not wait behind checkpoints of the same window's series
+CHECKPOINT_IDLE_SECONDS = 0.2
+#: seconds a due checkpoint waits at most (a busy agent: a backlog, or more series than one
+#: window's time holds): then the agent writes the checkpoints due before its next message
+CHECKPOINT_DEFER_SECONDS = 5.0
+#: points messages held unacknowledged at most for their checkpoints (then written at once)
+CHECKPOINT_HELD_MESSAGES = 1_000
+#: series checkpointed in one go before the event loop runs again
+CHECKPOINT_CHUNK = 2_000
 #: how long the first look at a points partition waits for where it starts, and how long
 #: reading the records a gap skipped waits for them (:meth:`Models._read_range`)
 START_OFFSET_TIMEOUT_SECONDS = 10.0
@@ -103,10 +116,75 @@ class Learnt:
     raised, if any; and the anomaly messages (key, body) to send."""
 
     forecasts: list[records.ForecastColumns] = field(default_factory=list)
-    #: series due for a checkpoint (written once the forecasts are sent: :meth:`Models.checkpoint_due`)
+    #: series due for a checkpoint (written once the forecasts are sent: :class:`PendingCheckpoints`)
     due: dict[str, Cached] = field(default_factory=dict)
     errors: dict[int, Exception] = field(default_factory=dict)
     anomalies: list[tuple[bytes, bytes]] = field(default_factory=list)
+
+
+@dataclass
+class PendingCheckpoints:
+    """The checkpoints due but not written yet, and the points messages whose acknowledgement
+    waits for them.
+
+    A points message's forecasts go out as soon as it is learnt. The checkpoints it made due
+    (a series' every ``checkpoint_every`` updates) are written once the model agent is idle
+    (:data:`CHECKPOINT_IDLE_SECONDS` without a message to learn: a window's points arrive
+    together, so after the window's forecasts), or before the agent's next message once the
+    oldest has waited :data:`CHECKPOINT_DEFER_SECONDS` or :data:`CHECKPOINT_HELD_MESSAGES`
+    messages are held. A message that made none due is acknowledged at once; one that did once
+    its checkpoints are handed to the producer. The committed offset is the acknowledged prefix
+    of a partition, so it never passes a message whose checkpoints are not written, as when they
+    were written before its acknowledgement. A rebalance forgets both: the held messages are
+    delivered again to the partition's next owner, which learns them again from the checkpoints
+    before (nothing more than ``checkpoint_every - 1`` windows a series lost, as before).
+
+    >>> p = PendingCheckpoints()
+    >>> p.add({}, 0, now=1.0), p.add({"a": "cached"}, 3, now=2.0), p.idle(now=2.1), p.idle(now=2.2)
+    (False, True, False, True)
+    >>> p.busy = True
+    >>> p.idle(now=9.0), p.overdue(now=6.9), p.overdue(now=7.0)
+    (False, False, True)
+    >>> p.take(), p.due, p.overdue(now=99.0)
+    (({'a': ('cached', 3)}, []), {}, False)
+    """
+
+    #: series -> (its models, its points partition), in the order they came due
+    due: dict[str, tuple[Any, int]] = field(default_factory=dict)
+    #: (stream, event) of the points messages to acknowledge once ``due`` is written
+    held: list[tuple[Any, Any]] = field(default_factory=list)
+    #: monotonic time the oldest of ``due`` came due
+    since: float = math.inf
+    #: monotonic time the agent last finished a message, and whether it is on one now
+    last_done: float = -math.inf
+    busy: bool = False
+    #: a write of checkpoints is under way (its ``due`` and ``held`` taken out of these)
+    writing: bool = False
+
+    def add(self, due: dict[str, Any], partition: int, now: float) -> bool:
+        """Series of ``partition`` came due at ``now``; whether there were any."""
+        if not due:
+            return False
+        if not self.due:
+            self.since = now
+            self.last_done = now
+        self.due.update((series, (cached, partition)) for series, cached in due.items())
+        return True
+
+    def idle(self, now: float) -> bool:
+        """Something to write or acknowledge, and no message learnt for CHECKPOINT_IDLE_SECONDS."""
+        return bool(self.due or self.held) and not self.busy and now - self.last_done >= CHECKPOINT_IDLE_SECONDS
+
+    def overdue(self, now: float) -> bool:
+        """The oldest due has waited CHECKPOINT_DEFER_SECONDS, or too many messages are held."""
+        return bool(self.due) and (now - self.since >= CHECKPOINT_DEFER_SECONDS
+                                   or len(self.held) >= CHECKPOINT_HELD_MESSAGES)
+
+    def take(self) -> tuple[dict[str, tuple[Any, int]], list[tuple[Any, Any]]]:
+        """What is due and held, now out of these (to write, or forgotten at a rebalance)."""
+        due, held = self.due, self.held
+        self.due, self.held, self.since = {}, [], math.inf
+        return due, held
 
 
 class Models:
@@ -125,6 +203,10 @@ class Models:
         #: none known); a point not after it is not learnt again (:meth:`_update`)
         self._learnt: weakref.WeakKeyDictionary[SeriesBank, np.ndarray] = weakref.WeakKeyDictionary()
         self._rl = RateLimitedLog(log, interval=60.0)
+        #: checkpoints due, and the messages waiting for them (:class:`PendingCheckpoints`)
+        self.pending = PendingCheckpoints()
+        #: whether the message the agent is on made checkpoints due
+        self._made_due = False
 
     # -- banks and rows ----------------------------------------------------
     def _factory(self, step: float) -> tuple[BankKey, Any]:
@@ -515,21 +597,58 @@ class Models:
                      "again (at-least-once delivery), e.g. series %s window %s (learnt up to %s)",
                      len(ks), points.series[k][:100], float(points.start[k]), float(marks[rows[0]]))
 
-    async def checkpoint_due(self, out: Learnt, partition: int) -> None:
-        """Checkpoint the models and views of the series ``learn`` found due, as they are now:
-        called once the message's forecasts are sent, so that the checkpoints' cost (and their
-        bytes) never delays a forecast. A series no longer held as it was (a rebalance, an
-        eviction or the history learner since) is skipped: it is checkpointed by whoever holds
-        it, or at its next update (its count is not reset)."""
+    # -- checkpoints, off the forecasts' path (PendingCheckpoints) --------------
+    def started(self) -> None:
+        """The agent is on a points message (the idle timer writes no checkpoints meanwhile)."""
+        self.pending.busy = True
+        self._made_due = False
+
+    async def finished(self, stream: Any, event: Any) -> None:
+        """The agent is done with ``event`` (learnt, or dead-lettered): acknowledge it now if it
+        made no checkpoint due, else once they are written; write them now if overdue."""
+        pending, now = self.pending, time.monotonic()
+        pending.busy, pending.last_done = False, now
+        if self._made_due:
+            pending.held.append((stream, event))
+        else:
+            await stream.ack(event)
+        if pending.overdue(now) and not pending.writing:
+            await self.write_due()
+
+    async def write_due(self) -> None:
+        """Write the checkpoints due (:meth:`_save`, :data:`CHECKPOINT_CHUNK` series at a time),
+        as the models are now, then acknowledge the messages that waited for them. A series no
+        longer held as it was (a rebalance, an eviction or the history learner since) is
+        skipped: it is checkpointed by whoever holds it, or at its next update (its count is not
+        reset). A write that fails is logged and counted; its series come due again."""
+        pending = self.pending
+        if pending.writing:
+            return
+        pending.writing, revocations = True, self._revocations
+        due, held = pending.take()
+        try:
+            items = list(due.items())
+            for at in range(0, len(items), CHECKPOINT_CHUNK):
+                await self._write_checkpoints(items[at:at + CHECKPOINT_CHUNK])
+        except Exception:  # noqa: BLE001 - the forecasts are out: the checkpoints come at the next turn
+            self.ctx.metrics.processing_errors.labels("model").inc()
+            log.exception("model: writing the checkpoints of %d series failed", len(due))
+        finally:
+            pending.writing = False
+        if revocations == self._revocations:  # else: delivered again to the partitions' next owners
+            for stream, event in held:
+                await stream.ack(event)
+
+    async def _write_checkpoints(self, items: list[tuple[str, tuple[Cached, int]]]) -> None:
         held = self.ctx.state.models
-        groups: dict[int, tuple[SeriesBank, float, list[Cached], list[tuple[bytes, Any]]]] = {}
-        for series, cached in out.due.items():
+        groups: dict[tuple[int, int], tuple[SeriesBank, float, int, list[Cached], list[tuple[bytes, Any]]]] = {}
+        for series, (cached, partition) in items:
             if held.get(series) is not cached or cached.model is not None or not cached.since_checkpoint:
                 continue
-            g = groups.setdefault(id(cached.bank), (cached.bank, cached.step, [], []))
-            g[2].append(cached)
-            g[3].append((series.encode(), self.ctx.store.series.get(series)))
-        puts = [p for bank, step, cacheds, views in groups.values()
+            g = groups.setdefault((id(cached.bank), partition), (cached.bank, cached.step, partition, [], []))
+            g[3].append(cached)
+            g[4].append((series.encode(), self.ctx.store.series.get(series)))
+        puts = [p for bank, step, partition, cacheds, views in groups.values()
                 for p in self._save(bank, step, cacheds, views, partition)]
         await self.ctx.changelog.write(self.ctx.app.producer, puts)
 
@@ -664,6 +783,7 @@ class Models:
         """Partitions were revoked: start offsets looked up before are stale."""
         self._revocations += 1
         self._starts.clear()
+        self.pending.take()  # the held messages are delivered again to the partitions' next owners
 
     async def model_message(self, msg: Any) -> None:
         """A points message (one point or a batch): its points update their series' models, the
@@ -682,12 +802,7 @@ class Models:
         for n, body in records.forecast_batches(out.forecasts):
             await ctx.out[ctx.topics.forecasts].send(key=None, value=body, partition=msg.partition,
                                                      callback=delivered(ctx.metrics.forecasts_out, n))
-        try:
-            await self.checkpoint_due(out, msg.partition)
-        except Exception:  # noqa: BLE001 - the forecasts are out: the checkpoints come at the next update
-            ctx.metrics.processing_errors.labels("model").inc()
-            log.exception("model: checkpointing the series of %s[%d]@%d failed", msg.topic, msg.partition,
-                          msg.offset)
+        self._made_due |= self.pending.add(out.due, msg.partition, time.monotonic())
         if parsed.dead is not None:
             await dead_letter(ctx, ctx.topics.points, msg, parsed.dead)
 
@@ -699,17 +814,31 @@ def install(ctx: WorkerContext) -> Models:
 
     @ctx.app.agent(ctx.raw_topic(ctx.topics.points), name="model-agent")
     async def model_agent(stream: faust.StreamT) -> None:
-        async for event in stream.events():
+        # acknowledged by hand: a message that made checkpoints due once they are written
+        manual = stream.noack()
+        async for event in manual.events():
+            models.started()
             try:
-                msgs = await models.in_order(event.message)
+                await learn_event(event)
+            finally:
+                await models.finished(manual, event)
+
+    async def learn_event(event: Any) -> None:
+        try:
+            msgs = await models.in_order(event.message)
+        except Exception as exc:  # noqa: BLE001 - an agent never crash-loops on data
+            await processing_error(ctx, "model", ctx.topics.points, event.message, exc)
+            return
+        for msg in msgs:
+            try:
+                await models.model_message(msg)
             except Exception as exc:  # noqa: BLE001 - an agent never crash-loops on data
-                await processing_error(ctx, "model", ctx.topics.points, event.message, exc)
-                continue
-            for msg in msgs:
-                try:
-                    await models.model_message(msg)
-                except Exception as exc:  # noqa: BLE001 - an agent never crash-loops on data
-                    await processing_error(ctx, "model", ctx.topics.points, msg, exc)
+                await processing_error(ctx, "model", ctx.topics.points, msg, exc)
+
+    @ctx.app.timer(interval=CHECKPOINT_IDLE_SECONDS / 2)
+    async def write_checkpoints_when_idle() -> None:
+        if models.pending.idle(time.monotonic()):
+            await models.write_due()
 
     @ctx.app.on_partitions_revoked.connect
     async def _revoked(app_: faust.App, revoked: set[Any], **kwargs: Any) -> None:

@@ -19,7 +19,7 @@ from streams.settings import Settings
 from streams.topics import Topics
 from streams.web import partition_for
 from tests.conftest import read_topic
-from tests.streams.test_model_bank import committed_all
+from tests.streams.test_model_bank import committed_all, metric
 from tests.waiting import wait_for
 
 pytestmark = pytest.mark.integration
@@ -47,6 +47,8 @@ def test_sigkilled_worker_is_replaced_without_losing_windows_or_models(broker, p
     a = start_worker(prefix, **env)
     produce(broker, prefix, 0, 60)
     read_topic(broker, f"{prefix}.forecasts", lambda ms: len(ms) >= 50)
+    # its checkpoints are written off the forecasts' path (once the model agent is idle)
+    assert wait_for(lambda: metric(a.port, "foresight_checkpoints_total") >= 1, 30)
     a.stop(signal.SIGKILL)
 
     produce(broker, prefix, 60, 100)
