@@ -35,7 +35,9 @@ def install(ctx: WorkerContext) -> None:
         # models are restored from the (changelog-backed) table on demand, into new bank rows;
         # updates since a series' last checkpoint are not written here (a rebalance must be
         # quick): at most checkpoint_every - 1 windows per series are not in its restored model
-        # (draining a backlog, those of the last models.CHECKPOINT_MIN_SECONDS at most)
+        # (draining a backlog, those of the last models.CHECKPOINT_MIN_SECONDS at most); checkpoints
+        # due and not written yet are dropped (Models.revoked): the points messages that made them
+        # due were not acknowledged, so the partitions' next owners learn them again
         state.drop_models()
 
     @app.on_partitions_assigned.connect

@@ -347,3 +347,55 @@ def test_a_gap_in_a_points_partition_is_read_from_the_broker(broker, prefix, tmp
     offsets, values = asyncio.run(run())
     assert offsets == [[0], [1, 2, 3, 4], [], [5]]
     assert values == [f"m{i}".encode() for i in range(6)]
+
+
+def test_a_message_that_made_checkpoints_due_is_acknowledged_once_they_are_written(tmp_path):
+    """The model agent's acknowledgements (streams/worker/models.py PendingCheckpoints): a
+    points message that made no checkpoint due is acknowledged at once; one that did waits until
+    the checkpoints are written (the committed offset is the acknowledged prefix, so it never
+    passes a message whose checkpoints are not written); a rebalance drops the held ones
+    unacknowledged (delivered again to the next owner). ``_Acks`` stands for the agent's stream:
+    the one method the agent calls on it."""
+    import asyncio
+
+    from streams.worker import build_worker
+    from streams.worker.models import Models
+
+    class _Acks:
+        def __init__(self) -> None:
+            self.acked: list[str] = []
+
+        async def ack(self, event: str) -> bool:
+            self.acked.append(event)
+            return True
+
+    settings = Settings(data_dir=str(tmp_path / "data"), model_key="k" * 32)
+    models = Models(build_worker(settings))
+    cached = object()  # no longer held by the worker: skipped when written (nothing to write)
+
+    async def run() -> list[list[str]]:
+        stream, seen = _Acks(), []
+        for name, due in (("m0", {}), ("m1", {"svc/a": cached}), ("m2", {})):
+            models.started()
+            models._made_due |= models.pending.add(due, 0, now=asyncio.get_running_loop().time())
+            await models.finished(stream, name)
+            seen.append(list(stream.acked))
+        assert models.pending.busy is False and models.pending.held == [(stream, "m1")]
+        await models.write_due()  # as the idle timer does
+        seen.append(list(stream.acked))
+        # held again, then a rebalance: forgotten, never acknowledged
+        models.started()
+        models._made_due |= models.pending.add({"svc/b": cached}, 1, now=0.0)
+        await models.finished(stream, "m3")  # came due at 0.0: overdue, written before the next message
+        seen.append(list(stream.acked))
+        models.started()
+        models._made_due |= models.pending.add({"svc/c": cached}, 1, now=float("inf"))
+        await models.finished(stream, "m4")
+        models.revoked()
+        await models.write_due()
+        seen.append(list(stream.acked))
+        return seen
+
+    assert asyncio.run(run()) == [["m0"], ["m0"], ["m0", "m2"], ["m0", "m2", "m1"], ["m0", "m2", "m1", "m3"],
+                                  ["m0", "m2", "m1", "m3"]]
+    assert models.pending.due == {} and models.pending.held == []
