@@ -178,9 +178,10 @@ class EnsembleBank:
         c = self.cols
         out = np.empty((len(rows), self.K, self.H))
         out[:, 0, :] = c["level"][rows][:, None]
-        hs = np.arange(1, self.H + 1)
+        hs = self._hs0 + 1
         for j in range(len(self.periods)):
-            s = c[f"prof{j}"][rows[:, None], self._bin(j, idx[:, None] + hs)].astype(np.float64)
+            at = (rows * self.prof_bins[j])[:, None] + self._bin(j, idx[:, None] + hs)
+            s = np.take(c[f"prof{j}"], at).astype(np.float64)  # prof[rows, bins of each step]
             dev = c["dev"][rows, j]
             out[:, 1 + j, :] = s + dev[:, None] * self.damp_arr  # NaN where never seen
         return out
@@ -360,16 +361,19 @@ class EnsembleBank:
         lvl = c["level"][rows]
         c["level"][rows] = np.where(cur < 0, y, lvl + a * (y - lvl))
         c["last"][rows] = y
-        for j in range(len(self.periods)):
-            prof = c[f"prof{j}"]
-            b = self._bin(j, idx)
-            v = prof[rows, b].astype(np.float64)
+        P = len(self.periods)
+        for j in range(P):
+            prof = c[f"prof{j}"].reshape(-1)
+            at = rows * self.prof_bins[j] + self._bin(j, idx)  # prof[rows, bin]
+            v = prof[at].astype(np.float64)
             seen = ~np.isnan(v)
-            dev = c["dev"][rows, j]
-            c["dev"][rows, j] = np.where(seen, dev + a * ((y - v) - dev), dev)
-            c["resid"][rows, j] = np.where(seen, y - v, c["resid"][rows, j])
-            rate = c["palpha"][rows, j] / self.prof_width[j]
-            prof[rows, b] = np.where(seen, v + rate * (y - v), y).astype(np.float32)
+            rj = rows * P + j  # dev, resid, palpha [rows, j]
+            dev = c["dev"].reshape(-1)[rj]
+            c["dev"].reshape(-1)[rj] = np.where(seen, dev + a * ((y - v) - dev), dev)
+            resid = c["resid"].reshape(-1)
+            resid[rj] = np.where(seen, y - v, resid[rj])
+            rate = c["palpha"].reshape(-1)[rj] / self.prof_width[j]
+            prof[at] = np.where(seen, v + rate * (y - v), y).astype(np.float32)
         c["idx"][rows] = idx
         boost = c["boost"][rows]
         c["boost"][rows] = np.where(boost != 0, boost - 1, boost)
@@ -381,11 +385,12 @@ class EnsembleBank:
         group = self._group(rows)
         c["yhat"][rows] = yhat
         c["group"][rows] = group
-        slot = idx % self.H
-        c["pend_idx"][rows, slot] = idx
-        c["pend_mem"][rows, slot] = members
-        c["pend_ens"][rows, slot] = yhat
-        c["pend_grp"][rows, slot] = group
+        H = self.H
+        ps = rows * H + idx % H  # [rows, slot]
+        c["pend_idx"].reshape(-1)[ps] = idx
+        c["pend_mem"].reshape(-1, self.K * H)[ps] = members.reshape(len(rows), -1)
+        c["pend_ens"].reshape(-1, H)[ps] = yhat
+        c["pend_grp"].reshape(-1)[ps] = group
 
     def _score_pending(self, rows: np.ndarray, idx: np.ndarray, y: np.ndarray) -> None:
         """Score the forecasts issued at the last H steps against ``y`` (every horizon at once)."""
@@ -500,7 +505,7 @@ class EnsembleBank:
         return out
 
     def warm(self, rows: np.ndarray) -> np.ndarray:
-        return np.all(self.cols["zp_n"][rows] >= self.min_samples, axis=1)
+        return self.cols["zp_n"][rows].min(axis=1) >= self.min_samples
 
     def error(self, rows: np.ndarray) -> np.ndarray:
         """The forecaster's ``error``; NaN where it is None."""
