@@ -227,6 +227,14 @@ class FusionBank:
         c[f"{k}_record"][rows] = np.where(inc, record, np.where(u > rec, u, rec))
         c[f"{k}_n"][rows] += 1
 
+    def _rec_learn_where(self, k: str, ok: np.ndarray, rows: np.ndarray, u: np.ndarray,
+                         incident: np.ndarray) -> None:
+        """:meth:`_rec_learn` of the rows where ``ok`` (all of them: no gathers)."""
+        if ok.all():
+            self._rec_learn(k, rows, u, incident)
+        elif ok.any():
+            self._rec_learn(k, rows[ok], u[ok], incident[ok])
+
     # -- the detector -----------------------------------------------------------
     def score_learn(self, rows: np.ndarray, x: np.ndarray, t: np.ndarray) -> np.ndarray:
         out = np.zeros(len(rows))
@@ -378,14 +386,10 @@ class FusionBank:
         c["since"][rows] = since
         inc = since < hold  # within an incident, the views raise their peaks, not their records
         for k, u in (("lv", level), ("pr", prof), ("pl", loc), ("vo", vol)):
-            ok = u >= 0.0
-            if ok.any():
-                self._rec_learn(k, rows[ok], u[ok], inc[ok])
+            self._rec_learn_where(k, u >= 0.0, rows, u, inc)
         c["vol"][rows] = np.where(vol >= 0.0, vol, c["vol"][rows])
         self._flat_learn(rows, x)
-        ok = st >= 0.0
-        if ok.any():
-            self._rec_learn("st", rows[ok], st[ok], inc[ok])
+        self._rec_learn_where("st", st >= 0.0, rows, st, inc)
         k = p["step"]
         if k:
             ar = np.arange(len(rows))

@@ -397,3 +397,34 @@ def test_a_bank_of_detector_objects_gives_no_row_bytes() -> None:
     assert bank.layout is None and bank.row_bytes_of([row]) is None
     with pytest.raises(ValueError):
         bank.load_row_bytes([row], [b""])
+
+
+def test_ring_quantiles_of_full_partial_and_nan_rings_are_those_of_a_sort() -> None:
+    """The order statistics of the conformal rings, as ``ConformalBand.quantiles`` takes them
+    from its sorted errors: full rings (their shared ranks), partial and empty ones, both ring
+    lengths (the longer one sorted as integer keys), signed zeros, the largest 2-byte floats,
+    and NaN of either sign (last, as numpy sorts floats)."""
+    from detectors.conformal import _quantile
+
+    f = SeriesBank.for_config(step_seconds=10.0, horizon=62).forecaster
+    rng = np.random.default_rng(7)
+    m = 400
+    for window in (f.window, f.group_window):
+        z = (rng.normal(size=(m, window)) * rng.choice([1e-6, 1.0, 1e4], size=(m, 1))).astype(np.float16)
+        specials = np.array([0.0, -0.0, 65504.0, -65504.0, np.nan, -np.nan], np.float16)
+        hit = rng.random(z.shape) < 0.01
+        z[hit] = rng.choice(specials, size=int(hit.sum()))
+        clean = rng.random(m) < 0.9  # most rows without NaN
+        z[clean] = np.where(np.isnan(z[clean]), np.float16(1.0), z[clean])
+        n = np.where(np.arange(m) % 2 == 0, window, rng.integers(0, window + 1, m))
+        z[np.arange(window) >= n[:, None]] = np.inf  # unused slots
+        assert np.signbit(z[np.isnan(z)]).any() and (~np.signbit(z[np.isnan(z)])).any()
+        want = np.zeros((m, 3))
+        for i in range(m):
+            zs = np.sort(z[i, : n[i]].astype(np.float32)).tolist()  # NaN last
+            if zs:
+                want[i] = (_quantile(zs, f.q_lo), zs[len(zs) // 2], _quantile(zs, f.q_hi))
+        full = n == window
+        for sel in (np.ones(m, bool), full):
+            got = f._order_stats(z[sel].copy(), n[sel].astype(np.int16), window)
+            np.testing.assert_array_equal(got, want[sel])
