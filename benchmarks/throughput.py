@@ -194,6 +194,19 @@ class Worker:
         start = start or time.monotonic()
         return time.monotonic() - start, v, start
 
+    def settle(self, quiet: float = 1.0, timeout: float = 300) -> None:
+        """Wait until the worker's checkpoint count has not moved for ``quiet`` seconds: the model
+        agent writes checkpoints once it is idle (streams/worker/models.py PendingCheckpoints), so
+        a step's checkpoints are its own, not the next step's."""
+        deadline, last, since = time.monotonic() + timeout, -1.0, time.monotonic()
+        while time.monotonic() < deadline:
+            now = metric(self.port, "foresight_checkpoints_total")
+            if now != last:
+                last, since = now, time.monotonic()
+            elif time.monotonic() - since >= quiet:
+                return
+            time.sleep(0.1)
+
     def stop(self) -> None:
         if self.proc.poll() is None:
             os.killpg(self.proc.pid, signal.SIGTERM)
@@ -629,6 +642,7 @@ def bench_model_path(broker: str, workdir: Path, series: int, warm: int, windows
         produce(first, first + warm)
         w.wait_counter("foresight_forecasts_out_total", warm * series, timeout=1800)
         warm_secs = time.monotonic() - t
+        w.settle()  # the warm windows' checkpoints written
         restored = metric(w.port, "foresight_restored_checkpoints_total")
         rss1 = w.rss()
         table_file = w.table_file_bytes()
@@ -645,6 +659,7 @@ def bench_model_path(broker: str, workdir: Path, series: int, warm: int, windows
         upd = metric(w.port, "foresight_model_update_seconds_sum") - upd0
         updn = metric(w.port, "foresight_model_updates_total") - n0
         calls = metric(w.port, "foresight_model_update_seconds_count")
+        w.settle()  # the backlog's checkpoints written (after its forecasts: in its CPU, not its rate)
         checkpoints = metric(w.port, "foresight_checkpoints_total")
         cpu1 = w.cpu_seconds()
         # steady state: the next windows published at wall-clock pace, one every window length
@@ -657,6 +672,7 @@ def bench_model_path(broker: str, workdir: Path, series: int, warm: int, windows
             if k < paced - 1:
                 time.sleep(max(0.0, WINDOW - (time.monotonic() - tick)))
         w.wait_counter("foresight_forecasts_out_total", (warm + windows + paced) * series, timeout=300)
+        w.settle()
         ckpt_paced = metric(w.port, "foresight_checkpoints_total") - checkpoints
         cpu2 = w.cpu_seconds()
         steady = [d for start, d in point_to_forecast_delays(broker, topics, paced_from)
