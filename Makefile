@@ -45,7 +45,7 @@ chaos: $(STAMP)
 ## single-event ratio; per series count the aggregates ratio, then on warm models (restored from
 ## checkpoints trained on 100 windows, then 10 windows learnt) updates/s, steady close->forecast, RSS
 bench: $(STAMP)
-	$(PY) benchmarks/throughput.py --series 1000 10000 100000 --windows 20 --seeded 100 --warm 10 --backlog 3 --paced 3
+	$(PY) benchmarks/throughput.py --series 1000 10000 100000 --windows 20 --seeded 100 --warm 10 --backlog 3 --backlog-updates 300000 --paced 3
 
 bench-nab: $(STAMP)
 	$(PY) benchmarks/nab.py

@@ -721,6 +721,10 @@ def main() -> None:
                     help="model path: windows learnt through the worker before measuring")
     ap.add_argument("--backlog", type=int, default=3,
                     help="the default run's model path: backlog windows drained (--model-path: --windows)")
+    ap.add_argument("--backlog-updates", type=int, default=0,
+                    help="the default run's model path: at least this many series updates in the backlog "
+                         "(more windows than --backlog at small series counts: a backlog of a second of work "
+                         "measures the start, not the rate)")
     ap.add_argument("--checkpoint-every", type=int, default=10,
                     help="--model-path: the worker's FORESIGHT_CHECKPOINT_EVERY")
     ap.add_argument("--seeded", type=int, default=0,
@@ -786,7 +790,8 @@ def main() -> None:
             print(json.dumps(row), file=sys.stderr, flush=True)
             continue
         with EmbeddedBroker(log_path=str(workdir / f"broker-{n}-m.log")) as b:
-            m = bench_model_path(b.bootstrap, workdir, n, args.warm, args.backlog, args.paced,
+            backlog = max(args.backlog, -(-args.backlog_updates // n))
+            m = bench_model_path(b.bootstrap, workdir, n, args.warm, backlog, args.paced,
                                  seeded=args.seeded, rss_base=base)
             broker_rss = psutil.Process(b.proc.pid).memory_info().rss if b.proc else 0
         m["broker_rss_per_series_bytes"] = broker_rss / n
