@@ -27,10 +27,14 @@ demo: $(STAMP)
 demo-prometheus: $(STAMP)
 	$(VENV)/bin/foresight demo --local-prometheus --duration $${DURATION:-120} --serve
 
-## the whole suite: unit, doctests, integration (real broker, API emulator, browser), e2e
+## the whole suite: unit, doctests, integration (real broker, API emulator, browser), e2e, on
+## PYTEST_WORKERS processes (pytest-xdist; default 2, 0 = serial). --dist loadfile keeps a file's
+## tests on one process (its module fixtures are made once); each process has its own broker and
+## Prometheus (session fixtures). A plain `python -m pytest tests/x.py` stays one process.
+PYTEST_WORKERS ?= 2
 test: $(STAMP)
 	$(VENV)/bin/ruff check .
-	$(PY) -m pytest
+	$(PY) -m pytest -n $(PYTEST_WORKERS) --dist loadfile
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .
