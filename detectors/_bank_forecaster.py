@@ -323,7 +323,7 @@ class EnsembleBank:
         ``window``) holding ``n`` errors.
 
         Rings of more than :data:`KEYED_SORT` slots are sorted as 2-byte integers that order as
-        their floats (:func:`_keys`; numpy sorts those ~2x faster than 2-byte floats), the others
+        their floats (:func:`_sort_keyed`; numpy sorts those ~2x faster than 2-byte floats), the others
         as floats. Full rings (the common case) share their three ranks: one gather of columns.
         """
         if window > KEYED_SORT:

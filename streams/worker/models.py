@@ -140,11 +140,14 @@ class PendingCheckpoints:
     before (nothing more than ``checkpoint_every - 1`` windows a series lost, as before).
 
     >>> p = PendingCheckpoints()
-    >>> p.add({}, 0, now=1.0), p.add({"a": "cached"}, 3, now=2.0), p.idle(now=2.1), p.idle(now=2.2)
+    >>> p.start()
+    >>> p.add({}, 0, now=1.0); p.made_due
+    False
+    >>> p.add({"a": "cached"}, 3, now=2.0); p.made_due, p.idle(now=9.0)
+    (True, False)
+    >>> p.busy, p.last_done = False, 2.0  # the message finished (Models.finished)
+    >>> p.idle(now=2.1), p.idle(now=2.2), p.overdue(now=6.9), p.overdue(now=7.0)
     (False, True, False, True)
-    >>> p.busy = True
-    >>> p.idle(now=9.0), p.overdue(now=6.9), p.overdue(now=7.0)
-    (False, False, True)
     >>> p.take(), p.due, p.overdue(now=99.0)
     (({'a': ('cached', 3)}, []), {}, False)
     """
@@ -155,21 +158,26 @@ class PendingCheckpoints:
     held: list[tuple[Any, Any]] = field(default_factory=list)
     #: monotonic time the oldest of ``due`` came due
     since: float = math.inf
-    #: monotonic time the agent last finished a message, and whether it is on one now
+    #: monotonic time the agent last finished a message, whether it is on one now, and whether
+    #: that one made checkpoints due
     last_done: float = -math.inf
     busy: bool = False
+    made_due: bool = False
     #: a write of checkpoints is under way (its ``due`` and ``held`` taken out of these)
     writing: bool = False
 
-    def add(self, due: dict[str, Any], partition: int, now: float) -> bool:
-        """Series of ``partition`` came due at ``now``; whether there were any."""
+    def start(self) -> None:
+        """The agent is on a points message (nothing is written while it is)."""
+        self.busy, self.made_due = True, False
+
+    def add(self, due: dict[str, Any], partition: int, now: float) -> None:
+        """Series of ``partition`` came due at ``now`` (in the message the agent is on)."""
         if not due:
-            return False
+            return
         if not self.due:
             self.since = now
-            self.last_done = now
         self.due.update((series, (cached, partition)) for series, cached in due.items())
-        return True
+        self.made_due = True
 
     def idle(self, now: float) -> bool:
         """Something to write or acknowledge, and no message learnt for CHECKPOINT_IDLE_SECONDS."""
@@ -205,8 +213,6 @@ class Models:
         self._rl = RateLimitedLog(log, interval=60.0)
         #: checkpoints due, and the messages waiting for them (:class:`PendingCheckpoints`)
         self.pending = PendingCheckpoints()
-        #: whether the message the agent is on made checkpoints due
-        self._made_due = False
 
     # -- banks and rows ----------------------------------------------------
     def _factory(self, step: float) -> tuple[BankKey, Any]:
@@ -598,21 +604,16 @@ class Models:
                      len(ks), points.series[k][:100], float(points.start[k]), float(marks[rows[0]]))
 
     # -- checkpoints, off the forecasts' path (PendingCheckpoints) --------------
-    def started(self) -> None:
-        """The agent is on a points message (the idle timer writes no checkpoints meanwhile)."""
-        self.pending.busy = True
-        self._made_due = False
-
     async def finished(self, stream: Any, event: Any) -> None:
         """The agent is done with ``event`` (learnt, or dead-lettered): acknowledge it now if it
         made no checkpoint due, else once they are written; write them now if overdue."""
         pending, now = self.pending, time.monotonic()
         pending.busy, pending.last_done = False, now
-        if self._made_due:
+        if pending.made_due:
             pending.held.append((stream, event))
         else:
             await stream.ack(event)
-        if pending.overdue(now) and not pending.writing:
+        if pending.overdue(now):
             await self.write_due()
 
     async def write_due(self) -> None:
@@ -802,7 +803,7 @@ class Models:
         for n, body in records.forecast_batches(out.forecasts):
             await ctx.out[ctx.topics.forecasts].send(key=None, value=body, partition=msg.partition,
                                                      callback=delivered(ctx.metrics.forecasts_out, n))
-        self._made_due |= self.pending.add(out.due, msg.partition, time.monotonic())
+        self.pending.add(out.due, msg.partition, time.monotonic())
         if parsed.dead is not None:
             await dead_letter(ctx, ctx.topics.points, msg, parsed.dead)
 
@@ -817,7 +818,7 @@ def install(ctx: WorkerContext) -> Models:
         # acknowledged by hand: a message that made checkpoints due once they are written
         manual = stream.noack()
         async for event in manual.events():
-            models.started()
+            models.pending.start()
             try:
                 await learn_event(event)
             finally:

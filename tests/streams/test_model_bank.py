@@ -376,20 +376,20 @@ def test_a_message_that_made_checkpoints_due_is_acknowledged_once_they_are_writt
     async def run() -> list[list[str]]:
         stream, seen = _Acks(), []
         for name, due in (("m0", {}), ("m1", {"svc/a": cached}), ("m2", {})):
-            models.started()
-            models._made_due |= models.pending.add(due, 0, now=asyncio.get_running_loop().time())
+            models.pending.start()
+            models.pending.add(due, 0, now=asyncio.get_running_loop().time())
             await models.finished(stream, name)
             seen.append(list(stream.acked))
         assert models.pending.busy is False and models.pending.held == [(stream, "m1")]
         await models.write_due()  # as the idle timer does
         seen.append(list(stream.acked))
         # held again, then a rebalance: forgotten, never acknowledged
-        models.started()
-        models._made_due |= models.pending.add({"svc/b": cached}, 1, now=0.0)
+        models.pending.start()
+        models.pending.add({"svc/b": cached}, 1, now=0.0)
         await models.finished(stream, "m3")  # came due at 0.0: overdue, written before the next message
         seen.append(list(stream.acked))
-        models.started()
-        models._made_due |= models.pending.add({"svc/c": cached}, 1, now=float("inf"))
+        models.pending.start()
+        models.pending.add({"svc/c": cached}, 1, now=float("inf"))
         await models.finished(stream, "m4")
         models.revoked()
         await models.write_due()
