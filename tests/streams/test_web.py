@@ -658,9 +658,12 @@ def test_forged_series_view_and_targets_records_are_skipped_and_counted(broker, 
         text = urllib.request.urlopen(f"http://127.0.0.1:{b.port}/metrics", timeout=10).read().decode()  # noqa: S310
         lines = [ln for ln in text.splitlines() if ln.startswith("foresight_untrusted_state_total")]
         seen[:] = lines
-        want = ['foresight_untrusted_state_total{table="series_view"} 2.0',  # svc/a, svc/x
-                'foresight_untrusted_state_total{table="targets"} 1.0']
-        return lines if sorted(lines) == want else None
+        # svc/a and svc/x, each once; the key that is not UTF-8 once more if Faust's recovery put
+        # it in the table (it does not always: runs differ), never more
+        views = [f'foresight_untrusted_state_total{{table="series_view"}} {n}.0' for n in (2, 3)]
+        want = 'foresight_untrusted_state_total{table="targets"} 1.0'
+        ok = len(lines) == 2 and want in lines and any(v in lines for v in views)
+        return lines if ok else None
 
     seen: list[str] = []
     try:
