@@ -125,7 +125,7 @@ class StepEstimator:
             self._head = (at + 1) % size
         ring[at] = t
         ring[size + at] = value
-        if self._settled and round_up_to_window(gap, self.window) == self.step:
+        if self._settled and (gap == self.step or round_up_to_window(gap, self.window) == self.step):
             # the median of the last ``keep`` intervals was the step's; one of them replaced by an
             # interval of that step leaves the median between the two: the same step (the common
             # case, every point, checked without sorting)

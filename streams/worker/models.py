@@ -452,14 +452,16 @@ class Models:
             self.restore(dict.fromkeys(missing))
         # a series' k-th point in the batch goes into the k-th round of bank updates (the window
         # agent's batches: every series once, one round)
-        rounds: list[list[int]] = [[]]
-        seen: dict[str, int] = {}
-        for k, series in enumerate(names):
-            r = seen.get(series, 0)
-            seen[series] = r + 1
-            if r == len(rounds):
-                rounds.append([])
-            rounds[r].append(k)
+        rounds: list[list[int]] = [list(range(len(names)))]
+        if len(set(names)) < len(names):
+            rounds = [[]]
+            seen: dict[str, int] = {}
+            for k, series in enumerate(names):
+                r = seen.get(series, 0)
+                seen[series] = r + 1
+                if r == len(rounds):
+                    rounds.append([])
+                rounds[r].append(k)
         starts, values = points.start.tolist(), points.value.tolist()
         for ks in rounds:
             self._round(points, starts, values, ks, partition, out)
