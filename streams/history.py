@@ -80,15 +80,18 @@ def history_points(raw: bytes, step: float) -> tuple[list[Point], DeadLetter | N
     >>> [(p.start, p.value) for p in pts], dead.reason
     ([(0.0, 5.0)], 'bad_value')
     """
-    parsed = records.parse_input(raw)
+    # rows, or a columnar batch (records.InputColumns), as the window agent reads its input: a
+    # bad element of either is rejected alone
+    parsed = records.parse_input_message(raw)
+    rows = parsed.rows() if isinstance(parsed, records.InputColumns) else parsed.items
     # one windower per message: no lateness (history is older than anything live) and no
     # partition clock (a message may hold any stretch of the past)
     w = Windower(step, lateness_windows=10**9, max_future=math.inf)
-    for k, item in enumerate(parsed.items):
-        try:
-            w.add(item, "metrics")
-        except InvalidRecord as exc:
+    for k, exc in w.add_rows(rows, "metrics", [None] * len(rows)):
+        if isinstance(exc, InvalidRecord):
             parsed.reject(k, exc.reason, exc.error)
+        else:
+            parsed.reject(k, "processing_error", f"{type(exc).__name__}: {exc}")
     points = sorted(w.close_all(), key=lambda p: (p.series, p.start))
     return points, parsed.dead
 

@@ -10,7 +10,7 @@ from detectors.defaults import make_series_model
 from streams import web
 from streams.history import HistoryLearner, HistoryMetrics
 from streams.metrics import Metrics
-from streams.records import Aggregate, history_message
+from streams.records import Aggregate, columnar_message, history_message
 
 STEP = 10.0
 
@@ -72,6 +72,18 @@ def test_history_not_newer_than_the_model_is_skipped_and_bad_elements_rejected_a
     assert dead is not None and dead.reason == "bad_type" and dead.count == 1
     assert models["h/load"].model.updates == 120
     assert registry.get_sample_value("foresight_history_points_total", {"outcome": "skipped"}) == 100
+    assert registry.get_sample_value("foresight_history_points_total", {"outcome": "rejected"}) == 1
+
+
+def test_a_columnar_history_batch_is_learnt_and_its_bad_element_rejected_alone():
+    learner, models, _, registry, _ = _learner()
+    rows = [{"series": a.series, "ts": a.ts, "count": a.count, "sum": a.sum, "min": a.min, "max": a.max}
+            for a in _samples(40)]
+    rows[7]["count"] = -3  # one bad element among 80
+    [r], dead = learner.learn_message(columnar_message(rows, interval=0.0))
+    assert dead is not None and dead.count == 1 and dead.reason == "bad_value", dead and dead.reason
+    assert (r.learnt, r.rejected) == (40, 1), "the other 79 samples' 40 windows are learnt"
+    assert models["h/load"].model.updates == 40
     assert registry.get_sample_value("foresight_history_points_total", {"outcome": "rejected"}) == 1
 
 
