@@ -589,7 +589,7 @@ class SeriesView:
         kind, meta = self.kind.encode(), self.fc_meta
         issued, fc_step, coverage, model, warm, error = meta if meta is not None else (0.0, 0.0, 0.0, "", False, None)
         model_b = model.encode()
-        flags = ((meta is not None) | bool(warm) << 1 | self.anomalous << 2 | self.drifting << 3
+        flags = ((meta is not None) | bool(warm) << 1 | bool(self.anomalous) << 2 | bool(self.drifting) << 3
                  | (self.score is not None) << 4 | (error is not None) << 5)
         anomalies = orjson.dumps(list(self.anomalies)) if self.anomalies else b""
         drifts = np.array(self.drifts or (), "<f8").tobytes()
