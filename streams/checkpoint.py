@@ -36,6 +36,7 @@ import os
 import pickle
 import secrets
 import struct
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -117,14 +118,20 @@ class Checkpointer:
         body = pickle.dumps(obj, protocol=pickle.HIGHEST_PROTOCOL)
         return MAGIC + self._mac(MAGIC, key, body) + body
 
-    def dumps_rows(self, step: float, layout: bytes, keys: list[bytes], states: list[bytes]) -> list[bytes]:
+    def dumps_rows(self, step: float, layout: bytes, keys: Sequence[bytes], states: Iterable[Any]) -> list[bytes]:
         """One signed :class:`RowCheckpoint` record per row state (rows of one bank), each for its
-        series' key: the state LZ4-compressed, then signed as stored."""
+        series' key: the state LZ4-compressed, then signed as stored. A state is any buffer
+        (``bytes``, or a row of ``SeriesBank.row_tables``' table: compressed from where it is)."""
         head = _ROW_HEAD.pack(step, layout)
+        keyed, lz4, join = self._keyed[ROW_MAGIC], cramjam.lz4.compress_block, b"".join
         out = []
         for key, state in zip(keys, states, strict=True):
-            body = cramjam.lz4.compress_block(state)
-            out.append(b"".join((ROW_MAGIC, self._mac(ROW_MAGIC, key, head, body), head, body)))
+            body = lz4(state)
+            h = keyed.copy()
+            h.update(len(key).to_bytes(4, "big") + key)
+            h.update(head)
+            h.update(body)
+            out.append(join((ROW_MAGIC, h.digest(), head, body)))
         return out
 
     def loads(self, blob: bytes, key: bytes) -> Any:

@@ -15,6 +15,7 @@ import hashlib
 import logging
 import math
 import os
+import struct
 import tempfile
 from collections import deque
 from collections.abc import Callable, Mapping, Sequence
@@ -69,6 +70,15 @@ BLOCK = 1024
 #: bytes of a window: its observed value (float64) and the one-step-ahead forecast made for it
 #: (yhat, lower, upper as float32)
 WINDOW_BYTES = 20
+#: a version 3 ``series_view`` snapshot's first 4 bytes (:meth:`SeriesView.dumps`); an earlier
+#: one starts with its JSON header's length (big-endian: never this)
+_V3 = b"\xffFV3"
+#: its fixed header: magic, step, newest window, windows, forecast points, columns a point (3:
+#: float32 at issued + k step; 4: float64 with ts), flags (1 a forecast, 2 warm, 4 anomalous,
+#: 8 drifting, 16 a score, 32 an error), issued, the forecast's step, coverage, error, score,
+#: windows learnt, from history; then the byte lengths of the kind, the model name, the drift
+#: starts (a count of float64) and the anomalies (JSON)
+_V3_HEAD = struct.Struct("<4sdqIIBBdddddqqHHII")
 _NAN8 = np.array(np.nan).tobytes()
 _NAN12 = np.full(3, np.nan, np.float32).tobytes()
 
@@ -429,9 +439,11 @@ class SeriesView:
         if not written:
             self.since = k  # what the ring holds is not these windows: missing
 
-    def _held(self) -> tuple[int, bytes, bytes]:
+    def _held(self, trim: bool = False) -> tuple[int, bytes, bytes]:
         """(the oldest window number held, the held windows' values as float64 bytes, their
-        one-step-ahead forecasts as float32 x 3 bytes), oldest first, NaN where missing."""
+        one-step-ahead forecasts as float32 x 3 bytes), oldest first, NaN where missing;
+        ``trim``: from the first window the view may hold on (not the windows before it, missing
+        since the view started or was restored)."""
         if self.hi < 0:
             return 0, b"", b""
         size, hi, base = self.size, self.hi, self.base
@@ -439,6 +451,8 @@ class SeriesView:
         t0 = max(base, lo)  # the tail's windows shown: t0 .. hi
         r0 = min(max(lo, self.since), base)  # the ring's: r0 .. base - 1; missing before
         missing = max(0, min(r0, t0) - lo)
+        if trim:
+            lo, missing = lo + missing, 0
         ring_v, ring_f = self._rings.read(self._row) if r0 < base else (b"", b"")
         tail_v, tail_f = self._rings.tail(self._row)
         values = b"".join((_NAN8 * missing, *_segment(ring_v, 8, size, r0, base),
@@ -555,32 +569,58 @@ class SeriesView:
         return out
 
     def dumps(self) -> bytes:
-        """Snapshot for the ``series_view`` table: a JSON header, then the held windows' values
-        (float64), their one-step-ahead forecasts (float32 x 3) and the latest forecast's points
-        (float64 x 4), raw, little-endian (about 9.5 KB for 360 windows and 62 points; version 1
-        kept four float64 a window and the points as JSON, about 16 KB)."""
-        _, values, fitted = self._held()
-        points = self.fc_points
-        meta = orjson.dumps({
-            "v": 2, "kind": self.kind, "step": self.step, "hi": self.hi, "rows": len(values) // 8,
-            "points": len(points), "fc_meta": self.fc_meta,
-            "anomalies": list(self.anomalies or ()), "score": self.score, "anomalous": self.anomalous,
-            "drifting": self.drifting, "drifts": list(self.drifts or ()),
-            "learnt": self.learnt, "history": self.history,
-        })
-        return b"".join((len(meta).to_bytes(4, "big"), meta, values, fitted,
-                         np.ascontiguousarray(points, dtype="<f8").tobytes()))
+        """Snapshot for the ``series_view`` table (version 3, :data:`_V3`): a fixed binary header
+        (:data:`_V3_HEAD`), the kind and the latest forecast's model name, the drift starts
+        (float64), the anomalies (JSON, rare), then the windows from the first the view may hold
+        (not the ones missing since it started: a series younger than ``size`` windows writes
+        only the windows it has) to the newest: values (float64), one-step-ahead forecasts
+        (float32 x 3), and the latest forecast's points as the view holds them (float32 x 3 at
+        ``issued + k step`` from the model agent, else float64 (ts, yhat, lower, upper)), raw,
+        little-endian: 20 bytes a window and 12 a point, about 8 KB for 360 windows and 62
+        points (version 2, a JSON header and float64 x 4 points: about 9.5 KB, 360 windows
+        always; version 1, four float64 a window, about 16 KB). :meth:`loads` reads all three."""
+        lo, values, fitted = self._held(trim=True)
+        fc = self._fc
+        if fc.ndim == 2 and fc.shape[1] == 3 and fc.dtype == np.float32 and self.fc_meta is not None:
+            pcols, h, points = 3, len(fc), np.ascontiguousarray(fc, "<f4").tobytes()
+        else:
+            pts = self.fc_points
+            pcols, h, points = 4, len(pts), np.ascontiguousarray(pts, "<f8").tobytes()
+        kind, meta = self.kind.encode(), self.fc_meta
+        issued, fc_step, coverage, model, warm, error = meta if meta is not None else (0.0, 0.0, 0.0, "", False, None)
+        model_b = model.encode()
+        flags = ((meta is not None) | bool(warm) << 1 | bool(self.anomalous) << 2 | bool(self.drifting) << 3
+                 | (self.score is not None) << 4 | (error is not None) << 5)
+        anomalies = orjson.dumps(list(self.anomalies)) if self.anomalies else b""
+        drifts = np.array(self.drifts or (), "<f8").tobytes()
+        head = _V3_HEAD.pack(_V3, self.step, self.hi, len(values) // 8, h, pcols, flags,
+                             issued, fc_step, coverage, 0.0 if error is None else error,
+                             0.0 if self.score is None else self.score, self.learnt, self.history,
+                             len(kind), len(model_b), len(drifts) // 8, len(anomalies))
+        return b"".join((head, kind, model_b, drifts, anomalies, values, fitted, points))
 
     @staticmethod
     def header(raw: bytes) -> tuple[int, dict[str, Any]]:
-        """A :meth:`dumps` record's header: its length and its fields (what :meth:`loads` reads
-        before the windows)."""
+        """A version 1 or 2 :meth:`dumps` record's header: its length and its fields (what
+        :meth:`loads` reads before the windows)."""
         n = int.from_bytes(raw[:4], "big")
         return n, orjson.loads(raw[4:4 + n])
 
+    @staticmethod
+    def issued_of(raw: bytes) -> float | None:
+        """When the latest forecast of a :meth:`dumps` record (any version) was issued, from its
+        header alone; None if it has none."""
+        if raw[:4] == _V3:
+            f = _V3_HEAD.unpack_from(raw)
+            return float(f[7]) if f[6] & 1 else None
+        meta = SeriesView.header(raw)[1].get("fc_meta")
+        return None if meta is None else float(meta[0])
+
     @classmethod
     def loads(cls, series: str, size: int, raw: bytes, rings: Rings | None = None) -> SeriesView:
-        """A view from :meth:`dumps` (version 2, or version 1 as written before it)."""
+        """A view from :meth:`dumps` (version 3, or version 1 or 2 as written before it)."""
+        if raw[:4] == _V3:
+            return cls._loads_v3(series, size, raw, rings)
         n, o = cls.header(raw)
         body, rows = memoryview(raw)[4 + n:], int(o["rows"])
         if o.get("v") == 1:
@@ -601,10 +641,7 @@ class SeriesView:
         meta = o.get("fc_meta")
         v = cls(series, size, kind=str(o.get("kind", "")), rings=rings)
         v.step, hi = float(o["step"]), int(o["hi"])
-        keep = min(rows, v.size)
-        v._place(np.arange(hi - keep + 1, hi + 1), values[rows - keep:], fitted[rows - keep:])
-        if hi >= 0 and not keep:  # no windows, yet a newest one: shown missing
-            v.hi = v.base = v.since = hi
+        v._put_windows(hi, rows, values, fitted)
         v.fc_meta = None if meta is None else (float(meta[0]), float(meta[1]), float(meta[2]), str(meta[3]),
                                                 bool(meta[4]), None if meta[5] is None else float(meta[5]))
         v._fc = points if len(points) else _NO_POINTS
@@ -616,6 +653,61 @@ class SeriesView:
         if o.get("drifts"):
             v.drifts = deque((float(t) for t in o["drifts"]), maxlen=ANOMALY_HISTORY)
         v.learnt, v.history = int(o.get("learnt", 0)), int(o.get("history", 0))
+        return v
+
+
+    def _put_windows(self, hi: int, rows: int, values: np.ndarray, fitted: np.ndarray) -> None:
+        """Hold a snapshot's ``rows`` windows, the newest ``hi`` (the newest ``size`` of them);
+        the windows before them are missing (as they were in the view written)."""
+        keep = min(rows, self.size)
+        self._place(np.arange(hi - keep + 1, hi + 1), values[rows - keep:], fitted[rows - keep:])
+        if hi >= 0 and not keep:  # no windows, yet a newest one: shown missing
+            self.hi = self.base = self.since = hi
+        elif keep:
+            self.since = max(self.since, hi - keep + 1)
+
+    @classmethod
+    def _loads_v3(cls, series: str, size: int, raw: bytes, rings: Rings | None) -> SeriesView:
+        """A version 3 :meth:`dumps` record (its header checked against its length first)."""
+        if len(raw) < _V3_HEAD.size:
+            raise ValueError("truncated view snapshot")
+        (_, step, hi, rows, h, pcols, flags, issued, fc_step, coverage, error, score, learnt, history,
+         n_kind, n_model, n_drifts, n_anomalies) = _V3_HEAD.unpack_from(raw)
+        if pcols not in (3, 4):
+            raise ValueError(f"a view snapshot of {pcols} columns a point")
+        at = _V3_HEAD.size
+        width = 12 if pcols == 3 else 32  # bytes a point
+        if len(raw) != at + n_kind + n_model + 8 * n_drifts + n_anomalies + 20 * rows + width * h:
+            raise ValueError("truncated view snapshot")
+        kind = bytes(raw[at:at + n_kind]).decode()
+        model = bytes(raw[at + n_kind:at + n_kind + n_model]).decode()
+        at += n_kind + n_model
+        drifts = np.frombuffer(raw, "<f8", n_drifts, at).tolist()
+        at += 8 * n_drifts
+        anomalies = orjson.loads(raw[at:at + n_anomalies]) if n_anomalies else []
+        at += n_anomalies
+        values = np.frombuffer(raw, "<f8", rows, at)
+        fitted = np.frombuffer(raw, "<f4", rows * 3, at + 8 * rows).reshape(rows, 3)
+        at += 20 * rows
+        dt = "<f4" if pcols == 3 else "<f8"
+        points = np.frombuffer(raw, dt, h * pcols, at).reshape(h, pcols).astype(np.float32 if pcols == 3 else float)
+        v = cls(series, size, kind=kind, rings=rings)
+        v.step = float(step)
+        v._put_windows(int(hi), int(rows), values, fitted)
+        if flags & 1:
+            v.fc_meta = (float(issued), float(fc_step), float(coverage), model, bool(flags & 2),
+                         float(error) if flags & 32 else None)
+        elif pcols == 3 and h:
+            raise ValueError("a view snapshot's forecast points without when they were issued")
+        v._fc = points if len(points) else _NO_POINTS
+        if anomalies:
+            v.anomalies = deque(((float(a[0]), float(a[1]), float(a[2]), float(a[3]), str(a[4]))
+                                 for a in anomalies), maxlen=ANOMALY_HISTORY)
+        v.score = float(score) if flags & 16 else None
+        v.anomalous, v.drifting = bool(flags & 4), bool(flags & 8)
+        if drifts:
+            v.drifts = deque(drifts, maxlen=ANOMALY_HISTORY)
+        v.learnt, v.history = int(learnt), int(history)
         return v
 
 
@@ -1034,8 +1126,8 @@ class ViewStore:
         if body is None:
             return -math.inf
         try:
-            meta = SeriesView.header(body)[1].get("fc_meta")
-            return -math.inf if meta is None else float(meta[0])
+            issued = SeriesView.issued_of(body)
+            return -math.inf if issued is None else issued
         except Exception as exc:  # noqa: BLE001 - any shape of bad snapshot is skipped, never fatal
             self._refused("series_view", series, f"unreadable: {type(exc).__name__}: {exc}", raw)
             return -math.inf

@@ -658,14 +658,17 @@ class Models:
     def _save(self, bank: SeriesBank, step: float, held: list[Cached], views: list[tuple[bytes, Any]],
               partition: int) -> list[Put]:
         """The checkpoints of the models of ``held`` (rows of ``bank``, at ``step``) and their views:
-        the rows' state as signed raw records (one gather for all: ``SeriesBank.row_bytes_of``), or
+        the rows' state as signed raw records (gathered a chunk at a time: ``SeriesBank.row_tables``), or
         signed ``SeriesModel`` pickles where the bank cannot give bytes."""
         ctx, tables, store = self.ctx, self.ctx.tables, self.ctx.store
         layout, now = bank.layout, time.monotonic()
-        states = bank.row_bytes_of([c.row for c in held]) if layout is not None else None
         keys = [key for key, _ in views]
-        blobs = (ctx.checkpointer.dumps_rows(step, layout, keys, states) if states is not None and layout
-                 else [ctx.checkpointer.dumps(bank.export(c.row), key) for c, key in zip(held, keys, strict=True)])
+        if layout is not None:  # the rows gathered a chunk at a time, compressed from the chunk's table
+            blobs = []
+            for table in bank.row_tables([c.row for c in held]):
+                blobs += ctx.checkpointer.dumps_rows(step, layout, keys[len(blobs):len(blobs) + len(table)], table)
+        else:
+            blobs = [ctx.checkpointer.dumps(bank.export(c.row), key) for c, key in zip(held, keys, strict=True)]
         puts = []
         for cached, (key, view), blob in zip(held, views, blobs, strict=True):
             puts.append(Put(tables.models, partition, key, blob))

@@ -107,6 +107,32 @@ def test_row_checkpoints_are_stored_compressed_and_earlier_uncompressed_ones_sti
         c.loads(old, b"b/rps")
 
 
+
+def test_rows_signed_from_the_banks_gathered_tables_are_the_records_of_their_bytes_and_restore():
+    """The model agent signs rows straight from ``SeriesBank.row_tables``' reused table (no bytes
+    a row): the same records as from ``row_bytes_of``, each restoring its own row, bound to it."""
+    import numpy as np
+
+    from detectors.bank import SeriesBank
+
+    c = Checkpointer(b"0123456789abcdef0123")
+    bank = SeriesBank.for_config(step_seconds=60.0, horizon=3)
+    rows = [bank.add() for _ in range(7)]
+    for i in range(30):
+        bank.update(np.array(rows), np.arange(7.0) * 10 + i % 5, np.full(7, 60.0 * i))
+    keys = [f"s{i}/rps".encode() for i in range(7)]
+    blobs: list[bytes] = []
+    for table in bank.row_tables(rows, chunk=3):  # 3, 3, 1: the one buffer, reused
+        blobs += c.dumps_rows(60.0, bank.layout, keys[len(blobs):len(blobs) + len(table)], table)
+    assert blobs == c.dumps_rows(60.0, bank.layout, keys, bank.row_bytes_of(rows))
+    other = SeriesBank.for_config(step_seconds=60.0, horizon=3)
+    back = [other.add() for _ in rows]
+    other.load_row_bytes(back, [c.loads(b, k).state for b, k in zip(blobs, keys, strict=True)])
+    assert other.row_bytes_of(back) == bank.row_bytes_of(rows)
+    with pytest.raises(UntrustedCheckpoint):
+        c.loads(blobs[1], keys[2])
+
+
 def test_a_signed_row_record_that_does_not_decompress_is_unloadable_not_trusted_blindly():
     """A compressed row record that verifies but whose block is bad, or declares a state larger
     than any bank row, is a ValueError (the series starts cold); never a huge allocation."""

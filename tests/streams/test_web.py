@@ -6,6 +6,7 @@ import base64
 import json
 import math
 import os
+import struct
 import time
 import urllib.error
 import urllib.request
@@ -277,6 +278,42 @@ def test_a_view_snapshot_round_trips_and_an_old_snapshot_still_loads():
             SeriesView.loads("a/rps", 50, bad)
 
 
+
+def test_a_young_view_writes_only_its_windows_and_a_bad_snapshot_is_refused_and_counted(tmp_path: Path):
+    from streams.checkpoint import Signer
+    from streams.metrics import Metrics
+    from streams.web import SeriesView, ViewStore
+
+    young, old = _fed_view(360, 40), _fed_view(360, 400)
+    raw_young, raw_old = young.dumps(), old.dumps()
+    assert len(raw_young) < 40 * 20 + 62 * 12 + 400, "only the windows it has, the points as float32"
+    assert len(raw_old) < 360 * 20 + 62 * 12 + 400, len(raw_old)
+    for v, raw in ((young, raw_young), (old, raw_old)):
+        back = SeriesView.loads("a/rps", 360, raw, rings=None)
+        assert back.detail() == v.detail() and back.summary() == v.summary() and back.dumps() == raw
+        # fed on after its restore as the view it was: the same windows, the same snapshot
+        for view in (v, back):
+            t = (view.hi + 1) * WINDOW
+            view.add_arrays(t, 5.0, WINDOW, np.ones((62, 3), np.float32), (t, 0.8, "M", True, None), 0.1,
+                            False, False, None)
+        assert back.detail() == v.detail() and back.dumps() == v.dumps()
+    for bad in (raw_young[:-1], raw_young[:60], raw_young + b"x"):
+        with pytest.raises((ValueError, struct.error)):
+            SeriesView.loads("a/rps", 360, bad)
+    # signed in the store's table: a tampered or truncated record is refused (counted), never loaded
+    store = ViewStore(360, Metrics(), signers={"series_view": Signer(b"k" * 32, "series_view")},
+                      directory=tmp_path)
+    signed = store.snapshot_series(young)
+    assert store.newest_forecast("a/rps", signed) == young.fc_meta[0]
+    assert store.restore_series("a/rps", signed).detail() == young.detail()
+    tampered = signed[:-9] + bytes([signed[-9] ^ 1]) + signed[-8:]
+    assert store.restore_series("a/rps", tampered) is None
+    assert store.newest_forecast("b/rps", signed) == -math.inf, "another series' record"
+    unsigned_bad = store._sign("series_view", "c/rps", raw_young[:70])
+    assert store.restore_series("c/rps", unsigned_bad) is None
+    assert store.metrics.untrusted_state.labels("series_view")._value.get() == 3
+
+
 #: a ``series_view`` snapshot (version 2) as the read model wrote it before its history moved
 #: out of the heap: 8 windows, one missing, an anomaly, a drift start, a 3-point forecast
 V2_SNAPSHOT = base64.b64decode(
@@ -287,6 +324,15 @@ V2_SNAPSHOT = base64.b64decode(
     "AAAAAKBZQAAAAAAAsFlAAADOQgAAykIAANJCAADQQgAAzEIAANRCAADSQgAAzkIAANZCAADUQgAA0EIAANhCAADWQgAA0kIAANpCAADA"
     "fwAAwH8AAMB/AADAfwAAwH8AAMB/AADcQgAA2EIAAOBCAAAAXvxU2UEAAAAAAMBbQAAAAAAAQFtAAAAAAABAXEAAAIBg/FTZQQAAAAAA"
     "wFtAAAAAAABAW0AAAAAAAEBcQAAAAGP8VNlBAAAAAADAW0AAAAAAAEBbQAAAAAAAQFxA")
+
+
+#: the same view's snapshot in version 3 (a binary header, the points as float32 at issued + k step)
+V3_SNAPSHOT = base64.b64decode(
+    "/0ZWMwAAAAAAACRAi/4hCgAAAAAIAAAAAwAAAAMzAACAW/xU2UEAAAAAAAAkQJqZmZmZmek/AAAAAAAA4D8AAAAAAADQPwAAAAAAAAAA"
+    "AAAAAAAAAAAGAAEAAQAAACIAAABldmVudHNNAACAUfxU2UFbWzE3MDAwMDAxMDAuMCwxMTAuMCwwLjksMC44LCJEIl1dAAAAAABAWUAA"
+    "AAAAAFBZQAAAAAAAYFlAAAAAAABwWUAAAAAAAIBZQAAAAAAAAPh/AAAAAACgWUAAAAAAALBZQAAAzkIAAMpCAADSQgAA0EIAAMxCAADU"
+    "QgAA0kIAAM5CAADWQgAA1EIAANBCAADYQgAA1kIAANJCAADaQgAAwH8AAMB/AADAfwAAwH8AAMB/AADAfwAA3EIAANhCAADgQgAA3kIA"
+    "ANpCAADiQgAA3kIAANpCAADiQgAA3kIAANpCAADiQg==")
 
 
 def test_snapshots_written_before_load_and_the_same_windows_write_the_same_bytes(tmp_path: Path):
@@ -303,12 +349,16 @@ def test_snapshots_written_before_load_and_the_same_windows_write_the_same_bytes
             pts = np.float32(100 + i) + np.array([[0, -2, 2]] * 3, np.float32)
             an = Anomaly(t, 100.0 + i, 0.9, 0.8, "D") if i == 10 else None
             v.add_arrays(t, 100.0 + i / 4, 10.0, pts, (t, 0.8, "M", True, 0.5), 0.25, an is not None, i == 7, an)
-        assert v.dumps() == V2_SNAPSHOT
-        back = SeriesView.loads("a/rps", 8, V2_SNAPSHOT, rings=rings)
-        assert back.detail() == v.detail() and back.dumps() == V2_SNAPSHOT
-        d = back.detail()
-        assert [p["value"] for p in d["points"]] == [101.0, 101.25, 101.5, 101.75, 102.0, 102.5, 102.75]
-        assert [f["yhat"] for f in d["fitted"]] == [103.0, 104.0, 105.0, 106.0, 107.0, 110.0, 111.0]
+        assert v.dumps() == V3_SNAPSHOT
+        for raw in (V2_SNAPSHOT, V3_SNAPSHOT):  # the version written before still loads, to the same view
+            back = SeriesView.loads("a/rps", 8, raw, rings=rings)
+            assert back.detail() == v.detail() and back.summary() == v.summary()
+            # written again: the same bytes (from version 2, its points as it held them: float64 with times)
+            assert back.dumps() == V3_SNAPSHOT if raw is V3_SNAPSHOT else len(back.dumps()) == len(V3_SNAPSHOT) + 3 * 20
+            assert SeriesView.loads("a/rps", 8, back.dumps(), rings=rings).detail() == v.detail()
+            d = back.detail()
+            assert [p["value"] for p in d["points"]] == [101.0, 101.25, 101.5, 101.75, 102.0, 102.5, 102.75]
+            assert [f["yhat"] for f in d["fitted"]] == [103.0, 104.0, 105.0, 106.0, 107.0, 110.0, 111.0]
 
 
 def test_a_store_with_a_directory_keeps_the_views_history_in_a_file_not_the_heap(tmp_path: Path):
