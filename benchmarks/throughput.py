@@ -712,6 +712,10 @@ def bench_model_path(broker: str, workdir: Path, series: int, warm: int, windows
         # the worker's CPU seconds (user + system) in each step: from its start (restoring the
         # seeded checkpoints included) to the end of the warm windows, the backlog, the paced windows
         "worker_cpu_s_by_step": {"warm": cpu0, "backlog": cpu1 - cpu0, "paced": cpu2 - cpu1},
+        # the paced step's worker CPU per series update: every series learns each paced window and
+        # the same share of series checkpoints in it, run after run (the backlog's checkpoints vary
+        # with how much of it falls CHECKPOINT_MIN_SECONDS after the warm windows' checkpoints)
+        "paced_worker_cpu_us_per_update": 1e6 * (cpu2 - cpu1) / (paced * series) if paced else None,
         # window close (the points message's publication) -> its forecast's publication
         "window_close_to_forecast_s_steady": {
             "p50": pct(steady, 0.5), "p99": pct(steady, 0.99), "n": len(steady), "windows": paced},
