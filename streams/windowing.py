@@ -94,7 +94,7 @@ class Windower:
 
     __slots__ = ("step", "lateness", "max_future", "open", "kinds", "wm", "closed_until",
                  "last_data", "recent", "adds", "typical", "_typical_at", "progress", "floor",
-                 "_heap", "_refs", "_ready", "_starts", "merged")
+                 "_due", "_due_keys", "_held", "_held_keys", "_ready", "_starts", "merged")
 
     def __init__(self, step: float, lateness_windows: int = 2,
                  max_future: float = DEFAULT_MAX_FUTURE_SECONDS) -> None:
@@ -112,8 +112,17 @@ class Windower:
         self._typical_at = -1
         self.progress = -math.inf
         self.floor = -math.inf  # every series' windows starting before this are closed
-        self._heap: list[tuple[float, str]] = []  # (next window start to close, series)
-        self._refs: list[tuple[int, str, float]] = []  # (lowest ref, series, window start)
+        # (Two heaps of (start, series) and (ref, series, start) were mostly string comparisons: a
+        # window start or a message's offset is shared by thousands of entries. Each is a heap of
+        # the distinct keys and a list per key instead.)
+        #: per time: the series to close when the partition's floor passes it (their next window
+        #: start, or their bound: more zeros to come, or forgetting); a heap of its keys
+        self._due: dict[float, list[str]] = {}
+        self._due_keys: list[float] = []
+        #: per input reference: the (series, window start) whose window it was the lowest ref
+        #: of when opened (stale once the window closed); a heap of its keys
+        self._held: dict[int, list[tuple[str, float]]] = {}
+        self._held_keys: list[int] = []
         self._ready: list[Point] = []
         #: one float object per window start, shared by every series' open window and heap
         #: entries (a series' own copies of the same few starts were ~190 bytes of it)
@@ -146,10 +155,30 @@ class Windower:
         if floor <= self.floor:
             return
         self.floor = floor
-        while self._heap and self._heap[0][0] < floor:
-            _, series = heapq.heappop(self._heap)
-            if series in self.closed_until:
-                self._close_series(series, floor)
+        keys, due, closed_until, close = self._due_keys, self._due, self.closed_until, self._close_series
+        while keys and keys[0] < floor:
+            # in (time, series) order, as one heap of (time, series) entries pops them
+            for series in sorted(due.pop(heapq.heappop(keys))):
+                if series in closed_until:
+                    close(series, floor)
+
+    def _queue(self, at: float, series: str) -> None:
+        """Close ``series`` up to the floor once the partition's floor passes ``at``."""
+        got = self._due.get(at)
+        if got is None:
+            self._due[at] = [series]
+            heapq.heappush(self._due_keys, at)
+        else:
+            got.append(series)
+
+    def _hold(self, ref: int, series: str, start: float) -> None:
+        """``ref`` is the lowest of the (new) window ``start`` of ``series`` (:meth:`min_needed`)."""
+        got = self._held.get(ref)
+        if got is None:
+            self._held[ref] = [(series, start)]
+            heapq.heappush(self._held_keys, ref)
+        else:
+            got.append((series, start))
 
     def tick(self, now: float) -> None:
         """Move progress on with the wall clock ``now`` (epoch s), if the
@@ -278,9 +307,9 @@ class Windower:
                         starts.clear()  # long gone windows' (the open ones keep theirs)
                     ref = refs[k]
                     wins[start] = [count, total, lo, hi, -1 if ref is None else ref]
-                    heapq.heappush(self._heap, (start, series))
+                    self._queue(start, series)
                     if ref is not None:
-                        heapq.heappush(self._refs, (ref, series, start))
+                        self._hold(ref, series, start)
                 wm = wm_get(series, -inf)
                 if ts > wm:
                     wms[series] = wm = ts
@@ -503,9 +532,9 @@ class Windower:
             if len(self._starts) > MAX_SHARED_STARTS:
                 self._starts.clear()
             wins[start] = acc
-            heapq.heappush(self._heap, (start, s))
+            self._queue(start, s)
             if acc[4] >= 0:
-                heapq.heappush(self._refs, (acc[4], s, start))
+                self._hold(acc[4], s, start)
         # the series' time
         wm_final = np.full(u, -inf)
         np.maximum.at(wm_final, codes[acc_idx], ts[acc_idx])
@@ -657,13 +686,19 @@ class Windower:
 
     def min_needed(self) -> int | None:
         """The lowest ``ref`` that fed a still-open window (None: nothing held)."""
-        refs = self._refs
-        while refs:
-            ref, series, start = refs[0]
-            acc = self.open.get(series, {}).get(start)
-            if acc is not None and acc[4] == ref:
-                return ref
-            heapq.heappop(refs)
+        keys, held, open_ = self._held_keys, self._held, self.open
+        while keys:
+            ref = keys[0]
+            entries = held[ref]
+            while entries:
+                series, start = entries[-1]
+                wins = open_.get(series)
+                acc = wins.get(start) if wins is not None else None
+                if acc is not None and acc[4] == ref:
+                    return ref
+                entries.pop()
+            heapq.heappop(keys)
+            del held[ref]
         return None
 
     def _close_series(self, series: str, limit: float) -> None:
@@ -690,7 +725,7 @@ class Windower:
             self.open.pop(series, None)
         if last is not None and limit <= last + GAP_FILL_WINDOWS * step:
             self.last_data[series] = last
-            heapq.heappush(self._heap, (limit, series))  # more zeros to come
+            self._queue(limit, series)  # more zeros to come
         else:
             self.last_data.pop(series, None)
             if not wins:
@@ -698,7 +733,7 @@ class Windower:
                     del self.closed_until[series], self.kinds[series]
                     self.wm.pop(series, None)
                 else:
-                    heapq.heappush(self._heap, (limit, series))  # forget it once the floor passes
+                    self._queue(limit, series)  # forget it once the floor passes
 
     def _zeros(self, series: str, last: float, first: float, end: float) -> None:
         end = min(end, last + (GAP_FILL_WINDOWS + 1) * self.step)
