@@ -702,27 +702,45 @@ class Windower:
         return None
 
     def _close_series(self, series: str, limit: float) -> None:
-        cu = self.closed_until[series]
+        closed_until = self.closed_until
+        cu = closed_until[series]
         if limit <= cu:
             return
         step = self.step
-        wins = self.open.get(series, {})
-        events = self.kinds.get(series) == "events"
+        open_ = self.open
+        wins = open_.get(series)
+        kind = self.kinds.get(series)
+        events = kind == "events"
         last = self.last_data.get(series) if events else None
         pos = cu
-        out = self._ready
-        for start in sorted(s for s in wins if s < limit):
-            if last is not None:
-                self._zeros(series, last, max(pos, last + step), start)
-            out.append(self._point(series, start, wins.pop(start)))
-            if events:
-                last = start
-            pos = start + step
+        if wins:
+            if len(wins) == 1:  # (the common case: no sort)
+                todo: Sequence[float] = [s for s in wins if s < limit]
+            else:
+                todo = sorted(s for s in wins if s < limit)
+            out = self._ready
+            for start in todo:
+                if last is not None:
+                    first = max(pos, last + step)
+                    if first < start:  # (else no zeros: skip the call)
+                        self._zeros(series, last, first, start)
+                acc = wins.pop(start)
+                count, total = int(acc[0]), acc[1]
+                if kind == "metrics":
+                    value = total / count if count else 0.0
+                else:
+                    value = count / step
+                out.append(Point(series, start, start + step, count, total, acc[2], acc[3], value))
+                if events:
+                    last = start
+                pos = start + step
+        if wins is not None and not wins:
+            del open_[series]
         if last is not None:
-            self._zeros(series, last, max(pos, last + step), limit)
-        self.closed_until[series] = limit
-        if not wins:
-            self.open.pop(series, None)
+            first = max(pos, last + step)
+            if first < limit:
+                self._zeros(series, last, first, limit)
+        closed_until[series] = limit
         if last is not None and limit <= last + GAP_FILL_WINDOWS * step:
             self.last_data[series] = last
             self._queue(limit, series)  # more zeros to come
@@ -730,7 +748,7 @@ class Windower:
             self.last_data.pop(series, None)
             if not wins:
                 if limit <= self.floor:  # nothing left that the partition floor does not cover
-                    del self.closed_until[series], self.kinds[series]
+                    del closed_until[series], self.kinds[series]
                     self.wm.pop(series, None)
                 else:
                     self._queue(limit, series)  # forget it once the floor passes
