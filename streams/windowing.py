@@ -79,6 +79,16 @@ def _median_low(values: list[float]) -> float:
     return values[(len(values) - 1) // 2]
 
 
+def _typical(recent: OrderedDict[str, list[float]]) -> float:
+    """The median (low) of the claims in ``recent`` (numpy's partition: a third of a sort's time
+    at thousands of series, most of them with equal claims)."""
+    n = len(recent)
+    if n < 64:
+        return _median_low(list(map(_first, recent.values())))
+    k = (n - 1) // 2
+    return float(np.partition(np.fromiter(map(_first, recent.values()), float, n), k)[k])
+
+
 class Windower:
     """Tumbling event-time windows of one input partition (see the module doc).
 
@@ -257,7 +267,7 @@ class Windower:
                     self.adds = adds
                     self._forget_stopped()
                 if adds - typical_at > len(recent) >> 3:
-                    self.typical = typical = _median_low(list(map(_first, recent.values())))
+                    self.typical = typical = _typical(recent)
                     self._typical_at = typical_at = adds
                 if ts > typical + max_future:
                     # Windows this series opened while it set the pace (alone on the
