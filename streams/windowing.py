@@ -169,7 +169,8 @@ class Windower:
         while keys and keys[0] < floor:
             # in (time, series) order, as one heap of (time, series) entries pops them
             for series in sorted(due.pop(heapq.heappop(keys))):
-                if series in closed_until:
+                cu = closed_until.get(series)
+                if cu is not None and cu < floor:  # (else closed already: no call)
                     close(series, floor)
 
     def _queue(self, at: float, series: str) -> None:
@@ -724,10 +725,9 @@ class Windower:
         last = self.last_data.get(series) if events else None
         pos = cu
         if wins:
-            if len(wins) == 1:  # (the common case: no sort)
-                todo: Sequence[float] = [s for s in wins if s < limit]
-            else:
-                todo = sorted(s for s in wins if s < limit)
+            todo = [s for s in wins if s < limit]
+            if len(todo) > 1:
+                todo.sort()
             out = self._ready
             for start in todo:
                 if last is not None:
