@@ -726,10 +726,16 @@ def bench_model_path(broker: str, workdir: Path, series: int, warm: int, windows
     }
 
 
+#: aggregates the client-aggregated ingest step sends at least, above 1,000 series (one per
+#: series and second): ``--windows`` is raised to reach it (10,000 series: 20 windows)
+INGEST_MIN_AGGREGATES = 2_000_000
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--series", type=int, nargs="+", default=[1000, 10000])
-    ap.add_argument("--windows", type=int, default=20, help="windows of event time per run")
+    ap.add_argument("--windows", type=int, default=20,
+                    help="windows of event time per run (the client-aggregated ingest step above 1,000 series: max(6, windows // 3), raised to send at least INGEST_MIN_AGGREGATES = 2,000,000 aggregates; before session 12 it was not raised: 6 windows at 10,000 series)")
     ap.add_argument("--single-messages", type=int, default=200000)
     ap.add_argument("--cardinality", type=int, nargs=2, metavar=("DISTINCT", "LIMIT"),
                     help="only the cardinality probe: DISTINCT series ids to a worker limited to LIMIT")
@@ -795,7 +801,11 @@ def main() -> None:
             row["skipped"] = short
             print(json.dumps(row), file=sys.stderr, flush=True)
             continue
-        windows = args.windows if n <= 1000 else max(6, args.windows // 3)
+        # above 1,000 series: at least INGEST_MIN_AGGREGATES aggregates (the rate, not the start:
+        # 6 windows of 10,000 series were under a second of work; until session 12 the count was
+        # max(6, windows // 3), so 10,000 series ran 6 windows), memory allowing (100,000: 6)
+        windows = args.windows if n <= 1000 else max(6, args.windows // 3,
+                                                     -(-INGEST_MIN_AGGREGATES // int(n * WINDOW)))
         with EmbeddedBroker(log_path=str(workdir / f"broker-{n}.log")) as b:
             runs.append(bench_batched(b.bootstrap, workdir, n, windows, steady=False, columnar=args.columnar))
         print(json.dumps(runs[-1]), file=sys.stderr, flush=True)

@@ -31,6 +31,7 @@ import math
 import re
 from array import array
 from dataclasses import dataclass
+from itertools import repeat
 from typing import Any
 
 import numpy as np
@@ -612,12 +613,16 @@ class InputColumns:
     #: the message's columns as decoded (for a rejected element's bytes); None: the whole is bad
     columns: dict[str, Any] | None = None
     dead: DeadLetter | None = None
+    #: a row-format message read as columns (:func:`read_input`): its elements as decoded
+    objects: list[Any] | None = None
 
     def __len__(self) -> int:
         return len(self.series)
 
     def element(self, i: int) -> dict[str, Any]:
         """Element ``i`` of the message as the row object it stands for."""
+        if self.objects is not None:
+            return self.objects[i]
         cols = self.columns or {}
         return {k: (v[i] if isinstance(v, list) else v) for k, v in cols.items()}
 
@@ -685,7 +690,8 @@ def parse_input_columns(obj: dict[str, Any], raw: bytes) -> InputColumns:
         return out
 
 
-def _parse_columns(obj: dict[str, Any], raw: bytes) -> InputColumns:
+def _parse_columns(obj: dict[str, Any], raw: bytes, whole: bool = False) -> InputColumns | None:
+    """``whole``: None unless the vectorised checks accept every element."""
     names = obj["series"]
     n = len(names)
     cols: dict[str, Any] = {}
@@ -792,6 +798,8 @@ def _parse_columns(obj: dict[str, Any], raw: bytes) -> InputColumns:
     result = InputColumns([], ts, interval, count, total, lo, hi, np.empty(0, np.int64), raw, cols)
     accepted = fast
     slow = np.flatnonzero(~fast).tolist()
+    if whole and (slow or not n):
+        return None
     if slow:
         accepted = fast.copy()
         series_col = list(names)
@@ -822,14 +830,45 @@ def _parse_columns(obj: dict[str, Any], raw: bytes) -> InputColumns:
     return result
 
 
+#: row-format arrays of at least this many elements are tried as columns by :func:`read_input`
+ROWS_AS_COLUMNS = 128
+
+
+def _rows_as_columns(obj: list[Any], raw: bytes) -> InputColumns | None:
+    """A row-format array of aggregates as :class:`InputColumns` (with its elements, for dead
+    letters), if every element is an object of the aggregate fields only and the columnar
+    batch's vectorised checks accept all of them (what :func:`_fast_row` accepts, read the same;
+    an absent field is read as null, as there); else None."""
+    if set(map(type, obj)) != {dict}:
+        return None
+    keys = set().union(*obj)
+    if not keys <= _AGG_KEYS or "count" not in keys or "series" not in keys or "ts" not in keys:
+        return None
+    get, n = dict.get, len(obj)
+    cols = {k: list(map(get, obj, repeat(k, n))) for k in INPUT_COLUMNS if k in keys}
+    out = _parse_columns(cols, raw, whole=True)
+    if out is not None:
+        out.objects = obj
+    return out
+
+
 def read_input(raw: bytes) -> list[Row] | InputColumns | None:
-    """The window agent's read of an input message: a columnar batch's :class:`InputColumns`,
-    the rows of a message :func:`fast_rows` reads, else None (then :func:`parse_input_rows`)."""
+    """The window agent's read of an input message: a columnar batch's :class:`InputColumns`;
+    a row-format array of at least :data:`ROWS_AS_COLUMNS` aggregates that the columnar checks
+    accept whole, as :class:`InputColumns` too (the same rows: ``rows()``); the rows of a
+    message :func:`fast_rows` reads; else None (then :func:`parse_input_rows`)."""
     obj = _small_json(raw)
     if obj is _NOT_READ:
         return None
     if is_columnar(obj):
         return parse_input_columns(obj, raw)
+    if obj.__class__ is list and len(obj) >= ROWS_AS_COLUMNS:
+        try:
+            got = _rows_as_columns(obj, raw)
+        except Exception:  # noqa: BLE001 - the rows' path decides (and names any error)
+            got = None
+        if got is not None:
+            return got
     return _fast_obj_rows(obj)
 
 

@@ -79,6 +79,16 @@ def _median_low(values: list[float]) -> float:
     return values[(len(values) - 1) // 2]
 
 
+def _typical(recent: OrderedDict[str, list[float]]) -> float:
+    """The median (low) of the claims in ``recent`` (numpy's partition: a third of a sort's time
+    at thousands of series, most of them with equal claims)."""
+    n = len(recent)
+    if n < 64:
+        return _median_low(list(map(_first, recent.values())))
+    k = (n - 1) // 2
+    return float(np.partition(np.fromiter(map(_first, recent.values()), float, n), k)[k])
+
+
 class Windower:
     """Tumbling event-time windows of one input partition (see the module doc).
 
@@ -94,7 +104,7 @@ class Windower:
 
     __slots__ = ("step", "lateness", "max_future", "open", "kinds", "wm", "closed_until",
                  "last_data", "recent", "adds", "typical", "_typical_at", "progress", "floor",
-                 "_heap", "_refs", "_ready", "_starts", "merged")
+                 "_due", "_due_keys", "_held", "_held_keys", "_ready", "_starts", "merged")
 
     def __init__(self, step: float, lateness_windows: int = 2,
                  max_future: float = DEFAULT_MAX_FUTURE_SECONDS) -> None:
@@ -112,8 +122,17 @@ class Windower:
         self._typical_at = -1
         self.progress = -math.inf
         self.floor = -math.inf  # every series' windows starting before this are closed
-        self._heap: list[tuple[float, str]] = []  # (next window start to close, series)
-        self._refs: list[tuple[int, str, float]] = []  # (lowest ref, series, window start)
+        # (Two heaps of (start, series) and (ref, series, start) were mostly string comparisons: a
+        # window start or a message's offset is shared by thousands of entries. Each is a heap of
+        # the distinct keys and a list per key instead.)
+        #: per time: the series to close when the partition's floor passes it (their next window
+        #: start, or their bound: more zeros to come, or forgetting); a heap of its keys
+        self._due: dict[float, list[str]] = {}
+        self._due_keys: list[float] = []
+        #: per input reference: the (series, window start) whose window it was the lowest ref
+        #: of when opened (stale once the window closed); a heap of its keys
+        self._held: dict[int, list[tuple[str, float]]] = {}
+        self._held_keys: list[int] = []
         self._ready: list[Point] = []
         #: one float object per window start, shared by every series' open window and heap
         #: entries (a series' own copies of the same few starts were ~190 bytes of it)
@@ -146,10 +165,31 @@ class Windower:
         if floor <= self.floor:
             return
         self.floor = floor
-        while self._heap and self._heap[0][0] < floor:
-            _, series = heapq.heappop(self._heap)
-            if series in self.closed_until:
-                self._close_series(series, floor)
+        keys, due, closed_until, close = self._due_keys, self._due, self.closed_until, self._close_series
+        while keys and keys[0] < floor:
+            # in (time, series) order, as one heap of (time, series) entries pops them
+            for series in sorted(due.pop(heapq.heappop(keys))):
+                cu = closed_until.get(series)
+                if cu is not None and cu < floor:  # (else closed already: no call)
+                    close(series, floor)
+
+    def _queue(self, at: float, series: str) -> None:
+        """Close ``series`` up to the floor once the partition's floor passes ``at``."""
+        got = self._due.get(at)
+        if got is None:
+            self._due[at] = [series]
+            heapq.heappush(self._due_keys, at)
+        else:
+            got.append(series)
+
+    def _hold(self, ref: int, series: str, start: float) -> None:
+        """``ref`` is the lowest of the (new) window ``start`` of ``series`` (:meth:`min_needed`)."""
+        got = self._held.get(ref)
+        if got is None:
+            self._held[ref] = [(series, start)]
+            heapq.heappush(self._held_keys, ref)
+        else:
+            got.append((series, start))
 
     def tick(self, now: float) -> None:
         """Move progress on with the wall clock ``now`` (epoch s), if the
@@ -228,7 +268,7 @@ class Windower:
                     self.adds = adds
                     self._forget_stopped()
                 if adds - typical_at > len(recent) >> 3:
-                    self.typical = typical = _median_low(list(map(_first, recent.values())))
+                    self.typical = typical = _typical(recent)
                     self._typical_at = typical_at = adds
                 if ts > typical + max_future:
                     # Windows this series opened while it set the pace (alone on the
@@ -278,9 +318,9 @@ class Windower:
                         starts.clear()  # long gone windows' (the open ones keep theirs)
                     ref = refs[k]
                     wins[start] = [count, total, lo, hi, -1 if ref is None else ref]
-                    heapq.heappush(self._heap, (start, series))
+                    self._queue(start, series)
                     if ref is not None:
-                        heapq.heappush(self._refs, (ref, series, start))
+                        self._hold(ref, series, start)
                 wm = wm_get(series, -inf)
                 if ts > wm:
                     wms[series] = wm = ts
@@ -503,9 +543,9 @@ class Windower:
             if len(self._starts) > MAX_SHARED_STARTS:
                 self._starts.clear()
             wins[start] = acc
-            heapq.heappush(self._heap, (start, s))
+            self._queue(start, s)
             if acc[4] >= 0:
-                heapq.heappush(self._refs, (acc[4], s, start))
+                self._hold(acc[4], s, start)
         # the series' time
         wm_final = np.full(u, -inf)
         np.maximum.at(wm_final, codes[acc_idx], ts[acc_idx])
@@ -657,48 +697,71 @@ class Windower:
 
     def min_needed(self) -> int | None:
         """The lowest ``ref`` that fed a still-open window (None: nothing held)."""
-        refs = self._refs
-        while refs:
-            ref, series, start = refs[0]
-            acc = self.open.get(series, {}).get(start)
-            if acc is not None and acc[4] == ref:
-                return ref
-            heapq.heappop(refs)
+        keys, held, open_ = self._held_keys, self._held, self.open
+        while keys:
+            ref = keys[0]
+            entries = held[ref]
+            while entries:
+                series, start = entries[-1]
+                wins = open_.get(series)
+                acc = wins.get(start) if wins is not None else None
+                if acc is not None and acc[4] == ref:
+                    return ref
+                entries.pop()
+            heapq.heappop(keys)
+            del held[ref]
         return None
 
     def _close_series(self, series: str, limit: float) -> None:
-        cu = self.closed_until[series]
+        closed_until = self.closed_until
+        cu = closed_until[series]
         if limit <= cu:
             return
         step = self.step
-        wins = self.open.get(series, {})
-        events = self.kinds.get(series) == "events"
+        open_ = self.open
+        wins = open_.get(series)
+        kind = self.kinds.get(series)
+        events = kind == "events"
         last = self.last_data.get(series) if events else None
         pos = cu
-        out = self._ready
-        for start in sorted(s for s in wins if s < limit):
-            if last is not None:
-                self._zeros(series, last, max(pos, last + step), start)
-            out.append(self._point(series, start, wins.pop(start)))
-            if events:
-                last = start
-            pos = start + step
+        if wins:
+            todo = [s for s in wins if s < limit]
+            if len(todo) > 1:
+                todo.sort()
+            out = self._ready
+            for start in todo:
+                if last is not None:
+                    first = max(pos, last + step)
+                    if first < start:  # (else no zeros: skip the call)
+                        self._zeros(series, last, first, start)
+                acc = wins.pop(start)
+                count, total = int(acc[0]), acc[1]
+                if kind == "metrics":
+                    value = total / count if count else 0.0
+                else:
+                    value = count / step
+                out.append(Point(series, start, start + step, count, total, acc[2], acc[3], value))
+                if events:
+                    last = start
+                pos = start + step
+        if wins is not None and not wins:
+            del open_[series]
         if last is not None:
-            self._zeros(series, last, max(pos, last + step), limit)
-        self.closed_until[series] = limit
-        if not wins:
-            self.open.pop(series, None)
+            first = max(pos, last + step)
+            if first < limit:
+                self._zeros(series, last, first, limit)
+        closed_until[series] = limit
         if last is not None and limit <= last + GAP_FILL_WINDOWS * step:
             self.last_data[series] = last
-            heapq.heappush(self._heap, (limit, series))  # more zeros to come
+            self._queue(limit, series)  # more zeros to come
         else:
             self.last_data.pop(series, None)
             if not wins:
                 if limit <= self.floor:  # nothing left that the partition floor does not cover
-                    del self.closed_until[series], self.kinds[series]
+                    del closed_until[series], self.kinds[series]
                     self.wm.pop(series, None)
                 else:
-                    heapq.heappush(self._heap, (limit, series))  # forget it once the floor passes
+                    self._queue(limit, series)  # forget it once the floor passes
 
     def _zeros(self, series: str, last: float, first: float, end: float) -> None:
         end = min(end, last + (GAP_FILL_WINDOWS + 1) * self.step)

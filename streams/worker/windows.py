@@ -271,7 +271,8 @@ class Windows:
 
         The elements of consecutive messages are windowed together (:meth:`Windower.add_rows`,
         each with its message's offset), at most :data:`YIELD_EVERY` at a time; consecutive
-        columnar batches (``streams.records.InputColumns``) likewise as columns
+        columnar batches (``streams.records.InputColumns``: columnar messages, and row-format
+        arrays of aggregates that ``records.read_input`` reads as columns) likewise as columns
         (:meth:`Windower.add_columns`), at most :data:`COLUMNS_YIELD_EVERY` elements at a time. A
         message out of sequence first has those before it windowed (a gap drops the partition's
         windows)."""

@@ -408,7 +408,7 @@ def test_series_share_one_float_per_window_start():
         w.add(agg(s, 112.0, count=1), "events", ref=1)
     starts = [list(w.open[s]) for s in ("a", "b", "c")]
     assert starts[0] == [100.0, 110.0] and all(x is y for s in starts[1:] for x, y in zip(starts[0], s, strict=True))
-    assert all(start is starts[0][0] or start is starts[0][1] for start, _ in w._heap)
+    assert all(start is starts[0][0] or start is starts[0][1] for start in w._due_keys)
     for i in range(windowing.MAX_SHARED_STARTS + 5):  # bounded: old starts are let go
         w.add(agg("d", 200.0 + 10 * i, count=1), "events")
     assert len(w._starts) <= windowing.MAX_SHARED_STARTS + 1
@@ -432,8 +432,14 @@ def _columns(rows):
 
 
 def _state(w: Windower):
+    due = sorted((t, s) for t, series in w._due.items() for s in series)
+    assert sorted(w._due_keys) == sorted(w._due)
+    assert sorted(w._held_keys) == sorted(w._held)
+    # the references still held (a closed window's entry is stale: min_needed drops it when met)
+    held = sorted((r, s, t) for r, entries in w._held.items() for s, t in entries
+                  if w.open.get(s, {}).get(t, [None] * 5)[4] == r)
     return (w.open, w.closed_until, w.wm, w.kinds, w.last_data, list(w.recent.items()), w.adds,
-            w.typical, w._typical_at, w.progress, w.floor, sorted(w._heap), sorted(w._refs))
+            w.typical, w._typical_at, w.progress, w.floor, due, held)
 
 
 def _same_as_rows(batches, step, lateness, max_future, limit, kind="events"):
