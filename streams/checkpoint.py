@@ -123,15 +123,11 @@ class Checkpointer:
         series' key: the state LZ4-compressed, then signed as stored. A state is any buffer
         (``bytes``, or a row of ``SeriesBank.row_tables``' table: compressed from where it is)."""
         head = _ROW_HEAD.pack(step, layout)
-        keyed, lz4, join = self._keyed[ROW_MAGIC], cramjam.lz4.compress_block, b"".join
+        mac, lz4, join = self._mac, cramjam.lz4.compress_block, b"".join
         out = []
         for key, state in zip(keys, states, strict=True):
             body = lz4(state)
-            h = keyed.copy()
-            h.update(len(key).to_bytes(4, "big") + key)
-            h.update(head)
-            h.update(body)
-            out.append(join((ROW_MAGIC, h.digest(), head, body)))
+            out.append(join((ROW_MAGIC, mac(ROW_MAGIC, key, head, body), head, body)))
         return out
 
     def loads(self, blob: bytes, key: bytes) -> Any:

@@ -51,6 +51,7 @@ import math
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from operator import itemgetter
+from typing import Any
 
 import numpy as np
 
@@ -87,6 +88,17 @@ def _typical(recent: OrderedDict[str, list[float]]) -> float:
         return _median_low(list(map(_first, recent.values())))
     k = (n - 1) // 2
     return float(np.partition(np.fromiter(map(_first, recent.values()), float, n), k)[k])
+
+
+def _push_keyed(lists: dict[Any, list[Any]], keys: list[Any], key: Any, item: Any) -> None:
+    """Add ``item`` to ``lists[key]``, the key pushed on the heap ``keys`` when new (a heap of
+    distinct keys with a list per key: many items share a key)."""
+    got = lists.get(key)
+    if got is None:
+        lists[key] = [item]
+        heapq.heappush(keys, key)
+    else:
+        got.append(item)
 
 
 class Windower:
@@ -175,21 +187,11 @@ class Windower:
 
     def _queue(self, at: float, series: str) -> None:
         """Close ``series`` up to the floor once the partition's floor passes ``at``."""
-        got = self._due.get(at)
-        if got is None:
-            self._due[at] = [series]
-            heapq.heappush(self._due_keys, at)
-        else:
-            got.append(series)
+        _push_keyed(self._due, self._due_keys, at, series)
 
     def _hold(self, ref: int, series: str, start: float) -> None:
         """``ref`` is the lowest of the (new) window ``start`` of ``series`` (:meth:`min_needed`)."""
-        got = self._held.get(ref)
-        if got is None:
-            self._held[ref] = [(series, start)]
-            heapq.heappush(self._held_keys, ref)
-        else:
-            got.append((series, start))
+        _push_keyed(self._held, self._held_keys, ref, (series, start))
 
     def tick(self, now: float) -> None:
         """Move progress on with the wall clock ``now`` (epoch s), if the
@@ -770,10 +772,3 @@ class Windower:
             s = first + i * self.step
             self._ready.append(Point(series, s, s + self.step, 0, 0.0, math.inf, -math.inf, 0.0))
 
-    def _point(self, series: str, start: float, acc: Acc) -> Point:
-        count, total = int(acc[0]), acc[1]
-        if self.kinds.get(series) == "metrics":
-            value = total / count if count else 0.0
-        else:
-            value = count / self.step
-        return Point(series, start, start + self.step, count, total, acc[2], acc[3], value)

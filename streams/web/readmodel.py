@@ -640,21 +640,28 @@ class SeriesView:
             raise ValueError(f"unknown view snapshot version {o.get('v')!r}")
         meta = o.get("fc_meta")
         v = cls(series, size, kind=str(o.get("kind", "")), rings=rings)
-        v.step, hi = float(o["step"]), int(o["hi"])
-        v._put_windows(hi, rows, values, fitted)
-        v.fc_meta = None if meta is None else (float(meta[0]), float(meta[1]), float(meta[2]), str(meta[3]),
-                                                bool(meta[4]), None if meta[5] is None else float(meta[5]))
-        v._fc = points if len(points) else _NO_POINTS
-        if o.get("anomalies"):
-            v.anomalies = deque(((float(a[0]), float(a[1]), float(a[2]), float(a[3]), str(a[4]))
-                                 for a in o["anomalies"]), maxlen=ANOMALY_HISTORY)
-        v.score, v.anomalous = o.get("score"), bool(o.get("anomalous"))
-        v.drifting = bool(o.get("drifting"))
-        if o.get("drifts"):
-            v.drifts = deque((float(t) for t in o["drifts"]), maxlen=ANOMALY_HISTORY)
-        v.learnt, v.history = int(o.get("learnt", 0)), int(o.get("history", 0))
+        v.step = float(o["step"])
+        v._put_windows(int(o["hi"]), rows, values, fitted)
+        v._put_state(None if meta is None else (float(meta[0]), float(meta[1]), float(meta[2]), str(meta[3]),
+                                                 bool(meta[4]), None if meta[5] is None else float(meta[5])),
+                     points, o.get("anomalies"), o.get("score"), bool(o.get("anomalous")),
+                     bool(o.get("drifting")), o.get("drifts"), int(o.get("learnt", 0)), int(o.get("history", 0)))
         return v
 
+    def _put_state(self, fc_meta: tuple[float, float, float, str, bool, float | None] | None,
+                   points: np.ndarray, anomalies: Sequence[Sequence[Any]] | None, score: float | None,
+                   anomalous: bool, drifting: bool, drifts: Sequence[float] | None, learnt: int,
+                   history: int) -> None:
+        """Hold a snapshot's latest forecast and the series' state (every version's loader)."""
+        self.fc_meta = fc_meta
+        self._fc = points if len(points) else _NO_POINTS
+        if anomalies:
+            self.anomalies = deque(((float(a[0]), float(a[1]), float(a[2]), float(a[3]), str(a[4]))
+                                    for a in anomalies), maxlen=ANOMALY_HISTORY)
+        self.score, self.anomalous, self.drifting = score, anomalous, drifting
+        if drifts:
+            self.drifts = deque((float(t) for t in drifts), maxlen=ANOMALY_HISTORY)
+        self.learnt, self.history = learnt, history
 
     def _put_windows(self, hi: int, rows: int, values: np.ndarray, fitted: np.ndarray) -> None:
         """Hold a snapshot's ``rows`` windows, the newest ``hi`` (the newest ``size`` of them);
@@ -691,23 +698,15 @@ class SeriesView:
         at += 20 * rows
         dt = "<f4" if pcols == 3 else "<f8"
         points = np.frombuffer(raw, dt, h * pcols, at).reshape(h, pcols).astype(np.float32 if pcols == 3 else float)
+        if not flags & 1 and pcols == 3 and h:
+            raise ValueError("a view snapshot's forecast points without when they were issued")
         v = cls(series, size, kind=kind, rings=rings)
         v.step = float(step)
         v._put_windows(int(hi), int(rows), values, fitted)
-        if flags & 1:
-            v.fc_meta = (float(issued), float(fc_step), float(coverage), model, bool(flags & 2),
-                         float(error) if flags & 32 else None)
-        elif pcols == 3 and h:
-            raise ValueError("a view snapshot's forecast points without when they were issued")
-        v._fc = points if len(points) else _NO_POINTS
-        if anomalies:
-            v.anomalies = deque(((float(a[0]), float(a[1]), float(a[2]), float(a[3]), str(a[4]))
-                                 for a in anomalies), maxlen=ANOMALY_HISTORY)
-        v.score = float(score) if flags & 16 else None
-        v.anomalous, v.drifting = bool(flags & 4), bool(flags & 8)
-        if drifts:
-            v.drifts = deque(drifts, maxlen=ANOMALY_HISTORY)
-        v.learnt, v.history = int(learnt), int(history)
+        v._put_state((float(issued), float(fc_step), float(coverage), model, bool(flags & 2),
+                      float(error) if flags & 32 else None) if flags & 1 else None,
+                     points, anomalies, float(score) if flags & 16 else None, bool(flags & 4),
+                     bool(flags & 8), drifts, int(learnt), int(history))
         return v
 
 
