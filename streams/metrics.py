@@ -120,6 +120,12 @@ class Metrics:
             "already: a window published or delivered again after a rebalance or a crash",
             registry=r,
         )
+        self.points_caught_up = Counter(
+            "foresight_points_caught_up",
+            "Points messages the model agent read from the broker itself because Faust had not "
+            "handed them over (fetched while its flow was stopped) and no later message showed the gap",
+            registry=r,
+        )
         self.bad_decisions = Counter(
             "foresight_bad_decisions", "Unreadable messages on the decisions topic (skipped)", registry=r
         )

@@ -107,6 +107,43 @@ CHECKPOINT_CHUNK = 2_000
 #: how long the first look at a points partition waits for where it starts, and how long
 #: reading the records a gap skipped waits for them (:meth:`Models._read_range`)
 START_OFFSET_TIMEOUT_SECONDS = 10.0
+#: seconds a points partition may show records after the next one to learn (its highwater)
+#: without the agent getting to it before they are read from the broker (:meth:`Models.catch_up`)
+STALLED_SECONDS = 3.0
+#: seconds between two looks at the points partitions for records Faust did not hand over
+CATCH_UP_SECONDS = 1.0
+
+
+@dataclass
+class Stalls:
+    """Points partitions whose next record to learn exists (below the highwater) but has not come
+    for :data:`STALLED_SECONDS`: Faust dropped it (fetched while its flow was stopped, at a start
+    or a rebalance) and no later record of the partition came to show the gap
+    (:meth:`Models.in_order`), e.g. the last points of a backlog.
+
+    >>> st = Stalls()
+    >>> st.stalled(("p", 0), 5, 9, now=10.0), st.stalled(("p", 0), 5, 9, now=12.9)
+    (False, False)
+    >>> st.stalled(("p", 0), 5, 9, now=13.0)  # no progress for STALLED_SECONDS
+    True
+    >>> st.stalled(("p", 0), 6, 9, now=14.0), st.stalled(("p", 0), 9, 9, now=99.0)  # progress; caught up
+    (False, False)
+    """
+
+    #: per partition: the next offset it had when first seen behind, and when
+    seen: dict[tuple[str, int], tuple[int | None, float]] = field(default_factory=dict)
+
+    def stalled(self, source: tuple[str, int], expected: int | None, end: int, now: float) -> bool:
+        """Whether ``source``, expecting offset ``expected`` (None: nothing learnt yet) with
+        records up to before ``end``, has made no progress for :data:`STALLED_SECONDS`."""
+        if expected is not None and end <= expected:
+            self.seen.pop(source, None)
+            return False
+        mark = self.seen.get(source)
+        if mark is None or mark[0] != expected:
+            self.seen[source] = (expected, now)
+            return False
+        return now - mark[1] >= STALLED_SECONDS
 
 
 @dataclass
@@ -213,6 +250,9 @@ class Models:
         self._rl = RateLimitedLog(log, interval=60.0)
         #: checkpoints due, and the messages waiting for them (:class:`PendingCheckpoints`)
         self.pending = PendingCheckpoints()
+        #: held while points are learnt: by the agent, or by :meth:`catch_up`
+        self.lock = asyncio.Lock()
+        self.stalls = Stalls()
 
     # -- banks and rows ----------------------------------------------------
     def _factory(self, step: float) -> tuple[BankKey, Any]:
@@ -714,6 +754,70 @@ class Models:
         state.points_next[source] = msg.offset + 1
         return [*missed, msg]
 
+    def _flowing(self) -> bool:
+        """Whether Faust hands over records now (not rebalancing, recovering or paused)."""
+        app = self.ctx.app
+        if app.rebalancing or getattr(app, "in_recovery", False):
+            return False
+        return bool(getattr(app.consumer, "flow_active", True))
+
+    async def catch_up_stalled(self, learn: Any) -> None:
+        """Read from the broker and ``learn`` the records of every points partition of the
+        assignment that :class:`Stalls` finds stalled (:meth:`catch_up`)."""
+        ctx = self.ctx
+        if not self._flowing():
+            return
+        consumer, now = ctx.app.consumer, time.monotonic()
+        try:
+            assigned = [tp for tp in consumer.assignment() if tp.topic == ctx.topics.points]
+        except Exception:  # noqa: BLE001 - no assignment yet
+            return
+        for tp in assigned:
+            source = (tp.topic, tp.partition)
+            try:
+                end = consumer.highwater(tp)
+            except Exception:  # noqa: BLE001 - nothing fetched yet
+                continue
+            expected = ctx.state.points_next.get(source)
+            if end is not None and self.stalls.stalled(source, expected, end, now):
+                await self.catch_up(tp, expected, end, learn)
+
+    async def catch_up(self, tp: Any, expected: int | None, end: int, learn: Any) -> int:
+        """Learn the records of points partition ``tp`` from the offset it expects (if it still
+        is ``expected``: else the agent got there meanwhile) to before ``end``, read from the
+        broker (:meth:`_read_range`), in offset order, each through ``learn`` (the agent's own
+        step: ``learn(msg)``). Faust hands them over later, if at all, below the offset now
+        expected: skipped (:meth:`in_order`). Returns the records learnt."""
+        source = (tp.topic, tp.partition)
+        state = self.ctx.state
+        async with self.lock:
+            if state.points_next.get(source) != expected:
+                return 0
+            revocations = self._revocations
+            start = expected if expected is not None else await self._start_offset(tp)
+            if start is None:
+                return 0
+            if start >= end:  # nothing to learn: where the partition starts is known now
+                state.points_next[source] = start
+                return 0
+            log.warning("model: %s[%d]: offsets %d..%d were not handed over for %gs: reading them from "
+                        "the broker", *source, start, end - 1, STALLED_SECONDS)
+            missed = await self._read_range(tp.topic, tp.partition, start, end)
+            if missed is None or revocations != self._revocations:
+                return 0  # tried again at the next look (or the partition's next owner reads them)
+            self.ctx.metrics.points_caught_up.inc(len(missed))
+            pending = self.pending
+            pending.start()
+            try:
+                for msg in missed:
+                    state.points_next[source] = msg.offset + 1
+                    await learn(msg)
+                state.points_next[source] = max(end, state.points_next[source])
+            finally:
+                pending.busy, pending.last_done = False, time.monotonic()
+            self.stalls.seen.pop(source, None)
+            return len(missed)
+
     async def _read_range(self, topic: str, partition: int, start: int, end: int) -> list[Any] | None:
         """The records of ``topic[partition]`` from offset ``start`` to before ``end``, read by a
         client of its own (no group); None (logged) if the broker does not give them within
@@ -823,11 +927,12 @@ def install(ctx: WorkerContext) -> Models:
         # acknowledged by hand: a message that made checkpoints due once they are written
         manual = stream.noack()
         async for event in manual.events():
-            models.pending.start()
-            try:
-                await learn_event(event)
-            finally:
-                await models.finished(manual, event)
+            async with models.lock:
+                models.pending.start()
+                try:
+                    await learn_event(event)
+                finally:
+                    await models.finished(manual, event)
 
     async def learn_event(event: Any) -> None:
         try:
@@ -836,10 +941,20 @@ def install(ctx: WorkerContext) -> Models:
             await processing_error(ctx, "model", ctx.topics.points, event.message, exc)
             return
         for msg in msgs:
-            try:
-                await models.model_message(msg)
-            except Exception as exc:  # noqa: BLE001 - an agent never crash-loops on data
-                await processing_error(ctx, "model", ctx.topics.points, msg, exc)
+            await learn(msg)
+
+    async def learn(msg: Any) -> None:
+        try:
+            await models.model_message(msg)
+        except Exception as exc:  # noqa: BLE001 - an agent never crash-loops on data
+            await processing_error(ctx, "model", ctx.topics.points, msg, exc)
+
+    @ctx.app.timer(interval=CATCH_UP_SECONDS)
+    async def catch_up_stalled_partitions() -> None:
+        try:
+            await models.catch_up_stalled(learn)
+        except Exception:  # noqa: BLE001 - a timer never dies (it looks again)
+            log.exception("model: catching up stalled points partitions failed")
 
     @ctx.app.timer(interval=CHECKPOINT_IDLE_SECONDS / 2)
     async def write_checkpoints_when_idle() -> None:

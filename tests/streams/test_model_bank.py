@@ -154,8 +154,11 @@ def ready(worker: Any) -> Any:
     """``worker`` once Faust says it is ready (its tables recovered, its flow resumed). Points sent
     before that may be fetched while the flow is stopped and dropped by Faust; the model agent
     reads them from the broker when the partition's next message shows the gap
-    (``Models.in_order``), which these tests, sending all their points at once, never send:
-    ``test_a_fresh_worker_learns_a_backlog_from_the_partitions_start`` covers the start itself."""
+    (``Models.in_order``), or, with no next message (these tests send all their points at once),
+    when its timer finds the partition stalled (``Models.catch_up``): the first worker of
+    ``test_the_workers_forecasts_are_the_per_series_models_and_a_restart_restores_the_rows`` is
+    sent its points at once, ``test_a_fresh_worker_learns_a_backlog_from_the_partitions_start``
+    covers a backlog at the start."""
     assert wait_for(lambda: "[^ForesightWorker]: Ready" in worker.log.read_text(), 60), "the worker got ready"
     return worker
 
@@ -166,7 +169,7 @@ def test_the_workers_forecasts_are_the_per_series_models_and_a_restart_restores_
     first, last = points(0, 100), points(100, 150)
     want = reference(first + last)
 
-    a = ready(start_worker(prefix, **ENV))
+    a = start_worker(prefix, **ENV)  # its points sent at once: some may come while it starts
     send_points(broker, prefix, first)
     got = forecasts_of(broker, prefix, first, timeout=120)
     assert set(got) == {(p.series, p.start) for p in first}
@@ -217,6 +220,32 @@ def test_a_fresh_worker_learns_a_backlog_from_the_partitions_start(broker, prefi
     start_worker(prefix, **ENV)
     keys = {(p.series, p.start) for p in backlog}
     got = forecasts_of(broker, prefix, backlog, timeout=60)
+    assert set(got) == keys, f"points never learnt: {sorted(keys - set(got))[:5]}"
+    wrong = [k for k, ms in got.items() if not all(same(m, want[k]) for m in ms)]
+    assert not wrong, f"forecasts unlike the per-series reference: {wrong[:5]}"
+
+
+def test_points_sent_while_a_worker_starts_are_all_learnt(broker, prefix, start_worker):
+    """Points sent while a worker recovers its tables, each partition's in one message: Faust
+    may drop them (fetched while its flow is stopped) and no later message comes to show the
+    gap: the model agent's timer finds the partitions stalled and reads them from the broker."""
+    ensure_topics(broker, Topics.from_settings(Settings(topic_prefix=prefix)).all(), SETTINGS.partitions)
+    pts = points(0, 40)
+    want = reference(pts)
+    changelog = f"{prefix}-app-models-changelog"
+    ensure_topics(broker, [changelog], SETTINGS.partitions)
+    from kafka import KafkaProducer
+
+    producer = KafkaProducer(bootstrap_servers=broker, acks=1, linger_ms=20)
+    for i in range(RECOVERED):
+        producer.send(changelog, key=f"other{i}".encode(), value=b"x" * 2000, partition=i % SETTINGS.partitions)
+    producer.flush()
+    producer.close()
+    w = start_worker(prefix, **ENV)
+    assert wait_for(lambda: "Recovery" in w.log.read_text() or "Ready" in w.log.read_text(), 60)
+    send_points(broker, prefix, pts, per_message=len(pts))
+    got = forecasts_of(broker, prefix, pts, timeout=60)
+    keys = {(p.series, p.start) for p in pts}
     assert set(got) == keys, f"points never learnt: {sorted(keys - set(got))[:5]}"
     wrong = [k for k, ms in got.items() if not all(same(m, want[k]) for m in ms)]
     assert not wrong, f"forecasts unlike the per-series reference: {wrong[:5]}"
@@ -410,3 +439,71 @@ def test_a_message_that_made_checkpoints_due_is_acknowledged_once_they_are_writt
     assert asyncio.run(run()) == [["m0"], ["m0"], ["m0", "m2"], ["m0", "m2", "m1"], ["m0", "m2", "m1", "m3"],
                                   ["m0", "m2", "m1", "m3"]]
     assert models.pending.due == {} and models.pending.held == []
+
+
+def test_the_stalled_end_of_a_points_partition_is_read_from_the_broker(broker, prefix, tmp_path):
+    """Records Faust dropped with no later message to show the gap (the last points of a backlog,
+    fetched while the flow was stopped at a start) are read from the broker and learnt in offset
+    order by the timer's catch-up; once the agent has moved on, or they were learnt, nothing is
+    read again, and a record Faust hands over after all is skipped."""
+    import asyncio
+
+    from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+
+    from streams.worker import build_worker
+    from streams.worker.models import Models
+
+    settings = Settings(broker=broker, topic_prefix=prefix, data_dir=str(tmp_path / "data"), model_key="k" * 32)
+    topic = Topics.from_settings(settings).points
+    ensure_topics(broker, [topic], settings.partitions)
+
+    async def run() -> dict[str, Any]:
+        producer = AIOKafkaProducer(bootstrap_servers=broker)
+        await producer.start()
+        try:
+            for i in range(6):
+                await producer.send_and_wait(topic, f"m{i}".encode(), partition=1)
+        finally:
+            await producer.stop()
+        consumer = AIOKafkaConsumer(bootstrap_servers=broker, enable_auto_commit=False)
+        await consumer.start()
+        try:
+            part = TopicPartition(topic, 1)
+            consumer.assign([part])
+            await consumer.seek_to_beginning(part)
+            got: list = []
+            while len(got) < 6:
+                got += (await consumer.getmany(part, timeout_ms=1000)).get(part, [])
+        finally:
+            await consumer.stop()
+        base, end = got[0].offset, got[-1].offset + 1
+        models = Models(build_worker(settings))
+        source = (topic, 1)
+        learnt: list[bytes] = []
+
+        async def learn(msg: Any) -> None:
+            learnt.append(msg.value)
+
+        out: dict[str, Any] = {}
+        # a fresh group, nothing handed over: from the partition's first offset
+        out["fresh"] = await models.catch_up(part, None, end, learn)
+        out["fresh_learnt"], out["next"] = list(learnt), models.ctx.state.points_next[source]
+        out["late"] = await models.in_order(got[3])  # Faust hands one over after all
+        # offsets 0..1 learnt by the agent, 2..5 dropped with nothing after them
+        learnt.clear()
+        models.ctx.state.points_next[source] = base + 2
+        out["stale"] = await models.catch_up(part, base + 1, end, learn)  # the agent moved on
+        out["stalled"] = await models.catch_up(part, base + 2, end, learn)
+        out["learnt"], out["next2"] = list(learnt), models.ctx.state.points_next[source]
+        out["again"] = await models.catch_up(part, end, end, learn)
+        out["base"], out["end"] = base, end
+        out["counted"] = models.ctx.metrics.registry.get_sample_value("foresight_points_caught_up_total")
+        return out
+
+    out = asyncio.run(run())
+    assert out["fresh"] == 6 and out["fresh_learnt"] == [f"m{i}".encode() for i in range(6)]
+    assert out["next"] == out["end"] and out["late"] == []
+    assert out["stale"] == 0, "the agent moved on since the stall was seen: nothing read"
+    assert out["stalled"] == 4 and out["learnt"] == [f"m{i}".encode() for i in range(2, 6)]
+    assert out["next2"] == out["end"] and out["again"] == 0
+    assert out["counted"] == 10
