@@ -108,7 +108,8 @@ CHECKPOINT_CHUNK = 2_000
 #: reading the records a gap skipped waits for them (:meth:`Models._read_range`)
 START_OFFSET_TIMEOUT_SECONDS = 10.0
 #: seconds a points partition may show records after the next one to learn (its highwater)
-#: without the agent getting to it before they are read from the broker (:meth:`Models.catch_up`)
+#: without the agent getting to it, the agent idle as long, before they are read from the broker
+#: (:meth:`Models.catch_up_stalled`)
 STALLED_SECONDS = 3.0
 #: seconds between two looks at the points partitions for records Faust did not hand over
 CATCH_UP_SECONDS = 1.0
@@ -763,11 +764,14 @@ class Models:
 
     async def catch_up_stalled(self, learn: Any) -> None:
         """Read from the broker and ``learn`` the records of every points partition of the
-        assignment that :class:`Stalls` finds stalled (:meth:`catch_up`)."""
-        ctx = self.ctx
-        if not self._flowing():
-            return
-        consumer, now = ctx.app.consumer, time.monotonic()
+        assignment that :class:`Stalls` finds stalled (:meth:`catch_up`), once the agent has had
+        no message for :data:`STALLED_SECONDS` (while it has, those records are queued behind
+        others, or the next record of their partition shows the gap)."""
+        ctx, now = self.ctx, time.monotonic()
+        pending = self.pending
+        if pending.busy or now - pending.last_done < STALLED_SECONDS or not self._flowing():
+            return  # Faust is handing records over: a gap is in their way, or comes next
+        consumer = ctx.app.consumer
         try:
             assigned = [tp for tp in consumer.assignment() if tp.topic == ctx.topics.points]
         except Exception:  # noqa: BLE001 - no assignment yet
