@@ -126,6 +126,8 @@ sys.exit(main())
 class Worker:
     def __init__(self, broker: str, prefix: str, workdir: Path, trace: bool = False, **extra: str) -> None:
         self.port = free_port()
+        #: the worker's CPU seconds when :meth:`wait_counter` saw its counter first move
+        self.cpu_at_start: float | None = None
         self.trace = str(workdir / f"{prefix}.trace") if trace else None
         env = {**os.environ, "FORESIGHT_BROKER": broker, "FORESIGHT_TOPIC_PREFIX": prefix,
                "FORESIGHT_APP_ID": f"{prefix}-app", "FORESIGHT_WEB_PORT": str(self.port),
@@ -188,6 +190,7 @@ class Worker:
             v = metric(self.port, name)
             if start is None and v > base:
                 start = time.monotonic()
+                self.cpu_at_start = self.cpu_seconds()
             if v >= target:
                 break
             time.sleep(0.05)
@@ -311,7 +314,9 @@ def bench_batched(broker: str, workdir: Path, series: int, windows: int, steady:
     try:
         rss0 = w.rss()
         secs, got, t_start = w.wait_counter("foresight_messages_in_total", msgs)
+        cpu = w.cpu_seconds() - (w.cpu_at_start or 0.0)
         busy = metric(w.port, "foresight_window_agent_seconds_total")
+        learnt = metric(w.port, "foresight_model_updates_total")
         closed = (windows - 3) * series
         # the whole backlog: from the first message read to the last forecast published
         fsecs, fgot, _ = w.wait_counter("foresight_forecasts_out_total", closed, start=t_start)
@@ -362,6 +367,13 @@ def bench_batched(broker: str, workdir: Path, series: int, windows: int, steady:
         "window_agent_aggregates_per_busy_s": aggs / busy if busy else None,
         "ratio_window_agent_busy_vs_raw_aggregates": ((aggs / busy) / (aggs / raw["seconds"])
                                                       if busy and raw["seconds"] else None),
+        # where a worker's aggregate goes, against the raw loop's (issue 14's note): the worker's
+        # CPU (every thread) from its first message read to its last, per aggregate; the window
+        # agent's part; the model updates learnt meanwhile on the same event loop
+        "raw_us_per_aggregate": 1e6 * raw["seconds"] / aggs,
+        "worker_cpu_us_per_aggregate": 1e6 * cpu / aggs,
+        "window_agent_busy_us_per_aggregate": 1e6 * busy / aggs,
+        "model_updates_while_reading": learnt,
         # end to end, points in to forecasts out, draining the backlog
         "model_updates_per_s": fgot / fsecs if fsecs else None,
         "model_updates": fgot,
