@@ -699,7 +699,7 @@ def _numbers(col: list[Any]) -> tuple[np.ndarray, set[type]] | None:
     if not types <= _NUMBER_TYPES:
         return None
     try:
-        return np.array(col, dtype=np.float64), types
+        return np.fromiter(col, np.float64, len(col)), types
     except (OverflowError, TypeError, ValueError):  # an integer beyond a float's range
         return None
 
@@ -709,7 +709,7 @@ def _counts(col: list[Any]) -> np.ndarray | None:
     if set(map(type, col)) != _INT_TYPE:
         return None
     try:
-        c = np.array(col, dtype=np.int64)
+        c = np.fromiter(col, np.int64, len(col))
     except (OverflowError, TypeError, ValueError):  # beyond int64
         return None
     return c if c.min() >= 0 and c.max() < MAX_COUNT else None
