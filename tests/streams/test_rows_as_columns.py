@@ -85,7 +85,7 @@ def test_a_rejected_element_of_a_rows_array_read_as_columns_is_dead_lettered_as_
 _ODD_VALUES = [True, False, None, 0, 1, -1, 0.0, -0.0, 1.0, 2.5, 2**53 - 1, 2**53, 2**53 + 1, -(2**53),
                -(2**53) + 1, 2**63 - 1, 2**63, 2**64, 10**400, 1e30, -1e30, 1e31, 1e300,
                float("nan"), float("inf"), float("-inf"), 86400, 86400.5, 4102444800, 4102444800.5,
-               "1", "", [1], {}, {"a": [1]}]
+               "1", "", [1], [1700000000.5], {}, {"a": [1]}]
 _ODD_SERIES = [7, None, 1.0, True, ["a"], {}, "", "bad\nid", "x" * 257, "\ud800", "svc1/requests"]
 
 
