@@ -592,7 +592,6 @@ _INPUT_COLUMN_SET = frozenset(INPUT_COLUMNS)
 _NUMBER_TYPES = frozenset((int, float))
 _NUMBER_OR_NULL = frozenset((int, float, type(None)))
 _INT_TYPE = frozenset((int,))
-_F64, _I64 = np.dtype(np.float64), np.dtype(np.int64)
 
 
 @dataclass(slots=True)
@@ -705,20 +704,6 @@ def _numbers(col: list[Any]) -> tuple[np.ndarray, set[type]] | None:
         return None
 
 
-def _timestamps(col: list[Any]) -> np.ndarray | None:
-    """A column of only numbers in (1, MAX_TS] as float64; None for any other column. Numpy's
-    own reading tells the types (a little cheaper than a set of them): a list of only ints and
-    floats reads as int64 or float64 and one dimension (a null, a string, an array, an object:
-    another dtype, shape or an error), and a bool as 0 or 1, which the bounds leave out."""
-    try:
-        f = np.array(col)
-    except (OverflowError, TypeError, ValueError):
-        return None
-    if f.ndim != 1 or not (f.dtype == _F64 or f.dtype == _I64) or not (f.min() > 1 and f.max() <= MAX_TS):
-        return None
-    return f if f.dtype == _F64 else f.astype(np.float64)
-
-
 def _counts(col: list[Any]) -> np.ndarray | None:
     """A column of only integers in [0, 2^53) as int64; None for any other column."""
     if set(map(type, col)) != _INT_TYPE:
@@ -781,9 +766,11 @@ def _parse_columns(obj: dict[str, Any], raw: bytes, whole: bool = False) -> Inpu
                 _SERIES_OK.add(s)
             if bad_ids:  # (True == 1 == 1.0: a set tells them apart by type too)
                 masks.append(np.fromiter((s.__class__ is str and s not in bad_ids for s in names), bool, n))
-        # ts: numbers in [0, MAX_TS] (read whole if all above 1; a NaN fails the whole check)
-        ts = _timestamps(cols["ts"])
-        if ts is None:
+        # ts: numbers in [0, MAX_TS] (a NaN fails the whole check: min and max are NaN)
+        got = _numbers(cols["ts"])
+        if got is not None and got[0].min() >= 0 and got[0].max() <= MAX_TS:
+            ts = got[0]
+        else:
             got = _column_floats(cols["ts"], _NUMBER_TYPES)
             if got is None:
                 ts = np.zeros(n)

@@ -3,7 +3,9 @@ its rows: the same rows, or the rows' path when any element is not of the vector
 
 from __future__ import annotations
 
+import json
 import random
+import tracemalloc
 
 import numpy as np
 import orjson
@@ -12,7 +14,7 @@ import pytest
 from streams import records
 from streams.windowing import Windower
 
-from .test_records import _EDGE_ELEMENTS
+from .test_records import _EDGE_ELEMENTS, _as_columns, _check_columns_as_rows
 
 
 def _good(i: int) -> dict:
@@ -132,10 +134,6 @@ def test_odd_values_read_as_columns_exactly_as_the_rows_path_reads_them(seed):
     """The vectorised reads (rows arrays read as columns, columnar batches) accept only what the
     rows' path accepts, with the same values (types and signs too), and send every other element
     to it: the same dead letters (reasons, ranges, bytes, errors)."""
-    import json
-
-    from .test_records import _as_columns, _check_columns_as_rows
-
     rng = random.Random(seed)
     n = rng.choice([records.ROWS_AS_COLUMNS, 200, 500]) if seed % 2 else rng.choice([1, 2, 7, 300, 2000])
     elements = _odd_elements(rng, n)
@@ -157,8 +155,6 @@ def test_odd_values_read_as_columns_exactly_as_the_rows_path_reads_them(seed):
 
 def _check_rows_array(elements) -> bool:
     """read_input of a rows array is parse_input_rows' result, exactly; True if read as columns."""
-    import json
-
     raw = json.dumps(elements).encode()
     rows = records.parse_input_rows(raw)
     got = records.read_input(raw)
@@ -174,8 +170,6 @@ def _check_rows_array(elements) -> bool:
 def test_every_odd_value_of_every_field_reads_as_the_rows_path_reads_it():
     """Each odd value in each field, in one element and in every element, of arrays whose other
     fields are floats, integers, or with min and max: the rows' result exactly."""
-    from .test_records import _as_columns, _check_columns_as_rows
-
     bases = [[_good(i) for i in range(200)],
              [dict(_good(i), sum=i % 5 - 2) for i in range(200)],
              [dict(_good(i), min=float(i % 3), max=i % 3 + 1) for i in range(200)]]
@@ -196,3 +190,25 @@ def test_every_odd_value_of_every_field_reads_as_the_rows_path_reads_it():
             as_columns += _check_rows_array(one)
             _check_columns_as_rows(*_as_columns(one[:10]))
     assert as_columns > 100, "the vectorised read taken"
+
+
+@pytest.mark.parametrize("field", ["ts", "interval", "count", "sum", "min"])
+def test_a_long_string_in_a_number_column_costs_its_own_bytes_not_one_per_entry(field):
+    """numpy reads a list holding a string, unchecked, as fixed-width text: every entry as wide
+    as the longest (here 2,001 x 20,000 x 4 bytes = 160 MB). The vectorised reads check the
+    types before numpy sees a column, so the message costs about its own size."""
+    elements = [_good(i) for i in range(2000)] + [dict(_good(0), **{field: "x" * 20_000})]
+    raws = [orjson.dumps(elements)]
+    cols, _ = _as_columns(elements)
+    raws.append(orjson.dumps(cols))
+    for raw in raws:
+        records.read_input(raw)  # warm the series cache
+        tracemalloc.start()
+        try:
+            got = records.read_input(raw)
+            peak = tracemalloc.get_traced_memory()[1]
+        finally:
+            tracemalloc.stop()
+        assert peak < 20 * len(raw), peak
+        if isinstance(got, records.InputColumns):  # the columnar batch: the one bad element
+            assert len(got) == 2000 and got.dead.ranges == [[2000, 2000]]
