@@ -592,6 +592,7 @@ _INPUT_COLUMN_SET = frozenset(INPUT_COLUMNS)
 _NUMBER_TYPES = frozenset((int, float))
 _NUMBER_OR_NULL = frozenset((int, float, type(None)))
 _INT_TYPE = frozenset((int,))
+_FLOAT_TYPE = frozenset((float,))
 
 
 @dataclass(slots=True)
@@ -795,8 +796,11 @@ def _parse_columns(obj: dict[str, Any], raw: bytes, whole: bool = False) -> Inpu
         # interval: absent or null (0), else a number in [0, 86400]
         iv = cols.get("interval")
         if iv.__class__ is list:
-            got = _numbers(iv)
-            if got is not None and got[0].min() >= 0 and got[0].max() <= 86400:
+            v = iv[0]  # most often every element's (a rows array of one producer): no array to read
+            if (v.__class__ is float and 0 < v <= 86400 and iv.count(v) == n  # (a float equal to a
+                    and set(map(type, iv)) == _FLOAT_TYPE):  # nonzero one is it, bit for bit)
+                interval = np.full(n, v)
+            elif (got := _numbers(iv)) is not None and got[0].min() >= 0 and got[0].max() <= 86400:
                 interval = got[0]
             else:
                 interval = np.zeros(n)

@@ -172,7 +172,9 @@ def test_every_odd_value_of_every_field_reads_as_the_rows_path_reads_it():
     fields are floats, integers, or with min and max: the rows' result exactly."""
     bases = [[_good(i) for i in range(200)],
              [dict(_good(i), sum=i % 5 - 2) for i in range(200)],
-             [dict(_good(i), min=float(i % 3), max=i % 3 + 1) for i in range(200)]]
+             [dict(_good(i), min=float(i % 3), max=i % 3 + 1) for i in range(200)],
+             [dict(_good(i), interval=0.0) for i in range(200)],  # (-0.0 == 0.0, True == 1.0)
+             [dict(_good(i), interval=1) for i in range(200)]]
     as_columns = 0
     for base in bases:
         as_columns += _check_rows_array(base)
