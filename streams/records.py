@@ -32,6 +32,7 @@ import re
 from array import array
 from dataclasses import dataclass
 from itertools import repeat
+from operator import itemgetter
 from typing import Any
 
 import numpy as np
@@ -590,6 +591,8 @@ INPUT_COLUMNS = ("series", "ts", "interval", "count", "sum", "min", "max", "valu
 _INPUT_COLUMN_SET = frozenset(INPUT_COLUMNS)
 _NUMBER_TYPES = frozenset((int, float))
 _NUMBER_OR_NULL = frozenset((int, float, type(None)))
+_INT_TYPE = frozenset((int,))
+_FLOAT_TYPE = frozenset((float,))
 
 
 @dataclass(slots=True)
@@ -690,6 +693,29 @@ def parse_input_columns(obj: dict[str, Any], raw: bytes) -> InputColumns:
         return out
 
 
+def _numbers(col: list[Any]) -> tuple[np.ndarray, set[type]] | None:
+    """A column of only numbers (ints and floats: no bool, no null) as float64, with its types;
+    None for any other column (then :func:`_column_floats` reads it entry by entry)."""
+    types = set(map(type, col))
+    if not types <= _NUMBER_TYPES:
+        return None
+    try:
+        return np.fromiter(col, np.float64, len(col)), types
+    except (OverflowError, TypeError, ValueError):  # an integer beyond a float's range
+        return None
+
+
+def _counts(col: list[Any]) -> np.ndarray | None:
+    """A column of only integers in [0, 2^53) as int64; None for any other column."""
+    if set(map(type, col)) != _INT_TYPE:
+        return None
+    try:
+        c = np.fromiter(col, np.int64, len(col))
+    except (OverflowError, TypeError, ValueError):  # beyond int64
+        return None
+    return c if c.min() >= 0 and c.max() < MAX_COUNT else None
+
+
 def _parse_columns(obj: dict[str, Any], raw: bytes, whole: bool = False) -> InputColumns | None:
     """``whole``: None unless the vectorised checks accept every element."""
     names = obj["series"]
@@ -710,80 +736,111 @@ def _parse_columns(obj: dict[str, Any], raw: bytes, whole: bool = False) -> Inpu
             return out
         cols[k] = v
     # which elements the vectorised checks accept (the common shape: an aggregate of numbers);
-    # every other element is read on its own, exactly as the row format reads it
-    fast = np.zeros(n, bool)
-    ts = np.zeros(n)
-    interval = np.zeros(n)
-    count = np.zeros(n, np.int64)
-    total = np.zeros(n)
-    lo = np.full(n, _INF)
-    hi = np.full(n, -_INF)
+    # every other element is read on its own, exactly as the row format reads it. A column that
+    # passes its check whole (the common case) is read with no per-entry mask; else
+    # _column_floats' masks say which entries pass.
+    masks: list[np.ndarray] = []  # per check not passed whole: which elements pass it
     if n and "count" in cols and "value" not in cols and "ts" in cols:
-        fast[:] = True
         # series: strings of the grammar (each distinct id checked once: most are known valid)
         try:
-            unknown = set(names) - _SERIES_OK
+            known = _SERIES_OK.issuperset(names)
         except TypeError:  # an unhashable entry (an array, an object)
-            unknown = set()
-            fast[:] = False
-        bad_ids: set[Any] = set()
-        for s in unknown:
-            if s.__class__ is not str:
-                bad_ids.add(s)
-                continue
+            known = False
+        if not known:
             try:
-                check_series(s)
-            except InvalidRecord:
-                bad_ids.add(s)
-                continue
-            if len(_SERIES_OK) >= _SERIES_OK_MAX:
-                _SERIES_OK.clear()
-            _SERIES_OK.add(s)
-        if bad_ids:  # (True == 1 == 1.0: a set tells them apart by type too)
-            fast &= np.fromiter((s.__class__ is str and s not in bad_ids for s in names), bool, n)
-        # ts: numbers in [0, MAX_TS]
-        got = _column_floats(cols["ts"], _NUMBER_TYPES)
-        if got is None:
-            fast[:] = False
+                unknown = set(names) - _SERIES_OK
+            except TypeError:
+                unknown = set()
+                masks.append(np.zeros(n, bool))
+            bad_ids: set[Any] = set()
+            for s in unknown:
+                if s.__class__ is not str:
+                    bad_ids.add(s)
+                    continue
+                try:
+                    check_series(s)
+                except InvalidRecord:
+                    bad_ids.add(s)
+                    continue
+                if len(_SERIES_OK) >= _SERIES_OK_MAX:
+                    _SERIES_OK.clear()
+                _SERIES_OK.add(s)
+            if bad_ids:  # (True == 1 == 1.0: a set tells them apart by type too)
+                masks.append(np.fromiter((s.__class__ is str and s not in bad_ids for s in names), bool, n))
+        # ts: numbers in [0, MAX_TS] (a NaN fails the whole check: min and max are NaN)
+        got = _numbers(cols["ts"])
+        if got is not None and got[0].min() >= 0 and got[0].max() <= MAX_TS:
+            ts = got[0]
         else:
-            ts, ok, _ = got
-            with np.errstate(invalid="ignore"):
-                fast &= ok & (ts >= 0) & (ts <= MAX_TS)
+            got = _column_floats(cols["ts"], _NUMBER_TYPES)
+            if got is None:
+                ts = np.zeros(n)
+                masks.append(np.zeros(n, bool))
+            else:
+                ts, ok, _ = got
+                with np.errstate(invalid="ignore"):
+                    masks.append(ok & (ts >= 0) & (ts <= MAX_TS))
         # count: integers in [0, 2^53) (2^53 itself: read on its own, a float cannot tell 2^53 + 1)
-        got = _column_floats(cols["count"], frozenset((int,)))
-        if got is None:
-            fast[:] = False
-        else:
-            f, ok, _ = got
-            with np.errstate(invalid="ignore"):
-                ok &= (f >= 0) & (f < MAX_COUNT)
-            fast &= ok
-            count = np.where(ok, f, 0).astype(np.int64)
+        count = _counts(cols["count"])
+        if count is None:
+            got = _column_floats(cols["count"], _INT_TYPE)
+            if got is None:
+                count = np.zeros(n, np.int64)
+                masks.append(np.zeros(n, bool))
+            else:
+                f, ok, _ = got
+                with np.errstate(invalid="ignore"):
+                    ok &= (f >= 0) & (f < MAX_COUNT)
+                masks.append(ok)
+                count = np.where(ok, f, 0).astype(np.int64)
         # interval: absent or null (0), else a number in [0, 86400]
         iv = cols.get("interval")
         if iv.__class__ is list:
-            got = _column_floats(iv, _NUMBER_OR_NULL)
-            if got is None:
-                fast[:] = False
+            v = iv[0]  # most often every element's (a rows array of one producer): no array to read
+            if (v.__class__ is float and 0 < v <= 86400 and iv.count(v) == n  # (a float equal to a
+                    and set(map(type, iv)) == _FLOAT_TYPE):  # nonzero one is it, bit for bit)
+                interval = np.full(n, v)
+            elif (got := _numbers(iv)) is not None and got[0].min() >= 0 and got[0].max() <= 86400:
+                interval = got[0]
             else:
-                f, ok, null = got
-                interval = np.where(null, 0.0, f)
-                with np.errstate(invalid="ignore"):
-                    fast &= ok & (interval >= 0) & (interval <= 86400)
-        elif iv is not None:
-            if iv.__class__ in _NUMBER_TYPES and 0 <= iv <= 86400:
-                interval[:] = float(iv)
-            else:
-                fast[:] = False
+                interval = np.zeros(n)
+                got = _column_floats(iv, _NUMBER_OR_NULL)
+                if got is None:
+                    masks.append(np.zeros(n, bool))
+                else:
+                    f, ok, null = got
+                    interval = np.where(null, 0.0, f)
+                    with np.errstate(invalid="ignore"):
+                        masks.append(ok & (interval >= 0) & (interval <= 86400))
+        elif iv is None:
+            interval = np.zeros(n)
+        elif iv.__class__ in _NUMBER_TYPES and 0 <= iv <= 86400:
+            interval = np.full(n, float(iv))
+        else:
+            interval = np.zeros(n)
+            masks.append(np.zeros(n, bool))
         # sum, min, max: absent or null, else numbers: with integers in the column, of magnitude
         # below 2^53 (an integer's bound); else floats of magnitude at most MAX_ABS
-        for k, out, absent in (("sum", total, 0.0), ("min", lo, _INF), ("max", hi, -_INF)):
+        bounded: list[np.ndarray] = []
+        for k, absent in (("sum", 0.0), ("min", _INF), ("max", -_INF)):
             col = cols.get(k)
             if col is None:
+                bounded.append(np.full(n, absent))
                 continue
+            got = _numbers(col)
+            if got is not None:
+                f, types = got
+                if int in types:
+                    if f.min() > -MAX_COUNT and f.max() < MAX_COUNT:
+                        bounded.append(f)
+                        continue
+                elif f.min() >= -MAX_ABS and f.max() <= MAX_ABS:
+                    bounded.append(f)
+                    continue
             got = _column_floats(col, _NUMBER_OR_NULL)
             if got is None:
-                fast[:] = False
+                bounded.append(np.full(n, absent))
+                masks.append(np.zeros(n, bool))
                 continue
             f, ok, null = got
             with np.errstate(invalid="ignore"):
@@ -791,11 +848,24 @@ def _parse_columns(obj: dict[str, Any], raw: bytes, whole: bool = False) -> Inpu
                     ok &= null | (np.abs(f) < MAX_COUNT)
                 else:
                     ok &= null | (np.abs(f) <= MAX_ABS)
-            fast &= ok
-            out[:] = np.where(null, absent, f)
-        with np.errstate(invalid="ignore"):  # min > max, both given (an absent one is +-inf)
-            fast &= ~((lo > hi) & np.isfinite(lo) & np.isfinite(hi))
+            masks.append(ok)
+            bounded.append(np.where(null, absent, f))
+        total, lo, hi = bounded
+        if "min" in cols and "max" in cols:  # min > max, both given (an absent one is +-inf)
+            with np.errstate(invalid="ignore"):
+                bad = lo > hi
+                if bad.any():
+                    masks.append(~(bad & np.isfinite(lo) & np.isfinite(hi)))
+        fast = np.logical_and.reduce(masks) if masks else None
+    else:
+        fast = np.zeros(n, bool)
+        ts, interval, count, total = np.zeros(n), np.zeros(n), np.zeros(n, np.int64), np.zeros(n)
+        lo, hi = np.full(n, _INF), np.full(n, -_INF)
     result = InputColumns([], ts, interval, count, total, lo, hi, np.empty(0, np.int64), raw, cols)
+    if fast is None:  # every element accepted by the vectorised checks
+        result.series = names
+        result.index = np.arange(n)
+        return result
     accepted = fast
     slow = np.flatnonzero(~fast).tolist()
     if whole and (slow or not n):
@@ -832,6 +902,8 @@ def _parse_columns(obj: dict[str, Any], raw: bytes, whole: bool = False) -> Inpu
 
 #: row-format arrays of at least this many elements are tried as columns by :func:`read_input`
 ROWS_AS_COLUMNS = 128
+#: the fields every element of such an array has (its other fields: of _AGG_KEYS)
+_ROW_KEYS = frozenset(("series", "ts", "count"))
 
 
 def _rows_as_columns(obj: list[Any], raw: bytes) -> InputColumns | None:
@@ -839,13 +911,27 @@ def _rows_as_columns(obj: list[Any], raw: bytes) -> InputColumns | None:
     letters), if every element is an object of the aggregate fields only and the columnar
     batch's vectorised checks accept all of them (what :func:`_fast_row` accepts, read the same;
     an absent field is read as null, as there); else None."""
-    if set(map(type, obj)) != {dict}:
-        return None
-    keys = set().union(*obj)
-    if not keys <= _AGG_KEYS or "count" not in keys or "series" not in keys or "ts" not in keys:
-        return None
-    get, n = dict.get, len(obj)
-    cols = {k: list(map(get, obj, repeat(k, n))) for k in INPUT_COLUMNS if k in keys}
+    first = obj[0]
+    if first.__class__ is dict and _ROW_KEYS <= first.keys() <= _AGG_KEYS:
+        # the common array: every element an object of the first one's keys (each has them all,
+        # and no more: as many keys in all as that)
+        keys = tuple(first)
+        try:
+            cols = {k: list(map(itemgetter(k), obj)) for k in keys}
+        except (KeyError, TypeError):  # an element without one of them, or not an object
+            cols = None
+        if cols is not None and sum(map(len, obj)) != len(keys) * len(obj):
+            cols = None
+    else:
+        cols = None
+    if cols is None:
+        if set(map(type, obj)) != {dict}:
+            return None
+        keys = set().union(*obj)
+        if not _ROW_KEYS <= keys <= _AGG_KEYS:
+            return None
+        get, n = dict.get, len(obj)
+        cols = {k: list(map(get, obj, repeat(k, n))) for k in INPUT_COLUMNS if k in keys}
     out = _parse_columns(cols, raw, whole=True)
     if out is not None:
         out.objects = obj
