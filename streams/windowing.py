@@ -50,6 +50,7 @@ import heapq
 import math
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
+from itertools import chain
 from operator import itemgetter
 from typing import Any
 
@@ -99,6 +100,16 @@ def _push_keyed(lists: dict[Any, list[Any]], keys: list[Any], key: Any, item: An
         heapq.heappush(keys, key)
     else:
         got.append(item)
+
+
+def _extend_keyed(lists: dict[Any, list[Any]], keys: list[Any], key: Any, items: list[Any]) -> None:
+    """:func:`_push_keyed` of each of ``items`` (a list the call hands over: it may be kept)."""
+    got = lists.get(key)
+    if got is None:
+        lists[key] = items
+        heapq.heappush(keys, key)
+    else:
+        got.extend(items)
 
 
 class Windower:
@@ -537,17 +548,7 @@ class Windower:
         if merged is None:
             return None
         # ... from here on the windower changes
-        for s, start, acc in merged:
-            wins = open_.get(s)
-            if wins is None:
-                wins = open_[s] = {}
-            start = self._starts.setdefault(start, start)
-            if len(self._starts) > MAX_SHARED_STARTS:
-                self._starts.clear()
-            wins[start] = acc
-            self._queue(start, s)
-            if acc[4] >= 0:
-                self._hold(acc[4], s, start)
+        self._open_windows(uniq, *merged)
         # the series' time
         wm_final = np.full(u, -inf)
         np.maximum.at(wm_final, codes[acc_idx], ts[acc_idx])
@@ -595,39 +596,52 @@ class Windower:
 
     def _group_merge(self, acc_idx: np.ndarray, codes: np.ndarray, starts: np.ndarray, uniq: list[str],
                      cols: tuple[np.ndarray, ...], kind: str
-                     ) -> list[tuple[str, float, Acc]] | None:
+                     ) -> tuple[np.ndarray, np.ndarray, list[float], list[Acc], np.ndarray] | None:
         """Merge the accepted elements into their windows, one update per (series, window): the
-        windows open already updated in place, the new ones returned as (series, start, acc); None
-        (nothing changed) if a window's count could pass MAX_COUNT."""
+        windows open already updated in place, the new ones returned (in (series, start) order)
+        as their series' codes, window numbers (start / step), starts, accumulators and lowest
+        refs; None (nothing changed) if a window's count could pass MAX_COUNT."""
         ts, interval, count, total, lo, hi, refs = cols
         if not len(acc_idx):
-            return []
+            return np.empty(0, np.int64), np.empty(0, np.int64), [], [], np.empty(0, np.int64)
         c = codes[acc_idx]
         widx = np.floor(ts[acc_idx] / self.step)
         w0 = widx.min()
         width = int(widx.max() - w0) + 1
         key = c * width + (widx - w0).astype(np.int64)
-        _, first, inv = np.unique(key, return_index=True, return_inverse=True)
+        ukey, first, inv = np.unique(key, return_index=True, return_inverse=True)
         g = len(first)
-        if np.bincount(inv, weights=count[acc_idx].astype(float), minlength=g).max() > 2.0**52:
+        counts = np.bincount(inv, weights=count[acc_idx].astype(float), minlength=g)
+        if counts.max() > 2.0**52:
             return None
-        g_series = c[first].tolist()
-        g_start = starts[acc_idx][first].tolist()
-        open_ = self.open
-        found: list[Acc | None] = []
-        for sc, st in zip(g_series, g_start, strict=True):
-            wins = open_.get(uniq[sc])
-            found.append(wins.get(st) if wins is not None else None)
-        have = np.fromiter((a is not None for a in found), bool, g)
+        # the open windows of the batch's series, as keys of the same (series, window) numbering
+        # (every window start is floor(ts / step) * step: its number is start / step, rounded)
+        empty: dict[float, Acc] = {}
+        open_get = self.open.get
+        wins = [open_get(s) or empty for s in uniq]
+        o_start = np.fromiter(chain.from_iterable(wins), float)
+        have = np.zeros(g, bool)
+        old: list[Acc] = []
+        if len(o_start):
+            o_code = np.repeat(np.arange(len(uniq)), list(map(len, wins)))
+            o_w = np.rint(o_start / self.step) - w0
+            o_in = np.flatnonzero((o_w >= 0) & (o_w < width))
+            o_key = o_code[o_in] * width + o_w[o_in].astype(np.int64)
+            pos = np.minimum(np.searchsorted(ukey, o_key), g - 1)
+            hit = ukey[pos] == o_key
+            if hit.any():
+                o_acc = list(chain.from_iterable(w.values() for w in wins))
+                at = pos[hit]
+                by = np.argsort(at)
+                have[at] = True
+                old = [o_acc[k] for k in o_in[hit][by].tolist()]
         cnt = np.zeros(g, np.int64)
         sums = np.full(g, -0.0)
         mins = np.full(g, math.inf)
         maxs = np.full(g, -math.inf)
-        if have.any():
-            old = [a for a in found if a is not None]
+        if old:
             cnt[have] = [a[0] for a in old]
-            if (cnt[have].astype(float) + np.bincount(inv, weights=count[acc_idx].astype(float),
-                                                      minlength=g)[have]).max() > 2.0**52:
+            if (cnt[have].astype(float) + counts[have]).max() > 2.0**52:
                 return None
             sums[have] = [a[1] for a in old]
             mins[have] = [a[2] for a in old]
@@ -636,15 +650,60 @@ class Windower:
         np.add.at(sums, inv, total[acc_idx])
         np.minimum.at(mins, inv, lo[acc_idx])
         np.maximum.at(maxs, inv, hi[acc_idx])
-        g_ref = refs[acc_idx][first].tolist()
-        created: list[tuple[str, float, Acc]] = []
-        for a, sc, st, n_, s_, l_, h_, ref in zip(found, g_series, g_start, cnt.tolist(), sums.tolist(),
-                                                  mins.tolist(), maxs.tolist(), g_ref, strict=True):
-            if a is not None:
+        if old:
+            for a, n_, s_, l_, h_ in zip(old, cnt[have].tolist(), sums[have].tolist(), mins[have].tolist(),
+                                         maxs[have].tolist(), strict=True):
                 a[0], a[1], a[2], a[3] = n_, s_, l_, h_
-            else:
-                created.append((uniq[sc], st, [n_, s_, l_, h_, ref]))
-        return created
+            new = np.flatnonzero(~have)
+            first = first[new]
+            cnt, sums, mins, maxs = cnt[new], sums[new], mins[new], maxs[new]
+        g_ref = refs[acc_idx][first]
+        accs = list(map(list, zip(cnt.tolist(), sums.tolist(), mins.tolist(), maxs.tolist(), g_ref.tolist(),
+                                  strict=True)))
+        g_widx = widx[first].astype(np.int64)
+        return c[first], g_widx, starts[acc_idx][first].tolist(), accs, g_ref
+
+    def _open_windows(self, uniq: list[str], g_code: np.ndarray, g_widx: np.ndarray, g_start: list[float],
+                      accs: list[Acc], g_ref: np.ndarray) -> None:
+        """Open the new windows :meth:`_group_merge` made: each queued at its start, and held by
+        its lowest ref (when it has one): one list extend per distinct start and ref."""
+        if not accs:
+            return
+        names = np.array(uniq, dtype=object)[g_code]
+        # one float object per window start (as add_rows shares them)
+        shared = {}
+        starts = self._starts
+        for st in dict.fromkeys(g_start):
+            shared[st] = starts.setdefault(st, st)
+            if len(starts) > MAX_SHARED_STARTS:
+                starts.clear()
+        g_start = list(map(shared.__getitem__, g_start))
+        open_ = self.open
+        open_get = open_.get
+        for s, st, acc in zip(names.tolist(), g_start, accs, strict=True):
+            wins = open_get(s)
+            if wins is None:
+                wins = open_[s] = {}
+            wins[st] = acc
+        # queued by start
+        due, due_keys = self._due, self._due_keys
+        by = np.argsort(g_widx, kind="stable")
+        w = g_widx[by]
+        cuts = np.flatnonzero(w[1:] != w[:-1]) + 1
+        names_by = names[by].tolist()
+        for a, b in zip([0, *cuts.tolist()], [*cuts.tolist(), len(w)], strict=True):
+            _extend_keyed(due, due_keys, g_start[int(by[a])], names_by[a:b])
+        # held by ref
+        held, held_keys = self._held, self._held_keys
+        by = np.argsort(g_ref, kind="stable")
+        r = g_ref[by]
+        cuts = np.flatnonzero(r[1:] != r[:-1]) + 1
+        r_l = r.tolist()
+        entries = list(zip(names[by].tolist(), [g_start[k] for k in by.tolist()], strict=True))
+        for a, b in zip([0, *cuts.tolist()], [*cuts.tolist(), len(r)], strict=True):
+            ref = r_l[a]
+            if ref >= 0:
+                _extend_keyed(held, held_keys, ref, entries[a:b])
 
     def close_all(self) -> list[Point]:
         """Close every open window now (the end of a replay) and return the points."""
