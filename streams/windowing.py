@@ -814,7 +814,10 @@ class Windower:
         closed_until[series] = limit
         if last is not None and limit <= last + GAP_FILL_WINDOWS * step:
             self.last_data[series] = last
-            self._queue(limit, series)  # more zeros to come
+            # more zeros to come (unless its window at the limit is open: queued at the limit
+            # when it opened, still, as the floor has not passed it; a second entry does nothing)
+            if not wins or limit not in wins:
+                _push_keyed(self._due, self._due_keys, limit, series)
         else:
             self.last_data.pop(series, None)
             if not wins:
@@ -822,7 +825,7 @@ class Windower:
                     del closed_until[series], self.kinds[series]
                     self.wm.pop(series, None)
                 else:
-                    self._queue(limit, series)  # forget it once the floor passes
+                    _push_keyed(self._due, self._due_keys, limit, series)  # forget it once the floor passes
 
     def _zeros(self, series: str, last: float, first: float, end: float) -> None:
         end = min(end, last + (GAP_FILL_WINDOWS + 1) * self.step)

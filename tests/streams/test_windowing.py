@@ -432,7 +432,8 @@ def _columns(rows):
 
 
 def _state(w: Windower):
-    due = sorted((t, s) for t, series in w._due.items() for s in series)
+    # (a series queued twice at one time is closed once: the second entry finds it closed)
+    due = sorted({(t, s) for t, series in w._due.items() for s in series})
     assert sorted(w._due_keys) == sorted(w._due)
     assert sorted(w._held_keys) == sorted(w._held)
     # the references still held (a closed window's entry is stale: min_needed drops it when met)
