@@ -558,11 +558,13 @@ class Windower:
                 wms[s] = w
         last_add = adds[order][last_of]
         move = recent.move_to_end
-        for c in np.argsort(last_add, kind="stable").tolist():
+        by_last = np.argsort(last_add, kind="stable")
+        for c, claim, last in zip(by_last.tolist(), mine[by_last].tolist(), last_add[by_last].tolist(),
+                                  strict=True):
             s = uniq[c]
             r = recent[s]
-            r[0] = float(mine[c])
-            r[1] = int(last_add[c])
+            r[0] = claim
+            r[1] = last
             move(s)
         self.adds = adds_end
         self.typical, self._typical_at = typical, typical_at
