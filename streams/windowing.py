@@ -152,9 +152,9 @@ class Windower:
         #: start, or their bound: more zeros to come, or forgetting); a heap of its keys
         self._due: dict[float, list[str]] = {}
         self._due_keys: list[float] = []
-        #: per input reference: the (series, window start) whose window it was the lowest ref
-        #: of when opened (stale once the window closed); a heap of its keys
-        self._held: dict[int, list[tuple[str, float]]] = {}
+        #: per input reference: the accumulators of the windows it was the lowest ref of when
+        #: opened (stale once the window closed: its ref is then NaN); a heap of its keys
+        self._held: dict[int, list[Acc]] = {}
         self._held_keys: list[int] = []
         self._ready: list[Point] = []
         #: one float object per window start, shared by every series' open window and heap
@@ -200,9 +200,9 @@ class Windower:
         """Close ``series`` up to the floor once the partition's floor passes ``at``."""
         _push_keyed(self._due, self._due_keys, at, series)
 
-    def _hold(self, ref: int, series: str, start: float) -> None:
-        """``ref`` is the lowest of the (new) window ``start`` of ``series`` (:meth:`min_needed`)."""
-        _push_keyed(self._held, self._held_keys, ref, (series, start))
+    def _hold(self, ref: int, acc: Acc) -> None:
+        """``ref`` is the lowest of the new window ``acc`` (:meth:`min_needed`)."""
+        _push_keyed(self._held, self._held_keys, ref, acc)
 
     def tick(self, now: float) -> None:
         """Move progress on with the wall clock ``now`` (epoch s), if the
@@ -330,10 +330,10 @@ class Windower:
                     if len(starts) > MAX_SHARED_STARTS:
                         starts.clear()  # long gone windows' (the open ones keep theirs)
                     ref = refs[k]
-                    wins[start] = [count, total, lo, hi, -1 if ref is None else ref]
+                    wins[start] = acc = [count, total, lo, hi, -1 if ref is None else ref]
                     self._queue(start, series)
                     if ref is not None:
-                        self._hold(ref, series, start)
+                        self._hold(ref, acc)
                 wm = wm_get(series, -inf)
                 if ts > wm:
                     wms[series] = wm = ts
@@ -701,7 +701,7 @@ class Windower:
         r = g_ref[by]
         cuts = np.flatnonzero(r[1:] != r[:-1]) + 1
         r_l = r.tolist()
-        entries = list(zip(names[by].tolist(), [g_start[k] for k in by.tolist()], strict=True))
+        entries = [accs[k] for k in by.tolist()]
         for a, b in zip([0, *cuts.tolist()], [*cuts.tolist(), len(r)], strict=True):
             ref = r_l[a]
             if ref >= 0:
@@ -760,15 +760,12 @@ class Windower:
 
     def min_needed(self) -> int | None:
         """The lowest ``ref`` that fed a still-open window (None: nothing held)."""
-        keys, held, open_ = self._held_keys, self._held, self.open
+        keys, held = self._held_keys, self._held
         while keys:
             ref = keys[0]
             entries = held[ref]
             while entries:
-                series, start = entries[-1]
-                wins = open_.get(series)
-                acc = wins.get(start) if wins is not None else None
-                if acc is not None and acc[4] == ref:
+                if entries[-1][4] == ref:  # (a closed window's is NaN)
                     return ref
                 entries.pop()
             heapq.heappop(keys)
@@ -798,6 +795,7 @@ class Windower:
                     if first < start:  # (else no zeros: skip the call)
                         self._zeros(series, last, first, start)
                 acc = wins.pop(start)
+                acc[4] = math.nan  # (stale in _held)
                 count, total = int(acc[0]), acc[1]
                 if kind == "metrics":
                     value = total / count if count else 0.0

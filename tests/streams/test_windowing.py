@@ -437,8 +437,8 @@ def _state(w: Windower):
     assert sorted(w._due_keys) == sorted(w._due)
     assert sorted(w._held_keys) == sorted(w._held)
     # the references still held (a closed window's entry is stale: min_needed drops it when met)
-    held = sorted((r, s, t) for r, entries in w._held.items() for s, t in entries
-                  if w.open.get(s, {}).get(t, [None] * 5)[4] == r)
+    live = {id(acc) for r, entries in w._held.items() for acc in entries if acc[4] == r}
+    held = sorted((acc[4], s, t) for s, wins in w.open.items() for t, acc in wins.items() if id(acc) in live)
     return (w.open, w.closed_until, w.wm, w.kinds, w.last_data, list(w.recent.items()), w.adds,
             w.typical, w._typical_at, w.progress, w.floor, due, held)
 
