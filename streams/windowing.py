@@ -455,9 +455,8 @@ class Windower:
         step, inf = self.step, math.inf
         code_of = {s: i for i, s in enumerate(uniq)}
         codes = np.fromiter(map(code_of.__getitem__, series), np.int64, n)
-        rec = [recent[s] for s in uniq]
-        claim0 = np.array([r[0] for r in rec], float)
-        last0 = np.array([r[1] for r in rec], float)
+        rec = np.array([recent[s] for s in uniq], float)  # each [claim, add number]
+        claim0, last0 = rec[:, 0].copy(), rec[:, 1].copy()
         adds0 = self.adds
         adds = adds0 + 1 + np.arange(n)
         adds_end = adds0 + n
@@ -474,13 +473,15 @@ class Windower:
         prev[first_of] = last0[sc[first_of]]
         if np.any(adds[order] - 1 - prev > horizon) or np.any(adds[order][last_of] < adds_end - horizon):
             return None
-        for s, r in recent.items():  # the oldest series the batch does not touch
+        # (uniq is in recent: when as many, the batch touches every series there)
+        for s, r in recent.items() if u < r_all else ():  # the oldest series the batch does not touch
             if s not in code_of:
                 if r[1] < adds_end - horizon:
                     return None
                 break
         # the typical time: recomputed every (len(recent) >> 3) + 1 adds, over every claim
-        others = np.fromiter((r[0] for s, r in recent.items() if s not in code_of), float, r_all - u)
+        others = np.fromiter((r[0] for s, r in recent.items() if s not in code_of), float,
+                             r_all - u) if u < r_all else np.empty(0)
         claims = np.concatenate([others, claim0])
         mine = claims[r_all - u:]
         mid = (r_all - 1) // 2
