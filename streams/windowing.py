@@ -419,15 +419,16 @@ class Windower:
             pcols = tuple(c[start:] for c in cols) if start else cols
             recent = self.recent
             uniq = list(dict.fromkeys(part))
-            new = [s not in recent for s in uniq]
+            known = all(map(recent.__contains__, uniq))
             cut = len(part)
-            if any(new) and attempt == 0:
+            if not known and attempt == 0:
+                new = [s not in recent for s in uniq]
                 # series new to the partition: row by row up to the last of their first elements
                 code_of = {s: i for i, s in enumerate(uniq)}
                 codes = np.fromiter(map(code_of.__getitem__, part), np.int64, len(part))
                 firsts = np.unique(codes, return_index=True)[1]  # by code: in order of appearance
                 cut = int(firsts[np.flatnonzero(new)[-1]]) + 1
-            elif not any(new):
+            elif known:
                 got = self._merge_columns(part, uniq, pcols, kind)
                 if got is not None:
                     out += [(k + start, e) for k, e in got]
@@ -450,7 +451,7 @@ class Windower:
         ts, interval, count, total, lo, hi, refs = cols
         recent, closed_until, open_ = self.recent, self.closed_until, self.open
         n, u, r_all = len(series), len(uniq), len(recent)
-        if r_all < 2 or any(s not in closed_until for s in uniq):
+        if r_all < 2 or not all(map(closed_until.__contains__, uniq)):
             return None
         step, inf = self.step, math.inf
         code_of = {s: i for i, s in enumerate(uniq)}
@@ -515,11 +516,14 @@ class Windower:
         # each series' newest accepted timestamp before (and with) each element
         wm0 = np.array([self.wm.get(s, -inf) for s in uniq])
         v = np.where(ok, ts, -inf)[order]
-        rank_order = np.argsort(v, kind="stable")
-        rank = np.empty(n, np.int64)
-        rank[rank_order] = np.arange(n)
-        gid = np.cumsum(first_of) - 1
-        incl = v[rank_order][np.maximum.accumulate(gid * (n + 1) + rank) - gid * (n + 1)]
+        if np.all((v[1:] >= v[:-1]) | first_of[1:]):
+            incl = v  # (each series' in time order: the steady state)
+        else:
+            rank_order = np.argsort(v, kind="stable")
+            rank = np.empty(n, np.int64)
+            rank[rank_order] = np.arange(n)
+            gid = np.cumsum(first_of) - 1
+            incl = v[rank_order][np.maximum.accumulate(gid * (n + 1) + rank) - gid * (n + 1)]
         excl = np.empty(n)
         excl[0] = -inf
         excl[1:] = incl[:-1]
@@ -612,7 +616,14 @@ class Windower:
         w0 = widx.min()
         width = int(widx.max() - w0) + 1
         key = c * width + (widx - w0).astype(np.int64)
-        ukey, first, inv = np.unique(key, return_index=True, return_inverse=True)
+        # (np.unique's, from one stable argsort: the first of each group in the elements' order)
+        by_key = np.argsort(key, kind="stable")
+        sk = key[by_key]
+        starts_g = np.ones(len(sk), bool)
+        starts_g[1:] = sk[1:] != sk[:-1]
+        ukey, first = sk[starts_g], by_key[starts_g]
+        inv = np.empty(len(key), np.int64)
+        inv[by_key] = np.cumsum(starts_g) - 1
         g = len(first)
         counts = np.bincount(inv, weights=count[acc_idx].astype(float), minlength=g)
         if counts.max() > 2.0**52:
