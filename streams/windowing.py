@@ -539,7 +539,9 @@ class Windower:
             return None
         # no series dropped midway: each keeps an open window at or after the floor before each
         # of its elements (its newest window at the start, or its newest element's before)
-        open0 = np.array([max(open_[s]) if open_.get(s) else -inf for s in uniq])
+        open_get, no_wins = open_.get, {}
+        wins_of = [open_get(s) or no_wins for s in uniq]  # (read only)
+        open0 = np.array([max(w) if w else -inf for w in wins_of])
         newest = np.empty(n)
         newest[order] = np.floor(excl / step) * step
         if np.any(ok & (np.maximum(open0[codes], newest) < floor_before)):
@@ -549,7 +551,7 @@ class Windower:
         bad: list[tuple[int, Exception | None]] = [
             (k, InvalidRecord("bad_value", f"aggregate interval {interval[k]:g}s is longer than the "
                                            f"{step:g}s window")) for k in np.flatnonzero(~ok).tolist()]
-        merged = self._group_merge(acc_idx, codes, starts_all, uniq, cols, kind)
+        merged = self._group_merge(acc_idx, codes, starts_all, wins_of, cols)
         if merged is None:
             return None
         # ... from here on the windower changes
@@ -601,13 +603,14 @@ class Windower:
         """:meth:`_limit` of each of ``t``."""
         return np.floor(t / self.step) * self.step - self.lateness * self.step
 
-    def _group_merge(self, acc_idx: np.ndarray, codes: np.ndarray, starts: np.ndarray, uniq: list[str],
-                     cols: tuple[np.ndarray, ...], kind: str
+    def _group_merge(self, acc_idx: np.ndarray, codes: np.ndarray, starts: np.ndarray,
+                     wins: list[dict[float, Acc]], cols: tuple[np.ndarray, ...]
                      ) -> tuple[np.ndarray, np.ndarray, list[float], list[Acc], np.ndarray] | None:
         """Merge the accepted elements into their windows, one update per (series, window): the
-        windows open already updated in place, the new ones returned (in (series, start) order)
-        as their series' codes, window numbers (start / step), starts, accumulators and lowest
-        refs; None (nothing changed) if a window's count could pass MAX_COUNT."""
+        windows open already (``wins``: each series' by code) updated in place, the new ones
+        returned (in (series, start) order) as their series' codes, window numbers (start /
+        step), starts, accumulators and lowest refs; None (nothing changed) if a window's count
+        could pass MAX_COUNT."""
         ts, interval, count, total, lo, hi, refs = cols
         if not len(acc_idx):
             return np.empty(0, np.int64), np.empty(0, np.int64), [], [], np.empty(0, np.int64)
@@ -630,14 +633,11 @@ class Windower:
             return None
         # the open windows of the batch's series, as keys of the same (series, window) numbering
         # (every window start is floor(ts / step) * step: its number is start / step, rounded)
-        empty: dict[float, Acc] = {}
-        open_get = self.open.get
-        wins = [open_get(s) or empty for s in uniq]
         o_start = np.fromiter(chain.from_iterable(wins), float)
         have = np.zeros(g, bool)
         old: list[Acc] = []
         if len(o_start):
-            o_code = np.repeat(np.arange(len(uniq)), list(map(len, wins)))
+            o_code = np.repeat(np.arange(len(wins)), list(map(len, wins)))
             o_w = np.rint(o_start / self.step) - w0
             o_in = np.flatnonzero((o_w >= 0) & (o_w < width))
             o_key = o_code[o_in] * width + o_w[o_in].astype(np.int64)
