@@ -50,6 +50,7 @@ import heapq
 import math
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
+from itertools import chain
 from operator import itemgetter
 from typing import Any
 
@@ -101,6 +102,16 @@ def _push_keyed(lists: dict[Any, list[Any]], keys: list[Any], key: Any, item: An
         got.append(item)
 
 
+def _extend_keyed(lists: dict[Any, list[Any]], keys: list[Any], key: Any, items: list[Any]) -> None:
+    """:func:`_push_keyed` of each of ``items`` (a list the call hands over: it may be kept)."""
+    got = lists.get(key)
+    if got is None:
+        lists[key] = items
+        heapq.heappush(keys, key)
+    else:
+        got.extend(items)
+
+
 class Windower:
     """Tumbling event-time windows of one input partition (see the module doc).
 
@@ -141,9 +152,9 @@ class Windower:
         #: start, or their bound: more zeros to come, or forgetting); a heap of its keys
         self._due: dict[float, list[str]] = {}
         self._due_keys: list[float] = []
-        #: per input reference: the (series, window start) whose window it was the lowest ref
-        #: of when opened (stale once the window closed); a heap of its keys
-        self._held: dict[int, list[tuple[str, float]]] = {}
+        #: per input reference: the accumulators of the windows it was the lowest ref of when
+        #: opened (stale once the window closed: its ref is then NaN); a heap of its keys
+        self._held: dict[int, list[Acc]] = {}
         self._held_keys: list[int] = []
         self._ready: list[Point] = []
         #: one float object per window start, shared by every series' open window and heap
@@ -189,9 +200,9 @@ class Windower:
         """Close ``series`` up to the floor once the partition's floor passes ``at``."""
         _push_keyed(self._due, self._due_keys, at, series)
 
-    def _hold(self, ref: int, series: str, start: float) -> None:
-        """``ref`` is the lowest of the (new) window ``start`` of ``series`` (:meth:`min_needed`)."""
-        _push_keyed(self._held, self._held_keys, ref, (series, start))
+    def _hold(self, ref: int, acc: Acc) -> None:
+        """``ref`` is the lowest of the new window ``acc`` (:meth:`min_needed`)."""
+        _push_keyed(self._held, self._held_keys, ref, acc)
 
     def tick(self, now: float) -> None:
         """Move progress on with the wall clock ``now`` (epoch s), if the
@@ -319,10 +330,10 @@ class Windower:
                     if len(starts) > MAX_SHARED_STARTS:
                         starts.clear()  # long gone windows' (the open ones keep theirs)
                     ref = refs[k]
-                    wins[start] = [count, total, lo, hi, -1 if ref is None else ref]
+                    wins[start] = acc = [count, total, lo, hi, -1 if ref is None else ref]
                     self._queue(start, series)
                     if ref is not None:
-                        self._hold(ref, series, start)
+                        self._hold(ref, acc)
                 wm = wm_get(series, -inf)
                 if ts > wm:
                     wms[series] = wm = ts
@@ -408,15 +419,16 @@ class Windower:
             pcols = tuple(c[start:] for c in cols) if start else cols
             recent = self.recent
             uniq = list(dict.fromkeys(part))
-            new = [s not in recent for s in uniq]
+            known = all(map(recent.__contains__, uniq))
             cut = len(part)
-            if any(new) and attempt == 0:
+            if not known and attempt == 0:
+                new = [s not in recent for s in uniq]
                 # series new to the partition: row by row up to the last of their first elements
                 code_of = {s: i for i, s in enumerate(uniq)}
                 codes = np.fromiter(map(code_of.__getitem__, part), np.int64, len(part))
                 firsts = np.unique(codes, return_index=True)[1]  # by code: in order of appearance
                 cut = int(firsts[np.flatnonzero(new)[-1]]) + 1
-            elif not any(new):
+            elif known:
                 got = self._merge_columns(part, uniq, pcols, kind)
                 if got is not None:
                     out += [(k + start, e) for k, e in got]
@@ -439,14 +451,13 @@ class Windower:
         ts, interval, count, total, lo, hi, refs = cols
         recent, closed_until, open_ = self.recent, self.closed_until, self.open
         n, u, r_all = len(series), len(uniq), len(recent)
-        if r_all < 2 or any(s not in closed_until for s in uniq):
+        if r_all < 2 or not all(map(closed_until.__contains__, uniq)):
             return None
         step, inf = self.step, math.inf
         code_of = {s: i for i, s in enumerate(uniq)}
         codes = np.fromiter(map(code_of.__getitem__, series), np.int64, n)
-        rec = [recent[s] for s in uniq]
-        claim0 = np.array([r[0] for r in rec], float)
-        last0 = np.array([r[1] for r in rec], float)
+        rec = np.array([recent[s] for s in uniq], float)  # each [claim, add number]
+        claim0, last0 = rec[:, 0].copy(), rec[:, 1].copy()
         adds0 = self.adds
         adds = adds0 + 1 + np.arange(n)
         adds_end = adds0 + n
@@ -463,13 +474,15 @@ class Windower:
         prev[first_of] = last0[sc[first_of]]
         if np.any(adds[order] - 1 - prev > horizon) or np.any(adds[order][last_of] < adds_end - horizon):
             return None
-        for s, r in recent.items():  # the oldest series the batch does not touch
+        # (uniq is in recent: when as many, the batch touches every series there)
+        for s, r in recent.items() if u < r_all else ():  # the oldest series the batch does not touch
             if s not in code_of:
                 if r[1] < adds_end - horizon:
                     return None
                 break
         # the typical time: recomputed every (len(recent) >> 3) + 1 adds, over every claim
-        others = np.fromiter((r[0] for s, r in recent.items() if s not in code_of), float, r_all - u)
+        others = np.fromiter((r[0] for s, r in recent.items() if s not in code_of), float,
+                             r_all - u) if u < r_all else np.empty(0)
         claims = np.concatenate([others, claim0])
         mine = claims[r_all - u:]
         mid = (r_all - 1) // 2
@@ -503,11 +516,14 @@ class Windower:
         # each series' newest accepted timestamp before (and with) each element
         wm0 = np.array([self.wm.get(s, -inf) for s in uniq])
         v = np.where(ok, ts, -inf)[order]
-        rank_order = np.argsort(v, kind="stable")
-        rank = np.empty(n, np.int64)
-        rank[rank_order] = np.arange(n)
-        gid = np.cumsum(first_of) - 1
-        incl = v[rank_order][np.maximum.accumulate(gid * (n + 1) + rank) - gid * (n + 1)]
+        if np.all((v[1:] >= v[:-1]) | first_of[1:]):
+            incl = v  # (each series' in time order: the steady state)
+        else:
+            rank_order = np.argsort(v, kind="stable")
+            rank = np.empty(n, np.int64)
+            rank[rank_order] = np.arange(n)
+            gid = np.cumsum(first_of) - 1
+            incl = v[rank_order][np.maximum.accumulate(gid * (n + 1) + rank) - gid * (n + 1)]
         excl = np.empty(n)
         excl[0] = -inf
         excl[1:] = incl[:-1]
@@ -523,7 +539,9 @@ class Windower:
             return None
         # no series dropped midway: each keeps an open window at or after the floor before each
         # of its elements (its newest window at the start, or its newest element's before)
-        open0 = np.array([max(open_[s]) if open_.get(s) else -inf for s in uniq])
+        open_get, no_wins = open_.get, {}
+        wins_of = [open_get(s) or no_wins for s in uniq]  # (read only)
+        open0 = np.array([max(w) if w else -inf for w in wins_of])
         newest = np.empty(n)
         newest[order] = np.floor(excl / step) * step
         if np.any(ok & (np.maximum(open0[codes], newest) < floor_before)):
@@ -533,21 +551,11 @@ class Windower:
         bad: list[tuple[int, Exception | None]] = [
             (k, InvalidRecord("bad_value", f"aggregate interval {interval[k]:g}s is longer than the "
                                            f"{step:g}s window")) for k in np.flatnonzero(~ok).tolist()]
-        merged = self._group_merge(acc_idx, codes, starts_all, uniq, cols, kind)
+        merged = self._group_merge(acc_idx, codes, starts_all, wins_of, cols)
         if merged is None:
             return None
         # ... from here on the windower changes
-        for s, start, acc in merged:
-            wins = open_.get(s)
-            if wins is None:
-                wins = open_[s] = {}
-            start = self._starts.setdefault(start, start)
-            if len(self._starts) > MAX_SHARED_STARTS:
-                self._starts.clear()
-            wins[start] = acc
-            self._queue(start, s)
-            if acc[4] >= 0:
-                self._hold(acc[4], s, start)
+        self._open_windows(uniq, *merged)
         # the series' time
         wm_final = np.full(u, -inf)
         np.maximum.at(wm_final, codes[acc_idx], ts[acc_idx])
@@ -557,11 +565,13 @@ class Windower:
                 wms[s] = w
         last_add = adds[order][last_of]
         move = recent.move_to_end
-        for c in np.argsort(last_add, kind="stable").tolist():
+        by_last = np.argsort(last_add, kind="stable")
+        for c, claim, last in zip(by_last.tolist(), mine[by_last].tolist(), last_add[by_last].tolist(),
+                                  strict=True):
             s = uniq[c]
             r = recent[s]
-            r[0] = float(mine[c])
-            r[1] = int(last_add[c])
+            r[0] = claim
+            r[1] = last
             move(s)
         self.adds = adds_end
         self.typical, self._typical_at = typical, typical_at
@@ -593,41 +603,59 @@ class Windower:
         """:meth:`_limit` of each of ``t``."""
         return np.floor(t / self.step) * self.step - self.lateness * self.step
 
-    def _group_merge(self, acc_idx: np.ndarray, codes: np.ndarray, starts: np.ndarray, uniq: list[str],
-                     cols: tuple[np.ndarray, ...], kind: str
-                     ) -> list[tuple[str, float, Acc]] | None:
+    def _group_merge(self, acc_idx: np.ndarray, codes: np.ndarray, starts: np.ndarray,
+                     wins: list[dict[float, Acc]], cols: tuple[np.ndarray, ...]
+                     ) -> tuple[np.ndarray, np.ndarray, list[float], list[Acc], np.ndarray] | None:
         """Merge the accepted elements into their windows, one update per (series, window): the
-        windows open already updated in place, the new ones returned as (series, start, acc); None
-        (nothing changed) if a window's count could pass MAX_COUNT."""
+        windows open already (``wins``: each series' by code) updated in place, the new ones
+        returned (in (series, start) order) as their series' codes, window numbers (start /
+        step), starts, accumulators and lowest refs; None (nothing changed) if a window's count
+        could pass MAX_COUNT."""
         ts, interval, count, total, lo, hi, refs = cols
         if not len(acc_idx):
-            return []
+            return np.empty(0, np.int64), np.empty(0, np.int64), [], [], np.empty(0, np.int64)
         c = codes[acc_idx]
         widx = np.floor(ts[acc_idx] / self.step)
         w0 = widx.min()
         width = int(widx.max() - w0) + 1
         key = c * width + (widx - w0).astype(np.int64)
-        _, first, inv = np.unique(key, return_index=True, return_inverse=True)
+        # (np.unique's, from one stable argsort: the first of each group in the elements' order)
+        by_key = np.argsort(key, kind="stable")
+        sk = key[by_key]
+        starts_g = np.ones(len(sk), bool)
+        starts_g[1:] = sk[1:] != sk[:-1]
+        ukey, first = sk[starts_g], by_key[starts_g]
+        inv = np.empty(len(key), np.int64)
+        inv[by_key] = np.cumsum(starts_g) - 1
         g = len(first)
-        if np.bincount(inv, weights=count[acc_idx].astype(float), minlength=g).max() > 2.0**52:
+        counts = np.bincount(inv, weights=count[acc_idx].astype(float), minlength=g)
+        if counts.max() > 2.0**52:
             return None
-        g_series = c[first].tolist()
-        g_start = starts[acc_idx][first].tolist()
-        open_ = self.open
-        found: list[Acc | None] = []
-        for sc, st in zip(g_series, g_start, strict=True):
-            wins = open_.get(uniq[sc])
-            found.append(wins.get(st) if wins is not None else None)
-        have = np.fromiter((a is not None for a in found), bool, g)
+        # the open windows of the batch's series, as keys of the same (series, window) numbering
+        # (every window start is floor(ts / step) * step: its number is start / step, rounded)
+        o_start = np.fromiter(chain.from_iterable(wins), float)
+        have = np.zeros(g, bool)
+        old: list[Acc] = []
+        if len(o_start):
+            o_code = np.repeat(np.arange(len(wins)), list(map(len, wins)))
+            o_w = np.rint(o_start / self.step) - w0
+            o_in = np.flatnonzero((o_w >= 0) & (o_w < width))
+            o_key = o_code[o_in] * width + o_w[o_in].astype(np.int64)
+            pos = np.minimum(np.searchsorted(ukey, o_key), g - 1)
+            hit = ukey[pos] == o_key
+            if hit.any():
+                o_acc = list(chain.from_iterable(w.values() for w in wins))
+                at = pos[hit]
+                by = np.argsort(at)
+                have[at] = True
+                old = [o_acc[k] for k in o_in[hit][by].tolist()]
         cnt = np.zeros(g, np.int64)
         sums = np.full(g, -0.0)
         mins = np.full(g, math.inf)
         maxs = np.full(g, -math.inf)
-        if have.any():
-            old = [a for a in found if a is not None]
+        if old:
             cnt[have] = [a[0] for a in old]
-            if (cnt[have].astype(float) + np.bincount(inv, weights=count[acc_idx].astype(float),
-                                                      minlength=g)[have]).max() > 2.0**52:
+            if (cnt[have].astype(float) + counts[have]).max() > 2.0**52:
                 return None
             sums[have] = [a[1] for a in old]
             mins[have] = [a[2] for a in old]
@@ -636,15 +664,60 @@ class Windower:
         np.add.at(sums, inv, total[acc_idx])
         np.minimum.at(mins, inv, lo[acc_idx])
         np.maximum.at(maxs, inv, hi[acc_idx])
-        g_ref = refs[acc_idx][first].tolist()
-        created: list[tuple[str, float, Acc]] = []
-        for a, sc, st, n_, s_, l_, h_, ref in zip(found, g_series, g_start, cnt.tolist(), sums.tolist(),
-                                                  mins.tolist(), maxs.tolist(), g_ref, strict=True):
-            if a is not None:
+        if old:
+            for a, n_, s_, l_, h_ in zip(old, cnt[have].tolist(), sums[have].tolist(), mins[have].tolist(),
+                                         maxs[have].tolist(), strict=True):
                 a[0], a[1], a[2], a[3] = n_, s_, l_, h_
-            else:
-                created.append((uniq[sc], st, [n_, s_, l_, h_, ref]))
-        return created
+            new = np.flatnonzero(~have)
+            first = first[new]
+            cnt, sums, mins, maxs = cnt[new], sums[new], mins[new], maxs[new]
+        g_ref = refs[acc_idx][first]
+        accs = list(map(list, zip(cnt.tolist(), sums.tolist(), mins.tolist(), maxs.tolist(), g_ref.tolist(),
+                                  strict=True)))
+        g_widx = widx[first].astype(np.int64)
+        return c[first], g_widx, starts[acc_idx][first].tolist(), accs, g_ref
+
+    def _open_windows(self, uniq: list[str], g_code: np.ndarray, g_widx: np.ndarray, g_start: list[float],
+                      accs: list[Acc], g_ref: np.ndarray) -> None:
+        """Open the new windows :meth:`_group_merge` made: each queued at its start, and held by
+        its lowest ref (when it has one): one list extend per distinct start and ref."""
+        if not accs:
+            return
+        names = np.array(uniq, dtype=object)[g_code]
+        # one float object per window start (as add_rows shares them)
+        shared = {}
+        starts = self._starts
+        for st in dict.fromkeys(g_start):
+            shared[st] = starts.setdefault(st, st)
+            if len(starts) > MAX_SHARED_STARTS:
+                starts.clear()
+        g_start = list(map(shared.__getitem__, g_start))
+        open_ = self.open
+        open_get = open_.get
+        for s, st, acc in zip(names.tolist(), g_start, accs, strict=True):
+            wins = open_get(s)
+            if wins is None:
+                wins = open_[s] = {}
+            wins[st] = acc
+        # queued by start
+        due, due_keys = self._due, self._due_keys
+        by = np.argsort(g_widx, kind="stable")
+        w = g_widx[by]
+        cuts = np.flatnonzero(w[1:] != w[:-1]) + 1
+        names_by = names[by].tolist()
+        for a, b in zip([0, *cuts.tolist()], [*cuts.tolist(), len(w)], strict=True):
+            _extend_keyed(due, due_keys, g_start[int(by[a])], names_by[a:b])
+        # held by ref
+        held, held_keys = self._held, self._held_keys
+        by = np.argsort(g_ref, kind="stable")
+        r = g_ref[by]
+        cuts = np.flatnonzero(r[1:] != r[:-1]) + 1
+        r_l = r.tolist()
+        entries = [accs[k] for k in by.tolist()]
+        for a, b in zip([0, *cuts.tolist()], [*cuts.tolist(), len(r)], strict=True):
+            ref = r_l[a]
+            if ref >= 0:
+                _extend_keyed(held, held_keys, ref, entries[a:b])
 
     def close_all(self) -> list[Point]:
         """Close every open window now (the end of a replay) and return the points."""
@@ -699,15 +772,12 @@ class Windower:
 
     def min_needed(self) -> int | None:
         """The lowest ``ref`` that fed a still-open window (None: nothing held)."""
-        keys, held, open_ = self._held_keys, self._held, self.open
+        keys, held = self._held_keys, self._held
         while keys:
             ref = keys[0]
             entries = held[ref]
             while entries:
-                series, start = entries[-1]
-                wins = open_.get(series)
-                acc = wins.get(start) if wins is not None else None
-                if acc is not None and acc[4] == ref:
+                if entries[-1][4] == ref:  # (a closed window's is NaN)
                     return ref
                 entries.pop()
             heapq.heappop(keys)
@@ -737,6 +807,7 @@ class Windower:
                     if first < start:  # (else no zeros: skip the call)
                         self._zeros(series, last, first, start)
                 acc = wins.pop(start)
+                acc[4] = math.nan  # (stale in _held)
                 count, total = int(acc[0]), acc[1]
                 if kind == "metrics":
                     value = total / count if count else 0.0
@@ -755,7 +826,10 @@ class Windower:
         closed_until[series] = limit
         if last is not None and limit <= last + GAP_FILL_WINDOWS * step:
             self.last_data[series] = last
-            self._queue(limit, series)  # more zeros to come
+            # more zeros to come (unless its window at the limit is open: queued at the limit
+            # when it opened, still, as the floor has not passed it; a second entry does nothing)
+            if not wins or limit not in wins:
+                _push_keyed(self._due, self._due_keys, limit, series)
         else:
             self.last_data.pop(series, None)
             if not wins:
@@ -763,7 +837,7 @@ class Windower:
                     del closed_until[series], self.kinds[series]
                     self.wm.pop(series, None)
                 else:
-                    self._queue(limit, series)  # forget it once the floor passes
+                    _push_keyed(self._due, self._due_keys, limit, series)  # forget it once the floor passes
 
     def _zeros(self, series: str, last: float, first: float, end: float) -> None:
         end = min(end, last + (GAP_FILL_WINDOWS + 1) * self.step)

@@ -432,12 +432,13 @@ def _columns(rows):
 
 
 def _state(w: Windower):
-    due = sorted((t, s) for t, series in w._due.items() for s in series)
+    # (a series queued twice at one time is closed once: the second entry finds it closed)
+    due = sorted({(t, s) for t, series in w._due.items() for s in series})
     assert sorted(w._due_keys) == sorted(w._due)
     assert sorted(w._held_keys) == sorted(w._held)
     # the references still held (a closed window's entry is stale: min_needed drops it when met)
-    held = sorted((r, s, t) for r, entries in w._held.items() for s, t in entries
-                  if w.open.get(s, {}).get(t, [None] * 5)[4] == r)
+    live = {id(acc) for r, entries in w._held.items() for acc in entries if acc[4] == r}
+    held = sorted((acc[4], s, t) for s, wins in w.open.items() for t, acc in wins.items() if id(acc) in live)
     return (w.open, w.closed_until, w.wm, w.kinds, w.last_data, list(w.recent.items()), w.adds,
             w.typical, w._typical_at, w.progress, w.floor, due, held)
 
@@ -529,20 +530,68 @@ def test_columns_window_as_rows_in_large_batches(seed):
     """Seeded streams of up to 300 series in batches of up to 3,000 elements (the window agent's
     calls are large): series going quiet and coming back, jumps of the partition's time, rare
     late, early, bad-interval and new-series elements; events and metrics; a series limit."""
+    _large_batches_as_rows(seed, [1.0, 5.0, 10.0], 1000.0)
+
+
+@pytest.mark.parametrize("seed", range(24))
+def test_columns_of_mostly_steady_traffic_window_as_rows(seed):
+    """Seeded mostly steady streams (mostly merged by the group-by, so its shortcuts are
+    what is compared: series in time order or not, windows open already or new, closes at the
+    series' own time or the partition's, gaps), also at window lengths that are not whole
+    seconds and at epoch timestamps (the group-by matches a series' open windows to the
+    batch's by window number, start / step)."""
     import random
 
     rng = random.Random(seed)
-    names = [f"s{i}" for i in range(rng.choice([2, 10, 50, 300]))]
-    p_bad = rng.choice([0.0, 0.0005, 0.005, 0.05])
+    step = rng.choice([0.1, 0.3, 1.0, 2.5, 10.0])
+    t = rng.choice([1077.7, 1_700_000_000.123])
+    names = [f"s{i}" for i in range(rng.choice([5, 40, 120]))]
+    present = rng.choice([1.0, 0.98])  # each series' chance to report at each tick
+    spread = rng.choice([1.0, 1.2])  # (above 1: a series' aggregates at times before its last)
+    rows = []
+    for _ in range(rng.randint(60, 200)):
+        dt = step * rng.choice([0.1, 0.3, 0.5])
+        t += dt
+        for s in names:
+            if rng.random() > present:
+                continue
+            ts, r = t + rng.random() * dt * spread, rng.random()
+            if r < 0.0005:
+                ts -= rng.uniform(0, 5 * step)  # late, or within the lateness
+            count, lo = rng.randint(0, 5), rng.uniform(-5, 5)
+            rows.append((s, ts, min(1.0, step), count, lo * count, lo, lo + rng.random()))
+    batches, i, ref = [], 0, 0
+    while i < len(rows):
+        k = rng.choice([30, 100, 400])
+        part, refs = rows[i:i + k], []
+        for _ in part:
+            refs.append(ref)
+            ref += rng.random() < 0.05
+        ref += 1
+        batches.append((part, refs))
+        i += k
+    b = _same_as_rows(batches, step, rng.randint(1, 3), rng.choice([60.0, 600.0]), 100_000,
+                      rng.choice(["events", "metrics"]))
+    assert b.merged >= len(rows) // 20, ("the group-by merged little", b.merged, len(rows))
+
+
+def _large_batches_as_rows(seed, steps, t0, names=(2, 10, 50, 300), p_bads=(0.0, 0.0005, 0.005, 0.05),
+                           sizes=(1, 50, 500, 3000), limits=(5, 100_000)):
+    import random
+
+    rng = random.Random(seed)
+    names = [f"s{i}" for i in range(rng.choice(names))]
+    p_bad = rng.choice(p_bads)
     quiet = set(rng.sample(names, k=len(names) // 5))
-    step = rng.choice([1.0, 5.0, 10.0])
-    t0, rows = 1000.0, []
+    step = rng.choice(steps)
+    scale = min(1.0, step)  # (the time between ticks, and each aggregate's interval)
+    rows = []
     for tick in range(rng.randint(5, 60)):
-        t0 += rng.choice([0.0, 0.5, 1.0, 3.0, 20.0 if rng.random() < 0.05 else 1.0])
+        t0 += scale * rng.choice([0.0, 0.5, 1.0, 3.0, 20.0 if rng.random() < 0.05 else 1.0])
         for s in names:
             if s in quiet and tick > 10 and (tick // 10) % 2:
                 continue
-            ts, iv, r = t0 + rng.random(), 1.0, rng.random()
+            ts, iv, r = t0 + scale * rng.random(), scale, rng.random()
             if r < p_bad:
                 ts -= rng.uniform(0, 10 * step)
             elif r < 2 * p_bad:
@@ -555,7 +604,7 @@ def test_columns_window_as_rows_in_large_batches(seed):
             rows.append((s, ts, iv, count, lo * count, lo, lo + rng.random()))
     batches, i, ref = [], 0, 0
     while i < len(rows):
-        k = rng.choice([1, 50, 500, 3000])
+        k = rng.choice(sizes)
         part, refs = rows[i:i + k], []
         for _ in part:
             refs.append(ref)
@@ -563,5 +612,20 @@ def test_columns_window_as_rows_in_large_batches(seed):
         ref += 1
         batches.append((part, refs))
         i += k
-    _same_as_rows(batches, step, rng.randint(0, 3), rng.choice([60.0, 600.0]), rng.choice([5, 100_000]),
-                  rng.choice(["events", "metrics"]))
+    return _same_as_rows(batches, step, rng.randint(0, 3), rng.choice([60.0, 600.0]),
+                         rng.choice(limits), rng.choice(["events", "metrics"]))
+
+
+def test_a_quiet_event_series_with_a_later_window_open_gets_its_zeros_as_the_floor_passes():
+    """A close that leaves windows open above its limit (none at it) still wakes the series there:
+    the partition's floor then brings its zero-rate points, and its closed windows are late."""
+    w = Windower(step=10, lateness_windows=1)
+    w.add(agg("a", 5.0), kind="events", ref=0)
+    w.add(agg("a", 45.0), kind="events", ref=1)  # closes [0, 10) and fills [10, 30) on a's time
+    assert [(p.start, p.count) for p in w.close_ready()] == [(0.0, 1), (10.0, 0), (20.0, 0)]
+    for s in ("b", "c"):
+        w.add(agg(s, 55.0), kind="events", ref=2)  # the typical time 55: the floor is 40
+    assert [(p.series, p.start, p.count) for p in w.close_ready()] == [("a", 30.0, 0)]
+    with pytest.raises(InvalidRecord, match="late"):
+        w.add(agg("a", 35.0), kind="events", ref=3)
+    assert w.min_needed() == 1
