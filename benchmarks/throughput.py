@@ -143,13 +143,21 @@ class Worker:
                                      stdout=self.log, stderr=subprocess.STDOUT, start_new_session=True)
         wait_for_port("127.0.0.1", self.port, 60, self.proc)
 
+    def processes(self) -> list[psutil.Process]:
+        """The worker's process and its children (the window process, ``--window-process``)."""
+        p = psutil.Process(self.proc.pid)
+        try:
+            return [p, *p.children(recursive=True)]
+        except psutil.Error:
+            return [p]
+
     def rss(self) -> int:
-        return psutil.Process(self.proc.pid).memory_info().rss
+        """Resident bytes of the worker (and its window process)."""
+        return sum(p.memory_info().rss for p in self.processes())
 
     def cpu_seconds(self) -> float:
-        """The worker's CPU time so far (user + system)."""
-        t = psutil.Process(self.proc.pid).cpu_times()
-        return t.user + t.system
+        """The worker's CPU time so far (user + system; its window process's too)."""
+        return sum(t.user + t.system for t in (p.cpu_times() for p in self.processes()))
 
     def table_file_bytes(self) -> int:
         """Bytes of the worker's table files (``FORESIGHT_TABLE_STORE=disk``: sqlite files it
@@ -772,13 +780,18 @@ def main() -> None:
                     help="only the ingest steps: single events and client aggregates (no model path step)")
     ap.add_argument("--columnar", action="store_true",
                     help="client aggregates as columnar batches (AggregatingProducer(columnar=True))")
+    ap.add_argument("--window-process", action="store_true",
+                    help="workers run their window agent in a process of its own (FORESIGHT_WINDOW_PROCESS)")
     ap.add_argument("--paced", type=int, default=3,
                     help="model path: windows then published one per window length (steady latency)")
     args = ap.parse_args()
     import tempfile
 
     workdir = Path(tempfile.mkdtemp(prefix="foresight-bench-"))
-    out: dict[str, object] = {"window_seconds": WINDOW, "cpu_count": os.cpu_count()}
+    if args.window_process:  # every Worker's environment starts from os.environ
+        os.environ["FORESIGHT_WINDOW_PROCESS"] = "true"
+    out: dict[str, object] = {"window_seconds": WINDOW, "cpu_count": os.cpu_count(),
+                              "window_process": os.environ.get("FORESIGHT_WINDOW_PROCESS", "false")}
     if args.model_path or args.cardinality:
         with EmbeddedBroker(log_path=str(workdir / "broker.log")) as b:
             if args.model_path:

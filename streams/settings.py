@@ -147,6 +147,10 @@ class Settings:
     #: the changelogs at every start, as memory is) or memory (a dict: about 40 KiB more
     #: resident a series)
     table_store: str = "disk"
+    #: run the window agent (the input topics parsed and windowed into points) in a process of
+    #: its own beside the worker's: a second core for ingest (streams/worker/window_process.py;
+    #: README "Sizing a worker")
+    window_process: bool = False
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None, **overrides: Any) -> Settings:
@@ -297,6 +301,7 @@ COMMANDS: dict[str, tuple[str, ...]] = {
     "memory_limit_mb": WORKER_COMMANDS,
     "series_idle_seconds": WORKER_COMMANDS,
     "table_store": WORKER_COMMANDS,
+    "window_process": WORKER_COMMANDS,
     **{name: KAFKA_COMMANDS for name in (
         "kafka_security_protocol", "kafka_sasl_mechanism", "kafka_sasl_username",
         "kafka_sasl_password_file", "kafka_ssl_cafile", "kafka_ssl_certfile", "kafka_ssl_keyfile",

@@ -14,6 +14,7 @@ import math
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any, Protocol
 
 import faust
 
@@ -47,6 +48,10 @@ Source = tuple[str, int]
 #: newest batch, only because every table write ends its changelog partitions with a batch of
 #: one record (streams/worker/changelog.py).
 PRODUCER_MAX_BATCH_BYTES = 512 * 1024
+#: the group membership timings of every consumer of a worker (seconds): session, heartbeat, rebalance
+BROKER_SESSION_TIMEOUT, BROKER_HEARTBEAT_INTERVAL, BROKER_REBALANCE_TIMEOUT = 4.0, 1.0, 4.0
+#: a Kafka client's linger (ms) before a record batch goes out
+PRODUCER_LINGER_MS = 5
 
 
 def horizon_steps(settings: Settings) -> int:
@@ -126,6 +131,28 @@ class Tables:
     targets: faust.Table
 
 
+class InputContext(Protocol):
+    """What the window agent (streams/worker/windows.py) and the dead letters use of their
+    context: a worker's (:class:`WorkerContext`), or the window process's
+    (:class:`streams.worker.window_process.WindowContext`)."""
+
+    settings: Settings
+    metrics: Metrics
+    topics: Topics
+    budget: SeriesBudget
+    state: WorkerState
+    window_lock: asyncio.Lock
+    #: per topic name: what sends to it (``await out[name].send(key=, value=, partition=, callback=)``)
+    out: Mapping[str, Any]
+    #: notes each series' kind (``note_kind(series, kind)``): the read model, or what reports it to it
+    store: Any
+
+    @property
+    def step(self) -> float: ...
+
+    async def flush(self) -> None: ...
+
+
 @dataclass
 class WorkerContext:
     """Everything the agents and timers of one worker share."""
@@ -152,6 +179,10 @@ class WorkerContext:
     def step(self) -> float:
         """The window length (seconds): every series' default step."""
         return self.settings.window_seconds
+
+    async def flush(self) -> None:
+        """Wait until every record sent so far is acknowledged by the broker (or failed)."""
+        await self.app.producer.flush()
 
     def is_input(self, topic: str) -> bool:
         """Whether ``topic`` is one the window agent reads."""
@@ -181,15 +212,15 @@ def faust_app(settings: Settings) -> faust.App:
         # changelog topics get the same replication factor and min.insync.replicas as ours
         broker_credentials=kafka_config.faust_credentials(settings),
         topic_replication_factor=settings.replication_factor or 1,
-        broker_session_timeout=4,
-        broker_heartbeat_interval=1,
-        broker_rebalance_timeout=4,
+        broker_session_timeout=BROKER_SESSION_TIMEOUT,
+        broker_heartbeat_interval=BROKER_HEARTBEAT_INTERVAL,
+        broker_rebalance_timeout=BROKER_REBALANCE_TIMEOUT,
         web_enabled=settings.web_enabled,
         web_bind=settings.web_host,
         # how the other workers reach this one (request routing by partition)
         web_host=advertised_host(settings),
         web_port=settings.web_port,
-        producer_linger_ms=5,
+        producer_linger_ms=PRODUCER_LINGER_MS,
         producer_max_batch_size=PRODUCER_MAX_BATCH_BYTES,
         consumer_auto_offset_reset="earliest",
         # a rebalance does not wait for the Faust agents (model, history,

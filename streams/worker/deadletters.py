@@ -13,12 +13,12 @@ from typing import Any
 from streams import records
 from streams.records import DeadLetter, InvalidRecord
 from streams.topics import Topics
-from streams.worker.context import WorkerContext
+from streams.worker.context import InputContext
 
 log = logging.getLogger("foresight.worker")
 
 
-async def dead_letter(ctx: WorkerContext, topic: str, msg: Any, d: DeadLetter) -> None:
+async def dead_letter(ctx: InputContext, topic: str, msg: Any, d: DeadLetter) -> None:
     """Send one message's dead letter (all of its bad elements) and count it."""
     metrics = ctx.metrics
     metrics.dead_letters.labels(topic, d.reason).inc()
@@ -30,14 +30,14 @@ async def dead_letter(ctx: WorkerContext, topic: str, msg: Any, d: DeadLetter) -
     await ctx.out[Topics.dlq(topic)].send(key=msg.key, value=records.dumps(body))
 
 
-async def rejected(ctx: WorkerContext, topic: str, msg: Any, exc: InvalidRecord) -> None:
+async def rejected(ctx: InputContext, topic: str, msg: Any, exc: InvalidRecord) -> None:
     """A whole message refused (``exc.reason``): its one dead letter."""
     d = DeadLetter()
     d.add_whole(exc.reason, exc.error, exc.raw or msg.value or b"")
     await dead_letter(ctx, topic, msg, d)
 
 
-async def processing_error(ctx: WorkerContext, agent: str, topic: str, msg: Any, exc: Exception) -> None:
+async def processing_error(ctx: InputContext, agent: str, topic: str, msg: Any, exc: Exception) -> None:
     """A record whose processing raised: DLQ it as ``processing_error``, go on."""
     ctx.metrics.processing_errors.labels(agent).inc()
     log.warning("%s: %s[%d]@%d raised %s: %s (dead-lettered)", agent, msg.topic, msg.partition,

@@ -9,11 +9,13 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable
 
 from streams.budget import EVICT_BATCH
+from streams.settings import Settings
 from streams.web.cluster import partition_for
 from streams.worker.changelog import Put
-from streams.worker.context import WorkerContext
+from streams.worker.context import InputContext, WorkerContext
 from streams.worker.windows import Windows
 
 log = logging.getLogger("foresight.worker")
@@ -22,36 +24,63 @@ log = logging.getLogger("foresight.worker")
 LATE_SECONDS = 120.0
 
 
-def install(ctx: WorkerContext, windows: Windows) -> None:
-    """The eviction timer."""
+def interval(settings: Settings) -> float:
+    """Seconds between two runs of the eviction timer."""
+    return max(0.5, min(30.0, settings.series_idle_seconds / 4 or 30.0))
+
+
+async def evict_windows(ctx: InputContext, windows: Windows, now: float) -> list[str]:
+    """The window agent's side of an eviction: the series idle at ``now`` (at most
+    :data:`~streams.budget.EVICT_BATCH`) have their windows closed (points published, input
+    acknowledged) and their place in the budget freed; returns them (their models and views
+    are the model agent's to checkpoint and drop)."""
+    budget = ctx.budget
+    idle = budget.idle(now)[:EVICT_BATCH]
+    if idle:
+        async with ctx.window_lock:
+            for source, w in list(ctx.state.windowers.items()):
+                if [s for s in idle if w.evict(s)]:
+                    await windows.publish_closed(source, w)
+        for series in idle:
+            budget.forget(series)
+        ctx.metrics.series_evicted.inc(len(idle))
+    return idle
+
+
+def install(ctx: WorkerContext, windows: Windows | None,
+            elsewhere: Callable[[], tuple[list[str], list[str]]] | None = None) -> None:
+    """The eviction timer: idle series' windows (``windows``: the window agent in this process),
+    then their models and views. With the window agent in a process of its own
+    (streams/worker/window_process.py), ``elsewhere`` says which series it evicted and which
+    of those it has admitted again since."""
     settings, state, budget, store, metrics = ctx.settings, ctx.state, ctx.budget, ctx.store, ctx.metrics
-    #: series this timer took out of the budget (monotonic time): their models and views are
+    #: series evicted by the window agent: their models and views are
     #: dropped, and again if a late point brings one back, until the series is admitted again or
     #: has stayed gone for LATE_SECONDS. Only those: a worker also models series
     #: whose input another worker windows (the points and input partitions are assigned apart),
     #: which were never in this worker's budget and are not idle.
     evicted: dict[str, float] = {}
+    protected = budget.protected
 
-    @ctx.app.timer(interval=max(0.5, min(30.0, settings.series_idle_seconds / 4 or 30.0)))
+    @ctx.app.timer(interval=interval(settings))
     async def evict_idle_series() -> None:
         """Series idle for FORESIGHT_SERIES_IDLE_SECONDS leave memory: their windows are closed
         (points published, input acknowledged) and their place is freed; then the model and
         view held for each (and for one a late point brought back since) is checkpointed to
         the tables first, so it comes back warm if the series does."""
         now = time.monotonic()
-        idle = budget.idle(now)[:EVICT_BATCH]
         try:
-            if idle:
-                async with ctx.window_lock:
-                    for source, w in list(state.windowers.items()):
-                        if [s for s in idle if w.evict(s)]:
-                            await windows.publish_closed(source, w)
-                for series in idle:
-                    budget.forget(series)
-                    evicted[series] = now
-                metrics.series_evicted.inc(len(idle))
+            back: list[str] = []
+            if windows is not None:
+                idle = await evict_windows(ctx, windows, now)
+            else:
+                idle, back = elsewhere() if elsewhere is not None else ([], [])
+            for series in idle:
+                evicted[series] = now
+            for series in back:
+                evicted.pop(series, None)
             for series, at in list(evicted.items()):
-                if series in budget or series in budget.protected or (
+                if series in budget or series in protected or (
                         now - at > LATE_SECONDS and series not in state.models and series not in store.series):
                     del evicted[series]
             held = [s for s in evicted if s in state.models or s in store.series][:EVICT_BATCH]

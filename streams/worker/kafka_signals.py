@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from streams import kafka_signal, records
 from streams.worker.context import WorkerContext
 
 
-def install(ctx: WorkerContext) -> None:
-    """The sampling timer, if the PredictiveScaler file names any kafkaTopic signal."""
-    app, settings, topics, out, state = ctx.app, ctx.settings, ctx.topics, ctx.out, ctx.state
+def install(ctx: WorkerContext, typical: Callable[[], float | None]) -> None:
+    """The sampling timer, if the PredictiveScaler file names any kafkaTopic signal (``typical``:
+    the newest typical series time of the input partitions windowed)."""
+    app, settings, topics, out = ctx.app, ctx.settings, ctx.topics, ctx.out
     signals = kafka_signal.SignalSampler.from_settings(settings)
     if signals is not None:
 
@@ -21,5 +24,4 @@ def install(ctx: WorkerContext) -> None:
             """The leader samples every kafkaTopic signal's offsets once per window of the
             signal clock and publishes the rate, lag and partition series as metrics (any
             worker's window agent then treats them as any producer's)."""
-            await signals.tick(send_signal, lambda: max(
-                (w.typical for w in state.windowers.values()), default=None))
+            await signals.tick(send_signal, typical)

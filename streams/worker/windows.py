@@ -37,7 +37,14 @@ from streams.records import InvalidRecord, Point
 from streams.settings import Settings
 from streams.web.cluster import partition_for
 from streams.windowing import Windower
-from streams.worker.context import Source, WorkerContext
+from streams.worker.context import (
+    BROKER_HEARTBEAT_INTERVAL,
+    BROKER_REBALANCE_TIMEOUT,
+    BROKER_SESSION_TIMEOUT,
+    InputContext,
+    Source,
+    WorkerContext,
+)
 from streams.worker.deadletters import dead_letter, processing_error
 
 log = logging.getLogger("foresight.worker")
@@ -84,7 +91,7 @@ class _Rebalance(ConsumerRebalanceListener):
 class Windows:
     """The window agent's state beyond :class:`~streams.worker.context.WorkerState` and its steps."""
 
-    def __init__(self, ctx: WorkerContext) -> None:
+    def __init__(self, ctx: InputContext) -> None:
         self.ctx = ctx
         metrics = ctx.metrics
         # label children bound once, not looked up per message
@@ -184,7 +191,7 @@ class Windows:
                 offsets[TopicPartition(*source)] = safe
         if not offsets:
             return
-        await self.ctx.app.producer.flush()  # the points and dead letters of what is committed
+        await self.ctx.flush()  # the points and dead letters of what is committed
         try:
             await consumer.commit(offsets)
         except (CommitFailedError, KafkaError) as exc:  # a rebalance: the next owner re-reads
@@ -428,16 +435,15 @@ class Windows:
     def input_consumer(self) -> AIOKafkaConsumer:
         """The input topics' consumer: its own group, offsets committed by :meth:`commit`."""
         ctx = self.ctx
-        conf = ctx.app.conf
         return AIOKafkaConsumer(
             **kafka_config.client_kwargs(ctx.settings),
             group_id=input_group(ctx.settings),
             client_id=f"{ctx.settings.app_id}-input",
             enable_auto_commit=False,
             auto_offset_reset="earliest",
-            session_timeout_ms=int(conf.broker_session_timeout * 1000),
-            heartbeat_interval_ms=int(conf.broker_heartbeat_interval * 1000),
-            rebalance_timeout_ms=int(conf.broker_rebalance_timeout * 1000),
+            session_timeout_ms=int(BROKER_SESSION_TIMEOUT * 1000),
+            heartbeat_interval_ms=int(BROKER_HEARTBEAT_INTERVAL * 1000),
+            rebalance_timeout_ms=int(BROKER_REBALANCE_TIMEOUT * 1000),
             max_partition_fetch_bytes=4 * 1024 * 1024,
         )
 
@@ -469,6 +475,28 @@ class Windows:
         finally:
             self.consumer = None
             await consumer.stop()
+
+    async def run_forever(self) -> None:
+        """:meth:`run`, restarted a second after it fails (its input is re-read from the commit)."""
+        ctx = self.ctx
+        while True:
+            try:
+                await self.run()
+            except asyncio.CancelledError:
+                raise
+            except Exception:  # noqa: BLE001 - the agent restarts (its input is re-read from the commit)
+                log.exception("the window agent's input consumer failed: restarting it")
+                async with ctx.window_lock:
+                    for source in set(ctx.state.windowers) | set(ctx.state.next_offset):
+                        ctx.state.drop_input(source)
+                    self.rewinding.clear()
+                    self.committed.clear()
+                await asyncio.sleep(1.0)
+
+    @property
+    def idle_interval(self) -> float:
+        """Seconds between two runs of :meth:`close_idle_partitions`."""
+        return max(0.5, min(5.0, self.ctx.step / 4))
 
     async def reread_from_committed(self, tps: set[TopicPartition]) -> None:
         """Seek the assigned ``tps`` back to their committed offsets (the earliest if none)."""
@@ -524,21 +552,9 @@ def install(ctx: WorkerContext) -> Windows:
 
     @app.task
     async def window_agent() -> None:
-        while True:
-            try:
-                await windows.run()
-            except asyncio.CancelledError:
-                raise
-            except Exception:  # noqa: BLE001 - the agent restarts (its input is re-read from the commit)
-                log.exception("the window agent's input consumer failed: restarting it")
-                async with ctx.window_lock:
-                    for source in set(ctx.state.windowers) | set(ctx.state.next_offset):
-                        ctx.state.drop_input(source)
-                    windows.rewinding.clear()
-                    windows.committed.clear()
-                await asyncio.sleep(1.0)
+        await windows.run_forever()
 
-    @app.timer(interval=max(0.5, min(5.0, ctx.step / 4)))
+    @app.timer(interval=windows.idle_interval)
     async def close_idle_partitions() -> None:
         await windows.close_idle_partitions()
 

@@ -1,0 +1,97 @@
+"""The window agent in a process of its own (``FORESIGHT_WINDOW_PROCESS``), against the real
+broker: the worker starts it, counts what it counts, learns the kinds of its series, starts it
+again when it dies (nothing accepted lost), and takes it down when the worker dies.
+
+The series limit and the eviction with the window process are ``test_app_budget``'s tests, run
+in both modes.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import time
+import urllib.request
+
+import orjson
+import pytest
+
+from tests.conftest import Worker
+from tests.streams.test_app import T0, good, points_of, send
+from tests.streams.test_app_budget import metric, wait_metric
+from tests.waiting import wait_for
+
+pytestmark = pytest.mark.integration
+
+SPLIT = {"FORESIGHT_WINDOW_PROCESS": "true"}
+
+
+def window_pids(worker: Worker) -> list[int]:
+    """The pids of the window processes the worker started, in order (from its log)."""
+    return [int(p) for p in re.findall(r"window process started \(pid (\d+)\)", worker.log.read_text())]
+
+
+def alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    try:  # a zombie (exited, not reaped yet) is gone too
+        with open(f"/proc/{pid}/stat") as fh:
+            return fh.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+def test_the_window_process_windows_counts_in_the_worker_metrics_and_tells_the_kinds(
+        broker, prefix, start_worker):
+    worker = start_worker(prefix, **SPLIT)
+    assert wait_for(lambda: window_pids(worker), 30), "the worker started its window process"
+    send(broker, f"{prefix}.events", good("svc/a", 0, 60))  # the input's own time closes windows 0-2
+    metrics = [orjson.dumps({"series": "node/cpu", "ts": T0 + s, "value": 0.5}) for s in range(60)]
+    send(broker, f"{prefix}.metrics", metrics + [b"not json"])
+    got = points_of(broker, prefix, "svc/a", 3)
+    assert [got.get(T0 + 10 * w) for w in range(3)] == [100] * 3
+    # the child's counters are in the worker's /metrics
+    assert wait_metric(worker.port, "foresight_messages_in_total", 60, topic="events") == 60
+    assert wait_metric(worker.port, "foresight_messages_in_total", 61, topic="metrics") == 61
+    assert wait_metric(worker.port, "foresight_dead_letters_total", 1, topic=f"{prefix}.metrics") == 1
+    assert wait_metric(worker.port, "foresight_points_out_total", 6) >= 6
+    assert metric(worker.port, "foresight_series_held") == 2
+    assert metric(worker.port, "foresight_window_agent_seconds_total") > 0
+
+    def kinds() -> dict[str, str]:
+        with urllib.request.urlopen(f"http://127.0.0.1:{worker.port}/api/series?limit=50",  # noqa: S310
+                                    timeout=10) as r:
+            return {i["series"]: i.get("kind") for i in json.loads(r.read())["items"]}
+
+    assert wait_for(lambda: kinds() == {"svc/a": "events", "node/cpu": "metrics"}, 30), kinds()
+
+
+def test_a_window_process_that_dies_is_started_again_and_nothing_accepted_is_lost(
+        broker, prefix, start_worker):
+    worker = start_worker(prefix, **SPLIT)
+    events = f"{prefix}.events"
+    send(broker, events, good("svc/a", 0, 55))
+    assert len(points_of(broker, prefix, "svc/a", 3)) == 3
+    first = window_pids(worker)[0]
+    time.sleep(1.5)  # past a commit, so the next one re-reads only part of the input
+    os.kill(first, signal.SIGKILL)
+    assert wait_for(lambda: len(window_pids(worker)) >= 2, 30), "started again"
+    send(broker, events, good("svc/a", 55, 100))
+    got = points_of(broker, prefix, "svc/a", 7)
+    assert [got.get(T0 + 10 * w) for w in range(7)] == [100] * 7, \
+        "every window whole: the open one re-read from the committed offset, none lost or doubled"
+    assert "the window process exited" in worker.log.read_text()
+
+
+def test_a_killed_worker_takes_its_window_process_with_it(broker, prefix, start_worker):
+    worker = start_worker(prefix, **SPLIT)
+    assert wait_for(lambda: window_pids(worker), 30)
+    child = window_pids(worker)[0]
+    assert alive(child)
+    os.kill(worker.proc.pid, signal.SIGKILL)  # the worker alone, not its process group
+    worker.proc.wait(10)
+    assert wait_for(lambda: not alive(child), 20), "the window process saw its input close and stopped"
