@@ -33,7 +33,7 @@ async def evict_windows(ctx: InputContext, windows: Windows, now: float) -> list
     """The window agent's side of an eviction: the series idle at ``now`` (at most
     :data:`~streams.budget.EVICT_BATCH`) have their windows closed (points published, input
     acknowledged) and their place in the budget freed; returns them (their models and views
-    are the model agent's to checkpoint and drop)."""
+    are the model agent's to checkpoint and drop, and it counts them)."""
     budget = ctx.budget
     idle = budget.idle(now)[:EVICT_BATCH]
     if idle:
@@ -43,7 +43,6 @@ async def evict_windows(ctx: InputContext, windows: Windows, now: float) -> list
                     await windows.publish_closed(source, w)
         for series in idle:
             budget.forget(series)
-        ctx.metrics.series_evicted.inc(len(idle))
     return idle
 
 
@@ -77,6 +76,7 @@ def install(ctx: WorkerContext, windows: Windows | None,
                 idle, back = elsewhere() if elsewhere is not None else ([], [])
             for series in idle:
                 evicted[series] = now
+            metrics.series_evicted.inc(len(idle))
             for series in back:
                 evicted.pop(series, None)
             for series, at in list(evicted.items()):

@@ -236,6 +236,7 @@ async def serve(settings: Settings, stream: IO[bytes]) -> None:
     windows = Windows(ctx)
     reporter = Reporter(ctx, windows, stream)
     out[topics.points] = _Topic(producer, topics.points, before=reporter.kinds)
+    windows.after_fetch = reporter.report  # what a fetch counted reaches the worker's /metrics at once
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):

@@ -22,7 +22,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from operator import itemgetter
 from typing import Any
 
@@ -103,6 +103,8 @@ class Windows:
         self.rewinding: dict[Source, tuple[Any, float]] = {}
         self.gaps_seen: set[tuple[Source, int, int]] = set()
         self.idle_after = max(1.0, ctx.step)
+        #: called after each fetch is windowed and its points sent (the window process reports)
+        self.after_fetch: Callable[[], None] | None = None
         #: the input consumer (None until the agent's task starts it)
         self.consumer: AIOKafkaConsumer | None = None
         #: bumped by every rebalance of the input consumer: a batch fetched before it is stale
@@ -471,6 +473,8 @@ class Windows:
                         windowers = ctx.state.windowers
                         await self.publish_points([w for tp in batch
                                                    if (w := windowers.get((tp.topic, tp.partition))) is not None])
+                    if self.after_fetch is not None:
+                        self.after_fetch()
                 await self.commit()
         finally:
             self.consumer = None

@@ -10,6 +10,7 @@ import pytest
 from streams.producer import AggregatingProducer
 from streams.settings import Settings
 from tests.conftest import read_topic, send_raw
+from tests.waiting import wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -104,9 +105,10 @@ def test_bad_input_goes_to_dlq_and_worker_keeps_going(broker, prefix, start_work
     first = min((m for m in points if m["series"] == "svc/ok"), key=lambda m: m["start"])
     assert first["start"] == T0 and first["count"] == 10 + 7, "good batch element merged, late one not"
     assert worker.proc.poll() is None, "bad input must never stop the worker"
+    # (a window process's counts reach the worker's /metrics in its next report)
+    assert wait_for(lambda: "foresight_late_events_total 1.0" in _get(f"http://127.0.0.1:{worker.port}/metrics"), 10)
     metrics = _get(f"http://127.0.0.1:{worker.port}/metrics")
     assert 'foresight_dead_letters_total{reason="late",topic="' in metrics
-    assert "foresight_late_events_total 1.0" in metrics
 
 
 def _get(url: str) -> str:
