@@ -780,18 +780,19 @@ def main() -> None:
                     help="only the ingest steps: single events and client aggregates (no model path step)")
     ap.add_argument("--columnar", action="store_true",
                     help="client aggregates as columnar batches (AggregatingProducer(columnar=True))")
-    ap.add_argument("--window-process", action="store_true",
-                    help="workers run their window agent in a process of its own (FORESIGHT_WINDOW_PROCESS)")
+    ap.add_argument("--one-process", action="store_true",
+                    help="workers run their window agent in their own process (FORESIGHT_WINDOW_PROCESS=false; "
+                         "default: in a process of its own)")
     ap.add_argument("--paced", type=int, default=3,
                     help="model path: windows then published one per window length (steady latency)")
     args = ap.parse_args()
     import tempfile
 
     workdir = Path(tempfile.mkdtemp(prefix="foresight-bench-"))
-    if args.window_process:  # every Worker's environment starts from os.environ
-        os.environ["FORESIGHT_WINDOW_PROCESS"] = "true"
+    if args.one_process:  # every Worker's environment starts from os.environ
+        os.environ["FORESIGHT_WINDOW_PROCESS"] = "false"
     out: dict[str, object] = {"window_seconds": WINDOW, "cpu_count": os.cpu_count(),
-                              "window_process": os.environ.get("FORESIGHT_WINDOW_PROCESS", "false")}
+                              "window_process": os.environ.get("FORESIGHT_WINDOW_PROCESS", "true")}
     if args.model_path or args.cardinality:
         with EmbeddedBroker(log_path=str(workdir / "broker.log")) as b:
             if args.model_path:

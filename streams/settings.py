@@ -148,9 +148,9 @@ class Settings:
     #: resident a series)
     table_store: str = "disk"
     #: run the window agent (the input topics parsed and windowed into points) in a process of
-    #: its own beside the worker's: a second core for ingest (streams/worker/window_process.py;
-    #: README "Sizing a worker")
-    window_process: bool = False
+    #: its own beside the worker's, so ingest and the models each have a core (about 75 MB more
+    #: resident; false: one process; streams/worker/window_process.py, README "Cores")
+    window_process: bool = True
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None, **overrides: Any) -> Settings:

@@ -39,6 +39,15 @@ def prefix() -> str:
     return f"t{uuid.uuid4().hex[:8]}"
 
 
+@pytest.fixture(params=["true", "false"], ids=["window-process", "one-process"])
+def both_modes(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """The test once with the window agent in a process of its own (the default) and once in the
+    worker's process (``FORESIGHT_WINDOW_PROCESS=false``): the workers it starts read it from the
+    environment."""
+    monkeypatch.setenv("FORESIGHT_WINDOW_PROCESS", request.param)
+    return request.param
+
+
 class Worker:
     def __init__(self, proc: subprocess.Popen[bytes], log: Path, port: int) -> None:
         self.proc, self.log, self.port = proc, log, port

@@ -21,7 +21,7 @@ from tests.waiting import wait_for
 #: seconds between two polls of a condition (each wait has its own deadline)
 POLL_SECONDS = 0.2
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("both_modes")]
 
 T0 = 1_700_000_000.0  # a multiple of 10
 WINDOW = 10.0
