@@ -338,27 +338,37 @@ class WindowProcess:
         """Start the window process, read its reports until it exits; start it again."""
         env = {**os.environ, **self.ctx.settings.to_env()}
         while True:
-            proc = await asyncio.create_subprocess_exec(
-                sys.executable, "-m", "streams.worker.window_process", env=env,
-                stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE, limit=REPORT_LINE_LIMIT)
-            self.pid = proc.pid
-            self._totals.clear()  # a new process counts from 0
-            log.info("window process started (pid %d)", proc.pid)
             try:
-                assert proc.stdout is not None
-                while line := await proc.stdout.readline():
-                    try:
-                        self.apply(orjson.loads(line))
-                    except Exception:  # noqa: BLE001 - one bad report never stops the worker
-                        log.exception("a report of the window process could not be read")
-                code = await proc.wait()
-            finally:
-                if proc.returncode is None:
-                    await _stop(proc)
+                code: int | str | None = await self._run_once(env)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # noqa: BLE001 - the worker never stops starting it
+                log.exception("the window process could not be run")
+                code = f"{type(exc).__name__}: {exc}"
             self.held, self.lag, self.pid = 0, {}, None
-            log.warning("the window process exited (code %s): starting it again in %g s (its input is "
+            log.warning("the window process exited (%s): starting it again in %g s (its input is "
                         "read again from the committed offsets)", code, RESTART_SECONDS)
             await asyncio.sleep(RESTART_SECONDS)
+
+    async def _run_once(self, env: dict[str, str]) -> int:
+        """One window process, from its start to its exit code."""
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "streams.worker.window_process", env=env,
+            stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE, limit=REPORT_LINE_LIMIT)
+        self.pid = proc.pid
+        self._totals.clear()  # a new process counts from 0
+        log.info("window process started (pid %d)", proc.pid)
+        try:
+            assert proc.stdout is not None
+            while line := await proc.stdout.readline():
+                try:
+                    self.apply(orjson.loads(line))
+                except Exception:  # noqa: BLE001 - one bad report never stops the worker
+                    log.exception("a report of the window process could not be read")
+            return await proc.wait()
+        finally:
+            if proc.returncode is None:
+                await _stop(proc)
 
 
 async def _stop(proc: asyncio.subprocess.Process) -> None:
