@@ -79,6 +79,8 @@ def run_worker(settings: Settings) -> None:
         app.main()
     finally:
         watch.stop()
+        for stop in ctx.on_exit:  # the window process (streams/worker/window_process.py)
+            stop()
         if lifecycle.exit_code() is not None:
             raise SystemExit(lifecycle.exit_code())
 

@@ -174,6 +174,8 @@ class WorkerContext:
     window_lock: asyncio.Lock = field(default_factory=asyncio.Lock)
     #: every write to the tables' changelogs (streams/worker/changelog.py)
     changelog: ChangelogWriter = field(default_factory=ChangelogWriter)
+    #: called as the worker's process exits (after its event loop): child processes stopped
+    on_exit: list[Callable[[], None]] = field(default_factory=list)
 
     @property
     def step(self) -> float:

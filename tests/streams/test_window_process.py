@@ -95,3 +95,44 @@ def test_a_killed_worker_takes_its_window_process_with_it(broker, prefix, start_
     os.kill(worker.proc.pid, signal.SIGKILL)  # the worker alone, not its process group
     worker.proc.wait(10)
     assert wait_for(lambda: not alive(child), 20), "the window process saw its input close and stopped"
+
+
+def test_a_stopped_worker_exits_only_after_its_window_process(broker, prefix, start_worker):
+    worker = start_worker(prefix, **SPLIT)
+    assert wait_for(lambda: window_pids(worker), 30)
+    child = window_pids(worker)[0]
+    os.kill(worker.proc.pid, signal.SIGTERM)  # the worker alone, as a supervisor stopping it would
+    worker.proc.wait(30)
+    assert not alive(child), "nothing the worker started outlives it"
+
+
+def test_a_worker_stopped_with_its_process_group_exits_only_after_its_window_process(
+        broker, prefix, start_worker):
+    """As ``foresight demo`` and a terminal's Ctrl-C stop it: both processes get the signal at once."""
+    worker = start_worker(prefix, **SPLIT)
+    send(broker, f"{prefix}.events", good("svc/a", 0, 30))
+    assert wait_for(lambda: window_pids(worker) and metric(worker.port, "foresight_messages_in_total") >= 30, 30)
+    child = window_pids(worker)[0]
+    os.killpg(worker.proc.pid, signal.SIGTERM)
+    worker.proc.wait(30)
+    assert not alive(child), "nothing the worker started outlives it"
+
+
+def test_a_worker_whose_broker_is_gone_still_takes_its_window_process_with_it(tmp_path, prefix, start_worker):
+    """As ``foresight demo`` stops everything at once: the broker goes, and the worker's process
+    group gets SIGTERM; the window process's last commit and flush cannot reach the broker, and it
+    must still be gone when the worker is."""
+    from streams.broker import EmbeddedBroker
+
+    own = EmbeddedBroker(log_path=str(tmp_path / "own-broker.log")).start()
+    try:
+        worker = start_worker(prefix, FORESIGHT_BROKER=own.bootstrap, **SPLIT)
+        send(own.bootstrap, f"{prefix}.events", good("svc/a", 0, 30))
+        assert wait_for(lambda: window_pids(worker) and metric(worker.port, "foresight_messages_in_total") >= 30,
+                        60)
+        child = window_pids(worker)[0]
+    finally:
+        own.stop()
+    os.killpg(worker.proc.pid, signal.SIGTERM)
+    worker.proc.wait(60)
+    assert not alive(child), "nothing the worker started outlives it"
