@@ -35,9 +35,23 @@ SAMPLE_SECONDS = 1
 PERIOD_SECONDS = 300
 
 
+#: the known series' noise: uniform in +- this, a new draw every second
+NOISE = 2.0
+
+
+def noise(t: float) -> float:
+    """A fixed pseudo-random draw for the second ``t`` falls in (the same on every call)."""
+    k = (int(math.floor(t)) * 2654435761) % 2**32
+    return NOISE * (2.0 * k / 2**32 - 1.0)
+
+
 def known_value(t: float) -> float:
-    """The known series: a 5-minute cycle around 100 with a faster ripple (always > 0)."""
-    return 100.0 + 50.0 * math.sin(2 * math.pi * t / PERIOD_SECONDS) + 5.0 * math.sin(2 * math.pi * t / 37.0)
+    """The known series: a 5-minute cycle around 100 with a faster ripple and a little noise,
+    as a real metric has (always > 0). Without noise the models' one-step errors on the
+    history are ~0, and a scrape a few hundred ms late on a busy machine looks like a
+    change of regime (a drift) to them."""
+    return (100.0 + 50.0 * math.sin(2 * math.pi * t / PERIOD_SECONDS) + 5.0 * math.sin(2 * math.pi * t / 37.0)
+            + noise(t))
 
 
 def require_prometheus() -> tuple[str, str]:
