@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 import orjson
+import psutil
 import yaml
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from kafka import KafkaProducer
@@ -120,11 +121,35 @@ class Children:
             try:
                 p.wait(max(0.1, deadline - time.monotonic()))
             except subprocess.TimeoutExpired:
+                pass
+            # the group, not only its leader: a worker's window process may still be stopping
+            if not _group_gone(p.pid, deadline):
                 try:
                     os.killpg(p.pid, signal.SIGKILL)
                 except ProcessLookupError:
                     pass
+                _group_gone(p.pid, time.monotonic() + 5)
+            if p.poll() is None:
                 p.wait(5)
+
+
+def _group_gone(pgid: int, deadline: float) -> bool:
+    """Wait until no live process is left in process group ``pgid`` (zombies aside), or the
+    deadline; return whether it is empty."""
+    while True:
+        alive = False
+        for proc in psutil.process_iter(["pid", "status"]):
+            try:
+                if proc.info["status"] != psutil.STATUS_ZOMBIE and os.getpgid(proc.pid) == pgid:
+                    alive = True
+                    break
+            except (ProcessLookupError, psutil.Error):
+                continue
+        if not alive:
+            return True
+        if time.monotonic() >= deadline:
+            return False
+        time.sleep(0.1)
 
 
 class Monitor:

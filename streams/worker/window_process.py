@@ -363,7 +363,7 @@ class WindowProcess:
     async def run(self) -> None:
         """Start the window process, read its reports until it exits; start it again."""
         env = {**os.environ, **self.ctx.settings.to_env()}
-        while True:
+        while not self._stopping():
             try:
                 code: int | str | None = await self._run_once(env)
             except asyncio.CancelledError:
@@ -372,9 +372,15 @@ class WindowProcess:
                 log.exception("the window process could not be run")
                 code = f"{type(exc).__name__}: {exc}"
             self.held, self.lag, self.pid = 0, {}, None
+            if self._stopping():  # the worker is stopping (its SIGTERM stopped the process too)
+                return
             log.warning("the window process exited (%s): starting it again in %g s (its input is "
                         "read again from the committed offsets)", code, RESTART_SECONDS)
             await asyncio.sleep(RESTART_SECONDS)
+
+    def _stopping(self) -> bool:
+        """The worker is stopping: no window process is started again."""
+        return bool(getattr(self.ctx.app, "should_stop", False))
 
     async def _run_once(self, env: dict[str, str]) -> int:
         """One window process, from its start to its exit code."""
