@@ -618,12 +618,13 @@ def baseline_rss(broker: str, workdir: Path) -> int:
 
 def bench_model_path(broker: str, workdir: Path, series: int, warm: int, windows: int,
                      paced: int = 3, trace: bool = False, seeded: int = 0, rss_base: int | None = None,
-                     **extra: str) -> dict[str, object]:
+                     broker_pid: int | None = None, **extra: str) -> dict[str, object]:
     """The model agent alone: points in, forecasts out, on warm models, draining a backlog.
     ``trace``: the worker runs under tracemalloc and its heap after the warm-up is returned too.
     ``seeded``: the models first restored from checkpoints trained on that many windows
     (:func:`seed_checkpoints`), then ``warm`` windows learnt through the worker.
-    ``rss_base``: resident bytes of a worker holding nothing (else the worker's own at start)."""
+    ``rss_base``: resident bytes of a worker holding nothing (else the worker's own at start).
+    ``broker_pid``: the broker's process, whose RSS after the warm windows is returned too."""
     prefix = f"bm{uuid.uuid4().hex[:6]}"
     settings = Settings(topic_prefix=prefix, app_id=f"{prefix}-app")
     topics = Topics.from_settings(settings)
@@ -642,6 +643,12 @@ def bench_model_path(broker: str, workdir: Path, series: int, warm: int, windows
 
     def produce(first: int, last: int) -> None:
         send(encode(first, last))
+
+    def broker_cpu() -> float:
+        if not broker_pid:
+            return 0.0
+        t = psutil.Process(broker_pid).cpu_times()
+        return t.user + t.system
 
     seed_secs, seed_bytes = seed_checkpoints(broker, settings, names, seeded, BENCH_KEY) if seeded else (0.0, 0)
     first = seeded  # the worker learns the windows after those its checkpoints were trained on
@@ -670,6 +677,7 @@ def bench_model_path(broker: str, workdir: Path, series: int, warm: int, windows
         w.settle()  # the warm windows' checkpoints written
         restored = metric(w.port, "foresight_restored_checkpoints_total")
         rss1 = w.rss()
+        broker_warm = psutil.Process(broker_pid).memory_info().rss if broker_pid else 0
         table_file = w.table_file_bytes()
         heap = w.heap()
         upd0 = metric(w.port, "foresight_model_update_seconds_sum")
@@ -680,7 +688,7 @@ def bench_model_path(broker: str, workdir: Path, series: int, warm: int, windows
         t_enc = time.monotonic()
         backlog = encode(first + warm, first + warm + windows)
         encoded = time.monotonic() - t_enc
-        cpu0 = w.cpu_seconds()
+        cpu0, bcpu0 = w.cpu_seconds(), broker_cpu()
         t0 = time.monotonic()
         send(backlog)
         produced = time.monotonic() - t0
@@ -692,7 +700,7 @@ def bench_model_path(broker: str, workdir: Path, series: int, warm: int, windows
         calls = metric(w.port, "foresight_model_update_seconds_count")
         w.settle()  # the backlog's checkpoints written (after its forecasts: in its CPU, not its rate)
         checkpoints = metric(w.port, "foresight_checkpoints_total")
-        cpu1 = w.cpu_seconds()
+        cpu1, bcpu1, wall1 = w.cpu_seconds(), broker_cpu(), time.monotonic() - t0
         # steady state: the next windows published at wall-clock pace, one every window length
         # (as the window agent publishes every series' point when a window closes)
         first_paced = first + warm + windows
@@ -706,7 +714,7 @@ def bench_model_path(broker: str, workdir: Path, series: int, warm: int, windows
         w.wait_counter("foresight_forecasts_out_total", (warm + windows + paced) * series, timeout=300)
         w.settle()
         ckpt_paced = metric(w.port, "foresight_checkpoints_total") - checkpoints
-        cpu2 = w.cpu_seconds()
+        cpu2, bcpu2, wall2 = w.cpu_seconds(), broker_cpu(), time.monotonic() - t0 - wall1
         steady = [d for start, d in point_to_forecast_delays(broker, topics, paced_from)
                   if start >= T0 + first_paced * WINDOW]
     finally:
@@ -732,6 +740,10 @@ def bench_model_path(broker: str, workdir: Path, series: int, warm: int, windows
         # the worker's CPU seconds (user + system) in each step: from its start (restoring the
         # seeded checkpoints included) to the end of the warm windows, the backlog, the paced windows
         "worker_cpu_s_by_step": {"warm": cpu0, "backlog": cpu1 - cpu0, "paced": cpu2 - cpu1},
+        # the broker's CPU seconds (it shares the machine's cores) and the wall seconds of the backlog
+        # (to its checkpoints written) and the paced windows (to their checkpoints written)
+        "broker_cpu_s_by_step": {"backlog": bcpu1 - bcpu0, "paced": bcpu2 - bcpu1},
+        "wall_s_by_step": {"backlog": wall1, "paced": wall2},
         # the paced step's worker CPU per series update: every series learns each paced window and
         # the same share of series checkpoints in it, run after run (the backlog's checkpoints vary
         # with how much of it falls CHECKPOINT_MIN_SECONDS after the warm windows' checkpoints)
@@ -740,6 +752,8 @@ def bench_model_path(broker: str, workdir: Path, series: int, warm: int, windows
         "window_close_to_forecast_s_steady": {
             "p50": pct(steady, 0.5), "p99": pct(steady, 0.99), "n": len(steady), "windows": paced},
         "rss_per_series_bytes": (rss1 - rss0) / series,
+        # the broker's RSS once the checkpoints and warm windows are in it (without broker_pid: 0)
+        "broker_rss_after_warm_bytes": broker_warm,
         # on disk, not resident: the tables' copy of the changelogs (FORESIGHT_TABLE_STORE=disk)
         "table_file_bytes_per_series": table_file / series,
         **({"heap_after_warm": heap} if heap else {}),
@@ -800,7 +814,8 @@ def main() -> None:
                 # a seeded worker reads its checkpoints back as it starts: its own RSS then is no baseline
                 base = baseline_rss(b.bootstrap, workdir) if args.seeded else None
                 out["model_path"] = [bench_model_path(b.bootstrap, workdir, n, args.warm, args.windows,
-                                                      args.paced, args.tracemalloc, args.seeded, base, **extra)
+                                                      args.paced, args.tracemalloc, args.seeded, base,
+                                                      broker_pid=b.proc.pid if b.proc else None, **extra)
                                      for n in args.series]
                 print(json.dumps(out, indent=2))
                 return
@@ -816,9 +831,13 @@ def main() -> None:
         base = baseline_rss(b.bootstrap, workdir)
     out["worker_baseline_rss_mb"] = base / 2**20
     runs, model_runs, summary = [], [], []
-    # bytes a series costs the worker and the broker (its topics' data) in the model path's step,
-    # a guess until a step measures it
-    per_series = 300_000.0
+    # bytes a series costs the worker and the broker (its topics' data) in the model path's step:
+    # a guess until a step measures it, then that step's split into what a series costs whatever
+    # the backlog (its model, its checkpoints, the warm windows) and what each window of backlog adds
+    def backlog_of(n: int) -> int:
+        return max(args.backlog, -(-args.backlog_updates // n))
+
+    fixed, per_window = 300_000.0, 0.0
     for n in args.series:
         row: dict[str, object] = {"series": n}
         summary.append(row)
@@ -839,19 +858,24 @@ def main() -> None:
         row["ratio_window_agent_busy_vs_raw_aggregates"] = runs[-1]["ratio_window_agent_busy_vs_raw_aggregates"]
         if args.ingest:
             continue
-        if short := memory_short(n * per_series):
+        if short := memory_short(n * (fixed + per_window * (backlog_of(n) + args.paced))):
             row["model_path_skipped"] = short
             print(json.dumps(row), file=sys.stderr, flush=True)
             continue
         with EmbeddedBroker(log_path=str(workdir / f"broker-{n}-m.log")) as b:
-            backlog = max(args.backlog, -(-args.backlog_updates // n))
+            backlog = backlog_of(n)
             m = bench_model_path(b.bootstrap, workdir, n, args.warm, backlog, args.paced,
-                                 seeded=args.seeded, rss_base=base)
+                                 seeded=args.seeded, rss_base=base, broker_pid=b.proc.pid if b.proc else None)
             broker_rss = psutil.Process(b.proc.pid).memory_info().rss if b.proc else 0
         m["broker_rss_per_series_bytes"] = broker_rss / n
         model_runs.append(m)
         print(json.dumps(m), file=sys.stderr, flush=True)
-        per_series = max(per_series / 2, float(m["rss_per_series_bytes"]) + broker_rss / n)  # type: ignore[arg-type]
+        # the next step's need from this one's: the worker's bytes and the broker's after the warm
+        # windows a series, and the broker's growth over the backlog and paced windows a series-window
+        broker_warm = float(m["broker_rss_after_warm_bytes"])  # type: ignore[arg-type]
+        fixed = max(fixed / 2, float(m["rss_per_series_bytes"]) + broker_warm / n)  # type: ignore[arg-type]
+        per_window = max(0.0, broker_rss - broker_warm) / (n * (backlog + args.paced))
+        m["broker_rss_per_series_window_bytes"] = per_window
         row.update({
             "model_updates_per_s": m["model_updates_per_s"],
             "window_close_to_forecast_s_steady": m["window_close_to_forecast_s_steady"],
