@@ -6,7 +6,6 @@ import json
 import os
 import subprocess
 import sys
-import time
 import uuid
 
 import psutil
@@ -16,6 +15,7 @@ from streams.demo import DEMO_START, Children, Clock, Monitor, _progress
 from streams.settings import Settings
 from streams.topics import Topics
 from tests.conftest import ROOT
+from tests.waiting import wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -120,14 +120,14 @@ def test_the_live_line_shows_the_simulated_clock_and_the_phase():
 #: a leader that exits at once on SIGTERM, with a child in its process group that takes 2 s to
 #: stop (as a worker whose window process is still committing)
 SLOW_CHILD = """
-import signal, subprocess, sys, time
+import signal, subprocess, sys
 child = subprocess.Popen([sys.executable, "-c", "import signal, sys, time\\n"
     "signal.signal(signal.SIGTERM, lambda *a: (time.sleep(2), sys.exit(0)))\\n"
     "open(sys.argv[1], 'w').close()\\n"
-    "time.sleep(60)", sys.argv[1]])
+    "signal.pause()", sys.argv[1]])
 signal.signal(signal.SIGTERM, lambda *a: sys.exit(0))
 print(child.pid, flush=True)
-time.sleep(60)
+signal.pause()
 """
 
 
@@ -136,10 +136,7 @@ def test_the_demo_stops_its_childrens_whole_process_groups(tmp_path):
     ready = tmp_path / "ready"
     log = tmp_path / "out"
     leader = children.start("leader", [sys.executable, "-c", SLOW_CHILD, str(ready)], dict(os.environ), log)
-    deadline = time.monotonic() + 30
-    while not (ready.exists() and log.read_text().strip()):
-        assert time.monotonic() < deadline, log.read_text()
-        time.sleep(0.05)
+    assert wait_for(lambda: ready.exists() and log.read_text().strip(), 30), log.read_text()
     grandchild = psutil.Process(int(log.read_text().split()[0]))
     children.close()
     assert leader.poll() is not None

@@ -12,14 +12,13 @@ import json
 import os
 import re
 import signal
-import time
 import urllib.request
 
 import orjson
 import pytest
 
 from tests.conftest import Worker
-from tests.streams.test_app import T0, good, points_of, send
+from tests.streams.test_app import PART, T0, committed, good, points_of, send
 from tests.streams.test_app_budget import metric, wait_metric
 from tests.waiting import wait_for
 
@@ -77,7 +76,8 @@ def test_a_window_process_that_dies_is_started_again_and_nothing_accepted_is_los
     send(broker, events, good("svc/a", 0, 55))
     assert len(points_of(broker, prefix, "svc/a", 3)) == 3
     first = window_pids(worker)[0]
-    time.sleep(1.5)  # past a commit, so the next one re-reads only part of the input
+    # past a commit, so the next one re-reads only part of the input
+    assert wait_for(lambda: committed(broker, f"{prefix}-app-input", events, PART), 30), "a commit"
     os.kill(first, signal.SIGKILL)
     assert wait_for(lambda: len(window_pids(worker)) >= 2, 30), "started again"
     send(broker, events, good("svc/a", 55, 100))
