@@ -136,20 +136,22 @@ class Children:
 def _group_gone(pgid: int, deadline: float) -> bool:
     """Wait until no live process is left in process group ``pgid`` (zombies aside), or the
     deadline; return whether it is empty."""
-    while True:
-        alive = False
-        for proc in psutil.process_iter(["pid", "status"]):
-            try:
-                if proc.info["status"] != psutil.STATUS_ZOMBIE and os.getpgid(proc.pid) == pgid:
-                    alive = True
-                    break
-            except (ProcessLookupError, psutil.Error):
-                continue
-        if not alive:
-            return True
+    while _group_alive(pgid):
         if time.monotonic() >= deadline:
             return False
         time.sleep(0.1)
+    return True
+
+
+def _group_alive(pgid: int) -> bool:
+    """Whether a live (not zombie) process is in process group ``pgid``."""
+    for proc in psutil.process_iter(["status"]):
+        try:
+            if proc.info["status"] != psutil.STATUS_ZOMBIE and os.getpgid(proc.pid) == pgid:
+                return True
+        except (ProcessLookupError, psutil.Error):
+            continue
+    return False
 
 
 class Monitor:
