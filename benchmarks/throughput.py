@@ -70,6 +70,18 @@ T0 = 1_700_000_000.0
 BENCH_KEY = b"bench-key-0123456789abcdef"
 
 
+def profile(w: Worker, step: str, seconds: float) -> subprocess.Popen | None:
+    """py-spy of the worker over a step, to ``$FORESIGHT_BENCH_PYSPY-<step>.raw`` (py-spy's raw
+    format, every thread, idle samples too: ``benchmarks/pyspy_summary.py``), when that variable is
+    set; None otherwise."""
+    out = os.environ.get("FORESIGHT_BENCH_PYSPY")
+    if not out:
+        return None
+    return subprocess.Popen(["py-spy", "record", "-p", str(w.proc.pid), "-r", "100", "-d", str(int(seconds)),
+                             "-f", "raw", "-o", f"{out}-{step}.raw", "--nonblocking", "--threads", "--idle"],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+
 def metric(port: int, name: str) -> float:
     with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=120) as r:  # noqa: S310 (a traced worker is slow)
         text = r.read().decode()
@@ -497,8 +509,9 @@ def end_offsets(broker: str, topics: list[str]) -> dict[TopicPartition, int]:
     return asyncio.run(run())
 
 
-def point_to_forecast_delays(broker: str, topics: Topics,
-                             start: dict[TopicPartition, int] | None = None) -> list[tuple[float, float]]:
+def point_to_forecast_delays(broker: str, topics: Topics, start: dict[TopicPartition, int] | None = None,
+                             timeline: dict[float, tuple[list[float], list[float]]] | None = None,
+                             ) -> list[tuple[float, float]]:
     """(window start, seconds from its point's publication to its forecast's publication) of
     every forecast on the topic (from the ``start`` offsets if given), reading only the series
     and window of each element (a strict parse of 100,000s of forecasts would take minutes)."""
@@ -533,9 +546,29 @@ def point_to_forecast_delays(broker: str, topics: Topics,
                     for k in keys(orjson.loads(m.value)):
                         into[k] = m.timestamp
         await c.stop()
+        if timeline is not None:  # per window start: its points' and forecasts' publication times
+            for into, at in ((0, pts), (1, fcs)):
+                for k, ms in at.items():
+                    timeline.setdefault(k[1], ([], []))[into].append(ms / 1000)
         return [(k[1], (fcs[k] - pts[k]) / 1000) for k in fcs if k in pts]
 
     return asyncio.run(run())
+
+
+def window_timelines(timeline: dict[float, tuple[list[float], list[float]]],
+                     since: float) -> list[dict[str, float]]:
+    """Per window starting at or after ``since``, seconds from its first point's publication to its
+    last point's, and to its first and last forecast's: whether a window's latency is the
+    points' arrival, the model agent's work, or a wait between them."""
+    out = []
+    for start in sorted(k for k in timeline if k >= since):
+        pts, fcs = timeline[start]
+        if not pts or not fcs:
+            continue
+        t0 = min(pts)
+        out.append({"points_last": round(max(pts) - t0, 3), "forecasts_first": round(min(fcs) - t0, 3),
+                    "forecasts_last": round(max(fcs) - t0, 3)})
+    return out
 
 
 #: the benchmark's values repeat every 84 series (``points_messages``: a 12-window cycle shifted by
@@ -689,6 +722,7 @@ def bench_model_path(broker: str, workdir: Path, series: int, warm: int, windows
         backlog = encode(first + warm, first + warm + windows)
         encoded = time.monotonic() - t_enc
         cpu0, bcpu0 = w.cpu_seconds(), broker_cpu()
+        spy = profile(w, "backlog", 20)
         t0 = time.monotonic()
         send(backlog)
         produced = time.monotonic() - t0
@@ -701,11 +735,14 @@ def bench_model_path(broker: str, workdir: Path, series: int, warm: int, windows
         w.settle()  # the backlog's checkpoints written (after its forecasts: in its CPU, not its rate)
         checkpoints = metric(w.port, "foresight_checkpoints_total")
         cpu1, bcpu1, wall1 = w.cpu_seconds(), broker_cpu(), time.monotonic() - t0
+        if spy is not None:
+            spy.wait()
         # steady state: the next windows published at wall-clock pace, one every window length
         # (as the window agent publishes every series' point when a window closes)
         first_paced = first + warm + windows
         paced_from = end_offsets(broker, [topics.points, topics.forecasts])
         windows_paced = [encode(first_paced + k, first_paced + k + 1) for k in range(paced)]
+        spy = profile(w, "paced", paced * WINDOW + 5)
         for k in range(paced):
             tick = time.monotonic()
             send(windows_paced[k])
@@ -715,7 +752,10 @@ def bench_model_path(broker: str, workdir: Path, series: int, warm: int, windows
         w.settle()
         ckpt_paced = metric(w.port, "foresight_checkpoints_total") - checkpoints
         cpu2, bcpu2, wall2 = w.cpu_seconds(), broker_cpu(), time.monotonic() - t0 - wall1
-        steady = [d for start, d in point_to_forecast_delays(broker, topics, paced_from)
+        if spy is not None:
+            spy.wait()
+        timeline: dict[float, tuple[list[float], list[float]]] = {}
+        steady = [d for start, d in point_to_forecast_delays(broker, topics, paced_from, timeline)
                   if start >= T0 + first_paced * WINDOW]
     finally:
         w.stop()
@@ -751,6 +791,9 @@ def bench_model_path(broker: str, workdir: Path, series: int, warm: int, windows
         # window close (the points message's publication) -> its forecast's publication
         "window_close_to_forecast_s_steady": {
             "p50": pct(steady, 0.5), "p99": pct(steady, 0.99), "n": len(steady), "windows": paced},
+        # per paced window: seconds from its first point's publication to its last point's and to
+        # its first and last forecast's
+        "window_timeline_s": window_timelines(timeline, T0 + first_paced * WINDOW),
         "rss_per_series_bytes": (rss1 - rss0) / series,
         # the broker's RSS once the checkpoints and warm windows are in it (without broker_pid: 0)
         "broker_rss_after_warm_bytes": broker_warm,
