@@ -37,6 +37,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import math
 import os
 import signal
 import subprocess
@@ -533,7 +534,8 @@ def point_to_forecast_delays(broker: str, topics: Topics, start: dict[TopicParti
         c.assign(tps)
         end = await c.end_offsets(tps)
         for tp, off in (start or {}).items():
-            c.seek(tp, off)
+            if tp in end:
+                c.seek(tp, off)
         pts: dict[tuple[str, float], int] = {}
         fcs: dict[tuple[str, float], int] = {}
         async def behind() -> bool:
@@ -555,19 +557,52 @@ def point_to_forecast_delays(broker: str, topics: Topics, start: dict[TopicParti
     return asyncio.run(run())
 
 
-def window_timelines(timeline: dict[float, tuple[list[float], list[float]]],
-                     since: float) -> list[dict[str, float]]:
+def append_times(broker: str, topic: str, start: dict[TopicPartition, int]) -> list[float]:
+    """The publication times (seconds, sorted) of ``topic``'s records from the ``start`` offsets
+    (a partition not in it: from its start), read without decoding them."""
+
+    async def run() -> list[float]:
+        c = AIOKafkaConsumer(bootstrap_servers=broker, enable_auto_commit=False, auto_offset_reset="earliest",
+                             max_partition_fetch_bytes=8 * 1024 * 1024)
+        await c.start()
+        tps = [TopicPartition(topic, p) for p in c.partitions_for_topic(topic) or []]
+        c.assign(tps)
+        end = await c.end_offsets(tps)
+        for tp in tps:
+            if tp in start:
+                c.seek(tp, start[tp])
+        out: list[float] = []
+        while any([await c.position(tp) < end[tp] for tp in tps]):
+            for msgs in (await c.getmany(timeout_ms=500, max_records=20000)).values():
+                out += [m.timestamp / 1000 for m in msgs]
+        await c.stop()
+        return sorted(out)
+
+    return asyncio.run(run())
+
+
+def window_timelines(timeline: dict[float, tuple[list[float], list[float]]], since: float,
+                     checkpoints: list[float] | None = None) -> list[dict[str, float]]:
     """Per window starting at or after ``since``, seconds from its first point's publication to its
     last point's, and to its first and last forecast's: whether a window's latency is the
-    points' arrival, the model agent's work, or a wait between them."""
+    points' arrival, the model agent's work, or a wait between them. With ``checkpoints`` (their
+    records' publication times), the first and last published from the window's first point
+    to the next window's."""
     out = []
-    for start in sorted(k for k in timeline if k >= since):
+    starts = sorted(k for k in timeline if k >= since and timeline[k][0] and timeline[k][1])
+    firsts = [min(timeline[k][0]) for k in starts]
+    for i, start in enumerate(starts):
         pts, fcs = timeline[start]
-        if not pts or not fcs:
-            continue
-        t0 = min(pts)
-        out.append({"points_last": round(max(pts) - t0, 3), "forecasts_first": round(min(fcs) - t0, 3),
-                    "forecasts_last": round(max(fcs) - t0, 3)})
+        t0 = firsts[i]
+        row = {"points_last": round(max(pts) - t0, 3), "forecasts_first": round(min(fcs) - t0, 3),
+               "forecasts_last": round(max(fcs) - t0, 3)}
+        if checkpoints is not None:
+            t1 = firsts[i + 1] if i + 1 < len(firsts) else math.inf
+            mine = [t for t in checkpoints if t0 <= t < t1]
+            row["checkpoints"] = len(mine)
+            if mine:
+                row["checkpoints_first"], row["checkpoints_last"] = round(mine[0] - t0, 3), round(mine[-1] - t0, 3)
+        out.append(row)
     return out
 
 
@@ -740,7 +775,8 @@ def bench_model_path(broker: str, workdir: Path, series: int, warm: int, windows
         # steady state: the next windows published at wall-clock pace, one every window length
         # (as the window agent publishes every series' point when a window closes)
         first_paced = first + warm + windows
-        paced_from = end_offsets(broker, [topics.points, topics.forecasts])
+        changelog = f"{settings.app_id}-models-changelog"
+        paced_from = end_offsets(broker, [topics.points, topics.forecasts, changelog])
         windows_paced = [encode(first_paced + k, first_paced + k + 1) for k in range(paced)]
         spy = profile(w, "paced", paced * WINDOW + 5)
         for k in range(paced):
@@ -757,6 +793,7 @@ def bench_model_path(broker: str, workdir: Path, series: int, warm: int, windows
         timeline: dict[float, tuple[list[float], list[float]]] = {}
         steady = [d for start, d in point_to_forecast_delays(broker, topics, paced_from, timeline)
                   if start >= T0 + first_paced * WINDOW]
+        checkpoint_times = append_times(broker, changelog, paced_from)
     finally:
         w.stop()
         prod.close()
@@ -793,7 +830,7 @@ def bench_model_path(broker: str, workdir: Path, series: int, warm: int, windows
             "p50": pct(steady, 0.5), "p99": pct(steady, 0.99), "n": len(steady), "windows": paced},
         # per paced window: seconds from its first point's publication to its last point's and to
         # its first and last forecast's
-        "window_timeline_s": window_timelines(timeline, T0 + first_paced * WINDOW),
+        "window_timeline_s": window_timelines(timeline, T0 + first_paced * WINDOW, checkpoint_times),
         "rss_per_series_bytes": (rss1 - rss0) / series,
         # the broker's RSS once the checkpoints and warm windows are in it (without broker_pid: 0)
         "broker_rss_after_warm_bytes": broker_warm,
