@@ -36,6 +36,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import math
 import os
@@ -45,12 +46,13 @@ import sys
 import time
 import urllib.request
 import uuid
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import numpy as np
 import orjson
 import psutil
-from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
 from kafka import KafkaProducer
 from prometheus_client.parser import text_string_to_metric_families
 
@@ -71,16 +73,23 @@ T0 = 1_700_000_000.0
 BENCH_KEY = b"bench-key-0123456789abcdef"
 
 
-def profile(w: Worker, step: str, seconds: float) -> subprocess.Popen | None:
-    """py-spy of the worker over a step, to ``$FORESIGHT_BENCH_PYSPY-<step>.raw`` (py-spy's raw
-    format, every thread, idle samples too: ``benchmarks/pyspy_summary.py``), when that variable is
-    set; None otherwise."""
+@contextlib.contextmanager
+def profiled(w: Worker, step: str) -> Iterator[None]:
+    """py-spy of the worker while the block runs, to ``$FORESIGHT_BENCH_PYSPY-<step>.raw`` (py-spy's
+    raw format, every thread, idle samples too: ``benchmarks/pyspy_summary.py``), when that variable
+    is set; py-spy writes its profile when interrupted."""
     out = os.environ.get("FORESIGHT_BENCH_PYSPY")
     if not out:
-        return None
-    return subprocess.Popen(["py-spy", "record", "-p", str(w.proc.pid), "-r", "100", "-d", str(int(seconds)),
-                             "-f", "raw", "-o", f"{out}-{step}.raw", "--nonblocking", "--threads", "--idle"],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        yield
+        return
+    spy = subprocess.Popen(["py-spy", "record", "-p", str(w.proc.pid), "-r", "100", "-f", "raw",
+                            "-o", f"{out}-{step}.raw", "--nonblocking", "--threads", "--idle"],
+                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        yield
+    finally:
+        spy.send_signal(signal.SIGINT)
+        spy.wait(timeout=60)
 
 
 def metric(port: int, name: str) -> float:
@@ -510,12 +519,38 @@ def end_offsets(broker: str, topics: list[str]) -> dict[TopicPartition, int]:
     return asyncio.run(run())
 
 
-def point_to_forecast_delays(broker: str, topics: Topics, start: dict[TopicPartition, int] | None = None,
-                             timeline: dict[float, tuple[list[float], list[float]]] | None = None,
-                             ) -> list[tuple[float, float]]:
-    """(window start, seconds from its point's publication to its forecast's publication) of
-    every forecast on the topic (from the ``start`` offsets if given), reading only the series
-    and window of each element (a strict parse of 100,000s of forecasts would take minutes)."""
+def read_to_end(broker: str, topics: list[str], start: dict[TopicPartition, int],
+                each: Callable[[str, ConsumerRecord], None]) -> None:
+    """``each(topic, record)`` of every record of ``topics`` from the ``start`` offsets (a partition
+    not in them: from its beginning) to the end offsets when the reading starts."""
+
+    async def run() -> None:
+        c = AIOKafkaConsumer(bootstrap_servers=broker, enable_auto_commit=False, auto_offset_reset="earliest",
+                             max_partition_fetch_bytes=8 * 1024 * 1024)
+        await c.start()
+        tps = [TopicPartition(t, p) for t in topics for p in c.partitions_for_topic(t) or []]
+        c.assign(tps)
+        end = await c.end_offsets(tps)
+        for tp in tps:
+            if tp in start:
+                c.seek(tp, start[tp])
+        while any([await c.position(tp) < end[tp] for tp in tps]):
+            for tp, msgs in (await c.getmany(timeout_ms=500, max_records=20000)).items():
+                for m in msgs:
+                    each(tp.topic, m)
+        await c.stop()
+
+    asyncio.run(run())
+
+
+#: (series, window start) -> publication time (the broker's, milliseconds)
+Published = dict[tuple[str, float], int]
+
+
+def publication_times(broker: str, topics: Topics, start: dict[TopicPartition, int]) -> tuple[Published, Published]:
+    """The publication time of every point and of every forecast from the ``start``
+    offsets, by (series, window start), reading only the series and window of each element (a
+    strict parse of 100,000s of forecasts would take minutes)."""
 
     def keys(obj: object) -> list[tuple[str, float]]:
         if isinstance(obj, dict) and isinstance(obj.get("series"), list):  # a columnar batch
@@ -525,83 +560,49 @@ def point_to_forecast_delays(broker: str, topics: Topics, start: dict[TopicParti
         items = obj if isinstance(obj, list) else [obj]
         return [(o["series"], o["issued"] if "issued" in o else o["start"]) for o in items]
 
-    async def run() -> list[tuple[float, float]]:
-        c = AIOKafkaConsumer(bootstrap_servers=broker, enable_auto_commit=False, auto_offset_reset="earliest",
-                             max_partition_fetch_bytes=8 * 1024 * 1024)
-        await c.start()
-        tps = [TopicPartition(t, p) for t in (topics.points, topics.forecasts)
-               for p in c.partitions_for_topic(t) or []]
-        c.assign(tps)
-        end = await c.end_offsets(tps)
-        for tp, off in (start or {}).items():
-            if tp in end:
-                c.seek(tp, off)
-        pts: dict[tuple[str, float], int] = {}
-        fcs: dict[tuple[str, float], int] = {}
-        async def behind() -> bool:
-            return any([await c.position(tp) < end[tp] for tp in tps])
+    pts: Published = {}
+    fcs: Published = {}
 
-        while await behind():
-            for tp, msgs in (await c.getmany(timeout_ms=500, max_records=20000)).items():
-                into = pts if tp.topic == topics.points else fcs
-                for m in msgs:
-                    for k in keys(orjson.loads(m.value)):
-                        into[k] = m.timestamp
-        await c.stop()
-        if timeline is not None:  # per window start: its points' and forecasts' publication times
-            for into, at in ((0, pts), (1, fcs)):
-                for k, ms in at.items():
-                    timeline.setdefault(k[1], ([], []))[into].append(ms / 1000)
-        return [(k[1], (fcs[k] - pts[k]) / 1000) for k in fcs if k in pts]
+    def each(topic: str, m: ConsumerRecord) -> None:
+        into = pts if topic == topics.points else fcs
+        for k in keys(orjson.loads(m.value)):
+            into[k] = m.timestamp
 
-    return asyncio.run(run())
+    read_to_end(broker, [topics.points, topics.forecasts], start, each)
+    return pts, fcs
 
 
 def append_times(broker: str, topic: str, start: dict[TopicPartition, int]) -> list[float]:
-    """The publication times (seconds, sorted) of ``topic``'s records from the ``start`` offsets
-    (a partition not in it: from its start), read without decoding them."""
-
-    async def run() -> list[float]:
-        c = AIOKafkaConsumer(bootstrap_servers=broker, enable_auto_commit=False, auto_offset_reset="earliest",
-                             max_partition_fetch_bytes=8 * 1024 * 1024)
-        await c.start()
-        tps = [TopicPartition(topic, p) for p in c.partitions_for_topic(topic) or []]
-        c.assign(tps)
-        end = await c.end_offsets(tps)
-        for tp in tps:
-            if tp in start:
-                c.seek(tp, start[tp])
-        out: list[float] = []
-        while any([await c.position(tp) < end[tp] for tp in tps]):
-            for msgs in (await c.getmany(timeout_ms=500, max_records=20000)).values():
-                out += [m.timestamp / 1000 for m in msgs]
-        await c.stop()
-        return sorted(out)
-
-    return asyncio.run(run())
+    """The publication times (seconds, sorted) of ``topic``'s records from the ``start`` offsets,
+    read without decoding them."""
+    out: list[float] = []
+    read_to_end(broker, [topic], start, lambda _, m: out.append(m.timestamp / 1000))
+    return sorted(out)
 
 
-def window_timelines(timeline: dict[float, tuple[list[float], list[float]]], since: float,
-                     checkpoints: list[float] | None = None) -> list[dict[str, float]]:
+def window_timelines(pts: Published, fcs: Published, since: float,
+                     checkpoints: list[float]) -> list[dict[str, float]]:
     """Per window starting at or after ``since``, seconds from its first point's publication to its
-    last point's, and to its first and last forecast's: whether a window's latency is the
-    points' arrival, the model agent's work, or a wait between them. With ``checkpoints`` (their
-    records' publication times), the first and last published from the window's first point
-    to the next window's."""
+    last point's, to its first and last forecast's (whether a window's latency is the points'
+    arrival, the model agent's work, or a wait between them), and to the first and last of the
+    ``checkpoints`` (their records' publication times) published before the next window's first
+    point."""
+    by_window: dict[float, tuple[list[float], list[float]]] = {}
+    for into, times in ((0, pts), (1, fcs)):
+        for (_, start), t in times.items():
+            if start >= since:
+                by_window.setdefault(start, ([], []))[into].append(t / 1000)
+    windows = [by_window[k] for k in sorted(by_window) if all(by_window[k])]
+    firsts = [min(p) for p, _ in windows] + [math.inf]
     out = []
-    starts = sorted(k for k in timeline if k >= since and timeline[k][0] and timeline[k][1])
-    firsts = [min(timeline[k][0]) for k in starts]
-    for i, start in enumerate(starts):
-        pts, fcs = timeline[start]
+    for i, (p, f) in enumerate(windows):
         t0 = firsts[i]
-        row = {"points_last": round(max(pts) - t0, 3), "forecasts_first": round(min(fcs) - t0, 3),
-               "forecasts_last": round(max(fcs) - t0, 3)}
-        if checkpoints is not None:
-            t1 = firsts[i + 1] if i + 1 < len(firsts) else math.inf
-            mine = [t for t in checkpoints if t0 <= t < t1]
-            row["checkpoints"] = len(mine)
-            if mine:
-                row["checkpoints_first"], row["checkpoints_last"] = round(mine[0] - t0, 3), round(mine[-1] - t0, 3)
+        row = {"points_last": round(max(p) - t0, 3), "forecasts_first": round(min(f) - t0, 3),
+               "forecasts_last": round(max(f) - t0, 3)}
+        mine = [t for t in checkpoints if t0 <= t < firsts[i + 1]]
+        row["checkpoints"] = len(mine)
+        if mine:
+            row["checkpoints_first"], row["checkpoints_last"] = round(mine[0] - t0, 3), round(mine[-1] - t0, 3)
         out.append(row)
     return out
 
@@ -757,43 +758,39 @@ def bench_model_path(broker: str, workdir: Path, series: int, warm: int, windows
         backlog = encode(first + warm, first + warm + windows)
         encoded = time.monotonic() - t_enc
         cpu0, bcpu0 = w.cpu_seconds(), broker_cpu()
-        spy = profile(w, "backlog", 20)
-        t0 = time.monotonic()
-        send(backlog)
-        produced = time.monotonic() - t0
-        del backlog
-        secs, got, _ = w.wait_counter("foresight_forecasts_out_total", (warm + windows) * series,
-                                      timeout=1800, start=t0)
-        upd = metric(w.port, "foresight_model_update_seconds_sum") - upd0
-        updn = metric(w.port, "foresight_model_updates_total") - n0
-        calls = metric(w.port, "foresight_model_update_seconds_count")
-        w.settle()  # the backlog's checkpoints written (after its forecasts: in its CPU, not its rate)
-        checkpoints = metric(w.port, "foresight_checkpoints_total")
-        cpu1, bcpu1, wall1 = w.cpu_seconds(), broker_cpu(), time.monotonic() - t0
-        if spy is not None:
-            spy.wait()
+        with profiled(w, "backlog"):
+            t0 = time.monotonic()
+            send(backlog)
+            produced = time.monotonic() - t0
+            del backlog
+            secs, got, _ = w.wait_counter("foresight_forecasts_out_total", (warm + windows) * series,
+                                          timeout=1800, start=t0)
+            upd = metric(w.port, "foresight_model_update_seconds_sum") - upd0
+            updn = metric(w.port, "foresight_model_updates_total") - n0
+            calls = metric(w.port, "foresight_model_update_seconds_count")
+            w.settle()  # the backlog's checkpoints written (after its forecasts: in its CPU, not its rate)
+            checkpoints = metric(w.port, "foresight_checkpoints_total")
+            cpu1, bcpu1, wall1 = w.cpu_seconds(), broker_cpu(), time.monotonic() - t0
         # steady state: the next windows published at wall-clock pace, one every window length
         # (as the window agent publishes every series' point when a window closes)
         first_paced = first + warm + windows
         changelog = f"{settings.app_id}-models-changelog"
         paced_from = end_offsets(broker, [topics.points, topics.forecasts, changelog])
         windows_paced = [encode(first_paced + k, first_paced + k + 1) for k in range(paced)]
-        spy = profile(w, "paced", paced * WINDOW + 5)
-        for k in range(paced):
-            tick = time.monotonic()
-            send(windows_paced[k])
-            if k < paced - 1:
-                time.sleep(max(0.0, WINDOW - (time.monotonic() - tick)))
-        w.wait_counter("foresight_forecasts_out_total", (warm + windows + paced) * series, timeout=300)
-        w.settle()
-        ckpt_paced = metric(w.port, "foresight_checkpoints_total") - checkpoints
-        cpu2, bcpu2, wall2 = w.cpu_seconds(), broker_cpu(), time.monotonic() - t0 - wall1
-        if spy is not None:
-            spy.wait()
-        timeline: dict[float, tuple[list[float], list[float]]] = {}
-        steady = [d for start, d in point_to_forecast_delays(broker, topics, paced_from, timeline)
-                  if start >= T0 + first_paced * WINDOW]
-        checkpoint_times = append_times(broker, changelog, paced_from)
+        with profiled(w, "paced"):
+            for k in range(paced):
+                tick = time.monotonic()
+                send(windows_paced[k])
+                if k < paced - 1:
+                    time.sleep(max(0.0, WINDOW - (time.monotonic() - tick)))
+            w.wait_counter("foresight_forecasts_out_total", (warm + windows + paced) * series, timeout=300)
+            w.settle()
+            ckpt_paced = metric(w.port, "foresight_checkpoints_total") - checkpoints
+            cpu2, bcpu2, wall2 = w.cpu_seconds(), broker_cpu(), time.monotonic() - t0 - wall1
+        since = T0 + first_paced * WINDOW
+        pts, fcs = publication_times(broker, topics, paced_from)
+        steady = [(t - pts[k]) / 1000 for k, t in fcs.items() if k in pts and k[1] >= since]
+        timeline = window_timelines(pts, fcs, since, append_times(broker, changelog, paced_from))
     finally:
         w.stop()
         prod.close()
@@ -828,9 +825,9 @@ def bench_model_path(broker: str, workdir: Path, series: int, warm: int, windows
         # window close (the points message's publication) -> its forecast's publication
         "window_close_to_forecast_s_steady": {
             "p50": pct(steady, 0.5), "p99": pct(steady, 0.99), "n": len(steady), "windows": paced},
-        # per paced window: seconds from its first point's publication to its last point's and to
-        # its first and last forecast's
-        "window_timeline_s": window_timelines(timeline, T0 + first_paced * WINDOW, checkpoint_times),
+        # per paced window: seconds from its first point's publication to its last point's, to its
+        # first and last forecast's, and to the first and last checkpoint before the next window
+        "window_timeline_s": timeline,
         "rss_per_series_bytes": (rss1 - rss0) / series,
         # the broker's RSS once the checkpoints and warm windows are in it (without broker_pid: 0)
         "broker_rss_after_warm_bytes": broker_warm,
