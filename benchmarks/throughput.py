@@ -758,6 +758,7 @@ def bench_model_path(broker: str, workdir: Path, series: int, warm: int, windows
         backlog = encode(first + warm, first + warm + windows)
         encoded = time.monotonic() - t_enc
         cpu0, bcpu0 = w.cpu_seconds(), broker_cpu()
+        sent0 = metric(w.port, "foresight_forecasts_send_seconds_total")
         with profiled(w, "backlog"):
             t0 = time.monotonic()
             send(backlog)
@@ -771,6 +772,7 @@ def bench_model_path(broker: str, workdir: Path, series: int, warm: int, windows
             w.settle()  # the backlog's checkpoints written (after its forecasts: in its CPU, not its rate)
             checkpoints = metric(w.port, "foresight_checkpoints_total")
             cpu1, bcpu1, wall1 = w.cpu_seconds(), broker_cpu(), time.monotonic() - t0
+            sent1 = metric(w.port, "foresight_forecasts_send_seconds_total")
         # steady state: the next windows published at wall-clock pace, one every window length
         # (as the window agent publishes every series' point when a window closes)
         first_paced = first + warm + windows
@@ -787,6 +789,7 @@ def bench_model_path(broker: str, workdir: Path, series: int, warm: int, windows
             w.settle()
             ckpt_paced = metric(w.port, "foresight_checkpoints_total") - checkpoints
             cpu2, bcpu2, wall2 = w.cpu_seconds(), broker_cpu(), time.monotonic() - t0 - wall1
+            sent2 = metric(w.port, "foresight_forecasts_send_seconds_total")
         since = T0 + first_paced * WINDOW
         pts, fcs = publication_times(broker, topics, paced_from)
         steady = [(t - pts[k]) / 1000 for k, t in fcs.items() if k in pts and k[1] >= since]
@@ -818,6 +821,9 @@ def bench_model_path(broker: str, workdir: Path, series: int, warm: int, windows
         # (to its checkpoints written) and the paced windows (to their checkpoints written)
         "broker_cpu_s_by_step": {"backlog": bcpu1 - bcpu0, "paced": bcpu2 - bcpu1},
         "wall_s_by_step": {"backlog": wall1, "paced": wall2},
+        # the model agent's seconds handing its forecasts to the producer in each step: mostly
+        # waiting for the broker to take a partition's previous batch (one request in flight)
+        "forecasts_send_s_by_step": {"backlog": sent1 - sent0, "paced": sent2 - sent1},
         # the paced step's worker CPU per series update: every series learns each paced window and
         # the same share of series checkpoints in it, run after run (the backlog's checkpoints vary
         # with how much of it falls CHECKPOINT_MIN_SECONDS after the warm windows' checkpoints)

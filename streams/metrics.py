@@ -114,6 +114,15 @@ class Metrics:
         self.model_updates = Counter(
             "foresight_model_updates", "Series model updates (one closed window of one series)", registry=r
         )
+        # the model agent's wait for the producer: aiokafka holds a partition's next record while
+        # the partition's batch is full, until the batch in flight to its broker (one request at a
+        # time per broker) is answered, so this is mostly the broker's time to take the forecasts
+        self.forecasts_send_seconds = Counter(
+            "foresight_forecasts_send_seconds",
+            "Seconds the model agent spent handing forecasts messages to the producer (waiting, when a "
+            "partition's batch is full, for the broker to take the one before: backpressure)",
+            registry=r,
+        )
         self.relearn_skipped = Counter(
             "foresight_points_relearn_skipped",
             "Points not learnt because their series' model has learnt their window (or a later one) "

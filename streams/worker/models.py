@@ -913,9 +913,13 @@ class Models:
             parsed.reject(k, "processing_error", f"{type(exc).__name__}: {exc}")
         for key, body in out.anomalies:
             await ctx.out[ctx.topics.anomalies].send(key=key, value=body, callback=self.anomalies_delivered)
+        waited = 0.0
         for n, body in records.forecast_batches(out.forecasts):
+            t = time.perf_counter()
             await ctx.out[ctx.topics.forecasts].send(key=None, value=body, partition=msg.partition,
                                                      callback=delivered(ctx.metrics.forecasts_out, n))
+            waited += time.perf_counter() - t
+        ctx.metrics.forecasts_send_seconds.inc(waited)
         self.pending.add(out.due, msg.partition, time.monotonic())
         if parsed.dead is not None:
             await dead_letter(ctx, ctx.topics.points, msg, parsed.dead)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 import urllib.request
 from collections import defaultdict
 from pathlib import Path
@@ -68,6 +69,7 @@ def test_metrics_parse_counters_move_and_cardinality_stays_bounded(broker, prefi
          "spec": {"scaleTargetRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": s.split("/")[1]},
                   "series": s, "capacityPerReplica": 10, "minReplicas": 1, "maxReplicas": 5}}
         for s in named]))
+    started = time.monotonic()
     worker = start_worker(prefix, FORESIGHT_WINDOW_SECONDS="10", FORESIGHT_HORIZON_STEPS="3",
                           FORESIGHT_SCALERS=str(scalers))
     before = wait_until(lambda: scrape(worker.port), "a first scrape")
@@ -99,6 +101,8 @@ def test_metrics_parse_counters_move_and_cardinality_stays_bounded(broker, prefi
     # one observation per vectorised bank call, the series updates counted apart
     assert 1 <= value(after, "foresight_model_update_seconds_count") < value(after, "foresight_model_updates_total")
     assert value(after, "foresight_model_updates_total") >= len(series)
+    # the model agent's time handing forecasts to the producer: some, and less than it has run
+    assert 0 < value(after, "foresight_forecasts_send_seconds_total") < time.monotonic() - started
     assert value(after, "foresight_decisions_total", target="shop/a", reason="ForecastPeak") == 1
     assert value(after, "foresight_forecast_peak", target="shop/a") == 25.0
     assert value(after, "foresight_desired_replicas", target="shop/a") == 3
