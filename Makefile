@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: demo demo-prometheus test lint bench bench-nab bench-drift bench-backtest bench-bank chaos lock clean venv
+.PHONY: demo demo-prometheus test lint bench bench-nab bench-drift bench-backtest bench-bank bench-wire chaos lock clean venv
 
 venv: $(STAMP)
 
@@ -57,6 +57,9 @@ bench-nab: $(STAMP)
 
 bench-drift: $(STAMP)
 	$(PY) benchmarks/drift.py
+
+bench-wire: $(STAMP)
+	$(PY) benchmarks/forecasts_wire.py
 
 bench-backtest: $(STAMP)
 	$(PY) benchmarks/backtest.py

@@ -565,7 +565,7 @@ def publication_times(broker: str, topics: Topics, start: dict[TopicPartition, i
 
     def each(topic: str, m: ConsumerRecord) -> None:
         into = pts if topic == topics.points else fcs
-        for k in keys(orjson.loads(m.value)):
+        for k in keys(records.message_json(m.value)):  # (forecasts: framed batches)
             into[k] = m.timestamp
 
     read_to_end(broker, [topics.points, topics.forecasts], start, each)

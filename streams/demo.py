@@ -197,7 +197,7 @@ class Monitor:
 
     def _on(self, topic: str, raw: bytes) -> None:
         t = self.topics
-        o = orjson.loads(raw)
+        o = records.message_json(raw)  # (the forecasts: framed batches)
         counts = self.obs.counts
         if topic == t.points:  # one point or a batch of them (streams/records.py)
             for p in records.parse_points(raw).items:

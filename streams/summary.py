@@ -167,6 +167,12 @@ def _kafka_target(obs: Observed, workload: Workload, namespace: str, lead: float
         "partitions_series": parts_s,
         # windows of each series the worker closed: the sampler's measurements, through the pipeline
         "windows": {"rate": len(pts), "lag": len(lag), "partitions": len(obs.points.get(parts_s, {}))},
+        # the sampled rate's first window and its windows in each cycle of the topic (what the
+        # forecaster had learnt from before each burst: a window missed is never sampled again)
+        "first_window": min(pts, default=None),
+        "rate_windows_by_cycle": {
+            c: sum(1 for t in pts if start - 10 * 60.0 <= t < start + workload.cycle - 10 * 60.0)
+            for c, start in starts},
         "partitions": max(obs.points.get(parts_s, {}).values(), default=None),
         "max_rate": max(pts.values(), default=None),
         "max_lag": max(lag.values(), default=None),

@@ -12,7 +12,6 @@ import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
-import orjson
 import pytest
 
 from streams import records
@@ -125,7 +124,7 @@ def read_topic(bootstrap: str, topic: str, until: Callable[[list[dict]], bool], 
                 batch = await c.getmany(timeout_ms=300)
                 for msgs in batch.values():
                     for m in msgs:  # a batch message (points, forecasts) is its elements
-                        v = orjson.loads(m.value)
+                        v = records.message_json(m.value)  # (a framed forecasts batch: its JSON form)
                         if split and isinstance(v, dict) and isinstance(v.get("series"), list):
                             # a columnar points or forecasts batch
                             v = records.point_elements(v) if "value" in v else records.forecast_elements(v)

@@ -65,7 +65,8 @@ def test_demo_scales_ahead_of_the_peak_and_safely(tmp_path):
     judged = [b for b in bursts if b["cycle"] >= orders["judged_from_cycle"]]
     assert judged, f"the run must reach the topic's first judged cycle: {bursts}"
     for b in judged:
-        assert b["ok"], f"topic cycle {b['cycle']}: scale-up not {180}s ahead: {b}"
+        assert b["ok"], (f"topic cycle {b['cycle']}: scale-up not {180}s ahead: {b}; the sampled rate's first "
+                         f"window {orders['first_window']}, windows by cycle {orders['rate_windows_by_cycle']}")
         if b["load_exceeds_capacity_at"] is not None:
             assert b["load_exceeds_capacity_at"] - b["first_scale_up_decided_at"] >= 180
     assert checks["scale_up_before_kafka_burst"] is True

@@ -306,12 +306,12 @@ def test_columnar_forecasts_are_the_single_records_number_for_number():
         one = records.dumps(records.forecast_to_json(f, float(c.observed[i]), bool(c.anomalous[i]),
                                                      float(c.score[i])))
         assert fm == records.parse_forecast(one)
-        assert records.forecast_elements(orjson.loads(msgs[0][1]))[i] == orjson.loads(one)
+        assert records.forecast_elements(records.message_json(msgs[0][1]))[i] == orjson.loads(one)
 
 
 def test_packed_forecast_values_are_float32_of_the_models_values_and_the_lists_stay_accepted():
     c = _columns(30, h=62)
-    o = orjson.loads(records.forecast_batches([c])[0][1])
+    o = records.message_json(records.forecast_batches([c])[0][1])
     assert o["encoding"] == "f32le" and o["horizon"] == 62 and isinstance(o["yhat"], str)
     got = np.array([[(p.yhat, p.lower, p.upper) for p in fm.forecast.points]
                     for fm in records.parse_forecasts(records.forecast_batches([c])[0][1]).items])
@@ -337,7 +337,7 @@ def test_a_packed_columnar_batch_is_checked_as_strictly_as_the_lists():
     assert m.dead.reasons == {"non_finite": 1, "bad_value": 2}
     c.intervals[5, 1, :] = 1e39  # beyond float32: infinite on the wire
     assert records.parse_forecasts(records.forecast_batches([c])[0][1]).dead.reasons["non_finite"] == 2
-    o = orjson.loads(raw)
+    o = records.message_json(raw)
     for change, reason in (
         ({"yhat": o["yhat"][:-8]}, "bad_value"),              # too few bytes for 6 x 4 float32
         ({"lower": o["lower"][:-1]}, "bad_value"),            # not base64 (padding)
@@ -360,6 +360,46 @@ def test_a_packed_columnar_batch_is_checked_as_strictly_as_the_lists():
     assert records.parse_forecasts(orjson.dumps(no_enc)).dead.reason == "bad_value", "strings need the encoding"
 
 
+def test_a_framed_batch_is_its_json_form_in_fewer_bytes_and_a_bad_frame_is_one_dead_letter():
+    """The model agent's framed batches (raw float32 columns after a JSON head) parse into exactly
+    the forecasts of their JSON form (base64 columns), a quarter smaller; a frame that is not one
+    is a dead letter as a whole."""
+    c = _columns(40, h=62)
+    raw = records.forecast_batches([c])[0][1]
+    assert raw[:4] == records.FORECASTS_FRAME
+    as_json = orjson.dumps(records.message_json(raw))
+    framed, plain = records.parse_forecasts(raw), records.parse_forecasts(as_json)
+    assert framed.dead is None and len(framed.items) == 40
+    assert framed.items == plain.items, "the same forecasts, value for value"
+    assert len(raw) < 0.8 * len(as_json)
+    head_len = int.from_bytes(raw[4:8], "little")
+    head = raw[8:8 + head_len]
+    cols = raw[8 + head_len:]
+
+    def frame(h: bytes, body: bytes = cols) -> bytes:
+        return records.FORECASTS_FRAME + len(h).to_bytes(4, "little") + h + body
+
+    assert records.parse_forecasts(frame(head)).items == framed.items
+    o = orjson.loads(head)
+    for bad, reason in (
+        (raw[:6], "bad_value"),                                         # shorter than its own head
+        (raw[:-4], "bad_value"),                                        # a value short
+        (raw + b"\0" * 4, "bad_value"),                                # a value too many
+        (records.FORECASTS_FRAME + (10**6).to_bytes(4, "little") + head + cols, "malformed_json"),
+        (frame(b"{not json"), "malformed_json"),
+        (frame(b"[1, 2]"), "malformed_json"),
+        (frame(orjson.dumps({**o, "yhat": "AAAA"})), "malformed_json"),  # columns in the head
+        (frame(orjson.dumps({**o, "horizon": 61})), "bad_value"),      # not n x horizon values
+        (frame(orjson.dumps({**o, "horizon": "62"})), "bad_value"),
+        (frame(orjson.dumps({**o, "encoding": "f64le"})), "bad_value"),
+    ):
+        m = records.parse_forecasts(bad)
+        assert m.items == [] and m.dead.whole is not None and m.dead.reason == reason, (bad[:40], reason)
+        assert m.dead.raw() == bad, "the frame kept whole, to replay once mended"
+    with pytest.raises(ValueError):
+        records.message_json(raw[:-4])
+
+
 def test_columnar_forecasts_are_cut_under_the_batch_size_in_order():
     c = _columns(200, h=30)
     msgs = records.forecast_batches([c, c.take(np.arange(3))], max_bytes=20_000)
@@ -378,7 +418,7 @@ def test_a_bad_forecast_of_a_columnar_batch_is_its_only_dead_letter_element():
     assert m.dead.ranges == [[2, 2], [4, 4]] and m.dead.reasons == {"bad_value": 1, "bad_timestamp": 1}
     replay = records.parse_forecasts(m.dead.raw())  # the bad ones, as single records
     assert replay.items == [] and replay.dead.count == 2
-    o = orjson.loads(records.forecast_batches([c])[0][1])
+    o = records.message_json(records.forecast_batches([c])[0][1])
     o["score"] = o["score"][:-1]  # columns of different lengths: the message is bad as a whole
     whole = records.parse_forecasts(orjson.dumps(o))
     assert whole.items == [] and whole.dead.reason == "bad_type" and whole.dead.whole is not None
