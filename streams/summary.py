@@ -171,7 +171,7 @@ def _kafka_target(obs: Observed, workload: Workload, namespace: str, lead: float
         # forecaster had learnt from before each burst: a window missed is never sampled again)
         "first_window": min(pts, default=None),
         "rate_windows_by_cycle": {
-            c: sum(1 for t in pts if start - 10 * 60.0 <= t < start + workload.cycle - 10 * 60.0)
+            c: sum(1 for t in pts if 0 <= t - (start - 60.0 * workload.minute_of_cycle(start)) < workload.cycle)
             for c, start in starts},
         "partitions": max(obs.points.get(parts_s, {}).values(), default=None),
         "max_rate": max(pts.values(), default=None),
