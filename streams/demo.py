@@ -197,18 +197,19 @@ class Monitor:
 
     def _on(self, topic: str, raw: bytes) -> None:
         t = self.topics
-        o = records.message_json(raw)  # (the forecasts: framed batches)
         counts = self.obs.counts
         if topic == t.points:  # one point or a batch of them (streams/records.py)
             for p in records.parse_points(raw).items:
                 counts["points"] += 1
                 self.obs.points.setdefault(p.series, {})[p.start] = p.value
                 self.max_point_start = max(self.max_point_start, p.start)
-        elif topic == t.forecasts:
+        elif topic == t.forecasts:  # one forecast, an array of them, or a (framed) columnar batch
+            o = records.message_json(raw)
             counts["forecasts"] += len(o) if isinstance(o, list) else 1
         elif topic == t.anomalies:
             counts["anomalies"] += 1
         elif topic == t.decisions:
+            o = orjson.loads(raw)
             counts["decisions"] += 1
             self.obs.decisions.setdefault(o["target"], []).append(o)
             self.latest[o["target"]] = o

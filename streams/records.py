@@ -1397,25 +1397,19 @@ def parse_forecasts(raw: bytes) -> Parsed:
     >>> [(f.forecast.series, f.forecast.points[0].ts) for f in m.items], m.dead.ranges
     ([('a', 60.0)], [[1, 1]])
     """
-    if raw[:len(FORECASTS_FRAME)] == FORECASTS_FRAME:  # a framed batch (what the model agent writes)
-        msg, obj = Parsed([], [], [], False, raw), None
-        try:
+    framed = raw[:len(FORECASTS_FRAME)] == FORECASTS_FRAME  # what the model agent writes
+    msg, obj = (Parsed([], [], [], False, raw), None) if framed else _loads(raw)
+    if msg.dead is not None:
+        return msg
+    try:
+        if framed:
             obj = _unframe(raw)
-        except InvalidRecord as exc:
-            msg.dead = DeadLetter()
-            msg.dead.add_whole(exc.reason, exc.error, raw)
-            return msg
-    else:
-        msg, obj = _loads(raw)
-        if msg.dead is not None:
-            return msg
-    if isinstance(obj, dict) and isinstance(obj.get("series"), list):
-        try:
+        if isinstance(obj, dict) and isinstance(obj.get("series"), list):
             obj = _forecast_rows(obj)
-        except InvalidRecord as exc:
-            msg.dead = DeadLetter()
-            msg.dead.add_whole(exc.reason, exc.error, raw)
-            return msg
+    except InvalidRecord as exc:  # the message as a whole
+        msg.dead = DeadLetter()
+        msg.dead.add_whole(exc.reason, exc.error, raw)
+        return msg
     return _elements(msg, obj, _forecast_obj)
 
 
@@ -1653,8 +1647,8 @@ def _unframe(raw: bytes) -> dict[str, Any]:
     if not isinstance(o, dict) or not isinstance(o.get("series"), list) or any(k in o for k in _PACKED):
         raise InvalidRecord("malformed_json", "a forecasts frame's head must be a columnar batch's object "
                                               "without its point columns")
-    h = o.get("horizon")
-    size = len(o["series"]) * h * _F32LE.itemsize if type(h) is int and 0 <= h <= MAX_FORECAST_POINTS else -1
+    h = o.get("horizon")  # (its range and the encoding: _unpack, as for the base64 columns)
+    size = len(o["series"]) * h * _F32LE.itemsize if type(h) is int and h >= 0 else -1
     if size < 0 or len(raw) - end != len(_PACKED) * size:
         raise InvalidRecord("bad_value", f"a forecasts frame of {len(raw)} bytes: not its head and "
                                          f"{len(_PACKED)} columns of {len(o['series'])} x {h!r:.20} float32")
