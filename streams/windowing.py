@@ -50,7 +50,7 @@ import heapq
 import math
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
-from itertools import chain
+from itertools import chain, compress, repeat
 from operator import itemgetter
 from typing import Any
 
@@ -74,6 +74,7 @@ Acc = list[float]
 
 
 _first = itemgetter(0)
+_second = itemgetter(1)
 
 
 def _median_low(values: list[float]) -> float:
@@ -126,8 +127,9 @@ class Windower:
     """
 
     __slots__ = ("step", "lateness", "max_future", "open", "kinds", "wm", "closed_until",
-                 "last_data", "recent", "adds", "typical", "_typical_at", "progress", "floor",
-                 "_due", "_due_keys", "_held", "_held_keys", "_ready", "_starts", "merged")
+                 "last_data", "_recent", "adds", "typical", "_typical_at", "progress", "floor",
+                 "_due", "_due_keys", "_held", "_held_keys", "_ready", "_starts", "merged",
+                 "_slot", "_names", "_claim", "_add", "_stale")
 
     def __init__(self, step: float, lateness_windows: int = 2,
                  max_future: float = DEFAULT_MAX_FUTURE_SECONDS) -> None:
@@ -139,7 +141,7 @@ class Windower:
         self.wm: dict[str, float] = {}  # tracked series -> newest accepted timestamp
         self.closed_until: dict[str, float] = {}  # tracked series -> its windows before this are closed
         self.last_data: dict[str, float] = {}  # event series -> start of its last window with events
-        self.recent: OrderedDict[str, list[float]] = OrderedDict()  # series -> [claim, add number]
+        self._recent: OrderedDict[str, list[float]] = OrderedDict()  # (see recent)
         self.adds = 0
         self.typical = -math.inf
         self._typical_at = -1
@@ -162,6 +164,40 @@ class Windower:
         self._starts: dict[float, float] = {}
         #: elements :meth:`add_columns` merged with its group-by (the others went row by row)
         self.merged = 0
+        # recent as arrays, for the group-by (None: not built since recent last changed): the
+        # series' slots (their positions in ``_names``), and per slot its claim and add number.
+        # The group-by updates the arrays only: recent's values and order are then ``_stale``,
+        # brought up to date (recent) only when read, e.g. by add_rows (which then drops them).
+        self._slot: dict[str, int] | None = None
+        self._names: list[str] = []
+        self._claim = np.empty(0)
+        self._add = np.empty(0, np.int64)
+        self._stale = False
+
+    @property
+    def recent(self) -> OrderedDict[str, list[float]]:
+        """The series counting towards the typical time -> [claim, add number], the least
+        recently added first."""
+        if self._stale:
+            by = np.argsort(self._add, kind="stable")
+            names = self._names
+            self._recent = OrderedDict(zip(map(names.__getitem__, by.tolist()),
+                                           map(list, zip(self._claim[by].tolist(), self._add[by].tolist(), strict=True)),
+                                           strict=True))
+            self._stale = False
+        return self._recent
+
+    def _claims(self) -> dict[str, int]:
+        """The series' slots in the arrays of recent (built from recent if it changed)."""
+        slot = self._slot
+        if slot is None:
+            recent = self._recent  # (never stale without arrays)
+            names = self._names = list(recent)
+            slot = self._slot = dict(zip(names, range(len(names)), strict=True))
+            values = list(recent.values())
+            self._claim = np.fromiter(map(_first, values), float, len(values))
+            self._add = np.fromiter(map(_second, values), np.int64, len(values))
+        return slot
 
     def window_start(self, ts: float) -> float:
         return math.floor(ts / self.step) * self.step
@@ -172,8 +208,8 @@ class Windower:
     # -- time -------------------------------------------------------------
     def _forget_stopped(self) -> None:
         """Forget the series that stopped counting towards the typical time."""
-        horizon = self.adds - max(RECENT_ADDS, 2 * len(self.recent))
-        recent = self.recent
+        horizon = self.adds - max(RECENT_ADDS, 2 * len(self._recent))
+        recent = self._recent
         while recent:
             oldest = next(iter(recent.values()))
             if oldest[1] >= horizon:
@@ -254,6 +290,7 @@ class Windower:
         bad: list[tuple[int, Exception | None]] = []
         step, lateness_s, max_future = self.step, self.lateness * self.step, self.max_future
         recent, open_, wms, closed_until, starts = self.recent, self.open, self.wm, self.closed_until, self._starts
+        self._slot = None  # (the arrays of recent: rebuilt when next needed)
         recent_get, open_get, wm_get, move = recent.get, open_.get, wms.get, recent.move_to_end
         floor, inf = math.floor, math.inf
         admitted: set[str] = set()  # admit is asked once per series per call
@@ -417,7 +454,7 @@ class Windower:
                 break
             part = series[start:] if start else series
             pcols = tuple(c[start:] for c in cols) if start else cols
-            recent = self.recent
+            recent = self._recent  # (its keys: the arrays change only its values and order)
             uniq = list(dict.fromkeys(part))
             known = all(map(recent.__contains__, uniq))
             cut = len(part)
@@ -449,15 +486,16 @@ class Windower:
         """The vectorised :meth:`add_rows` of admitted elements of series all in ``recent``, or
         None (nothing changed) where the columns cannot tell that it gives the same result."""
         ts, interval, count, total, lo, hi, refs = cols
-        recent, closed_until, open_ = self.recent, self.closed_until, self.open
-        n, u, r_all = len(series), len(uniq), len(recent)
+        closed_until, open_ = self.closed_until, self.open
+        n, u, r_all = len(series), len(uniq), len(self._recent)
         if r_all < 2 or not all(map(closed_until.__contains__, uniq)):
             return None
         step, inf = self.step, math.inf
-        code_of = {s: i for i, s in enumerate(uniq)}
+        code_of = dict(zip(uniq, range(u), strict=True))
         codes = np.fromiter(map(code_of.__getitem__, series), np.int64, n)
-        rec = np.array([recent[s] for s in uniq], float)  # each [claim, add number]
-        claim0, last0 = rec[:, 0].copy(), rec[:, 1].copy()
+        slot = self._claims()
+        su = np.fromiter(map(slot.__getitem__, uniq), np.int64, u)  # each series' slot
+        last0 = self._add[su]
         adds0 = self.adds
         adds = adds0 + 1 + np.arange(n)
         adds_end = adds0 + n
@@ -474,17 +512,14 @@ class Windower:
         prev[first_of] = last0[sc[first_of]]
         if np.any(adds[order] - 1 - prev > horizon) or np.any(adds[order][last_of] < adds_end - horizon):
             return None
-        # (uniq is in recent: when as many, the batch touches every series there)
-        for s, r in recent.items() if u < r_all else ():  # the oldest series the batch does not touch
-            if s not in code_of:
-                if r[1] < adds_end - horizon:
-                    return None
-                break
+        if u < r_all:  # the oldest series the batch does not touch
+            untouched = self._add.copy()
+            untouched[su] = adds_end
+            if untouched.min() < adds_end - horizon:
+                return None
         # the typical time: recomputed every (len(recent) >> 3) + 1 adds, over every claim
-        others = np.fromiter((r[0] for s, r in recent.items() if s not in code_of), float,
-                             r_all - u) if u < r_all else np.empty(0)
-        claims = np.concatenate([others, claim0])
-        mine = claims[r_all - u:]
+        claims = self._claim.copy()
+        slots = su[codes]
         mid = (r_all - 1) // 2
         typical, typical_at = self.typical, self._typical_at
         typ = np.empty(n)
@@ -494,7 +529,7 @@ class Windower:
         while at <= adds_end:
             i = at - adds0 - 1
             typ[done:i] = typical
-            np.maximum.at(mine, codes[done:i + 1], ts[done:i + 1])
+            np.maximum.at(claims, slots[done:i + 1], ts[done:i + 1])
             typical = float(np.partition(claims, mid)[mid])
             typ[i] = typical
             typical_at = at
@@ -502,7 +537,7 @@ class Windower:
             at += every
         typ[done:] = typical
         if done < n:
-            np.maximum.at(mine, codes[done:], ts[done:])
+            np.maximum.at(claims, slots[done:], ts[done:])
         if np.any(ts > typ + self.max_future):
             return None
         # the partition's progress and floor before each element's windows are judged
@@ -514,7 +549,7 @@ class Windower:
         p_before = np.maximum(p_before, self.progress)
         floor_before = np.maximum(self._limits(p_before), self.floor)
         # each series' newest accepted timestamp before (and with) each element
-        wm0 = np.array([self.wm.get(s, -inf) for s in uniq])
+        wm0 = np.fromiter(map(self.wm.get, uniq, repeat(-inf, u)), float, u)
         v = np.where(ok, ts, -inf)[order]
         if np.all((v[1:] >= v[:-1]) | first_of[1:]):
             incl = v  # (each series' in time order: the steady state)
@@ -533,15 +568,19 @@ class Windower:
         wm_with[order] = np.maximum(incl, wm0[sc])
         starts_all = np.floor(ts / step) * step
         # no element late: each window at or after its series' closed bound at its time, at most
-        cu0 = np.array([closed_until[s] for s in uniq])
+        cu0 = np.fromiter(map(closed_until.__getitem__, uniq), float, u)
         bound = np.maximum(np.maximum(cu0[codes], self._limits(wm_before)), floor_before)
         if np.any(starts_all < bound):
             return None
         # no series dropped midway: each keeps an open window at or after the floor before each
         # of its elements (its newest window at the start, or its newest element's before)
-        open_get, no_wins = open_.get, {}
-        wins_of = [open_get(s) or no_wins for s in uniq]  # (read only)
-        open0 = np.array([max(w) if w else -inf for w in wins_of])
+        wins_of = list(map(open_.get, uniq, repeat({}, u)))  # (read only)
+        # their starts, series by series (and each one's series' code)
+        o_len = np.fromiter(map(len, wins_of), np.int64, u)
+        o_start = np.fromiter(chain.from_iterable(wins_of), float, int(o_len.sum()))
+        o_code = np.repeat(np.arange(u), o_len)
+        open0 = np.full(u, -inf)
+        np.maximum.at(open0, o_code, o_start)
         newest = np.empty(n)
         newest[order] = np.floor(excl / step) * step
         if np.any(ok & (np.maximum(open0[codes], newest) < floor_before)):
@@ -551,7 +590,7 @@ class Windower:
         bad: list[tuple[int, Exception | None]] = [
             (k, InvalidRecord("bad_value", f"aggregate interval {interval[k]:g}s is longer than the "
                                            f"{step:g}s window")) for k in np.flatnonzero(~ok).tolist()]
-        merged = self._group_merge(acc_idx, codes, starts_all, wins_of, cols)
+        merged = self._group_merge(acc_idx, codes, starts_all, wins_of, o_start, o_code, cols)
         if merged is None:
             return None
         # ... from here on the windower changes
@@ -559,20 +598,13 @@ class Windower:
         # the series' time
         wm_final = np.full(u, -inf)
         np.maximum.at(wm_final, codes[acc_idx], ts[acc_idx])
-        wms = self.wm
-        for s, w in zip(uniq, np.maximum(wm_final, wm0).tolist(), strict=True):
-            if w > -inf:
-                wms[s] = w
-        last_add = adds[order][last_of]
-        move = recent.move_to_end
-        by_last = np.argsort(last_add, kind="stable")
-        for c, claim, last in zip(by_last.tolist(), mine[by_last].tolist(), last_add[by_last].tolist(),
-                                  strict=True):
-            s = uniq[c]
-            r = recent[s]
-            r[0] = claim
-            r[1] = last
-            move(s)
+        wm_new = np.maximum(wm_final, wm0)
+        has = wm_new > -inf
+        self.wm.update(zip(compress(uniq, has.tolist()), wm_new[has].tolist(), strict=True))
+        # the series' claims and last adds: in the arrays only (recent is brought up to date when read)
+        self._claim = claims
+        self._add[su] = adds[order][last_of]
+        self._stale = True
         self.adds = adds_end
         self.typical, self._typical_at = typical, typical_at
         self.merged += n
@@ -604,10 +636,12 @@ class Windower:
         return np.floor(t / self.step) * self.step - self.lateness * self.step
 
     def _group_merge(self, acc_idx: np.ndarray, codes: np.ndarray, starts: np.ndarray,
-                     wins: list[dict[float, Acc]], cols: tuple[np.ndarray, ...]
+                     wins: list[dict[float, Acc]], o_start: np.ndarray, o_code: np.ndarray,
+                     cols: tuple[np.ndarray, ...]
                      ) -> tuple[np.ndarray, np.ndarray, list[float], list[Acc], np.ndarray] | None:
         """Merge the accepted elements into their windows, one update per (series, window): the
-        windows open already (``wins``: each series' by code) updated in place, the new ones
+        windows open already (``wins``: each series' by code; ``o_start``: their starts in that
+        order, ``o_code``: each one's series' code) updated in place, the new ones
         returned (in (series, start) order) as their series' codes, window numbers (start /
         step), starts, accumulators and lowest refs; None (nothing changed) if a window's count
         could pass MAX_COUNT."""
@@ -633,11 +667,9 @@ class Windower:
             return None
         # the open windows of the batch's series, as keys of the same (series, window) numbering
         # (every window start is floor(ts / step) * step: its number is start / step, rounded)
-        o_start = np.fromiter(chain.from_iterable(wins), float)
         have = np.zeros(g, bool)
         old: list[Acc] = []
         if len(o_start):
-            o_code = np.repeat(np.arange(len(wins)), list(map(len, wins)))
             o_w = np.rint(o_start / self.step) - w0
             o_in = np.flatnonzero((o_w >= 0) & (o_w < width))
             o_key = o_code[o_in] * width + o_w[o_in].astype(np.int64)
