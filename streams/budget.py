@@ -94,6 +94,23 @@ class SeriesBudget:
         self.refused += 1
         return False
 
+    def admit_tracked(self, series: dict[str, object], now: float) -> bool:
+        """:meth:`admit` of each of ``series`` (a dict's keys: e.g. ``dict.fromkeys`` of a
+        batch's) in one step when every one is tracked already (True: each counted as input at
+        ``now``); else nothing changes (False: ask :meth:`admit` one by one, in order).
+
+        >>> b = SeriesBudget(limit=2)
+        >>> b.admit("a", now=0), b.admit_tracked(dict.fromkeys(["a", "b"]), now=5), b.last
+        (True, False, {'a': 0})
+        >>> b.admit("b", now=0), b.admit_tracked(dict.fromkeys(["b", "a"]), now=5), b.last
+        (True, True, {'a': 5, 'b': 5})
+        """
+        last = self.last
+        if not last.keys() >= series.keys():
+            return False
+        last.update(dict.fromkeys(series, now))
+        return True
+
     def idle(self, now: float) -> list[str]:
         """Tracked series with no input for ``idle_seconds`` (never a protected one), oldest first."""
         if self.idle_seconds <= 0:

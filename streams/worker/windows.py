@@ -356,11 +356,13 @@ class Windows:
             series = [s for c in parts for s in c.series]
             cat = np.concatenate
             count = cat([c.count for c in parts])
+            # (every series tracked already, the steady state: all admitted at once)
+            tracked = ctx.budget.admit_tracked(dict.fromkeys(series), now_m)
             bad = w.add_columns(series, cat([c.ts for c in parts]), cat([c.interval for c in parts]), count,
                                 cat([c.sum for c in parts]), cat([c.min for c in parts]),
                                 cat([c.max for c in parts]),
                                 np.repeat(np.fromiter((m.offset for m, _ in columns), np.int64, len(columns)),
-                                          lens), kind, admit)
+                                          lens), kind, None if tracked else admit)
             accepted += int(count.sum())
             if bad:
                 firsts = np.cumsum(lens) - lens
