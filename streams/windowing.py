@@ -287,6 +287,25 @@ class Windower:
         >>> w.min_needed()
         8
         """
+        if self._stale and rows:
+            # the group-by keeps recent in its arrays (columnar traffic): these rows too, rather
+            # than bring recent up to date now and the arrays again at the next batch (each a
+            # pass over every series of the partition). Rows of other types: one by one.
+            try:
+                series, ts, interval, count, total, lo, hi = map(list, zip(*rows, strict=True))
+                cols = (np.array(ts, float), np.array(interval, float), np.array(count, np.int64),
+                        np.array(total, float), np.array(lo, float), np.array(hi, float),
+                        np.fromiter((-1 if r is None else r for r in refs), np.int64, len(refs)))
+            except (TypeError, ValueError, OverflowError):
+                cols = None
+            if (cols is not None and cols[0].ndim == 1 and all(map(str.__instancecheck__, series))
+                    and cols[2].tolist() == count):  # (whole counts only, as rows take them)
+                return self.add_columns(series, *cols, kind, admit)
+        return self._add_rows(rows, kind, refs, admit)
+
+    def _add_rows(self, rows: Sequence[Row], kind: str, refs: Sequence[int | None],
+                  admit: Callable[[str], bool] | None = None) -> list[tuple[int, Exception | None]]:
+        """:meth:`add_rows`, one row after the other."""
         bad: list[tuple[int, Exception | None]] = []
         step, lateness_s, max_future = self.step, self.lateness * self.step, self.max_future
         recent, open_, wms, closed_until, starts = self.recent, self.open, self.wm, self.closed_until, self._starts
@@ -479,7 +498,7 @@ class Windower:
               kind: str) -> list[tuple[int, Exception | None]]:
         ts, interval, count, total, lo, hi, refs = (c.tolist() for c in cols)
         rows = list(zip(series, ts, interval, count, total, lo, hi, strict=True))
-        return self.add_rows(rows, kind, refs)
+        return self._add_rows(rows, kind, refs)
 
     def _merge_columns(self, series: list[str], uniq: list[str], cols: tuple[np.ndarray, ...],
                        kind: str) -> list[tuple[int, Exception | None]] | None:

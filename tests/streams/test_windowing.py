@@ -443,18 +443,26 @@ def _state(w: Windower):
             w.typical, w._typical_at, w.progress, w.floor, due, held)
 
 
-def _same_as_rows(batches, step, lateness, max_future, limit, kind="events", state_each=True):
+def _same_as_rows(batches, step, lateness, max_future, limit, kind="events", state_each=True, rows_below=0,
+                  stats=None):
     """Feed the same batches to two windowers, by rows and by columns (each with its own series
     budget of ``limit``): the same rejections, points, safe offsets and state after every batch
     (``state_each=False``: the state at the end only, so the columns' windower reads its own
-    ``recent`` only when its rows' path needs it)."""
+    ``recent`` only when its rows' path needs it; ``rows_below``: the columns' windower takes
+    the batches of fewer elements by rows too, as the window agent does small messages; ``stats``:
+    counts there the batches of rows that came while the group-by held the claims)."""
     a = Windower(step, lateness, max_future)
     b = Windower(step, lateness, max_future)
     budget_a, budget_b = SeriesBudget(limit), SeriesBudget(limit)
     for rows, refs in batches:
         bad_a = a.add_rows(rows, kind, refs, admit=lambda s: budget_a.admit(s, 0.0))
-        bad_b = b.add_columns(*_columns(rows), np.array(refs, np.int64), kind,
-                              admit=lambda s: budget_b.admit(s, 0.0))
+        if len(rows) < rows_below:
+            if stats is not None:
+                stats["stale_rows"] = stats.get("stale_rows", 0) + b._stale
+            bad_b = b.add_rows(rows, kind, refs, admit=lambda s: budget_b.admit(s, 0.0))
+        else:
+            bad_b = b.add_columns(*_columns(rows), np.array(refs, np.int64), kind,
+                                  admit=lambda s: budget_b.admit(s, 0.0))
         assert [(k, e and e.reason, e and e.error) for k, e in bad_a] == [
             (k, e and e.reason, e and e.error) for k, e in bad_b]
         assert a.close_ready() == b.close_ready()
@@ -545,6 +553,19 @@ def test_columns_window_as_rows_with_the_state_read_only_at_the_end(seed):
     _large_batches_as_rows(seed, [1.0, 5.0, 10.0], 1000.0, state_each=False)
 
 
+@pytest.mark.parametrize("seed", range(16))
+def test_small_batches_of_rows_between_columns_window_as_rows(seed):
+    """Batches of rows between columnar ones (the window agent reads a message of fewer than
+    records.ROWS_AS_COLUMNS aggregates as rows): while the group-by holds the partition's claims
+    in its arrays, add_rows takes its rows as columns; the same as rows all along."""
+    _large_batches_as_rows(seed, [1.0, 5.0, 10.0], 1000.0, sizes=(1, 7, 50, 500, 3000),
+                           state_each=bool(seed % 2), rows_below=60)
+    # (the state compared at the end only: reading it brings recent up to date)
+    stats = {}
+    _mostly_steady(seed, sizes=(3, 30, 100, 400), rows_below=50, state_each=False, stats=stats)
+    assert stats.get("stale_rows"), "rows came while the group-by held the claims"
+
+
 @pytest.mark.parametrize("seed", range(24))
 def test_columns_of_mostly_steady_traffic_window_as_rows(seed):
     """Seeded mostly steady streams (mostly merged by the group-by, so its shortcuts are
@@ -552,6 +573,10 @@ def test_columns_of_mostly_steady_traffic_window_as_rows(seed):
     series' own time or the partition's, gaps), also at window lengths that are not whole
     seconds and at epoch timestamps (the group-by matches a series' open windows to the
     batch's by window number, start / step)."""
+    _mostly_steady(seed)
+
+
+def _mostly_steady(seed, sizes=(30, 100, 400), rows_below=0, state_each=True, stats=None):
     import random
 
     rng = random.Random(seed)
@@ -574,7 +599,7 @@ def test_columns_of_mostly_steady_traffic_window_as_rows(seed):
             rows.append((s, ts, min(1.0, step), count, lo * count, lo, lo + rng.random()))
     batches, i, ref = [], 0, 0
     while i < len(rows):
-        k = rng.choice([30, 100, 400])
+        k = rng.choice(sizes)
         part, refs = rows[i:i + k], []
         for _ in part:
             refs.append(ref)
@@ -583,12 +608,13 @@ def test_columns_of_mostly_steady_traffic_window_as_rows(seed):
         batches.append((part, refs))
         i += k
     b = _same_as_rows(batches, step, rng.randint(1, 3), rng.choice([60.0, 600.0]), 100_000,
-                      rng.choice(["events", "metrics"]))
+                      rng.choice(["events", "metrics"]), state_each, rows_below, stats)
     assert b.merged >= len(rows) // 20, ("the group-by merged little", b.merged, len(rows))
+    return b
 
 
 def _large_batches_as_rows(seed, steps, t0, names=(2, 10, 50, 300), p_bads=(0.0, 0.0005, 0.005, 0.05),
-                           sizes=(1, 50, 500, 3000), limits=(5, 100_000), state_each=True):
+                           sizes=(1, 50, 500, 3000), limits=(5, 100_000), state_each=True, rows_below=0):
     import random
 
     rng = random.Random(seed)
@@ -625,7 +651,7 @@ def _large_batches_as_rows(seed, steps, t0, names=(2, 10, 50, 300), p_bads=(0.0,
         batches.append((part, refs))
         i += k
     return _same_as_rows(batches, step, rng.randint(0, 3), rng.choice([60.0, 600.0]),
-                         rng.choice(limits), rng.choice(["events", "metrics"]), state_each)
+                         rng.choice(limits), rng.choice(["events", "metrics"]), state_each, rows_below)
 
 
 def test_a_quiet_event_series_with_a_later_window_open_gets_its_zeros_as_the_floor_passes():
