@@ -473,11 +473,13 @@ class Windower:
                 break
             part = series[start:] if start else series
             pcols = tuple(c[start:] for c in cols) if start else cols
-            recent = self._recent  # (its keys: the arrays change only its values and order)
-            uniq = list(dict.fromkeys(part))
-            known = all(map(recent.__contains__, uniq))
+            # each element's series' slot in the arrays of recent (-1: not in recent)
+            slots = np.fromiter(map(self._claims().get, part, repeat(-1)), np.int64, len(part))
+            known = bool(slots.min() >= 0)
             cut = len(part)
             if not known and attempt == 0:
+                recent = self._recent  # (its keys: the arrays change only its values and order)
+                uniq = list(dict.fromkeys(part))
                 new = [s not in recent for s in uniq]
                 # series new to the partition: row by row up to the last of their first elements
                 code_of = {s: i for i, s in enumerate(uniq)}
@@ -485,7 +487,7 @@ class Windower:
                 firsts = np.unique(codes, return_index=True)[1]  # by code: in order of appearance
                 cut = int(firsts[np.flatnonzero(new)[-1]]) + 1
             elif known:
-                got = self._merge_columns(part, uniq, pcols, kind)
+                got = self._merge_columns(part, slots, pcols, kind)
                 if got is not None:
                     out += [(k + start, e) for k, e in got]
                     return out
@@ -500,20 +502,28 @@ class Windower:
         rows = list(zip(series, ts, interval, count, total, lo, hi, strict=True))
         return self._add_rows(rows, kind, refs)
 
-    def _merge_columns(self, series: list[str], uniq: list[str], cols: tuple[np.ndarray, ...],
+    def _merge_columns(self, series: list[str], slots: np.ndarray, cols: tuple[np.ndarray, ...],
                        kind: str) -> list[tuple[int, Exception | None]] | None:
-        """The vectorised :meth:`add_rows` of admitted elements of series all in ``recent``, or
-        None (nothing changed) where the columns cannot tell that it gives the same result."""
+        """The vectorised :meth:`add_rows` of admitted elements of series all in ``recent``
+        (``slots``: each one's series' slot in the arrays of recent), or None (nothing changed)
+        where the columns cannot tell that it gives the same result."""
         ts, interval, count, total, lo, hi, refs = cols
         closed_until, open_ = self.closed_until, self.open
-        n, u, r_all = len(series), len(uniq), len(self._recent)
-        if r_all < 2 or not all(map(closed_until.__contains__, uniq)):
+        n, r_all = len(series), len(self._recent)
+        if r_all < 2:
             return None
         step, inf = self.step, math.inf
-        code_of = dict(zip(uniq, range(u), strict=True))
-        codes = np.fromiter(map(code_of.__getitem__, series), np.int64, n)
-        slot = self._claims()
-        su = np.fromiter(map(slot.__getitem__, uniq), np.int64, u)  # each series' slot
+        # the batch's series (uniq), numbered (codes) in the order of their slots
+        present = np.zeros(r_all, bool)
+        present[slots] = True
+        su = np.flatnonzero(present)  # each series' slot
+        codes = (np.cumsum(present) - 1)[slots]
+        u = len(su)
+        uniq = list(map(self._names.__getitem__, su.tolist()))
+        # each one's windows before this are closed (NaN: not tracked)
+        cu0 = np.fromiter(map(closed_until.get, uniq, repeat(math.nan, u)), float, u)
+        if np.isnan(cu0).any():
+            return None
         last0 = self._add[su]
         adds0 = self.adds
         adds = adds0 + 1 + np.arange(n)
@@ -587,7 +597,6 @@ class Windower:
         wm_with[order] = np.maximum(incl, wm0[sc])
         starts_all = np.floor(ts / step) * step
         # no element late: each window at or after its series' closed bound at its time, at most
-        cu0 = np.fromiter(map(closed_until.__getitem__, uniq), float, u)
         bound = np.maximum(np.maximum(cu0[codes], self._limits(wm_before)), floor_before)
         if np.any(starts_all < bound):
             return None
