@@ -32,6 +32,7 @@ True
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
+from itertools import repeat
 
 #: most series evicted per timer tick (each one pickles and signs a model: about 1 ms)
 EVICT_BATCH = 500
@@ -94,22 +95,25 @@ class SeriesBudget:
         self.refused += 1
         return False
 
-    def admit_tracked(self, series: dict[str, object], now: float) -> bool:
-        """:meth:`admit` of each of ``series`` (a dict's keys: e.g. ``dict.fromkeys`` of a
-        batch's) in one step when every one is tracked already (True: each counted as input at
-        ``now``); else nothing changes (False: ask :meth:`admit` one by one, in order).
+    def admit_tracked(self, series: list[str], now: float) -> bool:
+        """:meth:`admit` of each of ``series`` (e.g. a batch's elements') in one step when every
+        one is tracked already (True: each counted as input at ``now``); else nothing is
+        admitted (False: ask :meth:`admit` one by one, in order, which counts the tracked ones at
+        ``now`` as this does).
 
         >>> b = SeriesBudget(limit=2)
-        >>> b.admit("a", now=0), b.admit_tracked(dict.fromkeys(["a", "b"]), now=5), b.last
-        (True, False, {'a': 0})
-        >>> b.admit("b", now=0), b.admit_tracked(dict.fromkeys(["b", "a"]), now=5), b.last
-        (True, True, {'a': 5, 'b': 5})
+        >>> b.admit("a", now=0), b.admit_tracked(["a", "b", "a"], now=5), b.last
+        (True, False, {'a': 5})
+        >>> b.admit("b", now=0), b.admit_tracked(["b", "a", "b"], now=6), b.last
+        (True, True, {'a': 6, 'b': 6})
         """
         last = self.last
-        if not last.keys() >= series.keys():
-            return False
-        last.update(dict.fromkeys(series, now))
-        return True
+        n = len(last)
+        last.update(zip(series, repeat(now)))
+        new = len(last) - n
+        for _ in range(new):  # (the series not tracked: the last keys, in order)
+            last.popitem()
+        return not new
 
     def idle(self, now: float) -> list[str]:
         """Tracked series with no input for ``idle_seconds`` (never a protected one), oldest first."""

@@ -628,7 +628,10 @@ class Windower:
         np.maximum.at(wm_final, codes[acc_idx], ts[acc_idx])
         wm_new = np.maximum(wm_final, wm0)
         has = wm_new > -inf
-        self.wm.update(zip(compress(uniq, has.tolist()), wm_new[has].tolist(), strict=True))
+        if has.all():
+            self.wm.update(zip(uniq, wm_new.tolist(), strict=True))
+        else:
+            self.wm.update(zip(compress(uniq, has.tolist()), wm_new[has].tolist(), strict=True))
         # the series' claims and last adds: in the arrays only (recent is brought up to date when read)
         self._claim = claims
         self._add[su] = adds[order][last_of]

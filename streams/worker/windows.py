@@ -357,7 +357,7 @@ class Windows:
             cat = np.concatenate
             count = cat([c.count for c in parts])
             # (every series tracked already, the steady state: all admitted at once)
-            tracked = ctx.budget.admit_tracked(dict.fromkeys(series), now_m)
+            tracked = ctx.budget.admit_tracked(series, now_m)
             bad = w.add_columns(series, cat([c.ts for c in parts]), cat([c.interval for c in parts]), count,
                                 cat([c.sum for c in parts]), cat([c.min for c in parts]),
                                 cat([c.max for c in parts]),
