@@ -187,7 +187,7 @@ class Windower:
             self._stale = False
         return self._recent
 
-    def _claims(self) -> dict[str, int]:
+    def _slots(self) -> dict[str, int]:
         """The series' slots in the arrays of recent (built from recent if it changed)."""
         slot = self._slot
         if slot is None:
@@ -474,7 +474,7 @@ class Windower:
             part = series[start:] if start else series
             pcols = tuple(c[start:] for c in cols) if start else cols
             # each element's series' slot in the arrays of recent (-1: not in recent)
-            slots = np.fromiter(map(self._claims().get, part, repeat(-1)), np.int64, len(part))
+            slots = np.fromiter(map(self._slots().get, part, repeat(-1)), np.int64, len(part))
             known = bool(slots.min() >= 0)
             cut = len(part)
             if not known and attempt == 0:
