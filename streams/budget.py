@@ -95,7 +95,7 @@ class SeriesBudget:
         self.refused += 1
         return False
 
-    def admit_tracked(self, series: list[str], now: float) -> bool:
+    def admit_tracked(self, series: Iterable[str], now: float) -> bool:
         """:meth:`admit` of each of ``series`` (e.g. a batch's elements') in one step when every
         one is tracked already (True: each counted as input at ``now``); else nothing is
         admitted (False: ask :meth:`admit` one by one, in order, which counts the tracked ones at

@@ -478,14 +478,11 @@ class Windower:
             known = bool(slots.min() >= 0)
             cut = len(part)
             if not known and attempt == 0:
-                recent = self._recent  # (its keys: the arrays change only its values and order)
-                uniq = list(dict.fromkeys(part))
-                new = [s not in recent for s in uniq]
                 # series new to the partition: row by row up to the last of their first elements
-                code_of = {s: i for i, s in enumerate(uniq)}
-                codes = np.fromiter(map(code_of.__getitem__, part), np.int64, len(part))
-                firsts = np.unique(codes, return_index=True)[1]  # by code: in order of appearance
-                cut = int(firsts[np.flatnonzero(new)[-1]]) + 1
+                firsts: dict[str, int] = {}
+                for k in np.flatnonzero(slots < 0).tolist():
+                    firsts.setdefault(part[k], k)
+                cut = max(firsts.values()) + 1
             elif known:
                 got = self._merge_columns(part, slots, pcols, kind)
                 if got is not None:

@@ -57,8 +57,8 @@ YIELD_EVERY = 2_000
 COLUMNS_YIELD_EVERY = 40_000
 #: series whose points partition is remembered, at least (or twice the series tracked)
 POINTS_PARTITIONS_CACHED = 100_000
-#: an input row's event count
-_COUNT = itemgetter(3)
+#: an input row's series and event count
+_SERIES, _COUNT = itemgetter(0), itemgetter(3)
 #: seconds between offset commits of the input partitions (each flushes the producer first)
 COMMIT_SECONDS = 1.0
 #: an input partition sought back to an offset that has not come back to it this long after the
@@ -289,10 +289,15 @@ class Windows:
         source = (topic, partition)
         kind = "events" if topic == ctx.topics.events else "metrics"
         now_m = time.monotonic()
-        budget_admit = ctx.budget.admit
+        budget, budget_admit = ctx.budget, ctx.budget.admit
 
         def admit(series: str) -> bool:
             return budget_admit(series, now_m)
+
+        def admission(series: Iterable[str]) -> Callable[[str], bool] | None:
+            """``admit`` for the windower, or None when every one of ``series`` is tracked already
+            (the steady state: all admitted at once)."""
+            return None if budget.admit_tracked(series, now_m) else admit
 
         parse, read = records.parse_input_message, records.read_input
         state.last_input[source] = now_m
@@ -324,7 +329,7 @@ class Windows:
             if not pending:
                 return
             w = self.windower_for(topic, partition)
-            bad = w.add_rows(rows, kind, refs, admit)
+            bad = w.add_rows(rows, kind, refs, admission(map(_SERIES, rows)))
             accepted += sum(map(_COUNT, rows))
             m = 0
             for k, exc in bad:
@@ -356,13 +361,11 @@ class Windows:
             series = [s for c in parts for s in c.series]
             cat = np.concatenate
             count = cat([c.count for c in parts])
-            # (every series tracked already, the steady state: all admitted at once)
-            tracked = ctx.budget.admit_tracked(series, now_m)
             bad = w.add_columns(series, cat([c.ts for c in parts]), cat([c.interval for c in parts]), count,
                                 cat([c.sum for c in parts]), cat([c.min for c in parts]),
                                 cat([c.max for c in parts]),
                                 np.repeat(np.fromiter((m.offset for m, _ in columns), np.int64, len(columns)),
-                                          lens), kind, None if tracked else admit)
+                                          lens), kind, admission(series))
             accepted += int(count.sum())
             if bad:
                 firsts = np.cumsum(lens) - lens
