@@ -53,8 +53,14 @@ FETCH_RECORDS = 20_000
 #: elements (and messages) the window agent handles before it lets the event loop run
 YIELD_EVERY = 2_000
 #: elements of columnar batches the window agent windows at once (one group-by) before it lets the
-#: event loop run (a vectorised element costs about a tenth of a row's)
-COLUMNS_YIELD_EVERY = 40_000
+#: event loop run (a vectorised element costs about a tenth of a row's). The group-by pays once per
+#: series of a batch (its open windows, bounds and time are dict lookups), so a batch should hold
+#: each series of a partition several times: at 100,000 series a producer that aggregates every
+#: second sends each of a partition's 25,000 series once a second, and a batch of 40,000 held each
+#: once or twice. 100,000 (about one 4 MB partition fetch of row-format aggregates): about 0.2-0.3 s
+#: of the window process before its event loop runs again, only while it reads a backlog (live, a
+#: fetch holds what came since the last one)
+COLUMNS_YIELD_EVERY = 100_000
 #: series whose points partition is remembered, at least (or twice the series tracked)
 POINTS_PARTITIONS_CACHED = 100_000
 #: an input row's series and event count
