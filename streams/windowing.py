@@ -49,7 +49,7 @@ from __future__ import annotations
 import heapq
 import math
 from collections import OrderedDict
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from itertools import chain, compress, repeat
 from operator import itemgetter
 from typing import Any
@@ -412,10 +412,16 @@ class Windower:
     # -- columnar batches ---------------------------------------------------
     def add_columns(self, series: list[str], ts: np.ndarray, interval: np.ndarray, count: np.ndarray,
                     total: np.ndarray, lo: np.ndarray, hi: np.ndarray, refs: np.ndarray, kind: str,
-                    admit: Callable[[str], bool] | None = None) -> list[tuple[int, Exception | None]]:
+                    admit: Callable[[str], bool] | None = None,
+                    admit_all: Callable[[Iterable[str]], bool] | None = None) -> list[tuple[int, Exception | None]]:
         """:meth:`add_rows` of aggregates given as columns (element ``k``: ``series[k]``,
         ``ts[k]``, ... with the reference ``refs[k]``), with the same result: the same windows,
         points (each series' in the same order), rejections and :meth:`min_needed`.
+
+        ``admit_all`` (e.g. the series budget's ``admit_tracked``), if given, is asked first with
+        the batch's series: each one once when the partition knows them all (the steady state: a
+        batch holds each series several times), else every element's. If it admits them all at
+        once (True), ``admit`` is not asked; else ``admit`` is, as without it.
 
         Where it can tell the row-by-row semantics from the columns alone (every series already
         known to the partition, no element late or ahead of the typical time, no series
@@ -436,6 +442,17 @@ class Windower:
         bad: list[tuple[int, Exception | None]] = []
         if not n:
             return bad
+        slots: np.ndarray | None = None
+        if admit_all is not None:
+            slots = self._slots_of(series)
+            if slots.min() >= 0:
+                present = np.zeros(len(self._names), bool)
+                present[slots] = True
+                distinct: Iterable[str] = map(self._names.__getitem__, np.flatnonzero(present).tolist())
+            else:
+                distinct = series
+            if admit_all(distinct):
+                admit = None
         keep: np.ndarray | None = None
         if admit is not None:
             refused = {s for s in dict.fromkeys(series) if not admit(s)}
@@ -455,7 +472,7 @@ class Windower:
             ts, interval, count, total = ts[pos], interval[pos], count[pos], total[pos]
             lo, hi, refs = lo[pos], hi[pos], refs[pos]
         cols = (ts, interval, count, total, lo, hi, refs)
-        got = self._add_admitted(series, cols, kind)
+        got = self._add_admitted(series, cols, kind, slots if keep is None else None)
         if keep is not None:
             got = [(int(pos[k]), e) for k, e in got]
             bad = sorted(bad + got, key=_first)
@@ -463,8 +480,13 @@ class Windower:
             bad = got
         return bad
 
-    def _add_admitted(self, series: list[str], cols: tuple[np.ndarray, ...],
-                      kind: str) -> list[tuple[int, Exception | None]]:
+    def _slots_of(self, series: list[str]) -> np.ndarray:
+        """Each element's series' slot in the arrays of recent (-1: not in recent)."""
+        return np.fromiter(map(self._slots().get, series, repeat(-1)), np.int64, len(series))
+
+    def _add_admitted(self, series: list[str], cols: tuple[np.ndarray, ...], kind: str,
+                      slots: np.ndarray | None = None) -> list[tuple[int, Exception | None]]:
+        """``slots``: :meth:`_slots_of` the series, if known already."""
         n = len(series)
         out: list[tuple[int, Exception | None]] = []
         start = 0
@@ -473,8 +495,8 @@ class Windower:
                 break
             part = series[start:] if start else series
             pcols = tuple(c[start:] for c in cols) if start else cols
-            # each element's series' slot in the arrays of recent (-1: not in recent)
-            slots = np.fromiter(map(self._slots().get, part, repeat(-1)), np.int64, len(part))
+            if slots is None or attempt:
+                slots = self._slots_of(part)
             known = bool(slots.min() >= 0)
             cut = len(part)
             if not known and attempt == 0:

@@ -300,10 +300,13 @@ class Windows:
         def admit(series: str) -> bool:
             return budget_admit(series, now_m)
 
+        def admit_tracked(series: Iterable[str]) -> bool:
+            return budget.admit_tracked(series, now_m)
+
         def admission(series: Iterable[str]) -> Callable[[str], bool] | None:
             """``admit`` for the windower, or None when every one of ``series`` is tracked already
             (the steady state: all admitted at once)."""
-            return None if budget.admit_tracked(series, now_m) else admit
+            return None if admit_tracked(series) else admit
 
         parse, read = records.parse_input_message, records.read_input
         state.last_input[source] = now_m
@@ -371,7 +374,7 @@ class Windows:
                                 cat([c.sum for c in parts]), cat([c.min for c in parts]),
                                 cat([c.max for c in parts]),
                                 np.repeat(np.fromiter((m.offset for m, _ in columns), np.int64, len(columns)),
-                                          lens), kind, admission(series))
+                                          lens), kind, admit, admit_tracked)
             accepted += int(count.sum())
             if bad:
                 firsts = np.cumsum(lens) - lens

@@ -450,19 +450,22 @@ def _same_as_rows(batches, step, lateness, max_future, limit, kind="events", sta
     (``state_each=False``: the state at the end only, so the columns' windower reads its own
     ``recent`` only when its rows' path needs it; ``rows_below``: the columns' windower takes
     the batches of fewer elements by rows too, as the window agent does small messages; ``stats``:
-    counts there the batches of rows that came while the group-by held the claims)."""
+    counts there the batches of rows that came while the group-by held the claims). The columns'
+    windower asks its budget to admit each batch at once first (``admit_all``), as the window
+    agent does."""
     a = Windower(step, lateness, max_future)
     b = Windower(step, lateness, max_future)
     budget_a, budget_b = SeriesBudget(limit), SeriesBudget(limit)
-    for rows, refs in batches:
-        bad_a = a.add_rows(rows, kind, refs, admit=lambda s: budget_a.admit(s, 0.0))
+    for now, (rows, refs) in enumerate(batches):  # (each batch's series last seen at its number)
+        bad_a = a.add_rows(rows, kind, refs, admit=lambda s, now=now: budget_a.admit(s, now))
         if len(rows) < rows_below:
             if stats is not None:
                 stats["stale_rows"] = stats.get("stale_rows", 0) + b._stale
-            bad_b = b.add_rows(rows, kind, refs, admit=lambda s: budget_b.admit(s, 0.0))
+            bad_b = b.add_rows(rows, kind, refs, admit=lambda s, now=now: budget_b.admit(s, now))
         else:
             bad_b = b.add_columns(*_columns(rows), np.array(refs, np.int64), kind,
-                                  admit=lambda s: budget_b.admit(s, 0.0))
+                                  admit=lambda s, now=now: budget_b.admit(s, now),
+                                  admit_all=lambda s, now=now: budget_b.admit_tracked(s, now))
         assert [(k, e and e.reason, e and e.error) for k, e in bad_a] == [
             (k, e and e.reason, e and e.error) for k, e in bad_b]
         assert a.close_ready() == b.close_ready()
