@@ -61,6 +61,10 @@ YIELD_EVERY = 2_000
 #: of the window process before its event loop runs again, only while it reads a backlog (live, a
 #: fetch holds what came since the last one)
 COLUMNS_YIELD_EVERY = 100_000
+#: bytes one fetch takes of an input partition at most: a row-format aggregate is ~100 bytes of
+#: JSON, so 12 MB hold ~120,000 of them, a batch of COLUMNS_YIELD_EVERY (4 MB held ~40,000: the
+#: batches never reached it)
+INPUT_PARTITION_FETCH_BYTES = 12 * 2**20
 #: series whose points partition is remembered, at least (or twice the series tracked)
 POINTS_PARTITIONS_CACHED = 100_000
 #: an input row's series and event count
@@ -460,7 +464,7 @@ class Windows:
             session_timeout_ms=int(BROKER_SESSION_TIMEOUT * 1000),
             heartbeat_interval_ms=int(BROKER_HEARTBEAT_INTERVAL * 1000),
             rebalance_timeout_ms=int(BROKER_REBALANCE_TIMEOUT * 1000),
-            max_partition_fetch_bytes=4 * 1024 * 1024,
+            max_partition_fetch_bytes=INPUT_PARTITION_FETCH_BYTES,
         )
 
     async def run(self) -> None:
