@@ -61,9 +61,9 @@ YIELD_EVERY = 2_000
 #: of the window process before its event loop runs again, only while it reads a backlog (live, a
 #: fetch holds what came since the last one)
 COLUMNS_YIELD_EVERY = 100_000
-#: bytes one fetch takes of an input partition at most: a row-format aggregate is ~100 bytes of
-#: JSON, so 12 MB hold ~120,000 of them, a batch of COLUMNS_YIELD_EVERY (4 MB held ~40,000: the
-#: batches never reached it)
+#: bytes one fetch takes of an input partition at most: a row-format aggregate is ~85-100 bytes of
+#: JSON, so 12 MB hold a batch of COLUMNS_YIELD_EVERY (4 MB held ~48,000). A broker may answer less:
+#: the embedded one (Tansu) sends at most 5 MiB of a partition (~62,000 of them)
 INPUT_PARTITION_FETCH_BYTES = 12 * 2**20
 #: series whose points partition is remembered, at least (or twice the series tracked)
 POINTS_PARTITIONS_CACHED = 100_000
