@@ -136,3 +136,34 @@ def test_a_worker_whose_broker_is_gone_still_takes_its_window_process_with_it(tm
     os.killpg(worker.proc.pid, signal.SIGTERM)
     worker.proc.wait(60)
     assert not alive(child), "nothing the worker started outlives it"
+
+
+@pytest.mark.timeout(60)  # (a write that waits for the reader hangs: fails here, not after 600 s)
+def test_the_window_process_reports_without_waiting_for_the_worker_to_read():
+    """The reports go through a pipe the worker reads between its own steps: lines beyond what the
+    pipe holds are queued, not waited for (the window agent goes on), and reach the worker whole
+    and in order once it reads; a worker gone makes the next write raise, not hang."""
+    from streams.worker.window_process import REPORT_QUEUE_LINES, ReportPipe
+
+    r, w = os.pipe()
+    lines = [orjson.dumps({"kinds": [[f"svc{k}-{i:05d}/requests", "events"] for i in range(5000)]})
+             for k in range(8)]  # ~1.4 MB: over 20 times what the pipe holds
+    assert len(lines) < REPORT_QUEUE_LINES
+    writer = os.fdopen(w, "wb")
+    pipe = ReportPipe(writer)
+    for line in lines:
+        pipe.write(line)  # returns while nobody reads (the old direct write blocked here)
+    with os.fdopen(r, "rb") as reader:
+        got = [reader.readline().rstrip(b"\n") for _ in lines]
+        assert got == lines
+        pipe.close(5.0)
+        writer.close()
+        assert reader.read() == b""  # nothing more than the lines
+    r2, w2 = os.pipe()
+    os.close(r2)  # the worker is gone
+    gone = ReportPipe(os.fdopen(w2, "wb"))
+    gone.write(b"{}")
+    wait_for(lambda: gone.error is not None, timeout=5.0)
+    with pytest.raises(OSError):
+        gone.write(b"{}")
+    gone.close(1.0)
