@@ -726,19 +726,16 @@ def bench_model_path(broker: str, workdir: Path, series: int, warm: int, windows
     try:
         rss0 = w.rss() if rss_base is None else rss_base
         if seed_bytes:
-            # points only once the worker has read the checkpoints back (its table holds them:
-            # its RSS has grown by their size and stopped growing). A points message Faust drops
-            # while it recovers a table at start-up is never learnt when the group has no
-            # committed offset yet (streams/worker/models.py in_order takes the first message
-            # it sees as the partition's start): the benchmark would wait for it forever.
-            # With FORESIGHT_TABLE_STORE=disk the table holds them in its file, not in the RSS.
-            start, last, deadline = w.rss() + w.table_file_bytes(), -1, time.monotonic() + 900
-            while time.monotonic() < deadline:
-                now = w.rss() + w.table_file_bytes()
-                if now - start >= seed_bytes and now - last < 2**20:
-                    break
-                last = now
-                time.sleep(1.0)
+            # points only once the worker has read the checkpoints back (foresight_tables_ready: its
+            # table recovery done). A points message Faust drops while it recovers a table at
+            # start-up is never learnt when the group has no committed offset yet
+            # (streams/worker/models.py in_order takes the first message it sees as the partition's
+            # start): the benchmark would wait for it forever. (Until session 19: until the worker's
+            # RSS and table files had grown by the checkpoints' bytes, which the window process's own
+            # start-up passes at small series counts.)
+            deadline = time.monotonic() + 900
+            while metric(w.port, "foresight_tables_ready") < 1 and time.monotonic() < deadline:
+                time.sleep(0.2)
         t = time.monotonic()
         produce(first, first + warm)
         w.wait_counter("foresight_forecasts_out_total", warm * series, timeout=1800)

@@ -148,6 +148,13 @@ class Metrics:
         self.series_limit = Gauge(
             "foresight_series_limit", "Most series this worker holds (FORESIGHT_MAX_SERIES)", registry=r
         )
+        self.tables_ready = Gauge(
+            "foresight_tables_ready",
+            "1 once the worker's tables (models, views, targets) are read back from their changelogs for "
+            "its partitions; 0 while it reads them (at its start and after a rebalance): a series whose "
+            "points come meanwhile may start from a cold model",
+            registry=r,
+        )
         self.series_evicted = Counter(
             "foresight_series_evicted", "Idle series evicted from memory (checkpointed first)", registry=r
         )

@@ -261,8 +261,17 @@ def build(app: faust.App, settings: Settings, metrics: Metrics) -> WorkerContext
                           scaler_series(settings, "series limit"))
     metrics.series_limit.set(budget.limit)
     metrics.series_held.set_function(lambda: len(budget))
+    metrics.tables_ready.set_function(lambda: tables_ready(app))
     return WorkerContext(app, settings, metrics, topics, Checkpointer(signing_key), tables, store,
                          budget, out)
+
+
+def tables_ready(app: faust.App) -> float:
+    """1.0 once Faust has read the worker's tables back from their changelogs for its current
+    partitions (its table recovery completed, and none under way since a rebalance), else 0.0
+    (``foresight_tables_ready``)."""
+    done = app.tables.recovery.completed.is_set()
+    return float(done and not getattr(app, "in_recovery", False) and not app.rebalancing)
 
 
 def consumer_lag(app: faust.App, topics: Iterable[str]) -> Callable[[], Mapping[tuple[str, int], int]]:

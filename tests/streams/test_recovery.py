@@ -53,6 +53,7 @@ def test_sigkilled_worker_is_replaced_without_losing_windows_or_models(broker, p
 
     produce(broker, prefix, 60, 100)
     b = start_worker(prefix, **env)
+    assert wait_for(lambda: metric(b.port, "foresight_tables_ready") == 1, 60), "its tables read back"
     closed = 97  # windows 0..96 close once the watermark is in window 99
     points = read_topic(broker, f"{prefix}.points",
                         lambda ms: {m["start"] for m in ms} >= {T0 + w * WINDOW for w in range(closed)},
