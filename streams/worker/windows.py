@@ -57,7 +57,7 @@ YIELD_EVERY = 2_000
 #: series of a batch (its open windows, bounds and time are dict lookups), so a batch should hold
 #: each series of a partition several times: at 100,000 series a producer that aggregates every
 #: second sends each of a partition's 25,000 series once a second, and a batch of 40,000 held each
-#: once or twice. 100,000 (about one 4 MB partition fetch of row-format aggregates): about 0.2-0.3 s
+#: once or twice. 100,000 (about what one fetch of INPUT_PARTITION_FETCH_BYTES holds): about 0.2-0.3 s
 #: of the window process before its event loop runs again, only while it reads a backlog (live, a
 #: fetch holds what came since the last one)
 COLUMNS_YIELD_EVERY = 100_000
