@@ -623,6 +623,7 @@ def seed_checkpoints(broker: str, settings: Settings, names: list[str], windows:
     from detectors.bank import SeriesBank
     from streams.steps import model_shape
     from streams.web.cluster import partition_for
+    from streams.worker.changelog import send_round
 
     t = time.monotonic()
     period, horizon = model_shape(settings, WINDOW)
@@ -644,23 +645,17 @@ def seed_checkpoints(broker: str, settings: Settings, names: list[str], windows:
                                 max_request_size=8 * 1024 * 1024)
         await prod.start()
         try:
-            last: dict[int, tuple[bytes, bytes]] = {}  # per partition: its last checkpoint, held back
+            rounds: dict[int, list[tuple[bytes, bytes]]] = {}  # per partition: its checkpoints
             for n, name in enumerate(names):
                 [blob] = signer.dumps_rows(WINDOW, layout, [name.encode()], [states[n % PROTOTYPES]])
                 sent[0] += len(blob)
-                part = partition_for(name, settings.partitions)
-                if part in last:
-                    key, value = last[part]
-                    await prod.send(changelog, key=key, value=value, partition=part)
-                last[part] = (name.encode(), blob)
-            await prod.flush()
-            # each partition's last checkpoint in a batch of its own, as the worker's changelog
-            # writer ends its rounds (streams/worker/changelog.py): the embedded broker reports a
-            # partition's end as its newest batch's first offset + 1, and a table's recovery reads
-            # to that end (until session 19: of each partition's last batch only the first
-            # checkpoint was restored; 4 of 1,000 at 1,000 series)
-            for part, (key, value) in last.items():
-                await prod.send(changelog, key=key, value=value, partition=part)
+                rounds.setdefault(partition_for(name, settings.partitions), []).append((name.encode(), blob))
+            # as the worker's changelog writer sends them: each partition's last record in a batch
+            # of its own, so the end offset the embedded broker reports covers it and a table's
+            # recovery reads every checkpoint (until session 19 the benchmark used a plain send:
+            # of each partition's last batch only the first was restored; 4 of 1,000 at 1,000 series)
+            for part, records in rounds.items():
+                await send_round(prod, changelog, part, records)
             await prod.flush()
         finally:
             await prod.stop()

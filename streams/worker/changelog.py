@@ -31,7 +31,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
@@ -70,17 +70,31 @@ class ChangelogWriter:
             by_tp.setdefault((topics[id(p.table)], p.partition), []).append(p)
         async with self.lock:
             for (topic, partition), group in by_tp.items():
-                batch, first = client.create_batch(), 0
-                for i, p in enumerate(group[:-1]):
-                    if batch.append(key=p.key, value=p.value, timestamp=None) is None:  # full
-                        await _hand_over(client, batch, topic, partition, group[first:i])
-                        batch, first = client.create_batch(), i
-                        batch.append(key=p.key, value=p.value, timestamp=None)  # a batch takes its first
-                if len(group) > 1:
-                    await _hand_over(client, batch, topic, partition, group[first:-1])
-                last = client.create_batch()
-                last.append(key=group[-1].key, value=group[-1].value, timestamp=None)
-                await _hand_over(client, last, topic, partition, group[-1:])
+                await send_round(client, topic, partition, [(p.key, p.value) for p in group],
+                                 lambda first, end, group=group: _set(group[first:end]))
+
+
+async def send_round(client: Any, topic: str, partition: int, records: Sequence[tuple[bytes, bytes]],
+                     handed: Callable[[int, int], None] | None = None) -> None:
+    """Send ``records`` (key, value) to ``topic``'s ``partition`` with aiokafka's ``client``, in
+    order: in sealed batches, the last record in a batch of its own, so the end offset the broker
+    reports covers it (module docstring). ``handed(first, end)``: ``records[first:end]`` were
+    handed over, one call per batch. A batch that is not delivered is logged."""
+    if not records:
+        return
+    batch, first = client.create_batch(), 0
+    for i, (key, value) in enumerate(records[:-1]):
+        if batch.append(key=key, value=value, timestamp=None) is None:  # full
+            await _hand_over(client, batch, topic, partition, first, i, handed)
+            batch, first = client.create_batch(), i
+            batch.append(key=key, value=value, timestamp=None)  # a batch takes its first
+    end = len(records) - 1
+    if end > 0:
+        await _hand_over(client, batch, topic, partition, first, end, handed)
+    last = client.create_batch()
+    key, value = records[-1]
+    last.append(key=key, value=value, timestamp=None)
+    await _hand_over(client, last, topic, partition, end, end + 1, handed)
 
 
 def _aiokafka(producer: Any) -> Any:
@@ -89,12 +103,19 @@ def _aiokafka(producer: Any) -> Any:
     return ensure() if ensure is not None else producer
 
 
-async def _hand_over(client: Any, batch: Any, topic: str, partition: int, puts: Sequence[Put]) -> None:
-    """Seal ``batch`` (the records of ``puts``), queue it for ``topic``'s ``partition`` and set
-    ``puts`` in their tables; a batch that is not delivered is logged."""
+async def _hand_over(client: Any, batch: Any, topic: str, partition: int, first: int, end: int,
+                     handed: Callable[[int, int], None] | None) -> None:
+    """Seal ``batch`` (the round's records ``first`` to ``end``), queue it for ``topic``'s
+    ``partition`` and tell ``handed``; a batch that is not delivered is logged."""
     batch.close()  # nothing more joins it (not even a ``send`` to the same partition)
     fut = await client.send_batch(batch, topic, partition=partition)
-    fut.add_done_callback(lambda f: _warn_failed(f, topic, partition, len(puts)))
+    fut.add_done_callback(lambda f: _warn_failed(f, topic, partition, end - first))
+    if handed is not None:
+        handed(first, end)
+
+
+def _set(puts: Sequence[Put]) -> None:
+    """Set ``puts`` in their tables (one ``update`` per table)."""
     tables: dict[int, tuple[Any, list[tuple[bytes, bytes]]]] = {}
     for p in puts:
         tables.setdefault(id(p.table), (p.table, []))[1].append((p.key, p.value))
