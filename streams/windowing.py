@@ -270,14 +270,17 @@ class Windower:
         return math.floor(row[1] / self.step) * self.step
 
     def add_rows(self, rows: Sequence[Row], kind: str, refs: Sequence[int | None],
-                 admit: Callable[[str], bool] | None = None) -> list[tuple[int, Exception | None]]:
+                 admit: Callable[[str], bool] | None = None,
+                 admit_all: Callable[[Iterable[str]], bool] | None = None) -> list[tuple[int, Exception | None]]:
         """:meth:`add_row` of each of ``rows`` in turn, row ``k`` with the reference ``refs[k]``
         (e.g. messages' elements: one loop, not a call per row); return the rejected ones as
         (position, error), in order: an
         :class:`InvalidRecord`, or any other exception one row raised (the next rows are still
         added). ``admit`` (e.g. the series budget) is asked first for each row (once per series
         it admits: asking again must answer the same): a series it refuses is not touched
-        here, and its error is None.
+        here, and its error is None. ``admit_all`` (e.g. the budget's ``admit_tracked``), if
+        given, is asked before ``admit`` to admit the rows' series all at once (as in
+        :meth:`add_columns`); if it does (True), ``admit`` is not asked.
 
         >>> w = Windower(step=10, lateness_windows=0)
         >>> [(k, e and e.reason) for k, e in w.add_rows([("a", 1.0, 0.0, 1, 0.0, 1.0, 1.0),
@@ -300,7 +303,9 @@ class Windower:
                 cols = None
             if (cols is not None and cols[0].ndim == 1 and all(map(str.__instancecheck__, series))
                     and cols[2].tolist() == count):  # (whole counts only, as rows take them)
-                return self.add_columns(series, *cols, kind, admit)
+                return self.add_columns(series, *cols, kind, admit, admit_all)
+        if admit_all is not None and admit_all(map(_first, rows)):
+            admit = None
         return self._add_rows(rows, kind, refs, admit)
 
     def _add_rows(self, rows: Sequence[Row], kind: str, refs: Sequence[int | None],
@@ -443,15 +448,12 @@ class Windower:
         if not n:
             return bad
         slots: np.ndarray | None = None
+        batch: tuple[np.ndarray, np.ndarray, list[str]] | None = None
         if admit_all is not None:
             slots = self._slots_of(series)
             if slots.min() >= 0:
-                present = np.zeros(len(self._names), bool)
-                present[slots] = True
-                distinct: Iterable[str] = map(self._names.__getitem__, np.flatnonzero(present).tolist())
-            else:
-                distinct = series
-            if admit_all(distinct):
+                batch = self._batch_series(slots)
+            if admit_all(series if batch is None else batch[2]):
                 admit = None
         keep: np.ndarray | None = None
         if admit is not None:
@@ -472,7 +474,7 @@ class Windower:
             ts, interval, count, total = ts[pos], interval[pos], count[pos], total[pos]
             lo, hi, refs = lo[pos], hi[pos], refs[pos]
         cols = (ts, interval, count, total, lo, hi, refs)
-        got = self._add_admitted(series, cols, kind, slots if keep is None else None)
+        got = self._add_admitted(series, cols, kind, *((slots, batch) if keep is None else ()))
         if keep is not None:
             got = [(int(pos[k]), e) for k, e in got]
             bad = sorted(bad + got, key=_first)
@@ -484,9 +486,21 @@ class Windower:
         """Each element's series' slot in the arrays of recent (-1: not in recent)."""
         return np.fromiter(map(self._slots().get, series, repeat(-1)), np.int64, len(series))
 
+    def _batch_series(self, slots: np.ndarray) -> tuple[np.ndarray, np.ndarray, list[str]]:
+        """The distinct series of a batch whose elements' series have ``slots`` (all in recent),
+        numbered in the order of their slots: each element's series' number, each one's slot
+        and its name."""
+        present = np.zeros(len(self._names), bool)
+        present[slots] = True
+        su = np.flatnonzero(present)
+        return (np.cumsum(present) - 1)[slots], su, list(map(self._names.__getitem__, su.tolist()))
+
     def _add_admitted(self, series: list[str], cols: tuple[np.ndarray, ...], kind: str,
-                      slots: np.ndarray | None = None) -> list[tuple[int, Exception | None]]:
-        """``slots``: :meth:`_slots_of` the series, if known already."""
+                      slots: np.ndarray | None = None,
+                      batch: tuple[np.ndarray, np.ndarray, list[str]] | None = None
+                      ) -> list[tuple[int, Exception | None]]:
+        """``slots`` and ``batch``: :meth:`_slots_of` and :meth:`_batch_series` of ``series``,
+        if known already."""
         n = len(series)
         out: list[tuple[int, Exception | None]] = []
         start = 0
@@ -496,7 +510,7 @@ class Windower:
             part = series[start:] if start else series
             pcols = tuple(c[start:] for c in cols) if start else cols
             if slots is None or attempt:
-                slots = self._slots_of(part)
+                slots, batch = self._slots_of(part), None
             known = bool(slots.min() >= 0)
             cut = len(part)
             if not known and attempt == 0:
@@ -506,7 +520,7 @@ class Windower:
                     firsts.setdefault(part[k], k)
                 cut = max(firsts.values()) + 1
             elif known:
-                got = self._merge_columns(part, slots, pcols, kind)
+                got = self._merge_columns(part, batch or self._batch_series(slots), pcols, kind)
                 if got is not None:
                     out += [(k + start, e) for k, e in got]
                     return out
@@ -521,24 +535,20 @@ class Windower:
         rows = list(zip(series, ts, interval, count, total, lo, hi, strict=True))
         return self._add_rows(rows, kind, refs)
 
-    def _merge_columns(self, series: list[str], slots: np.ndarray, cols: tuple[np.ndarray, ...],
-                       kind: str) -> list[tuple[int, Exception | None]] | None:
+    def _merge_columns(self, series: list[str], batch: tuple[np.ndarray, np.ndarray, list[str]],
+                       cols: tuple[np.ndarray, ...], kind: str) -> list[tuple[int, Exception | None]] | None:
         """The vectorised :meth:`add_rows` of admitted elements of series all in ``recent``
-        (``slots``: each one's series' slot in the arrays of recent), or None (nothing changed)
-        where the columns cannot tell that it gives the same result."""
+        (``batch``: :meth:`_batch_series` of their slots), or None (nothing changed) where the
+        columns cannot tell that it gives the same result."""
         ts, interval, count, total, lo, hi, refs = cols
         closed_until, open_ = self.closed_until, self.open
         n, r_all = len(series), len(self._recent)
         if r_all < 2:
             return None
         step, inf = self.step, math.inf
-        # the batch's series (uniq), numbered (codes) in the order of their slots
-        present = np.zeros(r_all, bool)
-        present[slots] = True
-        su = np.flatnonzero(present)  # each series' slot
-        codes = (np.cumsum(present) - 1)[slots]
+        # the batch's series (uniq), numbered (codes) in the order of their slots (su)
+        codes, su, uniq = batch
         u = len(su)
-        uniq = list(map(self._names.__getitem__, su.tolist()))
         # each one's windows before this are closed (NaN: not tracked)
         cu0 = np.fromiter(map(closed_until.get, uniq, repeat(math.nan, u)), float, u)
         if np.isnan(cu0).any():

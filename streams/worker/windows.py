@@ -67,8 +67,8 @@ COLUMNS_YIELD_EVERY = 100_000
 INPUT_PARTITION_FETCH_BYTES = 12 * 2**20
 #: series whose points partition is remembered, at least (or twice the series tracked)
 POINTS_PARTITIONS_CACHED = 100_000
-#: an input row's series and event count
-_SERIES, _COUNT = itemgetter(0), itemgetter(3)
+#: an input row's event count
+_COUNT = itemgetter(3)
 #: seconds between offset commits of the input partitions (each flushes the producer first)
 COMMIT_SECONDS = 1.0
 #: an input partition sought back to an offset that has not come back to it this long after the
@@ -304,13 +304,8 @@ class Windows:
         def admit(series: str) -> bool:
             return budget_admit(series, now_m)
 
-        def admit_tracked(series: Iterable[str]) -> bool:
+        def admit_tracked(series: Iterable[str]) -> bool:  # (the steady state: all at once)
             return budget.admit_tracked(series, now_m)
-
-        def admission(series: Iterable[str]) -> Callable[[str], bool] | None:
-            """``admit`` for the windower, or None when every one of ``series`` is tracked already
-            (the steady state: all admitted at once)."""
-            return None if admit_tracked(series) else admit
 
         parse, read = records.parse_input_message, records.read_input
         state.last_input[source] = now_m
@@ -342,7 +337,7 @@ class Windows:
             if not pending:
                 return
             w = self.windower_for(topic, partition)
-            bad = w.add_rows(rows, kind, refs, admission(map(_SERIES, rows)))
+            bad = w.add_rows(rows, kind, refs, admit, admit_tracked)
             accepted += sum(map(_COUNT, rows))
             m = 0
             for k, exc in bad:

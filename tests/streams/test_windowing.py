@@ -451,8 +451,8 @@ def _same_as_rows(batches, step, lateness, max_future, limit, kind="events", sta
     ``recent`` only when its rows' path needs it; ``rows_below``: the columns' windower takes
     the batches of fewer elements by rows too, as the window agent does small messages; ``stats``:
     counts there the batches of rows that came while the group-by held the claims). The columns'
-    windower asks its budget to admit each batch at once first (``admit_all``), as the window
-    agent does."""
+    windower asks its budget to admit each batch at once first (``admit_all``, on either path), as
+    the window agent does."""
     a = Windower(step, lateness, max_future)
     b = Windower(step, lateness, max_future)
     budget_a, budget_b = SeriesBudget(limit), SeriesBudget(limit)
@@ -461,7 +461,8 @@ def _same_as_rows(batches, step, lateness, max_future, limit, kind="events", sta
         if len(rows) < rows_below:
             if stats is not None:
                 stats["stale_rows"] = stats.get("stale_rows", 0) + b._stale
-            bad_b = b.add_rows(rows, kind, refs, admit=lambda s, now=now: budget_b.admit(s, now))
+            bad_b = b.add_rows(rows, kind, refs, admit=lambda s, now=now: budget_b.admit(s, now),
+                               admit_all=lambda s, now=now: budget_b.admit_tracked(s, now))
         else:
             bad_b = b.add_columns(*_columns(rows), np.array(refs, np.int64), kind,
                                   admit=lambda s, now=now: budget_b.admit(s, now),
