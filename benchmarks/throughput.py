@@ -825,8 +825,9 @@ def bench_model_path(broker: str, workdir: Path, series: int, warm: int, windows
         # (to its checkpoints written) and the paced windows (to their checkpoints written)
         "broker_cpu_s_by_step": {"backlog": bcpu1 - bcpu0, "paced": bcpu2 - bcpu1},
         "wall_s_by_step": {"backlog": wall1, "paced": wall2},
-        # the model agent's seconds handing its forecasts to the producer in each step: mostly
-        # waiting for the broker to take a partition's previous batch (one request in flight)
+        # the model agent's seconds waiting to hand its forecasts to their outbox in each step (full:
+        # the broker takes them slower than the agent learns; until session 20, the agent's waits for
+        # the broker to take a partition's previous batch, one request in flight)
         "forecasts_send_s_by_step": {"backlog": sent1 - sent0, "paced": sent2 - sent1},
         # the paced step's worker CPU per series update: every series learns each paced window and
         # the same share of series checkpoints in it, run after run (the backlog's checkpoints vary

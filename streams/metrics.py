@@ -114,13 +114,12 @@ class Metrics:
         self.model_updates = Counter(
             "foresight_model_updates", "Series model updates (one closed window of one series)", registry=r
         )
-        # the model agent's wait for the producer: aiokafka holds a partition's next record while
-        # the partition's batch is full, until the batch in flight to its broker (one request at a
-        # time per broker) is answered, so this is mostly the broker's time to take the forecasts
+        # the model agent's wait for room in the forecasts' outbox (streams/worker/outbox.py), whose
+        # thread sends them while the agent learns on: backpressure from a broker slower than the agent
         self.forecasts_send_seconds = Counter(
             "foresight_forecasts_send_seconds",
-            "Seconds the model agent spent handing forecasts messages to the producer (waiting, when a "
-            "partition's batch is full, for the broker to take the one before: backpressure)",
+            "Seconds the model agent waited to hand forecasts messages to their outbox (full: the "
+            "broker takes them slower than the agent learns; backpressure)",
             registry=r,
         )
         self.relearn_skipped = Counter(

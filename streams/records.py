@@ -30,6 +30,7 @@ import json
 import math
 import re
 from array import array
+from collections.abc import Sequence
 from dataclasses import dataclass
 from itertools import repeat
 from operator import itemgetter
@@ -1213,6 +1214,24 @@ class PointColumns:
 
     def __iter__(self) -> Any:
         return (self[k] for k in range(len(self)))
+
+    @classmethod
+    def concat(cls, parts: Sequence[PointColumns]) -> PointColumns:
+        """The points of ``parts``, one after the other.
+
+        >>> a = PointColumns.of([Point("a", 0.0, 10.0, 1, 2.0, 2.0, 2.0, 2.0)])
+        >>> c = PointColumns.concat([a, PointColumns.empty(), a])
+        >>> c.series, c.value.tolist(), c.count.dtype.name
+        (['a', 'a'], [2.0, 2.0], 'int64')
+        """
+        if len(parts) == 1:
+            return parts[0]
+        if not parts:
+            return cls.empty()
+        cat = np.concatenate
+        return cls([s for p in parts for s in p.series], cat([p.start for p in parts]),
+                   cat([p.end for p in parts]), cat([p.count for p in parts]), cat([p.sum for p in parts]),
+                   cat([p.min for p in parts]), cat([p.max for p in parts]), cat([p.value for p in parts]))
 
     def take(self, rows: np.ndarray) -> PointColumns:
         """The points at ``rows`` (indices or a boolean mask)."""

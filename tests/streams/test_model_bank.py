@@ -389,6 +389,54 @@ def test_a_gap_in_a_points_partition_is_read_from_the_broker(broker, prefix, tmp
     assert values == [f"m{i}".encode() for i in range(6)]
 
 
+def test_messages_learnt_together_give_the_forecasts_of_each_learnt_alone(tmp_path):
+    """The model agent learns the points messages it takes at once together (one bank update for
+    the series of every partition, a series' later windows in later updates): each partition's
+    forecasts and checkpoints due are those of the messages learnt one by one, in the same order."""
+    from streams.records import PointColumns
+    from streams.worker import build_worker
+    from streams.worker.models import Models
+
+    def models(name: str) -> Models:
+        return Models(build_worker(Settings(data_dir=str(tmp_path / name), model_key="k" * 32,
+                                            window_seconds=WINDOW, period_steps=12, horizon_steps=3,
+                                            checkpoint_every=3)))
+
+    names = {0: [f"zero/{i}" for i in range(5)], 1: [f"one/{i}" for i in range(3)]}
+
+    def message(part: int, w: int) -> PointColumns:
+        t = T0 + w * WINDOW
+        return PointColumns.of([Point(s, t, t + WINDOW, 1, v, v, v, v) for i, s in enumerate(names[part])
+                                for v in [100.0 + 10 * i + 20 * math.sin(w / 3 + part) + (w % 7)]])
+
+    alone, together = models("alone"), models("together")
+    got: dict[str, dict[int, list[Any]]] = {"alone": {0: [], 1: []}, "together": {0: [], 1: []}}
+    due: dict[str, list[tuple[int, list[str]]]] = {"alone": [], "together": []}
+
+    def keep(kind: str, outs: list[Any]) -> None:
+        for out in outs:
+            for part, fcs in out.forecasts.items():
+                got[kind][part] += [(fc.series, fc.issued.tolist(), fc.intervals.tolist()) for fc in fcs]
+        # a group's checkpoints due, per partition (written together once the group is learnt)
+        due[kind].append(sorted({(part, s) for out in outs for part, d in out.due.items() for s in d}))
+
+    for w in range(0, 40, 4):
+        msgs = [(part, message(part, w + k)) for k in range(4) for part in (0, 1)]
+        keep("alone", [alone.learn(pts, part) for part, pts in msgs])
+        keep("together", [together.learn(PointColumns.concat([p for _, p in msgs]),
+                                         np.repeat([part for part, _ in msgs], [len(p) for _, p in msgs]))])
+
+    def flat(kind: str, part: int) -> list[tuple[str, float, list[float]]]:
+        return [(s, t, iv) for series, ts, ivs in got[kind][part] for s, t, iv in zip(series, ts, ivs, strict=True)]
+
+    for part in (0, 1):
+        assert flat("together", part) == flat("alone", part)
+        assert {s for s, _, _ in flat("together", part)} == set(names[part])
+    assert len(flat("together", 0)) == 5 * 40
+    # the same series come due in each group, on their own partitions
+    assert due["together"] == due["alone"] and any(due["alone"])
+
+
 def test_a_message_that_made_checkpoints_due_is_acknowledged_once_they_are_written(tmp_path):
     """The model agent's acknowledgements (streams/worker/models.py PendingCheckpoints): a
     points message that made no checkpoint due is acknowledged at once; one that did waits until
@@ -418,19 +466,19 @@ def test_a_message_that_made_checkpoints_due_is_acknowledged_once_they_are_writt
         for name, due in (("m0", {}), ("m1", {"svc/a": cached}), ("m2", {})):
             models.pending.start()
             models.pending.add(due, 0, now=asyncio.get_running_loop().time())
-            await models.finished(stream, name)
+            await models.finished(stream, [name])
             seen.append(list(stream.acked))
-        assert models.pending.busy is False and models.pending.held == [(stream, "m1")]
+        assert models.pending.busy is False and models.pending.held == [(stream, "m1", [])]
         await models.write_due()  # as the idle timer does
         seen.append(list(stream.acked))
         # held again, then a rebalance: forgotten, never acknowledged
         models.pending.start()
         models.pending.add({"svc/b": cached}, 1, now=0.0)
-        await models.finished(stream, "m3")  # came due at 0.0: overdue, written before the next message
+        await models.finished(stream, ["m3"])  # came due at 0.0: overdue, written before the next message
         seen.append(list(stream.acked))
         models.pending.start()
         models.pending.add({"svc/c": cached}, 1, now=float("inf"))
-        await models.finished(stream, "m4")
+        await models.finished(stream, ["m4"])
         models.revoked()
         await models.write_due()
         seen.append(list(stream.acked))
@@ -439,6 +487,59 @@ def test_a_message_that_made_checkpoints_due_is_acknowledged_once_they_are_writt
     assert asyncio.run(run()) == [["m0"], ["m0"], ["m0", "m2"], ["m0", "m2", "m1"], ["m0", "m2", "m1", "m3"],
                                   ["m0", "m2", "m1", "m3"]]
     assert models.pending.due == {} and models.pending.held == []
+
+
+def test_a_points_message_is_acknowledged_once_its_forecasts_are_delivered(tmp_path):
+    """The forecasts go out through the outbox (streams/worker/outbox.py) while the agent learns
+    on: a points message is acknowledged once the broker has its forecasts (``pending.sent``, the
+    outbox's futures), after its checkpoints if it made any due, and never if a delivery failed
+    (counted: the partition's next owner learns it again)."""
+    import asyncio
+
+    from streams.worker import build_worker
+    from streams.worker.models import Models
+
+    class _Event:
+        def __init__(self, name: str) -> None:
+            self.name, self.message = name, type("M", (), {"topic": "p", "partition": 0, "offset": 1})()
+
+    class _Acks:
+        def __init__(self) -> None:
+            self.acked: list[str] = []
+
+        async def ack(self, event: _Event) -> bool:
+            self.acked.append(event.name)
+            return True
+
+    settings = Settings(data_dir=str(tmp_path / "data"), model_key="k" * 32)
+    models = Models(build_worker(settings))
+    errors = models.ctx.metrics.processing_errors.labels("model")
+
+    async def run() -> list[list[str]]:
+        loop, stream, seen = asyncio.get_running_loop(), _Acks(), []
+        sent = [loop.create_future() for _ in range(4)]
+        for name, futures, due in (("m0", sent[:2], {}), ("m1", sent[2:3], {"svc/a": object()}),
+                                   ("m2", sent[3:], {})):
+            models.pending.start()
+            models.pending.sent.extend(futures)
+            models.pending.add(due, 0, now=loop.time())
+            await models.finished(stream, [_Event(name)])
+        seen.append(list(stream.acked))  # nothing delivered yet
+        sent[0].set_result(None)
+        await asyncio.sleep(0.01)
+        seen.append(list(stream.acked))  # m0 has one of two
+        sent[1].set_result(None)
+        sent[2].set_result(None)
+        sent[3].set_exception(RuntimeError("broker gone"))
+        await asyncio.sleep(0.01)
+        seen.append(list(stream.acked))  # m0 delivered; m1 waits for its checkpoints; m2 failed
+        await models.write_due()
+        seen.append(list(stream.acked))
+        return seen
+
+    before = errors._value.get()
+    assert asyncio.run(run()) == [[], [], ["m0"], ["m0", "m1"]]
+    assert errors._value.get() == before + 1
 
 
 def test_the_stalled_end_of_a_points_partition_is_read_from_the_broker(broker, prefix, tmp_path):
@@ -481,8 +582,8 @@ def test_the_stalled_end_of_a_points_partition_is_read_from_the_broker(broker, p
         source = (topic, 1)
         learnt: list[bytes] = []
 
-        async def learn(msg: Any) -> None:
-            learnt.append(msg.value)
+        async def learn(msgs: list[Any]) -> None:
+            learnt.extend(msg.value for msg in msgs)
 
         out: dict[str, Any] = {}
         # a fresh group, nothing handed over: from the partition's first offset
