@@ -1,8 +1,11 @@
 """The model agent and the history agent: closed windows -> per-series models.
 
 - model agent: ``points`` -> the series' models -> ``forecasts`` and
-  ``anomalies`` (models checkpointed, signed, to the ``models`` table every N
-  updates and at most every :data:`CHECKPOINT_MIN_SECONDS`, the series' view to
+  ``anomalies`` (the messages waiting taken and learnt together, :data:`TAKE_MESSAGES`;
+  the forecasts sent by their outbox, :mod:`streams.worker.outbox`, while the agent
+  learns on, and a message acknowledged once its forecasts are delivered; models
+  checkpointed, signed, to the ``models`` table every N updates and at most every
+  :data:`CHECKPOINT_MIN_SECONDS`, the series' view to
   ``series_view``; the checkpoints are handed to the producer before the points
   message that made them due is acknowledged, but off the forecasts' path: once
   the agent is idle, or within :data:`CHECKPOINT_DEFER_SECONDS`, see
@@ -108,15 +111,19 @@ CHECKPOINT_CHUNK = 2_000
 #: points messages the model agent takes at once at most (those waiting, or those that come within
 #: :data:`TAKE_SECONDS`), learnt together in groups of :data:`LEARN_BYTES` (:func:`learn_groups`):
 #: a bank update costs ~1 ms whatever its rows, so 250 series a message (1,000 series over 4
-#: partitions) paid ~4 µs an update more than rows of 1,000 (``benchmarks/bank.py``-style
-#: microbenchmark, session 20: 10.8 against 7.4 µs an update)
+#: partitions) paid ~4 µs an update more than rows of 1,000 (a microbenchmark of
+#: ``SeriesBank.update`` on 20,000 warm rows, session 20: 10.8 against 7.4 µs an update)
 TAKE_MESSAGES = 64
 #: seconds the model agent waits for more points messages once it has one (a window's messages
 #: come together: its forecasts are at most this much later)
 TAKE_SECONDS = 0.02
-#: bytes of points messages learnt in one go at most (one message at least): a bank update's
-#: results hold ~1.5 KB a series (62 horizons of 3 float64), ~20 MB for the ~14,000 points of 1 MB
-LEARN_BYTES = 1 << 20
+#: bytes of points messages learnt in one go at most (one message at least): the size a points
+#: message is cut at (``records.MAX_BATCH_BYTES``), so that small messages (250 points of 1,000
+#: series over 4 partitions) are learnt ~12 at a time, and a full one (~3,500 points) alone, as
+#: before. A bank update's results hold ~1.5 KB a series (62 horizons of 3 float64): groups of
+#: 1 MB made a worker of 10,000 series ~9 KB a series larger (54 against 45 KB, with a 64 MB
+#: outbox), at no measurable gain in rate
+LEARN_BYTES = records.MAX_BATCH_BYTES
 #: how long the first look at a points partition waits for where it starts, and how long
 #: reading the records a gap skipped waits for them (:meth:`Models._read_range`)
 START_OFFSET_TIMEOUT_SECONDS = 10.0

@@ -1,14 +1,15 @@
 """The forecasts' outbox: the model agent's forecasts messages, sent by a producer of their own
 on a thread of their own.
 
-Why a thread: a points message of 25,000 series makes ~18 MB of forecasts (62 horizons of three
-float32 values a series). aiokafka holds the next record of a partition whose batch is full until
-that batch is drained, and it has one request in flight per broker, so handing 18 MB to Faust's
-producer takes ~36 broker round trips of 512 KB. The model agent waited for them before it learnt
-its next message, and while it learnt, its event loop (the same one) sent nothing: learning and
-the broker's work took turns. Measured before the outbox (``python benchmarks/throughput.py
---model-path``, 300,000 updates): the agent waited 1.2 s at 1,000 series and 1.7 s at 100,000
-series of the ~7 s the backlog took. Here the sends go on while the agent learns the next message.
+Why a thread: a series' forecast is 744 bytes (62 horizons of three float32 values), so 100,000
+series make 74 MB of forecasts a window. aiokafka holds the next record of a partition whose batch
+is full until that batch is drained, and it has one request in flight per broker: handing a points
+message's forecasts to Faust's producer took a broker round trip per 512 KB batch. The model agent
+waited for them before it learnt its next message, and while it learnt, its event loop (the same
+one) sent nothing: learning and the broker's work took turns. Measured before the outbox
+(``python benchmarks/throughput.py --model-path``, 300,000 updates): the agent waited 1.2 s at
+1,000 series and 1.7 s at 100,000 series of the ~7 s the backlog took. Here the sends go on while
+the agent learns the next message.
 
 What it keeps:
 
@@ -38,9 +39,9 @@ from streams.settings import Settings
 
 log = logging.getLogger("foresight.worker")
 
-#: bytes of forecasts messages the outbox holds at most before :meth:`Outbox.send` waits (about
-#: four points messages of 25,000 series)
-OUTBOX_MAX_BYTES = 64 * 2**20
+#: bytes of forecasts messages the outbox holds at most before :meth:`Outbox.send` waits (the
+#: forecasts of ~22,000 series; a full points message's, ~3,500 series, are ~2.6 MB)
+OUTBOX_MAX_BYTES = 16 * 2**20
 #: seconds between two attempts to start the outbox's producer (the broker not reachable yet)
 START_RETRY_SECONDS = 1.0
 #: seconds :meth:`Outbox.stop` waits for what is queued to be delivered
