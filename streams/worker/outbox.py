@@ -91,7 +91,7 @@ class Outbox:
         a future (of the running loop) done once the broker has acknowledged them all, or with
         the first error. Waits while the outbox holds :data:`OUTBOX_MAX_BYTES` or more."""
         caller = asyncio.get_running_loop()
-        if self._caller is None:
+        if self._caller is not caller:  # the first call (or a new loop: a test's asyncio.run)
             self._caller, self._room = caller, asyncio.Event()
         self.start()
         assert self._loop is not None and self._queue is not None and self._room is not None
@@ -145,8 +145,11 @@ class Outbox:
                 if item is None:
                     break
                 topic, partition, messages, size, done = item
-                while producer is None:
+                while producer is None and not self._stopping:
                     producer = await self._start_producer()
+                if producer is None:  # stopped before the broker could be reached
+                    self._finish(size, done, RuntimeError("the outbox stopped before its producer started"))
+                    continue
                 try:
                     futures = [(n, await producer.send(topic, body, partition=partition)) for n, body in messages]
                 except Exception as exc:  # noqa: BLE001 - this call fails; the next ones are tried

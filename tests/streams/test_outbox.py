@@ -4,6 +4,7 @@ delivered in order, a future per call done once the broker has them, backpressur
 from __future__ import annotations
 
 import asyncio
+import time
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
@@ -112,3 +113,22 @@ def test_stop_delivers_what_is_queued_first(broker, prefix):
     outbox.stop()  # the caller's loop is gone: nothing to tell, but the messages go out
     assert len(delivered) == 50
     assert _read(broker, topic, 0, 50) == [b"%d" % k * 2000 for k in range(50)]
+
+
+def test_an_outbox_whose_broker_cannot_be_reached_retries_and_stops_when_told(prefix):
+    from streams.broker import free_port
+
+    outbox = Outbox(Settings(broker=f"127.0.0.1:{free_port()}", app_id=f"{prefix}-app"), lambda n: None)
+
+    async def run() -> asyncio.Future[None]:
+        done = await outbox.send(f"{prefix}-forecasts", 0, [(1, b"x")])
+        await asyncio.sleep(1.5)  # a start failed, and another is tried
+        assert not done.done()
+        return done
+
+    done = asyncio.run(run())
+    t = time.monotonic()
+    outbox.stop()
+    assert time.monotonic() - t < 4, "stop waits for the retries no longer than one"
+    assert not outbox._thread.is_alive()
+    assert outbox.queued_bytes == 0 and not done.done()  # its loop is gone: nothing to tell it
