@@ -1036,7 +1036,8 @@ def install(ctx: WorkerContext) -> Models:
 
     @ctx.app.agent(ctx.raw_topic(ctx.topics.points), name="model-agent")
     async def model_agent(stream: faust.StreamT) -> None:
-        # acknowledged by hand: a message that made checkpoints due once they are written
+        # acknowledged by hand: once the broker has the forecasts, and the checkpoints the
+        # message made due are written (Models.finished)
         manual = stream.noack()
         async for events in manual.noack_take(TAKE_MESSAGES, within=TAKE_SECONDS):
             async with models.lock:
