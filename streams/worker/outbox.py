@@ -138,6 +138,7 @@ class Outbox:
 
     async def _drain(self, queue: asyncio.Queue[Any]) -> None:
         producer = None
+        gave_up = False  # a start failed once the outbox was told to stop: no more tries
         pending: set[asyncio.Task[None]] = set()
         try:
             while True:
@@ -145,10 +146,11 @@ class Outbox:
                 if item is None:
                     break
                 topic, partition, messages, size, done = item
-                while producer is None and not self._stopping:
+                while producer is None and not gave_up:
                     producer = await self._start_producer()
-                if producer is None:  # stopped before the broker could be reached
-                    self._finish(size, done, RuntimeError("the outbox stopped before its producer started"))
+                    gave_up = producer is None and self._stopping
+                if producer is None:  # stopped, and the broker could not be reached
+                    self._finish(size, done, RuntimeError("the outbox stopped and its broker cannot be reached"))
                     continue
                 try:
                     futures = [(n, await producer.send(topic, body, partition=partition)) for n, body in messages]
@@ -161,9 +163,11 @@ class Outbox:
         finally:
             if producer is not None:
                 try:
-                    await producer.stop()  # flushes what is batched
+                    await producer.stop()  # flushes what is batched: its deliveries are settled
                 except Exception:  # noqa: BLE001 - stopping anyway
                     log.warning("forecasts outbox: stopping its producer failed", exc_info=True)
+            if pending:  # count and tell what the flush delivered (their tasks may not have run yet)
+                await asyncio.wait(list(pending), timeout=STOP_TIMEOUT_SECONDS)
             for task in list(pending):
                 if not task.done():
                     task.cancel()
