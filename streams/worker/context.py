@@ -54,6 +54,17 @@ BROKER_SESSION_TIMEOUT, BROKER_HEARTBEAT_INTERVAL, BROKER_REBALANCE_TIMEOUT = 4.
 PRODUCER_LINGER_MS = 5
 
 
+def worker_producer(settings: Settings, role: str) -> Any:
+    """An aiokafka producer of the worker besides Faust's (the window process's, the forecasts'
+    outbox's), configured as Faust's: the worker's client settings (``streams/kafka_config.py``),
+    ``acks=all``, :data:`PRODUCER_LINGER_MS` and :data:`PRODUCER_MAX_BATCH_BYTES`; client id
+    ``<app id>-<role>``. Not started."""
+    from aiokafka import AIOKafkaProducer
+
+    return AIOKafkaProducer(**kafka_config.client_kwargs(settings), client_id=f"{settings.app_id}-{role}",
+                            acks="all", linger_ms=PRODUCER_LINGER_MS, max_batch_size=PRODUCER_MAX_BATCH_BYTES)
+
+
 def horizon_steps(settings: Settings) -> int:
     """Windows each forecast covers (``FORESIGHT_HORIZON_SECONDS``, or ``_STEPS``)."""
     return settings.forecast_horizon_steps()

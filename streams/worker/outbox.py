@@ -22,8 +22,8 @@ What it keeps:
   partition's next owner learns them again (its forecasts the same numbers).
 - **Bounded memory.** At most :data:`OUTBOX_MAX_BYTES` wait in it; :meth:`Outbox.send` waits for
   room (backpressure, counted in ``foresight_forecasts_send_seconds``).
-- **Safe.** The producer has the worker's client settings (``streams/kafka_config.py``: address,
-  TLS, SASL) and ``acks=all``, like the window process's.
+- **Safe.** The producer is the worker's (:func:`~streams.worker.context.worker_producer`: its
+  client settings, address, TLS, SASL, and ``acks=all``), as the window process's is.
 """
 
 from __future__ import annotations
@@ -34,8 +34,8 @@ import threading
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from streams import kafka_config
 from streams.settings import Settings
+from streams.worker.context import worker_producer
 
 log = logging.getLogger("foresight.worker")
 
@@ -51,16 +51,14 @@ STOP_TIMEOUT_SECONDS = 5.0
 class Outbox:
     """Messages sent in order by a producer on a thread of its own (see the module).
 
-    ``factory(settings)`` builds the (not yet started) aiokafka producer; ``on_delivered(n)`` is
-    called, on the outbox's thread, for each message the broker acknowledged, with the records
-    it carries."""
+    ``on_delivered(n)`` is called, on the outbox's thread, for each message the broker
+    acknowledged, with the records it carries."""
 
     def __init__(self, settings: Settings, on_delivered: Callable[[int], None],
-                 max_bytes: int = OUTBOX_MAX_BYTES, factory: Callable[[Settings], Any] | None = None) -> None:
+                 max_bytes: int = OUTBOX_MAX_BYTES) -> None:
         self.settings = settings
         self.on_delivered = on_delivered
         self.max_bytes = max_bytes
-        self.factory = factory or _producer
         self._lock = threading.Lock()
         #: bytes handed over and not delivered (or failed) yet
         self._bytes = 0
@@ -173,7 +171,7 @@ class Outbox:
                     task.cancel()
 
     async def _start_producer(self) -> Any:
-        producer = self.factory(self.settings)
+        producer = worker_producer(self.settings, "forecasts")
         try:
             await producer.start()
             return producer
@@ -216,13 +214,4 @@ def _resolve(done: asyncio.Future[None], error: BaseException | None, room: asyn
             done.set_exception(error)
     if room is not None:
         room.set()
-
-
-def _producer(settings: Settings) -> Any:
-    from aiokafka import AIOKafkaProducer
-
-    from streams.worker.context import PRODUCER_LINGER_MS, PRODUCER_MAX_BATCH_BYTES
-
-    return AIOKafkaProducer(**kafka_config.client_kwargs(settings), client_id=f"{settings.app_id}-forecasts",
-                            acks="all", linger_ms=PRODUCER_LINGER_MS, max_batch_size=PRODUCER_MAX_BATCH_BYTES)
 

@@ -49,7 +49,6 @@ import orjson
 from aiokafka import AIOKafkaProducer
 from prometheus_client import Counter
 
-from streams import kafka_config
 from streams.budget import SeriesBudget
 from streams.metrics import Metrics
 from streams.settings import Settings
@@ -57,11 +56,10 @@ from streams.topics import Topics
 from streams.web.specs import scaler_series
 from streams.worker import eviction
 from streams.worker.context import (
-    PRODUCER_LINGER_MS,
-    PRODUCER_MAX_BATCH_BYTES,
     Source,
     WorkerContext,
     WorkerState,
+    worker_producer,
 )
 from streams.worker.windows import Windows
 
@@ -288,8 +286,7 @@ async def _stdin_closed() -> None:
 async def serve(settings: Settings, stream: IO[bytes]) -> None:
     """The window process: the window agent, its timers and the reports, until the worker
     closes standard input or SIGTERM/SIGINT."""
-    producer = AIOKafkaProducer(**kafka_config.client_kwargs(settings), client_id=f"{settings.app_id}-window",
-                                acks="all", linger_ms=PRODUCER_LINGER_MS, max_batch_size=PRODUCER_MAX_BATCH_BYTES)
+    producer = worker_producer(settings, "window")
     await producer.start()
     metrics = Metrics()
     budget = SeriesBudget(settings.max_series_limit(), settings.series_idle_seconds,
