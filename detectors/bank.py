@@ -232,6 +232,25 @@ class SeriesBank:
         self._used[row] = True
         return row
 
+    def add_many(self, n: int) -> list[int]:
+        """:meth:`add` ``n`` times (the same rows, in the same order), growing the bank at most once.
+
+        >>> b = SeriesBank.for_config(10.0)
+        >>> rows = b.add_many(3); b.remove(rows[1])
+        >>> b.add_many(3), len(b), b.capacity >= 4
+        ([1, 3, 4], 5, True)
+        """
+        k = min(n, len(self._free))
+        rows = [self._free.pop() for _ in range(k)]
+        top = self._top
+        if n > k:
+            self._top = top + n - k
+            if self._top > self.cols.capacity:
+                self._grow(self._top)
+            rows += range(top, self._top)
+        self._used[rows] = True
+        return rows
+
     def remove(self, row: int) -> None:
         """Free ``row``; its state is dropped (export it first to keep it)."""
         if not (0 <= row < self._top and self._used[row]):

@@ -43,6 +43,10 @@ SCHEME = "foresight-disk"
 #: often stays near, the rest is the operating system's page cache of the file)
 CACHE_KIB = 2048
 
+#: keys one query of :meth:`SqliteMapping.present` asks about at most (sqlite's bound on a
+#: statement's parameters is 999 in its older versions)
+PRESENT_KEYS = 900
+
 #: a key or value of a table (the worker's tables are raw bytes)
 Key = Any
 Value = Any
@@ -98,6 +102,21 @@ class SqliteMapping(MutableMapping[Key, Value]):
             return self._db.execute("SELECT 1 FROM kv WHERE k = ?", (key,)).fetchone() is not None
         except (sqlite3.InterfaceError, sqlite3.ProgrammingError):  # a key sqlite cannot hold is not in it
             return False
+
+    def present(self, keys: list[Key]) -> set[Key]:
+        """The keys of ``keys`` in the mapping: one query per :data:`PRESENT_KEYS` of them, where
+        ``in`` is a query per key (a first window of thousands of new series asks about each).
+
+        >>> m = SqliteMapping(None); m[b"a"] = b"1"; m[b"c"] = b"3"
+        >>> sorted(m.present([b"a", b"b", b"c", b"a"]))
+        [b'a', b'c']
+        """
+        out: set[Key] = set()
+        for i in range(0, len(keys), PRESENT_KEYS):
+            part = keys[i:i + PRESENT_KEYS]
+            marks = ",".join("?" * len(part))
+            out.update(k for (k,) in self._db.execute(f"SELECT k FROM kv WHERE k IN ({marks})", part))
+        return out
 
     def __iter__(self) -> Iterator[Key]:
         # the keys as they are now: the caller may change the mapping while it iterates
@@ -182,6 +201,24 @@ class DiskStore(memory.Store):
     async def on_recovery_completed(self, active_tps: set[TP], standby_tps: set[TP]) -> None:
         """Drop the keys of every partition this worker is no longer active for."""
         self.data.drop_partitions_except({tp.partition for tp in active_tps})
+
+
+def keys_present(table: Any, keys: list[Key]) -> set[Key]:
+    """The keys of ``keys`` in ``table`` (a Faust table, or any mapping): asked together
+    (:meth:`SqliteMapping.present`) when the table's store is a :class:`DiskStore`, else one
+    by one; a key the store cannot hold (a query that fails) is asked on its own, and is not in
+    it if ``in`` says so.
+
+    >>> keys_present({b"a": 1}, [b"a", b"b"])
+    {b'a'}
+    """
+    data = getattr(getattr(table, "data", None), "data", None)
+    if isinstance(data, SqliteMapping):
+        try:
+            return data.present(keys)
+        except (sqlite3.InterfaceError, sqlite3.ProgrammingError):
+            pass
+    return {k for k in keys if k in table}
 
 
 def store_url(kind: str) -> str:

@@ -61,6 +61,7 @@ import time
 import weakref
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from itertools import repeat
 from typing import Any
 
 import faust
@@ -76,6 +77,7 @@ from streams.lifecycle import delivered
 from streams.ratelog import RateLimitedLog
 from streams.records import PointColumns
 from streams.steps import StepEstimator, model_shape
+from streams.tablestore import keys_present
 from streams.web.readmodel import Anomaly
 from streams.worker.changelog import Put
 from streams.worker.context import BankKey, Cached, WorkerContext
@@ -375,10 +377,13 @@ class Models:
         ctx = self.ctx
         held = ctx.state.models
         groups: dict[tuple[int, bool], tuple[SeriesBank, float, list[str], list[Any]]] = {}
+        cold: dict[str, None] = {}  # (given their rows together: a first window brings thousands)
+        names = [s for s in names if s not in held]
+        saved = keys_present(ctx.tables.models, [s.encode() for s in names])  # (one query, not one each)
         for series in names:
             if series in held:
                 continue
-            model = self._checkpoint(series)
+            model = self._checkpoint(series) if series.encode() in saved else None
             if isinstance(model, RowCheckpoint):
                 step = model.step
                 bank = self.bank_for(step) if math.isfinite(step) and step > 0 else None
@@ -386,8 +391,7 @@ class Models:
                     self._unloadable(series, ValueError("a bank row of another configuration"))
                     model = None
             if model is None:
-                bank = self.bank_for(ctx.step)
-                held[series] = Cached(bank, self._add_row(bank), ctx.step)
+                cold[series] = None
                 continue
             if isinstance(model, SeriesModel):
                 step = float(getattr(model.forecaster, "step_seconds", ctx.step))
@@ -413,6 +417,11 @@ class Models:
             for series, row in zip(group, rows, strict=True):
                 held[series] = Cached(bank, row, step)
             ctx.metrics.restored_checkpoints.inc(restored)
+        if cold:
+            bank, step = self.bank_for(ctx.step), ctx.step
+            rows = bank.add_many(len(cold))
+            self.learnt_of(bank)[rows] = -math.inf
+            held.update(zip(cold, map(Cached, repeat(bank), rows, repeat(step)), strict=True))
 
     def model_for(self, series: str) -> Cached:
         """The series' row (restored from its checkpoint, or cold, if not held)."""
@@ -633,11 +642,15 @@ class Models:
             except Exception as exc:  # noqa: BLE001 - one point never stops the others
                 out.errors[ks[i]] = exc
                 ok[i] = False
-        for i, series in enumerate(names):  # views checkpointed with their models: restored first
-            if series not in store.series:
+        # views checkpointed with their models: restored first (asked about together: a first
+        # window's series are new to the view)
+        fresh = [i for i, series in enumerate(names) if series not in store.series]
+        viewed = keys_present(tables.series_view, [names[i].encode() for i in fresh]) if fresh else set()
+        for i in fresh:
+            series = names[i]
+            if series.encode() in viewed:
                 try:
-                    if series.encode() in tables.series_view:
-                        self.restore_view(series)
+                    self.restore_view(series)
                 except Exception as exc:  # noqa: BLE001 - one point never stops the others
                     out.errors[ks[i]] = exc
                     ok[i] = False
