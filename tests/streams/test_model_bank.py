@@ -608,3 +608,34 @@ def test_the_stalled_end_of_a_points_partition_is_read_from_the_broker(broker, p
     assert out["stalled"] == 4 and out["learnt"] == [f"m{i}".encode() for i in range(2, 6)]
     assert out["next2"] == out["end"] and out["again"] == 0
     assert out["counted"] == 10
+
+
+def test_new_series_are_given_rows_together_restored_or_cold(tmp_path):
+    """A batch's new series are asked about checkpoints together and the cold ones get their rows
+    together: a checkpointed series resumes its model, the others start cold, each series once
+    (one named twice too), each in a row of its own."""
+    from streams.worker import build_worker
+    from streams.worker.models import Models
+
+    settings = Settings(data_dir=str(tmp_path / "w"), model_key="k" * 32, window_seconds=WINDOW,
+                        period_steps=12, horizon_steps=3)
+    models = Models(build_worker(settings))
+    ctx = models.ctx
+    period, horizon = model_shape(settings, WINDOW)
+    trained = make_series_model(WINDOW, period, horizon, settings.anomaly_threshold)
+    for w in range(7):
+        trained.update(value("b", w), T0 + w * WINDOW)
+    store = ctx.tables.models.data  # (the table's store: as read back from its changelog)
+    store[b"b"] = ctx.checkpointer.dumps(trained, b"b")
+    store[b"d"] = b""  # an empty record (a tombstone): no checkpoint
+    models.restore(["a", "b", "c", "a", "d"])
+    held = ctx.state.models
+    assert sorted(held) == ["a", "b", "c", "d"]
+    assert ctx.metrics.restored_checkpoints._value.get() == 1
+    bank = held["a"].bank
+    assert all(held[s].bank is bank for s in held)
+    rows = [held[s].row for s in "abcd"]
+    assert len(set(rows)) == 4 and len(bank) == 4
+    assert bank.updates(np.array(rows)).tolist() == [0, 7, 0, 0]
+    learnt = models.learnt_of(bank)[[held[s].row for s in "acd"]]
+    assert np.isneginf(learnt).all()
