@@ -378,11 +378,9 @@ class Models:
         held = ctx.state.models
         groups: dict[tuple[int, bool], tuple[SeriesBank, float, list[str], list[Any]]] = {}
         cold: dict[str, None] = {}  # (given their rows together: a first window brings thousands)
-        names = [s for s in names if s not in held]
+        names = [s for s in dict.fromkeys(names) if s not in held]  # (each once)
         saved = keys_present(ctx.tables.models, [s.encode() for s in names])  # (one query, not one each)
         for series in names:
-            if series in held:
-                continue
             model = self._checkpoint(series) if series.encode() in saved else None
             if isinstance(model, RowCheckpoint):
                 step = model.step
