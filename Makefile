@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: demo demo-prometheus test lint bench bench-nab bench-drift bench-backtest bench-bank bench-wire chaos lock clean venv
+.PHONY: demo demo-prometheus test lint bench bench-nab bench-drift bench-backtest bench-bank bench-wire bench-window chaos lock clean venv
 
 venv: $(STAMP)
 
@@ -60,6 +60,9 @@ bench-drift: $(STAMP)
 
 bench-wire: $(STAMP)
 	$(PY) benchmarks/forecasts_wire.py
+
+bench-window: $(STAMP)
+	$(PY) benchmarks/window_path.py
 
 bench-backtest: $(STAMP)
 	$(PY) benchmarks/backtest.py
