@@ -222,18 +222,11 @@ class SeriesBank:
 
     def add(self) -> int:
         """A free row holding a cold model (a reused row is reset)."""
-        if self._free:
-            row = self._free.pop()
-        else:
-            row = self._top
-            self._top += 1
-            if row >= self.cols.capacity:
-                self._grow(row + 1)
-        self._used[row] = True
-        return row
+        return self.add_many(1)[0]
 
     def add_many(self, n: int) -> list[int]:
-        """:meth:`add` ``n`` times (the same rows, in the same order), growing the bank at most once.
+        """``n`` free rows holding cold models (the most recently freed first, then new ones),
+        growing the bank at most once.
 
         >>> b = SeriesBank.for_config(10.0)
         >>> rows = b.add_many(3); b.remove(rows[1])

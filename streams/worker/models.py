@@ -328,11 +328,12 @@ class Models:
             marks = self._learnt[bank] = grown
         return marks
 
-    def _add_row(self, bank: SeriesBank, learnt: float = -math.inf) -> int:
-        """A free row of ``bank`` for a model that has learnt the windows up to ``learnt``."""
-        row = bank.add()
-        self.learnt_of(bank)[row] = learnt
-        return row
+    def _add_rows(self, bank: SeriesBank, learnt: list[float]) -> list[int]:
+        """Free rows of ``bank`` (one growth at most: a first window brings thousands of series),
+        row ``i`` for a model that has learnt the windows up to ``learnt[i]``."""
+        rows = bank.add_many(len(learnt))
+        self.learnt_of(bank)[rows] = learnt
+        return rows
 
     def _checkpointed_until(self, series: str) -> float:
         """The start of the newest window of the series' ``series_view`` record: the last window
@@ -377,11 +378,12 @@ class Models:
         ctx = self.ctx
         held = ctx.state.models
         groups: dict[tuple[int, bool], tuple[SeriesBank, float, list[str], list[Any]]] = {}
-        cold: dict[str, None] = {}  # (given their rows together: a first window brings thousands)
+        cold: list[str] = []
         names = [s for s in dict.fromkeys(names) if s not in held]  # (each once)
-        saved = keys_present(ctx.tables.models, [s.encode() for s in names])  # (one query, not one each)
-        for series in names:
-            model = self._checkpoint(series) if series.encode() in saved else None
+        keys = [s.encode() for s in names]
+        saved = keys_present(ctx.tables.models, keys)  # (one query, not one each)
+        for series, key in zip(names, keys, strict=True):
+            model = self._checkpoint(series) if key in saved else None
             if isinstance(model, RowCheckpoint):
                 step = model.step
                 bank = self.bank_for(step) if math.isfinite(step) and step > 0 else None
@@ -389,7 +391,7 @@ class Models:
                     self._unloadable(series, ValueError("a bank row of another configuration"))
                     model = None
             if model is None:
-                cold[series] = None
+                cold.append(series)
                 continue
             if isinstance(model, SeriesModel):
                 step = float(getattr(model.forecaster, "step_seconds", ctx.step))
@@ -398,7 +400,7 @@ class Models:
             g[2].append(series)
             g[3].append(model)
         for (_, raw), (bank, step, group, models) in groups.items():
-            rows = [self._add_row(bank, self._checkpointed_until(series)) for series in group]
+            rows = self._add_rows(bank, [self._checkpointed_until(series) for series in group])
             try:
                 _load(bank, raw, rows, models)
                 restored = len(rows)
@@ -411,14 +413,13 @@ class Models:
                     except Exception as exc:  # noqa: BLE001 - another configuration or version: cold
                         self._unloadable(series, exc)
                         bank.remove(rows[i])
-                        rows[i] = self._add_row(bank)  # reset: cold
+                        rows[i] = self._add_rows(bank, [-math.inf])[0]  # reset: cold
             for series, row in zip(group, rows, strict=True):
                 held[series] = Cached(bank, row, step)
             ctx.metrics.restored_checkpoints.inc(restored)
         if cold:
             bank, step = self.bank_for(ctx.step), ctx.step
-            rows = bank.add_many(len(cold))
-            self.learnt_of(bank)[rows] = -math.inf
+            rows = self._add_rows(bank, [-math.inf] * len(cold))
             held.update(zip(cold, map(Cached, repeat(bank), rows, repeat(step)), strict=True))
 
     def model_for(self, series: str) -> Cached:
@@ -432,7 +433,7 @@ class Models:
     def _move(self, cached: Cached, step: float, model: SeriesModel) -> None:
         """Put ``model`` (at ``step``) in the bank of that step, freeing the series' old row."""
         bank = self.bank_for(step)
-        row = self._add_row(bank, float(self.learnt_of(cached.bank)[cached.row]))
+        row = self._add_rows(bank, [float(self.learnt_of(cached.bank)[cached.row])])[0]
         try:
             bank.load(row, model)
         except Exception:
@@ -643,15 +644,16 @@ class Models:
         # views checkpointed with their models: restored first (asked about together: a first
         # window's series are new to the view)
         fresh = [i for i, series in enumerate(names) if series not in store.series]
-        viewed = keys_present(tables.series_view, [names[i].encode() for i in fresh]) if fresh else set()
-        for i in fresh:
-            series = names[i]
-            if series.encode() in viewed:
-                try:
-                    self.restore_view(series)
-                except Exception as exc:  # noqa: BLE001 - one point never stops the others
-                    out.errors[ks[i]] = exc
-                    ok[i] = False
+        if fresh:
+            keys = [names[i].encode() for i in fresh]
+            viewed = keys_present(tables.series_view, keys)
+            for i, key in zip(fresh, keys, strict=True):
+                if key in viewed:
+                    try:
+                        self.restore_view(names[i])
+                    except Exception as exc:  # noqa: BLE001 - one point never stops the others
+                        out.errors[ks[i]] = exc
+                        ok[i] = False
         # the read model, for the batch at once (a row that fails is out of the forecasts)
         take = slice(None) if ok.all() else np.flatnonzero(ok)
         view_rows = np.arange(n)[take]
@@ -671,13 +673,12 @@ class Models:
         # held back together are not all due when free again
         on_turn = ((counts + rows) % every == 0).tolist()
         parts = partitions[at]
-        part_of = parts.tolist()
         for i in (range(n) if ok.all() else np.flatnonzero(ok).tolist()):
             cached = held[i]
             cached.since_checkpoint = since = cached.since_checkpoint + 1
             if ((on_turn[i] or (since >= every and (since + cached.row) % every == 0))
                     and cached.checkpointed < held_back):
-                out.due.setdefault(part_of[i], {})[names[i]] = cached
+                out.due.setdefault(int(parts[i]), {})[names[i]] = cached
         fc = records.ForecastColumns(names, ts, step, intervals, coverage, model_name, u.warm,
                                      u.error, u.drifting, values, untrusted, u.score)
         if not ok.all():
