@@ -883,8 +883,10 @@ def main() -> None:
     ap.add_argument("--columnar", action="store_true",
                     help="client aggregates as columnar batches (AggregatingProducer(columnar=True))")
     ap.add_argument("--one-process", action="store_true",
-                    help="workers run their window agent in their own process (FORESIGHT_WINDOW_PROCESS=false; "
-                         "default: in a process of its own)")
+                    help="workers run their window agent in the worker's process (FORESIGHT_WINDOW_PROCESS=false; "
+                         "default: in processes of its own)")
+    ap.add_argument("--window-processes", type=int, default=None,
+                    help="window processes per worker (FORESIGHT_WINDOW_PROCESSES; default: the worker's, one per CPU)")
     ap.add_argument("--paced", type=int, default=3,
                     help="model path: windows then published one per window length (steady latency)")
     args = ap.parse_args()
@@ -893,8 +895,11 @@ def main() -> None:
     workdir = Path(tempfile.mkdtemp(prefix="foresight-bench-"))
     if args.one_process:  # every Worker's environment starts from os.environ
         os.environ["FORESIGHT_WINDOW_PROCESS"] = "false"
+    if args.window_processes is not None:
+        os.environ["FORESIGHT_WINDOW_PROCESSES"] = str(args.window_processes)
     out: dict[str, object] = {"window_seconds": WINDOW, "cpu_count": os.cpu_count(),
-                              "window_process": os.environ.get("FORESIGHT_WINDOW_PROCESS", "true")}
+                              "window_process": os.environ.get("FORESIGHT_WINDOW_PROCESS", "true"),
+                              "window_processes": Settings.from_env().window_process_count()}
     if args.model_path or args.cardinality:
         with EmbeddedBroker(log_path=str(workdir / "broker.log")) as b:
             if args.model_path:

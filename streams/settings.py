@@ -151,6 +151,11 @@ class Settings:
     #: its own beside the worker's, so ingest and the models each have a core (about 75 MB more
     #: resident; false: one process; streams/worker/window_process.py, README "Cores")
     window_process: bool = True
+    #: window processes (with window_process): each reads a share of the input topics'
+    #: partitions (one consumer group) and holds the series limit's equal share; 0 = one per
+    #: CPU the worker may use (its CPU affinity and cgroup CPU quota), at most the partitions.
+    #: Each one beyond the first: about 75 MB more resident (README "Cores")
+    window_processes: int = 0
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None, **overrides: Any) -> Settings:
@@ -218,17 +223,37 @@ class Settings:
         after the worker's own :data:`WORKER_BASE_MB`, at :meth:`series_bytes` a series, keeping
         :data:`MEMORY_HEADROOM` of it free (at least 100).
 
-        >>> Settings().max_series_limit(), Settings(memory_limit_mb=1024).max_series_limit()
+        Each window process beyond the first takes :data:`WINDOW_PROCESS_MB` of it first.
+
+        >>> one = Settings(window_processes=1)
+        >>> one.max_series_limit(), one.replace(memory_limit_mb=1024).max_series_limit()
         (18350, 7864)
-        >>> Settings(table_store="memory").max_series_limit()
-        9657
+        >>> one.replace(table_store="memory").max_series_limit(), one.replace(window_processes=2).max_series_limit()
+        (9657, 17582)
         >>> Settings(max_series=50).max_series_limit()
         50
         """
         if self.max_series > 0:
             return self.max_series
-        usable = max(0, self.memory_limit_mb - WORKER_BASE_MB) * 2**20 * (1 - MEMORY_HEADROOM)
+        base = WORKER_BASE_MB + WINDOW_PROCESS_MB * max(0, self.window_process_count() - 1)
+        usable = max(0, self.memory_limit_mb - base) * 2**20 * (1 - MEMORY_HEADROOM)
         return max(100, int(usable // self.series_bytes()))
+
+    def window_process_count(self, cpus: int | None = None) -> int:
+        """Window processes the worker starts: none without ``window_process``; else
+        ``window_processes`` if set; else one per CPU the worker may use (``cpus``, else
+        :func:`usable_cpus`), at most ``partitions`` (one beyond them would read none), at least one.
+
+        >>> Settings(window_processes=3).window_process_count(), Settings(window_process=False).window_process_count()
+        (3, 0)
+        >>> Settings().window_process_count(cpus=2), Settings(partitions=2).window_process_count(cpus=16)
+        (2, 2)
+        """
+        if not self.window_process:
+            return 0
+        if self.window_processes > 0:
+            return self.window_processes
+        return max(1, min(usable_cpus() if cpus is None else cpus, self.partitions))
 
     def forecast_horizon_steps(self) -> int:
         """Windows each forecast covers: ``horizon_steps`` if set, else enough for a lead time
@@ -302,6 +327,7 @@ COMMANDS: dict[str, tuple[str, ...]] = {
     "series_idle_seconds": WORKER_COMMANDS,
     "table_store": WORKER_COMMANDS,
     "window_process": WORKER_COMMANDS,
+    "window_processes": WORKER_COMMANDS,
     **{name: KAFKA_COMMANDS for name in (
         "kafka_security_protocol", "kafka_sasl_mechanism", "kafka_sasl_username",
         "kafka_sasl_password_file", "kafka_ssl_cafile", "kafka_ssl_certfile", "kafka_ssl_keyfile",
@@ -338,6 +364,7 @@ MINIMUM: dict[str, tuple[float, str]] = {
     "max_series": (0, ">= 0 (0: derive from the memory limit)"),
     "memory_limit_mb": (1, ">= 1"),
     "series_idle_seconds": (0, ">= 0 (0: never evict)"),
+    "window_processes": (0, ">= 0 (0: one per CPU)"),
 }
 
 #: resident memory of one tracked, warm series (bytes), its tables' copies on disk
@@ -354,8 +381,39 @@ SERIES_BYTES = 80 * 1024
 MEMORY_TABLE_BYTES = 72 * 1024
 #: resident memory of a worker with no series (Python, Faust, River, numpy, aiohttp, buffers), MiB
 WORKER_BASE_MB = 256
+#: resident memory of a window process beyond the first (``window_processes``), MiB: an idle one
+#: measured ~75 MB (its windows are the series it holds, counted in SERIES_BYTES)
+WINDOW_PROCESS_MB = 75
 #: share of the budget left free for bursts (a backlog's buffers, garbage not yet collected)
 MEMORY_HEADROOM = 0.2
+
+
+def usable_cpus() -> int:
+    """CPUs this process may use: those of its CPU affinity, at most its cgroup's CPU quota
+    (cgroup v2 ``cpu.max``, or v1 ``cpu.cfs_quota_us`` / ``cpu.cfs_period_us``) rounded up.
+
+    >>> 1 <= usable_cpus() <= os.cpu_count()
+    True
+    """
+    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    quota = _cgroup_cpu_quota()
+    return max(1, min(cpus, math.ceil(quota))) if quota is not None else max(1, cpus)
+
+
+def _cgroup_cpu_quota() -> float | None:
+    """The cgroup's CPU quota in CPUs (None: none, or not readable)."""
+    try:
+        with open("/sys/fs/cgroup/cpu.max") as fh:
+            quota, period = fh.read().split()[:2]
+        return None if quota == "max" else int(quota) / int(period)
+    except (OSError, ValueError):
+        pass
+    try:
+        with open("/sys/fs/cgroup/cpu/cpu.cfs_quota_us") as q, open("/sys/fs/cgroup/cpu/cpu.cfs_period_us") as p:
+            quota_us, period_us = int(q.read()), int(p.read())
+        return None if quota_us <= 0 or period_us <= 0 else quota_us / period_us
+    except (OSError, ValueError):
+        return None
 
 
 #: most points a forecast may carry: each forecast message, and the latest forecast every

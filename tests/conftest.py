@@ -78,6 +78,10 @@ def start_worker(broker: str, tmp_path: Path) -> Iterator[Callable[..., Worker]]
             "FORESIGHT_WEB_PORT": str(port),
             "FORESIGHT_MODEL_KEY": "test-key-0123456789abcdef",
             "FORESIGHT_LOG_LEVEL": "info",
+            # one window process unless a test asks for more (the default is one per CPU: two
+            # on a two-core machine already running two test workers; tests/streams/
+            # test_window_process.py runs two)
+            "FORESIGHT_WINDOW_PROCESSES": "1",
             **env,
         }
         with open(log, "ab") as fh:

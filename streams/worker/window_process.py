@@ -24,6 +24,9 @@ and starts again:
   (a view whose points come first takes its kind when it comes); a thread
   writes the lines (:class:`ReportPipe`), so the window agent does not wait
   for the worker to read them;
+- there may be several (``Settings.window_process_count``: by default one per CPU): they join
+  one consumer group, so each reads a share of the input partitions and holds an equal share of
+  the series limit; the worker adds up their reports (:class:`WindowProcesses`);
 - it stops when its standard input closes (the worker is gone, even killed)
   or on SIGTERM (after committing what is safe); the worker starts it again a
   second after it exits, and it re-reads the input from the committed offsets,
@@ -289,8 +292,9 @@ async def serve(settings: Settings, stream: IO[bytes]) -> None:
     producer = worker_producer(settings, "window")
     await producer.start()
     metrics = Metrics()
-    budget = SeriesBudget(settings.max_series_limit(), settings.series_idle_seconds,
-                          scaler_series(settings, "series limit"))
+    # the series limit's share of this process (the worker passes how many it starts)
+    budget = SeriesBudget(max(1, settings.max_series_limit() // max(1, settings.window_process_count())),
+                          settings.series_idle_seconds, scaler_series(settings, "series limit"))
     topics = Topics.from_settings(settings)
     out = _Out(producer)
     ctx = WindowContext(settings, metrics, topics, budget, producer, out, KindNotes(2 * budget.limit))
@@ -338,7 +342,7 @@ def main() -> None:
     stream = os.fdopen(os.dup(1), "wb")  # the reports; anything printed goes to the log
     os.dup2(2, 1)
     logging.basicConfig(level=settings.log_level.upper(),
-                        format="%(asctime)s %(levelname)s %(name)s (window process): %(message)s")
+                        format="%(asctime)s %(levelname)s %(name)s (window process %(process)d): %(message)s")
     if settings.log_level.lower() != "debug":
         for noisy in ("kafka", "aiokafka"):
             logging.getLogger(noisy).setLevel(logging.WARNING)
@@ -351,11 +355,11 @@ def main() -> None:
 
 # -- the worker's side ---------------------------------------------------------------------------
 class WindowProcess:
-    """The worker's side: starts the window process, applies its reports, starts it again when
-    it exits (:meth:`run`, a task of the worker)."""
+    """The worker's side of one window process: starts it (with ``settings``), applies its
+    reports, starts it again when it exits (:meth:`run`)."""
 
-    def __init__(self, ctx: WorkerContext) -> None:
-        self.ctx = ctx
+    def __init__(self, ctx: WorkerContext, settings: Settings) -> None:
+        self.ctx, self.settings = ctx, settings
         #: series the window process holds, and the input partitions' lag (from its last report)
         self.held = 0
         self.lag: dict[Source, int] = {}
@@ -372,23 +376,6 @@ class WindowProcess:
                 for family in c.describe():
                     self._counters[family.name + "_total"] = c
 
-    def stop_now(self) -> None:
-        """Stop the window process from outside the event loop (the worker's exit): SIGTERM, then
-        SIGKILL after :data:`STOP_SECONDS`, so it never outlives the worker."""
-        pid = self.pid
-        if pid is None:
-            return
-        try:
-            os.kill(pid, signal.SIGTERM)
-            deadline = time.monotonic() + STOP_SECONDS
-            while time.monotonic() < deadline:
-                if os.waitpid(pid, os.WNOHANG)[0]:
-                    return
-                time.sleep(0.05)
-            os.kill(pid, signal.SIGKILL)
-            os.waitpid(pid, 0)
-        except (ProcessLookupError, ChildProcessError):  # gone (and reaped) already
-            return
 
     def take_evictions(self) -> tuple[list[str], list[str]]:
         """The series evicted since the last call, and the recently evicted admitted again."""
@@ -418,7 +405,7 @@ class WindowProcess:
 
     async def run(self) -> None:
         """Start the window process, read its reports until it exits; start it again."""
-        env = {**os.environ, **self.ctx.settings.to_env()}
+        env = {**os.environ, **self.settings.to_env()}
         while not self._stopping():
             try:
                 code: int | str | None = await self._run_once(env)
@@ -445,7 +432,7 @@ class WindowProcess:
             stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE, limit=REPORT_LINE_LIMIT)
         self.pid = proc.pid
         self._totals.clear()  # a new process counts from 0
-        log.info("window process started (pid %d)", proc.pid)
+        log.info("window process started (pid %d, %d in all)", proc.pid, self.settings.window_process_count())
         try:
             assert proc.stdout is not None
             while line := await proc.stdout.readline():
@@ -469,16 +456,85 @@ async def _stop(proc: asyncio.subprocess.Process) -> None:
         await proc.wait()
 
 
-def install(ctx: WorkerContext) -> WindowProcess:
-    """The window process, as a task of the worker."""
-    link = WindowProcess(ctx)
-    ctx.on_exit.append(link.stop_now)
+class WindowProcesses:
+    """The worker's window processes (``Settings.window_process_count``; each reads a share of
+    the input partitions, one consumer group): their reports together."""
+
+    def __init__(self, ctx: WorkerContext) -> None:
+        n = ctx.settings.window_process_count()
+        settings = ctx.settings.replace(window_processes=n)  # (each child's share of the limit)
+        self.links = [WindowProcess(ctx, settings) for _ in range(n)]
+
+    @property
+    def held(self) -> int:
+        """Series the window processes hold."""
+        return sum(link.held for link in self.links)
+
+    @property
+    def lag(self) -> dict[Source, int]:
+        """The input partitions' lag."""
+        out: dict[Source, int] = {}
+        for link in self.links:
+            out.update(link.lag)
+        return out
+
+    @property
+    def typical(self) -> float | None:
+        """The newest typical series time of the input partitions (kafkaTopic signals)."""
+        return max((link.typical for link in self.links if link.typical is not None), default=None)
+
+    def take_evictions(self) -> tuple[list[str], list[str]]:
+        """The series evicted since the last call, and the recently evicted admitted again."""
+        evicted: list[str] = []
+        back: list[str] = []
+        for link in self.links:
+            e, b = link.take_evictions()
+            evicted += e
+            back += b
+        return evicted, back
+
+    async def run(self) -> None:
+        await asyncio.gather(*(link.run() for link in self.links))
+
+    def stop_now(self) -> None:
+        """Stop the window processes from outside the event loop (the worker's exit): SIGTERM,
+        then SIGKILL to those still there after :data:`STOP_SECONDS`, so none outlives the worker."""
+        pids = set()
+        for pid in (link.pid for link in self.links):
+            try:
+                if pid is not None:
+                    os.kill(pid, signal.SIGTERM)
+                    pids.add(pid)
+            except ProcessLookupError:  # gone already
+                continue
+        deadline = time.monotonic() + STOP_SECONDS
+        while pids and time.monotonic() < deadline:
+            for pid in list(pids):
+                try:
+                    if os.waitpid(pid, os.WNOHANG)[0]:
+                        pids.discard(pid)
+                except ChildProcessError:  # reaped already
+                    pids.discard(pid)
+            if pids:
+                time.sleep(0.05)
+        for pid in pids:
+            try:
+                os.kill(pid, signal.SIGKILL)
+                os.waitpid(pid, 0)
+            except (ProcessLookupError, ChildProcessError):
+                continue
+
+
+def install(ctx: WorkerContext) -> WindowProcesses:
+    """The window processes, as a task of the worker."""
+    links = WindowProcesses(ctx)
+    ctx.on_exit.append(links.stop_now)
 
     @ctx.app.task
     async def window_process() -> None:
-        await link.run()
+        await links.run()
 
-    return link
+    return links
 
 
 if __name__ == "__main__":

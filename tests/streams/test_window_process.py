@@ -29,7 +29,7 @@ SPLIT = {"FORESIGHT_WINDOW_PROCESS": "true"}
 
 def window_pids(worker: Worker) -> list[int]:
     """The pids of the window processes the worker started, in order (from its log)."""
-    return [int(p) for p in re.findall(r"window process started \(pid (\d+)\)", worker.log.read_text())]
+    return [int(p) for p in re.findall(r"window process started \(pid (\d+)", worker.log.read_text())]
 
 
 def alive(pid: int) -> bool:
@@ -167,3 +167,44 @@ def test_the_window_process_reports_without_waiting_for_the_worker_to_read():
     with pytest.raises(OSError):
         gone.write(b"{}")
     gone.close(1.0)
+
+
+def assigned(worker: Worker) -> dict[int, set[int]]:
+    """Per window process (pid, from its log lines), the events partitions it was assigned last."""
+    out: dict[int, set[int]] = {}
+    for pid, parts in re.findall(r"\(window process (\d+)\): input partitions assigned \([^)]*\): (.*)",
+                                 worker.log.read_text()):
+        out[int(pid)] = {int(p) for p in re.findall(r"\.events\[(\d+)\]", parts)}
+    return out
+
+
+def test_two_window_processes_share_the_input_partitions_and_report_together(broker, prefix, start_worker):
+    worker = start_worker(prefix, FORESIGHT_WINDOW_PROCESSES="2", **SPLIT)
+    assert wait_for(lambda: len(window_pids(worker)) == 2, 30), "the worker started two window processes"
+    assert wait_for(lambda: len(assigned(worker)) == 2 and all(assigned(worker).values()), 60), \
+        f"each read a share of the input: {assigned(worker)}"
+    got = assigned(worker)
+    assert sorted(p for parts in got.values() for p in parts) == [0, 1, 2, 3], "every partition once"
+    events = f"{prefix}.events"
+    for part in range(4):
+        send(broker, events, good(f"svc/p{part}", 0, 60), partition=part)  # closes windows 0-2
+    for part in range(4):
+        pts = points_of(broker, prefix, f"svc/p{part}", 3)
+        assert [pts.get(T0 + 10 * w) for w in range(3)] == [100] * 3, f"partition {part}'s series windowed"
+    # both processes' counters and held series add up in the worker's /metrics
+    assert wait_metric(worker.port, "foresight_messages_in_total", 240, topic="events") == 240
+    assert wait_for(lambda: metric(worker.port, "foresight_series_held") == 4, 30)
+
+
+def test_window_processes_share_the_limit(broker, prefix, start_worker):
+    """Each of two window processes holds half of ``FORESIGHT_MAX_SERIES`` (the input partitions,
+    so the series, are shared evenly): together they never hold more than the limit."""
+    worker = start_worker(prefix, FORESIGHT_WINDOW_PROCESSES="2", FORESIGHT_MAX_SERIES="4", **SPLIT)
+    assert wait_for(lambda: len(assigned(worker)) == 2 and all(assigned(worker).values()), 60)
+    events = f"{prefix}.events"
+    for part in range(4):
+        send(broker, events, [orjson.dumps({"series": f"user/{part}-{i}", "ts": T0 + 1}) for i in range(10)],
+             partition=part)
+    assert wait_metric(worker.port, "foresight_dead_letters_total", 36, topic=events, reason="series_limit") == 36
+    assert metric(worker.port, "foresight_series_held") == 4, "two series in each process: the limit"
+    assert metric(worker.port, "foresight_series_limit") == 4
