@@ -1068,6 +1068,10 @@ def install(ctx: WorkerContext) -> Models:
                 await processing_error(ctx, "model", ctx.topics.points, event.message, exc)
         for group in learn_groups(msgs):
             await learn(group)
+            # let the event loop run between groups (a take of 64 messages of a first window at
+            # 100,000 series is seconds of learning): the window processes' reports, /metrics,
+            # the API and the timers are served meanwhile
+            await asyncio.sleep(0)
 
     async def learn(msgs: list[Any]) -> None:
         try:
