@@ -376,7 +376,6 @@ class WindowProcess:
                 for family in c.describe():
                     self._counters[family.name + "_total"] = c
 
-
     def take_evictions(self) -> tuple[list[str], list[str]]:
         """The series evicted since the last call, and the recently evicted admitted again."""
         out = self._evicted, self._back
