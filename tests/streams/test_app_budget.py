@@ -36,12 +36,9 @@ spec:
 def window_process(request: pytest.FixtureRequest) -> str:
     """Each test with the window agent in the worker's process and in one of its own
     (``FORESIGHT_WINDOW_PROCESS``: the budget and the eviction are then the window process's;
-    one, so it holds the whole limit: ``test_window_processes_share_the_limit`` has two)."""
+    one, as ``start_worker`` starts, so it holds the whole limit; ``test_window_processes_share_the_limit``
+    has two)."""
     return request.param
-
-
-def start(start_worker, prefix: str, window_process: str, **env: str):  # noqa: ANN001, ANN201
-    return start_worker(prefix, FORESIGHT_WINDOW_PROCESS=window_process, FORESIGHT_WINDOW_PROCESSES="1", **env)
 
 
 def metric(port: int, name: str, **labels: str) -> float:
@@ -71,8 +68,8 @@ def test_series_beyond_the_limit_are_dead_lettered_and_counted_held_ones_keep_wo
         broker, prefix, start_worker, tmp_path, window_process):
     scalers = tmp_path / "scalers.yaml"
     scalers.write_text(SCALERS)
-    worker = start(start_worker, prefix, window_process, FORESIGHT_MAX_SERIES="3",
-                   FORESIGHT_SCALERS=str(scalers))
+    worker = start_worker(prefix, FORESIGHT_MAX_SERIES="3", FORESIGHT_SCALERS=str(scalers),
+                          FORESIGHT_WINDOW_PROCESS=window_process)
     events = f"{prefix}.events"
     send(broker, events, [m for s in ("svc/a", "svc/b", "svc/c") for m in good(s, 0, 5)])
     extra = [orjson.dumps({"series": f"user/{i}", "ts": T0 + 1}) for i in range(5)]
@@ -98,8 +95,8 @@ def test_series_beyond_the_limit_are_dead_lettered_and_counted_held_ones_keep_wo
 
 def test_idle_series_are_evicted_and_come_back_warm_while_new_ones_take_their_place(
         broker, prefix, start_worker, window_process):
-    worker = start(start_worker, prefix, window_process, FORESIGHT_MAX_SERIES="2",
-                   FORESIGHT_SERIES_IDLE_SECONDS="2", FORESIGHT_CHECKPOINT_EVERY="1000")
+    worker = start_worker(prefix, FORESIGHT_MAX_SERIES="2", FORESIGHT_SERIES_IDLE_SECONDS="2",
+                          FORESIGHT_CHECKPOINT_EVERY="1000", FORESIGHT_WINDOW_PROCESS=window_process)
     events = f"{prefix}.events"
     send(broker, events, good("svc/a", 0, 40) + good("svc/b", 0, 40))
     points_of(broker, prefix, "svc/a", 1)
@@ -127,8 +124,8 @@ def test_a_series_modelled_from_points_another_worker_windows_is_not_evicted_as_
 
     from streams import records
 
-    worker = start(start_worker, prefix, window_process, FORESIGHT_MAX_SERIES="2",
-                   FORESIGHT_SERIES_IDLE_SECONDS="2")
+    worker = start_worker(prefix, FORESIGHT_MAX_SERIES="2", FORESIGHT_SERIES_IDLE_SECONDS="2",
+                          FORESIGHT_WINDOW_PROCESS=window_process)
     pts = [records.Point("other/rps", T0 + 10 * w, T0 + 10 * w + 10, 1, 5.0, 5.0, 5.0, 5.0) for w in range(5)]
     send(broker, f"{prefix}.points", [body for _, body in records.points_batches(pts)])
     assert wait_metric(worker.port, "foresight_forecasts_out_total", 5) >= 5
