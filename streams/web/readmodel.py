@@ -64,7 +64,7 @@ def unit_of(kind: str) -> str:
 
 #: the newest windows of a view held in memory (its tail); the older ones are in its ring in
 #: :class:`Rings` (a file of the worker's data directory, or memory)
-TAIL = 16
+TAIL = 32
 #: views a block of tails (and of in-memory rings) holds: a store allocates a block at a time
 BLOCK = 1024
 #: bytes of a window: its observed value (float64) and the one-step-ahead forecast made for it

@@ -16,6 +16,7 @@ from prometheus_client import generate_latest
 
 from streams.metrics import Metrics, SeriesSelector
 from streams.web import Anomaly, ViewStore
+from streams.web.readmodel import TAIL
 
 T0 = 1_700_000_000.0
 
@@ -76,7 +77,7 @@ def random_batch(rng: random.Random, nrng: np.random.Generator, pool: list[str],
         elif r < 0.75:
             k += 1
         elif r < 0.9:
-            k += rng.randint(2, 20)  # a gap (some past the tail's 16 windows)
+            k += rng.randint(2, TAIL + 4)  # a gap (some past the tail's TAIL windows)
         else:
             k -= rng.randint(0, 3)  # a replay
         hi[s] = max(hi.get(s, k), k)

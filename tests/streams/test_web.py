@@ -400,7 +400,7 @@ def test_a_store_with_a_directory_keeps_the_views_history_in_a_file_not_the_heap
 
 def test_a_history_file_that_fails_shows_missing_windows_never_wrong_ones(tmp_path: Path, caplog):
     from streams.web import SeriesView
-    from streams.web.readmodel import Rings
+    from streams.web.readmodel import TAIL, Rings
 
     rings = Rings(50, tmp_path)
     v = SeriesView("a/rps", 50, kind="events", rings=rings)
@@ -411,11 +411,12 @@ def test_a_history_file_that_fails_shows_missing_windows_never_wrong_ones(tmp_pa
     assert [p["value"] for p in v.detail()["points"]] == [float(i) for i in range(40)]
     os.close(rings._fd)
     rings._fd = os.open(os.devnull, os.O_RDONLY)  # writes refused, reads empty
-    for i in range(40, 60):
+    end = 40 + TAIL + 4  # a tail's worth of windows more: its ring written once
+    for i in range(40, end):
         v.add_arrays(T0 + WINDOW * i, float(i), WINDOW, pts, (T0 + WINDOW * i, 0.8, "M", True, None),
                      None, False, False, None)
     shown = [p["value"] for p in v.detail()["points"]]
-    assert shown and shown == [float(i) for i in range(60 - len(shown), 60)], shown
+    assert shown and shown == [float(i) for i in range(end - len(shown), end)], shown
     assert SeriesView.loads("a/rps", 50, v.dumps()).detail()["points"] == v.detail()["points"]
     assert "cannot write the views' history file" in caplog.text
 
