@@ -10,6 +10,8 @@ JSON with, under ``summary``, issue 14's figures:
   aggregates) through the worker vs the same raw loop (``batched``);
   ``model_updates_per_s``: points in to forecasts out, draining a backlog of ``--backlog``
   windows of every series, on warm models (``model_path``);
+  ``model_updates_per_s_to_checkpoints_written``: the same updates over the time until the
+  checkpoints they made due are written too (the agent writes them while it learns on);
   ``window_close_to_forecast_s_steady``: p50/p99 from a window's points message to its forecast,
   ``--paced`` windows published one per window length (Kafka record timestamps);
   ``rss_per_series_bytes``: the worker's RSS after the warm windows minus an idle worker's, per
@@ -811,6 +813,9 @@ def bench_model_path(broker: str, workdir: Path, series: int, warm: int, windows
         "backlog_encoded_s": encoded,
         "backlog_produced_s": produced,
         "model_updates_per_s": done / secs if secs else None,
+        # the same updates over the backlog's wall time to its checkpoints written too (the model
+        # agent writes them by a task of its own while it learns on: some after the last forecast)
+        "model_updates_per_s_to_checkpoints_written": done / wall1 if wall1 else None,
         "model_updates": done,
         # seconds per series update inside the bank's vectorised calls (observed once per call)
         "bank_update_mean_us": 1e6 * upd / updn if updn else None,
@@ -971,6 +976,7 @@ def main() -> None:
         m["broker_rss_per_series_window_bytes"] = per_window
         row.update({
             "model_updates_per_s": m["model_updates_per_s"],
+            "model_updates_per_s_to_checkpoints_written": m["model_updates_per_s_to_checkpoints_written"],
             "window_close_to_forecast_s_steady": m["window_close_to_forecast_s_steady"],
             "rss_per_series_bytes": m["rss_per_series_bytes"],
             "warm": (f"restored from checkpoints trained on {args.seeded} windows, then "

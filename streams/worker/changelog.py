@@ -18,7 +18,8 @@ sends a partition's batches in order, one request in flight per broker, so that 
 the partition's newest once the round is delivered, whatever the batch size and whether or
 not the batches are compressed (on the embedded broker a compressed batch is still one
 batch: the same end offset). Rounds are serialised (a lock), so one round's batches of a
-partition never interleave with another's.
+partition never interleave with another's. Within a round the partitions go side by side: the
+producer holds one batch a partition, so each waits only for its own previous one to go out.
 
 The round returns once its batches are handed to the producer, not delivered: the model
 agent's next forecasts need not wait for them (the commit flushes the producer); a batch
@@ -68,10 +69,11 @@ class ChangelogWriter:
         by_tp: dict[tuple[str, int], list[Put]] = {}
         for p in puts:
             by_tp.setdefault((topics[id(p.table)], p.partition), []).append(p)
-        async with self.lock:
-            for (topic, partition), group in by_tp.items():
-                await send_round(client, topic, partition, [(p.key, p.value) for p in group],
-                                 lambda first, end, group=group: _set(group[first:end]))
+        async with self.lock:  # the partitions' rounds side by side: each waits for its own batches
+            await asyncio.gather(*(
+                send_round(client, topic, partition, [(p.key, p.value) for p in group],
+                           lambda first, end, group=group: _set(group[first:end]))
+                for (topic, partition), group in by_tp.items()))
 
 
 async def send_round(client: Any, topic: str, partition: int, records: Sequence[tuple[bytes, bytes]],

@@ -8,8 +8,8 @@
   :data:`CHECKPOINT_MIN_SECONDS`, the series' view to
   ``series_view``; the checkpoints are handed to the producer before the points
   message that made them due is acknowledged, but off the forecasts' path: once
-  the agent is idle, or within :data:`CHECKPOINT_DEFER_SECONDS`, see
-  :class:`PendingCheckpoints`);
+  the agent is idle, or within :data:`CHECKPOINT_DEFER_SECONDS` by a task of their
+  own while the agent learns on, see :class:`PendingCheckpoints`);
 - history agent: ``history`` -> backfilled windows learnt in event time
   (:mod:`streams.history`), receipts to ``history.learnt``.
 
@@ -104,9 +104,10 @@ CHECKPOINT_MIN_SECONDS = 30.0
 #: forecasts should not wait behind checkpoints of the same window's series
 CHECKPOINT_IDLE_SECONDS = 0.2
 #: seconds a due checkpoint waits at most (a busy agent: a backlog, or more series than one
-#: window's time holds): then the agent writes the checkpoints due before its next message
+#: window's time holds): then a task writes the checkpoints due while the agent learns on
 CHECKPOINT_DEFER_SECONDS = 5.0
-#: points messages held unacknowledged at most for their checkpoints (then written at once)
+#: points messages held unacknowledged at most for their checkpoints (then written at once;
+#: the agent waits for a write under way before it takes more)
 CHECKPOINT_HELD_MESSAGES = 1_000
 #: series checkpointed in one go before the event loop runs again
 CHECKPOINT_CHUNK = 2_000
@@ -194,10 +195,13 @@ class PendingCheckpoints:
     futures), and never if one failed. The checkpoints it made due
     (a series' every ``checkpoint_every`` updates) are written once the model agent is idle
     (:data:`CHECKPOINT_IDLE_SECONDS` without a message to learn: a window's points arrive
-    together, so after the window's forecasts), or before the agent's next message once the
-    oldest has waited :data:`CHECKPOINT_DEFER_SECONDS` or :data:`CHECKPOINT_HELD_MESSAGES`
-    messages are held. A message that made none due is acknowledged at once; one that did once
-    its checkpoints are handed to the producer. The committed offset is the acknowledged prefix
+    together, so after the window's forecasts), or once the oldest has waited
+    :data:`CHECKPOINT_DEFER_SECONDS` or :data:`CHECKPOINT_HELD_MESSAGES` messages are held: then
+    by a task of its own (:meth:`Models.finished`), while the agent learns on (a backlog: the
+    agent's event loop would otherwise sit idle while the producer drains each changelog batch
+    before it takes the next), unless a write is still under way with that many messages
+    held, which the agent then waits for. A message that made none due is acknowledged at once;
+    one that did once its checkpoints are handed to the producer. The committed offset is the acknowledged prefix
     of a partition, so it never passes a message whose checkpoints are not written, as when they
     were written before its acknowledgement. A rebalance forgets both: the held messages are
     delivered again to the partition's next owner, which learns them again from the checkpoints
@@ -288,6 +292,8 @@ class Models:
         ctx.on_exit.append(self.outbox.stop)
         #: acknowledgements waiting for their forecasts' deliveries (:meth:`_ack`)
         self._acking: set[asyncio.Task[None]] = set()
+        #: the task writing overdue checkpoints while the agent learns on (:meth:`finished`)
+        self.writer: asyncio.Task[None] | None = None
 
     # -- banks and rows ----------------------------------------------------
     def _factory(self, step: float) -> tuple[BankKey, Any]:
@@ -704,7 +710,9 @@ class Models:
     async def finished(self, stream: Any, events: list[Any]) -> None:
         """The agent is done with ``events`` (learnt together, or dead-lettered): acknowledge them
         once their forecasts are delivered if they made no checkpoint due, else once those are
-        written too; write them now if overdue."""
+        written too. If overdue, the checkpoints due are written by a task of their own
+        (:attr:`writer`) while the agent learns on; with :data:`CHECKPOINT_HELD_MESSAGES` messages
+        held, a write under way is waited for first."""
         pending, now = self.pending, time.monotonic()
         pending.busy, pending.last_done = False, now
         sent, pending.sent = pending.sent, []
@@ -713,8 +721,26 @@ class Models:
                 pending.held.append((stream, event, sent))
             else:
                 await self._ack(stream, event, sent)
-        if pending.overdue(now):
-            await self.write_due()
+        if not pending.overdue(now):
+            return
+        writer = self.writer
+        if writer is not None and not writer.done():
+            if len(pending.held) < CHECKPOINT_HELD_MESSAGES:
+                return  # the next message's finish starts the next write once this one is done
+            await asyncio.shield(writer)
+        self.write_soon()
+
+    def write_soon(self) -> asyncio.Task[None]:
+        """The task writing the checkpoints due (:meth:`write_due`): the one under way, else a new one."""
+        if self.writer is None or self.writer.done():
+            self.writer = asyncio.ensure_future(self.write_due())
+            self.writer.add_done_callback(self._written)
+        return self.writer
+
+    def _written(self, task: asyncio.Task[None]) -> None:
+        if not task.cancelled() and task.exception() is not None:  # write_due logs its writes' failures
+            self.ctx.metrics.processing_errors.labels("model").inc()
+            log.error("model: the checkpoint writer failed", exc_info=task.exception())
 
     async def _ack(self, stream: Any, event: Any, sent: list[Any]) -> None:
         """Acknowledge ``event`` now if its forecasts' deliveries ``sent`` are done, else once they
@@ -1093,7 +1119,7 @@ def install(ctx: WorkerContext) -> Models:
     @ctx.app.timer(interval=CHECKPOINT_IDLE_SECONDS / 2)
     async def write_checkpoints_when_idle() -> None:
         if models.pending.idle(time.monotonic()):
-            await models.write_due()
+            await asyncio.shield(models.write_soon())
 
     @ctx.app.on_partitions_revoked.connect
     async def _revoked(app_: faust.App, revoked: set[Any], **kwargs: Any) -> None:

@@ -469,12 +469,14 @@ def test_a_message_that_made_checkpoints_due_is_acknowledged_once_they_are_writt
             await models.finished(stream, [name])
             seen.append(list(stream.acked))
         assert models.pending.busy is False and models.pending.held == [(stream, "m1", [])]
-        await models.write_due()  # as the idle timer does
+        await models.write_soon()  # as the idle timer does
         seen.append(list(stream.acked))
         # held again, then a rebalance: forgotten, never acknowledged
         models.pending.start()
         models.pending.add({"svc/b": cached}, 1, now=0.0)
-        await models.finished(stream, ["m3"])  # came due at 0.0: overdue, written before the next message
+        await models.finished(stream, ["m3"])  # came due at 0.0: overdue, written by a task of its own
+        assert models.writer is not None and stream.acked == ["m0", "m2", "m1"]  # not yet: the agent goes on
+        await models.writer
         seen.append(list(stream.acked))
         models.pending.start()
         models.pending.add({"svc/c": cached}, 1, now=float("inf"))
@@ -487,6 +489,52 @@ def test_a_message_that_made_checkpoints_due_is_acknowledged_once_they_are_writt
     assert asyncio.run(run()) == [["m0"], ["m0"], ["m0", "m2"], ["m0", "m2", "m1"], ["m0", "m2", "m1", "m3"],
                                   ["m0", "m2", "m1", "m3"]]
     assert models.pending.due == {} and models.pending.held == []
+
+
+def test_a_checkpoint_write_under_way_holds_the_agent_only_once_too_many_messages_wait(tmp_path):
+    """Overdue checkpoints are written by a task of their own while the agent learns on
+    (streams/worker/models.py ``Models.finished``); while one is under way, the agent finishes
+    its messages without waiting, until CHECKPOINT_HELD_MESSAGES messages wait for checkpoints:
+    then it waits for the write under way, and starts the next."""
+    import asyncio
+
+    from streams.worker import build_worker
+    from streams.worker.models import CHECKPOINT_HELD_MESSAGES, Models
+
+    class _Acks:
+        def __init__(self) -> None:
+            self.acked: list[str] = []
+
+        async def ack(self, event: str) -> bool:
+            self.acked.append(event)
+            return True
+
+    models = Models(build_worker(Settings(data_dir=str(tmp_path / "data"), model_key="k" * 32)))
+    cached = object()  # no longer held by the worker: skipped when written (nothing to write)
+
+    async def run() -> None:
+        stream, gate = _Acks(), asyncio.Event()
+        under_way = models.writer = asyncio.ensure_future(gate.wait())  # a write that has not finished
+
+        async def finish(name: str) -> None:
+            models.pending.start()
+            models.pending.add({f"svc/{name}": cached}, 0, now=0.0)  # overdue at once
+            await models.finished(stream, [name])
+
+        await finish("m0")  # overdue, a write under way: the agent goes on
+        assert models.writer is under_way and len(models.pending.held) == 1
+        models.pending.held += [(stream, f"x{i}", []) for i in range(CHECKPOINT_HELD_MESSAGES - 2)]
+        held = asyncio.ensure_future(finish("m1"))  # now too many wait
+        await asyncio.sleep(0.05)
+        assert not held.done() and stream.acked == []
+        gate.set()
+        await held
+        assert models.writer is not under_way
+        await models.writer  # the next write: every message held is acknowledged
+        assert stream.acked[-1] == "m1" and len(stream.acked) == CHECKPOINT_HELD_MESSAGES
+        assert models.pending.held == [] and models.pending.due == {}
+
+    asyncio.run(run())
 
 
 def test_a_points_message_is_acknowledged_once_its_forecasts_are_delivered(tmp_path):
