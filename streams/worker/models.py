@@ -106,8 +106,7 @@ CHECKPOINT_IDLE_SECONDS = 0.2
 #: seconds a due checkpoint waits at most (a busy agent: a backlog, or more series than one
 #: window's time holds): then a task writes the checkpoints due while the agent learns on
 CHECKPOINT_DEFER_SECONDS = 5.0
-#: points messages held unacknowledged at most for their checkpoints (then written at once;
-#: the agent waits for a write under way before it takes more)
+#: points messages held unacknowledged at most for their checkpoints (then written at once)
 CHECKPOINT_HELD_MESSAGES = 1_000
 #: series checkpointed in one go before the event loop runs again
 CHECKPOINT_CHUNK = 2_000
@@ -197,10 +196,10 @@ class PendingCheckpoints:
     (:data:`CHECKPOINT_IDLE_SECONDS` without a message to learn: a window's points arrive
     together, so after the window's forecasts), or once the oldest has waited
     :data:`CHECKPOINT_DEFER_SECONDS` or :data:`CHECKPOINT_HELD_MESSAGES` messages are held: then
-    by a task of its own (:meth:`Models.finished`), while the agent learns on (a backlog: the
+    by a task of its own (:meth:`Models.finished`), while the agent learns on (in a backlog, the
     agent's event loop would otherwise sit idle while the producer drains each changelog batch
-    before it takes the next), unless a write is still under way with that many messages
-    held, which the agent then waits for. A message that made none due is acknowledged at once;
+    before it takes the next); if the previous write is still under way then, the agent waits
+    for it first. A message that made none due is acknowledged at once;
     one that did once its checkpoints are handed to the producer. The committed offset is the acknowledged prefix
     of a partition, so it never passes a message whose checkpoints are not written, as when they
     were written before its acknowledgement. A rebalance forgets both: the held messages are
@@ -711,8 +710,9 @@ class Models:
         """The agent is done with ``events`` (learnt together, or dead-lettered): acknowledge them
         once their forecasts are delivered if they made no checkpoint due, else once those are
         written too. If overdue, the checkpoints due are written by a task of their own
-        (:attr:`writer`) while the agent learns on; with :data:`CHECKPOINT_HELD_MESSAGES` messages
-        held, a write under way is waited for first."""
+        (:attr:`writer`) while the agent learns on; a write still under way then is waited for
+        first (so checkpoints, and the messages held for them, trail the agent by at most about
+        twice :data:`CHECKPOINT_DEFER_SECONDS`)."""
         pending, now = self.pending, time.monotonic()
         pending.busy, pending.last_done = False, now
         sent, pending.sent = pending.sent, []
@@ -723,11 +723,8 @@ class Models:
                 await self._ack(stream, event, sent)
         if not pending.overdue(now):
             return
-        writer = self.writer
-        if writer is not None and not writer.done():
-            if len(pending.held) < CHECKPOINT_HELD_MESSAGES:
-                return  # the next message's finish starts the next write once this one is done
-            await asyncio.shield(writer)
+        if self.writer is not None and not self.writer.done():
+            await asyncio.shield(self.writer)
         self.write_soon()
 
     def write_soon(self) -> asyncio.Task[None]:

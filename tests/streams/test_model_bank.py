@@ -491,15 +491,16 @@ def test_a_message_that_made_checkpoints_due_is_acknowledged_once_they_are_writt
     assert models.pending.due == {} and models.pending.held == []
 
 
-def test_a_checkpoint_write_under_way_holds_the_agent_only_once_too_many_messages_wait(tmp_path):
+def test_a_checkpoint_write_under_way_holds_the_agent_only_once_the_next_are_overdue(tmp_path):
     """Overdue checkpoints are written by a task of their own while the agent learns on
     (streams/worker/models.py ``Models.finished``); while one is under way, the agent finishes
-    its messages without waiting, until CHECKPOINT_HELD_MESSAGES messages wait for checkpoints:
-    then it waits for the write under way, and starts the next."""
+    its messages without waiting, until the next checkpoints due are overdue too: then it waits
+    for the write under way, and starts the next (checkpoints trail the agent by a bounded time)."""
     import asyncio
+    import time
 
     from streams.worker import build_worker
-    from streams.worker.models import CHECKPOINT_HELD_MESSAGES, Models
+    from streams.worker.models import Models
 
     class _Acks:
         def __init__(self) -> None:
@@ -516,22 +517,23 @@ def test_a_checkpoint_write_under_way_holds_the_agent_only_once_too_many_message
         stream, gate = _Acks(), asyncio.Event()
         under_way = models.writer = asyncio.ensure_future(gate.wait())  # a write that has not finished
 
-        async def finish(name: str) -> None:
+        async def finish(name: str, overdue: bool) -> None:
             models.pending.start()
-            models.pending.add({f"svc/{name}": cached}, 0, now=0.0)  # overdue at once
+            models.pending.add({f"svc/{name}": cached}, 0, now=time.monotonic())
+            if overdue:  # the oldest due came due long ago
+                models.pending.since = 0.0
             await models.finished(stream, [name])
 
-        await finish("m0")  # overdue, a write under way: the agent goes on
+        await finish("m0", overdue=False)  # due, not overdue: the agent goes on
         assert models.writer is under_way and len(models.pending.held) == 1
-        models.pending.held += [(stream, f"x{i}", []) for i in range(CHECKPOINT_HELD_MESSAGES - 2)]
-        held = asyncio.ensure_future(finish("m1"))  # now too many wait
+        held = asyncio.ensure_future(finish("m1", overdue=True))  # the write still under way: waits
         await asyncio.sleep(0.05)
         assert not held.done() and stream.acked == []
         gate.set()
         await held
         assert models.writer is not under_way
-        await models.writer  # the next write: every message held is acknowledged
-        assert stream.acked[-1] == "m1" and len(stream.acked) == CHECKPOINT_HELD_MESSAGES
+        await models.writer  # the next write: both messages acknowledged
+        assert stream.acked == ["m0", "m1"]
         assert models.pending.held == [] and models.pending.due == {}
 
     asyncio.run(run())
