@@ -199,8 +199,8 @@ class PendingCheckpoints:
     by a task of its own (:meth:`Models.finished`), while the agent learns on (in a backlog, the
     agent's event loop would otherwise sit idle while the producer drains each changelog batch
     before it takes the next); if the previous write is still under way then, the agent waits
-    for it first. A message that made none due is acknowledged at once;
-    one that did once its checkpoints are handed to the producer. The committed offset is the acknowledged prefix
+    for it first. A message that made none due is acknowledged at once; one that did once its
+    checkpoints are handed to the producer. The committed offset is the acknowledged prefix
     of a partition, so it never passes a message whose checkpoints are not written, as when they
     were written before its acknowledgement. A rebalance forgets both: the held messages are
     delivered again to the partition's next owner, which learns them again from the checkpoints
