@@ -437,6 +437,18 @@ def test_messages_learnt_together_give_the_forecasts_of_each_learnt_alone(tmp_pa
     assert due["together"] == due["alone"] and any(due["alone"])
 
 
+class _Acks:
+    """Stands for the model agent's stream in the acknowledgement tests: the one method the agent
+    calls on it. Records each event acknowledged: its ``name`` if it has one, else the event."""
+
+    def __init__(self) -> None:
+        self.acked: list[str] = []
+
+    async def ack(self, event: Any) -> bool:
+        self.acked.append(getattr(event, "name", event))
+        return True
+
+
 def test_a_message_that_made_checkpoints_due_is_acknowledged_once_they_are_written(tmp_path):
     """The model agent's acknowledgements (streams/worker/models.py PendingCheckpoints): a
     points message that made no checkpoint due is acknowledged at once; one that did waits until
@@ -448,14 +460,6 @@ def test_a_message_that_made_checkpoints_due_is_acknowledged_once_they_are_writt
 
     from streams.worker import build_worker
     from streams.worker.models import Models
-
-    class _Acks:
-        def __init__(self) -> None:
-            self.acked: list[str] = []
-
-        async def ack(self, event: str) -> bool:
-            self.acked.append(event)
-            return True
 
     settings = Settings(data_dir=str(tmp_path / "data"), model_key="k" * 32)
     models = Models(build_worker(settings))
@@ -502,14 +506,6 @@ def test_a_checkpoint_write_under_way_holds_the_agent_only_once_the_next_are_ove
     from streams.worker import build_worker
     from streams.worker.models import Models
 
-    class _Acks:
-        def __init__(self) -> None:
-            self.acked: list[str] = []
-
-        async def ack(self, event: str) -> bool:
-            self.acked.append(event)
-            return True
-
     models = Models(build_worker(Settings(data_dir=str(tmp_path / "data"), model_key="k" * 32)))
     cached = object()  # no longer held by the worker: skipped when written (nothing to write)
 
@@ -552,14 +548,6 @@ def test_a_points_message_is_acknowledged_once_its_forecasts_are_delivered(tmp_p
     class _Event:
         def __init__(self, name: str) -> None:
             self.name, self.message = name, type("M", (), {"topic": "p", "partition": 0, "offset": 1})()
-
-    class _Acks:
-        def __init__(self) -> None:
-            self.acked: list[str] = []
-
-        async def ack(self, event: _Event) -> bool:
-            self.acked.append(event.name)
-            return True
 
     settings = Settings(data_dir=str(tmp_path / "data"), model_key="k" * 32)
     models = Models(build_worker(settings))
