@@ -76,16 +76,17 @@ BENCH_KEY = b"bench-key-0123456789abcdef"
 
 
 @contextlib.contextmanager
-def profiled(w: Worker, step: str) -> Iterator[None]:
+def profiled(w: Worker, step: str, subprocesses: bool = False) -> Iterator[None]:
     """py-spy of the worker while the block runs, to ``$FORESIGHT_BENCH_PYSPY-<step>.raw`` (py-spy's
     raw format, every thread, idle samples too: ``benchmarks/pyspy_summary.py``), when that variable
-    is set; py-spy writes its profile when interrupted."""
+    is set; ``subprocesses``: its window processes too. py-spy writes its profile when interrupted."""
     out = os.environ.get("FORESIGHT_BENCH_PYSPY")
     if not out:
         yield
         return
     spy = subprocess.Popen(["py-spy", "record", "-p", str(w.proc.pid), "-r", "100", "-f", "raw",
-                            "-o", f"{out}-{step}.raw", "--nonblocking", "--threads", "--idle"],
+                            "-o", f"{out}-{step}.raw", "--nonblocking", "--threads", "--idle",
+                            *(["--subprocesses"] if subprocesses else [])],
                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         yield
@@ -347,7 +348,8 @@ def bench_batched(broker: str, workdir: Path, series: int, windows: int, steady:
     w = Worker(broker, prefix, workdir)
     try:
         rss0 = w.rss()
-        secs, got, t_start = w.wait_counter("foresight_messages_in_total", msgs)
+        with profiled(w, "ingest", subprocesses=True):
+            secs, got, t_start = w.wait_counter("foresight_messages_in_total", msgs)
         cpu = w.cpu_seconds() - (w.cpu_at_start or 0.0)
         busy = metric(w.port, "foresight_window_agent_seconds_total")
         learnt = metric(w.port, "foresight_model_updates_total")

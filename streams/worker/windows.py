@@ -291,8 +291,9 @@ class Windows:
         The elements of consecutive messages are windowed together (:meth:`Windower.add_rows`,
         each with its message's offset), at most :data:`YIELD_EVERY` at a time; consecutive
         columnar batches (``streams.records.InputColumns``: columnar messages, and row-format
-        arrays of aggregates that ``records.read_input`` reads as columns) likewise as columns
-        (:meth:`Windower.add_columns`), at most :data:`COLUMNS_YIELD_EVERY` elements at a time. A
+        arrays of aggregates that ``records.read_input`` reads as columns, and the rows of the
+        messages between them) likewise as columns (:meth:`Windower.add_columns`), at most
+        :data:`COLUMNS_YIELD_EVERY` elements at a time. A
         message out of sequence first has those before it windowed (a gap drops the partition's
         windows)."""
         ctx, state = self.ctx, self.ctx.state
@@ -429,6 +430,13 @@ class Windows:
                 continue
             if got.__class__ is records.InputColumns:
                 window()  # the rows before it first (dead letters and windows in message order)
+                columns.append((msg, got))
+                n_columns += len(got)
+                continue
+            if columns and parsed is None:
+                # rows amid columnar batches (e.g. a producer's short last chunk of a flush): one
+                # group-by with them, not a cut in two (a group-by costs once per series in it)
+                got = records.InputColumns.of_rows(got, raw)
                 columns.append((msg, got))
                 n_columns += len(got)
                 continue

@@ -9,8 +9,11 @@ import base64
 import orjson
 import pytest
 
+from streams.admin import ensure_topics
 from streams.producer import AggregatingProducer
+from streams.records import ROWS_AS_COLUMNS
 from streams.settings import Settings
+from streams.topics import Topics
 from tests.conftest import read_topic, send_raw
 
 pytestmark = pytest.mark.integration
@@ -68,3 +71,36 @@ def test_a_columnar_batch_dead_letters_its_bad_and_late_elements_as_rows(broker,
     first = {m["start"]: m["count"] for m in points}
     assert T0 + 30 in first, "the windows the batches closed were published"
     assert first[T0] == 20, "the late element is not merged"
+
+
+def test_rows_amid_columnar_batches_window_and_dead_letter_as_rows(broker, prefix, start_worker):
+    """A short row-format array and a single object between columnar batches (in one fetch:
+    sent before the worker starts) are windowed with them: their late elements are dead-lettered
+    as the rows' path does (the array's bad element; the single object whole), the rest merged."""
+    settings = Settings(topic_prefix=prefix, broker=broker)
+    ensure_topics(settings, Topics.from_settings(settings).all(), settings.partitions)
+    topic = f"{prefix}.events"
+    key = b"svc/ok"
+
+    def columnar(first: int, last: int) -> bytes:
+        secs = range(first, last)
+        return orjson.dumps({"series": ["svc/ok"] * len(secs), "ts": [T0 + s for s in secs],
+                             "interval": 1.0, "count": [2] * len(secs)})
+
+    short = [{"series": "svc/ok", "ts": T0 + 61, "interval": 1.0, "count": 2},
+             {"series": "svc/ok", "ts": T0 + 4, "interval": 1.0, "count": 5}]  # late
+    assert len(short) < ROWS_AS_COLUMNS
+    one = {"series": "svc/ok", "ts": T0 + 5, "count": 7}  # late
+    send_raw(broker, topic, [(key, columnar(0, 61)), (key, orjson.dumps(short)), (key, columnar(62, 70)),
+                             (key, orjson.dumps(one)), (key, columnar(70, 80))])
+    start_worker(prefix, FORESIGHT_WINDOW_SECONDS="10")
+    dlq = read_topic(broker, f"{topic}.dlq", lambda ms: len(ms) >= 2)
+    by_offset = sorted(dlq, key=lambda m: m["offset"])
+    assert [(m["offset"], m["reason"], m["count"]) for m in by_offset] == [(1, "late", 1), (3, "late", 1)]
+    assert by_offset[0]["ranges"] == [[1, 1]]
+    assert orjson.loads(base64.b64decode(by_offset[0]["raw_b64"])) == [short[1]]
+    assert orjson.loads(base64.b64decode(by_offset[1]["raw_b64"])) == one, "the single object, whole"
+    # the series' time is at T0 + 79: with two windows of lateness, the windows up to T0 + 40 close
+    points = read_topic(broker, f"{prefix}.points", lambda ms: any(m["start"] == T0 + 40 for m in ms))
+    got = {m["start"]: m["count"] for m in points}
+    assert [got[T0 + w * WINDOW] for w in range(5)] == [20] * 5, "no late element merged"

@@ -214,3 +214,38 @@ def test_a_long_string_in_a_number_column_costs_its_own_bytes_not_one_per_entry(
         assert peak < 20 * len(raw), peak
         if isinstance(got, records.InputColumns):  # the columnar batch: the one bad element
             assert len(got) == 2000 and got.dead.ranges == [[2000, 2000]]
+
+
+@pytest.mark.parametrize("elements", [
+    [_good(i) for i in range(5)] + [{"series": "svc1/requests", "ts": 1, "count": 3}],
+    {"series": "svc1/requests", "ts": 1, "count": 3},
+], ids=["short array", "one object"])
+def test_rows_as_columns_window_and_dead_letter_as_the_rows(elements):
+    """``InputColumns.of_rows`` (a short message's rows, windowed with the columnar batches around
+    it): the same windows, rejections and dead letter (a late element's bytes; one object: the
+    whole message) as the rows' path."""
+    raw = orjson.dumps(elements)
+    fast = records.fast_rows(raw)
+    cols = records.InputColumns.of_rows(fast, raw)
+    assert cols.rows() == fast and cols.index.tolist() == list(range(len(fast)))
+    rows = records.parse_input_rows(raw)
+    w, v = Windower(10.0, 1), Windower(10.0, 1)
+    for x in (w, v):  # the series' time is far past ts 1
+        x.add_row(("svc1/requests", 1700000000.0, 1.0, 1, 0.0, 1.0, 1.0), "events", 0)
+    bad_c = w.add_columns(cols.series, cols.ts, cols.interval, cols.count, cols.sum, cols.min, cols.max,
+                          np.ones(len(cols), np.int64), "events")
+    bad_r = v.add_rows(rows.items, "events", [1] * len(rows.items))
+    assert [(k, e.reason) for k, e in bad_c] == [(k, e.reason) for k, e in bad_r]
+    assert [e.reason for _, e in bad_c] == ["late"]
+    for k, e in bad_c:
+        cols.reject(k, e.reason, e.error)
+    for k, e in bad_r:
+        rows.reject(k, e.reason, e.error)
+    assert cols.dead.raw() == rows.dead.raw()
+    assert cols.dead.ranges == rows.dead.ranges and cols.dead.reason == rows.dead.reason
+    assert w.close_all() == v.close_all()
+
+
+def test_rows_as_columns_of_an_empty_array():
+    cols = records.InputColumns.of_rows([], b"[]")
+    assert len(cols) == 0 and cols.rows() == []
