@@ -151,8 +151,10 @@ sys.exit(main())
 class Worker:
     def __init__(self, broker: str, prefix: str, workdir: Path, trace: bool = False, **extra: str) -> None:
         self.port = free_port()
-        #: the worker's CPU seconds when :meth:`wait_counter` saw its counter first move
+        #: the worker's CPU seconds when :meth:`wait_counter` saw its counter first move (and
+        #: :meth:`cpu_split`'s then)
         self.cpu_at_start: float | None = None
+        self.split_at_start: tuple[float, float] = (0.0, 0.0)
         self.trace = str(workdir / f"{prefix}.trace") if trace else None
         env = {**os.environ, "FORESIGHT_BROKER": broker, "FORESIGHT_TOPIC_PREFIX": prefix,
                "FORESIGHT_APP_ID": f"{prefix}-app", "FORESIGHT_WEB_PORT": str(self.port),
@@ -182,7 +184,12 @@ class Worker:
 
     def cpu_seconds(self) -> float:
         """The worker's CPU time so far (user + system; its window process's too)."""
-        return sum(t.user + t.system for t in (p.cpu_times() for p in self.processes()))
+        return sum(self.cpu_split())
+
+    def cpu_split(self) -> tuple[float, float]:
+        """:meth:`cpu_seconds` of the worker's own process, and of its window processes."""
+        own, *children = ((t.user + t.system) for t in (p.cpu_times() for p in self.processes()))
+        return own, sum(children)
 
     def table_file_bytes(self) -> int:
         """Bytes of the worker's table files (``FORESIGHT_TABLE_STORE=disk``: sqlite files it
@@ -223,7 +230,8 @@ class Worker:
             v = metric(self.port, name)
             if start is None and v > base:
                 start = time.monotonic()
-                self.cpu_at_start = self.cpu_seconds()
+                self.split_at_start = self.cpu_split()
+                self.cpu_at_start = sum(self.split_at_start)
             if v >= target:
                 break
             time.sleep(0.05)
@@ -324,8 +332,16 @@ def pct(xs: list[float], q: float) -> float | None:
     return xs[min(len(xs) - 1, int(q * len(xs)))]
 
 
+def _process_cpu(pid: int | None) -> float:
+    """CPU seconds (user + system) of process ``pid`` so far (0 if None)."""
+    if pid is None:
+        return 0.0
+    t = psutil.Process(pid).cpu_times()
+    return t.user + t.system
+
+
 def bench_batched(broker: str, workdir: Path, series: int, windows: int, steady: bool = True,
-                  columnar: bool = False) -> dict[str, object]:
+                  columnar: bool = False, broker_pid: int | None = None) -> dict[str, object]:
     """Client-aggregated ingest through the whole worker; ``steady``: then 4 windows at wall-clock
     pace for the window close -> forecast delay (``make bench`` takes that, and the model path's
     figures, from :func:`bench_model_path` on warm models instead). ``columnar``: the producer
@@ -348,9 +364,12 @@ def bench_batched(broker: str, workdir: Path, series: int, windows: int, steady:
     w = Worker(broker, prefix, workdir)
     try:
         rss0 = w.rss()
+        broker0 = _process_cpu(broker_pid)
         with profiled(w, "ingest", subprocesses=True):
             secs, got, t_start = w.wait_counter("foresight_messages_in_total", msgs)
-        cpu = w.cpu_seconds() - (w.cpu_at_start or 0.0)
+        split = [b - a for a, b in zip(w.split_at_start, w.cpu_split(), strict=True)]
+        cpu = sum(split)
+        broker_cpu = _process_cpu(broker_pid) - broker0  # (from before the first message read)
         busy = metric(w.port, "foresight_window_agent_seconds_total")
         learnt = metric(w.port, "foresight_model_updates_total")
         closed = (windows - 3) * series
@@ -409,6 +428,10 @@ def bench_batched(broker: str, workdir: Path, series: int, windows: int, steady:
         "raw_us_per_aggregate": 1e6 * raw["seconds"] / aggs,
         "worker_cpu_us_per_aggregate": 1e6 * cpu / aggs,
         "window_agent_busy_us_per_aggregate": 1e6 * busy / aggs,
+        # the same CPU by process: the worker's own (model agent, bank growth for the new series,
+        # web), its window processes', and the broker's (which the raw loop has to itself)
+        "cpu_us_per_aggregate_by_process": {"worker": 1e6 * split[0] / aggs, "window_processes": 1e6 * split[1] / aggs,
+                                            "broker": 1e6 * broker_cpu / aggs if broker_pid else None},
         "model_updates_while_reading": learnt,
         # end to end, points in to forecasts out, draining the backlog
         "model_updates_per_s": fgot / fsecs if fsecs else None,
@@ -727,10 +750,7 @@ def bench_model_path(broker: str, workdir: Path, series: int, warm: int, windows
         send(encode(first, last))
 
     def broker_cpu() -> float:
-        if not broker_pid:
-            return 0.0
-        t = psutil.Process(broker_pid).cpu_times()
-        return t.user + t.system
+        return _process_cpu(broker_pid)
 
     seed_secs, seed_bytes = seed_checkpoints(broker, settings, names, seeded, BENCH_KEY) if seeded else (0.0, 0)
     first = seeded  # the worker learns the windows after those its checkpoints were trained on
@@ -956,7 +976,8 @@ def main() -> None:
         windows = args.windows if n <= 1000 else max(6, args.windows // 3,
                                                      -(-INGEST_MIN_AGGREGATES // int(n * WINDOW)))
         with EmbeddedBroker(log_path=str(workdir / f"broker-{n}.log")) as b:
-            runs.append(bench_batched(b.bootstrap, workdir, n, windows, steady=False, columnar=args.columnar))
+            runs.append(bench_batched(b.bootstrap, workdir, n, windows, steady=False, columnar=args.columnar,
+                                      broker_pid=b.proc.pid if b.proc else None))
         print(json.dumps(runs[-1]), file=sys.stderr, flush=True)
         row["ratio_worker_vs_raw_aggregates"] = runs[-1]["ratio_worker_vs_raw_aggregates"]
         row["ratio_window_agent_busy_vs_raw_aggregates"] = runs[-1]["ratio_window_agent_busy_vs_raw_aggregates"]
