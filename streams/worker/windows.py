@@ -57,14 +57,22 @@ YIELD_EVERY = 2_000
 #: series of a batch (its open windows, bounds and time are dict lookups), so a batch should hold
 #: each series of a partition several times: at 100,000 series a producer that aggregates every
 #: second sends each of a partition's 25,000 series once a second, and a batch of 40,000 held each
-#: once or twice. 100,000 (about what one fetch of INPUT_PARTITION_FETCH_BYTES holds): about 0.2-0.3 s
-#: of the window process before its event loop runs again, only while it reads a backlog (live, a
-#: fetch holds what came since the last one)
-COLUMNS_YIELD_EVERY = 100_000
+#: once or twice. 150,000 (about what one fetch of INPUT_PARTITION_FETCH_BYTES holds, or two of a
+#: broker that sends 5 MiB: Windows.more_of_a_backlog): about 0.3-0.45 s of the window process
+#: before its event loop runs again, only while it reads a backlog (live, a fetch holds what came
+#: since the last one)
+COLUMNS_YIELD_EVERY = 150_000
 #: bytes one fetch takes of an input partition at most: a row-format aggregate is ~85-100 bytes of
 #: JSON, so 12 MB hold a batch of COLUMNS_YIELD_EVERY (4 MB held ~48,000). A broker may answer less:
 #: the embedded one (Tansu) sends at most 5 MiB of a partition (~62,000 of them)
 INPUT_PARTITION_FETCH_BYTES = 12 * 2**20
+#: fetches the window agent windows as one batch at most while its partitions are behind
+#: (:meth:`Windows.more_of_a_backlog`)
+BACKLOG_FETCHES = 2
+#: bytes of a partition after which a backlog's batch takes no more fetches
+BACKLOG_BATCH_BYTES = 8 * 2**20
+#: milliseconds the window agent waits for a backlog's next fetch at most
+BACKLOG_WAIT_MS = 200
 #: series whose points partition is remembered, at least (or twice the series tracked)
 POINTS_PARTITIONS_CACHED = 100_000
 #: an input row's event count
@@ -482,6 +490,7 @@ class Windows:
                 generation = self.generation
                 batch = await consumer.getmany(timeout_ms=500, max_records=FETCH_RECORDS)
                 if batch:
+                    await self.more_of_a_backlog(consumer, batch)
                     async with ctx.window_lock:
                         if generation != self.generation:
                             # a rebalance since the fetch: its partitions start afresh from the
@@ -500,6 +509,27 @@ class Windows:
         finally:
             self.consumer = None
             await consumer.stop()
+
+    @staticmethod
+    async def more_of_a_backlog(consumer: AIOKafkaConsumer, batch: dict[TopicPartition, list[Any]]) -> None:
+        """Add to ``batch`` (one ``getmany``) up to :data:`BACKLOG_FETCHES` - 1 more fetches of its
+        partitions, while each of them is behind (more records wait on the broker: a backlog) and
+        under :data:`BACKLOG_BATCH_BYTES`: the window agent's group-by pays once per series of a
+        batch, and a broker caps a fetch (Tansu: 5 MiB a partition, ~62,000 aggregates, each of
+        the partition's 25,000 series at 100,000 twice or so). Live, a partition is not behind:
+        no wait."""
+        for _ in range(BACKLOG_FETCHES - 1):
+            assigned = consumer.assignment()
+            for tp, msgs in batch.items():
+                hw = consumer.highwater(tp) if tp in assigned else None
+                if (hw is None or hw <= msgs[-1].offset + 1
+                        or sum(len(m.value or b"") for m in msgs) >= BACKLOG_BATCH_BYTES):
+                    return
+            more = await consumer.getmany(*batch, timeout_ms=BACKLOG_WAIT_MS, max_records=FETCH_RECORDS)
+            if not more:
+                return
+            for tp, msgs in more.items():
+                batch[tp].extend(msgs)
 
     async def run_forever(self) -> None:
         """:meth:`run`, restarted a second after it fails (its input is re-read from the commit)."""
