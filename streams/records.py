@@ -622,7 +622,8 @@ class InputColumns:
     #: batch's decoded objects made decoding the next messages ~30 % slower: fresh memory, and
     #: the young-generation collections walked them)
     rows_format: bool = False
-    objects: list[Any] | None = None
+    #: a row-format message's decoded JSON, once :meth:`element` needed it
+    objects: Any = None
 
     def __len__(self) -> int:
         return len(self.series)
@@ -937,10 +938,11 @@ _ROW_KEYS = frozenset(("series", "ts", "count"))
 
 
 def _rows_as_columns(obj: list[Any], raw: bytes) -> InputColumns | None:
-    """A row-format array of aggregates as :class:`InputColumns` (``rows_format``: its elements, for dead
-    letters), if every element is an object of the aggregate fields only and the columnar
-    batch's vectorised checks accept all of them (what :func:`_fast_row` accepts, read the same;
-    an absent field is read as null, as there); else None."""
+    """A row-format array of aggregates as :class:`InputColumns` (``rows_format``: a dead
+    letter's elements are decoded again from the message), if every element is an object of the
+    aggregate fields only and the columnar batch's vectorised checks accept all of them (what
+    :func:`_fast_row` accepts, read the same; an absent field is read as null, as there); else
+    None."""
     first = obj[0]
     if first.__class__ is dict and _ROW_KEYS <= first.keys() <= _AGG_KEYS:
         # the common array: every element an object of the first one's keys (each has them all,

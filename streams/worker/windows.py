@@ -301,9 +301,8 @@ class Windows:
         columnar batches (``streams.records.InputColumns``: columnar messages, and row-format
         arrays of aggregates that ``records.read_input`` reads as columns, and the rows of the
         messages between them) likewise as columns (:meth:`Windower.add_columns`), at most
-        :data:`COLUMNS_YIELD_EVERY` elements at a time. A
-        message out of sequence first has those before it windowed (a gap drops the partition's
-        windows)."""
+        :data:`COLUMNS_YIELD_EVERY` elements at a time. A message out of sequence first has those
+        before it windowed (a gap drops the partition's windows)."""
         ctx, state = self.ctx, self.ctx.state
         source = (topic, partition)
         kind = "events" if topic == ctx.topics.events else "metrics"
