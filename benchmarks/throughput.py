@@ -151,9 +151,7 @@ sys.exit(main())
 class Worker:
     def __init__(self, broker: str, prefix: str, workdir: Path, trace: bool = False, **extra: str) -> None:
         self.port = free_port()
-        #: the worker's CPU seconds when :meth:`wait_counter` saw its counter first move (and
-        #: :meth:`cpu_split`'s then)
-        self.cpu_at_start: float | None = None
+        #: :meth:`cpu_split` when :meth:`wait_counter` saw its counter first move
         self.split_at_start: tuple[float, float] = (0.0, 0.0)
         self.trace = str(workdir / f"{prefix}.trace") if trace else None
         env = {**os.environ, "FORESIGHT_BROKER": broker, "FORESIGHT_TOPIC_PREFIX": prefix,
@@ -231,7 +229,6 @@ class Worker:
             if start is None and v > base:
                 start = time.monotonic()
                 self.split_at_start = self.cpu_split()
-                self.cpu_at_start = sum(self.split_at_start)
             if v >= target:
                 break
             time.sleep(0.05)
@@ -749,9 +746,6 @@ def bench_model_path(broker: str, workdir: Path, series: int, warm: int, windows
     def produce(first: int, last: int) -> None:
         send(encode(first, last))
 
-    def broker_cpu() -> float:
-        return _process_cpu(broker_pid)
-
     seed_secs, seed_bytes = seed_checkpoints(broker, settings, names, seeded, BENCH_KEY) if seeded else (0.0, 0)
     first = seeded  # the worker learns the windows after those its checkpoints were trained on
     w = Worker(broker, prefix, workdir, trace=trace, **extra)
@@ -787,7 +781,7 @@ def bench_model_path(broker: str, workdir: Path, series: int, warm: int, windows
         t_enc = time.monotonic()
         backlog = encode(first + warm, first + warm + windows)
         encoded = time.monotonic() - t_enc
-        cpu0, bcpu0 = w.cpu_seconds(), broker_cpu()
+        cpu0, bcpu0 = w.cpu_seconds(), _process_cpu(broker_pid)
         sent0 = metric(w.port, "foresight_forecasts_send_seconds_total")
         with profiled(w, "backlog"):
             t0 = time.monotonic()
@@ -803,7 +797,7 @@ def bench_model_path(broker: str, workdir: Path, series: int, warm: int, windows
             # rate to the checkpoints written, not in the rate to the forecasts out)
             written = max(w.settle(), t0 + secs) - t0
             checkpoints = metric(w.port, "foresight_checkpoints_total")
-            cpu1, bcpu1, wall1 = w.cpu_seconds(), broker_cpu(), time.monotonic() - t0
+            cpu1, bcpu1, wall1 = w.cpu_seconds(), _process_cpu(broker_pid), time.monotonic() - t0
             sent1 = metric(w.port, "foresight_forecasts_send_seconds_total")
         # steady state: the next windows published at wall-clock pace, one every window length
         # (as the window agent publishes every series' point when a window closes)
@@ -820,7 +814,7 @@ def bench_model_path(broker: str, workdir: Path, series: int, warm: int, windows
             w.wait_counter("foresight_forecasts_out_total", (warm + windows + paced) * series, timeout=300)
             w.settle()
             ckpt_paced = metric(w.port, "foresight_checkpoints_total") - checkpoints
-            cpu2, bcpu2, wall2 = w.cpu_seconds(), broker_cpu(), time.monotonic() - t0 - wall1
+            cpu2, bcpu2, wall2 = w.cpu_seconds(), _process_cpu(broker_pid), time.monotonic() - t0 - wall1
             sent2 = metric(w.port, "foresight_forecasts_send_seconds_total")
         since = T0 + first_paced * WINDOW
         pts, fcs = publication_times(broker, topics, paced_from)

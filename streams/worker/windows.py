@@ -435,15 +435,12 @@ class Windows:
                 await processing_error(ctx, "window", topic, msg, exc)
                 t0 = time.perf_counter()
                 continue
-            if got.__class__ is records.InputColumns:
-                window()  # the rows before it first (dead letters and windows in message order)
-                columns.append((msg, got))
-                n_columns += len(got)
-                continue
-            if columns and parsed is None:
+            if columns and parsed is None and got.__class__ is not records.InputColumns:
                 # rows amid columnar batches (e.g. a producer's short last chunk of a flush): one
                 # group-by with them, not a cut in two (a group-by costs once per series in it)
                 got = records.InputColumns.of_rows(got, raw)
+            if got.__class__ is records.InputColumns:
+                window()  # the rows before it first (dead letters and windows in message order)
                 columns.append((msg, got))
                 n_columns += len(got)
                 continue
